@@ -1,0 +1,1 @@
+"""The node daemon: replication, agreement, storage and the gRPC APIs in one process."""

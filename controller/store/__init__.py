@@ -1,0 +1,1 @@
+"""Storage adapters for the replicated database: SQLite for real, memory for simulation."""

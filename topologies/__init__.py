@@ -1,0 +1,1 @@
+"""Mininet topologies (cloud-edge, single, linear, tree) and the emulation scenario runner."""
