@@ -1,0 +1,391 @@
+"""Run an emulated network with a real synod-controller and report reachability.
+
+`synod emulate` is a thin CLI over `run_scenario`. Everything started here is torn
+down in `finally` blocks: OVS bridges, Mininet hosts, WAN relays, the controller.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import OVSSwitch, RemoteController
+
+from topologies.classic import make_topo
+from topologies.cloud_edge import CLOUD, WanRelay, cut_wan, heal_wan, sites
+
+__all__ = [
+    "EmulationError",
+    "Phase",
+    "Report",
+    "ScenarioOptions",
+    "controller_process",
+    "ensure_ovs",
+    "ping_pairs",
+    "run_scenario",
+    "running_network",
+]
+
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+SWITCH_CONNECT_TIMEOUT_S = 60
+CONTROLLER_READY_TIMEOUT_S = 20
+PING_TIMEOUT_S = 3
+PR_SET_PDEATHSIG = 1
+
+Progress = Callable[[str], None]
+
+
+class EmulationError(Exception):
+    """The emulation cannot run; the message names the problem and the fix in one line."""
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    """What `synod emulate` was asked to do."""
+
+    topo: str = "cloudedge"
+    sites: int = 3
+    hosts_per_site: int = 2
+    switches_per_site: int = 1
+    wan_delay_ms: float = 20.0
+    wan_rate_mbit: float = 100.0
+    wan_loss_pct: float = 0.0
+    cut_site: str = "edge1"
+    of_port: int = 0  # 0: pick a free port
+    verbose: bool = False
+
+
+@dataclass
+class Phase:
+    """Reachability measured in one phase of the scenario."""
+
+    name: str
+    results: dict[tuple[str, str], bool]  # (src host, dst host) -> answered
+    site_of_host: dict[str, str]
+
+    @property
+    def answered(self) -> int:
+        return sum(self.results.values())
+
+    @property
+    def loss_pct(self) -> float:
+        return 100.0 * (1 - self.answered / len(self.results)) if self.results else 0.0
+
+    def between(self, src_site: str, dst_site: str) -> tuple[int, int]:
+        """(answered, total) for pings from hosts of src_site to hosts of dst_site."""
+        pairs = [ok for (s, d), ok in self.results.items()
+                 if self.site_of_host[s] == src_site and self.site_of_host[d] == dst_site]
+        return sum(pairs), len(pairs)
+
+
+@dataclass
+class Report:
+    """What happened, printable for people and checkable by tests."""
+
+    title: str
+    site_names: list[str]
+    phases: list[Phase] = field(default_factory=list)
+    checks: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok in self.checks)
+
+    def render(self) -> str:
+        lines = [self.title, ""]
+        width = max(len(s) for s in self.site_names) + 2
+        for phase in self.phases:
+            lines.append(f"{phase.name}: {phase.answered}/{len(phase.results)} pings answered, "
+                         f"{phase.loss_pct:.0f}% loss")
+            lines.append(" " * (width + 6) + "".join(s.rjust(width) for s in self.site_names))
+            for src in self.site_names:
+                cells = []
+                for dst in self.site_names:
+                    ok, total = phase.between(src, dst)
+                    cells.append((f"{ok}/{total}" if total else "-").rjust(width))
+                lines.append(f"  from {src.ljust(width)}" + "".join(cells))
+            lines.append("")
+        for text, ok in self.checks:
+            lines.append(f"  [{'ok' if ok else 'FAIL'}] {text}")
+        lines.append("")
+        lines.append("result: " + ("PASS" if self.passed else "FAIL"))
+        return "\n".join(lines)
+
+
+def ensure_root() -> None:
+    if os.geteuid() != 0:
+        raise EmulationError("emulation needs root (Mininet creates namespaces and OVS "
+                             "bridges): run it as root")
+
+
+def ensure_ovs(progress: Progress) -> None:
+    """Make sure ovsdb-server and ovs-vswitchd answer; start them if they do not."""
+    if shutil.which("ovs-vsctl") is None:
+        raise EmulationError("Open vSwitch is not installed: run ./synod.sh demo, or "
+                             "apt-get install -y openvswitch-switch")
+    if _ovs_answers():
+        return
+    if not os.path.exists(OVS_CTL):
+        raise EmulationError(f"Open vSwitch is not running and {OVS_CTL} is missing: "
+                             "reinstall openvswitch-switch")
+    progress("starting Open vSwitch (ovs-ctl start)")
+    done = subprocess.run([OVS_CTL, "start", "--system-id=random"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    if done.returncode != 0 or not _ovs_answers():
+        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise EmulationError(f"could not start Open vSwitch: {detail[0]}")
+
+
+def _ovs_answers() -> bool:
+    try:
+        return subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True,
+                              timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # The controller must not outlive us even if we are killed with SIGKILL.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _controller_command() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "synod-controller")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "controller.openflow.launcher"]
+
+
+@contextmanager
+def controller_process(port: int, log_path: str, host: str = "127.0.0.1",
+                       apps: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
+    """A synod-controller subprocess listening on host:port, stopped on exit."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            _controller_command() + ["--ofp-listen-host", host,
+                                     "--ofp-tcp-listen-port", str(port), *apps],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+    try:
+        deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise EmulationError(f"synod-controller exited with {proc.returncode}: "
+                                     f"see {log_path}")
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise EmulationError(f"synod-controller did not listen on {host}:{port} "
+                                         f"within {CONTROLLER_READY_TIMEOUT_S}s: see "
+                                         f"{log_path}") from None
+                time.sleep(0.2)
+        yield proc
+    finally:
+        _stop_process(proc)
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _existing_bridges() -> set[str]:
+    done = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
+                          text=True, timeout=10, check=False)
+    return set(done.stdout.split())
+
+
+@contextmanager
+def running_network(topo, of_port: int, progress: Progress) -> Iterator[Mininet]:
+    """Start `topo` on userspace OVS switches bound to the controller at of_port."""
+    clash = sorted(set(topo.switches()) & _existing_bridges())
+    if clash:
+        raise EmulationError(f"OVS bridges {', '.join(clash)} already exist (another "
+                             "emulation running, or one that crashed): delete them with "
+                             f"ovs-vsctl del-br, or run 'synod emulate --cleanup'")
+    net = Mininet(
+        topo=topo,
+        switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13"),
+        controller=partial(RemoteController, ip="127.0.0.1", port=of_port),
+        autoSetMacs=False,
+        build=False,
+    )
+    try:
+        progress(f"building {len(topo.hosts())} hosts, {len(topo.switches())} switches, "
+                 f"{len(topo.links())} links")
+        net.build()
+        net.start()
+        of_switches = [s for s in net.switches if not isinstance(s, WanRelay)]
+        progress(f"waiting for {len(of_switches)} switches to connect to the controller")
+        deadline = time.monotonic() + SWITCH_CONNECT_TIMEOUT_S
+        while True:
+            waiting = [s.name for s in of_switches if not s.connected()]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise EmulationError(f"switches {', '.join(waiting)} did not connect within "
+                                     f"{SWITCH_CONNECT_TIMEOUT_S}s")
+            time.sleep(0.5)
+        yield net
+    finally:
+        progress("tearing down")
+        try:
+            net.stop()
+        finally:
+            leftover = sorted(set(topo.switches()) & _existing_bridges())
+            for bridge in leftover:
+                subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge],
+                               capture_output=True, timeout=10, check=False)
+
+
+def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
+               timeout_s: int = PING_TIMEOUT_S) -> dict[tuple[str, str], bool]:
+    """Ping each (src, dst) host pair once, all in parallel; True where a reply came."""
+    procs = {}
+    for src, dst in pairs:
+        procs[(src, dst)] = net[src].popen(
+            ["ping", "-n", "-q", "-c", "1", "-W", str(timeout_s), net[dst].IP()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    for pair, proc in procs.items():
+        try:
+            results[pair] = proc.wait(timeout=timeout_s + 5) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+            results[pair] = False
+    return results
+
+
+def cleanup_leftovers(progress: Progress) -> list[str]:
+    """Remove bridges and processes a crashed emulation may have left; return what went."""
+    removed = []
+    for bridge in sorted(_existing_bridges()):
+        if _looks_like_ours(bridge):
+            subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge], capture_output=True,
+                           timeout=10, check=False)
+            removed.append(f"bridge {bridge}")
+    for pattern in ("wanrelay.py", "controller.openflow.launcher", "bin/synod-controller"):
+        done = subprocess.run(["pkill", "-TERM", "-f", pattern], capture_output=True,
+                              timeout=10, check=False)
+        if done.returncode == 0:
+            removed.append(f"processes matching {pattern}")
+    for item in removed:
+        progress(f"removed {item}")
+    return removed
+
+
+def _looks_like_ours(bridge: str) -> bool:
+    from topologies.cloud_edge import site_of
+    return site_of(bridge) is not None
+
+
+def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
+    """Bring the network up, ping, cut and heal one edge WAN link, tear down, report."""
+    ensure_root()
+    if shutil.which("ping") is None:
+        raise EmulationError("ping is not installed (Mininet would report 100% loss): "
+                             "apt-get install -y iputils-ping")
+    setLogLevel("info" if opts.verbose else "error")
+    extra = {}
+    if opts.topo == "cloudedge":
+        extra = dict(hosts_per_site=opts.hosts_per_site, switches_per_site=opts.switches_per_site,
+                     wan_delay_ms=opts.wan_delay_ms, wan_rate_mbit=opts.wan_rate_mbit,
+                     wan_loss_pct=opts.wan_loss_pct)
+    topo = make_topo(opts.topo, opts.sites, **extra)
+    ensure_ovs(progress)
+    port = opts.of_port or _free_port("127.0.0.1")
+    log_path = os.path.join(log_dir, "synod-controller.log")
+    progress(f"starting synod-controller on 127.0.0.1:{port} (log: {log_path})")
+    with controller_process(port, log_path), running_network(topo, port, progress) as net:
+        if opts.topo == "cloudedge":
+            return _partition_heal(net, opts, progress)
+        return _pingall_only(net, opts, progress)
+
+
+def _all_pairs(net: Mininet) -> list[tuple[str, str]]:
+    names = [h.name for h in net.hosts]
+    return [(a, b) for a in names for b in names if a != b]
+
+
+def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
+    site_of_host = {h.name: "all" for h in net.hosts}
+    progress("pingall")
+    phase = Phase("pingall", ping_pairs(net, _all_pairs(net)), site_of_host)
+    report = Report(f"Synod emulation: {opts.topo} topology, size {opts.sites}", ["all"],
+                    [phase])
+    report.checks.append(("every host reaches every other host", phase.loss_pct == 0))
+    return report
+
+
+def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
+    site_map = sites(net)
+    if opts.cut_site not in site_map or opts.cut_site == CLOUD:
+        raise EmulationError(f"cannot cut {opts.cut_site!r}: choose an edge site, one of "
+                             f"{', '.join(s for s in site_map if s != CLOUD)}")
+    site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
+    pairs = _all_pairs(net)
+    title = (f"Synod emulation: 1 cloud + {opts.sites} edge sites, {opts.hosts_per_site} "
+             f"hosts per site, WAN {opts.wan_delay_ms:g} ms one-way, "
+             f"{opts.wan_rate_mbit:g} Mbit/s, {opts.wan_loss_pct:g}% loss")
+    report = Report(title, list(site_map))
+    progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
+    before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
+    report.phases.append(before)
+
+    progress(f"phase 2/3: cutting the WAN link of {opts.cut_site}")
+    cut_wan(net, opts.cut_site)
+    try:
+        during = Phase(f"during ({opts.cut_site} WAN cut)", ping_pairs(net, pairs),
+                       site_of_host)
+    finally:
+        progress(f"phase 3/3: healing the WAN link of {opts.cut_site}")
+        heal_wan(net, opts.cut_site)
+    report.phases.append(during)
+    after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
+    report.phases.append(after)
+
+    cut = opts.cut_site
+    inside_ok, inside_total = during.between(cut, cut)
+    out_ok = sum(during.between(s, cut)[0] + during.between(cut, s)[0]
+                 for s in site_map if s != cut)
+    others = [s for s in site_map if s != cut]
+    others_ok = all(during.between(a, b)[0] == during.between(a, b)[1]
+                    for a in others for b in others)
+    report.checks += [
+        ("before: every host reaches every other host", before.loss_pct == 0),
+        (f"during: {cut} hosts still reach each other ({inside_ok}/{inside_total})",
+         inside_ok == inside_total),
+        (f"during: no other site reaches {cut} ({out_ok} answered)", out_ok == 0),
+        ("during: the other sites still reach each other", others_ok),
+        ("after: every host reaches every other host again", after.loss_pct == 0),
+    ]
+    return report
