@@ -1,0 +1,161 @@
+"""The op DAG held by a replica: the log, per-author chains, heads, buffers and evidence."""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Iterator
+from itertools import islice
+
+from .identity import NodeId
+from .op import Op, OpId
+
+__all__ = ["Dag", "Past"]
+
+
+class Past:
+    """The causal past of an op about to be applied (CausalPast for policies)."""
+
+    def __init__(self, dag: Dag, parents: tuple[OpId, ...]) -> None:
+        self._dag = dag
+        self.parents = parents
+
+    def includes(self, op_id: OpId) -> bool:
+        seen: set[OpId] = set()
+        stack = list(self.parents)
+        while stack:
+            current = stack.pop()
+            if current == op_id:
+                return True
+            if current in seen:
+                continue
+            seen.add(current)
+            op = self._dag.find(current)
+            if op is not None:
+                stack.extend(op.parents)
+        return False
+
+
+class Dag:
+    """Ops applied in log order, plus ops waiting for parents and ops kept as evidence.
+
+    Invariants: every op in the log has all its parents earlier in the log or in evidence;
+    chains[a] lists author a's logged ops by seq with no gap (seq = index + 1).
+    """
+
+    def __init__(self, pending_ops_max: int, evidence_ops_max: int) -> None:
+        self.pending_ops_max = pending_ops_max
+        self.evidence_ops_max = evidence_ops_max
+        self.ops: dict[OpId, Op] = {}
+        self.pos: dict[OpId, int] = {}
+        self.log: list[OpId] = []
+        self.chains: dict[NodeId, list[OpId]] = {}
+        self.heads: set[OpId] = set()
+        # Waiting for parents: insertion-ordered so the oldest is evicted first when full.
+        self.pending: OrderedDict[OpId, Op] = OrderedDict()
+        self.waiting: dict[OpId, set[OpId]] = {}  # missing parent -> pending ops needing it
+        self.evidence: dict[OpId, Op] = {}  # conflicting ops and ops on a forked branch
+        self.forks: dict[NodeId, int] = {}  # equivocating author -> lowest seq with a fork
+        self.fork_proof: dict[NodeId, tuple[OpId, OpId]] = {}
+
+    # -- lookups --------------------------------------------------------------------
+    def find(self, op_id: OpId) -> Op | None:
+        return self.ops.get(op_id) or self.evidence.get(op_id)
+
+    def holds(self, op_id: OpId) -> bool:
+        return op_id in self.ops or op_id in self.evidence
+
+    def at(self, author: NodeId, seq: int) -> Op | None:
+        chain = self.chains.get(author)
+        if chain is None or not 1 <= seq <= len(chain):
+            return None
+        return self.ops[chain[seq - 1]]
+
+    def vector(self) -> dict[NodeId, int]:
+        return {a: len(c) for a, c in self.chains.items()}
+
+    def excluded(self, op: Op) -> bool:
+        """Ops of an equivocating author from its first fork on never reach the tables."""
+        fork = self.forks.get(op.author)
+        return fork is not None and op.seq >= fork
+
+    # -- log --------------------------------------------------------------------------
+    def append(self, op: Op) -> None:
+        self.pos[op.id] = len(self.log)
+        self.log.append(op.id)
+        self.ops[op.id] = op
+        self.chains.setdefault(op.author, []).append(op.id)
+        self.heads.difference_update(op.parents)
+        self.heads.add(op.id)
+
+    def choose_parents(self, author: NodeId, parents_max: int) -> tuple[OpId, ...]:
+        """Parents for a new op: own previous op first, then up to parents_max newest heads."""
+        chain = self.chains.get(author)
+        prev = chain[-1] if chain else None
+        others = [h for h in self.heads if h != prev]
+        if len(others) > parents_max:
+            others = heapq.nlargest(parents_max, others, key=lambda h: (self.ops[h].hlc, h))
+        others.sort()
+        return ((prev,) if prev else ()) + tuple(others)
+
+    def missing_for(self, vector: dict[NodeId, int]) -> Iterator[Op]:
+        """Logged ops not covered by vector, in log (hence causal) order."""
+        slices = []
+        for author, chain in self.chains.items():
+            have = vector.get(author, 0)
+            if len(chain) > have:
+                slices.append((self.pos[i], i) for i in islice(chain, max(have, 0), None))
+        for _, op_id in heapq.merge(*slices):
+            yield self.ops[op_id]
+
+    # -- waiting for parents ----------------------------------------------------------
+    def buffer(self, op: Op, missing: list[OpId]) -> Op | None:
+        """Hold op until its missing parents arrive; returns an evicted op when full."""
+        evicted = None
+        if len(self.pending) >= self.pending_ops_max:
+            evicted = self.unbuffer(next(iter(self.pending)))
+        self.pending[op.id] = op
+        for parent in missing:
+            self.waiting.setdefault(parent, set()).add(op.id)
+        return evicted
+
+    def unbuffer(self, op_id: OpId) -> Op:
+        op = self.pending.pop(op_id)
+        for parent in op.parents:
+            waiters = self.waiting.get(parent)
+            if waiters is not None:
+                waiters.discard(op_id)
+                if not waiters:
+                    del self.waiting[parent]
+        return op
+
+    def woken_by(self, op_id: OpId) -> list[Op]:
+        """Pending ops that waited for op_id and now have every parent."""
+        ready = []
+        for waiter in sorted(self.waiting.pop(op_id, ())):
+            op = self.pending.get(waiter)
+            if op is not None and all(self.holds(p) for p in op.parents):
+                ready.append(self.unbuffer(waiter))
+        return ready
+
+    def wanted(self, limit: int) -> list[OpId]:
+        """Missing parents of buffered ops that are not themselves buffered."""
+        return [p for p in islice(self.waiting, limit * 4) if p not in self.pending][:limit]
+
+    # -- evidence -------------------------------------------------------------------
+    def keep_evidence(self, op: Op) -> bool:
+        if op.id in self.evidence or op.id in self.ops:
+            return False
+        if len(self.evidence) >= self.evidence_ops_max:
+            return False
+        self.evidence[op.id] = op
+        return True
+
+    def note_fork(self, author: NodeId, seq: int, a: OpId, b: OpId) -> bool:
+        """Record an equivocation; True when it lowers the author's fork seq."""
+        current = self.forks.get(author)
+        if current is not None and current <= seq:
+            return False
+        self.forks[author] = seq
+        self.fork_proof[author] = (a, b) if a < b else (b, a)
+        return True

@@ -1,0 +1,200 @@
+"""Ops: the signed, hash-identified unit of change, with its canonical encoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .encoding import check_plain, decode, encode
+from .errors import Reason, Rejected, UsageError
+from .identity import Identity, NodeId, hash32
+from .schema import Schema, Value
+
+__all__ = [
+    "OpId",
+    "RowMutation",
+    "RowsBody",
+    "CustomBody",
+    "Body",
+    "Op",
+    "ROWS",
+    "sign_op",
+    "decode_op",
+    "op_signing_message",
+    "OP_ID_PERSON",
+]
+
+OpId = bytes  # 32 bytes: BLAKE2b-256 of the op's canonical bytes
+ROWS = "rows"
+OP_ID_PERSON = b"synod-op"
+_SIGN_PREFIX = b"synod-op\x00"
+
+
+@dataclass(frozen=True)
+class RowMutation:
+    """One row's change inside an op: its causal length and the columns it sets.
+
+    cl odd: the row is alive at that length (values are set; all value columns when the
+    author (re)created the row). cl even: the row is deleted (values empty).
+    """
+
+    table: str
+    key: tuple[Value, ...]
+    cl: int
+    values: dict[str, Value]
+
+    def to_plain(self) -> list:
+        return [self.table, list(self.key), self.cl, self.values]
+
+
+@dataclass(frozen=True)
+class RowsBody:
+    mutations: tuple[RowMutation, ...]
+
+    kind = ROWS
+
+    def to_plain(self) -> list:
+        return [ROWS, [m.to_plain() for m in self.mutations]]
+
+
+@dataclass(frozen=True)
+class CustomBody:
+    """A body the replication core does not interpret (votes, membership, …): kind + data."""
+
+    kind: str
+    data: Any  # any plain CBOR value
+
+    def to_plain(self) -> list:
+        return [self.kind, self.data]
+
+
+Body = RowsBody | CustomBody
+
+
+@dataclass(frozen=True)
+class Op:
+    """A signed change. parents[0] is the author's previous op when seq > 1."""
+
+    author: NodeId
+    seq: int
+    hlc: int
+    parents: tuple[OpId, ...]
+    body: Body
+    signature: bytes
+    raw: bytes  # canonical wire bytes: encode([unsigned, signature])
+    unsigned: bytes  # canonical bytes the signature covers (after the domain prefix)
+    id: OpId
+
+    def __repr__(self) -> str:
+        return f"Op({self.author[:8]}#{self.seq} {self.body.kind} id={self.id.hex()[:12]})"
+
+
+def op_signing_message(cluster_id: bytes, unsigned: bytes) -> bytes:
+    """What the author signs: a domain prefix, the cluster id (no replay across clusters)."""
+    return _SIGN_PREFIX + cluster_id + unsigned
+
+
+def sign_op(
+    identity: Identity,
+    cluster_id: bytes,
+    seq: int,
+    hlc: int,
+    parents: tuple[OpId, ...],
+    body: Body,
+) -> Op:
+    """Build and sign an op (used by the replica for its own writes)."""
+    if seq < 1:
+        raise UsageError("seq counts from 1")
+    plain = [identity.node_id, seq, hlc, list(parents), body.to_plain()]
+    unsigned = encode(plain)
+    signature = identity.sign(op_signing_message(cluster_id, unsigned))
+    raw = encode([unsigned, signature])
+    return Op(identity.node_id, seq, hlc, parents, body, signature, raw, unsigned, _op_id(raw))
+
+
+def _op_id(raw: bytes) -> OpId:
+    return hash32(raw, person=OP_ID_PERSON)
+
+
+def decode_op(raw: bytes, schema: Schema, parents_max: int, mutations_max: int) -> Op:
+    """Decode and structurally validate an op (not its signature, not its dependencies)."""
+    outer = decode(raw)
+    if not (isinstance(outer, list) and len(outer) == 2):
+        raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
+    unsigned, signature = outer
+    if not (isinstance(unsigned, bytes) and isinstance(signature, bytes) and len(signature) == 64):
+        raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
+    fields = decode(unsigned)
+    if not (isinstance(fields, list) and len(fields) == 5):
+        raise Rejected(Reason.MALFORMED, "op has 5 fields")
+    author, seq, hlc, parents, body = fields
+    if not (isinstance(author, str) and len(author) == 32 and _is_lower_hex(author)):
+        raise Rejected(Reason.MALFORMED, "author is a node id")
+    if not (type(seq) is int and 1 <= seq < 2**63 and type(hlc) is int and 0 <= hlc < 2**63):
+        raise Rejected(Reason.MALFORMED, "seq and hlc are positive int64")
+    if not (
+        isinstance(parents, list) and all(isinstance(p, bytes) and len(p) == 32 for p in parents)
+    ):
+        raise Rejected(Reason.MALFORMED, "parents are op ids")
+    if len(parents) > parents_max + 1:
+        raise Rejected(Reason.TOO_LARGE, f"{len(parents)} parents")
+    # parents[0] is the author's own previous op (seq > 1); the others are sorted and unique.
+    others = parents[1:] if seq > 1 else parents
+    if seq > 1 and not parents:
+        raise Rejected(Reason.BAD_PARENTS, "seq > 1 without the previous op")
+    if any(a >= b for a, b in zip(others, others[1:], strict=False)):
+        raise Rejected(Reason.BAD_PARENTS, "parents not sorted and unique")
+    if seq > 1 and parents[0] in others[1:]:
+        raise Rejected(Reason.BAD_PARENTS, "previous op listed twice")
+    return Op(
+        author,
+        seq,
+        hlc,
+        tuple(parents),
+        _decode_body(body, schema, mutations_max),
+        signature,
+        bytes(raw),
+        unsigned,
+        _op_id(bytes(raw)),
+    )
+
+
+def _is_lower_hex(s: str) -> bool:
+    return all(c in "0123456789abcdef" for c in s)
+
+
+def _decode_body(body: Any, schema: Schema, mutations_max: int) -> Body:
+    if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)):
+        raise Rejected(Reason.MALFORMED, "body is [kind, data]")
+    kind, data = body
+    if kind != ROWS:
+        if not kind or len(kind) > 64:
+            raise Rejected(Reason.BAD_BODY, "body kind is 1..64 characters")
+        return CustomBody(kind, data)
+    if not isinstance(data, list):
+        raise Rejected(Reason.BAD_BODY, "rows body is a list")
+    if len(data) > mutations_max:
+        raise Rejected(Reason.TOO_LARGE, f"{len(data)} mutations")
+    mutations = []
+    seen = set()
+    for m in data:
+        if not (isinstance(m, list) and len(m) == 4):
+            raise Rejected(Reason.BAD_BODY, "mutation is [table, key, cl, values]")
+        name, key, cl, values = m
+        table = schema.table(name)
+        key = table.check_key(key)
+        values = table.check_values(values)
+        if not (type(cl) is int and 1 <= cl < 2**63):
+            raise Rejected(Reason.BAD_BODY, "causal length is a positive int")
+        if cl % 2 == 0 and values:
+            raise Rejected(Reason.BAD_BODY, "a delete sets no values")
+        if (name, key) in seen:
+            raise Rejected(Reason.BAD_BODY, "one mutation per row per op")
+        seen.add((name, key))
+        mutations.append(RowMutation(name, key, cl, values))
+    return RowsBody(tuple(mutations))
+
+
+def check_custom_data(data: Any) -> None:
+    """Local writers' custom data must be plain CBOR (checked before signing)."""
+    check_plain(data)

@@ -1,0 +1,680 @@
+"""The Replica: validates, applies and syncs ops, and hands back effects (sans-I/O)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import nacl.exceptions
+import nacl.signing
+
+from .crdt import RowKey, Tables, row_version_bytes
+from .dag import Dag, Past
+from .digest import Ecmh, point_of
+from .encoding import check_plain, encode
+from .errors import Reason, Rejected, ReplicationError, UsageError
+from .hlc import HybridClock
+from .identity import Genesis, Identity, NodeId
+from .messages import Message, OpBatch, Outbound, SyncRequest
+from .op import ROWS, Body, CustomBody, Op, OpId, RowMutation, RowsBody, decode_op, sign_op
+from .op import op_signing_message as _signing_message
+from .policy import Policy, StaticPolicy
+from .schema import DEFAULT_SCHEMA, Schema, Value
+
+__all__ = [
+    "Config",
+    "Upsert",
+    "Delete",
+    "Mutation",
+    "RowUpdate",
+    "Ready",
+    "Replica",
+    "RandomSource",
+    "Verify",
+]
+
+Verify = Literal["all", "sample", "none"]
+
+
+class RandomSource(Protocol):
+    """What the replica needs from a random.Random (injected, so runs replay from a seed)."""
+
+    def random(self) -> float: ...
+
+    def sample(self, population: Sequence[Any], k: int) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Config:
+    """Bounds and intervals. Every queue and batch has a named bound."""
+
+    push_fanout: int = 3  # peers each new local op is pushed to at once
+    sync_interval_ms: int = 200  # anti-entropy with one random peer this often
+    gap_request_interval_ms: int = 50  # least time between gap-triggered requests to one peer
+    sync_batch_ops_max: int = 512
+    sync_batch_bytes_max: int = 1 << 20
+    message_bytes_max: int = 8 << 20
+    op_bytes_max: int = 1 << 20
+    mutations_max: int = 10_000  # row mutations in one op
+    parents_max: int = 16  # heads referenced by one op, besides the author's previous op
+    pending_ops_max: int = 10_000  # ops waiting for parents
+    future_ops_max: int = 1_000  # ops held because their hlc is too far ahead
+    evidence_ops_max: int = 1_024
+    wants_max: int = 64  # ops asked for by id in one sync request
+    max_skew_ms: int = 60_000  # how far ahead of our clock an op's hlc may be
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Set columns of a row, creating it (other columns NULL) if it is absent or deleted."""
+
+    table: str
+    key: tuple[Value, ...]
+    values: Mapping[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delete:
+    table: str
+    key: tuple[Value, ...]
+
+
+Mutation = Upsert | Delete
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    """A row's new materialised state: values when alive (None when deleted) and merge meta."""
+
+    table: str
+    key: tuple[Value, ...]
+    values: dict[str, Value] | None
+    meta: bytes  # canonical encoding of RowState.to_plain()
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Effects to carry out, in this order:
+
+    1. persist ops (append to the log, in order), evidence and rows (replace_rows first
+       clears every materialised row) in ONE transaction, and make it durable;
+    2. only then send messages, deliver ops to observers in order, and ack `acked` writes;
+    3. call advance(ready).
+    """
+
+    ops: tuple[Op, ...] = ()
+    evidence: tuple[Op, ...] = ()
+    rows: tuple[RowUpdate, ...] = ()
+    replace_rows: bool = False
+    messages: tuple[Outbound, ...] = ()
+    acked: tuple[OpId, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(
+            (self.ops, self.evidence, self.rows, self.replace_rows, self.messages, self.acked)
+        )
+
+
+class Replica:
+    """One node's copy of the replicated database.
+
+    Inputs: write()/emit() (local changes), receive() (peer messages), tick() (time passes).
+    Outputs: ready() -> Ready (see its docstring for the order), then advance().
+    Queries: rows(), row(), version_vector(), state_digest(), op_digest(), counters.
+    Faults of peers are counted under counters[reason], never raised; misuse raises UsageError.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        genesis: Genesis,
+        rng: RandomSource,
+        *,
+        config: Config | None = None,
+        policy: Policy | None = None,
+        schema: Schema = DEFAULT_SCHEMA,
+        peers: Iterable[NodeId] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.genesis = genesis
+        self.cluster_id = genesis.cluster_id
+        self.config = config or Config()
+        self.policy: Policy = policy or StaticPolicy.from_genesis(genesis)
+        self.schema = schema
+        self.rng = rng
+        self.clock = HybridClock(self.config.max_skew_ms)
+        self.counters: Counter[str] = Counter()
+        self.dag = Dag(self.config.pending_ops_max, self.config.evidence_ops_max)
+        self.tables = Tables(schema)
+        members = genesis.member_ids if peers is None else peers
+        self.peers: list[NodeId] = sorted(p for p in members if p != self.node_id)
+        self._verify_keys: dict[NodeId, nacl.signing.VerifyKey] = {}
+        self._future: list[Op] = []
+        self._future_ids: set[OpId] = set()
+        self._next_sync_ms: int | None = None
+        self._last_request_ms: dict[NodeId, int] = {}
+        self._digest = Ecmh()
+        self._row_points: dict[RowKey, bytes] = {}
+        self._digest_dirty: set[RowKey] = set()
+        self._opset = Ecmh()
+        self._opset_pending: list[OpId] = []
+        # effects accumulated for the next Ready
+        self._out_ops: list[Op] = []
+        self._out_evidence: list[Op] = []
+        self._out_rows: dict[RowKey, None] = {}
+        self._out_replace = False
+        self._out_messages: list[Outbound] = []
+        self._out_acked: list[OpId] = []
+        self._in_flight = False
+
+    # ------------------------------------------------------------------ local changes
+    def write(self, mutations: Sequence[Mutation], now_ms: int) -> Op:
+        """Group-commit local row changes into one signed op, applied here at once.
+
+        Several mutations of one row coalesce in order. Acknowledge the op to clients
+        when a later Ready lists its id in `acked` (after it is durable).
+        """
+        if not mutations:
+            raise UsageError("write needs at least one mutation")
+        try:
+            body = RowsBody(tuple(self._plan(mutations)))
+        except Rejected as exc:
+            raise UsageError(str(exc)) from None
+        return self._author(body, now_ms)
+
+    def emit(self, kind: str, data: Any, now_ms: int) -> Op:
+        """Author an op with a body the core does not interpret (e.g. kind 'vote')."""
+        if kind == ROWS or not kind or len(kind) > 64:
+            raise UsageError("custom kinds are 1..64 characters and not 'rows'")
+        try:
+            check_plain(data)
+        except Rejected as exc:
+            raise UsageError(f"data must be plain CBOR: {exc}") from None
+        return self._author(CustomBody(kind, data), now_ms)
+
+    def _plan(self, mutations: Sequence[Mutation]) -> list[RowMutation]:
+        plan: dict[RowKey, tuple[int, dict[str, Value]]] = {}
+        for m in mutations:
+            table = self.schema.table(m.table)
+            key = table.check_key(m.key)
+            rk = (m.table, key)
+            if rk in plan:
+                cl, values = plan[rk]
+            else:
+                row = self.tables.get(m.table, key)
+                cl, values = (row.cl if row else 0), {}
+            if isinstance(m, Upsert):
+                given = table.check_values(m.values)
+                if cl % 2 == 1:
+                    values = {**values, **given}
+                else:  # (re)create: every value column, so older lives cannot show through
+                    cl += 1
+                    values = {c.name: None for c in table.value_columns} | given
+            elif cl % 2 == 1:
+                cl, values = cl + 1, {}
+            plan[rk] = (cl, values)
+        return [RowMutation(t, k, cl, v) for (t, k), (cl, v) in plan.items() if cl > 0]
+
+    def _author(self, body: Body, now_ms: int) -> Op:
+        chain = self.dag.chains.get(self.node_id, [])
+        parents = self.dag.choose_parents(self.node_id, self.config.parents_max)
+        hlc = self.clock.send(now_ms)
+        for p in parents:  # hlc must not be below any parent's, whatever our wall clock says
+            hlc = max(hlc, self.dag.ops[p].hlc + 1)
+        self.clock.last = hlc
+        op = sign_op(self.identity, self.cluster_id, len(chain) + 1, hlc, parents, body)
+        if len(op.raw) > self.config.op_bytes_max:
+            raise UsageError(f"op of {len(op.raw)} bytes exceeds op_bytes_max")
+        self._apply(op)
+        self._out_acked.append(op.id)
+        for peer in self._sample(self.peers, self.config.push_fanout):
+            self._send(peer, OpBatch(self.cluster_id, self.node_id, (op.raw,)))
+        return op
+
+    # ------------------------------------------------------------------ peer input
+    def receive(self, message: Message, now_ms: int) -> None:
+        """Handle one decoded peer message (decode_message); faults are counted."""
+        if message.cluster_id != self.cluster_id:
+            self.counters[Reason.WRONG_CLUSTER] += 1
+            return
+        if isinstance(message, SyncRequest):
+            self._answer(message)
+            return
+        for pair in zip(message.evidence[::2], message.evidence[1::2], strict=True):
+            self._receive_evidence(*pair)
+        for raw in message.ops:
+            self._receive_op(raw, now_ms)
+        sender = message.sender
+        if sender not in self.peers:
+            return
+        if message.more:
+            self._request(sender, now_ms)
+        elif self.dag.pending and sender and self._may_request(sender, now_ms):
+            self._request(sender, now_ms)
+        if message.vector is not None:  # an answer: push back what the sender lacks
+            self._push_back(sender, message.vector)
+
+    def receive_op(self, raw: bytes, now_ms: int) -> Reason | None:
+        """Offer one op's bytes (e.g. from a client relay); returns the rejection, if any."""
+        return self._receive_op(raw, now_ms)
+
+    def _receive_op(self, raw: bytes, now_ms: int) -> Reason | None:
+        try:
+            if len(raw) > self.config.op_bytes_max:
+                raise Rejected(Reason.TOO_LARGE, f"op of {len(raw)} bytes")
+            op = decode_op(raw, self.schema, self.config.parents_max, self.config.mutations_max)
+            self._accept(op, now_ms, verify=True)
+        except Rejected as exc:
+            self.counters[exc.reason] += 1
+            return exc.reason
+        return None
+
+    def _verify(self, op: Op) -> None:
+        vk = self._verify_keys.get(op.author)
+        if vk is None:
+            key = self.policy.public_key(op.author)
+            if key is None:
+                raise Rejected(Reason.UNKNOWN_AUTHOR, op.author)
+            vk = self._verify_keys[op.author] = nacl.signing.VerifyKey(key)
+        try:
+            vk.verify(_signing_message(self.cluster_id, op.unsigned), op.signature)
+        except nacl.exceptions.BadSignatureError:
+            raise Rejected(Reason.BAD_SIGNATURE, repr(op)) from None
+
+    def _accept(self, op: Op, now_ms: int, verify: bool) -> None:
+        """Validate op and apply it, buffer it, or keep it as evidence; raise Rejected."""
+        dag = self.dag
+        if dag.holds(op.id) or op.id in dag.pending or op.id in self._future_ids:
+            raise Rejected(Reason.DUPLICATE)
+        if verify:
+            self._verify(op)
+        if self.clock.too_far_ahead(op.hlc, now_ms):
+            if len(self._future) >= self.config.future_ops_max:
+                raise Rejected(Reason.FUTURE_FULL, repr(op))
+            self._future.append(op)
+            self._future_ids.add(op.id)
+            self.counters["held_future"] += 1
+            return
+        held = dag.at(op.author, op.seq)
+        if held is not None:  # same (author, seq), different bytes: signed proof of a fork
+            self._equivocation(held, op)
+            raise Rejected(Reason.EQUIVOCATION, repr(op))
+        missing = [p for p in op.parents if not dag.holds(p)]
+        if missing:
+            evicted = dag.buffer(op, missing)
+            self.counters["buffered"] += 1
+            if evicted is not None:
+                self.counters[Reason.BUFFER_FULL] += 1
+            return
+        self._check_and_apply(op)
+        self._wake(op.id)
+
+    def _check_and_apply(self, op: Op) -> None:
+        """Checks that need the parents present; then apply (or keep a forked op)."""
+        dag = self.dag
+        held = dag.at(op.author, op.seq)
+        if held is not None:
+            self._equivocation(held, op)
+            raise Rejected(Reason.EQUIVOCATION, repr(op))
+        parents = [dag.find(p) for p in op.parents]
+        own = parents[0] if op.seq > 1 else None
+        if own is not None and (own.author != op.author or own.seq != op.seq - 1):
+            raise Rejected(Reason.BAD_PARENTS, "parents[0] is not the author's previous op")
+        others = parents[1:] if op.seq > 1 else parents
+        if any(p.author == op.author for p in others):  # type: ignore[union-attr]
+            raise Rejected(Reason.BAD_PARENTS, "an older own op listed as a head")
+        if own is not None and op.hlc <= own.hlc:
+            raise Rejected(Reason.HLC_REGRESSION, repr(op))
+        if any(op.hlc < p.hlc for p in others):  # type: ignore[union-attr]
+            raise Rejected(Reason.HLC_REGRESSION, repr(op))
+        past = Past(dag, op.parents)
+        if not self.policy.is_member(op.author, past):
+            raise Rejected(Reason.NOT_MEMBER, op.author)
+        if isinstance(op.body, RowsBody):
+            for table in {m.table for m in op.body.mutations}:
+                if not self.policy.can_write(op.author, table, past):
+                    raise Rejected(Reason.FORBIDDEN, f"{op.author} may not write {table}")
+        elif not self.policy.can_emit(op.author, op.body.kind, past):
+            raise Rejected(Reason.FORBIDDEN, f"{op.author} may not emit {op.body.kind}")
+        chain = dag.chains.get(op.author, [])
+        if own is not None and (len(chain) != op.seq - 1 or chain[-1] != own.id):
+            # The previous op is evidence, not our log: this op continues a forked branch.
+            if dag.keep_evidence(op):
+                self._out_evidence.append(op)
+            return
+        self.clock.observe(op.hlc, 0)
+        self._apply(op)
+
+    def _wake(self, op_id: OpId) -> None:
+        queue = [op_id]
+        while queue:  # iterative: a long chain of waiters must not exhaust the stack
+            for child in self.dag.woken_by(queue.pop()):
+                try:
+                    self._check_and_apply(child)
+                except Rejected as exc:
+                    self.counters[exc.reason] += 1
+                    self._drop_waiters(child.id, exc.reason)
+                    continue
+                queue.append(child.id)
+
+    def _drop_waiters(self, op_id: OpId, reason: Reason) -> None:
+        """Descendants of an invalid op can never be applied: reject them too."""
+        queue = [op_id]
+        while queue:
+            for waiter in self.dag.waiting.pop(queue.pop(), ()):
+                if waiter in self.dag.pending:
+                    self.dag.unbuffer(waiter)
+                    self.counters[reason] += 1
+                    queue.append(waiter)
+
+    def _apply(self, op: Op) -> None:
+        self.dag.append(op)
+        self.counters["applied"] += 1
+        self._out_ops.append(op)
+        self._opset_pending.append(op.id)
+        if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
+            self._merge(op)
+
+    def _merge(self, op: Op) -> None:
+        merge, out_rows, dirty = self.tables.merge, self._out_rows, self._digest_dirty
+        for m in op.body.mutations:  # type: ignore[union-attr]
+            if merge(m, op.hlc, op.author):
+                rk = (m.table, m.key)
+                out_rows[rk] = None
+                dirty.add(rk)
+
+    # ------------------------------------------------------------------ equivocation
+    def _equivocation(self, held: Op, other: Op) -> None:
+        dag = self.dag
+        if dag.keep_evidence(other):
+            self._out_evidence.append(other)
+        self._wake(other.id)  # ops that name the other branch as parent may now proceed
+        if dag.note_fork(held.author, held.seq, held.id, other.id):
+            self._rebuild_tables()
+
+    def _receive_evidence(self, raw_a: bytes, raw_b: bytes) -> None:
+        try:
+            cfg = self.config
+            a, b = (
+                decode_op(r, self.schema, cfg.parents_max, cfg.mutations_max)
+                for r in (raw_a, raw_b)
+            )
+            if (a.author, a.seq) != (b.author, b.seq) or a.id == b.id:
+                raise Rejected(Reason.BAD_EVIDENCE, "not two ops for one (author, seq)")
+            self._verify(a)
+            self._verify(b)
+        except Rejected:
+            self.counters[Reason.BAD_EVIDENCE] += 1
+            return
+        known = self.dag.forks.get(a.author)
+        if known is not None and known <= a.seq:
+            return
+        for op in (a, b):
+            if not self.dag.holds(op.id) and self.dag.keep_evidence(op):
+                self._out_evidence.append(op)
+                self._wake(op.id)
+        self.counters["evidence_learned"] += 1
+        if self.dag.note_fork(a.author, a.seq, a.id, b.id):
+            self._rebuild_tables()
+
+    def _rebuild_tables(self) -> None:
+        """Recompute all rows from the log (after a fork excluded some ops)."""
+        self.tables.clear()
+        for op_id in self.dag.log:
+            op = self.dag.ops[op_id]
+            if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
+                for m in op.body.mutations:
+                    self.tables.merge(m, op.hlc, op.author)
+        self._row_points.clear()
+        self._digest = Ecmh()
+        self._digest_dirty = {(t, k) for t, k, _ in self.tables.all_rows()}
+        self._out_rows = dict.fromkeys(self._digest_dirty)
+        self._out_replace = True
+        self.counters["rebuilds"] += 1
+
+    # ------------------------------------------------------------------ sync
+    def tick(self, now_ms: int) -> None:
+        """Let time pass: release held future ops, run anti-entropy when it is due."""
+        if self._future:
+            due = [op for op in self._future if not self.clock.too_far_ahead(op.hlc, now_ms)]
+            self._future = [op for op in self._future if op not in due]
+            self._future_ids.difference_update(op.id for op in due)
+            for op in due:
+                try:
+                    self._accept(op, now_ms, verify=False)
+                except Rejected as exc:
+                    self.counters[exc.reason] += 1
+        if self._next_sync_ms is None:
+            self._next_sync_ms = now_ms + int(self.rng.random() * self.config.sync_interval_ms)
+        if now_ms >= self._next_sync_ms and self.peers:
+            self._next_sync_ms = now_ms + self.config.sync_interval_ms
+            self._request(self._sample(self.peers, 1)[0], now_ms)
+
+    def sync_with(self, peer: NodeId, now_ms: int) -> None:
+        """Start an anti-entropy exchange with peer now (the node daemon may call this)."""
+        self._request(peer, now_ms)
+
+    def _may_request(self, peer: NodeId, now_ms: int) -> bool:
+        last = self._last_request_ms.get(peer)
+        return last is None or now_ms - last >= self.config.gap_request_interval_ms
+
+    def _request(self, peer: NodeId, now_ms: int) -> None:
+        self._last_request_ms[peer] = now_ms
+        wants = tuple(self.dag.wanted(self.config.wants_max))
+        self._send(
+            peer,
+            SyncRequest(
+                self.cluster_id, self.node_id, self.dag.vector(), wants, dict(self.dag.forks)
+            ),
+        )
+
+    def _batch(self, vector: Mapping[NodeId, int], ops: list[bytes]) -> bool:
+        """Append to ops what vector lacks, in causal order, within bounds; True if more."""
+        cfg = self.config
+        size = sum(len(r) for r in ops)
+        for op in self.dag.missing_for(dict(vector)):
+            if len(ops) >= cfg.sync_batch_ops_max or size + len(op.raw) > cfg.sync_batch_bytes_max:
+                return True
+            ops.append(op.raw)
+            size += len(op.raw)
+        return False
+
+    def _answer(self, req: SyncRequest) -> None:
+        wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
+        ops = [op.raw for op in wanted if op is not None]
+        more = self._batch(req.vector, ops)
+        evidence: list[bytes] = []
+        for author, seq in sorted(self.dag.forks.items()):
+            theirs = req.forks.get(author)
+            if theirs is None or theirs > seq:
+                for op_id in self.dag.fork_proof[author]:
+                    proof = self.dag.find(op_id)
+                    assert proof is not None
+                    evidence.append(proof.raw)
+        vector = self.dag.vector()
+        answer = OpBatch(self.cluster_id, self.node_id, tuple(ops), vector, more, tuple(evidence))
+        self._send(req.sender, answer)
+
+    def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int]) -> None:
+        """After an answer: send the peer, once, a batch of what its vector shows it lacks."""
+        ops: list[bytes] = []
+        self._batch(vector, ops)
+        if ops:
+            self._send(peer, OpBatch(self.cluster_id, self.node_id, tuple(ops)))
+
+    def _send(self, peer: NodeId, message: Message) -> None:
+        self._out_messages.append(Outbound(peer, message))
+
+    def _sample(self, population: list[NodeId], k: int) -> list[NodeId]:
+        return self.rng.sample(population, min(k, len(population)))
+
+    # ------------------------------------------------------------------ effects
+    def has_ready(self) -> bool:
+        return bool(
+            self._out_ops
+            or self._out_evidence
+            or self._out_rows
+            or self._out_replace
+            or self._out_messages
+            or self._out_acked
+        )
+
+    def ready(self) -> Ready:
+        """Collect the effects so far (see Ready for the order); then call advance()."""
+        if self._in_flight:
+            raise UsageError("ready() called again before advance()")
+        rows = []
+        for table, key in self._out_rows:
+            row = self.tables.get(table, key)
+            assert row is not None
+            values = row.values(tuple(c.name for c in self.schema.table(table).value_columns))
+            meta = encode(row.to_plain())
+            rows.append(RowUpdate(table, key, values if row.alive else None, meta))
+        rd = Ready(
+            tuple(self._out_ops),
+            tuple(self._out_evidence),
+            tuple(rows),
+            self._out_replace,
+            tuple(self._out_messages),
+            tuple(self._out_acked),
+        )
+        self._out_ops, self._out_evidence, self._out_rows = [], [], {}
+        self._out_replace, self._out_messages, self._out_acked = False, [], []
+        self._in_flight = True
+        return rd
+
+    def advance(self, ready: Ready) -> None:
+        """Confirm that ready's effects were carried out."""
+        if not self._in_flight:
+            raise UsageError("advance() without ready()")
+        self._in_flight = False
+
+    # ------------------------------------------------------------------ queries
+    def version_vector(self) -> dict[NodeId, int]:
+        return self.dag.vector()
+
+    def forks(self) -> dict[NodeId, int]:
+        """Authors proven to equivocate, with the lowest forked seq (their ops from it on
+        are kept but never change the tables)."""
+        return dict(self.dag.forks)
+
+    def op(self, op_id: OpId) -> Op | None:
+        return self.dag.find(op_id)
+
+    def log(self) -> list[Op]:
+        """All applied ops in log order (a causal order)."""
+        return [self.dag.ops[i] for i in self.dag.log]
+
+    def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
+        """Alive rows of a table: primary key -> non-key column values."""
+        return dict(self.tables.alive(table))
+
+    def row(self, table: str, key: tuple) -> dict[str, Value] | None:
+        self.schema.table(table)
+        r = self.tables.get(table, tuple(key))
+        if r is None or not r.alive:
+            return None
+        return r.values(tuple(c.name for c in self.schema.table(table).value_columns))
+
+    def state_digest(self) -> bytes:
+        """ECMH over all row versions (tombstones included); 32 bytes."""
+        if self._digest_dirty:
+            acc = self._digest
+            points = self._row_points
+            for rk in self._digest_dirty:
+                old = points.get(rk)
+                if old is not None:
+                    acc.sub(old)
+                row = self.tables.get(*rk)
+                assert row is not None
+                new = points[rk] = point_of(row_version_bytes(rk[0], rk[1], row))
+                acc.add(new)
+            self._digest_dirty = set()
+        return self._digest.value
+
+    def op_digest(self) -> bytes:
+        """ECMH over the ids of the logged ops; 32 bytes."""
+        for op_id in self._opset_pending:
+            self._opset.add(point_of(op_id, person=b"synod-opset"))
+        self._opset_pending = []
+        return self._opset.value
+
+    # ------------------------------------------------------------------ recovery
+    @classmethod
+    def recover(
+        cls,
+        identity: Identity,
+        genesis: Genesis,
+        rng: RandomSource,
+        log: Iterable[bytes],
+        evidence: Iterable[bytes] = (),
+        *,
+        verify: Verify = "all",
+        sample_every: int = 16,
+        **kwargs: Any,
+    ) -> Replica:
+        """Rebuild a replica from its stored log (in log order) and evidence.
+
+        Checks the hash links, seq contiguity, hlc order and policy of every op, and the
+        signatures of all ops, every `sample_every`-th op ('sample'), or none. Raises
+        LogError naming the position of the first bad op. Produces no effects.
+        """
+        replica = cls(identity, genesis, rng, **kwargs)
+        cfg = replica.config
+        for position, raw in enumerate(log):
+            try:
+                op = decode_op(raw, replica.schema, cfg.parents_max, cfg.mutations_max)
+                check_sig = verify == "all" or (verify == "sample" and position % sample_every == 0)
+                if check_sig:
+                    replica._verify(op)
+                if any(not replica.dag.holds(p) for p in op.parents):
+                    raise Rejected(Reason.BAD_PARENTS, "a parent is not earlier in the log")
+                if replica.dag.at(op.author, op.seq) is not None:
+                    raise Rejected(Reason.EQUIVOCATION, "two logged ops for one (author, seq)")
+                replica._check_and_apply(op)
+                if replica.dag.at(op.author, op.seq) is not op:
+                    raise Rejected(Reason.BAD_PARENTS, "logged op does not extend its chain")
+            except Rejected as exc:
+                raise LogError(position, exc) from None
+        first: dict[tuple[NodeId, int], OpId] = {}
+        for raw in evidence:
+            try:
+                op = decode_op(raw, replica.schema, cfg.parents_max, cfg.mutations_max)
+                replica._verify(op)
+            except Rejected as exc:
+                raise LogError(-1, exc) from None
+            replica.dag.keep_evidence(op)
+            held = replica.dag.at(op.author, op.seq)
+            other = held.id if held is not None else first.setdefault((op.author, op.seq), op.id)
+            if other != op.id:
+                replica.dag.note_fork(op.author, op.seq, other, op.id)
+        if replica.dag.forks:
+            replica._rebuild_tables()
+        own = replica.dag.chains.get(replica.node_id)
+        if own:
+            replica.clock.last = max(replica.clock.last, replica.dag.ops[own[-1]].hlc)
+        replica._out_ops, replica._out_evidence, replica._out_rows = [], [], {}
+        replica._out_replace, replica._out_acked = False, []
+        replica.counters.clear()
+        return replica
+
+    def rematerialise(self) -> None:
+        """Ask for every row to be written afresh (when the stored tables disagree)."""
+        self._out_rows = {(t, k): None for t, k, _ in self.tables.all_rows()}
+        self._out_replace = True
+
+
+class LogError(ReplicationError):
+    """A stored log failed verification; position is its index in the log (-1: evidence)."""
+
+    def __init__(self, position: int, cause: Rejected) -> None:
+        where = "evidence" if position < 0 else f"op #{position}"
+        super().__init__(f"{where}: {cause}")
+        self.position = position
+        self.cause = cause
+
+
+__all__ += ["LogError"]
