@@ -1,0 +1,73 @@
+"""The in-memory twin of the SQLite adapter, for simulation: same interface, no files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from controller.replication import DEFAULT_SCHEMA, Genesis, Ready, Schema, Value
+
+from .port import Stored, StoreError
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Holds exactly what a durable SQLite file would: commit() is atomic and durable.
+
+    A simulated crash discards the replica object and keeps this store, just as a real
+    crash keeps the file; set fail_commits to make the next commits fail before writing.
+    """
+
+    def __init__(self, name: str = "memory", schema: Schema = DEFAULT_SCHEMA) -> None:
+        self.name = name
+        self.schema = schema
+        self.genesis: bytes | None = None
+        self.log: list[bytes] = []
+        self.evidence: dict[bytes, bytes] = {}
+        self.tables: dict[str, dict[tuple, dict[str, Value]]] = {n: {} for n in schema.names}
+        self.metas: dict[tuple[str, tuple], bytes] = {}
+        self.fail_commits = 0
+        self._ids: set[bytes] = set()
+        self._author_seq: set[tuple[str, int]] = set()
+
+    def init(self, genesis: Genesis) -> None:
+        if self.genesis is not None and self.genesis != genesis.raw:
+            raise StoreError(f"{self.name}: holds another cluster's genesis")
+        self.genesis = genesis.raw
+
+    def load(self) -> Stored:
+        return Stored(self.genesis, tuple(self.log), tuple(self.evidence.values()))
+
+    def commit(self, ready: Ready) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise StoreError(f"{self.name}: commit failed (injected)")
+        for op in ready.ops:  # check everything first, so a failure changes nothing
+            if op.id in self._ids or (op.author, op.seq) in self._author_seq:
+                raise StoreError(f"{self.name}: op {op.id.hex()} already logged")
+        if ready.replace_rows:
+            self.tables = {n: {} for n in self.schema.names}
+            self.metas = {}
+        for op in ready.ops:
+            self.log.append(op.raw)
+            self._ids.add(op.id)
+            self._author_seq.add((op.author, op.seq))
+        for op in ready.evidence:
+            self.evidence.setdefault(op.id, op.raw)
+        for row in ready.rows:
+            if row.values is None:
+                self.tables[row.table].pop(row.key, None)
+            else:
+                self.tables[row.table][row.key] = dict(row.values)
+            self.metas[(row.table, row.key)] = row.meta
+
+    def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
+        self.schema.table(table)
+        return {k: dict(v) for k, v in sorted(self.tables[table].items())}
+
+    def row_metas(self) -> Iterator[tuple[str, tuple, bytes]]:
+        for (table, key), meta in self.metas.items():
+            yield table, key, meta
+
+    def close(self) -> None:
+        pass

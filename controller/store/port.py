@@ -1,0 +1,52 @@
+"""The storage port: the narrow interface a replica's durable state goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.replication import Genesis, Ready, Value
+
+__all__ = ["Store", "Stored", "StoreError"]
+
+
+class StoreError(Exception):
+    """Base of controller.store errors; the message names the store (file) and the fault."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a store holds, as needed to recover a replica."""
+
+    genesis: bytes | None
+    log: tuple[bytes, ...]  # op bytes in log order (a causal order)
+    evidence: tuple[bytes, ...]
+
+
+class Store(Protocol):
+    """One replica's durable state: the op log, evidence, materialised rows and their meta.
+
+    commit() is atomic and durable on return: after a crash a store holds all or none of
+    a Ready's effects.
+    """
+
+    name: str  # a path for files, a label otherwise; used in error messages
+
+    def init(self, genesis: Genesis) -> None:
+        """Record the genesis of a new store (idempotent for the same genesis)."""
+        ...
+
+    def load(self) -> Stored: ...
+
+    def commit(self, ready: Ready) -> None: ...
+
+    def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
+        """Materialised alive rows of a table: key -> non-key values."""
+        ...
+
+    def row_metas(self) -> Iterator[tuple[str, tuple, bytes]]:
+        """(table, key, merge meta) of every row, tombstones included."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,105 @@
+"""All SQL of the SQLite adapter: DDL derived from the schema, and every statement."""
+
+from __future__ import annotations
+
+from controller.replication import Schema, Table
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PRAGMAS",
+    "DDL",
+    "table_ddl",
+    "upsert_row",
+    "delete_row",
+    "select_rows",
+    "GET_META",
+    "PUT_META",
+    "INSERT_OP",
+    "SELECT_LOG",
+    "INSERT_EVIDENCE",
+    "SELECT_EVIDENCE",
+    "PUT_ROW_META",
+    "SELECT_ROW_METAS",
+    "CLEAR_ROW_METAS",
+    "clear_table",
+    "QUICK_CHECK",
+    "READ_ONLY_PRAGMA",
+]
+
+FORMAT_VERSION = 1
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",  # a commit is on disk when it returns: 'local' durability
+    "PRAGMA foreign_keys=OFF",
+)
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS _synod_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _synod_ops ("
+    " pos INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, hlc INTEGER NOT NULL, kind TEXT NOT NULL, raw BLOB NOT NULL,"
+    " UNIQUE (author, seq))",
+    "CREATE TABLE IF NOT EXISTS _synod_evidence ("
+    " id BLOB PRIMARY KEY, author TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _synod_rows ("
+    " tbl TEXT NOT NULL, pk BLOB NOT NULL, meta BLOB NOT NULL, PRIMARY KEY (tbl, pk))"
+    " WITHOUT ROWID",
+)
+
+_SQL_TYPES = {"int": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "bool": "INTEGER"}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_ddl(table: Table) -> str:
+    cols = ", ".join(
+        f"{_q(c.name)} {_SQL_TYPES[c.type]}" + (" NOT NULL" if c.name in table.primary_key else "")
+        for c in table.columns
+    )
+    pk = ", ".join(_q(k) for k in table.primary_key)
+    return f"CREATE TABLE IF NOT EXISTS {_q(table.name)} ({cols}, PRIMARY KEY ({pk}))"
+
+
+def upsert_row(table: Table) -> str:
+    """Parameters: key columns then value columns, in schema order."""
+    names = [c.name for c in table.key_columns] + [c.name for c in table.value_columns]
+    cols = ", ".join(_q(n) for n in names)
+    marks = ", ".join("?" for _ in names)
+    return f"INSERT OR REPLACE INTO {_q(table.name)} ({cols}) VALUES ({marks})"
+
+
+def delete_row(table: Table) -> str:
+    where = " AND ".join(f"{_q(k)} = ?" for k in table.primary_key)
+    return f"DELETE FROM {_q(table.name)} WHERE {where}"
+
+
+def select_rows(table: Table) -> str:
+    names = [c.name for c in table.key_columns] + [c.name for c in table.value_columns]
+    order = ", ".join(_q(k) for k in table.primary_key)
+    return f"SELECT {', '.join(_q(n) for n in names)} FROM {_q(table.name)} ORDER BY {order}"
+
+
+def clear_table(table: Table) -> str:
+    return f"DELETE FROM {_q(table.name)}"
+
+
+def all_ddl(schema: Schema) -> tuple[str, ...]:
+    return DDL + tuple(table_ddl(t) for t in schema.tables)
+
+
+__all__ += ["all_ddl"]
+
+GET_META = "SELECT value FROM _synod_meta WHERE key = ?"
+PUT_META = "INSERT OR REPLACE INTO _synod_meta (key, value) VALUES (?, ?)"
+INSERT_OP = "INSERT INTO _synod_ops (id, author, seq, hlc, kind, raw) VALUES (?, ?, ?, ?, ?, ?)"
+SELECT_LOG = "SELECT raw FROM _synod_ops ORDER BY pos"
+INSERT_EVIDENCE = "INSERT OR IGNORE INTO _synod_evidence (id, author, seq, raw) VALUES (?, ?, ?, ?)"
+SELECT_EVIDENCE = "SELECT raw FROM _synod_evidence ORDER BY author, seq, id"
+PUT_ROW_META = "INSERT OR REPLACE INTO _synod_rows (tbl, pk, meta) VALUES (?, ?, ?)"
+SELECT_ROW_METAS = "SELECT tbl, pk, meta FROM _synod_rows"
+CLEAR_ROW_METAS = "DELETE FROM _synod_rows"
+QUICK_CHECK = "PRAGMA quick_check"
+READ_ONLY_PRAGMA = "PRAGMA query_only=ON"
