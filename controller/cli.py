@@ -65,8 +65,13 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
     everything down (also on Ctrl-C or error). Needs root.
     """
     from topologies.classic import TopologyError
-    from topologies.emulate import EmulationError, ScenarioOptions, cleanup_leftovers
-    from topologies.emulate import ensure_root, run_scenario
+    from topologies.emulate import (
+        EmulationError,
+        ScenarioOptions,
+        cleanup_leftovers,
+        ensure_root,
+        run_scenario,
+    )
 
     started = time.monotonic()
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,14 +25,16 @@ from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 
 from topologies.classic import make_topo
-from topologies.cloud_edge import CLOUD, WanRelay, cut_wan, heal_wan, sites
+from topologies.cloud_edge import WanRelay, cut_wan, heal_wan, sites
 
 __all__ = [
     "EmulationError",
     "Phase",
     "Report",
     "ScenarioOptions",
+    "checkpoint",
     "controller_process",
+    "deferred_signals",
     "ensure_ovs",
     "ping_pairs",
     "run_scenario",
@@ -122,6 +125,36 @@ class Report:
         lines.append("")
         lines.append("result: " + ("PASS" if self.passed else "FAIL"))
         return "\n".join(lines)
+
+
+_STOP = threading.Event()
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into a request honoured at the next checkpoint().
+
+    Mininet talks to every node through a shell on a pty; an exception raised in the
+    middle of one of those exchanges leaves the shell out of step and Mininet's own
+    teardown then fails. So a signal only sets a flag, and the scenario stops between
+    steps, where unwinding is safe.
+    """
+    def _request_stop(_signum: int, _frame: object) -> None:
+        _STOP.set()
+
+    _STOP.clear()
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def checkpoint() -> None:
+    """Unwind (as Ctrl-C does) if a stop was requested; call only between Mininet steps."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 def ensure_root() -> None:
@@ -227,8 +260,9 @@ def _existing_bridges() -> set[str]:
 def running_network(topo, of_port: int, progress: Progress) -> Iterator[Mininet]:
     """Start `topo` on userspace OVS switches bound to the controller at of_port."""
     clash = sorted(set(topo.switches()) & _existing_bridges())
+    clash += _leftover_interfaces(set(topo.switches()))
     if clash:
-        raise EmulationError(f"OVS bridges {', '.join(clash)} already exist (another "
+        raise EmulationError(f"OVS bridges or links {', '.join(clash)} already exist (another "
                              "emulation running, or one that crashed): delete them with "
                              f"ovs-vsctl del-br, or run 'synod emulate --cleanup'")
     net = Mininet(
@@ -241,8 +275,12 @@ def running_network(topo, of_port: int, progress: Progress) -> Iterator[Mininet]
     try:
         progress(f"building {len(topo.hosts())} hosts, {len(topo.switches())} switches, "
                  f"{len(topo.links())} links")
-        net.build()
-        net.start()
+        try:
+            net.build()
+            checkpoint()
+            net.start()
+        except Exception as e:  # Mininet raises bare Exception with a useful message
+            raise EmulationError(f"could not build the network: {str(e).strip()}") from None
         of_switches = [s for s in net.switches if not isinstance(s, WanRelay)]
         progress(f"waiting for {len(of_switches)} switches to connect to the controller")
         deadline = time.monotonic() + SWITCH_CONNECT_TIMEOUT_S
@@ -253,17 +291,59 @@ def running_network(topo, of_port: int, progress: Progress) -> Iterator[Mininet]
             if time.monotonic() > deadline:
                 raise EmulationError(f"switches {', '.join(waiting)} did not connect within "
                                      f"{SWITCH_CONNECT_TIMEOUT_S}s")
+            checkpoint()
             time.sleep(0.5)
         yield net
     finally:
         progress("tearing down")
         try:
             net.stop()
+        except Exception as e:
+            progress(f"Mininet's teardown failed ({type(e).__name__}: {e}); sweeping by name")
+            _kill_nodes(net)
         finally:
-            leftover = sorted(set(topo.switches()) & _existing_bridges())
-            for bridge in leftover:
-                subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge],
-                               capture_output=True, timeout=10, check=False)
+            # An interrupted build leaves what Mininet had not yet recorded: sweep by name.
+            _delete_bridges(set(topo.switches()) & _existing_bridges())
+            _delete_interfaces(_leftover_interfaces(set(topo.switches())))
+
+
+def _kill_nodes(net: Mininet) -> None:
+    for node in list(net.hosts) + list(net.switches):
+        relay = getattr(node, "relay", None)
+        if relay is not None and relay.poll() is None:
+            relay.kill()
+        shell = getattr(node, "shell", None)
+        if shell is not None and shell.poll() is None:
+            shell.kill()
+
+
+def _delete_bridges(names: set[str]) -> None:
+    for bridge in sorted(names):
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge], capture_output=True,
+                       timeout=10, check=False)
+
+
+def _leftover_interfaces(node_names: set[str]) -> list[str]:
+    """Root-namespace interfaces named like Mininet names them for these nodes (s1-eth2)."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         timeout=10, check=False).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split(": ")
+        if len(parts) < 2:
+            continue
+        ifname = parts[1].split("@")[0]
+        node, sep, port = ifname.partition("-eth")
+        if sep and port.isdigit() and node in node_names:
+            found.append(ifname)
+    return found
+
+
+def _delete_interfaces(names: list[str]) -> None:
+    for ifname in names:
+        # Deleting one end of a veth removes its peer too; ignore "cannot find".
+        subprocess.run(["ip", "link", "del", ifname], capture_output=True, timeout=10,
+                       check=False)
 
 
 def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
@@ -288,11 +368,14 @@ def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
 def cleanup_leftovers(progress: Progress) -> list[str]:
     """Remove bridges and processes a crashed emulation may have left; return what went."""
     removed = []
-    for bridge in sorted(_existing_bridges()):
-        if _looks_like_ours(bridge):
-            subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge], capture_output=True,
-                           timeout=10, check=False)
-            removed.append(f"bridge {bridge}")
+    bridges = {b for b in _existing_bridges() if _looks_like_ours(b)}
+    _delete_bridges(bridges)
+    removed += [f"bridge {b}" for b in sorted(bridges)]
+    ours = {name for name in _all_interface_nodes() if _looks_like_ours(name)
+            or (name.startswith("w") and name[1:].isdigit())}
+    leftover = _leftover_interfaces(ours)
+    _delete_interfaces(leftover)
+    removed += [f"interface {i}" for i in leftover]
     for pattern in ("wanrelay.py", "controller.openflow.launcher", "bin/synod-controller"):
         done = subprocess.run(["pkill", "-TERM", "-f", pattern], capture_output=True,
                               timeout=10, check=False)
@@ -303,6 +386,13 @@ def cleanup_leftovers(progress: Progress) -> list[str]:
     return removed
 
 
+def _all_interface_nodes() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                         timeout=10, check=False).stdout
+    return {line.split(": ")[1].split("-eth")[0] for line in out.splitlines()
+            if len(line.split(": ")) > 1 and "-eth" in line.split(": ")[1]}
+
+
 def _looks_like_ours(bridge: str) -> bool:
     from topologies.cloud_edge import site_of
     return site_of(bridge) is not None
@@ -310,25 +400,37 @@ def _looks_like_ours(bridge: str) -> bool:
 
 def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
     """Bring the network up, ping, cut and heal one edge WAN link, tear down, report."""
+    topo = _validated_topo(opts)
     ensure_root()
     if shutil.which("ping") is None:
         raise EmulationError("ping is not installed (Mininet would report 100% loss): "
                              "apt-get install -y iputils-ping")
     setLogLevel("info" if opts.verbose else "error")
-    extra = {}
-    if opts.topo == "cloudedge":
-        extra = dict(hosts_per_site=opts.hosts_per_site, switches_per_site=opts.switches_per_site,
-                     wan_delay_ms=opts.wan_delay_ms, wan_rate_mbit=opts.wan_rate_mbit,
-                     wan_loss_pct=opts.wan_loss_pct)
-    topo = make_topo(opts.topo, opts.sites, **extra)
     ensure_ovs(progress)
+    progress("Open vSwitch is running")
     port = opts.of_port or _free_port("127.0.0.1")
     log_path = os.path.join(log_dir, "synod-controller.log")
     progress(f"starting synod-controller on 127.0.0.1:{port} (log: {log_path})")
-    with controller_process(port, log_path), running_network(topo, port, progress) as net:
+    with deferred_signals(), controller_process(port, log_path), \
+            running_network(topo, port, progress) as net:
+        checkpoint()
         if opts.topo == "cloudedge":
             return _partition_heal(net, opts, progress)
         return _pingall_only(net, opts, progress)
+
+
+def _validated_topo(opts: ScenarioOptions):
+    """Build the topology object (no network yet), so bad input fails before any I/O."""
+    if opts.topo != "cloudedge":
+        return make_topo(opts.topo, opts.sites)
+    topo = make_topo(opts.topo, opts.sites, hosts_per_site=opts.hosts_per_site,
+                     switches_per_site=opts.switches_per_site, wan_delay_ms=opts.wan_delay_ms,
+                     wan_rate_mbit=opts.wan_rate_mbit, wan_loss_pct=opts.wan_loss_pct)
+    edges = [f"edge{i}" for i in range(1, opts.sites + 1)]
+    if opts.cut_site not in edges:
+        raise EmulationError(f"cannot cut {opts.cut_site!r}: choose an edge site, edge1 to "
+                             f"edge{opts.sites}")
+    return topo
 
 
 def _all_pairs(net: Mininet) -> list[tuple[str, str]]:
@@ -348,9 +450,6 @@ def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Re
 
 def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
     site_map = sites(net)
-    if opts.cut_site not in site_map or opts.cut_site == CLOUD:
-        raise EmulationError(f"cannot cut {opts.cut_site!r}: choose an edge site, one of "
-                             f"{', '.join(s for s in site_map if s != CLOUD)}")
     site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
     pairs = _all_pairs(net)
     title = (f"Synod emulation: 1 cloud + {opts.sites} edge sites, {opts.hosts_per_site} "
@@ -360,6 +459,7 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
+    checkpoint()
 
     progress(f"phase 2/3: cutting the WAN link of {opts.cut_site}")
     cut_wan(net, opts.cut_site)
@@ -370,6 +470,7 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
         progress(f"phase 3/3: healing the WAN link of {opts.cut_site}")
         heal_wan(net, opts.cut_site)
     report.phases.append(during)
+    checkpoint()
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
 

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    print("ready", flush=True)  # both sockets are bound: frames from now on are relayed
     while not stopping:
         if os.getppid() != parent:
             return 0  # our emulation died: do not outlive it

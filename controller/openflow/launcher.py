@@ -240,3 +240,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # os-ken's server and datapath threads are not daemons and block in accept()/recv():
     # leave without waiting for them.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Test-suite options and guards shared by every layer of tests.
+
+Layers (run one alone with -m): unit tests (no marker), `netns` and `mininet`
+tests (root, Open vSwitch; run in the full suite), `slow` checks (opt-in: --long).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="also run the long checks marked `slow`")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--long"):
+        skip = pytest.mark.skip(reason="long check: run with --long")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    needs_root = {"mininet", "netns"} & set(item.keywords)
+    if needs_root and os.geteuid() != 0:
+        pytest.fail(f"{item.nodeid} needs root (marker {', '.join(sorted(needs_root))}); "
+                    "run the suite as root or deselect with -m 'not mininet and not netns'",
+                    pytrace=False)

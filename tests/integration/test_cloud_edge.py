@@ -1,0 +1,133 @@
+"""Cloud-edge emulation end to end: real OVS (userspace), Mininet, synod-controller."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from topologies.cloud_edge import CloudEdgeTopo, cut_wan, heal_wan, sites
+from topologies.emulate import controller_process, ensure_ovs, ping_pairs, running_network
+
+pytestmark = pytest.mark.mininet
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
+RUN_TIMEOUT_S = 240
+
+
+def _bridges() -> set[str]:
+    out = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return set(out.split())
+
+
+def _relays_running() -> bool:
+    return subprocess.run(["pgrep", "-f", "wanrelay.py"], capture_output=True,
+                          timeout=10, check=False).returncode == 0
+
+
+def _assert_nothing_left(names: set[str]) -> None:
+    assert not (names & _bridges()), f"bridges left behind: {sorted(names & _bridges())}"
+    assert not _relays_running(), "WAN relay processes left behind"
+
+
+@pytest.fixture(scope="module")
+def ovs():
+    ensure_ovs(lambda _msg: None)
+
+
+@pytest.fixture
+def cloud_edge(ovs, tmp_path):
+    """Two edge sites + cloud, 2 hosts each, 5 ms WAN links, a real synod-controller."""
+    from topologies.emulate import _free_port  # test-only reach into the helper
+
+    topo = CloudEdgeTopo(sites=2, hosts_per_site=2, wan_delay_ms=5)
+    port = _free_port("127.0.0.1")
+    with controller_process(port, str(tmp_path / "controller.log")), \
+            running_network(topo, port, lambda _msg: None) as net:
+        yield net
+    _assert_nothing_left(set(topo.switches()))
+
+
+def _pairs(hosts_a, hosts_b):
+    return [(a, b) for a in hosts_a for b in hosts_b if a != b]
+
+
+def test_partition_keeps_site_working_and_heal_restores_everything(cloud_edge):
+    net = cloud_edge
+    by_site = sites(net)
+    everyone = [h.name for h in net.hosts]
+    all_pairs = _pairs(everyone, everyone)
+
+    before = ping_pairs(net, all_pairs)
+    assert all(before.values()), f"loss before the cut: {[p for p, ok in before.items() if not ok]}"
+
+    cut_wan(net, "edge1")
+    edge1, cloud = by_site["edge1"].hosts, by_site["cloud"].hosts
+    inside = ping_pairs(net, _pairs(edge1, edge1))
+    across = ping_pairs(net, _pairs(cloud, edge1) + _pairs(edge1, cloud))
+    assert all(inside.values()), "edge1 hosts must still reach each other while cut off"
+    assert not any(across.values()), "the cloud must not reach edge1 while its WAN is cut"
+
+    heal_wan(net, "edge1")
+    after = ping_pairs(net, all_pairs)
+    assert all(after.values()), f"loss after heal: {[p for p, ok in after.items() if not ok]}"
+
+
+def test_synod_emulate_prints_report_and_leaves_nothing(ovs, tmp_path):
+    done = subprocess.run(SYNOD + ["emulate", "--sites", "2", "--wan-delay-ms", "5",
+                                   "--log-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "result: PASS" in done.stdout
+    assert "during (edge1 WAN cut)" in done.stdout
+    assert "waiting for 3 switches to connect" in done.stderr  # progress is shown
+    _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
+    assert "Traceback" not in (tmp_path / "synod-controller.log").read_text()
+
+
+def test_ctrl_c_during_emulation_tears_everything_down(ovs, tmp_path):
+    proc = subprocess.Popen(SYNOD + ["emulate", "--sites", "2", "--log-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "waiting for" in line:
+                break
+            assert time.monotonic() < deadline
+        assert proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
+    assert subprocess.run(["pgrep", "-f", f"synod-emulate|{tmp_path}"], capture_output=True,
+                          check=False).returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("mn") is None, reason="Debian's mn command is not installed")
+def test_mn_custom_loads_the_topology_the_mininet_way(ovs, tmp_path):
+    from topologies.emulate import _free_port
+
+    port = _free_port("127.0.0.1")
+    with controller_process(port, str(tmp_path / "controller.log")):
+        done = subprocess.run(
+            ["mn", "--custom", os.path.join(ROOT, "topologies", "cloud_edge.py"),
+             "--topo", "cloudedge,2", "--controller", f"remote,ip=127.0.0.1,port={port}",
+             "--switch", "ovs,datapath=user,protocols=OpenFlow13", "--wait", "--test", "pingall"],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Results: 0% dropped" in output
+    _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))

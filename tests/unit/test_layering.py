@@ -1,0 +1,54 @@
+"""Import rules that keep the layering honest (STYLE.md habits 1, 4 and 6)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SANS_IO = ["controller/replication", "controller/agreement", "controller/forwarding"]
+FORBIDDEN_IN_CORE = {"os_ken", "grpc", "sqlite3", "socket", "asyncio", "time", "random",
+                     "subprocess", "threading", "synod", "mininet"}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _py_files(*dirs: str) -> list[pathlib.Path]:
+    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _py_files(*SANS_IO), ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_is_sans_io(path):
+    bad = _imports(path) & FORBIDDEN_IN_CORE
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: the core takes no I/O"
+
+
+def test_only_openflow_package_imports_os_ken():
+    offenders = [str(p.relative_to(ROOT)) for p in _py_files("controller", "edge_agent")
+                 if "os_ken" in _imports(p) and "controller/openflow" not in str(p)]
+    assert offenders == []
+
+
+def test_generated_protobuf_stays_out_of_the_core():
+    offenders = [str(p.relative_to(ROOT)) for p in _py_files(*SANS_IO)
+                 if "synod" in _imports(p) or "google" in _imports(p)]
+    assert offenders == []
+
+
+def test_every_package_states_its_job():
+    for init in _py_files("controller", "edge_agent", "topologies"):
+        if init.name != "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc, f"{init.relative_to(ROOT)} has no docstring"
