@@ -44,6 +44,7 @@ class SimConfig:
     noise: int = 5  # garbage or tampered messages injected
     skew_ms_max: int = 500
     sync_interval_ms: int = 200
+    push_fanout: int = 3
 
     @classmethod
     def from_seed(cls, seed: int, **overrides: Any) -> SimConfig:
@@ -139,7 +140,9 @@ class Cluster:
         for ident in identities:
             skew = self.rng.randint(-config.skew_ms_max, config.skew_ms_max)
             self.nodes[ident.node_id] = Node(ident, factory(ident.node_id), skew)
-        self.replica_config = Config(sync_interval_ms=config.sync_interval_ms)
+        self.replica_config = Config(
+            sync_interval_ms=config.sync_interval_ms, push_fanout=config.push_fanout
+        )
         self.groups: list[set[NodeId]] | None = None  # None: no partition
         self.acked: dict[bytes, NodeId] = {}
         self.acked_by_restarted: set[bytes] = set()

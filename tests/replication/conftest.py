@@ -32,6 +32,7 @@ class Net:
         self.by_id = {r.node_id: r for r in self.replicas}
         self.now_ms = 1_000_000
         self.delivered = 0
+        self.stores: dict[str, object] = {}  # node id -> Store: pump commits Readies there
 
     def pump(self, rounds: int = 200, tick: bool = True) -> None:
         """Deliver every message until quiet; tick each replica every round."""
@@ -43,6 +44,9 @@ class Net:
                     r.tick(self.now_ms)
                 while r.has_ready():
                     rd = r.ready()
+                    store = self.stores.get(r.node_id)
+                    if store is not None:
+                        store.commit(rd)  # type: ignore[attr-defined]
                     r.advance(rd)
                     for out in rd.messages:
                         busy = True

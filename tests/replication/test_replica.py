@@ -44,7 +44,11 @@ def test_concurrent_writes_converge_by_hlc_then_author(net) -> None:
     for r in n.replicas:
         assert r.rows(KV) == {("x",): {"value": b"b"}}
         assert r.row("switches", ("d1",)) == {
-            "name": "s", "site": None, "master": None, "generation_id": None, "connected": None,
+            "name": "s",
+            "site": None,
+            "master": None,
+            "generation_id": None,
+            "connected": None,
         }
 
 
@@ -228,7 +232,11 @@ def test_equivocation_is_kept_as_evidence_and_does_not_split_state(net) -> None:
     n.pump()
     fork_a = _forge(n, ident, 2, parents=(base.id,), hlc=base.hlc + 1)
     fork_b = _forge(
-        n, ident, 2, parents=(base.id,), hlc=base.hlc + 2,
+        n,
+        ident,
+        2,
+        parents=(base.id,),
+        hlc=base.hlc + 2,
         body=RowsBody((RowMutation(KV, ("f",), 1, {"value": b"other"}),)),
     )
     a.receive(batch(a, fork_a.raw), n.now_ms)
@@ -242,4 +250,7 @@ def test_equivocation_is_kept_as_evidence_and_does_not_split_state(net) -> None:
         assert r.forks() == {ident.node_id: 2}
         assert r.rows(KV) == {("e0",): {"value": b"ok"}, ("h",): {"value": b"h"}}
     assert a.state_digest() == b.state_digest() == c.state_digest()
-    assert sum(r.counters["evidence_learned"] + r.counters[Reason.EQUIVOCATION] for r in (a, b, c)) >= 2
+    assert (
+        sum(r.counters["evidence_learned"] + r.counters[Reason.EQUIVOCATION] for r in (a, b, c))
+        >= 2
+    )

@@ -1,0 +1,181 @@
+"""Storage: SQLite and memory twin agree, restart resumes, bad files and logs fail loudly."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from controller.replication import Delete, OpBatch, Upsert
+from controller.store import (
+    MemoryStore,
+    ReadOnlyQuery,
+    SqliteStore,
+    StoreError,
+    open_replica,
+    persist,
+    stored_state_digest,
+)
+
+from .conftest import Net
+
+
+def _history(n: Net) -> None:
+    a, b = n.replicas[:2]
+    a.write(
+        [Upsert("kv", ("x",), {"value": b"1"}), Upsert("switches", ("d1",), {"connected": True})],
+        n.now_ms,
+    )
+    b.write([Upsert("flows", ("d1", "f1"), {"priority": 7, "match": "ip"})], n.now_ms + 1)
+    n.pump(5)
+    a.write(
+        [Delete("kv", ("x",)), Upsert("links", ("d1", 1, "d2", 2), {"latency_ms": 1.5})], n.now_ms
+    )
+    b.emit("vote", {"slot": "s/1"}, n.now_ms)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_store_materialises_rows_and_resumes(tmp_path: Path, kind: str) -> None:
+    n = Net(2)
+    path = tmp_path / "node.db"
+    store = SqliteStore(path) if kind == "sqlite" else MemoryStore()
+    replica = open_replica(store, n.identities[0], random.Random(0), n.genesis)
+    n.replicas[0] = n.by_id[replica.node_id] = replica
+    n.stores[replica.node_id] = store  # the first replica persists; the second is memory only
+    _history(n)
+    n.pump(10)
+    for table in replica.schema.names:
+        assert store.rows(table) == replica.rows(table), table
+    assert store.rows("switches") == {
+        ("d1",): {
+            "name": None,
+            "site": None,
+            "master": None,
+            "generation_id": None,
+            "connected": True,
+        }
+    }
+    assert stored_state_digest(store) == replica.state_digest()
+    digest, log_len = replica.state_digest(), len(replica.log())
+    if kind == "sqlite":
+        store.close()
+        store = SqliteStore(path)
+    again = open_replica(store, n.identities[0], random.Random(0), verify="all")
+    assert again.state_digest() == digest and len(again.log()) == log_len
+    assert again.op_digest() == replica.op_digest()
+    assert not again.has_ready() and again.counters["rematerialised"] == 0
+    # the resumed replica keeps counting its own seq and hlc upwards
+    op = again.write([Upsert("kv", ("y",), {})], n.now_ms - 10_000)
+    assert op.seq == 3 and op.hlc > max(o.hlc for o in replica.log())
+
+
+def test_sqlite_and_memory_twin_hold_the_same_rows(tmp_path: Path) -> None:
+    n = Net(2)
+    _history(n)
+    n.pump(10)
+    stores = [SqliteStore(tmp_path / "a.db"), MemoryStore()]
+    for store in stores:
+        r = open_replica(store, n.identities[1], random.Random(0), n.genesis)
+        r.receive(OpBatch(r.cluster_id, "", tuple(o.raw for o in n.replicas[0].log())), n.now_ms)
+        persist(store, r)
+    for table in n.replicas[0].schema.names:
+        assert stores[0].rows(table) == stores[1].rows(table) == n.replicas[0].rows(table)
+    assert stored_state_digest(stores[0]) == stored_state_digest(stores[1])
+
+
+def test_read_only_query_refuses_writes(tmp_path: Path) -> None:
+    n = Net(1)
+    store = SqliteStore(tmp_path / "q.db")
+    r = open_replica(store, n.identities[0], random.Random(0), n.genesis)
+    r.write([Upsert("kv", ("k",), {"value": b"v"})], n.now_ms)
+    persist(store, r)
+    assert store.query("SELECT key, value FROM kv") == [("k", b"v")]
+    for bad in (
+        "DELETE FROM kv",
+        "INSERT INTO kv VALUES ('a', NULL)",
+        "DROP TABLE kv",
+        "ATTACH DATABASE ':memory:' AS x",
+        "PRAGMA journal_mode=DELETE",
+    ):
+        with pytest.raises(StoreError):
+            store.query(bad)
+    with ReadOnlyQuery(store.name) as q:
+        assert q("SELECT count(*) FROM _synod_ops") == [(1,)]
+
+
+def test_failed_commit_changes_nothing() -> None:
+    n = Net(1)
+    store = MemoryStore()
+    r = open_replica(store, n.identities[0], random.Random(0), n.genesis)
+    r.write([Upsert("kv", ("k",), {"value": b"v"})], n.now_ms)
+    store.fail_commits = 1
+    rd = r.ready()
+    with pytest.raises(StoreError):
+        store.commit(rd)
+    assert store.log == [] and store.rows("kv") == {}
+
+
+def _stored(tmp_path: Path) -> tuple[Net, Path]:
+    n = Net(2)
+    path = tmp_path / "node.db"
+    store = SqliteStore(path)
+    r = open_replica(store, n.identities[0], random.Random(0), n.genesis)
+    for i in range(30):
+        r.write([Upsert("kv", (f"k{i}",), {"value": bytes(100)})], n.now_ms + i)
+    persist(store, r)
+    store.close()
+    return n, path
+
+
+def test_truncated_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    n, path = _stored(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreError, match=str(path)):
+        open_replica(SqliteStore(path), n.identities[0], random.Random(0))
+
+
+def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="junk.db"):
+        SqliteStore(path)
+
+
+def test_tampered_op_in_log_fails_verification_and_names_it(tmp_path: Path) -> None:
+    n, path = _stored(tmp_path)
+    conn = sqlite3.connect(path)
+    raw = bytearray(conn.execute("SELECT raw FROM _synod_ops WHERE pos = 5").fetchone()[0])
+    raw[-3] ^= 0x40  # inside the signature
+    conn.execute("UPDATE _synod_ops SET raw = ? WHERE pos = 5", (bytes(raw),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"node\.db.*op #4.*bad_signature"):
+        open_replica(SqliteStore(path), n.identities[0], random.Random(0), verify="all")
+
+
+def test_deleted_op_breaks_the_hash_links(tmp_path: Path) -> None:
+    n, path = _stored(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM _synod_ops WHERE pos = 10")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="bad_parents"):
+        open_replica(SqliteStore(path), n.identities[0], random.Random(0), verify="none")
+
+
+def test_tables_edited_behind_our_back_are_rematerialised(tmp_path: Path) -> None:
+    n, path = _stored(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM kv WHERE key = 'k3'")
+    conn.execute("DELETE FROM _synod_rows WHERE pk = (SELECT pk FROM _synod_rows LIMIT 1)")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    r = open_replica(store, n.identities[0], random.Random(0))
+    assert r.counters["rematerialised"] == 1
+    persist(store, r)
+    assert store.rows("kv") == r.rows("kv") and len(store.rows("kv")) == 30
+    assert stored_state_digest(store) == r.state_digest()
