@@ -156,6 +156,7 @@ class Replica:
         self._future_ids: set[OpId] = set()
         self._next_sync_ms: int | None = None
         self._last_request_ms: dict[NodeId, int] = {}
+        self._sent: dict[NodeId, tuple[int, dict[NodeId, int]]] = {}  # peer -> (expiry, seqs)
         self._digest = Ecmh()
         self._row_points: dict[RowKey, bytes] = {}
         self._digest_dirty: set[RowKey] = set()
@@ -241,7 +242,7 @@ class Replica:
             self.counters[Reason.WRONG_CLUSTER] += 1
             return
         if isinstance(message, SyncRequest):
-            self._answer(message)
+            self._answer(message, now_ms)
             return
         for pair in zip(message.evidence[::2], message.evidence[1::2], strict=True):
             self._receive_evidence(*pair)
@@ -250,12 +251,12 @@ class Replica:
         sender = message.sender
         if sender not in self.peers:
             return
+        if message.vector is not None:  # an answer: push back what the sender lacks, first,
+            self._push_back(sender, message.vector, now_ms)  # so our next request sees it applied
         if message.more:
             self._request(sender, now_ms)
-        elif self.dag.pending and sender and self._may_request(sender, now_ms):
+        elif self.dag.pending and self._may_request(sender, now_ms):
             self._request(sender, now_ms)
-        if message.vector is not None:  # an answer: push back what the sender lacks
-            self._push_back(sender, message.vector)
 
     def receive_op(self, raw: bytes, now_ms: int) -> Reason | None:
         """Offer one op's bytes (e.g. from a client relay); returns the rejection, if any."""
@@ -471,21 +472,40 @@ class Replica:
             ),
         )
 
-    def _batch(self, vector: Mapping[NodeId, int], ops: list[bytes]) -> bool:
-        """Append to ops what vector lacks, in causal order, within bounds; True if more."""
+    def _batch(
+        self, peer: NodeId, vector: Mapping[NodeId, int], ops: list[bytes], now_ms: int
+    ) -> bool:
+        """Append to ops what peer lacks, in causal order, within bounds; True if more.
+
+        Ops sent to the peer in the last sync_interval_ms count as held by it, so two
+        exchanges that cross in flight do not send the same ops twice; after that the
+        hint expires and anything lost in transit is sent again.
+        """
         cfg = self.config
+        have = dict(vector)
+        hint = self._sent.get(peer)
+        if hint is not None and hint[0] > now_ms:
+            for author, seq in hint[1].items():
+                if seq > have.get(author, 0):
+                    have[author] = seq
+        else:
+            hint = (now_ms + cfg.sync_interval_ms, {})
+            self._sent[peer] = hint
+        sent = hint[1]
         size = sum(len(r) for r in ops)
-        for op in self.dag.missing_for(dict(vector)):
+        for op in self.dag.missing_for(have):
             if len(ops) >= cfg.sync_batch_ops_max or size + len(op.raw) > cfg.sync_batch_bytes_max:
                 return True
             ops.append(op.raw)
             size += len(op.raw)
+            sent[op.author] = op.seq
         return False
 
-    def _answer(self, req: SyncRequest) -> None:
+    def _answer(self, req: SyncRequest, now_ms: int) -> None:
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
         ops = [op.raw for op in wanted if op is not None]
-        more = self._batch(req.vector, ops)
+        self._sent.pop(req.sender, None)  # a request states exactly what the peer holds
+        more = self._batch(req.sender, req.vector, ops, now_ms)
         evidence: list[bytes] = []
         for author, seq in sorted(self.dag.forks.items()):
             theirs = req.forks.get(author)
@@ -498,12 +518,12 @@ class Replica:
         answer = OpBatch(self.cluster_id, self.node_id, tuple(ops), vector, more, tuple(evidence))
         self._send(req.sender, answer)
 
-    def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int]) -> None:
-        """After an answer: send the peer, once, a batch of what its vector shows it lacks."""
+    def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int], now_ms: int) -> None:
+        """After an answer: send the peer one batch of what its vector shows it lacks."""
         ops: list[bytes] = []
-        self._batch(vector, ops)
+        more = self._batch(peer, vector, ops, now_ms)  # more: the peer will ask for the rest
         if ops:
-            self._send(peer, OpBatch(self.cluster_id, self.node_id, tuple(ops)))
+            self._send(peer, OpBatch(self.cluster_id, self.node_id, tuple(ops), None, more))
 
     def _send(self, peer: NodeId, message: Message) -> None:
         self._out_messages.append(Outbound(peer, message))

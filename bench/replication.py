@@ -1,0 +1,251 @@
+"""Benchmark of the replication core: apply throughput, two-node sync, cluster convergence.
+
+Run: .venv/bin/python bench/replication.py [--quick]
+Prints a table and writes JSON to bench/results/. Figures are measured, never targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from controller.replication import (
+    Config,
+    Identity,
+    OpBatch,
+    Replica,
+    Upsert,
+    decode_message,
+    encode_message,
+    make_genesis,
+    point_of,
+)
+from controller.replication.digest import Ecmh
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "pynacl": version("pynacl"),
+        "cbor2": version("cbor2"),
+    }
+
+
+def cluster(n: int, config: Config | None = None, seed: int = 1) -> list[Replica]:
+    ids = [Identity.from_seed(random.Random(f"{seed}-{i}").randbytes(32)) for i in range(n)]
+    genesis = make_genesis(ids[0], "bench", [i.public_key for i in ids], 0)
+    return [Replica(i, genesis, random.Random(seed + k), config=config) for k, i in enumerate(ids)]
+
+
+def drain(r: Replica) -> list:
+    out = []
+    while r.has_ready():
+        rd = r.ready()
+        r.advance(rd)
+        out.extend(rd.messages)
+    return out
+
+
+def flow(i: int) -> Upsert:
+    return Upsert(
+        "flows",
+        (f"{i % 64:016x}", f"f{i}"),
+        {
+            "priority": i % 100,
+            "match": f"ip,nw_dst=10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+            "actions": "output:1",
+            "table_id": 0,
+        },
+    )
+
+
+def bench_ecmh(count: int) -> dict:
+    elements = [os.urandom(32) for _ in range(count)]
+    t0 = time.perf_counter()
+    points = [point_of(e) for e in elements]
+    t1 = time.perf_counter()
+    acc = Ecmh()
+    for p in points:
+        acc.add(p)
+    t2 = time.perf_counter()
+    return {"hash_to_point_us": (t1 - t0) / count * 1e6, "add_us": (t2 - t1) / count * 1e6}
+
+
+def bench_apply(ops_count: int, per_op: int) -> dict:
+    """A receiver verifies and applies ops authored elsewhere (decode+verify+merge)."""
+    author, receiver = cluster(2, Config(push_fanout=0, mutations_max=10_000))
+    now = 10_000_000
+    ops = []
+    for i in range(ops_count):
+        muts = [flow(i * per_op + j) for j in range(per_op)]
+        ops.append(author.write(muts, now + i).raw)
+    drain(author)
+    cid = receiver.cluster_id
+    t0 = time.perf_counter()
+    for raw in ops:
+        receiver.receive(OpBatch(cid, "", (raw,)), now + ops_count)
+    t1 = time.perf_counter()
+    drain(receiver)  # builds the RowUpdates a store would write
+    t2 = time.perf_counter()
+    receiver.state_digest()  # deferred ECMH fold over every changed row
+    t3 = time.perf_counter()
+    assert receiver.counters["applied"] == ops_count, receiver.counters
+    mutations = ops_count * per_op
+    return {
+        "ops": ops_count,
+        "mutations_per_op": per_op,
+        "apply_s": t1 - t0,
+        "ready_s": t2 - t1,
+        "digest_s": t3 - t2,
+        "ops_per_s": ops_count / (t1 - t0),
+        "mutations_per_s": mutations / (t1 - t0),
+        "mutations_per_s_with_digest": mutations / (t3 - t0),
+        "op_bytes_mean": sum(map(len, ops)) / ops_count,
+    }
+
+
+def bench_sync(diverged: int) -> dict:
+    """Two nodes each write `diverged` ops apart, then sync until equal digests."""
+    a, b = cluster(2, Config(push_fanout=0))
+    now = 10_000_000
+    for i in range(diverged):
+        a.write([flow(i)], now + i)
+        b.write([flow(i + diverged // 2)], now + i)  # half the rows overlap: real conflicts
+    drain(a), drain(b)
+    op_bytes = sum(len(o.raw) for o in a.log()) + sum(len(o.raw) for o in b.log())
+    by_id = {a.node_id: a, b.node_id: b}
+    wire = 0
+    messages = 0
+    c0, t0 = time.process_time(), time.perf_counter()
+    a.sync_with(b.node_id, now + diverged)
+    queue = drain(a)
+    while queue:
+        nxt = []
+        for out in queue:
+            data = encode_message(out.message)
+            wire += len(data)
+            messages += 1
+            dst = by_id[out.to]
+            dst.receive(decode_message(data, 1 << 30), now + diverged)
+            nxt.extend(drain(dst))
+        queue = nxt
+    equal = a.state_digest() == b.state_digest() and a.op_digest() == b.op_digest()
+    c1, t1 = time.process_time(), time.perf_counter()
+    return {
+        "ops_each": diverged,
+        "cpu_s": c1 - c0,
+        "wall_s": t1 - t0,
+        "digests_equal": equal,
+        "messages": messages,
+        "wire_bytes": wire,
+        "op_bytes": op_bytes,
+        "wire_over_op_bytes": wire / op_bytes,
+    }
+
+
+def bench_convergence(n: int, seed: int = 7) -> dict:
+    """Every node writes one op; rounds of anti-entropy (each node pulls from one random
+    peer per round, with push-back) until all vectors are equal. No eager push."""
+    replicas = cluster(n, Config(push_fanout=0, sync_interval_ms=1), seed=seed)
+    by_id = {r.node_id: r for r in replicas}
+    now = 10_000_000
+    for r in replicas:
+        r.write([Upsert("kv", (r.node_id,), {"value": b"x"})], now)
+        drain(r)
+    rounds = 0
+    t0 = time.perf_counter()
+    target = n
+    while any(sum(r.version_vector().values()) < target for r in replicas):
+        rounds += 1
+        now += 10
+        for r in replicas:
+            r.tick(now)
+        queue = [m for r in replicas for m in drain(r)]
+        while queue:
+            nxt = []
+            for out in queue:
+                dst = by_id[out.to]
+                dst.receive(out.message, now)
+                nxt.extend(drain(dst))
+            queue = nxt
+        if rounds > 100:
+            break
+    digests = {r.state_digest() for r in replicas}
+    return {
+        "nodes": n,
+        "rounds": rounds,
+        "converged": len(digests) == 1,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    args = parser.parse_args(argv)
+    scale = 10 if args.quick else 1
+    report = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report["ecmh"] = bench_ecmh(5_000 // scale)
+    report["apply"] = [
+        bench_apply(200 // scale, 100),
+        bench_apply(50 // scale, 1_000),
+        bench_apply(5_000 // scale, 1),
+    ]
+    report["sync"] = bench_sync(10_000 // scale)
+    report["convergence"] = [bench_convergence(n) for n in (10, 25, 50, 100)]
+
+    m = report["machine"]
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+        f"PyNaCl {m['pynacl']}, cbor2 {m['cbor2']}"
+    )
+    e = report["ecmh"]
+    print(f"ECMH: hash-to-point {e['hash_to_point_us']:.1f} us, point add {e['add_us']:.1f} us")
+    print("\napply (one receiver: decode + verify + merge; one op per receive)")
+    print(
+        f"{'ops':>6} {'mut/op':>7} {'ops/s':>9} {'mut/s':>10} {'mut/s +digest':>14} {'op bytes':>9}"
+    )
+    for a in report["apply"]:
+        print(
+            f"{a['ops']:>6} {a['mutations_per_op']:>7} {a['ops_per_s']:>9.0f} "
+            f"{a['mutations_per_s']:>10.0f} {a['mutations_per_s_with_digest']:>14.0f} "
+            f"{a['op_bytes_mean']:>9.0f}"
+        )
+    s = report["sync"]
+    print(
+        f"\nsync 2 x {s['ops_each']} diverged ops: {s['cpu_s']:.2f} s CPU "
+        f"({s['wall_s']:.2f} s wall) to equal digests={s['digests_equal']}, "
+        f"{s['messages']} messages, {s['wire_bytes']:,} wire bytes = "
+        f"{s['wire_over_op_bytes']:.3f} x the ops' {s['op_bytes']:,} bytes"
+    )
+    print("\nanti-entropy convergence (1 op per node, pull+push-back with 1 random peer/round)")
+    for c in report["convergence"]:
+        print(f"  {c['nodes']:>4} nodes: {c['rounds']:>3} rounds (converged={c['converged']})")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"replication-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
