@@ -16,9 +16,20 @@ from .digest import Ecmh, point_of
 from .encoding import check_plain, encode
 from .errors import Reason, Rejected, ReplicationError, UsageError
 from .hlc import HybridClock
-from .identity import Genesis, Identity, NodeId
+from .identity import Genesis, Identity, NodeId, hash32
 from .messages import Message, OpBatch, Outbound, SyncRequest
-from .op import ROWS, Body, CustomBody, Op, OpId, RowMutation, RowsBody, decode_op, sign_op
+from .op import (
+    OP_ID_PERSON,
+    ROWS,
+    Body,
+    CustomBody,
+    Op,
+    OpId,
+    RowMutation,
+    RowsBody,
+    decode_op,
+    sign_op,
+)
 from .op import op_signing_message as _signing_message
 from .policy import Policy, StaticPolicy
 from .schema import DEFAULT_SCHEMA, Schema, Value
@@ -251,11 +262,12 @@ class Replica:
         sender = message.sender
         if sender not in self.peers:
             return
-        if message.vector is not None:  # an answer: push back what the sender lacks, first,
-            self._push_back(sender, message.vector, now_ms)  # so our next request sees it applied
-        if message.more:
-            self._request(sender, now_ms)
-        elif self.dag.pending and self._may_request(sender, now_ms):
+        again = False
+        if message.vector is not None:  # an answer to our request: one exchange, driven by us
+            # Push back first, so the peer has applied it when our next request arrives.
+            pushed_all = self._push_back(sender, message.vector, now_ms)
+            again = message.more or not pushed_all
+        if again or (self.dag.pending and self._may_request(sender, now_ms)):
             self._request(sender, now_ms)
 
     def receive_op(self, raw: bytes, now_ms: int) -> Reason | None:
@@ -266,12 +278,17 @@ class Replica:
         try:
             if len(raw) > self.config.op_bytes_max:
                 raise Rejected(Reason.TOO_LARGE, f"op of {len(raw)} bytes")
+            if self._known(hash32(raw, person=OP_ID_PERSON)):  # cheap: no decode for repeats
+                raise Rejected(Reason.DUPLICATE)
             op = decode_op(raw, self.schema, self.config.parents_max, self.config.mutations_max)
             self._accept(op, now_ms, verify=True)
         except Rejected as exc:
             self.counters[exc.reason] += 1
             return exc.reason
         return None
+
+    def _known(self, op_id: OpId) -> bool:
+        return self.dag.holds(op_id) or op_id in self.dag.pending or op_id in self._future_ids
 
     def _verify(self, op: Op) -> None:
         vk = self._verify_keys.get(op.author)
@@ -288,7 +305,7 @@ class Replica:
     def _accept(self, op: Op, now_ms: int, verify: bool) -> None:
         """Validate op and apply it, buffer it, or keep it as evidence; raise Rejected."""
         dag = self.dag
-        if dag.holds(op.id) or op.id in dag.pending or op.id in self._future_ids:
+        if self._known(op.id):
             raise Rejected(Reason.DUPLICATE)
         if verify:
             self._verify(op)
@@ -504,7 +521,6 @@ class Replica:
     def _answer(self, req: SyncRequest, now_ms: int) -> None:
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
         ops = [op.raw for op in wanted if op is not None]
-        self._sent.pop(req.sender, None)  # a request states exactly what the peer holds
         more = self._batch(req.sender, req.vector, ops, now_ms)
         evidence: list[bytes] = []
         for author, seq in sorted(self.dag.forks.items()):
@@ -518,12 +534,13 @@ class Replica:
         answer = OpBatch(self.cluster_id, self.node_id, tuple(ops), vector, more, tuple(evidence))
         self._send(req.sender, answer)
 
-    def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int], now_ms: int) -> None:
-        """After an answer: send the peer one batch of what its vector shows it lacks."""
+    def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int], now_ms: int) -> bool:
+        """After an answer: send the peer one batch of what it lacks; True if that was all."""
         ops: list[bytes] = []
-        more = self._batch(peer, vector, ops, now_ms)  # more: the peer will ask for the rest
+        more = self._batch(peer, vector, ops, now_ms)
         if ops:
-            self._send(peer, OpBatch(self.cluster_id, self.node_id, tuple(ops), None, more))
+            self._send(peer, OpBatch(self.cluster_id, self.node_id, tuple(ops)))
+        return not more
 
     def _send(self, peer: NodeId, message: Message) -> None:
         self._out_messages.append(Outbound(peer, message))
