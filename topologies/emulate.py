@@ -46,6 +46,7 @@ SWITCH_CONNECT_TIMEOUT_S = 60
 CONTROLLER_READY_TIMEOUT_S = 20
 PING_TIMEOUT_S = 3
 PR_SET_PDEATHSIG = 1
+OWNER_ENV = "SYNOD_EMULATION_OWNER"
 
 Progress = Callable[[str], None]
 
@@ -218,6 +219,8 @@ def controller_process(port: int, log_path: str, host: str = "127.0.0.1",
                                      "--ofp-tcp-listen-port", str(port), *apps],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Marks it as ours, so --cleanup can find it without touching other controllers.
+            env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}),
         )
     try:
         deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
@@ -323,16 +326,22 @@ def _delete_bridges(names: set[str]) -> None:
                        timeout=10, check=False)
 
 
-def _leftover_interfaces(node_names: set[str]) -> list[str]:
-    """Root-namespace interfaces named like Mininet names them for these nodes (s1-eth2)."""
+def _root_interfaces() -> list[str]:
+    """Names of the interfaces in our (root) network namespace."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
                          timeout=10, check=False).stdout
-    found = []
+    names = []
     for line in out.splitlines():
         parts = line.split(": ")
-        if len(parts) < 2:
-            continue
-        ifname = parts[1].split("@")[0]
+        if len(parts) > 1:
+            names.append(parts[1].split("@")[0])
+    return names
+
+
+def _leftover_interfaces(node_names: set[str]) -> list[str]:
+    """Root-namespace interfaces named like Mininet names them for these nodes (s1-eth2)."""
+    found = []
+    for ifname in _root_interfaces():
         node, sep, port = ifname.partition("-eth")
         if sep and port.isdigit() and node in node_names:
             found.append(ifname)
@@ -376,21 +385,41 @@ def cleanup_leftovers(progress: Progress) -> list[str]:
     leftover = _leftover_interfaces(ours)
     _delete_interfaces(leftover)
     removed += [f"interface {i}" for i in leftover]
-    for pattern in ("wanrelay.py", "controller.openflow.launcher", "bin/synod-controller"):
-        done = subprocess.run(["pkill", "-TERM", "-f", pattern], capture_output=True,
-                              timeout=10, check=False)
-        if done.returncode == 0:
-            removed.append(f"processes matching {pattern}")
+    done = subprocess.run(["pkill", "-TERM", "-f", "topologies/wanrelay.py"],
+                          capture_output=True, timeout=10, check=False)
+    if done.returncode == 0:
+        removed.append("WAN relay processes")
+    for pid in _orphaned_emulation_controllers():
+        try:
+            os.kill(pid, signal.SIGTERM)
+            removed.append(f"synod-controller pid {pid}")
+        except ProcessLookupError:
+            pass
     for item in removed:
         progress(f"removed {item}")
     return removed
 
 
+def _orphaned_emulation_controllers() -> list[int]:
+    """Controllers started by an emulation whose process is gone."""
+    marker = OWNER_ENV.encode() + b"="
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        owners = [v[len(marker):] for v in env if v.startswith(marker)]
+        if owners and owners[0].isdigit() and not os.path.exists(f"/proc/{int(owners[0])}"):
+            found.append(int(entry))
+    return found
+
+
 def _all_interface_nodes() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                         timeout=10, check=False).stdout
-    return {line.split(": ")[1].split("-eth")[0] for line in out.splitlines()
-            if len(line.split(": ")) > 1 and "-eth" in line.split(": ")[1]}
+    return {name.partition("-eth")[0] for name in _root_interfaces() if "-eth" in name}
 
 
 def _looks_like_ours(bridge: str) -> bool:

@@ -131,3 +131,22 @@ def test_mn_custom_loads_the_topology_the_mininet_way(ovs, tmp_path):
     assert done.returncode == 0, output
     assert "Results: 0% dropped" in output
     _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
+
+
+def test_cleanup_removes_what_a_killed_emulation_left(ovs):
+    subprocess.run(["ovs-vsctl", "add-br", "e97s1", "--", "set", "bridge", "e97s1",
+                    "datapath_type=netdev"], check=True, timeout=30)
+    subprocess.run(["ip", "link", "add", "e97s1-eth1", "type", "veth", "peer", "name",
+                    "w97-eth1"], check=True, timeout=30)
+    try:
+        done = subprocess.run(SYNOD + ["emulate", "--cleanup"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "e97s1" not in _bridges()
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout
+        assert "e97s1-eth1" not in links and "w97-eth1" not in links
+    finally:
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", "e97s1"], timeout=30, check=False)
+        subprocess.run(["ip", "link", "del", "e97s1-eth1"], capture_output=True, timeout=30,
+                       check=False)
