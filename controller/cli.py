@@ -98,6 +98,139 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- node daemon
+def _node_errors():
+    from controller.node.config import ConfigError
+    from controller.node.datadir import DataDirError
+    from controller.node.server import NodeError
+
+    return (ConfigError, DataDirError, NodeError)
+
+
+@cli.command()
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="node data directory to create (repeat to create several nodes at once)")
+@click.option("--new-cluster", metavar="NAME", default=None,
+              help="found a cluster: write a genesis naming every --data node as a member")
+@click.option("--ca-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="sign certificates with the CA in this directory (ca.crt, ca.key)")
+@click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the operator's CA certificate (PEM), with --ca-key")
+@click.option("--ca-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the operator's CA private key (PEM), with --ca-cert")
+@click.option("--host", "hosts", multiple=True,
+              help="extra DNS name or IP address for the node certificates")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
+         ca_cert: str | None, ca_key: str | None, hosts: tuple[str, ...], as_json: bool) -> None:
+    """Create node data directories: Ed25519 key, CA and TLS certificate, and a genesis.
+
+    Without --new-cluster the nodes are prepared (key and certificate) but in no cluster.
+    With it, every --data node is a founding member, the first signs the genesis, and an
+    admin token is written to the first directory's admin.token.
+    """
+    import json
+    from pathlib import Path
+
+    from controller.node import pki
+    from controller.node.datadir import init_data_dirs
+
+    ca = None
+    if ca_dir:
+        ca_cert, ca_key = str(Path(ca_dir) / "ca.crt"), str(Path(ca_dir) / "ca.key")
+    if bool(ca_cert) != bool(ca_key):
+        raise click.UsageError("--ca-cert and --ca-key go together")
+    if ca_cert and ca_key:
+        try:
+            ca = pki.KeyPair(Path(ca_key).read_bytes(), Path(ca_cert).read_bytes())
+        except OSError as e:
+            raise CliError(f"{e.filename}: {e.strerror}") from None
+    try:
+        summary = init_data_dirs([Path(d) for d in data], new_cluster, ca, hosts)
+    except _node_errors() as e:
+        raise CliError(str(e)) from None
+    except ValueError as e:  # an unreadable CA key or certificate
+        raise CliError(f"CA: {e}") from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for path, node_id in summary["nodes"].items():  # type: ignore[union-attr]
+        click.echo(f"node {node_id}  {path}")
+    if new_cluster:
+        click.echo(f"cluster {new_cluster} {summary['cluster_id']}")
+        click.echo(f"admin token in {summary['admin_token_file']}")
+
+
+@cli.group()
+def node() -> None:
+    """Run a node daemon."""
+
+
+@node.command("run")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the node's data directory (from synod init)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration (see docs/node.md); flags below override it")
+@click.option("--api", "api_listen", default=None, help="API listen address HOST:PORT")
+@click.option("--peer-listen", default=None, help="peer (mTLS) listen address HOST:PORT")
+@click.option("--peer", "peers", multiple=True, help="another member's peer address (repeat)")
+@click.option("--metrics", "metrics_listen", default=None,
+              help="serve Prometheus metrics on HOST:PORT")
+@click.option("--insecure-loopback", is_flag=True,
+              help="plaintext API on 127.0.0.1 (tests only; tokens still required)")
+def node_run(data: str, config_file: str | None, api_listen: str | None,
+             peer_listen: str | None, peers: tuple[str, ...], metrics_listen: str | None,
+             insecure_loopback: bool) -> None:
+    """Run the node: replication, storage, peer sync and the gRPC APIs, until SIGTERM."""
+    from controller.node.config import load_config
+    from controller.node.server import run_node
+
+    overrides: dict = {"data": data}
+    api: dict = {}
+    peer: dict = {}
+    if api_listen:
+        api["listen"] = api_listen
+    if insecure_loopback:
+        api["insecure_loopback"] = True
+    if peer_listen:
+        peer["listen"] = peer_listen
+    if peers:
+        peer["peers"] = list(peers)
+    if api:
+        overrides["api"] = api
+    if peer:
+        overrides["peer"] = peer
+    if metrics_listen:
+        overrides["metrics"] = {"listen": metrics_listen}
+    try:
+        run_node(load_config(config_file, overrides))
+    except _node_errors() as e:
+        raise CliError(str(e)) from None
+
+
+@cli.group()
+def config() -> None:
+    """Check node configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate a node configuration file; unknown keys are named with their path."""
+    from controller.node.config import ConfigError, load_config
+
+    try:
+        load_config(file)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    click.echo(f"{file}: ok")
+
+
+from controller.node.commands import register as _register_client_commands  # noqa: E402
+
+_register_client_commands(cli, CliError)
+
+
 def _raise_interrupt(_signum: int, _frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so every `finally` tears down what it started.
     raise KeyboardInterrupt

@@ -44,7 +44,7 @@ def test_usage_errors_exit_2_in_one_line(args, needle):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["emulate", "--topo", "ring"], "unknown topology 'ring': choose one of"),
+    (["emulate", "--topo", "moebius"], "unknown topology 'moebius': choose one of"),
     (["emulate", "--sites", "-1"], "sites must be at least 1"),
     (["emulate", "--hosts-per-site", "0"], "hosts_per_site must be between 1"),
 ])

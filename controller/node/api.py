@@ -1,0 +1,458 @@
+"""gRPC servicers of the northbound and local APIs: authenticate, translate, call, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+
+import grpc
+from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
+
+import controller
+from controller.replication import Upsert
+
+from . import codec
+from .auth import Authenticator, Denied
+from .config import ApiConfig
+from .engine import Engine, EngineError, QuorumTimeout, Watcher
+from .metrics import Metrics
+from .sqlquery import QueryLimit, run_query
+from .tokens import Role, kv_key, new_token, record_from_kv
+
+__all__ = ["Api", "servicers"]
+
+_CODES = {
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class Api:
+    """Shared by the servicers: the engine, auth, limits, and helpers they all use."""
+
+    def __init__(self, engine: Engine, config: ApiConfig, metrics: Metrics, links, store_path):
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.links = links
+        self.store_path = store_path
+        self.schema = engine.replica.schema
+        self.auth = Authenticator(
+            self._kv, config.rate_per_s, config.burst, config.inflight_per_client_max
+        )
+
+    def _kv(self, key: str) -> bytes | None:
+        row = self.engine.replica.row("kv", (key,))
+        return None if row is None else row.get("value")  # type: ignore[return-value]
+
+    @contextlib.asynccontextmanager
+    async def call(self, context: grpc.aio.ServicerContext, role: Role, method: str):
+        """Authenticate and admit one call; map known errors to statuses naming the problem."""
+        self.metrics.inc(f"api_calls|{method}")
+        header = dict(context.invocation_metadata()).get("authorization")
+        try:
+            record = self.auth.authenticate(header, role)
+            client = record.id
+            self.auth.admit(client)
+        except Denied as exc:
+            self.metrics.inc(f"api_denied|{exc.code}")
+            await context.abort(_CODES[exc.code], str(exc))
+        try:
+            yield record
+        except codec.CodecError as exc:
+            self.metrics.inc("api_bad_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except QuorumTimeout as exc:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        except EngineError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        finally:
+            self.auth.release(client)
+
+    async def write(self, mutations, ack: int, timeout_ms: int):
+        level = codec.ack_level(ack)
+        timeout = timeout_ms or self.config.quorum_timeout_ms
+        result = await self.engine.write(mutations, level, timeout)
+        return northbound_pb2.WriteResponse(
+            op_id=result.op_id,
+            seq=result.seq,
+            ack=northbound_pb2.ACK_QUORUM if level == "quorum" else northbound_pb2.ACK_LOCAL,
+            holders=result.holders,
+        )
+
+    async def stream(self, context, table_filter, snapshot, make_event, changes_only=False):
+        """Snapshot then changes for rows accepted by table_filter(table, key, values)."""
+        q: asyncio.Queue = asyncio.Queue(self.config.watch_queue_max)
+        w = Watcher(lambda r: table_filter(r.table, r.key, r.values), q)
+        self.engine.watchers.add(w)  # before the snapshot, so no change falls in between
+        try:
+            if not changes_only:
+                for table, key, values in snapshot():
+                    yield make_event(table, key, values, True)
+            while True:
+                row = await q.get()
+                if row is None:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, w.reason)
+                yield make_event(row.table, row.key, row.values, False)
+        finally:
+            self.engine.watchers.discard(w)
+
+
+class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def GetStatus(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "GetStatus"):
+            e = self.api.engine
+            r = e.replica
+            counters = dict(r.counters)
+            counters.update(self.api.metrics.counters)
+            return codec.status_pb(
+                node_id=e.node_id,
+                cluster_id=r.cluster_id.hex(),
+                cluster_name=r.genesis.name,
+                synod_version=controller.__version__,
+                version_vector=r.version_vector(),
+                state_digest=r.state_digest(),
+                op_digest=r.op_digest(),
+                ops=len(r.dag.log),
+                members=len(e.members),
+                peers_up=sum(self.api.links.up().values()),
+                counters=counters,
+                uptime_s=e.uptime_s(),
+            )
+
+    async def ListMembers(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "ListMembers"):
+            e, up = self.api.engine, self.api.links.up()
+            now = time.monotonic()
+            members = []
+            for node_id in sorted(e.members):
+                me = node_id == e.node_id
+                seen = e.last_seen.get(node_id)
+                members.append(
+                    dict(
+                        node_id=node_id,
+                        address=self.api.links.address_of(node_id),
+                        up=me or up.get(node_id, False),
+                        self=me,
+                        version_vector=(
+                            e.replica.version_vector() if me else e.peer_vectors.get(node_id, {})
+                        ),
+                        last_seen_ms_ago=0
+                        if me
+                        else (-1 if seen is None else int((now - seen) * 1000)),
+                    )
+                )
+            return codec.members_pb(members)
+
+    async def GetDigest(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "GetDigest"):
+            r = self.api.engine.replica
+            return codec.digest_pb(r.node_id, r.state_digest(), r.op_digest(), len(r.dag.log))
+
+    async def GetSchema(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "GetSchema"):
+            return codec.schema_pb(self.api.schema)
+
+    async def ListConflicts(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "ListConflicts"):
+            out = northbound_pb2.ListConflictsResponse()
+            for author, seq in sorted(self.api.engine.replica.forks().items()):
+                out.conflicts.add(
+                    kind="equivocation",
+                    description=f"node {author} signed two ops at seq {seq}; its ops from "
+                    f"there on are kept as evidence and do not change the tables",
+                )
+            return out
+
+
+class Rows(northbound_pb2_grpc.RowServiceServicer):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def Put(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "Put"):
+            mutations = codec.put_mutations(self.api.schema, request.rows)
+            return await self.api.write(mutations, request.ack, request.timeout_ms)
+
+    async def Delete(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "Delete"):
+            mutations = codec.delete_mutations(self.api.schema, request.table, request.keys)
+            return await self.api.write(mutations, request.ack, request.timeout_ms)
+
+    async def Get(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "Get"):
+            key = codec.key_from_pb(self.api.schema, request.table, request.key)
+            values = self.api.engine.replica.row(request.table, key)
+            if values is None:
+                return northbound_pb2.GetResponse(found=False)
+            return northbound_pb2.GetResponse(
+                found=True, row=codec.row_pb(request.table, key, values)
+            )
+
+    async def List(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "List"):
+            schema = self.api.schema
+            codec.table_of(schema, request.table)
+            prefix = codec.values_from_pb(request.key_prefix)
+            limit = min(
+                request.limit or self.api.config.list_rows_max, self.api.config.list_rows_max
+            )
+            rows = self.api.engine.replica.rows(request.table)
+            out = northbound_pb2.ListResponse()
+            for key in sorted(rows, key=_sort_key):
+                if key[: len(prefix)] != prefix:
+                    continue
+                if len(out.rows) >= limit:
+                    out.truncated = True
+                    break
+                out.rows.append(codec.row_pb(request.table, key, rows[key]))
+            return out
+
+    async def Watch(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "Watch"):
+            codec.table_of(self.api.schema, request.table)
+            table = request.table
+            replica = self.api.engine.replica
+
+            def snapshot():
+                for key, values in sorted(
+                    replica.rows(table).items(), key=lambda kv: _sort_key(kv[0])
+                ):
+                    yield table, key, values
+
+            async for event in self.api.stream(
+                context,
+                lambda t, k, v: t == table,
+                snapshot,
+                codec.row_event_pb,
+                request.changes_only,
+            ):
+                yield event
+
+    async def Query(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "Query"):
+            cfg = self.api.config
+            rows_max = min(request.row_limit or cfg.sql_rows_max, cfg.sql_rows_max)
+            params = codec.values_from_pb(request.params)
+            loop = asyncio.get_running_loop()
+            try:
+                columns, rows = await loop.run_in_executor(
+                    None,
+                    run_query,
+                    self.api.store_path,
+                    request.sql,
+                    params,
+                    cfg.sql_time_ms_max,
+                    rows_max,
+                )
+            except QueryLimit as exc:
+                self.api.metrics.inc("sql_refused|limit")
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except (sqlite3.Error, ValueError, OverflowError) as exc:
+                self.api.metrics.inc("sql_refused|invalid")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"SQL refused (read-only, one statement): {exc}",
+                )
+            return codec.query_pb(columns, rows)
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple((type(v).__name__, v) for v in key)
+
+
+class Slots(northbound_pb2_grpc.SlotServiceServicer):
+    """Agreement is not wired in yet: every call says so plainly."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def _unavailable(self, context, method):
+        async with self.api.call(context, Role.VIEWER, method):
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "slots need the agreement layer, not in this node yet",
+            )
+
+    async def Propose(self, request, context):
+        await self._unavailable(context, "Propose")
+
+    async def GetSlot(self, request, context):
+        await self._unavailable(context, "GetSlot")
+
+    async def WatchSlots(self, request, context):
+        await self._unavailable(context, "WatchSlots")
+        yield northbound_pb2.Slot()  # pragma: no cover - abort raised above
+
+
+class Admin(northbound_pb2_grpc.AdminServiceServicer):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def CreateToken(self, request, context):
+        async with self.api.call(context, Role.ADMIN, "CreateToken"):
+            try:
+                role = Role.parse(request.role)
+            except Exception as exc:  # TokenError
+                raise codec.CodecError(str(exc)) from None
+            token, record = new_token(role, request.description[:200], int(time.time() * 1000))
+            await self.api.write(
+                [Upsert("kv", (kv_key(record.id),), {"value": record.to_kv()})],
+                northbound_pb2.ACK_LOCAL,
+                0,
+            )
+            return northbound_pb2.CreateTokenResponse(token=token, info=codec.token_pb(record))
+
+    async def ListTokens(self, request, context):
+        async with self.api.call(context, Role.ADMIN, "ListTokens"):
+            out = northbound_pb2.ListTokensResponse()
+            for (key,), values in sorted(self.api.engine.replica.rows("kv").items()):
+                record = record_from_kv(key, values.get("value"))  # type: ignore[arg-type]
+                if record is not None:
+                    out.tokens.append(codec.token_pb(record))
+            return out
+
+    async def RevokeToken(self, request, context):
+        async with self.api.call(context, Role.ADMIN, "RevokeToken"):
+            record = self.api.auth.record(request.id)
+            if record is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no token {request.id!r}")
+            from dataclasses import replace
+
+            revoked = replace(record, revoked=True)
+            await self.api.write(
+                [Upsert("kv", (kv_key(record.id),), {"value": revoked.to_kv()})],
+                northbound_pb2.ACK_LOCAL,
+                0,
+            )
+            return codec.token_pb(revoked)
+
+
+class Local(local_pb2_grpc.LocalServiceServicer):
+    """For the site's controller and edge agent (operator tokens)."""
+
+    TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts"})
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def WatchFlows(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "WatchFlows"):
+            dpids = set(request.dpids)
+            replica = self.api.engine.replica
+
+            def wanted(table, key, values):
+                return table == "flows" and (not dpids or key[0] in dpids)
+
+            def snapshot():
+                for key, values in sorted(replica.rows("flows").items()):
+                    if not dpids or key[0] in dpids:
+                        yield "flows", key, values
+
+            async for event in self.api.stream(
+                context, wanted, snapshot, lambda t, k, v, s: codec.flow_event_pb(k, v, s)
+            ):
+                yield event
+
+    async def ReportTopology(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "ReportTopology"):
+            for row in list(request.rows) + list(request.gone):
+                if row.table not in self.TOPOLOGY_TABLES:
+                    raise codec.CodecError(
+                        f"table {row.table!r} is not topology "
+                        f"({', '.join(sorted(self.TOPOLOGY_TABLES))})"
+                    )
+            mutations: list = []
+            if request.rows:
+                mutations += codec.put_mutations(self.api.schema, request.rows)
+            for row in request.gone:
+                mutations += codec.delete_mutations(
+                    self.api.schema, row.table, [northbound_pb2.KeyList(key=row.key)]
+                )
+            if not mutations:
+                raise codec.CodecError("report has no rows")
+            done = await self.api.write(mutations, northbound_pb2.ACK_LOCAL, 0)
+            return local_pb2.ReportResponse(op_id=done.op_id, rows=len(mutations))
+
+    async def ReportFlowStats(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "ReportFlowStats"):
+            if not request.dpid:
+                raise codec.CodecError("dpid is required")
+            from controller.replication import encode
+
+            value = encode(
+                [
+                    request.flows_installed,
+                    request.flows_missing,
+                    request.flows_unexpected,
+                    request.details,
+                ]
+            )
+            done = await self.api.write(
+                [Upsert("kv", (f"flowstats/{request.dpid}",), {"value": value})],
+                northbound_pb2.ACK_LOCAL,
+                0,
+            )
+            return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+    async def WatchServices(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "WatchServices"):
+            replica = self.api.engine.replica
+            me = self.api.engine.node_id
+
+            def placed_here(name) -> bool:
+                p = replica.row("placements", (name,))
+                return p is not None and p.get("node") == me
+
+            def wanted(table, key, values):
+                return table == "services" and placed_here(key[0])
+
+            def snapshot():
+                for key, values in sorted(replica.rows("services").items()):
+                    if placed_here(key[0]):
+                        yield "services", key, values
+
+            async for event in self.api.stream(
+                context, wanted, snapshot, lambda t, k, v, s: codec.service_event_pb(k, v, s)
+            ):
+                yield event
+
+    async def ReportServiceState(self, request, context):
+        async with self.api.call(context, Role.OPERATOR, "ReportServiceState"):
+            if not request.service or not request.state:
+                raise codec.CodecError("service and state are required")
+            done = await self.api.write(
+                [
+                    Upsert(
+                        "placements",
+                        (request.service,),
+                        {
+                            "node": self.api.engine.node_id,
+                            "state": request.state,
+                            "generation": request.generation,
+                        },
+                    )
+                ],
+                northbound_pb2.ACK_LOCAL,
+                0,
+            )
+            return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+
+def servicers(api: Api, server: grpc.aio.Server) -> list[str]:
+    """Register every API servicer on server; returns the full service names."""
+    northbound_pb2_grpc.add_ClusterServiceServicer_to_server(Cluster(api), server)
+    northbound_pb2_grpc.add_RowServiceServicer_to_server(Rows(api), server)
+    northbound_pb2_grpc.add_SlotServiceServicer_to_server(Slots(api), server)
+    northbound_pb2_grpc.add_AdminServiceServicer_to_server(Admin(api), server)
+    local_pb2_grpc.add_LocalServiceServicer_to_server(Local(api), server)
+    nb = northbound_pb2.DESCRIPTOR.services_by_name
+    return [s.full_name for s in nb.values()] + [
+        s.full_name for s in local_pb2.DESCRIPTOR.services_by_name.values()
+    ]

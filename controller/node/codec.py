@@ -1,0 +1,206 @@
+"""Protobuf <-> values: the one place where synod.v1 messages meet the core's values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from synod.v1 import local_pb2, northbound_pb2, peer_pb2
+
+from controller.replication import Delete, Schema, Upsert, Value
+from controller.replication.errors import Rejected
+
+__all__ = [
+    "CodecError",
+    "table_of",
+    "ack_level",
+    "delete_mutations",
+    "digest_pb",
+    "key_from_pb",
+    "members_pb",
+    "put_mutations",
+    "query_pb",
+    "row_event_pb",
+    "row_pb",
+    "schema_pb",
+    "status_pb",
+    "token_pb",
+    "value_from_pb",
+    "value_pb",
+    "values_from_pb",
+    "vector_pb",
+]
+
+pb = northbound_pb2
+
+
+class CodecError(ValueError):
+    """A request that does not fit the schema; the message names table, column or field."""
+
+
+def value_pb(v: Value) -> northbound_pb2.Value:
+    if v is None:
+        return pb.Value()
+    if isinstance(v, bool):
+        return pb.Value(bool_value=v)
+    if isinstance(v, int):
+        return pb.Value(int_value=v)
+    if isinstance(v, float):
+        return pb.Value(real_value=v)
+    if isinstance(v, str):
+        return pb.Value(text_value=v)
+    if isinstance(v, bytes):
+        return pb.Value(blob_value=v)
+    raise CodecError(f"value of type {type(v).__name__} has no protobuf form")
+
+
+def value_from_pb(v: northbound_pb2.Value) -> Value:
+    kind = v.WhichOneof("kind")
+    return None if kind is None else getattr(v, kind)
+
+
+def values_from_pb(vs: Iterable[northbound_pb2.Value]) -> tuple[Value, ...]:
+    return tuple(value_from_pb(v) for v in vs)
+
+
+def table_of(schema: Schema, name: str):
+    try:
+        return schema.table(name)
+    except Rejected:
+        raise CodecError(f"unknown table {name!r} (tables: {', '.join(schema.names)})") from None
+
+
+def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value]) -> tuple:
+    t = table_of(schema, table)
+    values = values_from_pb(key)
+    try:
+        return t.check_key(values)
+    except Rejected as exc:
+        cols = ", ".join(f"{c.name}:{c.type}" for c in t.key_columns)
+        raise CodecError(f"{exc.detail} (key of {table} is {cols})") from None
+
+
+def put_mutations(schema: Schema, rows: Sequence[northbound_pb2.Row]) -> list[Upsert]:
+    if not rows:
+        raise CodecError("put needs at least one row")
+    out = []
+    for i, row in enumerate(rows):
+        key = key_from_pb(schema, row.table, row.key)
+        values = {name: value_from_pb(v) for name, v in row.values.items()}
+        try:
+            table_of(schema, row.table).check_values(values)
+        except Rejected as exc:
+            raise CodecError(f"rows[{i}]: {exc.detail}") from None
+        out.append(Upsert(row.table, key, values))
+    return out
+
+
+def delete_mutations(schema: Schema, table: str, keys: Sequence) -> list[Delete]:
+    if not keys:
+        raise CodecError("delete needs at least one key")
+    return [Delete(table, key_from_pb(schema, table, k.key)) for k in keys]
+
+
+def ack_level(ack: int) -> str:
+    return "quorum" if ack == pb.ACK_QUORUM else "local"
+
+
+def row_pb(table: str, key: tuple, values: Mapping[str, Value] | None) -> northbound_pb2.Row:
+    row = pb.Row(table=table, key=[value_pb(k) for k in key])
+    for name, v in (values or {}).items():
+        row.values[name].CopyFrom(value_pb(v))
+    return row
+
+
+def row_event_pb(table, key, values, snapshot: bool = False) -> northbound_pb2.RowEvent:
+    return pb.RowEvent(row=row_pb(table, key, values), deleted=values is None, snapshot=snapshot)
+
+
+def flow_event_pb(key, values, snapshot: bool = False) -> local_pb2.FlowEvent:
+    return local_pb2.FlowEvent(
+        flow=row_pb("flows", key, values), deleted=values is None, snapshot=snapshot
+    )
+
+
+def service_event_pb(key, values, snapshot: bool = False) -> local_pb2.ServiceEvent:
+    return local_pb2.ServiceEvent(
+        service=row_pb("services", key, values), deleted=values is None, snapshot=snapshot
+    )
+
+
+def vector_pb(target, vector: Mapping[str, int]) -> None:
+    """Fill a map<string, uint64> field."""
+    for k, v in vector.items():
+        target[k] = v
+
+
+def vector_from_pb(field) -> dict[str, int]:
+    return {str(k): int(v) for k, v in field.items()}
+
+
+def status_pb(**kw) -> northbound_pb2.Status:
+    vector = kw.pop("version_vector")
+    counters = kw.pop("counters")
+    msg = pb.Status(**kw)
+    vector_pb(msg.version_vector, vector)
+    vector_pb(msg.counters, {k: int(v) for k, v in counters.items() if v >= 0})
+    return msg
+
+
+def members_pb(members: Iterable[dict]) -> northbound_pb2.ListMembersResponse:
+    out = pb.ListMembersResponse()
+    for m in members:
+        vector = m.pop("version_vector")
+        item = out.members.add(**m)
+        vector_pb(item.version_vector, vector)
+    return out
+
+
+def digest_pb(node_id: str, state: bytes, ops_digest: bytes, ops: int) -> northbound_pb2.Digest:
+    return pb.Digest(node_id=node_id, state_digest=state, op_digest=ops_digest, ops=ops)
+
+
+def schema_pb(schema: Schema) -> northbound_pb2.Schema:
+    out = pb.Schema()
+    for t in schema.tables:
+        table = out.tables.add(name=t.name)
+        for c in t.columns:
+            table.columns.add(name=c.name, type=c.type, primary_key=c.name in t.primary_key)
+    return out
+
+
+def query_pb(columns: Sequence[str], rows: Sequence[tuple]) -> northbound_pb2.QueryResponse:
+    out = pb.QueryResponse(columns=list(columns))
+    for r in rows:
+        out.rows.add(values=[value_pb(v) for v in r])
+    return out
+
+
+def token_pb(record) -> northbound_pb2.TokenInfo:
+    return pb.TokenInfo(
+        id=record.id,
+        role=record.role.label,
+        description=record.description,
+        created_ms=record.created_ms,
+        revoked=record.revoked,
+    )
+
+
+def hello_pb(node_id: str, cluster_id: bytes, vector: Mapping[str, int]) -> peer_pb2.HelloResponse:
+    out = peer_pb2.HelloResponse(node_id=node_id, cluster_id=cluster_id)
+    vector_pb(out.version_vector, vector)
+    return out
+
+
+def deliver_pb(vector: Mapping[str, int], rejected: int) -> peer_pb2.DeliverResponse:
+    out = peer_pb2.DeliverResponse(rejected=rejected)
+    vector_pb(out.version_vector, vector)
+    return out
+
+
+__all__ += [
+    "deliver_pb",
+    "flow_event_pb",
+    "hello_pb",
+    "service_event_pb",
+    "vector_from_pb",
+]

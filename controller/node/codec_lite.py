@@ -1,0 +1,31 @@
+"""Small helpers the CLI uses on top of codec (kept apart so imports stay lazy)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["pb", "plain", "value", "values"]
+
+
+def pb():
+    from synod.v1 import northbound_pb2
+
+    return northbound_pb2
+
+
+def plain(message) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def value(v):
+    from . import codec
+
+    return codec.value_from_pb(v)
+
+
+def values(vs: Iterable) -> list:
+    from . import codec
+
+    return [codec.value_pb(v) for v in vs]

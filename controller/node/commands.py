@@ -1,0 +1,417 @@
+"""The `synod` client commands (status, rows, SQL, flows, services, tokens) over the API.
+
+Every command takes --server, --token, --ca, --insecure and --json; errors are one line.
+Imports of gRPC happen inside the commands, so `synod --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+__all__ = ["register"]
+
+
+def _client_options(f: Callable) -> Callable:
+    options = [
+        click.option(
+            "--server",
+            envvar="SYNOD_SERVER",
+            default="127.0.0.1:7000",
+            show_default=True,
+            help="node API address [env SYNOD_SERVER]",
+        ),
+        click.option(
+            "--token",
+            envvar="SYNOD_TOKEN",
+            default="",
+            help="bearer token, or @FILE to read it [env SYNOD_TOKEN]",
+        ),
+        click.option(
+            "--ca",
+            "ca_file",
+            envvar="SYNOD_CA",
+            default=None,
+            help="CA certificate to verify the node [env SYNOD_CA]",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            envvar="SYNOD_INSECURE",
+            help="plaintext (a node run with --insecure-loopback)",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="print JSON"),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="seconds to wait for an answer",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+class _Ctx:
+    def __init__(self, kw: dict, error: type[click.ClickException]) -> None:
+        from controller.node.client import Client, ClientError
+
+        token = kw.pop("token")
+        if token.startswith("@"):
+            try:
+                token = Path(token[1:]).read_text().strip()
+            except OSError as e:
+                raise error(f"{token[1:]}: {e.strerror}") from None
+        self.as_json = kw.pop("as_json")
+        try:
+            self.client = Client(
+                kw.pop("server"), token, kw.pop("ca_file"), kw.pop("insecure"), kw.pop("timeout_s")
+            )
+        except ClientError as e:
+            raise error(str(e)) from None
+
+    def out(self, plain, human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(plain, indent=2, default=str))
+        else:
+            human()
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    columns = columns or list(rows[0])
+    text = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for t in text:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def register(cli: click.Group, error: type[click.ClickException]) -> None:
+    """Add the client commands to the `synod` group."""
+
+    def command(group: click.Group, name: str | None = None, **kw):
+        def wrap(f):
+            @_client_options
+            @functools.wraps(f)
+            def run(**kwargs):
+                from controller.node.client import ClientError
+
+                ctx = _Ctx(kwargs, error)
+                try:
+                    with ctx.client:
+                        f(ctx, **kwargs)
+                except ClientError as e:
+                    raise error(str(e)) from None
+
+            return group.command(name, **kw)(run)
+
+        return wrap
+
+    from controller.node import codec_lite as cl
+
+    @command(cli)
+    def status(ctx) -> None:
+        """This node's identity, cluster, progress, digests and peers."""
+        s = ctx.client.call(ctx.client.cluster.GetStatus, cl.pb().GetStatusRequest())
+        plain = cl.plain(s)
+
+        def human():
+            click.echo(f"node      {s.node_id}")
+            click.echo(f"cluster   {s.cluster_name} {s.cluster_id[:16]}…")
+            click.echo(f"members   {s.members} ({s.peers_up} peer(s) up)")
+            click.echo(f"ops       {s.ops}")
+            click.echo(f"digest    {s.state_digest.hex()}")
+            click.echo(f"uptime    {s.uptime_s:.1f} s")
+
+        ctx.out(plain, human)
+
+    @command(cli)
+    def members(ctx) -> None:
+        """Members of the cluster, whether they are reachable, and their progress."""
+        r = ctx.client.call(ctx.client.cluster.ListMembers, cl.pb().ListMembersRequest())
+        rows = [
+            {
+                "node": m.node_id + (" (self)" if m.self else ""),
+                "up": m.up,
+                "address": m.address or "-",
+                "ops": sum(m.version_vector.values()),
+                "last_seen_ms": m.last_seen_ms_ago,
+            }
+            for m in r.members
+        ]
+        ctx.out(cl.plain(r), lambda: _table(rows))
+
+    @command(cli)
+    def digest(ctx) -> None:
+        """The node's 32-byte state digest (equal digests: equal state)."""
+        d = ctx.client.call(ctx.client.cluster.GetDigest, cl.pb().GetDigestRequest())
+        ctx.out(
+            {
+                "node_id": d.node_id,
+                "state_digest": d.state_digest.hex(),
+                "op_digest": d.op_digest.hex(),
+                "ops": d.ops,
+            },
+            lambda: click.echo(f"{d.state_digest.hex()}  {d.ops} ops  {d.node_id}"),
+        )
+
+    @command(cli)
+    @click.argument("statement")
+    @click.option("--limit", type=int, default=0, help="row limit (default: the node's)")
+    def sql(ctx, statement: str, limit: int) -> None:
+        """Run a read-only SQL query over the tables."""
+        r = ctx.client.call(
+            ctx.client.rows.Query, cl.pb().QueryRequest(sql=statement, row_limit=limit)
+        )
+        rows = [
+            dict(zip(r.columns, (cl.value(v) for v in row.values), strict=True)) for row in r.rows
+        ]
+        ctx.out(rows, lambda: _table(rows, list(r.columns)))
+
+    def _put(ctx, table, key, assignments, quorum):
+        try:
+            pairs = dict(a.split("=", 1) for a in assignments)
+        except ValueError:
+            raise click.UsageError("values are COLUMN=VALUE") from None
+        req = cl.pb().PutRequest(
+            rows=[ctx.client.row(table, key, pairs)],
+            ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
+        )
+        r = ctx.client.call(ctx.client.rows.Put, req)
+        ctx.out(
+            cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq} held by {r.holders}")
+        )
+
+    @command(cli)
+    @click.argument("table")
+    @click.argument("key")
+    @click.argument("assignments", nargs=-1)
+    @click.option("--quorum", is_flag=True, help="wait until a majority holds the write")
+    def put(ctx, table, key, assignments, quorum) -> None:
+        """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE..."""
+        _put(ctx, table, key, assignments, quorum)
+
+    def _rows_out(ctx, table, rows) -> None:
+        keys, values = ctx.client.columns(table)
+        names = [c.name for c in keys] + [c.name for c in values]
+        plain = []
+        for row in rows:
+            d = {c.name: cl.value(v) for c, v in zip(keys, row.key, strict=True)}
+            d.update(
+                {
+                    c.name: cl.value(row.values[c.name]) if c.name in row.values else None
+                    for c in values
+                }
+            )
+            plain.append(d)
+        ctx.out(
+            [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()} for d in plain],
+            lambda: _table(plain, names),
+        )
+
+    @command(cli)
+    @click.argument("table")
+    @click.argument("key")
+    def get(ctx, table, key) -> None:
+        """Show one row: get TABLE KEY[/KEY2]. Exit 1 if absent."""
+        r = ctx.client.call(
+            ctx.client.rows.Get,
+            cl.pb().GetRequest(table=table, key=cl.values(ctx.client.key(table, key))),
+        )
+        if not r.found:
+            raise error(f"no row {key!r} in {table}")
+        _rows_out(ctx, table, [r.row])
+
+    @command(cli, "del")
+    @click.argument("table")
+    @click.argument("keys", nargs=-1, required=True)
+    @click.option("--quorum", is_flag=True, help="wait until a majority holds the delete")
+    def delete(ctx, table, keys, quorum) -> None:
+        """Delete rows: del TABLE KEY [KEY...]."""
+        req = cl.pb().DeleteRequest(
+            table=table,
+            keys=[cl.pb().KeyList(key=cl.values(ctx.client.key(table, k))) for k in keys],
+            ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
+        )
+        r = ctx.client.call(ctx.client.rows.Delete, req)
+        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
+
+    @command(cli, "list")
+    @click.argument("table")
+    @click.option("--prefix", default="", help="only keys starting with these parts (a/b)")
+    @click.option("--limit", type=int, default=0)
+    def list_rows(ctx, table, prefix, limit) -> None:
+        """List rows of a table in key order."""
+        pre = []
+        if prefix:
+            keys, _ = ctx.client.columns(table)
+            parts = prefix.split("/")
+            pre = ctx.client.key(table, parts + ["0"] * (len(keys) - len(parts)))[: len(parts)]
+        r = ctx.client.call(
+            ctx.client.rows.List,
+            cl.pb().ListRequest(table=table, key_prefix=cl.values(pre), limit=limit),
+        )
+        _rows_out(ctx, table, r.rows)
+        if r.truncated and not ctx.as_json:
+            click.echo("(truncated)", err=True)
+
+    @command(cli)
+    def conflicts(ctx) -> None:
+        """Conflicts found (equivocations now; reunion conflicts once agreement lands)."""
+        r = ctx.client.call(ctx.client.cluster.ListConflicts, cl.pb().ListConflictsRequest())
+        rows = [{"kind": c.kind, "description": c.description} for c in r.conflicts]
+        ctx.out(rows, lambda: _table(rows))
+
+    @command(cli)
+    @click.argument("slot")
+    def slots(ctx, slot) -> None:
+        """Show an agreed slot's decision (needs the agreement layer)."""
+        r = ctx.client.call(ctx.client.slots.GetSlot, cl.pb().GetSlotRequest(slot=slot))
+        ctx.out(cl.plain(r), lambda: click.echo(f"{r.slot} decided={r.decided}"))
+
+    # ------------------------------------------------------------------ flows
+    @cli.group()
+    def flows() -> None:
+        """Desired OpenFlow rules (rows of the flows table)."""
+
+    @command(flows, "add")
+    @click.argument("dpid")
+    @click.argument("flow_id")
+    @click.option("--priority", default="100", show_default=True)
+    @click.option("--table-id", default="0", show_default=True)
+    @click.option("--match", "match_", default="", help="e.g. 'in_port=1,eth_dst=..'")
+    @click.option("--actions", default="", help="e.g. 'output:2'")
+    @click.option("--cookie", default="0")
+    @click.option("--quorum", is_flag=True)
+    def flows_add(ctx, dpid, flow_id, priority, table_id, match_, actions, cookie, quorum):
+        """Add or replace a flow on switch DPID."""
+        _put(
+            ctx,
+            "flows",
+            [dpid, flow_id],
+            [
+                f"priority={priority}",
+                f"table_id={table_id}",
+                f"match={match_}",
+                f"actions={actions}",
+                f"cookie={cookie}",
+            ],
+            quorum,
+        )
+
+    @command(flows, "list")
+    @click.option("--dpid", default="", help="only this switch")
+    def flows_list(ctx, dpid):
+        """List desired flows."""
+        pre = cl.values([dpid]) if dpid else []
+        r = ctx.client.call(
+            ctx.client.rows.List, cl.pb().ListRequest(table="flows", key_prefix=pre)
+        )
+        _rows_out(ctx, "flows", r.rows)
+
+    @command(flows, "del")
+    @click.argument("dpid")
+    @click.argument("flow_id")
+    def flows_del(ctx, dpid, flow_id):
+        """Delete a flow."""
+        req = cl.pb().DeleteRequest(
+            table="flows", keys=[cl.pb().KeyList(key=cl.values([dpid, flow_id]))]
+        )
+        r = ctx.client.call(ctx.client.rows.Delete, req)
+        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+
+    # ------------------------------------------------------------------ services
+    @cli.group()
+    def services() -> None:
+        """Services run as VMs by edge agents (rows of the services table)."""
+
+    @command(services, "deploy")
+    @click.argument("name")
+    @click.option("--image", required=True)
+    @click.option("--vcpus", default="1", show_default=True)
+    @click.option("--memory-mb", default="128", show_default=True)
+    @click.option("--placement", default="", help="site or node id")
+    @click.option("--restart-policy", default="always", show_default=True)
+    def services_deploy(ctx, name, image, vcpus, memory_mb, placement, restart_policy):
+        """Declare a service (desired state: running)."""
+        _put(
+            ctx,
+            "services",
+            name,
+            [
+                f"image={image}",
+                f"vcpus={vcpus}",
+                f"memory_mb={memory_mb}",
+                f"placement={placement}",
+                f"restart_policy={restart_policy}",
+                "desired_state=running",
+            ],
+            False,
+        )
+
+    @command(services, "list")
+    def services_list(ctx):
+        """List declared services."""
+        r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="services"))
+        _rows_out(ctx, "services", r.rows)
+
+    @command(services, "rm")
+    @click.argument("name")
+    def services_rm(ctx, name):
+        """Remove a service."""
+        r = ctx.client.call(
+            ctx.client.rows.Delete,
+            cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),
+        )
+        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+
+    # ------------------------------------------------------------------ tokens
+    @cli.group()
+    def token() -> None:
+        """Bearer tokens for clients (admin role)."""
+
+    @command(token, "create")
+    @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+    @click.option("--description", default="")
+    def token_create(ctx, role, description):
+        """Create a token; its secret is printed once."""
+        r = ctx.client.call(
+            ctx.client.admin.CreateToken,
+            cl.pb().CreateTokenRequest(role=role, description=description),
+        )
+        ctx.out(cl.plain(r), lambda: click.echo(r.token))
+
+    @command(token, "list")
+    def token_list(ctx):
+        """List tokens (never their secrets)."""
+        r = ctx.client.call(ctx.client.admin.ListTokens, cl.pb().ListTokensRequest())
+        rows = [cl.plain(t) for t in r.tokens]
+        ctx.out(rows, lambda: _table(rows, ["id", "role", "revoked", "description"]))
+
+    @command(token, "revoke")
+    @click.argument("token_id")
+    def token_revoke(ctx, token_id):
+        """Revoke a token by id."""
+        r = ctx.client.call(ctx.client.admin.RevokeToken, cl.pb().RevokeTokenRequest(id=token_id))
+        ctx.out(cl.plain(r), lambda: click.echo(f"revoked {r.id}"))
+

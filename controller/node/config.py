@@ -1,0 +1,185 @@
+"""The node's configuration: one schema, loaded from TOML, unknown keys rejected, frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ApiConfig",
+    "ConfigError",
+    "LogConfig",
+    "MetricsConfig",
+    "NodeConfig",
+    "PeerConfig",
+    "ReplicationConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration fault; the message names the key path and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Northbound and local API (clients: operators, controller, agent)."""
+
+    listen: str = "127.0.0.1:7000"
+    insecure_loopback: bool = False  # plaintext, only allowed on 127.0.0.1 (tests)
+    rate_per_s: float = 20_000.0  # requests per second per client (token bucket)
+    burst: int = 40_000
+    message_bytes_max: int = 4 << 20
+    pending_writes_max: int = 50_000  # rows waiting for group commit, all clients
+    inflight_per_client_max: int = 256  # calls of one client being served at once
+    quorum_timeout_ms: int = 5_000
+    sql_time_ms_max: int = 2_000
+    sql_rows_max: int = 10_000
+    list_rows_max: int = 100_000
+    watch_queue_max: int = 10_000  # events buffered per watcher before it is cut
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Node-to-node sync over mutual TLS."""
+
+    listen: str = "127.0.0.1:7100"
+    advertise: str = ""  # address peers should dial (default: listen)
+    peers: tuple[str, ...] = ()  # addresses of other members' peer ports
+    message_bytes_max: int = 16 << 20
+    queue_max: int = 4_096  # outbound messages waiting per peer (oldest dropped when full)
+    batch_messages_max: int = 256  # messages per Deliver call
+    inflight_max: int = 8  # Deliver calls being served per calling peer
+    connect_timeout_ms: int = 2_000
+    deliver_timeout_ms: int = 5_000
+    retry_ms_max: int = 2_000  # back-off cap when a peer is down
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    sync_interval_ms: int = 200
+    push_fanout: int = 3
+    tick_interval_ms: int = 20
+    group_commit_rows_max: int = 5_000  # rows folded into one op
+    verify_on_start: str = "sample"  # all | sample | none (signatures checked at recovery)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # "HOST:PORT" serves Prometheus text at /metrics; "" = off
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"  # json | text
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data: str = ""
+    site: str = ""
+    api: ApiConfig = field(default_factory=ApiConfig)
+    peer: PeerConfig = field(default_factory=PeerConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_CHOICES = {
+    "replication.verify_on_start": ("all", "sample", "none"),
+    "log.level": ("debug", "info", "warning", "error"),
+    "log.format": ("json", "text"),
+}
+_ADDRESSES = {"api.listen", "peer.listen", "peer.advertise", "metrics.listen"}
+
+
+def _build(cls: type, raw: Mapping[str, Any], path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in raw.items():
+        f = fields[name]
+        key = f"{path}.{name}" if path else name
+        kwargs[name] = _value(f, value, key)
+    return cls(**kwargs)
+
+
+def _value(f: dataclasses.Field, value: Any, key: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if dataclasses.is_dataclass(default):
+        return _build(type(default), value, key)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key}: expected a non-negative integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        for v in value:
+            _check_address(v, key)
+        value = tuple(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(_CHOICES[key])}")
+        if key in _ADDRESSES and value:
+            _check_address(value, key)
+    return value
+
+
+def _check_address(value: str, key: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Validate a config mapping (plus command-line overrides) into a frozen NodeConfig."""
+    cfg = _build(NodeConfig, _merge(dict(raw), overrides or {}), "")
+    if cfg.api.insecure_loopback and not cfg.api.listen.startswith("127.0.0.1:"):
+        raise ConfigError("api.insecure_loopback: only allowed with api.listen on 127.0.0.1")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Read a TOML file (or nothing) and validate it; ConfigError names the file and key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(raw, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None

@@ -1,0 +1,328 @@
+"""The node's driver: feeds the replica its inputs, carries out its effects, in one task.
+
+One asyncio task owns the Replica. Everything else (gRPC handlers, peer links) only enqueues
+inputs and awaits futures. Each round: take queued peer messages and client writes (all
+writes of a round become ONE signed op: group commit), tick, then carry out Ready in its
+stated order — commit to the store (in a worker thread, so gRPC keeps serving), then send
+messages, notify watchers, acknowledge writes — and advance().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.replication import (
+    Message,
+    Mutation,
+    OpBatch,
+    Replica,
+    RowUpdate,
+    SyncRequest,
+    UsageError,
+)
+from controller.store import SqliteStore
+
+from .metrics import Metrics
+
+__all__ = ["Engine", "EngineError", "QuorumTimeout", "Watcher", "WriteResult"]
+
+log = logging.getLogger("synod.node")
+
+
+class EngineError(Exception):
+    """The node cannot take the request now (queue full, stopping); the message says why."""
+
+
+class QuorumTimeout(EngineError):
+    def __init__(self, result: WriteResult, timeout_ms: int) -> None:
+        super().__init__(
+            f"written locally as op {result.op_id} (seq {result.seq}) but only "
+            f"{result.holders} member(s) held it after {timeout_ms} ms; it keeps replicating"
+        )
+        self.result = result
+
+
+@dataclass
+class WriteResult:
+    op_id: str
+    seq: int
+    holders: int = 1
+    ack: str = "local"
+
+
+@dataclass
+class _Write:
+    mutations: list[Mutation]
+    future: asyncio.Future
+    seq: int = 0
+    op_id: str = ""
+
+
+@dataclass
+class Watcher:
+    """A subscriber to row changes; cut (overflowed=True) when its queue fills."""
+
+    accepts: Callable[[RowUpdate], bool]
+    queue: asyncio.Queue
+    overflowed: bool = False
+    reason: str = ""
+
+
+@dataclass
+class _Inbound:
+    sender: str
+    messages: list[Message]
+    future: asyncio.Future
+
+
+@dataclass
+class _Quorum:
+    seq: int
+    future: asyncio.Future
+    result: WriteResult = field(default_factory=lambda: WriteResult("", 0))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Engine:
+    def __init__(
+        self,
+        replica: Replica,
+        store: SqliteStore,
+        metrics: Metrics,
+        *,
+        tick_interval_ms: int = 20,
+        pending_writes_max: int = 50_000,
+        group_commit_rows_max: int = 5_000,
+        inbound_max: int = 1_024,
+    ) -> None:
+        self.replica = replica
+        self.store = store
+        self.metrics = metrics
+        self.node_id = replica.node_id
+        self.members = dict(replica.genesis.member_ids)
+        self.quorum_size = len(self.members) // 2 + 1
+        self.tick_interval_ms = tick_interval_ms
+        self.pending_writes_max = pending_writes_max
+        self.group_commit_rows_max = group_commit_rows_max
+        self.inbound_max = inbound_max
+        self.send: Callable[[str, Message], None] = lambda peer, msg: None  # set by the links
+        self.peer_vectors: dict[str, dict[str, int]] = {}
+        self.last_seen: dict[str, float] = {}
+        self.watchers: set[Watcher] = set()
+        self._writes: list[_Write] = []
+        self._pending_rows = 0
+        self._inbound: list[_Inbound] = []
+        self._quorum: list[_Quorum] = []
+        self._sync_with: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ inputs
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+
+    async def write(self, mutations: list[Mutation], ack: str, timeout_ms: int) -> WriteResult:
+        """Queue validated mutations; return once durable here (and held by a quorum)."""
+        if self._stopping:
+            raise EngineError("node is stopping")
+        if self._pending_rows + len(mutations) > self.pending_writes_max:
+            self.metrics.inc("writes_refused|queue_full")
+            raise EngineError(f"write queue full ({self.pending_writes_max} rows pending)")
+        started = time.perf_counter()
+        w = _Write(mutations, asyncio.get_running_loop().create_future())
+        self._writes.append(w)
+        self._pending_rows += len(mutations)
+        self._wake.set()
+        result: WriteResult = await w.future
+        if ack == "quorum" and result.holders < self.quorum_size:
+            q = _Quorum(result.seq, asyncio.get_running_loop().create_future(), result)
+            self._quorum.append(q)
+            self._check_quorum()
+            try:
+                await asyncio.wait_for(asyncio.shield(q.future), timeout_ms / 1000)
+            except TimeoutError:
+                self._quorum.remove(q)
+                self.metrics.inc("quorum_timeouts")
+                raise QuorumTimeout(result, timeout_ms) from None
+        result.ack = ack
+        self.metrics.observe(f"write_{ack}", (time.perf_counter() - started) * 1000)
+        return result
+
+    async def deliver(self, sender: str, messages: list[Message]) -> dict[str, int]:
+        """Hand peer messages to the replica; return our vector once they are durable."""
+        if len(self._inbound) >= self.inbound_max:
+            self.metrics.inc("peer_refused|inbound_full")
+            raise EngineError("inbound queue full")
+        item = _Inbound(sender, messages, asyncio.get_running_loop().create_future())
+        self._inbound.append(item)
+        self._wake.set()
+        return await item.future
+
+    def note_vector(self, peer: str, vector: dict[str, int]) -> None:
+        self.peer_vectors[peer] = vector
+        self.last_seen[peer] = time.monotonic()
+        if self._quorum:
+            self._check_quorum()
+
+    def request_sync(self, peer: str) -> None:
+        self._sync_with.add(peer)
+        self._wake.set()
+
+    def holders(self, seq: int) -> int:
+        me = self.node_id
+        return 1 + sum(1 for v in self.peer_vectors.values() if v.get(me, 0) >= seq)
+
+    def _check_quorum(self) -> None:
+        still = []
+        for q in self._quorum:
+            n = self.holders(q.seq)
+            q.result.holders = n
+            if n >= self.quorum_size:
+                if not q.future.done():
+                    q.future.set_result(None)
+            else:
+                still.append(q)
+        self._quorum = still
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick_interval_ms / 1000)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                await self._round(loop)
+            except Exception:  # the store failed: stop serving rather than lie about durability
+                log.exception("engine round failed; the node stops")
+                self._fail_all(EngineError("node failed; see its log"))
+                raise
+            if stopping:
+                self._fail_all(EngineError("node is stopping"))
+                return
+
+    async def _round(self, loop: asyncio.AbstractEventLoop) -> None:
+        replica, t = self.replica, now_ms()
+        inbound, self._inbound = self._inbound, []
+        for item in inbound:
+            for msg in item.messages:
+                self._observe(item.sender, msg)
+                replica.receive(msg, t)
+        writes = self._take_writes()
+        for group in writes:
+            self._author(group, t)
+        syncs, self._sync_with = self._sync_with, set()
+        for peer in syncs:
+            replica.sync_with(peer, t)
+        replica.tick(t)
+        while replica.has_ready():
+            rd = replica.ready()
+            if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
+                started = time.perf_counter()
+                await loop.run_in_executor(None, self.store.commit, rd)
+                self.metrics.observe("commit", (time.perf_counter() - started) * 1000)
+            for out in rd.messages:
+                self.send(out.to, out.message)
+            self._notify(rd.rows, rd.replace_rows)
+            self.metrics.inc("ops_stored", len(rd.ops))
+            replica.advance(rd)
+        vector = replica.version_vector()
+        for item in inbound:
+            if not item.future.done():
+                item.future.set_result(vector)
+        for group in writes:
+            for w in group:
+                if not w.future.done():
+                    w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
+
+    def _take_writes(self) -> list[list[_Write]]:
+        writes, self._writes, self._pending_rows = self._writes, [], 0
+        groups: list[list[_Write]] = []
+        size = self.group_commit_rows_max
+        for w in writes:
+            if not groups or size + len(w.mutations) > self.group_commit_rows_max:
+                groups.append([])
+                size = 0
+            groups[-1].append(w)
+            size += len(w.mutations)
+        return groups
+
+    def _author(self, group: list[_Write], t: int) -> None:
+        try:
+            op = self.replica.write([m for w in group for m in w.mutations], t)
+        except UsageError as exc:
+            if len(group) > 1:  # one bad or oversized write must not sink the others
+                for w in group:
+                    self._author([w], t)
+                return
+            group[0].future.set_exception(EngineError(f"write refused: {exc}"))
+            return
+        self.metrics.inc("rows_written", sum(len(w.mutations) for w in group))
+        for w in group:
+            w.seq, w.op_id = op.seq, op.id.hex()
+
+    def _observe(self, sender: str, msg: Message) -> None:
+        """Peers' vectors, seen in passing, tell us which of our ops they hold."""
+        vector = msg.vector if isinstance(msg, SyncRequest | OpBatch) else None
+        if vector is not None:
+            self.note_vector(sender, dict(vector))
+        else:
+            self.last_seen[sender] = time.monotonic()
+
+    def _notify(self, rows: tuple[RowUpdate, ...], replaced: bool) -> None:
+        if not self.watchers:
+            return
+        for w in list(self.watchers):
+            if replaced:
+                self._cut(w, "the node rebuilt its tables; list and watch again")
+                continue
+            for row in rows:
+                if w.accepts(row):
+                    try:
+                        w.queue.put_nowait(row)
+                    except asyncio.QueueFull:
+                        self._cut(w, "watcher fell behind; list and watch again")
+                        break
+
+    def _cut(self, w: Watcher, reason: str) -> None:
+        w.overflowed, w.reason = True, reason
+        self.watchers.discard(w)
+        self.metrics.inc("watchers_cut")
+        try:
+            w.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    def _fail_all(self, exc: Exception) -> None:
+        for w in self._writes:
+            if not w.future.done():
+                w.future.set_exception(exc)
+        for item in self._inbound:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        for q in self._quorum:
+            if not q.future.done():
+                q.future.set_exception(exc)
+        self._writes, self._inbound, self._quorum = [], [], []
+
+    # ------------------------------------------------------------------ queries
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started

@@ -1,0 +1,228 @@
+"""Peer links: mutual-TLS gRPC to the other members, one bounded outbound queue per peer,
+and the PeerService that receives their messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+
+import grpc
+from synod.v1 import peer_pb2, peer_pb2_grpc
+
+from controller.replication import Message, decode_message, encode_message
+from controller.replication.errors import Rejected
+
+from . import codec, pki
+from .config import PeerConfig
+from .engine import Engine, EngineError
+
+__all__ = ["PeerLinks", "PeerServicer"]
+
+log = logging.getLogger("synod.peer")
+
+
+class _Link:
+    """One dialled address: discover the node behind it, then deliver its queue in batches."""
+
+    def __init__(self, links: PeerLinks, address: str) -> None:
+        self.links = links
+        self.address = address
+        self.node_id = ""
+        self.up = False
+        self.queue: deque[bytes] = deque()
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def enqueue(self, data: bytes) -> None:
+        cfg = self.links.config
+        if len(self.queue) >= cfg.queue_max:
+            self.queue.popleft()  # anti-entropy repairs what is dropped; memory stays bounded
+            self.links.metrics.inc("peer_dropped|queue_full")
+        self.queue.append(data)
+        self.ready.set()
+
+    async def run(self) -> None:
+        cfg, backoff = self.links.config, 0.05
+        while True:
+            channel = None
+            try:
+                channel = await self._connect()
+                backoff = 0.05
+                await self._pump(channel)
+            except (grpc.RpcError, TimeoutError, ConnectionError, _LinkError) as exc:
+                if self.up:
+                    log.warning("peer %s at %s down: %s", self.node_id, self.address, _why(exc))
+                self.up = False
+                self.links.metrics.inc("peer_errors")
+            finally:
+                if channel is not None:
+                    await channel.close(grace=None)
+            self.queue.clear()  # stale while the peer was away; sync catches up
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, cfg.retry_ms_max / 1000)
+
+    def _channel(self, target_name: str) -> grpc.aio.Channel:
+        cfg = self.links.config
+        options = [
+            ("grpc.ssl_target_name_override", target_name),
+            ("grpc.max_send_message_length", cfg.message_bytes_max),
+            ("grpc.max_receive_message_length", cfg.message_bytes_max),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", cfg.retry_ms_max),
+        ]
+        return grpc.aio.secure_channel(self.address, self.links.credentials, options=options)
+
+    async def _connect(self) -> grpc.aio.Channel:
+        cfg, engine = self.links.config, self.links.engine
+        timeout = cfg.connect_timeout_ms / 1000
+        if not self.node_id:  # first contact: any cluster node may answer, then pin it
+            async with self._channel("node.synod") as probe:
+                hello = await peer_pb2_grpc.PeerServiceStub(probe).Hello(
+                    peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
+                )
+            if hello.node_id not in engine.members or hello.node_id == engine.node_id:
+                raise _LinkError(f"{self.address} is {hello.node_id!r}, not another member")
+            self.node_id = hello.node_id
+            self.links.by_node[self.node_id] = self
+        channel = self._channel(pki.node_dns_name(self.node_id))
+        hello = await peer_pb2_grpc.PeerServiceStub(channel).Hello(
+            peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
+        )
+        engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
+        self.up = True
+        log.info("peer %s at %s up", self.node_id, self.address)
+        engine.request_sync(self.node_id)  # catch up at once, not at the next random round
+        return channel
+
+    async def _pump(self, channel: grpc.aio.Channel) -> None:
+        cfg, engine = self.links.config, self.links.engine
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        while True:
+            if not self.queue:
+                self.ready.clear()
+                await self.ready.wait()
+            batch, size = [], 0
+            while self.queue and len(batch) < cfg.batch_messages_max:
+                if size + len(self.queue[0]) > cfg.message_bytes_max // 2 and batch:
+                    break
+                data = self.queue.popleft()
+                batch.append(data)
+                size += len(data)
+            resp = await stub.Deliver(
+                peer_pb2.DeliverRequest(messages=batch), timeout=cfg.deliver_timeout_ms / 1000
+            )
+            self.links.metrics.inc("sync_bytes_sent", size)
+            engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+
+
+class _LinkError(Exception):
+    pass
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+    return str(exc) or type(exc).__name__
+
+
+class PeerLinks:
+    """All outbound links; Engine.send is bound to send()."""
+
+    def __init__(self, engine: Engine, config: PeerConfig, credentials, metrics) -> None:
+        self.engine = engine
+        self.config = config
+        self.credentials = credentials
+        self.metrics = metrics
+        self.links = [_Link(self, a) for a in config.peers]
+        self.by_node: dict[str, _Link] = {}
+        engine.send = self.send
+
+    def start(self) -> None:
+        for link in self.links:
+            link.task = asyncio.get_running_loop().create_task(link.run(), name=link.address)
+
+    async def stop(self) -> None:
+        for link in self.links:
+            if link.task:
+                link.task.cancel()
+        await asyncio.gather(*(lk.task for lk in self.links if lk.task), return_exceptions=True)
+
+    def send(self, peer: str, message: Message) -> None:
+        link = self.by_node.get(peer)
+        if link is None or not link.up:
+            self.metrics.inc("peer_dropped|down")
+            return
+        link.enqueue(encode_message(message))
+
+    def up(self) -> dict[str, bool]:
+        return {lk.node_id: lk.up for lk in self.links if lk.node_id}
+
+    def address_of(self, node_id: str) -> str:
+        link = self.by_node.get(node_id)
+        return link.address if link else ""
+
+
+class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
+    """Receives other members' messages; the caller is the node its certificate proves."""
+
+    def __init__(self, engine: Engine, config: PeerConfig, metrics) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self._known: dict[bytes, str] = {}
+        self._inflight: dict[str, int] = {}
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if not pems:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+        pem = pems[0]
+        node_id = self._known.get(pem)
+        if node_id is None:
+            try:
+                node_id = pki.check_node_cert(pem, self.engine.members)
+            except pki.CertError as exc:
+                self.metrics.inc("peer_refused|certificate")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            self._known[pem] = node_id  # type: ignore[assignment]
+        return node_id  # type: ignore[return-value]
+
+    async def Hello(self, request, context):
+        caller = await self._caller(context)
+        self.engine.last_seen[caller] = asyncio.get_running_loop().time()
+        e = self.engine
+        return codec.hello_pb(e.node_id, e.replica.cluster_id, e.replica.version_vector())
+
+    async def Deliver(self, request, context):
+        caller = await self._caller(context)
+        if self._inflight.get(caller, 0) >= self.config.inflight_max:
+            self.metrics.inc("peer_refused|inflight")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
+        messages, rejected = [], 0
+        for data in request.messages:
+            self.metrics.inc("sync_bytes_received", len(data))
+            try:
+                msg = decode_message(data, self.config.message_bytes_max)
+            except Rejected as exc:
+                self.metrics.inc(f"peer_rejected|{exc.reason.value}")
+                rejected += 1
+                continue
+            except Exception:  # noqa: BLE001 - garbage from a peer is counted, never fatal
+                self.metrics.inc("peer_rejected|malformed")
+                rejected += 1
+                continue
+            if msg.sender != caller:
+                self.metrics.inc("peer_rejected|wrong_sender")
+                rejected += 1
+                continue
+            messages.append(msg)
+        self._inflight[caller] = self._inflight.get(caller, 0) + 1
+        try:
+            vector = await self.engine.deliver(caller, messages)
+        except EngineError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            self._inflight[caller] -= 1
+        return codec.deliver_pb(vector, rejected)
