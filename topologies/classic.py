@@ -1,4 +1,4 @@
-"""The topology registry: cloud-edge plus Mininet's classic single, linear and tree."""
+"""The topology registry: cloud-edge, Mininet's classic single, linear and tree, and a ring."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mininet.topolib import TreeTopo
 
 from topologies.cloud_edge import CloudEdgeTopo
 
-__all__ = ["TOPOLOGIES", "TopologyError", "make_topo"]
+__all__ = ["TOPOLOGIES", "RingTopo", "TopologyError", "make_topo"]
 
 
 class TopologyError(ValueError):
@@ -23,6 +23,22 @@ def _positive(name: str, value: Any) -> int:
     if value < 1:
         raise TopologyError(f"{name} must be at least 1, got {value}")
     return value
+
+
+class RingTopo(Topo):
+    """`size` switches in a ring (a loop: flooding switches would storm), one host each."""
+
+    def build(self, size: int = 4) -> None:
+        switches = [self.addSwitch(f"s{i}", dpid=f"{i:016x}") for i in range(1, size + 1)]
+        for i, switch in enumerate(switches):
+            self.addLink(self.addHost(f"h{i + 1}"), switch)
+        if size > 1:
+            for i in range(size if size > 2 else 1):
+                self.addLink(switches[i], switches[(i + 1) % size])
+
+
+def _ring(size: int = 4, **_: Any) -> Topo:
+    return RingTopo(size=_positive("size", size))
 
 
 def _single(size: int = 3, **_: Any) -> Topo:
@@ -50,6 +66,7 @@ TOPOLOGIES: dict[str, Callable[..., Topo]] = {
     "single": _single,
     "linear": _linear,
     "tree": _tree,
+    "ring": _ring,
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "ScenarioOptions",
     "checkpoint",
     "controller_process",
+    "converge",
     "deferred_signals",
     "ensure_ovs",
     "ping_pairs",
@@ -45,6 +46,7 @@ OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 SWITCH_CONNECT_TIMEOUT_S = 60
 CONTROLLER_READY_TIMEOUT_S = 20
 PING_TIMEOUT_S = 3
+CONVERGE_TIMEOUT_S = 30
 PR_SET_PDEATHSIG = 1
 OWNER_ENV = "SYNOD_EMULATION_OWNER"
 
@@ -467,43 +469,75 @@ def _all_pairs(net: Mininet) -> list[tuple[str, str]]:
     return [(a, b) for a in names for b in names if a != b]
 
 
+def converge(net: Mininet, pairs: list[tuple[str, str]], timeout_s: float) -> float | None:
+    """Ping until every pair answers; seconds it took, or None if not within timeout_s.
+
+    Between rounds only the pairs still failing are pinged again. A stop request
+    (Ctrl-C) is honoured between rounds.
+    """
+    started = time.monotonic()
+    missing = list(pairs)
+    while missing:
+        checkpoint()
+        results = ping_pairs(net, missing, timeout_s=1)
+        missing = [pair for pair, ok in results.items() if not ok]
+        if missing and time.monotonic() - started > timeout_s:
+            return None
+    return time.monotonic() - started
+
+
 def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
     site_of_host = {h.name: "all" for h in net.hosts}
+    pairs = _all_pairs(net)
+    progress("waiting for the network to converge (link discovery, host learning)")
+    took = converge(net, pairs, CONVERGE_TIMEOUT_S)
     progress("pingall")
-    phase = Phase("pingall", ping_pairs(net, _all_pairs(net)), site_of_host)
+    phase = Phase("pingall", ping_pairs(net, pairs), site_of_host)
     report = Report(f"Synod emulation: {opts.topo} topology, size {opts.sites}", ["all"],
                     [phase])
+    report.checks.append((_took("the network converged", took), took is not None))
     report.checks.append(("every host reaches every other host", phase.loss_pct == 0))
     return report
+
+
+def _took(what: str, seconds: float | None) -> str:
+    if seconds is None:
+        return f"{what}: not within {CONVERGE_TIMEOUT_S:g} s"
+    return f"{what} in {seconds:.1f} s"
 
 
 def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
     site_map = sites(net)
     site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
     pairs = _all_pairs(net)
+    cut = opts.cut_site
     title = (f"Synod emulation: 1 cloud + {opts.sites} edge sites, {opts.hosts_per_site} "
              f"hosts per site, WAN {opts.wan_delay_ms:g} ms one-way, "
              f"{opts.wan_rate_mbit:g} Mbit/s, {opts.wan_loss_pct:g}% loss")
     report = Report(title, list(site_map))
+    progress("waiting for the network to converge (link discovery, host learning)")
+    start_s = converge(net, pairs, CONVERGE_TIMEOUT_S)
     progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
     checkpoint()
 
-    progress(f"phase 2/3: cutting the WAN link of {opts.cut_site}")
-    cut_wan(net, opts.cut_site)
+    progress(f"phase 2/3: cutting the WAN link of {cut}")
+    cut_wan(net, cut)
     try:
-        during = Phase(f"during ({opts.cut_site} WAN cut)", ping_pairs(net, pairs),
-                       site_of_host)
+        still = [(a, b) for a, b in pairs
+                 if (site_of_host[a] == cut) == (site_of_host[b] == cut)]
+        cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
+        during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
     finally:
-        progress(f"phase 3/3: healing the WAN link of {opts.cut_site}")
-        heal_wan(net, opts.cut_site)
+        progress(f"phase 3/3: healing the WAN link of {cut}")
+        heal_wan(net, cut)
     report.phases.append(during)
     checkpoint()
+    heal_s = converge(net, pairs, CONVERGE_TIMEOUT_S)
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
 
-    cut = opts.cut_site
     inside_ok, inside_total = during.between(cut, cut)
     out_ok = sum(during.between(s, cut)[0] + during.between(cut, s)[0]
                  for s in site_map if s != cut)
@@ -511,11 +545,14 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     others_ok = all(during.between(a, b)[0] == during.between(a, b)[1]
                     for a in others for b in others)
     report.checks += [
+        (_took("start: every host reached every other host", start_s), start_s is not None),
         ("before: every host reaches every other host", before.loss_pct == 0),
+        (_took("cut: the paths that should survive did", cut_s), cut_s is not None),
         (f"during: {cut} hosts still reach each other ({inside_ok}/{inside_total})",
          inside_ok == inside_total),
         (f"during: no other site reaches {cut} ({out_ok} answered)", out_ok == 0),
         ("during: the other sites still reach each other", others_ok),
+        (_took("heal: full reachability returned", heal_s), heal_s is not None),
         ("after: every host reaches every other host again", after.loss_pct == 0),
     ]
     return report

@@ -42,6 +42,7 @@ class Match:
     in_port: int | None = None
     eth_src: str | None = None
     eth_dst: str | None = None
+    eth_type: int | None = None
 
     def fields(self) -> dict[str, object]:
         """The non-wildcard fields, named as OpenFlow names them."""

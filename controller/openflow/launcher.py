@@ -23,7 +23,7 @@ import controller
 
 __all__ = ["DEFAULT_APPS", "DEFAULT_OFP_PORT", "LaunchError", "build_parser", "main"]
 
-DEFAULT_APPS = ("controller.openflow.l2_switch",)
+DEFAULT_APPS = ("controller.openflow.fabric_app",)
 DEFAULT_OFP_PORT = 6653
 DEFAULT_OFP_HOST = "0.0.0.0"
 PROG = "synod-controller"

@@ -12,12 +12,19 @@ import time
 import pytest
 
 from topologies.cloud_edge import CloudEdgeTopo, cut_wan, heal_wan, sites
-from topologies.emulate import controller_process, ensure_ovs, ping_pairs, running_network
+from topologies.emulate import (
+    controller_process,
+    converge,
+    ensure_ovs,
+    ping_pairs,
+    running_network,
+)
 
 pytestmark = pytest.mark.mininet
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
 RUN_TIMEOUT_S = 240
+CONVERGE_S = 20  # bound on re-convergence after a change (LLDP, path reprogramming)
 
 
 def _bridges() -> set[str]:
@@ -64,17 +71,20 @@ def test_partition_keeps_site_working_and_heal_restores_everything(cloud_edge):
     everyone = [h.name for h in net.hosts]
     all_pairs = _pairs(everyone, everyone)
 
+    assert converge(net, all_pairs, CONVERGE_S) is not None, "never fully reachable"
     before = ping_pairs(net, all_pairs)
     assert all(before.values()), f"loss before the cut: {[p for p, ok in before.items() if not ok]}"
 
     cut_wan(net, "edge1")
     edge1, cloud = by_site["edge1"].hosts, by_site["cloud"].hosts
+    assert converge(net, _pairs(edge1, edge1), CONVERGE_S) is not None
     inside = ping_pairs(net, _pairs(edge1, edge1))
     across = ping_pairs(net, _pairs(cloud, edge1) + _pairs(edge1, cloud))
     assert all(inside.values()), "edge1 hosts must still reach each other while cut off"
     assert not any(across.values()), "the cloud must not reach edge1 while its WAN is cut"
 
     heal_wan(net, "edge1")
+    assert converge(net, all_pairs, CONVERGE_S) is not None, "no full reachability after heal"
     after = ping_pairs(net, all_pairs)
     assert all(after.values()), f"loss after heal: {[p for p, ok in after.items() if not ok]}"
 
@@ -150,3 +160,29 @@ def test_cleanup_removes_what_a_killed_emulation_left(ovs):
         subprocess.run(["ovs-vsctl", "--if-exists", "del-br", "e97s1"], timeout=30, check=False)
         subprocess.run(["ip", "link", "del", "e97s1-eth1"], capture_output=True, timeout=30,
                        check=False)
+
+
+def test_fabric_app_on_a_ring_has_no_storm_and_survives_a_link_cut(ovs, tmp_path):
+    from topologies.classic import make_topo
+    from topologies.emulate import _free_port
+
+    topo = make_topo("ring", 4)
+    port = _free_port("127.0.0.1")
+    with controller_process(port, str(tmp_path / "controller.log"),
+                            apps=("controller.openflow.fabric_app",)), \
+            running_network(topo, port, lambda _msg: None) as net:
+        names = [h.name for h in net.hosts]
+        pairs = _pairs(names, names)
+        assert converge(net, pairs, CONVERGE_S) is not None, "ring never fully reachable"
+        net.configLinkStatus("s1", "s2", "down")
+        assert converge(net, pairs, CONVERGE_S) is not None, "no detour after the cut"
+        after_cut = ping_pairs(net, pairs)
+        assert all(after_cut.values()), [p for p, ok in after_cut.items() if not ok]
+        flows = net["s1"].cmd("ovs-ofctl -O OpenFlow13 dump-flows s1")
+        # Far fewer packets than a storm would push: every flow counter stays small.
+        counts = [int(x.split("=")[1].rstrip(",")) for x in flows.split() if
+                  x.startswith("n_packets=")]
+        assert counts and max(counts) < 1_000, flows
+        net.configLinkStatus("s1", "s2", "up")
+        assert converge(net, pairs, CONVERGE_S) is not None, "no reachability after heal"
+    _assert_nothing_left(set(topo.switches()))

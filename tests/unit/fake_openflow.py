@@ -21,7 +21,7 @@ from controller.forwarding.intents import (
     PacketOut,
 )
 
-HOP_LIMIT = 64  # bound on forwarding steps for one frame, so a loop fails a test, not hangs
+HOP_LIMIT = 64  # bound on forwarding steps, so a loop fails a test instead of hanging
 
 
 def frame(dst: str, src: str, ethertype: int = 0x0800, payload: bytes = b"x" * 46) -> bytes:
@@ -31,7 +31,8 @@ def frame(dst: str, src: str, ethertype: int = 0x0800, payload: bytes = b"x" * 4
 
 def fields_of(in_port: int, data: bytes) -> dict[str, object]:
     mac = lambda raw: ":".join(f"{b:02x}" for b in raw)  # noqa: E731
-    return {"in_port": in_port, "eth_dst": mac(data[0:6]), "eth_src": mac(data[6:12])}
+    return {"in_port": in_port, "eth_dst": mac(data[0:6]), "eth_src": mac(data[6:12]),
+            "eth_type": int.from_bytes(data[12:14], "big")}
 
 
 @dataclass
@@ -73,20 +74,34 @@ class FakeSwitch:
 
 
 class FakeNetwork:
-    """Switches, hosts and links; `send(host, frame)` returns the hosts that received it."""
+    """Switches, hosts and links driven by a controller logic object.
 
-    def __init__(self, logic) -> None:
+    `send(host, frame)` injects a frame at a host and returns the hosts that received
+    it (one entry per copy, so a duplicate delivery shows). The logic is called on
+    table misses and its intents applied as a switch would: flow-mods change tables,
+    packet-outs emit frames (with their own data) from the switch they name.
+    """
+
+    def __init__(self, logic, packet_limit: int = HOP_LIMIT * 16) -> None:
         self.logic = logic
+        self.packet_limit = packet_limit
         self.switches: dict[int, FakeSwitch] = {}
         self.links: dict[tuple[int, int], tuple[str, object]] = {}  # (dpid, port) -> peer
+        self.down: set[tuple[int, int]] = set()
         self.host_port: dict[str, tuple[int, int]] = {}
         self.packet_ins = 0
         self.now_ms = 0
+        self._received: list[tuple[str, bytes]] = []
+        self._queue: list[tuple[int, int, bytes]] = []
 
     def add_switch(self, dpid: int, ports: int) -> None:
         self.switches[dpid] = FakeSwitch(dpid, list(range(1, ports + 1)))
-        for intent in self.logic.switch_connected(dpid):
-            self.switches[dpid].apply(intent)
+        connected = self.logic.switch_connected
+        try:
+            intents = connected(dpid, {p: True for p in range(1, ports + 1)}, self.now_ms)
+        except TypeError:  # the learning switch takes only the dpid
+            intents = connected(dpid)
+        self.apply(intents)
 
     def link(self, a: tuple[int, int], b: tuple[int, int]) -> None:
         self.links[a] = ("switch", b)
@@ -96,42 +111,71 @@ class FakeNetwork:
         self.links[at] = ("host", host)
         self.host_port[host] = at
 
+    def set_link(self, a: tuple[int, int], up: bool) -> None:
+        """Take a switch-to-switch link down or up, telling the logic about both ends."""
+        _, b = self.links[a]
+        for end in (a, b):
+            if up:
+                self.down.discard(end)  # type: ignore[arg-type]
+            else:
+                self.down.add(end)  # type: ignore[arg-type]
+            self.apply(self.logic.port_changed(end[0], end[1], up, self.now_ms))  # type: ignore[index]
+
+    def tick(self, ms: int) -> None:
+        self.now_ms += ms
+        self.apply(self.logic.tick(self.now_ms))
+
     def send(self, host: str, data: bytes) -> list[str]:
-        received: list[str] = []
+        self._received = []
         dpid, port = self.host_port[host]
-        queue = [(dpid, port)]
-        hops = 0
-        while queue:
-            hops += 1
-            assert hops <= HOP_LIMIT, "forwarding loop"
-            dpid, in_port = queue.pop(0)
-            for out in self._forward(dpid, in_port, data):
-                peer = self.links.get((dpid, out))
+        self._queue.append((dpid, port, data))
+        self._run()
+        return [h for h, d in self._received if d == data]
+
+    def apply(self, intents) -> None:
+        for intent in intents:
+            if isinstance(intent, PacketOut):
+                self._emit(intent.dpid, intent.in_port, intent.actions, intent.data)
+            else:
+                self.switches[intent.dpid].apply(intent)
+        self._run()
+
+    def _emit(self, dpid: int, in_port: int, actions, data: bytes) -> None:
+        switch = self.switches[dpid]
+        for action in actions:
+            ports = ([p for p in switch.ports if p != in_port] if action.port == PORT_FLOOD
+                     else [action.port])
+            for port in ports:
+                if (dpid, port) in self.down:
+                    continue
+                peer = self.links.get((dpid, port))
                 if peer is None:
                     continue
                 kind, where = peer
+                if (kind == "switch" and where in self.down):
+                    continue
                 if kind == "host":
-                    received.append(where)  # type: ignore[arg-type]
+                    self._received.append((where, data))  # type: ignore[arg-type]
                 else:
-                    queue.append(where)  # type: ignore[arg-type]
-        return received
+                    self._queue.append((where[0], where[1], data))  # type: ignore[index]
 
-    def _forward(self, dpid: int, in_port: int, data: bytes) -> list[int]:
-        switch = self.switches[dpid]
-        entry = switch.lookup(in_port, data)
-        actions: tuple[Output, ...] = entry.actions if entry else ()
-        if any(a.port == PORT_CONTROLLER for a in actions):
-            self.packet_ins += 1
-            actions = ()
-            for intent in self.logic.packet_in(dpid, in_port, data, self.now_ms):
-                if isinstance(intent, PacketOut):
-                    actions += intent.actions
-                else:
-                    self.switches[intent.dpid].apply(intent)
-        ports: list[int] = []
-        for action in actions:
-            if action.port == PORT_FLOOD:
-                ports += [p for p in switch.ports if p != in_port]
+    def _run(self) -> None:
+        handled = 0
+        while self._queue:
+            handled += 1
+            assert handled <= self.packet_limit, "forwarding loop or broadcast storm"
+            dpid, in_port, data = self._queue.pop(0)
+            entry = self.switches[dpid].lookup(in_port, data)
+            if entry is None:
+                continue
+            if any(a.port == PORT_CONTROLLER for a in entry.actions):
+                self.packet_ins += 1
+                intents = self.logic.packet_in(dpid, in_port, data, self.now_ms)
+                # The learning switch answers with a packet-out for this packet only.
+                for intent in intents:
+                    if isinstance(intent, PacketOut):
+                        self._emit(intent.dpid, intent.in_port, intent.actions, intent.data)
+                    else:
+                        self.switches[intent.dpid].apply(intent)
             else:
-                ports.append(action.port)
-        return ports
+                self._emit(dpid, in_port, entry.actions, data)

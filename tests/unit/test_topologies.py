@@ -59,12 +59,13 @@ def test_cloud_edge_rejects_bad_sizes(kwargs, message):
 
 
 def test_registry_has_classics_and_rejects_unknown_names():
-    assert set(TOPOLOGIES) == {"cloudedge", "single", "linear", "tree"}
+    assert set(TOPOLOGIES) == {"cloudedge", "single", "linear", "tree", "ring"}
+    assert len(make_topo("ring", 5).links()) == 10  # 5 host links + 5 ring links
     assert len(make_topo("single", 3).hosts()) == 3
     assert len(make_topo("linear", 4).switches()) == 4
     assert len(make_topo("tree", 2).hosts()) == 4
-    with pytest.raises(TopologyError, match="unknown topology 'ring': choose one of"):
-        make_topo("ring", 3)
+    with pytest.raises(TopologyError, match="unknown topology 'mesh': choose one of"):
+        make_topo("mesh", 3)
     with pytest.raises(TopologyError, match="size must be at least 1"):
         make_topo("linear", -1)
 

@@ -1,0 +1,144 @@
+"""The switch graph a controller sees: switches, ports, LLDP-discovered links, hosts.
+
+Pure data with deterministic queries (sorted iteration everywhere), so that two
+controllers fed the same events compute the same forwarding.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["HostLocation", "PortRef", "Topology"]
+
+
+@dataclass(frozen=True, order=True)
+class PortRef:
+    """One port of one switch."""
+
+    dpid: int
+    port: int
+
+
+@dataclass(frozen=True)
+class HostLocation:
+    """Where a host (by MAC) attaches, and when it was last heard from."""
+
+    mac: str
+    at: PortRef
+    seen_ms: int
+
+
+class Topology:
+    """Switches and their ports, directed links (frames out of src arrive at dst), hosts."""
+
+    def __init__(self, link_ttl_ms: int = 10_000, hosts_max: int = 65_536) -> None:
+        self.link_ttl_ms = link_ttl_ms
+        self.hosts_max = hosts_max
+        self.ports: dict[int, dict[int, bool]] = {}  # dpid -> port -> up
+        self.links: dict[PortRef, tuple[PortRef, int]] = {}  # src -> (dst, seen_ms)
+        self.hosts: dict[str, HostLocation] = {}
+        self.version = 0  # bumps on every change that can alter paths
+
+    # --- changes; each returns True if the graph changed -------------------------------
+
+    def add_switch(self, dpid: int, ports: dict[int, bool]) -> bool:
+        self.ports[dpid] = dict(ports)
+        self._drop_links(lambda src, dst: dpid in (src.dpid, dst.dpid))
+        self.version += 1
+        return True
+
+    def remove_switch(self, dpid: int) -> bool:
+        if dpid not in self.ports:
+            return False
+        del self.ports[dpid]
+        self._drop_links(lambda src, dst: dpid in (src.dpid, dst.dpid))
+        for mac in [m for m, h in self.hosts.items() if h.at.dpid == dpid]:
+            del self.hosts[mac]
+        self.version += 1
+        return True
+
+    def set_port(self, dpid: int, port: int, up: bool) -> bool:
+        ports = self.ports.setdefault(dpid, {})
+        if ports.get(port) == up:
+            return False
+        ports[port] = up
+        if not up:
+            ref = PortRef(dpid, port)
+            self._drop_links(lambda src, dst: ref in (src, dst))
+        self.version += 1
+        return True
+
+    def saw_link(self, src: PortRef, dst: PortRef, now_ms: int) -> bool:
+        if src.dpid not in self.ports or dst.dpid not in self.ports or src == dst:
+            return False
+        previous = self.links.get(src)
+        self.links[src] = (dst, now_ms)
+        if previous is not None and previous[0] == dst:
+            return False
+        # A port that joins the fabric is no longer a host port.
+        for mac in [m for m, h in self.hosts.items() if h.at in (src, dst)]:
+            del self.hosts[mac]
+        self.version += 1
+        return True
+
+    def expire(self, now_ms: int) -> bool:
+        stale = [s for s, (_, seen) in self.links.items() if now_ms - seen > self.link_ttl_ms]
+        for src in stale:
+            del self.links[src]
+        if stale:
+            self.version += 1
+        return bool(stale)
+
+    def learn_host(self, mac: str, at: PortRef, now_ms: int) -> bool:
+        """Record a host seen at an edge port; True if it is new or moved."""
+        previous = self.hosts.pop(mac, None)
+        self.hosts[mac] = HostLocation(mac, at, now_ms)
+        while len(self.hosts) > self.hosts_max:
+            del self.hosts[next(iter(self.hosts))]
+        return previous is None or previous.at != at
+
+    def _drop_links(self, doomed) -> None:
+        for src in [s for s, (d, _) in self.links.items() if doomed(s, d)]:
+            del self.links[src]
+
+    # --- queries -----------------------------------------------------------------------
+
+    def fabric_ports(self) -> set[PortRef]:
+        """Ports that face another switch (either end of a link)."""
+        return set(self.links) | {dst for dst, _ in self.links.values()}
+
+    def edge_ports(self, dpid: int) -> list[int]:
+        """Up ports of `dpid` that face hosts (no link discovered on them)."""
+        fabric = self.fabric_ports()
+        return sorted(p for p, up in self.ports.get(dpid, {}).items()
+                      if up and PortRef(dpid, p) not in fabric)
+
+    def is_edge_port(self, at: PortRef) -> bool:
+        return self.ports.get(at.dpid, {}).get(at.port, False) and at not in self.fabric_ports()
+
+    def next_hops(self, dst_dpid: int) -> dict[int, int]:
+        """For every switch that can reach dst_dpid: the port out of it on a shortest path.
+
+        Breadth-first from the destination over live links; ties break towards the lower
+        (dpid, port), so the result is deterministic. Every hop decreases the distance to
+        dst_dpid by one, so following these ports can never loop.
+        """
+        if dst_dpid not in self.ports:
+            return {}
+        into: dict[int, list[tuple[int, int]]] = {}  # v -> [(u, u's port towards v)]
+        for src, (dst, _) in sorted(self.links.items()):
+            if self.ports.get(src.dpid, {}).get(src.port) and \
+                    self.ports.get(dst.dpid, {}).get(dst.port):
+                into.setdefault(dst.dpid, []).append((src.dpid, src.port))
+        hops: dict[int, int] = {}
+        seen = {dst_dpid}
+        queue = deque([dst_dpid])
+        while queue:
+            v = queue.popleft()
+            for u, port in into.get(v, []):
+                if u not in seen:
+                    seen.add(u)
+                    hops[u] = port
+                    queue.append(u)
+        return hops
