@@ -62,7 +62,7 @@ class _Write:
     op_id: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     """A subscriber to row changes; cut (overflowed=True) when its queue fills."""
 

@@ -1,0 +1,111 @@
+"""Peer sync between in-process nodes over mTLS; quorum acks; bad peers are refused."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from synod.v1 import northbound_pb2 as nb
+from synod.v1 import peer_pb2, peer_pb2_grpc
+
+from controller.node import pki
+from controller.node.client import ClientError
+from controller.node.codec import value_pb
+from controller.node.datadir import DataDir
+from controller.replication import Identity, SyncRequest, encode_message
+
+from .conftest import InProcessNode, free_port
+
+
+def _put(c, key, ack=nb.ACK_LOCAL, timeout_ms=0):
+    row = nb.Row(table="kv", key=[value_pb(key)], values={"value": value_pb(b"v")})
+    return c.call(c.rows.Put, nb.PutRequest(rows=[row], ack=ack, timeout_ms=timeout_ms))
+
+
+def _wait(pred, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def pair(cluster_dirs):
+    """n1 and n2 of a 3-member cluster running; n3 stays down."""
+    ports = [free_port() for _ in range(3)]
+    peers = [f"127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i in range(2):
+        others = [a for j, a in enumerate(peers) if j != i]
+        nodes.append(InProcessNode(cluster_dirs[i], peers[i], peer={"peers": others}).start())
+    yield nodes, peers, cluster_dirs
+    for n in nodes:
+        n.stop()
+
+
+def test_quorum_write_is_held_by_a_majority_and_replicates(pair):
+    (n1, n2), _, _ = pair
+    token = n1.admin_token
+    with n1.client(token) as c:
+        r = _put(c, "a", nb.ACK_QUORUM, 5000)
+        assert r.ack == nb.ACK_QUORUM and r.holders >= 2
+    with n2.client(token) as c2, n1.client(token) as c1:
+        assert _wait(lambda: c2.call(c2.rows.Get, nb.GetRequest(
+            table="kv", key=[value_pb("a")])).found)
+        assert _wait(lambda: c1.call(c1.cluster.GetDigest, nb.GetDigestRequest()).state_digest
+                     == c2.call(c2.cluster.GetDigest, nb.GetDigestRequest()).state_digest)
+
+
+def test_quorum_timeout_keeps_the_write(pair):
+    (n1, n2), _, _ = pair
+    token = n1.admin_token
+    n2.stop()
+    with n1.client(token) as c:
+        with pytest.raises(ClientError) as e:
+            _put(c, "lonely", nb.ACK_QUORUM, 300)
+        assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "written locally" in str(e.value)
+        assert c.call(c.rows.Get, nb.GetRequest(table="kv", key=[value_pb("lonely")])).found
+
+
+def _peer_stub(address, ca, key, cert, name="node.synod"):
+    creds = grpc.ssl_channel_credentials(ca, key, cert)
+    ch = grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", name)])
+    return ch, peer_pb2_grpc.PeerServiceStub(ch)
+
+
+def test_bad_peers_are_refused_and_the_node_keeps_serving(pair):
+    (n1, _), peers, dirs = pair
+    d3 = DataDir(dirs[2])
+    ca, key, cert = d3.tls()
+    # a member's certificate, but garbage and a spoofed sender inside
+    ch, stub = _peer_stub(peers[0], ca, key, cert)
+    with ch:
+        g = d3.genesis()
+        spoof = encode_message(SyncRequest(g.cluster_id, DataDir(dirs[1]).identity().node_id, {}))
+        r = stub.Deliver(peer_pb2.DeliverRequest(messages=[b"\xff\x00garbage", spoof]),
+                         timeout=5)
+        assert r.rejected == 2
+    # a certificate from the cluster CA for a key that is not a member
+    dca = DataDir(dirs[0])
+    stranger = pki.issue_node_cert(pki.KeyPair(dca.ca_key.read_bytes(), ca), Identity.generate())
+    ch, stub = _peer_stub(peers[0], ca, stranger.key_pem, stranger.cert_pem)
+    with ch, pytest.raises(grpc.RpcError) as e:
+        stub.Hello(peer_pb2.HelloRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not a member" in e.value.details()
+    # a certificate from a foreign CA: the TLS handshake fails
+    foreign_ca = pki.make_ca("other")
+    foreign = pki.issue_node_cert(foreign_ca, d3.identity())
+    ch, stub = _peer_stub(peers[0], ca, foreign.key_pem, foreign.cert_pem)
+    with ch, pytest.raises(grpc.RpcError) as e:
+        stub.Hello(peer_pb2.HelloRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    with n1.client(n1.admin_token) as c:
+        assert _put(c, "still-fine").seq > 0
+        status = c.call(c.cluster.GetStatus, nb.GetStatusRequest())
+        assert status.counters["peer_rejected|malformed"] >= 1
+        assert status.counters["peer_rejected|wrong_sender"] == 1
