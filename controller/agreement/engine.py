@@ -1,0 +1,375 @@
+"""The agreement engine: acceptor and proposer of Paxos per slot, driven over a replica."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from controller.replication import NodeId, Rejected
+from controller.replication.encoding import check_plain
+
+from .certificate import Decision
+from .errors import Reason, Refused, UsageError
+from .ledger import Indexed, Ledger
+from .membership import Membership, check_change, membership_slot, membership_version_of
+from .messages import (
+    Accept,
+    Accepted,
+    Ballot,
+    Prepare,
+    Promise,
+    Refuse,
+    VoteMessage,
+    check_slot,
+    slot_kind,
+    to_body,
+)
+from .policy import AgreementReplica
+from .quorum import VoteResult, vote_result
+from .rbac import AccessPolicy, check_policy, policy_slot, policy_version_of
+
+__all__ = ["AgreementConfig", "Agreement", "Outcome", "Proposal", "Status", "Watch"]
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """Times and bounds of the proposer; none of them matters for safety."""
+
+    retry_ms: int = 600  # start a new ballot when one made no progress for this long
+    backoff_ms_min: int = 20  # random back-off between ballots: uniform in [0, cap],
+    backoff_ms_max: int = 1_600  # cap = min(max, min * 2**attempt)
+    timeout_ms: int = 10_000  # default time a proposal may take before "no quorum reachable"
+    proposals_max: int = 256  # live local proposals
+    deferred_max: int = 1_024  # votes held until the membership they name is known
+
+
+class Status(StrEnum):
+    DECIDED = "decided"  # value is the decided value (maybe another proposer's)
+    NO_QUORUM = "no_quorum"  # timed out: no majority answered; nothing was decided here
+    REFUSED = "refused"  # refused locally before any vote (reason says why)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    slot: str
+    status: Status
+    value: Any = None
+    reason: str = ""
+
+
+@dataclass
+class Proposal:
+    """A handle on one local proposal; outcome is set once it is decided, refused or timed out."""
+
+    slot: str
+    value: Any
+    deadline_ms: int
+    outcome: Outcome | None = None
+    ballot: Ballot | None = None
+    phase: str = "wait"  # wait -> prepare -> accept -> (wait ...)
+    next_ms: int = 0
+    attempts: int = 0
+    best_answers: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+
+@dataclass
+class Watch:
+    """Decisions of slots starting with prefix, in the order this node learned them."""
+
+    prefix: str
+    decisions: list[Decision] = field(default_factory=list)
+
+    def drain(self) -> list[Decision]:
+        out, self.decisions = self.decisions, []
+        return out
+
+
+class Agreement:
+    """One node's agreement: inputs step(now_ms) and propose(); effects leave as replica ops.
+
+    Call step() after every replica input (receive, tick, write); then drive the replica's
+    Ready as usual. Votes are ops, so they are durable before they are sent (the Ready
+    order), and the acceptor state is read back from the node's own ops after a restart.
+    """
+
+    def __init__(
+        self,
+        replica: AgreementReplica,
+        rng: Any,
+        config: AgreementConfig | None = None,
+    ) -> None:
+        self.replica = replica
+        self.node_id: NodeId = replica.node_id
+        self.rng = rng
+        self.config = config or AgreementConfig()
+        self.ledger: Ledger = replica.ledger
+        self.ledger.catch_up()  # a recovered log is history: react only to what comes next
+        self.ledger.fresh.clear()
+        self.ledger.decisions.clear()
+        self.counters: Counter[str] = Counter()
+        self.proposals: list[Proposal] = []
+        self.watches: list[Watch] = []
+        self._deferred: list[Indexed] = []
+        self._refused: set[tuple[str, Ballot, str]] = set()
+        self._now_ms = 0
+        self._sync_peers()
+
+    # ------------------------------------------------------------------ queries
+    def decided(self, slot: str) -> Decision | None:
+        self.ledger.catch_up()
+        return self.ledger.decided(slot)
+
+    def membership(self) -> Membership:
+        return self.ledger.membership
+
+    def policy(self) -> AccessPolicy:
+        return self.ledger.policy
+
+    def watch(self, prefix: str = "", include_decided: bool = True) -> Watch:
+        w = Watch(prefix)
+        if include_decided:
+            w.decisions.extend(
+                r.decided
+                for s, r in sorted(self.ledger.slots.items())
+                if r.decided is not None and s.startswith(prefix)
+            )
+        self.watches.append(w)
+        return w
+
+    # ------------------------------------------------------------------ proposing
+    def propose(
+        self, slot: str, value: Any, now_ms: int, timeout_ms: int | None = None
+    ) -> Proposal:
+        """Start proposing value for slot; the handle's outcome is set by a later step()."""
+        check_slot(slot)
+        try:
+            check_plain(value)
+        except Rejected as exc:
+            raise UsageError(f"value must be plain CBOR: {exc}") from None
+        live = [p for p in self.proposals if not p.done]
+        if len(live) >= self.config.proposals_max:
+            raise UsageError(f"more than {self.config.proposals_max} live proposals")
+        timeout = self.config.timeout_ms if timeout_ms is None else timeout_ms
+        p = Proposal(slot, value, now_ms + timeout, next_ms=now_ms)
+        self.proposals = [*live, p]
+        try:
+            self._check_local(slot, value, self.node_id)
+        except Refused as exc:
+            p.outcome = Outcome(slot, Status.REFUSED, None, f"{exc.reason.value}: {exc.detail}")
+            self.counters[exc.reason] += 1
+        self.step(now_ms)
+        return p
+
+    def propose_join(
+        self, public_key: bytes, now_ms: int, role: str = "node", **kw: Any
+    ) -> Proposal:
+        """Add a voter: it becomes one when `membership/<n>` is decided, not before."""
+        m = self.ledger.membership
+        value = m.joined(public_key, role).to_value()
+        return self.propose(membership_slot(m.version + 1), value, now_ms, **kw)
+
+    def propose_leave(self, node: NodeId, now_ms: int, **kw: Any) -> Proposal:
+        """Remove a voter (also how members expel a proven equivocator)."""
+        m = self.ledger.membership
+        return self.propose(membership_slot(m.version + 1), m.left(node).to_value(), now_ms, **kw)
+
+    def propose_policy(self, policy: AccessPolicy, now_ms: int, **kw: Any) -> Proposal:
+        return self.propose(policy_slot(policy.version), policy.to_value(), now_ms, **kw)
+
+    # ------------------------------------------------------------------ the loop
+    def step(self, now_ms: int) -> None:
+        """React to new votes in the log, learn decisions, and drive local proposals."""
+        ledger = self.ledger
+        self._now_ms = now_ms
+        ledger.catch_up()
+        mv_before = ledger.mv
+        rounds = 0
+        while ledger.fresh:
+            rounds += 1
+            assert rounds < 10_000, "votes must not breed votes without end"
+            batch, ledger.fresh = ledger.fresh, []
+            for item in batch:
+                self._react(item)
+            ledger.catch_up()
+        if ledger.decisions:
+            for d in ledger.decisions:
+                for w in self.watches:
+                    if d.slot.startswith(w.prefix):
+                        w.decisions.append(d)
+            ledger.decisions = []
+        if ledger.mv != mv_before:
+            self._sync_peers()
+            deferred, self._deferred = self._deferred, []
+            for item in deferred:
+                self._react(item)
+            ledger.catch_up()
+        self._drive(now_ms)
+
+    def _sync_peers(self) -> None:
+        voters = set(self.ledger.membership.voters) - {self.node_id}
+        self.replica.peers = sorted(voters | (set(self.replica.peers) - {self.node_id}))
+
+    # ------------------------------------------------------------------ acceptor
+    def _react(self, item: Indexed) -> None:
+        msg, author = item.msg, item.op.author
+        if not isinstance(msg, Prepare | Accept):
+            return
+        ledger = self.ledger
+        if ledger.decided(msg.slot) is not None:
+            return  # the proposer learns the decision from the DAG
+        if self.node_id not in ledger.membership.voters:
+            return
+        b = msg.ballot
+        if b.mv > ledger.mv:
+            if len(self._deferred) < self.config.deferred_max:
+                self._deferred.append(item)
+            self.counters[Reason.MEMBERSHIP_AHEAD] += 1
+            return
+        try:
+            if b.mv < ledger.mv:
+                raise Refused(Reason.STALE_MEMBERSHIP, f"{b.mv} < {ledger.mv}")
+            version = membership_version_of(msg.slot)
+            if version is not None and version != b.mv + 1:
+                raise Refused(Reason.BAD_MEMBERSHIP, f"{msg.slot} under membership {b.mv}")
+            if b.mv in ledger.frozen and version is None:
+                raise Refused(Reason.CHANGE_PENDING, f"membership/{b.mv + 1} accepted")
+            promised = ledger.promised.get(msg.slot)
+            if isinstance(msg, Prepare):
+                if promised is not None and b <= promised:
+                    raise Refused(Reason.BALLOT_TOO_LOW, str(promised))
+                self._check_proposer(msg.slot, author)
+                last = ledger.slots[msg.slot].highest_vote_below(b)
+                self._emit(Promise(msg.slot, b, last))
+            else:
+                if promised is not None and b < promised:
+                    raise Refused(Reason.BALLOT_TOO_LOW, str(promised))
+                self._check_local(msg.slot, msg.value, author)
+                self._emit(Accepted(msg.slot, b, msg.value))
+        except Refused as exc:
+            self.counters[exc.reason] += 1
+            key = (msg.slot, b, type(msg).__name__)
+            if key not in self._refused:
+                self._refused.add(key)
+                self._emit(
+                    Refuse(msg.slot, b, exc.reason.value, ledger.promised.get(msg.slot), ledger.mv)
+                )
+
+    def _check_proposer(self, slot: str, author: NodeId) -> None:
+        if not self.ledger.policy.can_propose(author, slot_kind(slot)):
+            raise Refused(Reason.FORBIDDEN, f"{author[:8]} may not propose {slot_kind(slot)}")
+
+    def _check_local(self, slot: str, value: Any, proposer: NodeId) -> None:
+        """Checks of a value that do not depend on the ballot (proposer and acceptor)."""
+        self._check_proposer(slot, proposer)
+        ledger = self.ledger
+        version = membership_version_of(slot)
+        if version is not None:
+            previous = ledger.memberships.get(version - 1)
+            if previous is None:
+                raise Refused(Reason.MEMBERSHIP_AHEAD, f"membership {version - 1} unknown")
+            check_change(previous, value)
+        pversion = policy_version_of(slot)
+        if pversion is not None:
+            current = ledger.policies.get(pversion - 1)
+            if current is None:
+                raise Refused(Reason.BAD_POLICY, f"policy v{pversion - 1} unknown here")
+            check_policy(current, value, proposer, frozenset(ledger.membership.voters))
+
+    def _emit(self, msg: VoteMessage) -> None:
+        if self.node_id not in self.ledger.membership.voters:
+            # Every peer (and our own recovery) would reject the op as NOT_MEMBER.
+            self.counters[Reason.NOT_VOTER] += 1
+            return
+        kind, data = to_body(msg)
+        self.replica.emit(kind, data, self._now_ms)
+        self.ledger.catch_up()
+
+    # ------------------------------------------------------------------ proposer
+    def _drive(self, now_ms: int) -> None:
+        for p in self.proposals:
+            if not p.done:
+                self._drive_one(p, now_ms)
+        self.proposals = [p for p in self.proposals if not p.done]
+
+    def _drive_one(self, p: Proposal, now_ms: int) -> None:
+        ledger = self.ledger
+        decision = ledger.decided(p.slot)
+        if decision is not None:
+            p.outcome = Outcome(p.slot, Status.DECIDED, decision.value)
+            return
+        if self.node_id not in ledger.membership.voters:
+            p.outcome = Outcome(p.slot, Status.REFUSED, None, "not_voter: no longer a member")
+            return
+        if now_ms >= p.deadline_ms:
+            voters = len(ledger.membership.voters)
+            p.outcome = Outcome(
+                p.slot,
+                Status.NO_QUORUM,
+                None,
+                f"no quorum reachable: at best {p.best_answers} of {voters} voters answered",
+            )
+            self.counters[Reason.NO_QUORUM] += 1
+            return
+        if p.phase == "wait":
+            if now_ms >= p.next_ms:
+                self._start_ballot(p, now_ms)
+            return
+        b = p.ballot
+        assert b is not None
+        rec = ledger.slots.get(p.slot)
+        voters = ledger.memberships[b.mv].voters
+        refused = set(rec.refusals.get(b, {})) if rec else set()
+        if p.phase == "prepare":
+            promises = {
+                a: m for a, m in (rec.promises.get(b, {}) if rec else {}).items() if a in voters
+            }
+            p.best_answers = max(p.best_answers, len(promises))
+            result = vote_result(voters, promises, refused)
+            if result is VoteResult.WON:
+                reported = [m.last for m in promises.values() if m.last is not None]
+                value = max(reported, key=lambda v: v.ballot).value if reported else p.value
+                self._emit(Accept(p.slot, b, value))
+                p.phase, p.next_ms = "accept", now_ms + self.config.retry_ms
+                return
+        else:
+            accepted = set()
+            for group in (rec.accepted.get(b, {}) if rec else {}).values():
+                accepted |= set(group)
+            result = vote_result(voters, accepted, refused)
+        stale = b.mv != ledger.mv
+        if result is VoteResult.LOST or stale or now_ms >= p.next_ms:
+            self._back_off(p, now_ms, immediately=stale)
+
+    def _start_ballot(self, p: Proposal, now_ms: int) -> None:
+        ledger = self.ledger
+        version = membership_version_of(p.slot)
+        if version is not None and version != ledger.mv + 1:
+            # Not yet (behind: wait for sync) or never (a later one is in force).
+            if version <= ledger.mv:
+                p.outcome = Outcome(p.slot, Status.REFUSED, None, "membership version passed")
+                return
+            p.next_ms = now_ms + self.config.retry_ms
+            return
+        rec = ledger.slots.get(p.slot)
+        round_ = (rec.round_max if rec else 0) + 1
+        if p.ballot is not None:
+            round_ = max(round_, p.ballot.round + 1)
+        p.ballot = Ballot(ledger.mv, round_, self.node_id)
+        p.phase, p.next_ms = "prepare", now_ms + self.config.retry_ms
+        p.attempts += 1
+        self._emit(Prepare(p.slot, p.ballot))
+
+    def _back_off(self, p: Proposal, now_ms: int, immediately: bool = False) -> None:
+        cfg = self.config
+        cap = min(cfg.backoff_ms_max, cfg.backoff_ms_min * 2 ** min(p.attempts, 16))
+        p.phase = "wait"
+        p.next_ms = now_ms if immediately else now_ms + int(self.rng.random() * cap)
+        self.counters["back_off"] += 1
+        if immediately:
+            self._start_ballot(p, now_ms)

@@ -1,0 +1,290 @@
+"""The ledger: everything agreement knows, derived from the replica's op log alone.
+
+It indexes vote ops as the replica applies them (in log order, a causal order), counts
+certificates, follows the membership and policy chains, and answers causal-past queries
+(which membership and policy were in force for an op) through per-op version vectors.
+Because it is a pure function of the log, it survives restarts by construction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller.replication import CustomBody, Genesis, NodeId, Op, OpId
+
+from .certificate import Certificate, Decision
+from .errors import Reason, Refused
+from .membership import Membership, membership_version_of
+from .messages import (
+    VOTE_KINDS,
+    Accept,
+    Accepted,
+    Ballot,
+    Prepare,
+    Promise,
+    Refuse,
+    Vote,
+    VoteMessage,
+    from_body,
+    value_key,
+)
+from .rbac import AccessPolicy, policy_version_of
+
+__all__ = ["Ledger", "LogSource", "SlotRecord", "Indexed"]
+
+
+class LogSource(Protocol):
+    """What the ledger reads from a replica: its log (ids in order) and ops by id."""
+
+    def op(self, op_id: OpId) -> Op | None: ...
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A vote op the ledger has indexed, for the engine to react to."""
+
+    op: Op
+    msg: VoteMessage
+
+
+@dataclass
+class SlotRecord:
+    """All votes seen for one slot (mutable, owned by the ledger)."""
+
+    prepares: dict[Ballot, Op] = field(default_factory=dict)
+    promises: dict[Ballot, dict[NodeId, Promise]] = field(default_factory=dict)
+    accepts: dict[Ballot, Any] = field(default_factory=dict)
+    # ballot -> value key -> author -> op
+    accepted: dict[Ballot, dict[bytes, dict[NodeId, Op]]] = field(default_factory=dict)
+    values: dict[bytes, Any] = field(default_factory=dict)
+    refusals: dict[Ballot, dict[NodeId, Refuse]] = field(default_factory=dict)
+    round_max: int = 0
+    decided: Decision | None = None
+
+    def highest_vote_below(self, ballot: Ballot) -> Vote | None:
+        below = [b for b in self.accepted if b < ballot]
+        if not below:
+            return None
+        top = max(below)
+        key = next(iter(self.accepted[top]))
+        return Vote(top, self.values[key])
+
+
+class Ledger:
+    def __init__(self, genesis: Genesis, node_id: NodeId) -> None:
+        self.genesis = genesis
+        self.node_id = node_id
+        self.memberships: dict[int, Membership] = {0: Membership.from_genesis(genesis)}
+        access = genesis.policy.get("access") if isinstance(genesis.policy, dict) else None
+        self.policies: dict[int, AccessPolicy] = {
+            0: AccessPolicy.from_value(access or {}, "genesis.policy.access")
+        }
+        self.slots: dict[str, SlotRecord] = {}
+        self.keys: dict[NodeId, bytes] = dict(genesis.member_ids)
+        self.counters: Counter[str] = Counter()
+        self.conflicts: list[tuple[NodeId, str, Ballot]] = []  # conflicting votes: evidence
+        self.fresh: list[Indexed] = []  # indexed since the engine last looked
+        self.decisions: list[Decision] = []  # decided since the engine last looked
+        self.promised: dict[str, Ballot] = {}  # this node's acceptor state, from its own ops
+        self.frozen: set[int] = set()  # mv where this node accepted membership/mv+1
+        self._vectors: dict[OpId, dict[NodeId, int]] = {}
+        self._log: list[OpId] | None = None
+        self._source: LogSource | None = None
+        self._cursor = 0
+
+    # ------------------------------------------------------------------ feeding
+    def bind(self, log: list[OpId], source: LogSource) -> None:
+        """Read the replica's log (a list the replica appends to) and ops through source."""
+        self._log, self._source = log, source
+
+    def catch_up(self) -> None:
+        """Index every op the replica applied since the last call (idempotent, cheap)."""
+        log, source = self._log, self._source
+        if log is None or source is None:
+            return
+        while self._cursor < len(log):
+            op = source.op(log[self._cursor])
+            self._cursor += 1
+            assert op is not None
+            self._index(op)
+
+    def _index(self, op: Op) -> None:
+        if not isinstance(op.body, CustomBody) or op.body.kind not in VOTE_KINDS:
+            return
+        try:
+            msg = from_body(op.body.kind, op.body.data)
+        except Refused as exc:
+            self.counters[exc.reason] += 1
+            return
+        rec = self.slots.setdefault(msg.slot, SlotRecord())
+        rec.round_max = max(rec.round_max, msg.ballot.round)
+        if isinstance(msg, Prepare):
+            rec.prepares.setdefault(msg.ballot, op)
+        elif isinstance(msg, Promise):
+            rec.promises.setdefault(msg.ballot, {})[op.author] = msg
+            if msg.last is not None:
+                rec.round_max = max(rec.round_max, msg.last.ballot.round)
+        elif isinstance(msg, Accept):
+            if op.author != msg.ballot.node:
+                self.counters[Reason.NOT_PROPOSER] += 1
+                return
+            rec.accepts.setdefault(msg.ballot, msg.value)
+        elif isinstance(msg, Accepted):
+            self._accepted(op, msg, rec)
+        elif isinstance(msg, Refuse):
+            rec.refusals.setdefault(msg.ballot, {})[op.author] = msg
+        if op.author == self.node_id and isinstance(msg, Promise | Accepted):
+            self.promised[msg.slot] = max(self.promised.get(msg.slot, msg.ballot), msg.ballot)
+            if isinstance(msg, Accepted) and membership_version_of(msg.slot) == msg.ballot.mv + 1:
+                self.frozen.add(msg.ballot.mv)
+        self.fresh.append(Indexed(op, msg))
+
+    def _accepted(self, op: Op, msg: Accepted, rec: SlotRecord) -> None:
+        key = value_key(msg.value)
+        by_value = rec.accepted.setdefault(msg.ballot, {})
+        if any(op.author in votes for k, votes in by_value.items() if k != key):
+            self.counters[Reason.CONFLICTING_VOTES] += 1
+            self.conflicts.append((op.author, msg.slot, msg.ballot))
+            return
+        rec.values.setdefault(key, msg.value)
+        by_value.setdefault(key, {})[op.author] = op
+        self._count(msg.slot, rec, msg.ballot, key)
+
+    def _count(self, slot: str, rec: SlotRecord, ballot: Ballot, key: bytes) -> None:
+        if rec.decided is not None:
+            if value_key(rec.decided.value) != key and self._quorum(ballot, rec, key):
+                self.counters["safety_violation"] += 1  # never expected: the checks look here
+            return
+        votes = self._quorum(ballot, rec, key)
+        if votes is None:
+            return
+        cert = Certificate(slot, ballot, rec.values[key], tuple(op.raw for op in votes))
+        rec.decided = Decision(slot, rec.values[key], cert)
+        self.decisions.append(rec.decided)
+        self._on_decided(slot, rec.values[key])
+
+    def _quorum(self, ballot: Ballot, rec: SlotRecord, key: bytes) -> list[Op] | None:
+        membership = self.memberships.get(ballot.mv)
+        if membership is None:
+            return None  # recounted when that membership is decided
+        group = sorted(rec.accepted[ballot][key].items())
+        votes = [op for a, op in group if a in membership.voters]
+        return votes if len(votes) >= membership.quorum else None
+
+    def _on_decided(self, slot: str, value: Any) -> None:
+        version = membership_version_of(slot)
+        if version is not None:
+            try:
+                new = Membership.from_value(value)
+            except Refused as exc:
+                self.counters[exc.reason] += 1
+                return
+            self.memberships[version] = new
+            self.keys.update(new.voters)
+            for other, rec in self.slots.items():  # votes that waited for this membership
+                if rec.decided is None:
+                    for ballot, groups in list(rec.accepted.items()):
+                        if ballot.mv == version:
+                            for key in list(groups):
+                                self._count(other, rec, ballot, key)
+            return
+        pversion = policy_version_of(slot)
+        if pversion is not None:
+            try:
+                self.policies[pversion] = AccessPolicy.from_value(value)
+            except Refused as exc:
+                self.counters[exc.reason] += 1
+
+    # ------------------------------------------------------------------ current state
+    @property
+    def mv(self) -> int:
+        return max(self.memberships)
+
+    @property
+    def membership(self) -> Membership:
+        return self.memberships[self.mv]
+
+    @property
+    def policy(self) -> AccessPolicy:
+        return self.policies[max(self.policies)]
+
+    def slot(self, slot: str) -> SlotRecord | None:
+        return self.slots.get(slot)
+
+    def decided(self, slot: str) -> Decision | None:
+        rec = self.slots.get(slot)
+        return rec.decided if rec else None
+
+    def public_key(self, node: NodeId) -> bytes | None:
+        """Keys of every voter ever decided, and of nodes named in a proposed join."""
+        return self.keys.get(node)
+
+    def note_key(self, node: NodeId, key: bytes) -> None:
+        self.keys.setdefault(node, key)
+
+    # ------------------------------------------------------------------ causal past
+    def vector(self, op_id: OpId) -> Mapping[NodeId, int]:
+        """{author: highest seq} of op_id's causal past including itself (memoised)."""
+        known = self._vectors.get(op_id)
+        if known is not None:
+            return known
+        assert self._source is not None
+        stack = [op_id]
+        while stack:  # iterative post-order: deep chains must not exhaust the stack
+            top = stack[-1]
+            op = self._source.op(top)
+            if op is None:
+                self._vectors[top] = {}
+                stack.pop()
+                continue
+            todo = [p for p in op.parents if p not in self._vectors]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            merged: dict[NodeId, int] = {}
+            for p in op.parents:
+                for a, s in self._vectors[p].items():
+                    if s > merged.get(a, 0):
+                        merged[a] = s
+            merged[op.author] = max(merged.get(op.author, 0), op.seq)
+            self._vectors[top] = merged
+        return self._vectors[op_id]
+
+    def past_vector(self, parents: tuple[OpId, ...]) -> dict[NodeId, int]:
+        merged: dict[NodeId, int] = {}
+        for p in parents:
+            for a, s in self.vector(p).items():
+                if s > merged.get(a, 0):
+                    merged[a] = s
+        return merged
+
+    def decided_in(self, slot: str, past: Mapping[NodeId, int]) -> bool:
+        """Is a certificate for slot wholly inside the causal past `past`?"""
+        rec = self.slots.get(slot)
+        if rec is None or rec.decided is None:
+            return False
+        ballot = rec.decided.certificate.ballot
+        membership = self.memberships.get(ballot.mv)
+        if membership is None:
+            return False
+        votes = rec.accepted[ballot][value_key(rec.decided.value)]
+        inside = sum(
+            1 for a, op in votes.items() if a in membership.voters and past.get(a, 0) >= op.seq
+        )
+        return inside >= membership.quorum
+
+    def membership_in(self, past: Mapping[NodeId, int]) -> Membership:
+        for version in sorted(self.memberships, reverse=True):
+            if version == 0 or self.decided_in(f"membership/{version}", past):
+                return self.memberships[version]
+        raise AssertionError("membership 0 is always in force")
+
+    def policy_in(self, past: Mapping[NodeId, int]) -> AccessPolicy:
+        for version in sorted(self.policies, reverse=True):
+            if version == 0 or self.decided_in(f"policy/v{version}", past):
+                return self.policies[version]
+        raise AssertionError("policy 0 is always in force")

@@ -1,0 +1,69 @@
+"""The replication permission hook, answered from the membership and policy in an op's past."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.replication import CausalPast, Genesis, Identity, NodeId, RandomSource, Replica
+
+from .ledger import Ledger
+from .messages import VOTE_KINDS
+
+__all__ = ["AgreementPolicy", "AgreementReplica"]
+
+
+class AgreementPolicy:
+    """replication.Policy over a Ledger: members and rights are those decided in the past.
+
+    Every answer depends only on the author and the op's causal past (the ledger's version
+    vectors), never on arrival order, so every node accepts the same ops.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._memo: tuple[tuple[bytes, ...], Any, Any] | None = None
+
+    def _in_force(self, past: CausalPast) -> tuple[Any, Any]:
+        parents = tuple(past.parents)
+        if self._memo is not None and self._memo[0] == parents:
+            return self._memo[1], self._memo[2]
+        ledger = self.ledger
+        ledger.catch_up()  # the parents are applied; index them before asking about them
+        vector = ledger.past_vector(parents)
+        found = (ledger.membership_in(vector), ledger.policy_in(vector))
+        self._memo = (parents, *found)
+        return found
+
+    def public_key(self, author: NodeId) -> bytes | None:
+        self.ledger.catch_up()
+        return self.ledger.public_key(author)
+
+    def is_member(self, author: NodeId, past: CausalPast) -> bool:
+        membership, _ = self._in_force(past)
+        return author in membership.voters
+
+    def can_write(self, author: NodeId, table: str, past: CausalPast) -> bool:
+        _, policy = self._in_force(past)
+        return policy.can_write(author, table)
+
+    def can_emit(self, author: NodeId, kind: str, past: CausalPast) -> bool:
+        # Which slot kinds a role may propose is checked by the acceptors (a refusal with
+        # a reason); here only: a viewer authors no votes.
+        _, policy = self._in_force(past)
+        return kind not in VOTE_KINDS or policy.role(author) != "viewer"
+
+
+class AgreementReplica(Replica):
+    """A Replica whose permission checks come from decided slots (composition by subclass).
+
+    Replica.recover() builds it through cls(...), so recovery checks each logged op against
+    the membership and policy in its own causal past too.
+    """
+
+    def __init__(
+        self, identity: Identity, genesis: Genesis, rng: RandomSource, **kwargs: Any
+    ) -> None:
+        self.ledger = Ledger(genesis, identity.node_id)
+        kwargs["policy"] = AgreementPolicy(self.ledger)
+        super().__init__(identity, genesis, rng, **kwargs)
+        self.ledger.bind(self.dag.log, self)

@@ -1,0 +1,495 @@
+"""The agreement simulator: seeded nodes voting over a lossy, partitioned, crashing network."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.agreement import (
+    Agreement,
+    AgreementConfig,
+    AgreementReplica,
+    Decision,
+    Membership,
+    Proposal,
+    Refused,
+    Status,
+    Watch,
+    membership_version_of,
+    verify_certificate,
+)
+from controller.agreement.messages import value_key
+from controller.replication import (
+    Config,
+    Identity,
+    NodeId,
+    Ready,
+    Rejected,
+    decode_message,
+    encode_message,
+    make_genesis,
+)
+from controller.store import MemoryStore
+
+__all__ = [
+    "AgreementSimConfig",
+    "AgreementSim",
+    "AgreementSimResult",
+    "AgreementSimFailure",
+    "run_agreement_seed",
+    "agreement_replay_command",
+]
+
+
+@dataclass(frozen=True)
+class AgreementSimConfig:
+    """Everything a run depends on; from_seed derives it all from one integer."""
+
+    seed: int
+    nodes: int = 3  # founding voters
+    spares: int = 1  # nodes that start outside and ask to join
+    slots: int = 4  # ordinary slots, each proposed by `duelers` nodes at once
+    duelers: int = 2
+    joins: int = 1
+    leaves: int = 1
+    lagging: bool = True  # one founder is cut off for most of the chaos
+    chaos_ms: int = 6_000
+    quiet_ms_max: int = 20_000
+    drop: float = 0.05
+    duplicate: float = 0.05
+    delay_ms_max: int = 60
+    partitions: int = 1
+    crashes: int = 1
+    tick_ms: int = 50
+
+    @classmethod
+    def from_seed(cls, seed: int, **overrides: Any) -> AgreementSimConfig:
+        rng = random.Random(f"agreement-config-{seed}")
+        derived = dict(
+            nodes=rng.choice([3, 3, 4, 5]),
+            spares=rng.randint(0, 2),
+            slots=rng.randint(1, 5),
+            duelers=rng.randint(1, 3),
+            leaves=rng.randint(0, 1),
+            lagging=rng.random() < 0.5,
+            drop=rng.choice([0.0, 0.05, 0.2]),
+            duplicate=rng.choice([0.0, 0.1]),
+            delay_ms_max=rng.choice([5, 40, 120]),
+            partitions=rng.randint(0, 2),
+            crashes=rng.randint(0, 2),
+        )
+        derived["joins"] = derived["spares"]
+        derived.update(overrides)
+        return cls(seed=seed, **derived)
+
+
+def agreement_replay_command(config: AgreementSimConfig) -> str:
+    defaults = AgreementSimConfig.from_seed(config.seed)
+    extra = "".join(
+        f" --set {name}={getattr(config, name)}"
+        for name in config.__dataclass_fields__
+        if getattr(config, name) != getattr(defaults, name)
+    )
+    return f".venv/bin/python -m controller.sim.agreement --seed {config.seed}{extra}"
+
+
+class AgreementSimFailure(AssertionError):
+    """A check failed; the message starts with the seed and the replay command."""
+
+
+@dataclass
+class AgreementSimResult:
+    config: AgreementSimConfig
+    decided: int  # slots decided at the end
+    final_decided_ms: int  # virtual ms from the end of chaos to the last decision learned
+    membership_version: int
+    restarts: int
+    messages: int
+    no_quorum: int  # proposals that timed out (expected during partitions)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class SimNode:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.id = identity.node_id
+        self.store = MemoryStore(identity.node_id)
+        self.replica: AgreementReplica | None = None
+        self.agreement: Agreement | None = None
+        self.watch: Watch | None = None
+        self.in_flight: Ready | None = None
+        self.incarnation = 0
+
+
+class AgreementSim:
+    """Nodes on one event queue in virtual time; every choice comes from the seed."""
+
+    def __init__(self, config: AgreementSimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.time_ms = 0
+        self._events: list[tuple[int, int, str, Any]] = []
+        self._seq = 0
+        total = config.nodes + config.spares
+        ids = [Identity.from_seed(self.rng.randbytes(32)) for _ in range(total)]
+        founders = ids[: config.nodes]
+        access = {"roles": {i.node_id: "admin" for i in founders}}
+        self.genesis = make_genesis(
+            founders[0], "agree", [i.public_key for i in founders], 0, {"access": access}
+        )
+        self.nodes: dict[NodeId, SimNode] = {i.node_id: SimNode(i) for i in ids}
+        self.founders = [i.node_id for i in founders]
+        self.spares = [i.node_id for i in ids[config.nodes :]]
+        self.replica_config = Config(push_fanout=total, sync_interval_ms=150)
+        self.agreement_config = AgreementConfig(retry_ms=500, timeout_ms=4_000)
+        self.groups: list[set[NodeId]] | None = None
+        self.isolated: NodeId | None = None
+        self.proposed: dict[str, set[bytes]] = {}
+        self.learned: dict[str, tuple[bytes, NodeId]] = {}
+        self.proposals: list[tuple[NodeId, Proposal]] = []
+        self.restarts = 0
+        self.messages = 0
+        self.no_quorum = 0
+        self.last_learned_ms = 0
+        for node in self.nodes.values():
+            self._start(node)
+
+    # -------------------------------------------------------------- plumbing
+    def _at(self, time_ms: int, kind: str, payload: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (time_ms, self._seq, kind, payload))
+
+    def now(self) -> int:
+        return self.time_ms + 10_000
+
+    def _start(self, node: SimNode) -> None:
+        node.incarnation += 1
+        rng = random.Random(f"{self.config.seed}-{node.id}-{node.incarnation}")
+        node.store.init(self.genesis)
+        stored = node.store.load()
+        node.replica = AgreementReplica.recover(
+            node.identity,
+            self.genesis,
+            rng,
+            stored.log,
+            stored.evidence,
+            verify="sample",
+            config=self.replica_config,
+            peers=sorted(self.nodes),
+        )
+        node.agreement = Agreement(node.replica, rng, self.agreement_config)
+        node.watch = node.agreement.watch("")
+        self._learn(node)
+        self._pump(node)
+
+    def _crash(self, node: SimNode) -> None:
+        node.replica = node.agreement = node.watch = None
+        node.in_flight = None  # taken, never durable: lost as after a power cut
+
+    def _step(self, node: SimNode) -> None:
+        assert node.agreement is not None
+        node.agreement.step(self.now())
+        self._learn(node)
+        self._pump(node)
+
+    def _learn(self, node: SimNode) -> None:
+        assert node.watch is not None
+        for d in node.watch.drain():
+            key = value_key(d.value)
+            first = self.learned.setdefault(d.slot, (key, node.id))
+            if first[0] != key:
+                raise self.fail(
+                    f"agreement: {d.slot} decided {d.value!r} at {node.id[:8]}, "
+                    f"another value at {first[1][:8]}"
+                )
+            if key not in self.proposed.get(d.slot, set()):
+                raise self.fail(f"validity: {d.slot} decided {d.value!r}, never proposed")
+            self.last_learned_ms = self.time_ms
+
+    def _pump(self, node: SimNode) -> None:
+        r = node.replica
+        if r is None or node.in_flight is not None or not r.has_ready():
+            return
+        node.in_flight = r.ready()
+        self._at(self.time_ms + self.rng.randint(0, 3), "durable", (node.id, node.incarnation))
+
+    def _durable(self, node: SimNode) -> None:
+        ready, r = node.in_flight, node.replica
+        assert ready is not None and r is not None
+        node.store.commit(ready)
+        for out in ready.messages:
+            self._send(node.id, out.to, encode_message(out.message))
+        node.in_flight = None
+        r.advance(ready)
+        self._pump(node)
+
+    def _connected(self, a: NodeId, b: NodeId) -> bool:
+        if self.isolated in (a, b) and a != b:
+            return False
+        return self.groups is None or any(a in g and b in g for g in self.groups)
+
+    def _send(self, src: NodeId, dst: NodeId, data: bytes) -> None:
+        self.messages += 1
+        if not self._connected(src, dst) or self.rng.random() < self.config.drop:
+            return
+        for _ in range(2 if self.rng.random() < self.config.duplicate else 1):
+            delay = self.rng.randint(1, self.config.delay_ms_max)
+            self._at(self.time_ms + delay, "deliver", (src, dst, data))
+
+    def _deliver(self, src: NodeId, dst: NodeId, data: bytes) -> None:
+        node = self.nodes[dst]
+        if node.replica is None or not self._connected(src, dst):
+            return
+        try:
+            msg = decode_message(data, node.replica.config.message_bytes_max)
+        except Rejected as exc:
+            node.replica.counters[exc.reason] += 1
+            return
+        node.replica.receive(msg, self.now())
+        self._step(node)
+
+    # -------------------------------------------------------------- scenario
+    def propose(self, node_id: NodeId, slot: str, value: Any, timeout_ms: int) -> Proposal | None:
+        node = self.nodes[node_id]
+        if node.agreement is None:
+            return None
+        self.proposed.setdefault(slot, set()).add(value_key(value))
+        p = node.agreement.propose(slot, value, self.now(), timeout_ms)
+        self.proposals.append((node_id, p))
+        self._learn(node)
+        self._pump(node)
+        return p
+
+    def _voters(self) -> list[NodeId]:
+        """Voters as the most advanced live node knows them."""
+        known = [n.agreement for n in self.nodes.values() if n.agreement is not None]
+        best = max(known, key=lambda a: a.ledger.mv)
+        return sorted(best.membership().voters)
+
+    def _schedule(self) -> None:
+        cfg, rng = self.config, self.rng
+        for i in range(cfg.slots):
+            at = rng.randint(0, cfg.chaos_ms)
+            for d in range(cfg.duelers):
+                self._at(at + rng.randint(0, 50), "propose", (f"alloc/pool/{i}", f"v{i}-{d}"))
+        for i in range(cfg.joins):
+            self._at(rng.randint(0, cfg.chaos_ms), "join", self.spares[i])
+        for _ in range(cfg.leaves):
+            self._at(rng.randint(0, cfg.chaos_ms), "leave")
+        for _ in range(cfg.partitions):
+            start = rng.randint(0, cfg.chaos_ms)
+            self._at(start, "partition")
+            self._at(min(cfg.chaos_ms, start + rng.randint(300, 2_500)), "heal")
+        for _ in range(cfg.crashes):
+            start = rng.randint(0, cfg.chaos_ms)
+            victim = rng.choice(sorted(self.nodes))
+            self._at(start, "crash", victim)
+            self._at(min(cfg.chaos_ms, start + rng.randint(0, 1_500)), "restart", victim)
+        if cfg.lagging:
+            self._at(rng.randint(0, 500), "isolate", rng.choice(self.founders))
+        for t in range(0, cfg.chaos_ms + cfg.quiet_ms_max, cfg.tick_ms):
+            self._at(t, "tick")
+        self._at(cfg.chaos_ms, "heal")
+        self._at(cfg.chaos_ms, "rejoin")
+        for victim in sorted(self.nodes):
+            self._at(cfg.chaos_ms, "restart", victim)
+        self._at(cfg.chaos_ms + 1, "final")
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        cfg, rng = self.config, self.rng
+        if kind == "tick":
+            for node in self.nodes.values():
+                if node.replica is not None:
+                    node.replica.tick(self.now())
+                    self._step(node)
+        elif kind == "deliver":
+            self._deliver(*payload)
+        elif kind == "durable":
+            node = self.nodes[payload[0]]
+            if node.incarnation == payload[1] and node.in_flight is not None and node.replica:
+                self._durable(node)
+        elif kind == "propose":
+            slot, value = payload
+            self.propose(rng.choice(self._voters()), slot, value, rng.randint(1_000, 4_000))
+        elif kind == "join":
+            self._membership_change(payload, join=True)
+        elif kind == "leave":
+            voters = [v for v in self._voters() if v != self.isolated]
+            if len(voters) > 2:
+                self._membership_change(rng.choice(voters), join=False)
+        elif kind == "partition":
+            ids = sorted(self.nodes)
+            rng.shuffle(ids)
+            cut = rng.randint(1, len(ids) - 1)
+            self.groups = [set(ids[:cut]), set(ids[cut:])]
+        elif kind == "heal":
+            self.groups = None
+        elif kind == "isolate":
+            self.isolated = payload
+        elif kind == "rejoin":
+            self.isolated = None
+        elif kind == "crash":
+            node = self.nodes[payload]
+            if node.replica is not None:
+                self._crash(node)
+        elif kind == "restart":
+            node = self.nodes[payload]
+            if node.replica is None:
+                self.restarts += 1
+                self._start(node)
+        elif kind == "final":  # termination: a fresh slot, dueled, once the network is quiet
+            voters = self._voters()
+            for d in range(min(cfg.duelers, len(voters))):
+                self.propose(voters[d], "placement/final", f"final-{d}", cfg.quiet_ms_max)
+
+    def _membership_change(self, subject: NodeId, join: bool) -> None:
+        voters = [v for v in self._voters() if self.nodes[v].agreement is not None]
+        if not voters:
+            return
+        proposer = self.nodes[self.rng.choice(voters)]
+        assert proposer.agreement is not None
+        m = proposer.agreement.membership()
+        if join and subject in m.voters:
+            return
+        new = m.joined(self.nodes[subject].identity.public_key) if join else m.left(subject)
+        slot = f"membership/{m.version + 1}"
+        self.propose(proposer.id, slot, new.to_value(), 4_000)
+
+    def run(self) -> AgreementSimResult:
+        self._schedule()
+        cfg = self.config
+        end_ms = cfg.chaos_ms + cfg.quiet_ms_max
+        while self._events:
+            time_ms, _, kind, payload = heapq.heappop(self._events)
+            if time_ms > end_ms:
+                break
+            self.time_ms = time_ms
+            self._handle(kind, payload)
+            if kind == "tick" and time_ms > cfg.chaos_ms + 1 and self._settled():
+                break
+        return self.check()
+
+    def _settled(self) -> bool:
+        """The final slot and every membership change are known to every current voter."""
+        voters = self._voters()
+        agreements = [self.nodes[v].agreement for v in voters]
+        if any(a is None or a.decided("placement/final") is None for a in agreements):
+            return False
+        return len({a.ledger.mv for a in agreements if a is not None}) == 1
+
+    # -------------------------------------------------------------- checks
+    def fail(self, what: str) -> AgreementSimFailure:
+        return AgreementSimFailure(
+            f"seed {self.config.seed}: {what}\n  replay: {agreement_replay_command(self.config)}"
+        )
+
+    def check(self) -> AgreementSimResult:
+        cfg = self.config
+        if not self._settled():
+            state = {
+                v[:8]: (
+                    self.nodes[v].agreement.ledger.mv,
+                    bool(self.nodes[v].agreement.decided("placement/final")),
+                )
+                if self.nodes[v].agreement
+                else None
+                for v in self._voters()
+            }
+            raise self.fail(f"termination: not decided within {cfg.quiet_ms_max} ms: {state}")
+        counters: dict[str, int] = {}
+        for node in self.nodes.values():
+            a = node.agreement
+            assert a is not None
+            for k, v in (a.ledger.counters + a.counters).items():
+                counters[k] = counters.get(k, 0) + v
+            if a.ledger.counters["safety_violation"]:
+                raise self.fail(f"agreement: two quorums for different values at {node.id[:8]}")
+            self._check_certificates(node.id, a)
+        self.no_quorum = sum(
+            1 for _, p in self.proposals if p.outcome and p.outcome.status is Status.NO_QUORUM
+        )
+        for who, p in self.proposals:
+            o = p.outcome
+            if o is not None and o.status is Status.DECIDED:
+                if value_key(o.value) != self.learned[p.slot][0]:
+                    raise self.fail(f"agreement: {who[:8]} was told another value for {p.slot}")
+        a = self.nodes[self._voters()[0]].agreement
+        assert a is not None
+        return AgreementSimResult(
+            cfg,
+            sum(1 for r in a.ledger.slots.values() if r.decided),
+            self.last_learned_ms - cfg.chaos_ms,
+            a.ledger.mv,
+            self.restarts,
+            self.messages,
+            self.no_quorum,
+            counters,
+        )
+
+    def _check_certificates(self, who: NodeId, a: Agreement) -> None:
+        """Verify every decision alone: the membership chain first, from the genesis."""
+        chain: dict[int, Membership] = {0: Membership.from_genesis(self.genesis)}
+        decisions: list[Decision] = [r.decided for r in a.ledger.slots.values() if r.decided]
+        by_version = sorted(
+            (membership_version_of(d.slot), d)
+            for d in decisions
+            if membership_version_of(d.slot) is not None
+        )
+        for version, d in by_version:
+            try:
+                verify_certificate(d.certificate, self.genesis.cluster_id, chain.get)
+            except Refused as exc:
+                raise self.fail(f"certificate of {d.slot} at {who[:8]}: {exc}") from None
+            chain[version] = Membership.from_value(d.value)  # type: ignore[index]
+        for d in decisions:
+            try:
+                verify_certificate(d.certificate, self.genesis.cluster_id, chain.get)
+            except Refused as exc:
+                raise self.fail(f"certificate of {d.slot} at {who[:8]}: {exc}") from None
+
+
+def run_agreement_seed(seed: int, **overrides: Any) -> AgreementSimResult:
+    """One seeded run; raises AgreementSimFailure (with a replay command) on any finding."""
+    return AgreementSim(AgreementSimConfig.from_seed(seed, **overrides)).run()
+
+
+def main(argv: list[str] | None = None, run: Callable[..., Any] = run_agreement_seed) -> int:
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m controller.sim.agreement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in AgreementSimConfig.__dataclass_fields__ or name == "seed":
+            parser.error(f"unknown field {name!r}")
+        kind = type(getattr(AgreementSimConfig(seed=0), name))
+        overrides[name] = (value == "True") if kind is bool else kind(value)
+    failures = 0
+    started = time.perf_counter()
+    for seed in range(args.seed, args.seed + args.count):
+        try:
+            result = run(seed, **overrides)
+        except AgreementSimFailure as exc:
+            failures += 1
+            print(exc, file=sys.stderr)
+            continue
+        if args.count == 1:
+            print(result)
+    print(
+        f"{args.count - failures} passed, {failures} failed in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
