@@ -1,0 +1,31 @@
+"""Fixtures for real-process cluster tests: a seeded cluster, always torn down."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .harness import Cluster
+
+
+def _seed() -> int:
+    return int(os.environ.get("SYNOD_CLUSTER_SEED", "0")) or int.from_bytes(os.urandom(2), "big")
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    made: list[Cluster] = []
+
+    def make(n: int) -> Cluster:
+        seed = _seed()
+        print(f"cluster seed {seed} (replay: SYNOD_CLUSTER_SEED={seed})")
+        c = Cluster(tmp_path / f"c{len(made)}", n, seed)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        leaked = c.stop()
+        assert not leaked, f"processes left running: {leaked}"

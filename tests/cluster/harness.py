@@ -1,0 +1,221 @@
+"""Real `synod node` processes on loopback, a TCP proxy per directed link, and a nemesis.
+
+Every wait is bounded; stop() kills whatever was started (process groups), also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from controller.node.client import Client
+from controller.node.datadir import init_data_dirs
+
+SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LinkProxy:
+    """Forwards TCP from a local port to a node's peer port; cut() drops and refuses."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.up = True
+        self.closed = False
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self.up:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=1)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            src.settimeout(None)
+            while True:
+                data = src.recv(65536)
+                if not data or not self.up:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            with self._lock:
+                self._conns -= {src, dst}
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def heal(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.sock.close()
+
+
+class NodeProcess:
+    def __init__(self, index: int, data: Path, api_port: int, peer_port: int,
+                 peers: list[str], log: Path) -> None:
+        self.index, self.data, self.log = index, data, log
+        self.api_port, self.peer_port, self.peers = api_port, peer_port, peers
+        self.proc: subprocess.Popen | None = None
+        self.pids: list[int] = []
+
+    def start(self, timeout_s: float = 30) -> None:
+        args = [*SYNOD, "node", "run", "--data", str(self.data),
+                "--api", f"127.0.0.1:{self.api_port}",
+                "--peer-listen", f"127.0.0.1:{self.peer_port}"]
+        for p in self.peers:
+            args += ["--peer", p]
+        logf = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=logf,
+                                     start_new_session=True)
+        logf.close()
+        self.pids.append(self.proc.pid)
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(self.proc.stdout.readline().decode()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        if not ready or not ready[0].startswith("{"):
+            self.kill()
+            tail = self.log.read_text()[-2000:]
+            raise RuntimeError(f"node {self.index} did not start in {timeout_s} s: {tail}")
+        self.info = json.loads(ready[0])
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    def __init__(self, root: Path, n: int, seed: int) -> None:
+        self.root, self.n, self.rng = root, n, random.Random(seed)
+        self.dirs = [root / f"n{i}" for i in range(n)]
+        init_data_dirs(self.dirs, f"cluster-{seed}")
+        self.token = (self.dirs[0] / "admin.token").read_text().strip()
+        self.ca = str(self.dirs[0] / "ca.crt")
+        peer_ports = [free_port() for _ in range(n)]
+        self.proxies = {(i, j): LinkProxy(peer_ports[j])
+                        for i in range(n) for j in range(n) if i != j}
+        self.nodes = [
+            NodeProcess(i, self.dirs[i], free_port(), peer_ports[i],
+                        [f"127.0.0.1:{self.proxies[(i, j)].port}" for j in range(n) if j != i],
+                        root / f"n{i}.log")
+            for i in range(n)
+        ]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def client(self, i: int, timeout_s: float = 5) -> Client:
+        return Client(f"127.0.0.1:{self.nodes[i].api_port}", self.token, self.ca,
+                      timeout_s=timeout_s)
+
+    def isolate(self, i: int) -> None:
+        for (a, b), p in self.proxies.items():
+            if i in (a, b):
+                p.cut()
+
+    def heal(self) -> None:
+        for p in self.proxies.values():
+            p.heal()
+
+    def stop(self) -> list[int]:
+        """Stop everything; return pids still alive afterwards (should be none)."""
+        for node in self.nodes:
+            node.stop()
+        for node in self.nodes:
+            node.kill()
+        for p in self.proxies.values():
+            p.close()
+        leaked = []
+        for node in self.nodes:
+            for pid in node.pids:
+                try:
+                    os.kill(pid, 0)
+                    leaked.append(pid)
+                except ProcessLookupError:
+                    pass
+        return leaked
+
+
+def wait_for(pred, timeout_s: float, interval_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return True
+        except Exception:  # noqa: BLE001 - a node restarting is expected here
+            pass
+        time.sleep(interval_s)
+    return False
