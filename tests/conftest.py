@@ -10,6 +10,9 @@ import os
 
 import pytest
 
+# The simulator's --seeds/--first-seed options (tests/sim/plugin.py).
+pytest_plugins = ["tests.sim.plugin"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
