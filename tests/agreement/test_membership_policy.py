@@ -1,0 +1,127 @@
+"""Membership changes one voter at a time, versioned refusals, and the access policy."""
+
+from __future__ import annotations
+
+from controller.agreement import AccessPolicy, Ballot, Prepare, Status, to_body
+from controller.replication import Reason as RepReason
+from controller.replication import Upsert
+
+from .conftest import Net
+
+
+def decided_everywhere(net: Net, slot: str, nodes=None):
+    nodes = net.nodes if nodes is None else [net[i] for i in nodes]
+    return lambda: all(n.agreement.decided(slot) is not None for n in nodes)
+
+
+def test_join_makes_a_voter_only_once_decided():
+    net = Net(3, spares=2)
+    newcomer, stranger = net[3], net[4]
+    assert newcomer.id not in net[0].agreement.membership().voters
+    # A non-member's votes are not even accepted as ops (and its engine emits none).
+    stranger.replica.emit(*to_body(Prepare("master/1", Ballot(0, 1, stranger.id))), net.now_ms)
+    net.run(5)
+    assert net[0].replica.counters[RepReason.UNKNOWN_AUTHOR] >= 1
+    assert "master/1" not in net[0].agreement.ledger.slots
+    p = net[0].agreement.propose_join(newcomer.identity.public_key, net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED
+    net.run(100, until=lambda: newcomer.agreement.membership().version == 1)
+    assert newcomer.id in newcomer.agreement.membership().voters
+    q = newcomer.agreement.propose("master/2", "from-the-newcomer", net.now_ms)
+    net.run(100, until=lambda: q.done)
+    assert q.outcome.status is Status.DECIDED and q.outcome.value == "from-the-newcomer"
+
+
+def test_two_changes_at_once_are_refused():
+    net = Net(3, spares=2)
+    m = net[0].agreement.membership()
+    both = m.joined(net[3].identity.public_key).joined(net[4].identity.public_key)
+    value = {**both.to_value(), "version": 1}
+    p = net[0].agreement.propose("membership/1", value, net.now_ms)
+    assert p.outcome.status is Status.REFUSED and p.outcome.reason.startswith("bad_membership")
+
+
+def test_leave_and_quorum_of_the_voters_in_force():
+    net = Net(3)
+    p = net[0].agreement.propose_leave(net[2].id, net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED
+    net.run(until=lambda: net[1].agreement.membership().version == 1)
+    net.crash(2)  # the removed node is gone; two voters of two remain: both are needed
+    q = net[0].agreement.propose("master/5", "x", net.now_ms)
+    net.run(until=lambda: q.done)
+    assert q.outcome.value == "x"
+    assert len(net[0].agreement.decided("master/5").certificate.ops) == 2
+    assert net[0].agreement.propose("master/6", "y", net.now_ms).outcome is None
+
+
+def test_lagging_node_is_refused_then_catches_up():
+    net = Net(5, spares=2)
+    lag = net[4]
+    net.cut = {lag.id}
+    for spare in (5, 6):  # two membership changes the lagging node does not see
+        p = net[0].agreement.propose_join(net[spare].identity.public_key, net.now_ms)
+        net.run(100, until=lambda p=p: p.done)
+        net.run(100, until=lambda s=spare: net[0].agreement.membership().version == s - 4)
+    assert lag.agreement.membership().version == 0
+    stale = lag.agreement.propose("master/1", "stale", net.now_ms, timeout_ms=5_000)
+    net.cut = set()
+    net.run(300, until=lambda: stale.done)
+    # It was refused under version 0, caught up, and decided under the version in force.
+    assert stale.outcome.status is Status.DECIDED
+    cert = lag.agreement.decided("master/1").certificate
+    assert cert.ballot.mv == 2
+    refusals = [
+        r for rec in lag.agreement.ledger.slots.values() for rs in rec.refusals.values()
+        for r in rs.values()
+    ]
+    assert any(r.reason == "stale_membership" and r.mv == 2 for r in refusals)
+
+
+def test_role_may_not_propose_forbidden_slot_kinds():
+    net = Net(3, access={"roles": {}})  # everyone is a plain node
+    p = net[0].agreement.propose("policy/v1", AccessPolicy(1).to_value(), net.now_ms)
+    assert p.outcome.status is Status.REFUSED and p.outcome.reason.startswith("forbidden")
+    # and acceptors refuse it too when a proposer skips its own check
+    net[0].replica.emit(*to_body(Prepare("membership/1", Ballot(0, 1, net[0].id))), net.now_ms)
+    net.run(10)
+    reasons = {
+        r.reason for rs in net[1].agreement.ledger.slots["membership/1"].refusals.values()
+        for r in rs.values()
+    }
+    assert reasons == {"forbidden"}
+
+
+def test_policy_that_locks_out_every_admin_is_refused():
+    net = Net(3)
+    nobody = AccessPolicy(1, roles={n.id: "operator" for n in net.nodes}, default_role="node")
+    p = net[0].agreement.propose_policy(nobody, net.now_ms)
+    assert p.outcome.status is Status.REFUSED and p.outcome.reason.startswith("lockout")
+
+
+def test_nobody_grants_themselves_rights():
+    net = Net(3, access={"roles": {Net(3)[0].id: "admin", Net(3)[1].id: "operator"}})
+    roles = {net[0].id: "admin", net[1].id: "admin"}
+    p = net[1].agreement.propose_policy(AccessPolicy(1, roles=roles), net.now_ms)
+    assert p.outcome.status is Status.REFUSED  # operator may not propose policy at all
+    q = net[0].agreement.propose_policy(AccessPolicy(1, roles=roles), net.now_ms)
+    net.run(until=lambda: q.done)
+    assert q.outcome.status is Status.DECIDED  # an admin granted it; a majority voted
+
+
+def test_decided_policy_feeds_the_replication_check_in_causal_past():
+    net = Net(3)
+    writer = net[2]
+    w = writer.replica.write([Upsert("kv", ("a",), {"value": b"1"})], net.now_ms)
+    net.run(5)
+    assert net[0].replica.row("kv", ("a",)) is not None and w is not None
+    roles = {n.id: "admin" for n in net.nodes[:2]} | {writer.id: "viewer"}
+    p = net[0].agreement.propose_policy(AccessPolicy(1, roles=roles), net.now_ms)
+    net.run(until=decided_everywhere(net, "policy/v1"))
+    assert p.outcome.status is Status.DECIDED
+    # The writer's next op has the policy decision in its causal past: peers refuse it.
+    writer.replica.write([Upsert("kv", ("b",), {"value": b"2"})], net.now_ms)
+    net.run(5)
+    assert net[0].replica.row("kv", ("b",)) is None
+    assert net[0].replica.counters[RepReason.FORBIDDEN] >= 1
