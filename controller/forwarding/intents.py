@@ -18,6 +18,12 @@ __all__ = [
     "FlowAdd",
     "FlowDelete",
     "PacketOut",
+    "RoleRequest",
+    "FlowStatsRequest",
+    "ROLE_NOCHANGE",
+    "ROLE_EQUAL",
+    "ROLE_MASTER",
+    "ROLE_SLAVE",
     "Intent",
 ]
 
@@ -43,6 +49,14 @@ class Match:
     eth_src: str | None = None
     eth_dst: str | None = None
     eth_type: int | None = None
+    vlan_vid: int | None = None
+    ip_proto: int | None = None
+    ipv4_src: str | None = None  # "a.b.c.d" or "a.b.c.d/len"
+    ipv4_dst: str | None = None
+    tcp_src: int | None = None
+    tcp_dst: int | None = None
+    udp_src: int | None = None
+    udp_dst: int | None = None
 
     def fields(self) -> dict[str, object]:
         """The non-wildcard fields, named as OpenFlow names them."""
@@ -87,4 +101,28 @@ class PacketOut:
     data: bytes = field(default=b"", repr=False)
 
 
-Intent = FlowAdd | FlowDelete | PacketOut
+ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RoleRequest:
+    """Ask switch `dpid` for a controller role (OpenFlow 1.3 section 6.3.7).
+
+    ROLE_NOCHANGE only reads the current role and generation id.
+    """
+
+    dpid: int
+    role: int
+    generation_id: int = 0
+
+
+@dataclass(frozen=True)
+class FlowStatsRequest:
+    """Read the flows of table 0 whose cookie matches `cookie` under `cookie_mask`."""
+
+    dpid: int
+    cookie: int = 0
+    cookie_mask: int = 0
+
+
+Intent = FlowAdd | FlowDelete | PacketOut | RoleRequest | FlowStatsRequest

@@ -1,0 +1,136 @@
+"""Mastership: who claims, with which generation id, and how demotion is handled."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.forwarding.intents import (
+    ROLE_EQUAL,
+    ROLE_MASTER,
+    ROLE_NOCHANGE,
+    ROLE_SLAVE,
+    RoleRequest,
+)
+from controller.forwarding.mastership import (
+    BecameMaster,
+    LostMaster,
+    Mastership,
+    MastershipConfig,
+    next_generation,
+)
+
+DP = 0x101
+
+
+class FakeSwitch:
+    """OVS's role rules: bigger-or-equal generation ids win, one master, stale refused."""
+
+    def __init__(self):
+        self.generation = 0
+        self.master = None
+
+    def request(self, who, req: RoleRequest):
+        if req.role == ROLE_NOCHANGE:
+            return ROLE_MASTER if self.master == who else ROLE_SLAVE, self.generation
+        if req.generation_id < self.generation:
+            return "stale", self.generation
+        self.generation = req.generation_id
+        if req.role == ROLE_MASTER:
+            self.master = who
+        elif self.master == who:
+            self.master = None
+        return req.role, self.generation
+
+
+def drive(switch, who, logic, events, now):
+    """Deliver role requests to the switch and replies back, until quiet."""
+    out = []
+    queue = list(events)
+    while queue:
+        event = queue.pop(0)
+        out.append(event)
+        if isinstance(event, RoleRequest):
+            role, gen = switch.request(who, event)
+            if role == "stale":
+                queue += logic.demoted(DP, now)
+            else:
+                queue += logic.role_reply(DP, role, gen, now)
+    return out
+
+
+def test_generation_ids_grow_and_differ_per_controller():
+    assert next_generation(0, 1) == 0x101
+    assert next_generation(0x101, 2) == 0x202
+    assert next_generation(0x202, 1) == 0x301 > 0x202
+    with pytest.raises(ValueError):
+        next_generation(0, 256)
+
+
+def test_home_controller_reads_then_claims_and_is_confirmed():
+    switch, home = FakeSwitch(), Mastership(controller_index=1)
+    events = drive(switch, "home", home, home.switch_connected(DP, rank=0, now_ms=0), 0)
+    assert events[0] == RoleRequest(DP, ROLE_NOCHANGE)
+    assert RoleRequest(DP, ROLE_MASTER, 0x101) in events
+    assert BecameMaster(DP, 0x101) in events
+    assert home.is_master(DP) and switch.master == "home"
+
+
+def test_backup_waits_while_home_lives_and_takes_over_when_it_dies():
+    switch = FakeSwitch()
+    home, backup = Mastership(1), Mastership(2)
+    drive(switch, "home", home, home.switch_connected(DP, 0, 0), 0)
+    events = drive(switch, "backup", backup, backup.switch_connected(DP, 1, 0), 0)
+    assert not backup.is_master(DP) and not any(isinstance(e, BecameMaster) for e in events)
+    events = drive(switch, "backup", backup, backup.better_alive(DP, False, 100), 100)
+    assert backup.is_master(DP) and switch.master == "backup"
+    assert switch.generation == 0x202  # above home's 0x101
+
+
+def test_home_returns_and_takes_back_backup_hands_over():
+    switch = FakeSwitch()
+    backup = Mastership(2)
+    drive(switch, "backup", backup, backup.switch_connected(DP, 1, 0), 0)
+    drive(switch, "backup", backup, backup.better_alive(DP, False, 0), 0)
+    assert switch.master == "backup"
+    home = Mastership(1)
+    drive(switch, "home", home, home.switch_connected(DP, 0, 10), 10)
+    assert switch.master == "home" and home.is_master(DP)
+    # The backup is not told by OpenFlow 1.3; its probe sees home alive and it steps down.
+    events = drive(switch, "backup", backup, backup.better_alive(DP, True, 20), 20)
+    assert LostMaster(DP) in events and not backup.is_master(DP)
+    assert switch.master == "home"
+
+
+def test_silent_demotion_is_noticed_by_the_periodic_read_and_holddown_applies():
+    cfg = MastershipConfig(query_interval_ms=100, holddown_ms=1_000)
+    switch = FakeSwitch()
+    backup = Mastership(2, cfg)
+    drive(switch, "backup", backup, backup.switch_connected(DP, 1, 0), 0)
+    drive(switch, "backup", backup, backup.better_alive(DP, False, 0), 0)
+    switch.master, switch.generation = "someone", 0x9999  # taken over behind its back
+    events = drive(switch, "backup", backup, backup.tick(200), 200)
+    assert LostMaster(DP) in events and not backup.is_master(DP)
+    assert not any(isinstance(e, RoleRequest) and e.role == ROLE_MASTER for e in events)
+    events = drive(switch, "backup", backup, backup.tick(1_300), 1_300)  # hold-down over
+    assert backup.is_master(DP) and switch.generation > 0x9999
+
+
+def test_flow_mod_refused_as_slave_means_stop_programming():
+    switch = FakeSwitch()
+    home = Mastership(1)
+    drive(switch, "home", home, home.switch_connected(DP, 0, 0), 0)
+    events = home.demoted(DP, 5)
+    assert events == [LostMaster(DP), RoleRequest(DP, ROLE_NOCHANGE)]
+    assert not home.is_master(DP)
+
+
+def test_unanswered_claim_is_retried_and_disconnect_reports_loss():
+    cfg = MastershipConfig(claim_timeout_ms=50, query_interval_ms=10_000)
+    home = Mastership(1, cfg)
+    home.switch_connected(DP, 0, 0)
+    claim = home.role_reply(DP, ROLE_EQUAL, 0, 0)
+    assert claim == [RoleRequest(DP, ROLE_MASTER, 0x101)]
+    assert home.tick(20) == []  # still waiting for the answer
+    assert home.tick(100)[0] == RoleRequest(DP, ROLE_NOCHANGE)
+    home.role_reply(DP, ROLE_MASTER, 0x101, 101)
+    assert home.switch_disconnected(DP) == [LostMaster(DP)]
