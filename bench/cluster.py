@@ -1,0 +1,476 @@
+"""Benchmark: a 3-node Synod cluster on loopback beside etcd (and pysyncobj, if installed).
+
+Run: .venv/bin/python bench/cluster.py [--quick] [--seconds S] [--heal-writes N]
+
+Measures, on this machine, in one run: write throughput and p50/p99 latency at `local` and
+`quorum` acknowledgement with 1, 16 and 64 concurrent clients (one asyncio gRPC client
+process, 100-byte values, plaintext loopback for every system); replication lag (time until
+all 3 nodes hold a write); heal time after a partition with N writes on each side. etcd runs
+as a throwaway 3-member cluster (Debian `etcd-server`), driven over the same gRPC client.
+pysyncobj (`.venv/bin/pip install pysyncobj`) is measured in-process when importable,
+otherwise its column says so. Prints a table and JSON; figures are measured, never targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from synod.v1 import northbound_pb2 as nb
+from synod.v1 import northbound_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from controller.node.codec import value_pb  # noqa: E402
+from controller.node.datadir import init_data_dirs  # noqa: E402
+
+SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
+VALUE = b"v" * 100
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    return {"cpu": model, "cores": os.cpu_count(), "memory_mb": mem,
+            "python": platform.python_version(), "grpcio": grpc.__version__}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+# ---------------------------------------------------------------------------- load generator
+async def drive(call, make_request, clients: int, seconds: float) -> dict:
+    """clients concurrent callers for `seconds`; returns ops/s and latency percentiles (ms)."""
+    lat: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    counter = iter(range(10**12))
+
+    async def one() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            req = make_request(next(counter))
+            t = time.perf_counter()
+            try:
+                await call(req)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            lat.append((time.perf_counter() - t) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
+            "p99_ms": round(pct(lat, 99), 2), "errors": errors}
+
+
+# ---------------------------------------------------------------------------- synod
+class SynodCluster:
+    def __init__(self, root: Path) -> None:
+        self.dirs = [root / f"n{i}" for i in range(3)]
+        init_data_dirs(self.dirs, "bench")
+        self.token = (self.dirs[0] / "admin.token").read_text().strip()
+        self.peer_ports = [free_port() for _ in range(3)]
+        self.api_ports = [free_port() for _ in range(3)]
+        self.procs: list[subprocess.Popen | None] = [None] * 3
+        self.root = root
+
+    def start(self, i: int, peers: list[str] | None = None) -> None:
+        peers = peers if peers is not None else [
+            f"127.0.0.1:{p}" for j, p in enumerate(self.peer_ports) if j != i]
+        args = [*SYNOD, "node", "run", "--data", str(self.dirs[i]), "--insecure-loopback",
+                "--api", f"127.0.0.1:{self.api_ports[i]}",
+                "--peer-listen", f"127.0.0.1:{self.peer_ports[i]}"]
+        for p in peers:
+            args += ["--peer", p]
+        cfg = self.root / f"n{i}.toml"
+        cfg.write_text("[api]\nrate_per_s = 1000000.0\nburst = 1000000\n"
+                       "inflight_per_client_max = 100000\n[log]\nlevel = \"warning\"\n")
+        args += ["--config", str(cfg)]
+        log = open(self.root / f"n{i}.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        log.close()
+        self.procs[i] = p
+        line = p.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith(b"{"):
+            raise RuntimeError(f"synod node {i} did not start; see {self.root}/n{i}.log")
+
+    def start_all(self) -> None:
+        for i in range(3):
+            self.start(i)
+        time.sleep(1.0)
+
+    def stop(self, i: int) -> None:
+        p = self.procs[i]
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+
+    def stop_all(self) -> None:
+        for i in range(3):
+            self.stop(i)
+
+    def rss_mb(self) -> list[float]:
+        out = []
+        for p in self.procs:
+            try:
+                kb = [int(x.split()[1]) for x in Path(f"/proc/{p.pid}/status").read_text()
+                      .splitlines() if x.startswith("VmRSS")][0]
+                out.append(round(kb / 1024, 1))
+            except (OSError, IndexError, AttributeError):
+                out.append(float("nan"))
+        return out
+
+    def channel(self, i: int) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(f"127.0.0.1:{self.api_ports[i]}")
+
+
+def synod_put(ack: int):
+    def make(n: int) -> nb.PutRequest:
+        row = nb.Row(table="kv", key=[value_pb(f"b{n}-{time.perf_counter_ns()}")],
+                     values={"value": value_pb(VALUE)})
+        return nb.PutRequest(rows=[row], ack=ack)
+    return make
+
+
+async def synod_writes(c: SynodCluster, clients: int, seconds: float, ack: int) -> dict:
+    md = [("authorization", f"Bearer {c.token}")]
+    async with c.channel(0) as ch:
+        stub = northbound_pb2_grpc.RowServiceStub(ch)
+        return await drive(lambda r: stub.Put(r, metadata=md, timeout=10), synod_put(ack),
+                           clients, seconds)
+
+
+async def synod_lag(c: SynodCluster, writes: int) -> dict:
+    """Time from a write's start on node 0 until nodes 1 and 2 both stream it (Watch)."""
+    md = [("authorization", f"Bearer {c.token}")]
+    seen: dict[str, list[float]] = {}
+    started: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def watch(i: int) -> None:
+        async with c.channel(i) as ch:
+            stub = northbound_pb2_grpc.RowServiceStub(ch)
+            async for ev in stub.Watch(nb.WatchRequest(table="kv", changes_only=True),
+                                       metadata=md):
+                key = ev.row.key[0].text_value
+                if key.startswith("lag-"):
+                    seen.setdefault(key, []).append(time.perf_counter())
+                    if len(seen) == writes and all(len(v) == 2 for v in seen.values()):
+                        done.set()
+                        return
+
+    tasks = [asyncio.create_task(watch(i)) for i in (1, 2)]
+    await asyncio.sleep(0.5)
+    async with c.channel(0) as ch:
+        stub = northbound_pb2_grpc.RowServiceStub(ch)
+        for n in range(writes):
+            key = f"lag-{n}"
+            row = nb.Row(table="kv", key=[value_pb(key)], values={"value": value_pb(VALUE)})
+            started[key] = time.perf_counter()
+            await stub.Put(nb.PutRequest(rows=[row]), metadata=md, timeout=10)
+            await asyncio.sleep(0.005)
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+    except TimeoutError:
+        pass
+    for t in tasks:
+        t.cancel()
+    lags = [(max(v) - started[k]) * 1000 for k, v in seen.items() if len(v) == 2]
+    return {"writes": writes, "held_by_all": len(lags), "p50_ms": round(pct(lags, 50), 2),
+            "p99_ms": round(pct(lags, 99), 2)}
+
+
+async def synod_heal(c: SynodCluster, per_side: int) -> dict:
+    """Partition {n0} | {n1, n2}, write on both sides, heal; time until digests are equal.
+
+    The partition is made by restarting the nodes with peer lists that leave the other side
+    out (no node dials across, so nothing crosses); healing restarts them with full lists.
+    """
+    md = [("authorization", f"Bearer {c.token}")]
+    c.stop(0)
+    c.start(0, peers=[])
+    others = [f"127.0.0.1:{c.peer_ports[j]}" for j in (1, 2)]
+    for j in (1, 2):
+        c.stop(j)
+        c.start(j, peers=[f"127.0.0.1:{c.peer_ports[k]}" for k in (1, 2) if k != j])
+    time.sleep(0.5)
+
+    async def write(i: int, prefix: str) -> None:
+        async with c.channel(i) as ch:
+            stub = northbound_pb2_grpc.RowServiceStub(ch)
+            for start in range(0, per_side, 500):
+                rows = [nb.Row(table="kv", key=[value_pb(f"{prefix}{n}")],
+                               values={"value": value_pb(VALUE)})
+                        for n in range(start, min(per_side, start + 500))]
+                await stub.Put(nb.PutRequest(rows=rows), metadata=md, timeout=30)
+
+    await asyncio.gather(write(0, "left-"), write(1, "right-"))
+    t0 = time.perf_counter()
+    c.stop(0)
+    c.start(0, peers=others)
+    for j in (1, 2):
+        c.stop(j)
+        c.start(j)
+    restart_s = time.perf_counter() - t0
+    healed = time.perf_counter()
+    while time.perf_counter() - healed < 120:
+        digests = set()
+        for i in range(3):
+            async with c.channel(i) as ch:
+                stub = northbound_pb2_grpc.ClusterServiceStub(ch)
+                d = await stub.GetDigest(nb.GetDigestRequest(), metadata=md, timeout=5)
+                digests.add(d.state_digest)
+        if len(digests) == 1:
+            break
+        await asyncio.sleep(0.05)
+    return {"writes_per_side": per_side, "restart_s": round(restart_s, 2),
+            "converged_s": round(time.perf_counter() - healed, 2), "converged": len(digests) == 1}
+
+
+# ---------------------------------------------------------------------------- etcd
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def etcd_put(n: int) -> bytes:
+    key = f"b{n}-{time.perf_counter_ns()}".encode()
+    return b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(VALUE)) + VALUE
+
+
+class EtcdCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.client_ports = [free_port() for _ in range(3)]
+        self.peer_ports = [free_port() for _ in range(3)]
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        initial = ",".join(f"e{i}=http://127.0.0.1:{p}" for i, p in enumerate(self.peer_ports))
+        for i in range(3):
+            log = open(self.root / f"etcd{i}.log", "ab")  # noqa: SIM115
+            self.procs.append(subprocess.Popen([
+                "etcd", "--name", f"e{i}", "--data-dir", str(self.root / f"etcd{i}"),
+                "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--log-level", "error"], stdout=log, stderr=log, start_new_session=True))
+            log.close()
+
+    async def wait_ready(self) -> None:
+        for _ in range(100):
+            try:
+                await self.put(0)
+                return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.2)
+        raise RuntimeError("etcd did not come up")
+
+    async def put(self, i: int) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.client_ports[i]}") as ch:
+            call = ch.unary_unary("/etcdserverpb.KV/Put")
+            await call(etcd_put(0), timeout=2)
+
+    async def writes(self, clients: int, seconds: float) -> dict:
+        # Writes go to a follower or the leader like Synod's go to one node; etcd forwards.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.client_ports[0]}") as ch:
+            call = ch.unary_unary("/etcdserverpb.KV/Put")
+            return await drive(lambda r: call(r, timeout=10), etcd_put, clients, seconds)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+
+
+# ---------------------------------------------------------------------------- pysyncobj
+def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
+    try:
+        from pysyncobj import SyncObj, SyncObjConf  # type: ignore
+        from pysyncobj.batteries import ReplDict  # type: ignore
+    except ImportError:
+        return "not installed (.venv/bin/pip install pysyncobj)"
+    ports = [free_port() for _ in range(3)]
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    dicts = [ReplDict() for _ in range(3)]
+    nodes = [SyncObj(addrs[i], [a for a in addrs if a != addrs[i]], consumers=[dicts[i]],
+                     conf=SyncObjConf(dynamicMembershipChange=False)) for i in range(3)]
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(n._isLeader() for n in nodes):
+            time.sleep(0.1)
+        leader = next(i for i, n in enumerate(nodes) if n._isLeader())
+        d = dicts[leader]
+        lat: list[float] = []
+        sem = threading.Semaphore(clients)
+        lock = threading.Lock()
+        stop_at = time.perf_counter() + seconds
+        n = 0
+        started = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            sem.acquire(timeout=5)
+            t = time.perf_counter()
+
+            def cb(_res, _err, t=t):
+                with lock:
+                    lat.append((time.perf_counter() - t) * 1000)
+                sem.release()
+
+            d.set(f"b{n}", VALUE, callback=cb)
+            n += 1
+        for _ in range(clients):
+            sem.acquire(timeout=5)
+        elapsed = time.perf_counter() - started
+        return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
+                "p99_ms": round(pct(lat, 99), 2), "errors": 0,
+                "note": "in-process, leader's ReplDict.set with callbacks (3 SyncObj, loopback)"}
+    finally:
+        for node in nodes:
+            node.destroy()
+
+
+# ---------------------------------------------------------------------------- main
+async def run(args: argparse.Namespace) -> dict:
+    out: dict = {"machine": machine(), "seconds_per_cell": args.seconds, "synod": {},
+                 "etcd": {}, "pysyncobj": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="synod-bench-"))
+    synod = SynodCluster(tmp / "synod")
+    (tmp / "synod").mkdir(exist_ok=True)
+    try:
+        synod.start_all()
+        for ack, name in ((nb.ACK_LOCAL, "local"), (nb.ACK_QUORUM, "quorum")):
+            for clients in args.clients:
+                r = await synod_writes(synod, clients, args.seconds, ack)
+                out["synod"][f"{name}/{clients}"] = r
+                print(f"synod {name:6} {clients:3} clients: {r}", file=sys.stderr)
+        out["synod"]["lag"] = await synod_lag(synod, args.lag_writes)
+        print(f"synod lag: {out['synod']['lag']}", file=sys.stderr)
+        out["synod"]["rss_mb"] = synod.rss_mb()
+        out["synod"]["heal"] = await synod_heal(synod, args.heal_writes)
+        print(f"synod heal: {out['synod']['heal']}", file=sys.stderr)
+    finally:
+        synod.stop_all()
+    if shutil.which("etcd"):
+        etcd = EtcdCluster(tmp)
+        try:
+            etcd.start()
+            await etcd.wait_ready()
+            for clients in args.clients:
+                r = await etcd.writes(clients, args.seconds)
+                out["etcd"][f"quorum/{clients}"] = r
+                print(f"etcd   quorum {clients:3} clients: {r}", file=sys.stderr)
+        finally:
+            etcd.stop()
+    else:
+        out["etcd"] = "etcd not found (apt-get install -y etcd-server etcd-client)"
+    for clients in args.clients:
+        r = pysyncobj_writes(clients, args.seconds)
+        out["pysyncobj"][f"quorum/{clients}"] = r
+        if isinstance(r, str):
+            break
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB, "
+             f"Python {m['python']}, grpcio {m['grpcio']}",
+             "3 nodes on loopback, 100-byte values, one asyncio gRPC client process",
+             "", f"{'system':10} {'ack':7} {'clients':>7} {'ops/s':>8} {'p50 ms':>8} "
+             f"{'p99 ms':>8} {'vs etcd':>8}"]
+    etcd = res["etcd"] if isinstance(res["etcd"], dict) else {}
+    rows = [("synod", k, v) for k, v in res["synod"].items() if "/" in k]
+    rows += [("etcd", k, v) for k, v in etcd.items()]
+    if isinstance(res["pysyncobj"], dict):
+        rows += [("pysyncobj", k, v) for k, v in res["pysyncobj"].items() if isinstance(v, dict)]
+    for system, k, v in rows:
+        ack, clients = k.split("/")
+        base = etcd.get(f"quorum/{clients}", {}).get("ops_per_s")
+        ratio = f"{v['ops_per_s'] / base:.2f}x" if base else "-"
+        lines.append(f"{system:10} {ack:7} {clients:>7} {v['ops_per_s']:>8} {v['p50_ms']:>8} "
+                     f"{v['p99_ms']:>8} {ratio:>8}")
+    for name in ("etcd", "pysyncobj"):
+        if isinstance(res[name], str):
+            lines.append(f"{name}: {res[name]}")
+        elif isinstance(res[name], dict):
+            for v in res[name].values():
+                if isinstance(v, str):
+                    lines.append(f"{name}: {v}")
+                    break
+    lag = res["synod"].get("lag", {})
+    heal = res["synod"].get("heal", {})
+    lines += ["", f"synod replication lag (write start -> held by all 3): p50 {lag.get('p50_ms')}"
+                  f" ms, p99 {lag.get('p99_ms')} ms over {lag.get('held_by_all')}/"
+                  f"{lag.get('writes')} writes",
+              f"synod heal: {heal.get('writes_per_side')} writes per side, digests equal "
+              f"{heal.get('converged_s')} s after the restart that healed the partition "
+              f"(converged: {heal.get('converged')})",
+              f"synod node RSS after the write runs: {res['synod'].get('rss_mb')} MB"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 s per cell, 1,000 heal writes")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--heal-writes", type=int, default=10_000)
+    ap.add_argument("--lag-writes", type=int, default=200)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.heal_writes, args.lag_writes = 1.0, 1_000, 50
+    res = asyncio.run(run(args))
+    print(render(res))
+    print(json.dumps(res))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / time.strftime("cluster-%Y%m%d-%H%M%S.json")).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
