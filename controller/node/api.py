@@ -51,7 +51,7 @@ class Api:
     @contextlib.asynccontextmanager
     async def call(self, context: grpc.aio.ServicerContext, role: Role, method: str):
         """Authenticate and admit one call; map known errors to statuses naming the problem."""
-        self.metrics.inc(f"api_calls|{method}")
+        self.metrics.inc(f"api_calls|method={method}")
         header = dict(context.invocation_metadata()).get("authorization")
         try:
             record = self.auth.authenticate(header, role)

@@ -25,7 +25,7 @@ class Histogram:
 
 
 class Metrics:
-    """Node metrics: counters by name (labels in the name after '|'), and histograms."""
+    """Node metrics: counters by name ("name|reason" or "name|label=value"), histograms."""
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
@@ -46,7 +46,12 @@ class Metrics:
         for name, value in sorted({**self.counters, **extra}.items()):
             metric, _, label = name.partition("|")
             metric = "synod_" + metric.replace(".", "_").replace("-", "_")
-            lines.append(f'{metric}{{reason="{label}"}} {value}' if label else f"{metric} {value}")
+            if label:
+                key, eq, val = label.partition("=")
+                label = f'{key}="{val}"' if eq else f'reason="{label}"'
+                lines.append(f"{metric}{{{label}}} {value}")
+            else:
+                lines.append(f"{metric} {value}")
         for name, fn in sorted(self.gauges.items()):
             lines.append(f"synod_{name} {fn()}")
         for name, h in sorted(self.histograms.items()):
