@@ -29,13 +29,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from mininet.node import Switch
+from mininet.node import OVSSwitch, Switch
 from mininet.topo import Topo
 
 __all__ = [
     "CLOUD",
     "CloudEdgeTopo",
     "SiteInfo",
+    "SiteSwitch",
     "WanRelay",
     "cut_wan",
     "heal_wan",
@@ -57,6 +58,22 @@ def _this_file() -> str:
 
 def _relay_script() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(_this_file())), "wanrelay.py")
+
+
+class SiteSwitch(OVSSwitch):
+    """An OVS switch that announces its home site to controllers in its description.
+
+    OpenFlow's description reply carries OVS's `other-config:dp-desc`; Synod's controller
+    reads "synod-site=<site>" from it to know which controller is the switch's home.
+    """
+
+    def bridgeOpts(self):
+        opts = OVSSwitch.bridgeOpts(self)
+        site = self.params.get("site")
+        if site and re.fullmatch(r"[A-Za-z0-9_.-]+", site):
+            opts = opts.replace(f"other-config:dp-desc={self.name}",
+                                f"other-config:dp-desc={self.name},synod-site={site}")
+        return opts
 
 
 class WanRelay(Switch):

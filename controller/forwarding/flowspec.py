@@ -75,7 +75,7 @@ class FlowSpec:
 
     def to_intent(self) -> FlowAdd:
         return FlowAdd(self.dpid, self.priority, self.match, self.actions,
-                       self.idle_timeout_s, self.hard_timeout_s, self.cookie)
+                       self.idle_timeout_s, self.hard_timeout_s, self.cookie, self.table_id)
 
 
 def flow_cookie(dpid: int, flow_id: str) -> int:

@@ -78,6 +78,7 @@ class FlowAdd:
     idle_timeout_s: int = 0
     hard_timeout_s: int = 0
     cookie: int = 0
+    table_id: int = 0
 
 
 @dataclass(frozen=True)

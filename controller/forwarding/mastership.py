@@ -26,7 +26,14 @@ from controller.forwarding.intents import (
     RoleRequest,
 )
 
-__all__ = ["BecameMaster", "LostMaster", "Mastership", "MastershipConfig", "next_generation"]
+__all__ = [
+    "BecameMaster",
+    "LostMaster",
+    "Mastership",
+    "MastershipConfig",
+    "newer",
+    "next_generation",
+]
 
 GENERATION_MASK = 0xFFFFFFFFFFFFFFFF
 
@@ -63,6 +70,15 @@ def next_generation(seen: int, controller_index: int) -> int:
     return ((((seen >> 8) + 1) << 8) | controller_index) & GENERATION_MASK
 
 
+UNDEFINED_GENERATION = 0xFFFFFFFFFFFFFFFF  # what OVS reports before any claim
+
+
+def newer(a: int, b: int) -> bool:
+    """Serial-number order of generation ids, as switches compare them (signed difference)."""
+    diff = (a - b) & GENERATION_MASK
+    return diff != 0 and diff < (1 << 63)
+
+
 @dataclass
 class _Switch:
     rank: int
@@ -72,6 +88,11 @@ class _Switch:
     claim_sent_ms: int | None = None
     demoted_ms: int | None = None
     next_query_ms: int = 0
+    # One role request in flight at a time, so each reply answers the request we think:
+    # a late answer to an old NOCHANGE can then never undo a newer step-down.
+    in_flight_ms: int | None = None
+    queued: list[RoleRequest] | None = None
+    stepping_down: bool = False  # a SLAVE request is on its way: answers saying MASTER are old
 
 
 class Mastership:
@@ -102,9 +123,10 @@ class Mastership:
 
     def switch_connected(self, dpid: int, rank: int, now_ms: int) -> list[Event]:
         """Start by reading the switch's role and generation id (never claim blind)."""
-        self._switches[dpid] = _Switch(rank=rank, better_alive=rank > 0,
-                                       next_query_ms=now_ms + self.config.query_interval_ms)
-        return [RoleRequest(dpid, ROLE_NOCHANGE)]
+        sw = _Switch(rank=rank, better_alive=rank > 0,
+                     next_query_ms=now_ms + self.config.query_interval_ms)
+        self._switches[dpid] = sw
+        return self._request(sw, RoleRequest(dpid, ROLE_NOCHANGE), now_ms)
 
     def switch_disconnected(self, dpid: int) -> list[Event]:
         sw = self._switches.pop(dpid, None)
@@ -119,7 +141,9 @@ class Mastership:
         if alive and sw.role == ROLE_MASTER:
             # Hand back: step down so the better controller can claim without a fight.
             sw.role = ROLE_SLAVE
-            return [RoleRequest(dpid, ROLE_SLAVE, sw.generation), LostMaster(dpid)]
+            sw.stepping_down = True
+            return [LostMaster(dpid)] + self._request(
+                sw, RoleRequest(dpid, ROLE_SLAVE, sw.generation), now_ms)
         return self._maybe_claim(dpid, sw, now_ms)
 
     def role_reply(self, dpid: int, role: int, generation_id: int, now_ms: int) -> list[Event]:
@@ -128,8 +152,14 @@ class Mastership:
         if sw is None:
             return []
         events: list[Event] = []
-        sw.generation = max(sw.generation, generation_id)
+        if generation_id != UNDEFINED_GENERATION and newer(generation_id, sw.generation):
+            sw.generation = generation_id
         sw.claim_sent_ms = None
+        if sw.stepping_down:
+            if role == ROLE_MASTER:
+                role = ROLE_SLAVE  # an answer from before our step-down: not news
+            else:
+                sw.stepping_down = False
         was_master = sw.role == ROLE_MASTER
         sw.role = role
         if role == ROLE_MASTER and not was_master:
@@ -137,31 +167,66 @@ class Mastership:
         elif role != ROLE_MASTER and was_master:
             sw.demoted_ms = now_ms
             events.append(LostMaster(dpid))
-        return events + self._maybe_claim(dpid, sw, now_ms)
+        return events + self._answered(sw, now_ms) + self._maybe_claim(dpid, sw, now_ms)
 
-    def demoted(self, dpid: int, now_ms: int) -> list[Event]:
-        """The switch refused us (IS_SLAVE for a flow-mod, or STALE for a claim)."""
+    def role_failed(self, dpid: int, now_ms: int) -> list[Event]:
+        """The switch answered our role request with an error (STALE generation id)."""
         sw = self._switches.get(dpid)
         if sw is None:
             return []
+        events = self._lose(dpid, sw, now_ms)
+        return events + self._answered(sw, now_ms) + self._request(
+            sw, RoleRequest(dpid, ROLE_NOCHANGE), now_ms)
+
+    def demoted(self, dpid: int, now_ms: int) -> list[Event]:
+        """The switch refused a flow-mod of ours (IS_SLAVE): someone else is master."""
+        sw = self._switches.get(dpid)
+        if sw is None:
+            return []
+        events = self._lose(dpid, sw, now_ms)
+        return events + self._request(sw, RoleRequest(dpid, ROLE_NOCHANGE), now_ms)
+
+    def _lose(self, dpid: int, sw: _Switch, now_ms: int) -> list[Event]:
         events: list[Event] = [LostMaster(dpid)] if sw.role == ROLE_MASTER else []
         sw.role = ROLE_SLAVE
+        sw.stepping_down = False
         sw.claim_sent_ms = None
         sw.demoted_ms = now_ms
-        return events + [RoleRequest(dpid, ROLE_NOCHANGE)]
+        return events
 
     def tick(self, now_ms: int) -> list[Event]:
         events: list[Event] = []
         for dpid, sw in sorted(self._switches.items()):
-            if sw.claim_sent_ms is not None and \
-                    now_ms - sw.claim_sent_ms > self.config.claim_timeout_ms:
-                sw.claim_sent_ms = None  # lost in transit: ask again
-                events.append(RoleRequest(dpid, ROLE_NOCHANGE))
+            if sw.in_flight_ms is not None and \
+                    now_ms - sw.in_flight_ms > self.config.claim_timeout_ms:
+                # Unanswered (lost in transit): forget it, and ask afresh.
+                sw.in_flight_ms, sw.claim_sent_ms, sw.queued = None, None, None
+                events += self._request(sw, RoleRequest(dpid, ROLE_NOCHANGE), now_ms)
             elif now_ms >= sw.next_query_ms:
                 sw.next_query_ms = now_ms + self.config.query_interval_ms
-                events.append(RoleRequest(dpid, ROLE_NOCHANGE))
+                if sw.in_flight_ms is None:
+                    events += self._request(sw, RoleRequest(dpid, ROLE_NOCHANGE), now_ms)
             events += self._maybe_claim(dpid, sw, now_ms)
         return events
+
+    def _request(self, sw: _Switch, request: RoleRequest, now_ms: int) -> list[Event]:
+        if sw.in_flight_ms is None:
+            sw.in_flight_ms = now_ms
+            return [request]
+        sw.queued = (sw.queued or []) + [request]
+        return []
+
+    def _answered(self, sw: _Switch, now_ms: int) -> list[Event]:
+        sw.in_flight_ms = None
+        if not sw.queued:
+            return []
+        request, *rest = sw.queued
+        sw.queued = rest or None
+        if request.role == ROLE_MASTER:
+            # Claims are decided afresh against the latest generation id.
+            sw.claim_sent_ms = None
+            return []
+        return self._request(sw, request, now_ms)
 
     # --- the rule ----------------------------------------------------------------------
 
@@ -180,5 +245,9 @@ class Mastership:
             return []
         if not self.should_claim(dpid, now_ms):
             return []
+        if sw.in_flight_ms is not None:
+            return []  # decide once the answer in flight is in: it may change the picture
         sw.claim_sent_ms = now_ms
-        return [RoleRequest(dpid, ROLE_MASTER, next_generation(sw.generation, self.index))]
+        return self._request(
+            sw, RoleRequest(dpid, ROLE_MASTER, next_generation(sw.generation, self.index)),
+            now_ms)

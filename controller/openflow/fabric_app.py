@@ -17,6 +17,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.forwarding.fabric import Fabric
+from controller.openflow.guard import guarded
 from controller.openflow.ofmsg import to_message
 
 __all__ = ["FabricApp"]
@@ -59,12 +60,14 @@ class FabricApp(app_manager.OSKenApp):
                 self._send(intents)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @guarded
     def _on_features(self, ev):
         dp = ev.msg.datapath
         parser = dp.ofproto_parser
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    @guarded
     def _on_port_desc(self, ev):
         dp = ev.msg.datapath
         ofp = dp.ofproto
@@ -79,6 +82,7 @@ class FabricApp(app_manager.OSKenApp):
         return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @guarded
     def _on_port_status(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -90,6 +94,7 @@ class FabricApp(app_manager.OSKenApp):
             self._send(self.logic.port_changed(dp.id, msg.desc.port_no, up, _now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @guarded
     def _on_packet_in(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -99,6 +104,7 @@ class FabricApp(app_manager.OSKenApp):
             self._send(intents)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @guarded
     def _on_dead(self, ev):
         dp = ev.datapath
         if dp.id is None:

@@ -16,6 +16,7 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.forwarding.learning import LearningSwitch
+from controller.openflow.guard import guarded
 from controller.openflow.ofmsg import to_message
 
 __all__ = ["L2Switch"]
@@ -41,6 +42,7 @@ class L2Switch(app_manager.OSKenApp):
             datapath.send_msg(to_message(datapath, intent))
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @guarded
     def _on_features(self, ev):
         dp = ev.msg.datapath
         self.logger.info("switch %016x connected", dp.id)
@@ -49,6 +51,7 @@ class L2Switch(app_manager.OSKenApp):
         self._send(dp, intents)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @guarded
     def _on_packet_in(self, ev):
         msg = ev.msg
         dp = msg.datapath
@@ -59,6 +62,7 @@ class L2Switch(app_manager.OSKenApp):
         self._send(dp, intents)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @guarded
     def _on_dead(self, ev):
         dp = ev.datapath
         if dp.id is None:

@@ -9,6 +9,7 @@ SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.util
 import logging
 import os
@@ -91,6 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", action="append", default=[], metavar="FILE",
                    help="os-ken/oslo.config INI file ([DEFAULT] section); may repeat; "
                         "command-line flags win over the file")
+    synod = p.add_argument_group("Synod controller (app controller.openflow.synod_app)")
+    synod.add_argument("--site", default=None, help="the site this controller serves")
+    synod.add_argument("--controller-index", type=int, default=None, metavar="N",
+                       help="this controller's number 0-255, unique in the cluster")
+    synod.add_argument("--controllers", default=None, metavar="SITE=HOST:PORT,...",
+                       help="every controller of the cluster, in the same order everywhere "
+                            "(ranks backups after a switch's home site)")
+    synod.add_argument("--node", default=None, metavar="HOST:PORT",
+                       help="the local Synod node's API (desired flows, topology reports)")
+    synod.add_argument("--node-token-file", default=None, metavar="FILE",
+                       help="file with the bearer token for the node's API")
+    synod.add_argument("--node-ca", default=None, metavar="FILE",
+                       help="CA certificate that the node's API certificate chains to")
+    synod.add_argument("--node-insecure", action="store_true", default=None,
+                       help="talk to the node without TLS (loopback tests only)")
+    synod.add_argument("--audit-interval-ms", type=int, default=None, metavar="MS",
+                       help="how often masters read back and repair flows (default 2000)")
     p.add_argument("--verbose", action="store_true", help="log debug output")
     p.add_argument("--default-log-level", type=int, default=None, metavar="LEVEL",
                    help="numeric log level (10 debug, 20 info, 30 warning)")
@@ -131,6 +149,9 @@ def _configure_os_ken(args: argparse.Namespace) -> tuple[str, int]:
     from os_ken.base import app_manager  # noqa: F401  (must precede controller: import cycle)
     from os_ken.controller import controller as _ofp_controller  # noqa: F401
 
+    from controller.openflow import options
+
+    options.register()
     for path in args.config_file:
         if not os.path.isfile(path):
             raise LaunchError(f"config file not found: {path}")
@@ -146,6 +167,21 @@ def _configure_os_ken(args: argparse.Namespace) -> tuple[str, int]:
         value = getattr(args, flag)
         if value is not None:
             conf.set_override(flag, value)
+    synod_flags = {"site": "synod_site", "controller_index": "synod_controller_index",
+                   "node": "synod_node", "node_token_file": "synod_node_token_file",
+                   "node_ca": "synod_node_ca", "node_insecure": "synod_node_insecure",
+                   "audit_interval_ms": "synod_audit_interval_ms"}
+    try:
+        for flag, opt in synod_flags.items():
+            value = getattr(args, flag)
+            if value is not None:
+                conf.set_override(opt, value)
+        if args.controllers is not None:
+            conf.set_override("synod_controllers",
+                              [c for c in args.controllers.split(",") if c])
+        options.load()
+    except (ValueError, oslo_cfg.Error) as e:
+        raise LaunchError(f"bad Synod controller option: {e}") from None
     # Always name a port: unset, os-ken would also listen on the legacy 6633.
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", DEFAULT_OFP_PORT)
@@ -205,6 +241,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for diagnosing a stuck app.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     manager = AppManager.get_instance()
     try:

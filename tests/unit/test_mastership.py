@@ -12,10 +12,12 @@ from controller.forwarding.intents import (
     RoleRequest,
 )
 from controller.forwarding.mastership import (
+    UNDEFINED_GENERATION,
     BecameMaster,
     LostMaster,
     Mastership,
     MastershipConfig,
+    newer,
     next_generation,
 )
 
@@ -23,16 +25,20 @@ DP = 0x101
 
 
 class FakeSwitch:
-    """OVS's role rules: bigger-or-equal generation ids win, one master, stale refused."""
+    """OVS's role rules: bigger-or-equal generation ids win, one master, stale refused.
+
+    Like OVS, it reports 2**64-1 as the generation id before anyone claimed.
+    """
 
     def __init__(self):
-        self.generation = 0
+        self.generation = None
         self.master = None
 
     def request(self, who, req: RoleRequest):
+        reported = UNDEFINED_GENERATION if self.generation is None else self.generation
         if req.role == ROLE_NOCHANGE:
-            return ROLE_MASTER if self.master == who else ROLE_SLAVE, self.generation
-        if req.generation_id < self.generation:
+            return ROLE_MASTER if self.master == who else ROLE_SLAVE, reported
+        if self.generation is not None and newer(self.generation, req.generation_id):
             return "stale", self.generation
         self.generation = req.generation_id
         if req.role == ROLE_MASTER:
@@ -52,7 +58,7 @@ def drive(switch, who, logic, events, now):
         if isinstance(event, RoleRequest):
             role, gen = switch.request(who, event)
             if role == "stale":
-                queue += logic.demoted(DP, now)
+                queue += logic.role_failed(DP, now)
             else:
                 queue += logic.role_reply(DP, role, gen, now)
     return out
@@ -134,3 +140,29 @@ def test_unanswered_claim_is_retried_and_disconnect_reports_loss():
     assert home.tick(100)[0] == RoleRequest(DP, ROLE_NOCHANGE)
     home.role_reply(DP, ROLE_MASTER, 0x101, 101)
     assert home.switch_disconnected(DP) == [LostMaster(DP)]
+
+
+def test_serial_order_of_generation_ids_survives_wraparound():
+    assert newer(2, 1) and not newer(1, 2) and not newer(5, 5)
+    assert newer(3, 2**64 - 5)  # just past the wrap is newer
+
+
+def test_only_one_role_request_in_flight_so_a_late_answer_cannot_undo_a_step_down():
+    backup = Mastership(2)
+    assert backup.switch_connected(DP, 1, 0) == [RoleRequest(DP, ROLE_NOCHANGE)]
+    backup.better_alive(DP, False, 0)  # decides to claim, but waits for the answer
+    events = backup.role_reply(DP, ROLE_EQUAL, UNDEFINED_GENERATION, 1)
+    assert events == [RoleRequest(DP, ROLE_MASTER, 0x102)]  # 0 + 1, not a wrapped id
+    events = backup.role_reply(DP, ROLE_MASTER, 0x102, 2)
+    assert BecameMaster(DP, 0x102) in events
+    query = backup.tick(5_000)  # periodic read goes out
+    assert query == [RoleRequest(DP, ROLE_NOCHANGE)]
+    events = backup.better_alive(DP, True, 5_001)  # home is back: step down, but queued
+    assert events == [LostMaster(DP)]
+    # The old read's answer (still MASTER) arrives first: it must not make us master again
+    # for good; the queued step-down goes out right after.
+    events = backup.role_reply(DP, ROLE_MASTER, 0x102, 5_002)
+    assert events == [RoleRequest(DP, ROLE_SLAVE, 0x102)]
+    assert not backup.is_master(DP)
+    backup.role_reply(DP, ROLE_SLAVE, 0x102, 5_003)
+    assert not backup.is_master(DP)

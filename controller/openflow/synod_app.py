@@ -1,0 +1,329 @@
+"""os-ken app: Synod's site controller — mastership, fabric forwarding, replicated flows.
+
+A shim: every handler translates an OpenFlow event, calls the pure logic
+(forwarding.mastership, forwarding.fabric, forwarding.audit) under one lock, and
+sends the intents it returns. Flow-mods and packet-outs go only to switches that
+have confirmed us as MASTER. See docs/controller.md.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_3
+
+from controller.forwarding.audit import InstalledFlow, audit
+from controller.forwarding.fabric import Fabric
+from controller.forwarding.flowspec import FLOW_COOKIE_MASK, FLOW_COOKIE_SPACE, FlowSpec
+from controller.forwarding.intents import (
+    FlowAdd,
+    FlowDelete,
+    FlowStatsRequest,
+    Match,
+    PacketOut,
+)
+from controller.forwarding.mastership import BecameMaster, LostMaster, Mastership
+from controller.openflow import options
+from controller.openflow.guard import guarded
+from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
+
+__all__ = ["SynodController", "home_site_from_desc"]
+
+TICK_S = 0.1
+PROBE_INTERVAL_S = 0.1
+PROBE_TIMEOUT_S = 0.2
+SITE_TAG = "synod-site="
+OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
+OFPET_ROLE_REQUEST_FAILED = 11
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def home_site_from_desc(dp_desc: str) -> str | None:
+    """The home site a switch announces in its description ("... synod-site=edge1 ...")."""
+    for word in dp_desc.replace(",", " ").split():
+        if word.startswith(SITE_TAG) and len(word) > len(SITE_TAG):
+            return word[len(SITE_TAG):]
+    return None
+
+
+class SynodController(app_manager.OSKenApp):
+    """One per site. Claims its own switches, backs up the others, installs desired flows."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.opts = options.load()
+        self.fabric = Fabric()
+        self.mastership = Mastership(self.opts.index)
+        self.datapaths: dict[int, object] = {}
+        self.ports: dict[int, dict[int, bool]] = {}
+        self.home: dict[int, str | None] = {}
+        self._ports_done: set[int] = set()
+        self.desired: dict[int, dict[int, FlowSpec]] = {}  # dpid -> cookie -> spec
+        self.alive: dict[str, bool] = {}  # site -> its controller answers
+        self._stats: dict[int, list[InstalledFlow]] = {}
+        self._next_audit_ms: dict[int, int] = {}
+        self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._threads = [hub.spawn(self._tick_loop), hub.spawn(self._probe_loop)]
+        self.logger.info("site %r, controller %d, peers %s", self.opts.site, self.opts.index,
+                         [s for s, _, _ in self.opts.controllers])
+
+    def stop(self):
+        self._stopping.set()
+        super().stop()
+
+    # --- desired flows (fed by the node link, or tests) --------------------------------
+
+    def set_desired(self, dpid: int, specs: dict[int, FlowSpec]) -> None:
+        """Replace the desired replicated flows of a switch; masters converge at once."""
+        with self._lock:
+            old = self.desired.get(dpid, {})
+            self.desired[dpid] = dict(specs)
+            if not self.mastership.is_master(dpid):
+                return
+            intents = [FlowDelete(dpid, Match(), c, 0xFFFFFFFFFFFFFFFF)
+                       for c in old if c not in specs]
+            intents += [s.to_intent() for c, s in specs.items() if old.get(c) != s]
+            self._send(intents)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _send(self, events) -> None:
+        """Hand intents to switches; apply mastership events. Caller holds the lock."""
+        for event in events:
+            if isinstance(event, BecameMaster):
+                self._became_master(event)
+            elif isinstance(event, LostMaster):
+                self.logger.info("switch %016x: no longer MASTER", event.dpid)
+                self._send(self.fabric.switch_disconnected(event.dpid))
+            else:
+                dp = self.datapaths.get(event.dpid)
+                if dp is None:
+                    continue
+                fenced = isinstance(event, (FlowAdd, FlowDelete, PacketOut, FlowStatsRequest))
+                if fenced and not self.mastership.is_master(event.dpid):
+                    continue  # only the confirmed master programs a switch
+                dp.send_msg(to_message(dp, event))
+
+    def _became_master(self, event: BecameMaster) -> None:
+        dpid = event.dpid
+        self.logger.info("switch %016x: MASTER with generation id %#x", dpid,
+                         event.generation_id)
+        self._send(self.fabric.switch_connected(dpid, self.ports.get(dpid, {}), _now_ms()))
+        # Install what is desired now (ADD replaces identical flows: no wipe, no gap), then
+        # audit soon to remove what should not be there.
+        self._send([s.to_intent() for s in self.desired.get(dpid, {}).values()])
+        self._next_audit_ms[dpid] = _now_ms() + 200
+
+    def _rank(self, dpid: int) -> int:
+        order = self._order(dpid)
+        return order.index(self.opts.site) if self.opts.site in order else len(order)
+
+    def _order(self, dpid: int) -> list[str]:
+        sites = [s for s, _, _ in self.opts.controllers]
+        home = self.home.get(dpid)
+        if home is None and self.opts.site and self.opts.site not in sites:
+            return [self.opts.site] + sites
+        return ([home] if home else []) + [s for s in sites if s != home]
+
+    def _better_alive(self, dpid: int) -> bool:
+        order = self._order(dpid)
+        rank = self._rank(dpid)
+        return any(self.alive.get(site, False) for site in order[:rank])
+
+    # --- loops -------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(TICK_S):
+            now = _now_ms()
+            with self._lock:
+                self._send(self.mastership.tick(now))
+                for dpid in list(self.mastership.masters()):
+                    self._send(self.mastership.better_alive(dpid, self._better_alive(dpid), now))
+                self._send(self.fabric.tick(now))
+                for dpid in self.mastership.masters():
+                    if now >= self._next_audit_ms.get(dpid, 0):
+                        self._next_audit_ms[dpid] = now + self.opts.audit_interval_ms
+                        self._stats[dpid] = []
+                        self._send([FlowStatsRequest(dpid, FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK)])
+
+    def _probe_loop(self) -> None:
+        peers = [(s, h, p) for s, h, p in self.opts.controllers if s != self.opts.site]
+        while not self._stopping.wait(PROBE_INTERVAL_S):
+            results = {site: _answers(host, port) for site, host, port in peers}
+            now = _now_ms()
+            with self._lock:
+                changed = results != {s: self.alive.get(s) for s in results}
+                self.alive.update(results)
+                if changed:
+                    for dpid in list(self.datapaths):
+                        self._send(self.mastership.better_alive(
+                            dpid, self._better_alive(dpid), now))
+
+    # --- OpenFlow events ---------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @guarded
+    def _on_features(self, ev):
+        dp = ev.msg.datapath
+        parser = dp.ofproto_parser
+        dp.send_msg(parser.OFPDescStatsRequest(dp, 0))
+        dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
+
+    # Replies to what we ask in the features handler may arrive before os-ken moves the
+    # switch to MAIN (it waits for its own port-desc reply): listen in both states.
+    @set_ev_cls(ofp_event.EventOFPDescStatsReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @guarded
+    def _on_desc(self, ev):
+        dp = ev.msg.datapath
+        with self._lock:
+            desc = ev.msg.body.dp_desc
+            if isinstance(desc, bytes):
+                desc = desc.decode("utf-8", "replace")
+            self.home[dp.id] = home_site_from_desc(desc.rstrip("\x00"))
+            self._maybe_start(dp)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @guarded
+    def _on_port_desc(self, ev):
+        dp = ev.msg.datapath
+        ofp = dp.ofproto
+        with self._lock:
+            ports = self.ports.setdefault(dp.id, {})
+            ports.update({p.port_no: _is_up(ofp, p) for p in ev.msg.body
+                          if p.port_no <= ofp.OFPP_MAX})
+            if not ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
+                self._maybe_start(dp, ports_done=True)
+
+    def _maybe_start(self, dp, ports_done: bool = False) -> None:
+        if ports_done:
+            self._ports_done.add(dp.id)
+        if dp.id in self.datapaths or dp.id not in self.home or dp.id not in self._ports_done:
+            return
+        self.datapaths[dp.id] = dp
+        rank = self._rank(dp.id)
+        self.logger.info("switch %016x connected: home %s, our rank %d",
+                         dp.id, self.home.get(dp.id), rank)
+        now = _now_ms()
+        self._send(self.mastership.switch_connected(dp.id, rank, now))
+        self._send(self.mastership.better_alive(dp.id, self._better_alive(dp.id), now))
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    @guarded
+    def _on_role_reply(self, ev):
+        msg = ev.msg
+        with self._lock:
+            self._send(self.mastership.role_reply(msg.datapath.id, msg.role,
+                                                  msg.generation_id, _now_ms()))
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @guarded
+    def _on_error(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        if msg.type == OFPET_ROLE_REQUEST_FAILED:
+            self.logger.warning("switch %016x refused our role request (code %d)",
+                                dp.id, msg.code)
+            with self._lock:
+                self._send(self.mastership.role_failed(dp.id, _now_ms()))
+        elif msg.type == OFPET_BAD_REQUEST and msg.code == OFPBRC_IS_SLAVE:
+            self.logger.warning("switch %016x: we are not its master (IS_SLAVE)", dp.id)
+            with self._lock:
+                self._send(self.mastership.demoted(dp.id, _now_ms()))
+        else:
+            self.logger.error("switch %016x: OpenFlow error type %d code %d",
+                              dp.id, msg.type, msg.code)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @guarded
+    def _on_port_status(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        ofp = dp.ofproto
+        if msg.desc.port_no > ofp.OFPP_MAX:
+            return
+        up = msg.reason != ofp.OFPPR_DELETE and _is_up(ofp, msg.desc)
+        with self._lock:
+            self.ports.setdefault(dp.id, {})[msg.desc.port_no] = up
+            if self.mastership.is_master(dp.id):
+                self._send(self.fabric.port_changed(dp.id, msg.desc.port_no, up, _now_ms()))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @guarded
+    def _on_packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        with self._lock:
+            if not self.mastership.is_master(dp.id):
+                return
+            self._send(self.fabric.packet_in(dp.id, msg.match["in_port"], bytes(msg.data),
+                                             _now_ms(), msg.buffer_id))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @guarded
+    def _on_flow_stats(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        ofp = dp.ofproto
+        flows = [InstalledFlow(s.cookie, s.table_id, s.priority, match_from_ofp(s.match),
+                               outputs_from_instructions(ofp, s.instructions),
+                               s.idle_timeout, s.hard_timeout) for s in msg.body]
+        with self._lock:
+            collected = self._stats.setdefault(dp.id, [])
+            collected.extend(flows)
+            if msg.flags & ofp.OFPMPF_REPLY_MORE or not self.mastership.is_master(dp.id):
+                return
+            result = audit(dp.id, self.desired.get(dp.id, {}), collected)
+            self._stats[dp.id] = []
+            self.audits[dp.id] = result
+            if not result.clean:
+                self.logger.warning("switch %016x audit: %d missing, %d changed, %d unexpected:"
+                                    " repairing", dp.id, len(result.missing),
+                                    len(result.changed), len(result.unexpected))
+                self._send(result.intents)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @guarded
+    def _on_dead(self, ev):
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        with self._lock:
+            if self.datapaths.get(dp.id) is not dp:
+                return
+            self.logger.info("switch %016x disconnected", dp.id)
+            del self.datapaths[dp.id]
+            self._send(self.mastership.switch_disconnected(dp.id))
+            self._send(self.fabric.switch_disconnected(dp.id))
+            self.home.pop(dp.id, None)
+            self._ports_done.discard(dp.id)
+
+
+def _is_up(ofp, port) -> bool:
+    return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
+
+
+def _answers(host: str, port: int) -> bool:
+    """Does a controller accept connections at host:port? (Its liveness, as we can see it.)"""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
