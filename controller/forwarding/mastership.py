@@ -88,11 +88,10 @@ class _Switch:
     claim_sent_ms: int | None = None
     demoted_ms: int | None = None
     next_query_ms: int = 0
-    # One role request in flight at a time, so each reply answers the request we think:
-    # a late answer to an old NOCHANGE can then never undo a newer step-down.
+    # One role request in flight at a time, so each reply answers the request we think
+    # it does, and a claim is always computed from the latest generation id.
     in_flight_ms: int | None = None
     queued: list[RoleRequest] | None = None
-    stepping_down: bool = False  # a SLAVE request is on its way: answers saying MASTER are old
 
 
 class Mastership:
@@ -138,12 +137,9 @@ class Mastership:
         if sw is None or sw.rank == 0 or sw.better_alive == alive:
             return []
         sw.better_alive = alive
-        if alive and sw.role == ROLE_MASTER:
-            # Hand back: step down so the better controller can claim without a fight.
-            sw.role = ROLE_SLAVE
-            sw.stepping_down = True
-            return [LostMaster(dpid)] + self._request(
-                sw, RoleRequest(dpid, ROLE_SLAVE, sw.generation), now_ms)
+        # A master does not step down when a better controller comes back: that one claims
+        # (it always does, if it can reach the switch) and the switch demotes us. Stepping
+        # down first would leave the switch masterless if the better one cannot reach it.
         return self._maybe_claim(dpid, sw, now_ms)
 
     def role_reply(self, dpid: int, role: int, generation_id: int, now_ms: int) -> list[Event]:
@@ -155,11 +151,6 @@ class Mastership:
         if generation_id != UNDEFINED_GENERATION and newer(generation_id, sw.generation):
             sw.generation = generation_id
         sw.claim_sent_ms = None
-        if sw.stepping_down:
-            if role == ROLE_MASTER:
-                role = ROLE_SLAVE  # an answer from before our step-down: not news
-            else:
-                sw.stepping_down = False
         was_master = sw.role == ROLE_MASTER
         sw.role = role
         if role == ROLE_MASTER and not was_master:
@@ -189,7 +180,6 @@ class Mastership:
     def _lose(self, dpid: int, sw: _Switch, now_ms: int) -> list[Event]:
         events: list[Event] = [LostMaster(dpid)] if sw.role == ROLE_MASTER else []
         sw.role = ROLE_SLAVE
-        sw.stepping_down = False
         sw.claim_sent_ms = None
         sw.demoted_ms = now_ms
         return events

@@ -36,16 +36,19 @@ from controller.forwarding.intents import (
 from controller.forwarding.mastership import BecameMaster, LostMaster, Mastership
 from controller.openflow import options
 from controller.openflow.guard import guarded
+from controller.openflow.node_link import NodeLink
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
 
 __all__ = ["SynodController", "home_site_from_desc"]
 
 TICK_S = 0.1
 PROBE_INTERVAL_S = 0.1
-PROBE_TIMEOUT_S = 0.2
+PROBE_TIMEOUT_S = 0.3
+PROBE_FAILURES_DEAD = 2  # consecutive failed probes before a controller counts as gone
 SITE_TAG = "synod-site="
 OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
 OFPET_ROLE_REQUEST_FAILED = 11
+OFPT_HELLO = 0
 
 
 def _now_ms() -> int:
@@ -82,6 +85,12 @@ class SynodController(app_manager.OSKenApp):
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._threads = [hub.spawn(self._tick_loop), hub.spawn(self._probe_loop)]
+        self.node_link = None
+        if self.opts.node:
+            self.node_link = NodeLink(self.opts.node, self.opts.node_token_file,
+                                      self.opts.node_ca, self.opts.node_insecure,
+                                      self._on_node_flows, self._stopping)
+            self._threads.append(hub.spawn(self.node_link.run))
         self.logger.info("site %r, controller %d, peers %s", self.opts.site, self.opts.index,
                          [s for s, _, _ in self.opts.controllers])
 
@@ -102,6 +111,12 @@ class SynodController(app_manager.OSKenApp):
                        for c in old if c not in specs]
             intents += [s.to_intent() for c, s in specs.items() if old.get(c) != s]
             self._send(intents)
+
+    def _on_node_flows(self, by_dpid: dict[int, dict[int, FlowSpec]]) -> None:
+        with self._lock:
+            for dpid in sorted(set(self.desired) | set(by_dpid)):
+                if self.desired.get(dpid, {}) != by_dpid.get(dpid, {}):
+                    self.set_desired(dpid, by_dpid.get(dpid, {}))
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -166,8 +181,11 @@ class SynodController(app_manager.OSKenApp):
 
     def _probe_loop(self) -> None:
         peers = [(s, h, p) for s, h, p in self.opts.controllers if s != self.opts.site]
+        failures = {site: PROBE_FAILURES_DEAD for site, _, _ in peers}  # dead until heard
         while not self._stopping.wait(PROBE_INTERVAL_S):
-            results = {site: _answers(host, port) for site, host, port in peers}
+            for site, host, port in peers:
+                failures[site] = 0 if _answers(host, port) else failures[site] + 1
+            results = {site: n < PROBE_FAILURES_DEAD for site, n in failures.items()}
             now = _now_ms()
             with self._lock:
                 changed = results != {s: self.alive.get(s) for s in results}
@@ -321,9 +339,20 @@ def _is_up(ofp, port) -> bool:
 
 
 def _answers(host: str, port: int) -> bool:
-    """Does a controller accept connections at host:port? (Its liveness, as we can see it.)"""
+    """Is the controller at host:port alive? It must greet us with an OpenFlow HELLO.
+
+    A TCP connect alone is not enough: the kernel completes handshakes for a process
+    that is hung or stopped (SIGSTOP), and such a controller must count as gone.
+    """
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-        return True
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+            sock.settimeout(PROBE_TIMEOUT_S)
+            header = b""
+            while len(header) < 8:
+                chunk = sock.recv(8 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+            return header[1] == OFPT_HELLO
     except OSError:
         return False

@@ -1,0 +1,148 @@
+"""The controller's link to its local node: desired flows down, observed topology up.
+
+Runs in its own thread with reconnects and capped back-off. While the node is
+unreachable the controller keeps its switches exactly as they are (nothing is
+wiped) and keeps retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.forwarding.flowspec import FlowSpec, FlowSpecError, spec_from_row
+
+__all__ = ["NodeLink", "row_dict"]
+
+LOG = logging.getLogger("synod.controller.node_link")
+BACKOFF_S_MIN = 0.2
+BACKOFF_S_MAX = 5.0
+RESYNC_S = 30.0  # full re-read of the flows table, a safety net under the watch
+WATCH_SETTLE_S = 0.2  # let the watch register before the snapshot read closes the gap
+
+
+def row_dict(row, codec) -> dict[str, object]:
+    """A flows Row (key dpid/flow_id plus values) as a column -> value dict."""
+    out: dict[str, object] = {name: codec.value_from_pb(v) for name, v in row.values.items()}
+    key = [codec.value_from_pb(v) for v in row.key]
+    if len(key) == 2:
+        out["dpid"], out["flow_id"] = key
+    return out
+
+
+class NodeLink:
+    """Keeps `on_flows(dpid -> cookie -> spec)` fed from the node's flows table."""
+
+    def __init__(self, server: str, token_file: str, ca_file: str, insecure: bool,
+                 on_flows: Callable[[dict[int, dict[int, FlowSpec]]], None],
+                 stopping: threading.Event) -> None:
+        self.server = server
+        self.token_file = token_file
+        self.ca_file = ca_file
+        self.insecure = insecure
+        self.on_flows = on_flows
+        self.stopping = stopping
+        self.rows: dict[tuple[object, object], dict[str, object]] = {}
+        self.rejected: dict[tuple[object, object], str] = {}
+        self.connected = threading.Event()
+        self._client = None
+        self._lock = threading.Lock()
+
+    def _token(self) -> str:
+        if not self.token_file:
+            return ""
+        return Path(self.token_file).read_text().strip()
+
+    def client(self):
+        """The current API client (None while disconnected), for topology reports."""
+        return self._client
+
+    def run(self) -> None:
+        from controller.node.client import Client, ClientError
+
+        backoff = BACKOFF_S_MIN
+        while not self.stopping.is_set():
+            try:
+                client = Client(server=self.server, token=self._token(),
+                                ca_file=self.ca_file or None, insecure=self.insecure)
+            except (ClientError, OSError) as e:
+                LOG.error("node link: %s", e)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_S_MAX)
+                continue
+            try:
+                self._session(client)
+                backoff = BACKOFF_S_MIN
+            except ClientError as e:
+                if self.connected.is_set():
+                    LOG.warning("node link lost (%s); switches are left as they are", e)
+                else:
+                    LOG.info("node %s not reachable yet (%s); retrying", self.server, e)
+            finally:
+                self.connected.clear()
+                self._client = None
+                client.close()
+            self.stopping.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_S_MAX)
+
+    def _session(self, client) -> None:
+        import grpc
+        from synod.v1 import local_pb2, northbound_pb2
+
+        from controller.node import codec
+        from controller.node.client import ClientError
+
+        watch = client.local.WatchFlows(local_pb2.WatchFlowsRequest(), metadata=client.metadata)
+        timer = threading.Timer(RESYNC_S, watch.cancel)
+        try:
+            self.stopping.wait(WATCH_SETTLE_S)
+            listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="flows"))
+            with self._lock:
+                self.rows = {}
+                for row in listed.rows:
+                    d = row_dict(row, codec)
+                    self.rows[(d.get("dpid"), d.get("flow_id"))] = d
+            self._publish()
+            self._client = client
+            if not self.connected.is_set():
+                LOG.info("node link up: %s (%d desired flows)", self.server, len(self.rows))
+            self.connected.set()
+            timer.start()
+            try:
+                for event in watch:
+                    d = row_dict(event.flow, codec)
+                    key = (d.get("dpid"), d.get("flow_id"))
+                    with self._lock:
+                        if event.deleted:
+                            self.rows.pop(key, None)
+                        else:
+                            self.rows[key] = d
+                    self._publish()
+                    if self.stopping.is_set():
+                        break
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                    return  # our periodic resync (or shutdown): reconnect quietly
+                raise ClientError(f"{e.code().name.lower()}: {e.details()}") from None  # type: ignore[attr-defined]
+        finally:
+            timer.cancel()
+            watch.cancel()
+
+    def _publish(self) -> None:
+        by_dpid: dict[int, dict[int, FlowSpec]] = {}
+        rejected: dict[tuple[object, object], str] = {}
+        with self._lock:
+            rows = list(self.rows.items())
+        for key, row in rows:
+            try:
+                spec = spec_from_row(row)
+            except FlowSpecError as e:
+                rejected[key] = str(e)
+                continue
+            by_dpid.setdefault(spec.dpid, {})[spec.cookie] = spec
+        for key in rejected.keys() - self.rejected.keys():
+            LOG.error("flow %s/%s cannot be installed: %s", key[0], key[1], rejected[key])
+        self.rejected = rejected
+        self.on_flows(by_dpid)
