@@ -20,7 +20,17 @@ from .messages import (
     encode_message,
 )
 from .op import ROWS, CustomBody, Op, OpId, RowMutation, RowsBody, decode_op, sign_op
-from .policy import CausalPast, Policy, StaticPolicy
+from .policy import (
+    INVITE,
+    CausalPast,
+    Invitation,
+    InvitePolicy,
+    ObservingPolicy,
+    Policy,
+    StaticPolicy,
+    invitation_data,
+    parse_invitation,
+)
 from .replica import (
     Config,
     Delete,
@@ -47,11 +57,15 @@ __all__ = [
     "Genesis",
     "HybridClock",
     "IDENTITY_POINT",
+    "INVITE",
     "Identity",
+    "Invitation",
+    "InvitePolicy",
     "LogError",
     "Message",
     "Mutation",
     "NodeId",
+    "ObservingPolicy",
     "Op",
     "OpBatch",
     "OpId",
@@ -85,8 +99,10 @@ __all__ = [
     "encode_message",
     "hlc_pack",
     "hlc_wall_ms",
+    "invitation_data",
     "make_genesis",
     "node_id_of",
+    "parse_invitation",
     "point_of",
     "row_version_bytes",
     "sign_op",

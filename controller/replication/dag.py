@@ -21,6 +21,11 @@ class Past:
         self.parents = parents
 
     def includes(self, op_id: OpId) -> bool:
+        dag = self._dag
+        target = dag.ops.get(op_id)
+        # A logged op's hlc is never below its parents' (validation), so no logged op with
+        # an hlc below the target's can have it as an ancestor: the walk stops there.
+        floor = target.hlc if target is not None else -1
         seen: set[OpId] = set()
         stack = list(self.parents)
         while stack:
@@ -30,7 +35,12 @@ class Past:
             if current in seen:
                 continue
             seen.add(current)
-            op = self._dag.find(current)
+            op = dag.ops.get(current)
+            if op is not None:
+                if op.hlc >= floor:
+                    stack.extend(op.parents)
+                continue
+            op = dag.evidence.get(current)  # evidence was not hlc-checked: never prune it
             if op is not None:
                 stack.extend(op.parents)
         return False

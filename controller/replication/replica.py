@@ -154,6 +154,8 @@ class Replica:
         self.cluster_id = genesis.cluster_id
         self.config = config or Config()
         self.policy: Policy = policy or StaticPolicy.from_genesis(genesis)
+        # Optional hook (ObservingPolicy): the policy sees every op as it joins the log.
+        self._observe = getattr(self.policy, "observe", None)
         self.schema = schema
         self.rng = rng
         self.clock = HybridClock(self.config.max_skew_ms)
@@ -391,6 +393,8 @@ class Replica:
     def _apply(self, op: Op) -> None:
         self.dag.append(op)
         self.counters["applied"] += 1
+        if self._observe is not None:
+            self._observe(op)
         self._out_ops.append(op)
         self._opset_pending.append(op.id)
         if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
@@ -589,9 +593,29 @@ class Replica:
             raise UsageError("advance() without ready()")
         self._in_flight = False
 
+    # ------------------------------------------------------------------ membership
+    def set_peers(self, peers: Iterable[NodeId]) -> None:
+        """Replace the nodes this replica pushes to and syncs with (e.g. after a join).
+
+        Which authors' ops are accepted is the policy's business, not this list's.
+        """
+        self.peers = sorted({p for p in peers if p != self.node_id})
+
+    def is_member_now(self, node_id: NodeId | None = None) -> bool:
+        """Would an op authored now by node_id (default: this node) pass the membership
+        check everywhere? A node that is not must not write: every op built on a refused
+        op is refused too."""
+        author = self.node_id if node_id is None else node_id
+        parents = self.dag.choose_parents(author, self.config.parents_max)
+        return self.policy.is_member(author, Past(self.dag, parents))
+
     # ------------------------------------------------------------------ queries
     def version_vector(self) -> dict[NodeId, int]:
         return self.dag.vector()
+
+    def op_count(self) -> int:
+        """Number of ops in the log."""
+        return len(self.dag.log)
 
     def forks(self) -> dict[NodeId, int]:
         """Authors proven to equivocate, with the lowest forked seq (their ops from it on

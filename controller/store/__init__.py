@@ -3,10 +3,11 @@
 from .memory import MemoryStore
 from .port import Store, Stored, StoreError
 from .recovery import open_replica, persist, stored_state_digest
-from .sqlite import ReadOnlyQuery, SqliteStore
+from .sqlite import QueryLimitError, ReadOnlyQuery, SqliteStore
 
 __all__ = [
     "MemoryStore",
+    "QueryLimitError",
     "ReadOnlyQuery",
     "SqliteStore",
     "Store",

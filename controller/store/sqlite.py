@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from controller.replication import (
 from . import sql
 from .port import Stored, StoreError
 
-__all__ = ["SqliteStore", "ReadOnlyQuery"]
+__all__ = ["SqliteStore", "ReadOnlyQuery", "QueryLimitError"]
 
 
 def _bools_back(schema: Schema, table: str) -> list[int]:
@@ -169,24 +170,54 @@ _READ_ACTIONS = {
 }
 
 
-class ReadOnlyQuery:
-    """Users' SQL, on a connection opened read-only, with an authorizer denying any write."""
+class QueryLimitError(StoreError):
+    """A read-only query ran past its time limit or returned more rows than allowed."""
 
-    def __init__(self, path: str) -> None:
+
+class ReadOnlyQuery:
+    """Users' SQL, on a connection opened read-only, with an authorizer denying any write.
+
+    Optional bounds: time_ms_max (the statement is interrupted after that long) and
+    rows_max (more rows is a QueryLimitError, not a silent truncation). After each call,
+    `columns` holds the result's column names.
+    """
+
+    def __init__(
+        self, path: str, *, time_ms_max: int | None = None, rows_max: int | None = None
+    ) -> None:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._conn.execute(sql.READ_ONLY_PRAGMA)
         self._conn.set_authorizer(self._authorize)
+        self.time_ms_max = time_ms_max
+        self.rows_max = rows_max
+        self.columns: list[str] = []
 
     @staticmethod
     def _authorize(action: int, *args: object) -> int:
         return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
     def __call__(self, statement: str, params: tuple = ()) -> list[tuple]:
+        conn, time_ms_max, rows_max = self._conn, self.time_ms_max, self.rows_max
+        if time_ms_max is not None:
+            deadline = time.monotonic() + time_ms_max / 1000
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1_000)
         try:
-            return self._conn.execute(statement, params).fetchall()
+            cur = conn.execute(statement, params)
+            rows = cur.fetchall() if rows_max is None else cur.fetchmany(rows_max + 1)
+        except sqlite3.OperationalError as exc:
+            if time_ms_max is not None and "interrupted" in str(exc):
+                raise QueryLimitError(f"query stopped after the {time_ms_max} ms limit") from None
+            raise StoreError(f"query refused or failed: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"query refused or failed: {exc}") from None
+        finally:
+            if time_ms_max is not None:
+                conn.set_progress_handler(None, 0)
+        if rows_max is not None and len(rows) > rows_max:
+            raise QueryLimitError(f"query returned more than {rows_max} rows; add a LIMIT")
+        self.columns = [d[0] for d in cur.description or ()]
+        return rows
 
     def __enter__(self) -> ReadOnlyQuery:
         return self
