@@ -161,6 +161,51 @@ def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
         click.echo(f"admin token in {summary['admin_token_file']}")
 
 
+@cli.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the joining node's data directory (from synod init with the cluster's CA)")
+@click.option("--via", required=True, metavar="HOST:PORT",
+              help="API address of any member of the cluster")
+@click.option("--advertise", required=True, metavar="HOST:PORT",
+              help="this node's peer address, as the members will dial it")
+@click.option("--token", envvar="SYNOD_TOKEN", default="",
+              help="an admin bearer token, or @FILE [env SYNOD_TOKEN]")
+@click.option("--insecure", is_flag=True, help="plaintext (a member run with --insecure-loopback)")
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
+              help="seconds to wait for the member")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def join(data: str, via: str, advertise: str, token: str, insecure: bool, timeout_s: float,
+         as_json: bool) -> None:
+    """Join a running cluster: a member signs an invitation for this node's key.
+
+    Prepare the directory first with `synod init --data DIR --ca-dir MEMBER_DIR` (or
+    --ca-cert/--ca-key), then run the node with `synod node run --data DIR`; it dials the
+    peers named in the invitation and catches up before it may write.
+    """
+    import json
+    from pathlib import Path
+
+    from controller.node.join import JoinError, join_cluster
+
+    if token.startswith("@"):
+        try:
+            token = Path(token[1:]).read_text().strip()
+        except OSError as e:
+            raise CliError(f"{token[1:]}: {e.strerror}") from None
+    try:
+        summary = join_cluster(Path(data), via, token, advertise, insecure=insecure,
+                               timeout_s=timeout_s)
+    except (JoinError, *_node_errors()) as e:
+        raise CliError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"node {summary['node_id']} invited into {summary['cluster']} "
+               f"by {summary['inviter']}")
+    click.echo(f"peers {' '.join(summary['peers'])}")
+    click.echo(f"next: synod node run --data {data} --peer-listen {advertise}")
+
+
 @cli.group()
 def node() -> None:
     """Run a node daemon."""

@@ -11,12 +11,13 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.replication import Upsert
+from controller.replication import INVITE, Upsert, invitation_data
 
 from . import codec
 from .auth import Authenticator, Denied
 from .config import ApiConfig
-from .engine import Engine, EngineError, QuorumTimeout, Watcher
+from .engine import Engine, EngineError, NotMember, QuorumTimeout, Watcher
+from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .metrics import Metrics
 from .sqlquery import QueryLimit, run_query
 from .tokens import Role, kv_key, new_token, record_from_kv
@@ -67,6 +68,8 @@ class Api:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except QuorumTimeout as exc:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        except NotMember as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except EngineError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
@@ -119,7 +122,7 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
                 version_vector=r.version_vector(),
                 state_digest=r.state_digest(),
                 op_digest=r.op_digest(),
-                ops=len(r.dag.log),
+                ops=r.op_count(),
                 members=len(e.members),
                 peers_up=sum(self.api.links.up().values()),
                 counters=counters,
@@ -153,7 +156,7 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
     async def GetDigest(self, request, context):
         async with self.api.call(context, Role.VIEWER, "GetDigest"):
             r = self.api.engine.replica
-            return codec.digest_pb(r.node_id, r.state_digest(), r.op_digest(), len(r.dag.log))
+            return codec.digest_pb(r.node_id, r.state_digest(), r.op_digest(), r.op_count())
 
     async def GetSchema(self, request, context):
         async with self.api.call(context, Role.VIEWER, "GetSchema"):
@@ -268,10 +271,38 @@ def _sort_key(key: tuple) -> tuple:
 
 
 class Slots(northbound_pb2_grpc.SlotServiceServicer):
-    """Agreement is not wired in yet: every call says so plainly."""
+    """Agreement is not wired in yet: every call says so plainly, except a join
+    (Propose on `membership/join`), answered by an invitation op (see join.py)."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
+
+    async def _join(self, request, context):
+        async with self.api.call(context, Role.ADMIN, "Propose") as record:
+            engine = self.api.engine
+            replica = engine.replica
+            try:
+                req = check_join_request(request.value, replica.cluster_id)
+            except JoinError as exc:
+                self.api.metrics.inc("joins_refused")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            invites = getattr(replica.policy, "invitations", {}).get(req.node_id, [])
+            if req.node_id in replica.genesis.member_ids:
+                invite_id = b""
+            elif invites and invites[-1].address == req.address:
+                invite_id = invites[-1].op_id  # joining again: the invitation stands
+            else:
+                data = invitation_data(req.key, req.address, record.id)
+                result = await engine.emit(INVITE, data)
+                invite_id = bytes.fromhex(result.op_id)
+                self.api.metrics.inc("joins_invited")
+            bundle = JoinBundle(
+                replica.genesis,
+                invite_id,
+                engine.node_id,
+                tuple(a for a in self.api.links.addresses() if a != req.address),
+            )
+            return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
 
     async def _unavailable(self, context, method):
         async with self.api.call(context, Role.VIEWER, method):
@@ -281,6 +312,8 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             )
 
     async def Propose(self, request, context):
+        if request.slot == JOIN_SLOT:
+            return await self._join(request, context)
         await self._unavailable(context, "Propose")
 
     async def GetSlot(self, request, context):

@@ -39,6 +39,7 @@ class DataDir:
     genesis_file = property(lambda self: self.path / "genesis.cbor")
     store_file = property(lambda self: self.path / "store.db")
     admin_token = property(lambda self: self.path / "admin.token")
+    join_file = property(lambda self: self.path / "join.cbor")  # invitation bundle (synod join)
 
     def _read(self, p: Path) -> bytes:
         try:
@@ -62,6 +63,17 @@ class DataDir:
             return decode_genesis(self._read(self.genesis_file))
         except Rejected as exc:
             raise DataDirError(f"{self.genesis_file}: invalid genesis: {exc}") from None
+
+    def join_bundle(self) -> bytes | None:
+        """The invitation bundle `synod join` stored, or None when the node did not join."""
+        if not self.join_file.exists():
+            return None
+        return self._read(self.join_file)
+
+    def write_join(self, genesis_raw: bytes, bundle: bytes) -> None:
+        """Store what `synod join` received: the genesis and the invitation bundle."""
+        _write(self.genesis_file, genesis_raw)
+        _write(self.join_file, bundle)
 
     def tls(self) -> tuple[bytes, bytes, bytes]:
         """(CA certificate, node TLS key, node certificate) PEM."""

@@ -14,8 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.replication import (
+    Invitation,
     Message,
     Mutation,
     OpBatch,
@@ -23,18 +25,23 @@ from controller.replication import (
     RowUpdate,
     SyncRequest,
     UsageError,
+    parse_invitation,
 )
 from controller.store import SqliteStore
 
 from .metrics import Metrics
 
-__all__ = ["Engine", "EngineError", "QuorumTimeout", "Watcher", "WriteResult"]
+__all__ = ["Engine", "EngineError", "NotMember", "QuorumTimeout", "Watcher", "WriteResult"]
 
 log = logging.getLogger("synod.node")
 
 
 class EngineError(Exception):
     """The node cannot take the request now (queue full, stopping); the message says why."""
+
+
+class NotMember(EngineError):
+    """This node may not author ops yet (it joined but its invitation has not arrived)."""
 
 
 class QuorumTimeout(EngineError):
@@ -60,6 +67,7 @@ class _Write:
     future: asyncio.Future
     seq: int = 0
     op_id: str = ""
+    custom: tuple[str, Any] | None = None  # (kind, data): an op of its own, not grouped
 
 
 @dataclass(eq=False)
@@ -106,8 +114,10 @@ class Engine:
         self.store = store
         self.metrics = metrics
         self.node_id = replica.node_id
-        self.members = dict(replica.genesis.member_ids)
-        self.quorum_size = len(self.members) // 2 + 1
+        self.members: dict[str, bytes] = {}
+        self.quorum_size = 1
+        self.on_member: Callable[[Invitation], None] = lambda inv: None  # set by the links
+        self._update_members()
         self.tick_interval_ms = tick_interval_ms
         self.pending_writes_max = pending_writes_max
         self.group_commit_rows_max = group_commit_rows_max
@@ -163,6 +173,15 @@ class Engine:
         self.metrics.observe(f"write_{ack}", (time.perf_counter() - started) * 1000)
         return result
 
+    async def emit(self, kind: str, data: Any) -> WriteResult:
+        """Author one op with a custom body; return once it is durable here."""
+        if self._stopping:
+            raise EngineError("node is stopping")
+        w = _Write([], asyncio.get_running_loop().create_future(), custom=(kind, data))
+        self._writes.append(w)
+        self._wake.set()
+        return await w.future
+
     async def deliver(self, sender: str, messages: list[Message]) -> dict[str, int]:
         """Hand peer messages to the replica; return our vector once they are durable."""
         if len(self._inbound) >= self.inbound_max:
@@ -182,6 +201,25 @@ class Engine:
     def request_sync(self, peer: str) -> None:
         self._sync_with.add(peer)
         self._wake.set()
+
+    def _update_members(self) -> None:
+        """Members (and so the quorum) come from the policy: founders plus invited nodes."""
+        members = getattr(self.replica.policy, "members", None)
+        if callable(members):
+            self.members = dict(members())
+        else:
+            self.members = dict(self.replica.genesis.member_ids)
+        self.quorum_size = len(self.members) // 2 + 1
+        self.replica.set_peers(self.members)
+
+    def _admit(self, inv: Invitation) -> None:
+        self._update_members()
+        log.info("node %s invited (peer address %s)", inv.node_id, inv.address or "-")
+        self.metrics.inc("members_invited")
+        if inv.node_id != self.node_id:
+            self.on_member(inv)
+        if self._quorum:
+            self._check_quorum()
 
     def holders(self, seq: int) -> int:
         me = self.node_id
@@ -227,6 +265,9 @@ class Engine:
                 self._observe(item.sender, msg)
                 replica.receive(msg, t)
         writes = self._take_writes()
+        if writes and not replica.is_member_now():
+            self._refuse(writes)
+            writes = []
         for group in writes:
             self._author(group, t)
         syncs, self._sync_with = self._sync_with, set()
@@ -243,6 +284,11 @@ class Engine:
                 self.send(out.to, out.message)
             self._notify(rd.rows, rd.replace_rows)
             self.metrics.inc("ops_stored", len(rd.ops))
+            for op in rd.ops:
+                if op.body.kind != "rows":
+                    inv = parse_invitation(op)
+                    if inv is not None:
+                        self._admit(inv)
             replica.advance(rd)
         vector = replica.version_vector()
         for item in inbound:
@@ -253,11 +299,26 @@ class Engine:
                 if not w.future.done():
                     w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
 
+    def _refuse(self, writes: list[list[_Write]]) -> None:
+        self.metrics.inc("writes_refused|not_member", sum(len(g) for g in writes))
+        exc = NotMember(
+            f"node {self.node_id} is not a member yet: it has not received its "
+            "invitation (still catching up after `synod join`?); retry shortly"
+        )
+        for group in writes:
+            for w in group:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+
     def _take_writes(self) -> list[list[_Write]]:
         writes, self._writes, self._pending_rows = self._writes, [], 0
         groups: list[list[_Write]] = []
         size = self.group_commit_rows_max
         for w in writes:
+            if w.custom is not None:  # an op of its own; rows after it start a new group
+                groups.append([w])
+                size = self.group_commit_rows_max
+                continue
             if not groups or size + len(w.mutations) > self.group_commit_rows_max:
                 groups.append([])
                 size = 0
@@ -266,6 +327,15 @@ class Engine:
         return groups
 
     def _author(self, group: list[_Write], t: int) -> None:
+        if group[0].custom is not None:
+            w = group[0]
+            try:
+                op = self.replica.emit(*w.custom, t)
+            except UsageError as exc:
+                w.future.set_exception(EngineError(f"op refused: {exc}"))
+                return
+            w.seq, w.op_id = op.seq, op.id.hex()
+            return
         try:
             op = self.replica.write([m for w in group for m in w.mutations], t)
         except UsageError as exc:

@@ -26,10 +26,10 @@ log = logging.getLogger("synod.peer")
 class _Link:
     """One dialled address: discover the node behind it, then deliver its queue in batches."""
 
-    def __init__(self, links: PeerLinks, address: str) -> None:
+    def __init__(self, links: PeerLinks, address: str, node_id: str = "") -> None:
         self.links = links
         self.address = address
-        self.node_id = ""
+        self.node_id = node_id  # known when the link comes from an invitation
         self.up = False
         self.queue: deque[bytes] = deque()
         self.ready = asyncio.Event()
@@ -51,6 +51,10 @@ class _Link:
                 channel = await self._connect()
                 backoff = 0.05
                 await self._pump(channel)
+            except _Duplicate as exc:
+                log.info("%s; this one stops", exc)
+                self.links.links.remove(self)
+                return
             except (grpc.RpcError, TimeoutError, ConnectionError, _LinkError) as exc:
                 if self.up:
                     log.warning("peer %s at %s down: %s", self.node_id, self.address, _why(exc))
@@ -85,7 +89,8 @@ class _Link:
             if hello.node_id not in engine.members or hello.node_id == engine.node_id:
                 raise _LinkError(f"{self.address} is {hello.node_id!r}, not another member")
             self.node_id = hello.node_id
-            self.links.by_node[self.node_id] = self
+        if self.links.by_node.setdefault(self.node_id, self) is not self:
+            raise _Duplicate(f"{self.address}: node {self.node_id} has a link already")
         channel = self._channel(pki.node_dns_name(self.node_id))
         hello = await peer_pb2_grpc.PeerServiceStub(channel).Hello(
             peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
@@ -121,6 +126,10 @@ class _LinkError(Exception):
     pass
 
 
+class _Duplicate(Exception):
+    """Another link already reaches this node (configured and invited addresses)."""
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError):
         return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
@@ -137,17 +146,37 @@ class PeerLinks:
         self.metrics = metrics
         self.links = [_Link(self, a) for a in config.peers]
         self.by_node: dict[str, _Link] = {}
+        self.advertise = config.advertise or config.listen  # our peer address, for others
+        self._started = False
         engine.send = self.send
+        engine.on_member = lambda inv: self.add(inv.address, inv.node_id)
 
     def start(self) -> None:
+        self._started = True
         for link in self.links:
             link.task = asyncio.get_running_loop().create_task(link.run(), name=link.address)
 
+    def add(self, address: str, node_id: str = "") -> None:
+        """Dial another node (e.g. one just invited) unless a link reaches it already."""
+        if not address or address == self.advertise or node_id == self.engine.node_id:
+            return
+        if (node_id and node_id in self.by_node) or any(lk.address == address for lk in self.links):
+            return
+        link = _Link(self, address, node_id)
+        self.links.append(link)
+        if self._started:
+            link.task = asyncio.get_running_loop().create_task(link.run(), name=address)
+
+    def addresses(self) -> list[str]:
+        """Peer addresses of the members, ours first: what a joining node should dial."""
+        return [self.advertise, *(lk.address for lk in self.links if lk.address != self.advertise)]
+
     async def stop(self) -> None:
-        for link in self.links:
+        links = list(self.links)
+        for link in links:
             if link.task:
                 link.task.cancel()
-        await asyncio.gather(*(lk.task for lk in self.links if lk.task), return_exceptions=True)
+        await asyncio.gather(*(lk.task for lk in links if lk.task), return_exceptions=True)
 
     def send(self, peer: str, message: Message) -> None:
         link = self.by_node.get(peer)

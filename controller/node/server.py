@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -17,12 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.replication import Config as ReplicationCoreConfig
+from controller.replication import InvitePolicy
 from controller.store import SqliteStore, StoreError, open_replica
 
 from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
 from .engine import Engine
+from .join import JoinError, read_bundle
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
 
@@ -70,14 +73,22 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             f"{d.genesis_file}: missing; this node is in no cluster yet "
             "(create one with `synod init --new-cluster NAME`)"
         )
-    if identity.public_key not in genesis.members:
-        raise NodeError(f"{d.path}: node {identity.node_id} is not a member of {genesis.name}")
+    bundle = None
+    raw_bundle = d.join_bundle()
+    if raw_bundle is not None:
+        try:
+            bundle = read_bundle(raw_bundle)
+        except JoinError as exc:
+            raise NodeError(f"{d.join_file}: {exc}") from None
+        if bundle.genesis.raw != genesis.raw:
+            raise NodeError(f"{d.join_file}: invitation is for another cluster")
     ca, tls_key, tls_cert = d.tls()
     core_cfg = ReplicationCoreConfig(
         sync_interval_ms=cfg.replication.sync_interval_ms,
         push_fanout=cfg.replication.push_fanout,
         message_bytes_max=cfg.peer.message_bytes_max,
     )
+    policy = InvitePolicy.from_genesis(genesis)
     try:
         store = SqliteStore(d.store_file)
         replica = open_replica(
@@ -87,9 +98,20 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             genesis,
             verify=cfg.replication.verify_on_start,
             config=core_cfg,  # type: ignore[arg-type]
+            policy=policy,
         )
     except StoreError as exc:
         raise NodeError(str(exc)) from None
+    if identity.node_id not in policy.members() and bundle is None:
+        store.close()
+        raise NodeError(
+            f"{d.path}: node {identity.node_id} is not a member of {genesis.name} "
+            f"(join one with `synod join --data {d.path} --via HOST:PORT`)"
+        )
+    if bundle is not None and not cfg.peer.peers:
+        mine = {cfg.peer.listen, cfg.peer.advertise}
+        peers = tuple(p for p in bundle.peers if p not in mine)
+        cfg = dataclasses.replace(cfg, peer=dataclasses.replace(cfg.peer, peers=peers))
     metrics = Metrics()
     engine = Engine(
         replica,
@@ -103,7 +125,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     links = PeerLinks(engine, cfg.peer, peer_creds, metrics)
     api = Api(engine, cfg.api, metrics, links, str(d.store_file))
     metrics.gauges["peers_up"] = lambda: sum(links.up().values())
-    metrics.gauges["ops"] = lambda: len(replica.dag.log)
+    metrics.gauges["ops"] = replica.op_count
+    metrics.gauges["members"] = lambda: len(engine.members)
 
     health_servicer = health.aio.HealthServicer()
 
@@ -144,6 +167,10 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     peer_port = _bind(
         lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
     )
+    if not cfg.peer.advertise:
+        links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
+    for node_id, address in policy.addresses().items():  # invited after the config was written
+        links.add(address, node_id)
 
     def render() -> str:
         extra = {f"replica_{k}": v for k, v in replica.counters.items()}
@@ -177,7 +204,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
                 "api_port": api_port,
                 "peer_port": peer_port,
                 "metrics_port": metrics_server.sockets[0].getsockname()[1] if metrics_server else 0,
-                "ops": len(replica.dag.log),
+                "ops": replica.op_count(),
             }
         )
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from controller.node.client import Client
 from controller.node.datadir import init_data_dirs
+from controller.node.pki import KeyPair
 
 SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
 
@@ -176,6 +177,33 @@ class Cluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
+
+    def join_node(self, via: int = 0) -> NodeProcess:
+        """Prepare a new node with the cluster's CA, `synod join` it through node `via`
+        (a real CLI process), start it with the peers from its invitation; it is then
+        nodes[-1] (stopped with the rest). Does not change n (the nemesis's range)."""
+        i = len(self.nodes)
+        data = self.root / f"n{i}"
+        ca = KeyPair((self.dirs[0] / "ca.key").read_bytes(), (self.dirs[0] / "ca.crt").read_bytes())
+        init_data_dirs([data], None, ca)
+        peer_port = free_port()
+        self.joined = self.run_join(data, via, peer_port)
+        node = NodeProcess(i, data, free_port(), peer_port, [], self.root / f"n{i}.log")
+        self.nodes.append(node)
+        self.dirs.append(data)
+        node.start()
+        return node
+
+    def run_join(self, data: Path, via: int, peer_port: int) -> dict:
+        """`synod join` as a real CLI process; its JSON summary, or RuntimeError."""
+        args = [*SYNOD, "join", "--data", str(data),
+                "--via", f"127.0.0.1:{self.nodes[via].api_port}",
+                "--advertise", f"127.0.0.1:{peer_port}", "--json"]
+        done = subprocess.run(args, capture_output=True, timeout=60,
+                              env={**os.environ, "SYNOD_TOKEN": self.token})
+        if done.returncode != 0:
+            raise RuntimeError(f"synod join failed: {done.stderr.decode()[-2000:]}")
+        return json.loads(done.stdout)
 
     def client(self, i: int, timeout_s: float = 5) -> Client:
         return Client(f"127.0.0.1:{self.nodes[i].api_port}", self.token, self.ca,

@@ -1,0 +1,193 @@
+"""Joining a running cluster: the signed join request, the invitation bundle, `synod join`.
+
+Until the agreement layer decides `membership/<n>` slots, a node joins by invitation: an
+admin asks any member (SlotService.Propose on slot `membership/join`, admin token) to admit
+a key; that member signs a `member.invite` op (controller.replication.INVITE) naming the
+key and the new node's peer address, and answers with the bundle the new node needs
+(genesis, invitation op id, peer addresses). Every node then accepts the new node's ops
+once the invitation is in their causal past. A decided membership slot can later replace
+the invite op: the request, the answer and `synod join` stay as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.replication import (
+    Genesis,
+    Identity,
+    decode,
+    decode_genesis,
+    encode,
+    node_id_of,
+)
+from controller.replication.errors import Rejected
+from controller.replication.identity import verify_signature
+
+__all__ = [
+    "JOIN_SLOT",
+    "JoinBundle",
+    "JoinError",
+    "JoinRequest",
+    "check_join_request",
+    "join_cluster",
+    "make_join_request",
+    "read_bundle",
+]
+
+JOIN_SLOT = "membership/join"
+_PROOF_PREFIX = b"synod-join\x00"
+_ADDRESS_CHARS_MAX = 256
+_PEERS_MAX = 64
+
+
+class JoinError(Exception):
+    """A join that cannot go ahead; the message says why (whose fault, what to do)."""
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    key: bytes  # the joining node's Ed25519 public key
+    address: str  # its peer address, as the members will dial it
+
+    @property
+    def node_id(self) -> str:
+        return node_id_of(self.key)
+
+
+def _proof_message(cluster_id: bytes, key: bytes, address: str) -> bytes:
+    return _PROOF_PREFIX + cluster_id + key + address.encode()
+
+
+def make_join_request(identity: Identity, cluster_id: bytes, address: str) -> bytes:
+    """The Propose value: the key, the address, and proof that the joiner holds the key
+    (bound to the cluster id, so it cannot be replayed into another cluster)."""
+    proof = identity.sign(_proof_message(cluster_id, identity.public_key, address))
+    return encode({"key": identity.public_key, "address": address, "proof": proof})
+
+
+def check_join_request(raw: bytes, cluster_id: bytes) -> JoinRequest:
+    """Decode and verify a join request; JoinError says what is wrong with it."""
+    try:
+        value = decode(raw)
+    except Rejected as exc:
+        raise JoinError(f"join request is not canonical CBOR: {exc}") from None
+    ok = (
+        isinstance(value, dict)
+        and set(value) == {"key", "address", "proof"}
+        and isinstance(value["key"], bytes)
+        and len(value["key"]) == 32
+        and isinstance(value["address"], str)
+        and isinstance(value["proof"], bytes)
+    )
+    if not ok:
+        raise JoinError("join request is {key: 32 bytes, address: text, proof: bytes}")
+    key, address = value["key"], value["address"]
+    _check_address(address)
+    if not verify_signature(key, _proof_message(cluster_id, key, address), value["proof"]):
+        raise JoinError("join request proof is not the key's signature for this cluster")
+    return JoinRequest(key, address)
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if (
+        len(address) > _ADDRESS_CHARS_MAX
+        or not sep
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) <= 65535
+    ):
+        raise JoinError(f"peer address {address!r} is not HOST:PORT")
+
+
+@dataclass(frozen=True)
+class JoinBundle:
+    """What the inviting member answers: enough for the new node to start and sync."""
+
+    genesis: Genesis
+    invite_id: bytes  # the invitation op (b"" when the key is a founding member)
+    inviter: str  # node id of the member that signed the invitation
+    peers: tuple[str, ...]  # peer addresses of members, as the inviter knows them
+
+    def to_bytes(self) -> bytes:
+        return encode(
+            {
+                "genesis": self.genesis.raw,
+                "invite": self.invite_id,
+                "inviter": self.inviter,
+                "peers": list(self.peers),
+            }
+        )
+
+
+def read_bundle(raw: bytes) -> JoinBundle:
+    """Decode a bundle (from the wire or DIR/join.cbor); JoinError if it is not one."""
+    try:
+        value: Any = decode(raw)
+        genesis = decode_genesis(value["genesis"])
+        peers = value["peers"]
+        ok = (
+            isinstance(value["invite"], bytes)
+            and isinstance(value["inviter"], str)
+            and isinstance(peers, list)
+            and len(peers) <= _PEERS_MAX
+            and all(isinstance(p, str) for p in peers)
+        )
+    except (Rejected, KeyError, TypeError) as exc:
+        raise JoinError(f"not an invitation bundle: {exc}") from None
+    if not ok:
+        raise JoinError("not an invitation bundle")
+    for p in peers:
+        _check_address(p)
+    return JoinBundle(genesis, value["invite"], value["inviter"], tuple(peers))
+
+
+def join_cluster(
+    data: Path,
+    via: str,
+    token: str,
+    advertise: str,
+    *,
+    insecure: bool = False,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Ask the member at `via` (its API address) to admit the node in `data`; write the
+    genesis and the bundle into `data`. Idempotent: joining again re-uses the invitation."""
+    from synod.v1 import northbound_pb2 as nb
+
+    from .client import Client, ClientError
+    from .datadir import DataDir
+
+    d = DataDir(data)
+    identity = d.identity()
+    _check_address(advertise)
+    held = d.genesis()
+    try:
+        with Client(via, token, str(d.ca_cert), insecure, timeout_s) as client:
+            status = client.call(client.cluster.GetStatus, nb.GetStatusRequest())
+            cluster_id = bytes.fromhex(status.cluster_id)
+            if held is not None and held.cluster_id != cluster_id:
+                raise JoinError(f"{d.genesis_file}: this node belongs to another cluster")
+            request = make_join_request(identity, cluster_id, advertise)
+            slot = client.call(
+                client.slots.Propose, nb.ProposeRequest(slot=JOIN_SLOT, value=request)
+            )
+    except ClientError as exc:
+        raise JoinError(f"{via}: {exc}") from None
+    if not slot.decided:
+        raise JoinError(f"{via}: the invitation was not made")
+    bundle = read_bundle(slot.value)
+    if bundle.genesis.cluster_id != cluster_id:
+        raise JoinError(f"{via}: answered with another cluster's genesis")
+    d.write_join(bundle.genesis.raw, bundle.to_bytes())
+    return {
+        "node_id": identity.node_id,
+        "cluster": bundle.genesis.name,
+        "cluster_id": cluster_id.hex(),
+        "invite": bundle.invite_id.hex(),
+        "inviter": bundle.inviter,
+        "peers": list(bundle.peers),
+    }

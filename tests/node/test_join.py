@@ -1,0 +1,103 @@
+"""Join by invitation, in process: the Propose answer, refused requests, a node that is
+invited but has not caught up yet refuses writes plainly."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from synod.v1 import northbound_pb2 as nb
+
+from controller.node.client import ClientError
+from controller.node.datadir import DataDir, init_data_dirs
+from controller.node.engine import Engine, NotMember
+from controller.node.join import JOIN_SLOT, make_join_request, read_bundle
+from controller.node.metrics import Metrics
+from controller.replication import Identity, InvitePolicy, Replica, Upsert
+from controller.store import SqliteStore
+
+from .conftest import InProcessNode
+
+
+def _propose(client, value: bytes):
+    return client.call(client.slots.Propose, nb.ProposeRequest(slot=JOIN_SLOT, value=value))
+
+
+def _cluster_id(client) -> bytes:
+    return bytes.fromhex(client.call(client.cluster.GetStatus, nb.GetStatusRequest()).cluster_id)
+
+
+def test_an_admin_join_request_is_answered_with_an_invitation(solo):
+    newcomer = Identity.generate()
+    with solo.client() as c:
+        cid = _cluster_id(c)
+        slot = _propose(c, make_join_request(newcomer, cid, "127.0.0.1:7999"))
+        bundle = read_bundle(slot.value)
+        assert slot.decided and bundle.genesis.cluster_id == cid and len(bundle.invite_id) == 32
+        again = read_bundle(_propose(c, make_join_request(newcomer, cid, "127.0.0.1:7999")).value)
+        assert again.invite_id == bundle.invite_id  # idempotent: no second invitation
+        members = c.call(c.cluster.ListMembers, nb.ListMembersRequest()).members
+        assert newcomer.node_id in {m.node_id for m in members}
+
+
+@pytest.mark.parametrize("why", ["garbage", "wrong cluster", "bad address"])
+def test_bad_join_requests_are_refused(solo, why):
+    newcomer = Identity.generate()
+    with solo.client() as c:
+        cid = _cluster_id(c)
+        value = {
+            "garbage": b"\x00junk",
+            "wrong cluster": make_join_request(newcomer, b"\x01" * 32, "127.0.0.1:7999"),
+            "bad address": make_join_request(newcomer, cid, "no-port"),
+        }[why]
+        with pytest.raises(ClientError, match="invalid_argument"):
+            _propose(c, value)
+
+
+def test_join_needs_admin(solo):
+    with solo.client() as c:
+        viewer = c.call(c.admin.CreateToken, nb.CreateTokenRequest(role="operator")).token
+    with solo.client(viewer) as c, pytest.raises(ClientError, match="permission_denied"):
+        _propose(c, make_join_request(Identity.generate(), _cluster_id(c), "127.0.0.1:1"))
+
+
+def test_an_invited_node_refuses_writes_until_its_invitation_arrives(tmp_path, solo):
+    """An invited node that has not received its invitation must not sign ops: every
+    member would refuse them, and every later op of its chain with them."""
+    d = tmp_path / "joiner"
+    init_data_dirs([d], None)
+    joiner = DataDir(d)
+    with solo.client() as c:
+        genesis = read_bundle(
+            _propose(c, make_join_request(joiner.identity(), _cluster_id(c), "127.0.0.1:9")).value
+        ).genesis
+    replica = Replica(
+        joiner.identity(), genesis, random.Random(1), policy=InvitePolicy.from_genesis(genesis)
+    )
+    store = SqliteStore(tmp_path / "joiner.db")
+
+    async def go():
+        engine = Engine(replica, store, Metrics())
+        engine.start()
+        try:
+            with pytest.raises(NotMember, match="not a member yet"):
+                await engine.write([Upsert("kv", ("k",), {"value": b"v"})], "local", 1000)
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.close()
+    assert replica.op_count() == 0
+
+
+def test_a_prepared_node_without_invitation_does_not_start(tmp_path):
+    d = tmp_path / "lonely"
+    init_data_dirs([d], None)
+    (tmp_path / "other").mkdir()
+    init_data_dirs([tmp_path / "other" / "a"], "other")
+    DataDir(d).genesis_file.write_bytes(DataDir(tmp_path / "other" / "a").genesis_file.read_bytes())
+    with pytest.raises(Exception, match="not a member"):
+        InProcessNode(d).start()
