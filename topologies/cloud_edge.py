@@ -29,7 +29,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from mininet.node import OVSSwitch, Switch
+from mininet.node import OVSSwitch, RemoteController, Switch
 from mininet.topo import Topo
 
 __all__ = [
@@ -37,12 +37,15 @@ __all__ = [
     "CloudEdgeTopo",
     "SiteInfo",
     "SiteSwitch",
+    "SynodRemote",
     "WanRelay",
     "cut_wan",
     "heal_wan",
     "site_of",
     "sites",
+    "switches",
     "topos",
+    "controllers",
 ]
 
 CLOUD = "cloud"
@@ -58,6 +61,18 @@ def _this_file() -> str:
 
 def _relay_script() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(_this_file())), "wanrelay.py")
+
+
+class SynodRemote(RemoteController):
+    """RemoteController without Mininet's telnet liveness check.
+
+    Mininet decodes `telnet`'s output as UTF-8; os-ken greets every connection with an
+    OpenFlow HELLO whose random xid is often invalid UTF-8, so `--controller remote`
+    fails now and then with UnicodeDecodeError. `--controller synod,port=6653` avoids it.
+    """
+
+    def checkListening(self):
+        return None
 
 
 class SiteSwitch(OVSSwitch):
@@ -246,5 +261,7 @@ def heal_wan(net, site: str) -> None:
     net.configLinkStatus(gateway, relay, "up")
 
 
-# Mininet's --topo NAME,ARG,... lookup table (`mn --custom this-file --topo cloudedge,3`).
+# Mininet's lookup tables for `mn --custom this-file --topo cloudedge,3 --controller synod`.
 topos = {"cloudedge": CloudEdgeTopo}
+controllers = {"synod": SynodRemote}
+switches = {"site": SiteSwitch}

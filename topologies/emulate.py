@@ -22,10 +22,9 @@ from functools import partial
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import OVSSwitch, RemoteController
 
 from topologies.classic import make_topo
-from topologies.cloud_edge import WanRelay, cut_wan, heal_wan, sites
+from topologies.cloud_edge import SiteSwitch, SynodRemote, WanRelay, cut_wan, heal_wan, sites
 
 __all__ = [
     "EmulationError",
@@ -40,6 +39,8 @@ __all__ = [
     "ping_pairs",
     "run_scenario",
     "running_network",
+    "start_controller",
+    "stop_process",
 ]
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
@@ -211,42 +212,53 @@ def _controller_command() -> list[str]:
     return [sys.executable, "-m", "controller.openflow.launcher"]
 
 
-@contextmanager
-def controller_process(port: int, log_path: str, host: str = "127.0.0.1",
-                       apps: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
-    """A synod-controller subprocess listening on host:port, stopped on exit."""
+def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
+                     apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
+                     ) -> subprocess.Popen:
+    """Start a synod-controller subprocess and wait (bounded) until it listens."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             _controller_command() + ["--ofp-listen-host", host,
-                                     "--ofp-tcp-listen-port", str(port), *apps],
+                                     "--ofp-tcp-listen-port", str(port), *extra_args, *apps],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             # Marks it as ours, so --cleanup can find it without touching other controllers.
             env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}),
         )
+    deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise EmulationError(f"synod-controller exited with {proc.returncode}: "
+                                 f"see {log_path}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(proc)
+                raise EmulationError(f"synod-controller did not listen on {host}:{port} "
+                                     f"within {CONTROLLER_READY_TIMEOUT_S}s: see "
+                                     f"{log_path}") from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def controller_process(port: int, log_path: str, host: str = "127.0.0.1",
+                       apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
+                       ) -> Iterator[subprocess.Popen]:
+    """A synod-controller subprocess listening on host:port, stopped on exit."""
+    proc = start_controller(port, log_path, host, apps, extra_args)
     try:
-        deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise EmulationError(f"synod-controller exited with {proc.returncode}: "
-                                     f"see {log_path}")
-            try:
-                socket.create_connection((host, port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise EmulationError(f"synod-controller did not listen on {host}:{port} "
-                                         f"within {CONTROLLER_READY_TIMEOUT_S}s: see "
-                                         f"{log_path}") from None
-                time.sleep(0.2)
         yield proc
     finally:
-        _stop_process(proc)
+        stop_process(proc)
 
 
-def _stop_process(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM (and SIGCONT, in case it is paused), then SIGKILL after 10 s."""
     if proc.poll() is not None:
         return
+    proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=10)
@@ -262,21 +274,24 @@ def _existing_bridges() -> set[str]:
 
 
 @contextmanager
-def running_network(topo, of_port: int, progress: Progress) -> Iterator[Mininet]:
-    """Start `topo` on userspace OVS switches bound to the controller at of_port."""
+def running_network(topo, of_port: int | list[int], progress: Progress) -> Iterator[Mininet]:
+    """Start `topo` on userspace OVS switches bound to the controller(s) at of_port."""
     clash = sorted(set(topo.switches()) & _existing_bridges())
     clash += _leftover_interfaces(set(topo.switches()))
     if clash:
         raise EmulationError(f"OVS bridges or links {', '.join(clash)} already exist (another "
                              "emulation running, or one that crashed): delete them with "
                              f"ovs-vsctl del-br, or run 'synod emulate --cleanup'")
+    ports = [of_port] if isinstance(of_port, int) else list(of_port)
     net = Mininet(
         topo=topo,
-        switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13"),
-        controller=partial(RemoteController, ip="127.0.0.1", port=of_port),
+        switch=partial(SiteSwitch, datapath="user", protocols="OpenFlow13"),
+        controller=None,
         autoSetMacs=False,
         build=False,
     )
+    for i, port in enumerate(ports):
+        net.addController(f"c{i}", controller=SynodRemote, ip="127.0.0.1", port=port)
     try:
         progress(f"building {len(topo.hosts())} hosts, {len(topo.switches())} switches, "
                  f"{len(topo.links())} links")

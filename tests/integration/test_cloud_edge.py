@@ -126,18 +126,28 @@ def test_ctrl_c_during_emulation_tears_everything_down(ovs, tmp_path):
                           check=False).returncode != 0
 
 
+MN_DECODE_FLAKE = "UnicodeDecodeError"  # Mininet's telnet check vs os-ken's HELLO
+
+
 @pytest.mark.skipif(shutil.which("mn") is None, reason="Debian's mn command is not installed")
-def test_mn_custom_loads_the_topology_the_mininet_way(ovs, tmp_path):
+@pytest.mark.parametrize("kind", ["remote", "synod"])
+def test_mn_custom_loads_the_topology_the_mininet_way(ovs, tmp_path, kind):
     from topologies.emulate import _free_port
 
     port = _free_port("127.0.0.1")
     with controller_process(port, str(tmp_path / "controller.log")):
-        done = subprocess.run(
-            ["mn", "--custom", os.path.join(ROOT, "topologies", "cloud_edge.py"),
-             "--topo", "cloudedge,2", "--controller", f"remote,ip=127.0.0.1,port={port}",
-             "--switch", "ovs,datapath=user,protocols=OpenFlow13", "--wait", "--test", "pingall"],
-            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
-    output = done.stdout + done.stderr
+        # `remote` runs Mininet's telnet check, which decodes os-ken's binary HELLO as UTF-8
+        # and sometimes crashes (docs/emulation.md); retry only that known failure.
+        for _attempt in range(3 if kind == "remote" else 1):
+            done = subprocess.run(
+                ["mn", "--custom", os.path.join(ROOT, "topologies", "cloud_edge.py"),
+                 "--topo", "cloudedge,2", "--controller", f"{kind},ip=127.0.0.1,port={port}",
+                 "--switch", "ovs,datapath=user,protocols=OpenFlow13", "--wait",
+                 "--test", "pingall"],
+                capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+            output = done.stdout + done.stderr
+            if MN_DECODE_FLAKE not in output:
+                break
     assert done.returncode == 0, output
     assert "Results: 0% dropped" in output
     _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
