@@ -116,13 +116,13 @@ class Fabric:
         if not _is_group(src) and self.topology.is_edge_port(here):
             if self.topology.learn_host(src, here, now_ms):
                 intents += self._reprogram()
-        host = None if _is_group(dst) else self.topology.hosts.get(dst)
-        if host is None:
+        at = None if _is_group(dst) else self.topology.host_location(dst)
+        if at is None:
             return intents + self._flood(here, frame, now_ms)
-        if host.at.dpid == dpid:
-            out = host.at.port
+        if at.dpid == dpid:
+            out = at.port
         else:
-            out = self.topology.next_hops(host.at.dpid).get(dpid)
+            out = self.topology.next_hops(at.dpid).get(dpid)
         if out is None or out == in_port:
             return intents  # unreachable from here, or it would go straight back
         return intents + [PacketOut(dpid, in_port, (Output(out),), buffer_id,
@@ -137,7 +137,11 @@ class Fabric:
             del self._recent_floods[next(iter(self._recent_floods))]
         intents: list[Intent] = []
         for dpid in sorted(self.topology.ports):
-            ports = [p for p in self.topology.edge_ports(dpid)
+            # Edge ports, and exits to other controllers' switches (they flood their part),
+            # never back out of the port the frame came in by. Should the controllers'
+            # domains form a cycle, each drops the copy that comes round (dedup above).
+            exits = self.topology.exit_ports(dpid)
+            ports = [p for p in sorted(set(self.topology.edge_ports(dpid)) | set(exits))
                      if PortRef(dpid, p) != ingress]
             if ports:
                 in_port = ingress.port if dpid == ingress.dpid else PORT_CONTROLLER
@@ -156,14 +160,34 @@ class Fabric:
         """(dpid, host mac) -> out port, for every switch that can reach every host."""
         want: dict[tuple[int, str], int] = {}
         trees: dict[int, dict[int, int]] = {}
-        for mac, host in sorted(self.topology.hosts.items()):
-            if host.at.dpid not in self.topology.ports:
-                continue
-            hops = trees.setdefault(host.at.dpid, self.topology.next_hops(host.at.dpid))
-            want[(host.at.dpid, mac)] = host.at.port
-            for dpid, port in hops.items():
-                want[(dpid, mac)] = port
+        own = self.topology.ports
+        located = {mac: h.at for mac, h in self.topology.hosts.items()}
+        for mac, at in self.topology.remote_hosts.items():
+            located.setdefault(mac, at)
+        for mac, at in sorted(located.items()):
+            if at.dpid in own:
+                want[(at.dpid, mac)] = at.port
+            if at.dpid not in trees:
+                trees[at.dpid] = self.topology.next_hops(at.dpid)
+            for dpid, port in trees[at.dpid].items():
+                if dpid in own:  # we program only the switches we are master of
+                    want[(dpid, mac)] = port
         return want
+
+    def set_remote(self, ports: dict[int, dict[int, bool]], links: dict[PortRef, PortRef],
+                   hosts: dict[str, PortRef]) -> list[Intent]:
+        """The replicated view of other controllers' switches changed: recompute paths."""
+        if self.topology.set_remote(ports, links, hosts):
+            return self._reprogram()
+        return []
+
+    def report(self) -> tuple[dict[int, dict[int, bool]], list[tuple[PortRef, PortRef]],
+                              dict[str, PortRef]]:
+        """What this controller observes, for the replicated tables: its switches' ports,
+        the links it discovered (received on its switches), the hosts it learned."""
+        links = [(src, dst) for src, (dst, _) in sorted(self.topology.links.items())]
+        hosts = {m: h.at for m, h in sorted(self.topology.hosts.items())}
+        return {d: dict(p) for d, p in self.topology.ports.items()}, links, hosts
 
     def _reprogram(self) -> list[Intent]:
         """Bring every switch's host flows to what the current graph wants (diff only)."""

@@ -38,6 +38,11 @@ class Topology:
         self.ports: dict[int, dict[int, bool]] = {}  # dpid -> port -> up
         self.links: dict[PortRef, tuple[PortRef, int]] = {}  # src -> (dst, seen_ms)
         self.hosts: dict[str, HostLocation] = {}
+        # What other controllers see, from the replicated tables: their switches' ports,
+        # the links they discovered, the hosts they learned. Our own view wins on overlap.
+        self.remote_ports: dict[int, dict[int, bool]] = {}
+        self.remote_links: dict[PortRef, PortRef] = {}
+        self.remote_hosts: dict[str, PortRef] = {}
         self.version = 0  # bumps on every change that can alter paths
 
     # --- changes; each returns True if the graph changed -------------------------------
@@ -70,7 +75,13 @@ class Topology:
         return True
 
     def saw_link(self, src: PortRef, dst: PortRef, now_ms: int) -> bool:
-        if src.dpid not in self.ports or dst.dpid not in self.ports or src == dst:
+        """An LLDP frame sent out of src arrived at dst (one of our switches).
+
+        src may belong to another controller's switch: the port is then an exit from our
+        part of the fabric. We cannot probe the reverse direction of such a link
+        ourselves, so it is assumed symmetric (its owner reports it through replication).
+        """
+        if dst.dpid not in self.ports or src == dst:
             return False
         previous = self.links.get(src)
         self.links[src] = (dst, now_ms)
@@ -98,6 +109,46 @@ class Topology:
             del self.hosts[next(iter(self.hosts))]
         return previous is None or previous.at != at
 
+    def set_remote(self, ports: dict[int, dict[int, bool]], links: dict[PortRef, PortRef],
+                   hosts: dict[str, PortRef]) -> bool:
+        """Replace the replicated view of other controllers' switches; True if it changed."""
+        ports = {d: p for d, p in ports.items() if d not in self.ports}
+        links = {s: d for s, d in links.items() if s.dpid not in self.ports}
+        hosts = {m: at for m, at in hosts.items() if at.dpid not in self.ports}
+        if (ports, links, hosts) == (self.remote_ports, self.remote_links, self.remote_hosts):
+            return False
+        self.remote_ports, self.remote_links, self.remote_hosts = ports, links, hosts
+        self.version += 1
+        return True
+
+    def exit_ports(self, dpid: int) -> list[int]:
+        """Up ports of our switch `dpid` whose link leads to a switch we do not control."""
+        out = set()
+        for src, (dst, _) in self.links.items():
+            if dst.dpid == dpid and src.dpid not in self.ports:
+                out.add(dst.port)
+        return sorted(p for p in out if self.ports.get(dpid, {}).get(p))
+
+    def host_location(self, mac: str) -> PortRef | None:
+        host = self.hosts.get(mac)
+        if host is not None:
+            return host.at
+        return self.remote_hosts.get(mac)
+
+    def _port_up(self, ref: PortRef) -> bool:
+        if ref.dpid in self.ports:
+            return bool(self.ports[ref.dpid].get(ref.port))
+        return bool(self.remote_ports.get(ref.dpid, {}).get(ref.port, True))
+
+    def _all_links(self) -> list[tuple[PortRef, PortRef]]:
+        """Directed links usable for paths: ours, foreign ones reversed, and replicated."""
+        links: dict[PortRef, PortRef] = dict(self.remote_links)
+        for src, (dst, _) in self.links.items():
+            links[src] = dst
+            if src.dpid not in self.ports:
+                links.setdefault(dst, src)  # assumed symmetric, see saw_link
+        return sorted(links.items())
+
     def _drop_links(self, doomed) -> None:
         for src in [s for s, (d, _) in self.links.items() if doomed(s, d)]:
             del self.links[src]
@@ -124,12 +175,11 @@ class Topology:
         (dpid, port), so the result is deterministic. Every hop decreases the distance to
         dst_dpid by one, so following these ports can never loop.
         """
-        if dst_dpid not in self.ports:
+        if dst_dpid not in self.ports and dst_dpid not in self.remote_ports:
             return {}
         into: dict[int, list[tuple[int, int]]] = {}  # v -> [(u, u's port towards v)]
-        for src, (dst, _) in sorted(self.links.items()):
-            if self.ports.get(src.dpid, {}).get(src.port) and \
-                    self.ports.get(dst.dpid, {}).get(dst.port):
+        for src, dst in self._all_links():
+            if self._port_up(src) and self._port_up(dst):
                 into.setdefault(dst.dpid, []).append((src.dpid, src.port))
         hops: dict[int, int] = {}
         seen = {dst_dpid}

@@ -146,3 +146,109 @@ class NodeLink:
             LOG.error("flow %s/%s cannot be installed: %s", key[0], key[1], rejected[key])
         self.rejected = rejected
         self.on_flows(by_dpid)
+
+
+TOPOLOGY_INTERVAL_S = 1.0
+TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
+
+
+def _hex(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
+    """(table, key) -> (table, key values, column values) for what a controller observes.
+
+    `report` holds: ports {dpid: {port: up}}, links [(src PortRef, dst PortRef)],
+    hosts {mac: PortRef}, switches {dpid: (home site, master site, generation id)}.
+    """
+    rows: dict[tuple, tuple[str, list, dict]] = {}
+    for dpid, (home, master, generation) in report["switches"].items():
+        key = [_hex(dpid)]
+        rows[("switches", *key)] = ("switches", key, {
+            "name": "", "site": home or "", "master": master, "generation_id": generation,
+            "connected": True})
+    for dpid, ports in report["ports"].items():
+        for port, up in ports.items():
+            key = [_hex(dpid), port]
+            rows[("ports", *key)] = ("ports", key, {"name": "", "mac": "", "up": bool(up)})
+    for src, dst in report["links"]:
+        key = [_hex(src.dpid), src.port, _hex(dst.dpid), dst.port]
+        rows[("links", *key)] = ("links", key, {"up": True, "latency_ms": 0.0})
+    for mac, at in report["hosts"].items():
+        rows[("hosts", mac)] = ("hosts", [mac], {
+            "ip": "", "dpid": _hex(at.dpid), "port_no": at.port, "vlan": 0, "last_seen_ms": 0})
+    return rows
+
+
+def remote_view(tables: dict[str, list[dict]]):
+    """The replicated topology tables as (ports, links, hosts) for Fabric.set_remote."""
+    from controller.forwarding.topology import PortRef
+
+    ports: dict[int, dict[int, bool]] = {}
+    links: dict = {}
+    hosts: dict = {}
+    for row in tables.get("ports", []):
+        try:
+            ports.setdefault(int(row["key0"], 16), {})[int(row["key1"])] = bool(row.get("up"))
+        except (KeyError, ValueError, TypeError):
+            continue
+    for row in tables.get("links", []):
+        try:
+            src = PortRef(int(row["key0"], 16), int(row["key1"]))
+            dst = PortRef(int(row["key2"], 16), int(row["key3"]))
+        except (KeyError, ValueError, TypeError):
+            continue
+        if row.get("up", True):
+            links[src] = dst
+    for row in tables.get("hosts", []):
+        try:
+            hosts[row["key0"]] = PortRef(int(row["dpid"], 16), int(row["port_no"]))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return ports, links, hosts
+
+
+class TopologySync:
+    """Every second: report what we observe (diffs only), read what the others observe."""
+
+    def __init__(self, link: NodeLink, observe: Callable[[], dict],
+                 on_remote: Callable[[object, object, object], None]) -> None:
+        self.link, self.observe, self.on_remote = link, observe, on_remote
+        self.reported: dict[tuple, tuple[str, list, dict]] = {}
+
+    def run(self) -> None:
+        while not self.link.stopping.wait(TOPOLOGY_INTERVAL_S):
+            client = self.link.client()
+            if client is None:
+                continue
+            try:
+                self._round(client)
+            except Exception as e:  # the node may go away between rounds: try next time
+                LOG.info("topology sync: %s", e)
+                self.reported = {}  # resend everything after a reconnect
+
+    def _round(self, client) -> None:
+        from synod.v1 import local_pb2, northbound_pb2
+
+        from controller.node import codec
+        from controller.node.client import row_plain
+
+        rows = topology_rows(self.observe())
+        changed = [r for k, r in rows.items() if self.reported.get(k) != r]
+        gone = [r for k, r in self.reported.items() if k not in rows and r[0] != "switches"]
+        if changed or gone:
+            def pb(table, key, values=None):
+                row = northbound_pb2.Row(table=table, key=[codec.value_pb(v) for v in key])
+                for name, value in (values or {}).items():
+                    row.values[name].CopyFrom(codec.value_pb(value))
+                return row
+
+            client.call(client.local.ReportTopology, local_pb2.TopologyReport(
+                rows=[pb(*r) for r in changed], gone=[pb(t, k) for t, k, _ in gone]))
+            self.reported = rows
+        tables = {}
+        for table in TOPOLOGY_TABLES:
+            listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table))
+            tables[table] = [row_plain(r) for r in listed.rows]
+        self.on_remote(*remote_view(tables))

@@ -36,7 +36,7 @@ from controller.forwarding.intents import (
 from controller.forwarding.mastership import BecameMaster, LostMaster, Mastership
 from controller.openflow import options
 from controller.openflow.guard import guarded
-from controller.openflow.node_link import NodeLink
+from controller.openflow.node_link import NodeLink, TopologySync
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
 
 __all__ = ["SynodController", "home_site_from_desc"]
@@ -91,6 +91,8 @@ class SynodController(app_manager.OSKenApp):
                                       self.opts.node_ca, self.opts.node_insecure,
                                       self._on_node_flows, self._stopping)
             self._threads.append(hub.spawn(self.node_link.run))
+            self.topology_sync = TopologySync(self.node_link, self._observe, self._on_remote)
+            self._threads.append(hub.spawn(self.topology_sync.run))
         self.logger.info("site %r, controller %d, peers %s", self.opts.site, self.opts.index,
                          [s for s, _, _ in self.opts.controllers])
 
@@ -117,6 +119,18 @@ class SynodController(app_manager.OSKenApp):
             for dpid in sorted(set(self.desired) | set(by_dpid)):
                 if self.desired.get(dpid, {}) != by_dpid.get(dpid, {}):
                     self.set_desired(dpid, by_dpid.get(dpid, {}))
+
+    def _observe(self) -> dict:
+        with self._lock:
+            ports, links, hosts = self.fabric.report()
+            switches = {dpid: (self.home.get(dpid), self.opts.site,
+                               self.mastership.generation(dpid))
+                        for dpid in self.mastership.masters()}
+        return {"ports": ports, "links": links, "hosts": hosts, "switches": switches}
+
+    def _on_remote(self, ports, links, hosts) -> None:
+        with self._lock:
+            self._send(self.fabric.set_remote(ports, links, hosts))
 
     # --- plumbing ----------------------------------------------------------------------
 

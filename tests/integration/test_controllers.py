@@ -207,6 +207,10 @@ def test_stale_master_is_fenced_by_the_switch(sites):
 def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
     net, cluster = sites.net, sites.cluster
     inside = [("e1h1", "e1h2"), ("e1h2", "e1h1")]
+    hosts = [h.name for h in net.hosts]
+    everyone = [(a, b) for a in hosts for b in hosts if a != b]
+    # Across sites, each controller programs its own switches from the replicated topology.
+    assert converge(net, everyone, WAIT_S) is not None, "no cross-site reachability"
     cut_wan(net, "edge1")
     cluster.isolate(1)  # the edge node loses its WAN too
     try:
@@ -227,3 +231,4 @@ def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
 
     assert wait_for(digests_equal, WAIT_S)
     assert "local" in sites.synod(0, "flows", "list", "--dpid", EDGE_DPID)
+    assert converge(net, everyone, WAIT_S) is not None, "cross-site pings did not return"

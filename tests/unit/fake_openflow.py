@@ -82,8 +82,10 @@ class FakeNetwork:
     packet-outs emit frames (with their own data) from the switch they name.
     """
 
-    def __init__(self, logic, packet_limit: int = HOP_LIMIT * 16) -> None:
+    def __init__(self, logic, packet_limit: int = HOP_LIMIT * 16,
+                 owners: dict[int, object] | None = None) -> None:
         self.logic = logic
+        self.owners = owners or {}  # dpid -> the logic (controller) that masters it
         self.packet_limit = packet_limit
         self.switches: dict[int, FakeSwitch] = {}
         self.links: dict[tuple[int, int], tuple[str, object]] = {}  # (dpid, port) -> peer
@@ -96,7 +98,7 @@ class FakeNetwork:
 
     def add_switch(self, dpid: int, ports: int) -> None:
         self.switches[dpid] = FakeSwitch(dpid, list(range(1, ports + 1)))
-        connected = self.logic.switch_connected
+        connected = self.owner(dpid).switch_connected
         try:
             intents = connected(dpid, {p: True for p in range(1, ports + 1)}, self.now_ms)
         except TypeError:  # the learning switch takes only the dpid
@@ -119,11 +121,15 @@ class FakeNetwork:
                 self.down.discard(end)  # type: ignore[arg-type]
             else:
                 self.down.add(end)  # type: ignore[arg-type]
-            self.apply(self.logic.port_changed(end[0], end[1], up, self.now_ms))  # type: ignore[index]
+            self.apply(self.owner(end[0]).port_changed(end[0], end[1], up, self.now_ms))  # type: ignore[index]
+
+    def owner(self, dpid: int):
+        return self.owners.get(dpid, self.logic)
 
     def tick(self, ms: int) -> None:
         self.now_ms += ms
-        self.apply(self.logic.tick(self.now_ms))
+        for logic in {id(x): x for x in [self.logic, *self.owners.values()]}.values():
+            self.apply(logic.tick(self.now_ms))
 
     def send(self, host: str, data: bytes) -> list[str]:
         self._received = []
@@ -170,7 +176,7 @@ class FakeNetwork:
                 continue
             if any(a.port == PORT_CONTROLLER for a in entry.actions):
                 self.packet_ins += 1
-                intents = self.logic.packet_in(dpid, in_port, data, self.now_ms)
+                intents = self.owner(dpid).packet_in(dpid, in_port, data, self.now_ms)
                 # The learning switch answers with a packet-out for this packet only.
                 for intent in intents:
                     if isinstance(intent, PacketOut):

@@ -169,3 +169,72 @@ def test_reconnect_reinstalls_without_wiping():
     assert not any(isinstance(i, FlowDelete) for i in first + again)
     assert [i for i in again if isinstance(i, FlowAdd)] == \
         [i for i in first if isinstance(i, FlowAdd)]
+
+
+# --- several controllers, each master of its own site, sharing topology by replication ---
+
+def replicate(fabrics) -> list:
+    """What the node tables would carry: every controller's report, merged, to everyone."""
+    ports, links, hosts = {}, {}, {}
+    for f in fabrics:
+        p, ls, h = f.report()
+        ports.update(p)
+        links.update(dict(ls))
+        hosts.update(h)
+    intents = []
+    for f in fabrics:
+        intents += f.set_remote(ports, links, hosts)
+    return intents
+
+
+def cloud_edge_network():
+    """cs1 (cloud controller), e1s1 and e2s1 (one controller each), hosts on port 1."""
+    cloud, edge1, edge2 = Fabric(), Fabric(), Fabric()
+    owners = {1: cloud, 0x101: edge1, 0x201: edge2}
+    net = FakeNetwork(cloud, owners=owners)
+    for dpid in owners:
+        net.add_switch(dpid, ports=3)
+    net.link((0x101, 2), (1, 2))
+    net.link((0x201, 2), (1, 3))
+    net.attach("hc", (1, 1))
+    net.attach("h1", (0x101, 1))
+    net.attach("h2", (0x201, 1))
+    net.tick(1)  # LLDP: each controller sees the links that arrive on its switches
+    fabrics = [cloud, edge1, edge2]
+    net.apply(replicate(fabrics))
+    return net, fabrics
+
+
+MACS = {"hc": mac(0xC), "h1": mac(1), "h2": mac(2)}
+
+
+def test_foreign_lldp_marks_exits_and_broadcast_crosses_sites_once():
+    net, (cloud, edge1, _edge2) = cloud_edge_network()
+    assert edge1.topology.exit_ports(0x101) == [2]
+    assert cloud.topology.exit_ports(1) == [2, 3]
+    got = net.send("h1", frame(BCAST, MACS["h1"], 0x0806))
+    assert sorted(got) == ["h2", "hc"]
+
+
+def test_paths_across_controller_domains_from_replicated_topology():
+    net, fabrics = cloud_edge_network()
+    for h in MACS:
+        net.send(h, frame(BCAST, MACS[h], 0x0806))
+    net.apply(replicate(fabrics))  # hosts learned at each site reach the others
+    for a in MACS:
+        for b in MACS:
+            if a != b:
+                assert net.send(a, frame(MACS[b], MACS[a])) == [b]
+    before = net.packet_ins
+    assert net.send("h1", frame(MACS["h2"], MACS["h1"])) == ["h2"]
+    assert net.packet_ins == before, "cross-site traffic must follow flows, not controllers"
+
+
+def test_each_controller_programs_only_its_own_switches():
+    net, fabrics = cloud_edge_network()
+    for h in MACS:
+        net.send(h, frame(BCAST, MACS[h], 0x0806))
+    intents = replicate(fabrics)
+    edge1 = fabrics[1]
+    assert {dpid for dpid, _ in edge1.desired_host_flows()} == {0x101}
+    assert all(i.dpid in (1, 0x101, 0x201) for i in intents)
