@@ -69,7 +69,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # ---------------------------------------------------------------------------- load generator
-async def drive(call, make_request, clients: int, seconds: float) -> dict:
+async def drive(call, make_request, clients: int, seconds: float, raw: bool = False) -> dict:
     """clients concurrent callers for `seconds`; returns ops/s and latency percentiles (ms)."""
     lat: list[float] = []
     errors = 0
@@ -91,8 +91,52 @@ async def drive(call, make_request, clients: int, seconds: float) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(clients)))
     elapsed = time.perf_counter() - started
+    if raw:
+        return {"lat": lat, "errors": errors, "elapsed": elapsed}
     return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
             "p99_ms": round(pct(lat, 99), 2), "errors": errors}
+
+
+def _load_worker(system: str, port: int, token: str, ack: int, clients: int, seconds: float,
+                 start_at: float) -> tuple[list[float], int, float]:
+    """One load-generator process: its latencies (ms), errors and elapsed seconds."""
+
+    async def go() -> tuple[list[float], int, float]:
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # all processes start together
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            if system == "synod":
+                stub = northbound_pb2_grpc.RowServiceStub(ch)
+                md = [("authorization", f"Bearer {token}")]
+                call, make = (lambda r: stub.Put(r, metadata=md, timeout=10)), synod_put(ack)
+            else:
+                put = ch.unary_unary("/etcdserverpb.KV/Put")
+                call, make = (lambda r: put(r, timeout=10)), etcd_put
+            r = await drive(call, make, clients, seconds, raw=True)
+            return r["lat"], r["errors"], r["elapsed"]
+
+    return asyncio.run(go())
+
+
+def drive_procs(system: str, port: int, token: str, ack: int, clients: int, seconds: float,
+                procs: int) -> dict:
+    """The load from `procs` processes (clients split between them), so that one Python
+    client process is not what limits the figures."""
+    import concurrent.futures
+    import multiprocessing
+
+    procs = max(1, min(procs, clients))
+    share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    start_at = time.time() + 1.5  # time for the workers to import and connect
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+        futures = [pool.submit(_load_worker, system, port, token, ack, n, seconds, start_at)
+                   for n in share]
+        parts = [f.result(timeout=seconds + 60) for f in futures]
+    lat = [x for p in parts for x in p[0]]
+    elapsed = max(p[2] for p in parts)
+    return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
+            "p99_ms": round(pct(lat, 99), 2), "errors": sum(p[1] for p in parts),
+            "load_procs": procs}
 
 
 # ---------------------------------------------------------------------------- synod
@@ -168,7 +212,11 @@ def synod_put(ack: int):
     return make
 
 
-async def synod_writes(c: SynodCluster, clients: int, seconds: float, ack: int) -> dict:
+async def synod_writes(c: SynodCluster, clients: int, seconds: float, ack: int,
+                       procs: int = 1) -> dict:
+    if procs > 1 and clients > 1:
+        return await asyncio.to_thread(drive_procs, "synod", c.api_ports[0], c.token, ack,
+                                       clients, seconds, procs)
     md = [("authorization", f"Bearer {c.token}")]
     async with c.channel(0) as ch:
         stub = northbound_pb2_grpc.RowServiceStub(ch)
@@ -314,8 +362,11 @@ class EtcdCluster:
             call = ch.unary_unary("/etcdserverpb.KV/Put")
             await call(etcd_put(0), timeout=2)
 
-    async def writes(self, clients: int, seconds: float) -> dict:
+    async def writes(self, clients: int, seconds: float, procs: int = 1) -> dict:
         # Writes go to a follower or the leader like Synod's go to one node; etcd forwards.
+        if procs > 1 and clients > 1:
+            return await asyncio.to_thread(drive_procs, "etcd", self.client_ports[0], "", 0,
+                                           clients, seconds, procs)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.client_ports[0]}") as ch:
             call = ch.unary_unary("/etcdserverpb.KV/Put")
             return await drive(lambda r: call(r, timeout=10), etcd_put, clients, seconds)
@@ -377,18 +428,51 @@ def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
 
 # ---------------------------------------------------------------------------- main
 async def run(args: argparse.Namespace) -> dict:
-    out: dict = {"machine": machine(), "seconds_per_cell": args.seconds, "synod": {},
-                 "etcd": {}, "pysyncobj": {}}
+    out: dict = {"machine": machine(), "seconds_per_cell": args.seconds,
+                 "load_procs": args.load_procs, "synod": {}, "etcd": {}, "pysyncobj": {}}
     tmp = Path(tempfile.mkdtemp(prefix="synod-bench-"))
+    if "synod" in args.systems:
+        await run_synod(args, tmp, out)
+    if "etcd" not in args.systems:
+        out["etcd"] = "not run (--systems)"
+    elif shutil.which("etcd"):
+        etcd = EtcdCluster(tmp)
+        try:
+            etcd.start()
+            await etcd.wait_ready()
+            for clients in args.clients:
+                r = await etcd.writes(clients, args.seconds, args.load_procs)
+                out["etcd"][f"quorum/{clients}"] = r
+                print(f"etcd   quorum {clients:3} clients: {r}", file=sys.stderr)
+        finally:
+            etcd.stop()
+    else:
+        out["etcd"] = "etcd not found (apt-get install -y etcd-server etcd-client)"
+    if "pysyncobj" not in args.systems:
+        out["pysyncobj"] = "not run (--systems)"
+    else:
+        for clients in args.clients:
+            r = pysyncobj_writes(clients, args.seconds)
+            out["pysyncobj"][f"quorum/{clients}"] = r
+            print(f"pysyncobj quorum {clients:3} clients: {r}", file=sys.stderr)
+            if isinstance(r, str):
+                break
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+async def run_synod(args: argparse.Namespace, tmp: Path, out: dict) -> None:
     synod = SynodCluster(tmp / "synod")
     (tmp / "synod").mkdir(exist_ok=True)
     try:
         synod.start_all()
         for ack, name in ((nb.ACK_LOCAL, "local"), (nb.ACK_QUORUM, "quorum")):
             for clients in args.clients:
-                r = await synod_writes(synod, clients, args.seconds, ack)
+                r = await synod_writes(synod, clients, args.seconds, ack, args.load_procs)
                 out["synod"][f"{name}/{clients}"] = r
                 print(f"synod {name:6} {clients:3} clients: {r}", file=sys.stderr)
+        if args.cells_only:
+            return
         out["synod"]["lag"] = await synod_lag(synod, args.lag_writes)
         print(f"synod lag: {out['synod']['lag']}", file=sys.stderr)
         out["synod"]["rss_mb"] = synod.rss_mb()
@@ -396,26 +480,6 @@ async def run(args: argparse.Namespace) -> dict:
         print(f"synod heal: {out['synod']['heal']}", file=sys.stderr)
     finally:
         synod.stop_all()
-    if shutil.which("etcd"):
-        etcd = EtcdCluster(tmp)
-        try:
-            etcd.start()
-            await etcd.wait_ready()
-            for clients in args.clients:
-                r = await etcd.writes(clients, args.seconds)
-                out["etcd"][f"quorum/{clients}"] = r
-                print(f"etcd   quorum {clients:3} clients: {r}", file=sys.stderr)
-        finally:
-            etcd.stop()
-    else:
-        out["etcd"] = "etcd not found (apt-get install -y etcd-server etcd-client)"
-    for clients in args.clients:
-        r = pysyncobj_writes(clients, args.seconds)
-        out["pysyncobj"][f"quorum/{clients}"] = r
-        if isinstance(r, str):
-            break
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def render(res: dict) -> str:
@@ -467,6 +531,12 @@ def main() -> None:
     ap.add_argument("--heal-writes", type=int, default=10_000)
     ap.add_argument("--lag-writes", type=int, default=200)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--load-procs", type=int, default=1,
+                    help="client processes generating the load (clients split between them)")
+    ap.add_argument("--systems", nargs="+", default=["synod", "etcd", "pysyncobj"],
+                    choices=["synod", "etcd", "pysyncobj"])
+    ap.add_argument("--cells-only", action="store_true",
+                    help="only the throughput/latency cells (no lag, heal, RSS)")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.heal_writes, args.lag_writes = 1.0, 1_000, 50
