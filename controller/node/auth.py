@@ -25,12 +25,12 @@ class TokenBucket:
         self.rate, self.burst, self.clock = rate_per_s, float(burst), clock
         self.tokens, self.last = float(burst), clock()
 
-    def take(self) -> bool:
+    def take(self, n: float = 1) -> bool:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= n:
+            self.tokens -= n
             return True
         return False
 

@@ -55,6 +55,8 @@ class PeerConfig:
     queue_max: int = 4_096  # outbound messages waiting per peer (oldest dropped when full)
     batch_messages_max: int = 256  # messages per Deliver call
     inflight_max: int = 8  # Deliver calls being served per calling peer
+    rate_per_s: float = 20_000.0  # messages per second taken from one peer (token bucket)
+    burst: int = 40_000  # messages one peer may send at once above its rate
     connect_timeout_ms: int = 2_000
     deliver_timeout_ms: int = 5_000
     retry_ms_max: int = 2_000  # back-off cap when a peer is down

@@ -15,6 +15,7 @@ from controller.replication import Message, decode_message, encode_message
 from controller.replication.errors import Rejected
 
 from . import codec, pki
+from .auth import TokenBucket
 from .config import PeerConfig
 from .engine import Engine, EngineError
 
@@ -202,6 +203,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.metrics = metrics
         self._known: dict[bytes, str] = {}
         self._inflight: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}  # per calling node: messages per second
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> str:
         pems = context.auth_context().get("x509_pem_cert") or []
@@ -229,6 +231,17 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         if self._inflight.get(caller, 0) >= self.config.inflight_max:
             self.metrics.inc("peer_refused|inflight")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            cfg = self.config
+            loop = asyncio.get_running_loop()
+            bucket = self._buckets[caller] = TokenBucket(cfg.rate_per_s, cfg.burst, loop.time)
+        if not bucket.take(max(1, len(request.messages))):
+            self.metrics.inc("peer_refused|rate")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"peer rate limit: {self.config.rate_per_s:g} messages/s per peer",
+            )
         messages, rejected = [], 0
         for data in request.messages:
             self.metrics.inc("sync_bytes_received", len(data))

@@ -93,11 +93,20 @@ def _spki(cert_or_key) -> bytes:
     )
 
 
-def issue_node_cert(ca: KeyPair, identity: Identity, extra_hosts: tuple[str, ...] = ()) -> KeyPair:
-    """A TLS key and certificate for identity, signed by ca and bound to the node key."""
+def issue_node_cert(
+    ca: KeyPair,
+    identity: Identity,
+    extra_hosts: tuple[str, ...] = (),
+    *,
+    valid_days: float = VALID_DAYS,
+    not_before: datetime.datetime | None = None,
+) -> KeyPair:
+    """A TLS key and certificate for identity, signed by ca and bound to the node key
+    (valid from not_before, default 5 minutes ago, for valid_days)."""
     ca_key = serialization.load_pem_private_key(ca.key_pem, None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     key = _new_key()
+    start = not_before or _now() - datetime.timedelta(minutes=5)
     node_id = identity.node_id
     binding = identity.sign(_BINDING_PREFIX + _spki(key))
     # DER OCTET STRING holding pubkey (32) + signature (64), so strict parsers accept it.
@@ -120,8 +129,8 @@ def issue_node_cert(ca: KeyPair, identity: Identity, extra_hosts: tuple[str, ...
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=valid_days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.UnrecognizedExtension(BINDING_OID, der), critical=False)
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import grpc
@@ -109,3 +110,48 @@ def test_bad_peers_are_refused_and_the_node_keeps_serving(pair):
         status = c.call(c.cluster.GetStatus, nb.GetStatusRequest())
         assert status.counters["peer_rejected|malformed"] >= 1
         assert status.counters["peer_rejected|wrong_sender"] == 1
+
+
+def test_an_expired_member_certificate_is_refused(pair):
+    (n1, _), peers, dirs = pair
+    d3, dca = DataDir(dirs[2]), DataDir(dirs[0])
+    ca = dca.ca_cert.read_bytes()
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)  # noqa: UP017
+    expired = pki.issue_node_cert(pki.KeyPair(dca.ca_key.read_bytes(), ca), d3.identity(),
+                                  not_before=long_ago, valid_days=1)
+    ch, stub = _peer_stub(peers[0], ca, expired.key_pem, expired.cert_pem)
+    with ch, pytest.raises(grpc.RpcError) as e:
+        stub.Hello(peer_pb2.HelloRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
+    # the same member with a valid certificate is served, and so is everyone else
+    ch, stub = _peer_stub(peers[0], ca, *d3.tls()[1:])
+    with ch:
+        assert stub.Hello(peer_pb2.HelloRequest(), timeout=5).node_id
+    with n1.client(n1.admin_token) as c:
+        assert _put(c, "after-expired").seq > 0
+
+
+def test_a_flooding_peer_is_rate_limited_and_others_are_served(cluster_dirs):
+    ports = [free_port() for _ in range(3)]
+    peers = [f"127.0.0.1:{p}" for p in ports]
+    n1 = InProcessNode(cluster_dirs[0], peers[0],
+                       peer={"peers": peers[1:2], "rate_per_s": 20.0, "burst": 20}).start()
+    try:
+        d3 = DataDir(cluster_dirs[2])
+        ch, stub = _peer_stub(peers[0], *d3.tls())
+        refused = 0
+        with ch:
+            for _ in range(60):
+                try:
+                    stub.Deliver(peer_pb2.DeliverRequest(messages=[]), timeout=5)
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "rate limit" in e.details()
+                    refused += 1
+        assert refused >= 30
+        with n1.client(n1.admin_token) as c:
+            assert _put(c, "still-served").seq > 0
+            status = c.call(c.cluster.GetStatus, nb.GetStatusRequest())
+            assert status.counters["peer_refused|rate"] == refused
+    finally:
+        n1.stop()
