@@ -48,16 +48,21 @@ def cli() -> None:
               help="random frame loss on each WAN link")
 @click.option("--cut-site", default="edge1", show_default=True,
               help="the edge site whose WAN link is cut and healed")
+@click.option("--controllers", type=click.Choice(["sdn", "single"]), default="sdn",
+              show_default=True,
+              help="sdn: a Synod node and controller per site (replicated flows, mastership); "
+                   "single: one controller for all switches")
 @click.option("--of-port", type=click.IntRange(0, 65535), default=0,
-              help="OpenFlow port for the controller  [default: a free port]")
+              help="OpenFlow port of the single controller  [default: a free port]")
 @click.option("--log-dir", type=click.Path(file_okay=False), default=None,
-              help="where the controller log goes  [default: a new temporary directory]")
+              help="where node and controller logs go  [default: a new temporary directory]")
 @click.option("--cleanup", is_flag=True,
               help="only remove bridges and processes a crashed emulation left behind")
 @click.option("-v", "--verbose", is_flag=True, help="show Mininet's own log")
 def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
             wan_delay_ms: float, wan_rate_mbit: float, wan_loss_pct: float, cut_site: str,
-            of_port: int, log_dir: str | None, cleanup: bool, verbose: bool) -> None:
+            controllers: str, of_port: int, log_dir: str | None, cleanup: bool,
+            verbose: bool) -> None:
     """Emulate a cloud-edge network (Mininet, userspace OVS) with a real synod-controller.
 
     Brings the topology up, pings every host pair, cuts and heals one edge site's
@@ -87,7 +92,8 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
         opts = ScenarioOptions(topo=topo, sites=sites, hosts_per_site=hosts_per_site,
                                switches_per_site=switches_per_site, wan_delay_ms=wan_delay_ms,
                                wan_rate_mbit=wan_rate_mbit, wan_loss_pct=wan_loss_pct,
-                               cut_site=cut_site, of_port=of_port, verbose=verbose)
+                               cut_site=cut_site, of_port=of_port, verbose=verbose,
+                               controllers=controllers)
         log_dir = log_dir or tempfile.mkdtemp(prefix="synod-emulate-")
         report = run_scenario(opts, progress, log_dir)
     except (EmulationError, TopologyError) as e:

@@ -72,6 +72,7 @@ class ScenarioOptions:
     cut_site: str = "edge1"
     of_port: int = 0  # 0: pick a free port
     verbose: bool = False
+    controllers: str = "sdn"  # sdn: a node and a controller per site; single: one controller
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Report:
     site_names: list[str]
     phases: list[Phase] = field(default_factory=list)
     checks: list[tuple[str, bool]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -123,6 +125,9 @@ class Report:
                     ok, total = phase.between(src, dst)
                     cells.append((f"{ok}/{total}" if total else "-").rjust(width))
                 lines.append(f"  from {src.ljust(width)}" + "".join(cells))
+            lines.append("")
+        lines += [f"  {note}" for note in self.notes]
+        if self.notes:
             lines.append("")
         for text, ok in self.checks:
             lines.append(f"  [{'ok' if ok else 'FAIL'}] {text}")
@@ -274,15 +279,21 @@ def _existing_bridges() -> set[str]:
 
 
 @contextmanager
-def running_network(topo, of_port: int | list[int], progress: Progress) -> Iterator[Mininet]:
-    """Start `topo` on userspace OVS switches bound to the controller(s) at of_port."""
+def running_network(topo, of_port: int | list[int], progress: Progress,
+                    targets_for: Callable[[str], list[str]] | None = None
+                    ) -> Iterator[Mininet]:
+    """Start `topo` on userspace OVS switches bound to the controller(s) at of_port.
+
+    With `targets_for(switch site)`, each switch gets its own controller list instead
+    (e.g. its site's controller, then a backup across the WAN), and of_port is unused.
+    """
     clash = sorted(set(topo.switches()) & _existing_bridges())
     clash += _leftover_interfaces(set(topo.switches()))
     if clash:
         raise EmulationError(f"OVS bridges or links {', '.join(clash)} already exist (another "
                              "emulation running, or one that crashed): delete them with "
                              f"ovs-vsctl del-br, or run 'synod emulate --cleanup'")
-    ports = [of_port] if isinstance(of_port, int) else list(of_port)
+    ports = [] if targets_for else [of_port] if isinstance(of_port, int) else list(of_port)
     net = Mininet(
         topo=topo,
         switch=partial(SiteSwitch, datapath="user", protocols="OpenFlow13"),
@@ -299,6 +310,12 @@ def running_network(topo, of_port: int | list[int], progress: Progress) -> Itera
             net.build()
             checkpoint()
             net.start()
+            if targets_for is not None:
+                for switch in net.switches:
+                    if isinstance(switch, WanRelay):
+                        continue
+                    targets = targets_for(switch.params.get("site", ""))
+                    switch.vsctl("set-controller", switch.name, *targets)
         except Exception as e:  # Mininet raises bare Exception with a useful message
             raise EmulationError(f"could not build the network: {str(e).strip()}") from None
         of_switches = [s for s in net.switches if not isinstance(s, WanRelay)]
@@ -447,6 +464,8 @@ def _looks_like_ours(bridge: str) -> bool:
 def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
     """Bring the network up, ping, cut and heal one edge WAN link, tear down, report."""
     topo = _validated_topo(opts)
+    if opts.controllers not in ("sdn", "single"):
+        raise EmulationError(f"--controllers must be sdn or single, got {opts.controllers!r}")
     ensure_root()
     if shutil.which("ping") is None:
         raise EmulationError("ping is not installed (Mininet would report 100% loss): "
@@ -454,6 +473,11 @@ def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Rep
     setLogLevel("info" if opts.verbose else "error")
     ensure_ovs(progress)
     progress("Open vSwitch is running")
+    if opts.topo == "cloudedge" and opts.controllers == "sdn":
+        from topologies.sdn_scenario import run_sdn
+
+        with deferred_signals():
+            return run_sdn(topo, opts, progress, log_dir)
     port = opts.of_port or _free_port("127.0.0.1")
     log_path = os.path.join(log_dir, "synod-controller.log")
     progress(f"starting synod-controller on 127.0.0.1:{port} (log: {log_path})")

@@ -97,7 +97,21 @@ def test_synod_emulate_prints_report_and_leaves_nothing(ovs, tmp_path):
     assert "result: PASS" in done.stdout
     assert "during (edge1 WAN cut)" in done.stdout
     assert "waiting for 3 switches to connect" in done.stderr  # progress is shown
+    assert "a flow added at the cloud reached e1s1" in done.stdout
+    assert "heal: every node holds the same state (equal digests)" in done.stdout
     _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
+    for log in tmp_path.glob("controller-*.log"):
+        assert "Traceback" not in log.read_text(), log
+    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True,
+                          check=False).returncode != 0, "node or controller left running"
+
+
+def test_synod_emulate_single_controller_mode(ovs, tmp_path):
+    done = subprocess.run(SYNOD + ["emulate", "--sites", "2", "--wan-delay-ms", "5",
+                                   "--controllers", "single", "--log-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "result: PASS" in done.stdout
     assert "Traceback" not in (tmp_path / "synod-controller.log").read_text()
 
 

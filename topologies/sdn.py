@@ -1,0 +1,189 @@
+"""A Synod cluster for an emulation: one node and one controller per site, a cuttable WAN.
+
+Every site (cloud, edge1, ...) gets a `synod node` (its own data directory, mTLS to
+its peers) and a `synod-controller` running the Synod app. Everything listens on
+loopback; what crosses a site boundary goes through a WanProxy (topologies.mgmt):
+node-to-node links, and each switch's connection to its backup controller at
+another site. Cutting a site's WAN cuts those, plus its Mininet WAN link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from topologies.emulate import EmulationError, Progress, start_controller, stop_process
+from topologies.mgmt import WanProxy
+
+__all__ = ["SdnCluster"]
+
+NODE_READY_TIMEOUT_S = 60
+CLOUD = "cloud"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _synod() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "synod")
+    return [script] if os.path.exists(script) else [
+        sys.executable, "-c", "from controller.cli import main; main()"]
+
+
+class SdnCluster:
+    """Nodes and controllers for the given sites; `with SdnCluster(...) as c:` stops all."""
+
+    def __init__(self, sites: list[str], workdir: Path, progress: Progress) -> None:
+        self.sites, self.workdir, self.progress = sites, workdir, progress
+        self.index = {site: i + 1 for i, site in enumerate(sites)}
+        self.api = {s: _free_port() for s in sites}
+        self.peer = {s: _free_port() for s in sites}
+        self.of = {s: _free_port() for s in sites}
+        self.dirs = {s: workdir / s for s in sites}
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.controllers: dict[str, subprocess.Popen] = {}
+        self.proxies: dict[tuple[str, str], WanProxy] = {}  # (from site, to site)
+        self.token_file = self.dirs[sites[0]] / "admin.token"
+        self.ca = self.dirs[sites[0]] / "ca.crt"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> SdnCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        self.progress(f"creating a {len(self.sites)}-node cluster in {self.workdir}")
+        args = [*_synod(), "init", "--new-cluster", "emulation"]
+        for site in self.sites:
+            args += ["--data", str(self.dirs[site])]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise EmulationError(f"synod init failed: {done.stderr.strip()[-300:]}")
+        for a in self.sites:
+            for b in self.sites:
+                if a != b and (CLOUD in (a, b)):
+                    self.proxies[(a, b)] = WanProxy(self.peer[b])
+        for site in self.sites:
+            self._start_node(site)
+        for site in self.sites:
+            self.start_controller(site)
+
+    def _start_node(self, site: str) -> None:
+        peers = []
+        for other in self.sites:
+            if (site, other) in self.proxies:
+                peers += ["--peer", f"127.0.0.1:{self.proxies[(site, other)].port}"]
+        log = open(self.workdir / f"node-{site}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            [*_synod(), "node", "run", "--data", str(self.dirs[site]),
+             "--api", f"127.0.0.1:{self.api[site]}",
+             "--peer-listen", f"127.0.0.1:{self.peer[site]}", *peers],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        self.nodes[site] = proc
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(NODE_READY_TIMEOUT_S)
+        if not line or not line[0].startswith(b"{"):
+            raise EmulationError(f"node {site} did not start: see {self.workdir}/node-{site}.log")
+        self.progress(f"node {site} up (api 127.0.0.1:{self.api[site]})")
+
+    def start_controller(self, site: str) -> None:
+        controllers = ",".join(f"{s}=127.0.0.1:{self.of[s]}" for s in self.sites)
+        self.controllers[site] = start_controller(
+            self.of[site], str(self.workdir / f"controller-{site}.log"),
+            apps=("controller.openflow.synod_app",),
+            extra_args=("--site", site, "--controller-index", str(self.index[site]),
+                        "--controllers", controllers,
+                        "--node", f"127.0.0.1:{self.api[site]}",
+                        "--node-token-file", str(self.token_file),
+                        "--node-ca", str(self.ca)))
+
+    def stop(self) -> None:
+        for proc in self.controllers.values():
+            stop_process(proc)
+        for proc in self.nodes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.nodes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for proxy in self.proxies.values():
+            proxy.close()
+        self.proxies.clear()
+
+    # --- the WAN -----------------------------------------------------------------------
+
+    def controller_targets(self, home: str) -> list[str]:
+        """OpenFlow targets for a switch of `home`: its own controller, then a backup
+        across the WAN (the cloud's for an edge switch, edge1's for the cloud)."""
+        targets = [f"tcp:127.0.0.1:{self.of[home]}"]
+        backup = CLOUD if home != CLOUD else next((s for s in self.sites if s != CLOUD), None)
+        if backup is not None:
+            proxy = self.proxies.setdefault((f"switch:{home}", backup), WanProxy(self.of[backup]))
+            targets.append(f"tcp:127.0.0.1:{proxy.port}")
+        return targets
+
+    def cut(self, site: str) -> None:
+        for (a, b), proxy in self.proxies.items():
+            if site in (a, b) or a == f"switch:{site}" or (b == site and a.startswith("switch:")):
+                proxy.cut()
+
+    def heal(self, site: str) -> None:
+        for (a, b), proxy in self.proxies.items():
+            if site in (a, b) or a == f"switch:{site}" or (b == site and a.startswith("switch:")):
+                proxy.heal()
+
+    # --- the API -----------------------------------------------------------------------
+
+    def synod(self, site: str, *args: str, timeout_s: float = 30) -> str:
+        done = subprocess.run(
+            [*_synod(), *args, "--server", f"127.0.0.1:{self.api[site]}",
+             "--token", f"@{self.token_file}", "--ca", str(self.ca)],
+            capture_output=True, text=True, timeout=timeout_s, check=False)
+        if done.returncode != 0:
+            raise EmulationError(f"synod {' '.join(args)} at {site}: {done.stderr.strip()}")
+        return done.stdout
+
+    def digest(self, site: str) -> str:
+        return json.loads(self.synod(site, "digest", "--json"))["state_digest"]
+
+    def masters(self, site: str) -> dict[str, tuple[str, int]]:
+        """dpid -> (master site, generation id), as the replicated switches table says."""
+        rows = json.loads(self.synod(site, "list", "switches", "--json"))
+        return {str(r["dpid"]): (str(r.get("master") or ""), int(r.get("generation_id") or 0))
+                for r in rows}
+
+    def wait(self, predicate, timeout_s: float, interval_s: float = 0.3) -> float | None:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            try:
+                if predicate():
+                    return time.monotonic() - started
+            except EmulationError:
+                pass
+            time.sleep(interval_s)
+        return None

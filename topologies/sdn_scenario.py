@@ -1,0 +1,144 @@
+"""The main emulation: a node and a controller per site, a flow, a WAN cut, a merge.
+
+1. Cluster up: `synod node` + `synod-controller` per site; every switch connects to
+   its site's controller and to a backup across the WAN; mastership is shown.
+2. A flow added through the cloud node is installed on an edge switch.
+3. The edge site's WAN is cut (data plane, node links, remote controller links):
+   the edge keeps forwarding inside, its controller stays master, and a flow added
+   through the edge node is installed while cut off.
+4. Heal: the nodes' digests become equal, the cloud sees the edge's flow, and
+   cross-site pings return.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from topologies.cloud_edge import cut_wan, heal_wan, sites
+from topologies.emulate import (
+    CONVERGE_TIMEOUT_S,
+    Phase,
+    Progress,
+    Report,
+    ScenarioOptions,
+    checkpoint,
+    converge,
+    ping_pairs,
+    running_network,
+)
+from topologies.sdn import SdnCluster
+
+__all__ = ["run_sdn"]
+
+FLOW_WAIT_S = 20
+
+
+def _dump(bridge: str) -> str:
+    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+                          capture_output=True, text=True, timeout=30, check=False).stdout
+
+
+def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
+    if seconds is None:
+        return f"{what}: not within {bound_s:g} s", False
+    return f"{what} in {seconds:.2f} s", True
+
+
+def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
+    site_names = ["cloud"] + [f"edge{i}" for i in range(1, opts.sites + 1)]
+    cut = opts.cut_site
+    cut_index = int(cut[4:])
+    edge_dpid = f"{0x100 * cut_index + 1:016x}"
+    edge_bridge = f"e{cut_index}s1"
+    with SdnCluster(site_names, Path(log_dir), progress) as cluster, \
+            running_network(topo, 0, progress, targets_for=cluster.controller_targets) as net:
+        checkpoint()
+        site_map = sites(net)
+        site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
+        pairs = [(a, b) for a in site_of_host for b in site_of_host if a != b]
+        report = Report(
+            f"Synod emulation: 1 cloud + {opts.sites} edge sites, a node and a controller per "
+            f"site, {opts.hosts_per_site} hosts per site, WAN {opts.wan_delay_ms:g} ms one-way",
+            list(site_map))
+        checks = report.checks
+
+        progress("waiting for mastership and cross-site paths (LLDP + replicated topology)")
+        started = converge(net, pairs, CONVERGE_TIMEOUT_S)
+        checks.append(_took("start: every host reached every other host", started,
+                            CONVERGE_TIMEOUT_S))
+        masters = cluster.masters("cloud")
+        report.notes.append("mastership (replicated switches table at the cloud node):")
+        for dpid, (master, gen) in sorted(masters.items()):
+            report.notes.append(f"  switch {dpid}: master {master or '-'}, "
+                                f"generation id {gen:#x}")
+        home_ok = all(m == _home_of(d) for d, (m, _) in masters.items())
+        checks.append(("every switch is mastered by its own site's controller",
+                       home_ok and len(masters) == opts.sites + 1))
+        before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
+        report.phases.append(before)
+        checks.append(("before: every host reaches every other host", before.loss_pct == 0))
+        checkpoint()
+
+        progress(f"adding flow 'from-cloud' for {edge_bridge} through the cloud node")
+        cluster.synod("cloud", "flows", "add", edge_dpid, "from-cloud", "--priority", "300",
+                      "--match", "eth_type=0x0800,ipv4_dst=10.250.0.1", "--actions", "drop")
+        took = cluster.wait(lambda: "nw_dst=10.250.0.1" in _dump(edge_bridge), FLOW_WAIT_S)
+        checks.append(_took(f"a flow added at the cloud reached {edge_bridge}", took,
+                            FLOW_WAIT_S))
+        checkpoint()
+
+        progress(f"cutting the WAN of {cut} (data plane, node links, backup controller links)")
+        cut_wan(net, cut)
+        cluster.cut(cut)
+        try:
+            cut_side = {h: site == cut for h, site in site_of_host.items()}
+            inside = [(a, b) for a, b in pairs if cut_side[a] and cut_side[b]]
+            still = [(a, b) for a, b in pairs if cut_side[a] == cut_side[b]]
+            crossing = [(a, b) for a, b in pairs if cut_side[a] != cut_side[b]]
+            cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
+            checks.append(_took("cut: the paths that should survive did", cut_s,
+                                CONVERGE_TIMEOUT_S))
+            progress(f"adding flow 'local' for {edge_bridge} through the {cut} node, cut off")
+            cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
+                          "--match", "eth_type=0x0800,ipv4_dst=10.250.0.2", "--actions", "drop")
+            took = cluster.wait(lambda: "nw_dst=10.250.0.2" in _dump(edge_bridge), FLOW_WAIT_S)
+            checks.append(_took(f"cut off, {cut} still programs its switch (local flow)", took,
+                                FLOW_WAIT_S))
+            during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
+            inside_ok = all(during.results[p] for p in inside)
+            checks.append((f"during: {cut} hosts still reach each other", inside_ok))
+            checks.append((f"during: no other site reaches {cut}",
+                           not any(during.results[p] for p in crossing)))
+            edge_master = cluster.masters(cut).get(edge_dpid, ("", 0))[0]
+            checks.append((f"during: {cut}'s controller is still master of {edge_bridge}",
+                           edge_master == cut))
+        finally:
+            progress(f"healing the WAN of {cut}")
+            cluster.heal(cut)
+            heal_wan(net, cut)
+        report.phases.append(during)
+        checkpoint()
+
+        progress("waiting for the nodes to merge (equal digests) and paths to return")
+        merged = cluster.wait(lambda: len({cluster.digest(s) for s in site_names}) == 1,
+                              CONVERGE_TIMEOUT_S)
+        checks.append(_took("heal: every node holds the same state (equal digests)", merged,
+                            CONVERGE_TIMEOUT_S))
+        flows_at_cloud = cluster.synod("cloud", "flows", "list", "--dpid", edge_dpid)
+        checks.append((f"heal: the cloud node has {cut}'s local flow",
+                       bool(re.search(r"\blocal\b", flows_at_cloud))))
+        healed = converge(net, pairs, CONVERGE_TIMEOUT_S)
+        checks.append(_took("heal: full reachability returned", healed, CONVERGE_TIMEOUT_S))
+        after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
+        report.phases.append(after)
+        checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
+        report.notes.append(f"logs: {log_dir} (node-*.log, controller-*.log)")
+        return report
+
+
+def _home_of(dpid_hex: str) -> str:
+    """The site a cloud-edge DPID belongs to (0x100 * site index + switch number)."""
+    number = int(dpid_hex, 16)
+    return "cloud" if number < 0x100 else f"edge{number >> 8}"
