@@ -181,7 +181,32 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
     async def Put(self, request, context):
         async with self.api.call(context, Role.OPERATOR, "Put"):
             mutations = codec.put_mutations(self.api.schema, request.rows)
+            self._check_flows(mutations)
             return await self.api.write(mutations, request.ack, request.timeout_ms)
+
+    def _check_flows(self, mutations) -> None:
+        """Refuse a flow a switch could not take (controller/forwarding/flowspec.py rules):
+        bad match fields or actions, a switch the fabric does not have, a port it lacks."""
+        from controller.forwarding.flowspec import FlowSpecError, parse_dpid, spec_from_row
+
+        replica = self.api.engine.replica
+        switches = {str(k[0]).lower() for k in replica.rows("switches")}
+        for m in mutations:
+            if m.table != "flows":
+                continue
+            row = dict(replica.row("flows", m.key) or {})
+            row.update(m.values)
+            row["dpid"], row["flow_id"] = m.key
+            try:
+                dpid = parse_dpid(row["dpid"])
+                ports = [int(k[1]) for k, v in replica.rows("ports").items()
+                         if str(k[0]).lower() == f"{dpid:016x}"]
+                if switches and f"{dpid:016x}" not in switches:
+                    raise FlowSpecError(f"no switch {dpid:016x} in this fabric "
+                                        f"(known: {', '.join(sorted(switches))})")
+                spec_from_row(row, known_ports=ports or None)
+            except FlowSpecError as exc:
+                raise codec.CodecError(f"flow {m.key[0]}/{m.key[1]}: {exc}") from None
 
     async def Delete(self, request, context):
         async with self.api.call(context, Role.OPERATOR, "Delete"):

@@ -15,6 +15,8 @@ from controller.node.codec import value_pb
 
 from .conftest import InProcessNode
 
+DP1, DP2, DP9 = "0000000000000001", "0000000000000002", "0000000000000009"
+
 
 def _put(client, table, key, ack=nb.ACK_LOCAL, **values):
     row = nb.Row(table=table, key=[value_pb(k) for k in key])
@@ -29,18 +31,18 @@ def _code(exc_info) -> grpc.StatusCode:
 
 def test_put_get_list_delete(solo):
     with solo.client() as c:
-        r = _put(c, "flows", ["s1", "f1"], priority=10, match="in_port=1", actions="output:2")
+        r = _put(c, "flows", [DP1, "f1"], priority=10, match="in_port=1", actions="output:2")
         assert r.seq >= 2 and r.ack == nb.ACK_LOCAL and len(r.op_id) == 64
-        _put(c, "flows", ["s1", "f2"], priority=20)
-        _put(c, "flows", ["s2", "f1"], priority=30)
-        got = c.call(c.rows.Get, nb.GetRequest(table="flows", key=[value_pb("s1"),
+        _put(c, "flows", [DP1, "f2"], priority=20)
+        _put(c, "flows", [DP2, "f1"], priority=30)
+        got = c.call(c.rows.Get, nb.GetRequest(table="flows", key=[value_pb(DP1),
                                                                    value_pb("f1")]))
         assert got.found and got.row.values["priority"].int_value == 10
-        listed = c.call(c.rows.List, nb.ListRequest(table="flows", key_prefix=[value_pb("s1")]))
+        listed = c.call(c.rows.List, nb.ListRequest(table="flows", key_prefix=[value_pb(DP1)]))
         assert [r.key[1].text_value for r in listed.rows] == ["f1", "f2"]
         c.call(c.rows.Delete, nb.DeleteRequest(table="flows", keys=[
-            nb.KeyList(key=[value_pb("s1"), value_pb("f1")])]))
-        got = c.call(c.rows.Get, nb.GetRequest(table="flows", key=[value_pb("s1"),
+            nb.KeyList(key=[value_pb(DP1), value_pb("f1")])]))
+        got = c.call(c.rows.Get, nb.GetRequest(table="flows", key=[value_pb(DP1),
                                                                    value_pb("f1")]))
         assert not got.found
         q = c.call(c.rows.Query, nb.QueryRequest(sql="SELECT dpid, priority FROM flows "
@@ -187,22 +189,22 @@ def test_watch_sends_snapshot_then_changes(solo):
 
 def test_local_api_flows_for_my_switches_and_topology_reports(solo):
     with solo.client() as c:
-        _put(c, "flows", ["s1", "f1"], priority=1)
-        _put(c, "flows", ["s9", "f1"], priority=1)
-        stream = c.local.WatchFlows(local_pb2.WatchFlowsRequest(dpids=["s1"]),
+        _put(c, "flows", [DP1, "f1"], priority=1)
+        _put(c, "flows", [DP9, "f1"], priority=1)
+        stream = c.local.WatchFlows(local_pb2.WatchFlowsRequest(dpids=[DP1]),
                                     metadata=c.metadata, timeout=5)
         first = next(iter(stream))
-        assert first.snapshot and first.flow.key[0].text_value == "s1"
+        assert first.snapshot and first.flow.key[0].text_value == DP1
         stream.cancel()
         report = local_pb2.TopologyReport(rows=[
-            nb.Row(table="switches", key=[value_pb("s1")], values={"name": value_pb("sw1")}),
-            nb.Row(table="hosts", key=[value_pb("00:01")], values={"dpid": value_pb("s1")}),
+            nb.Row(table="switches", key=[value_pb(DP1)], values={"name": value_pb("sw1")}),
+            nb.Row(table="hosts", key=[value_pb("00:01")], values={"dpid": value_pb(DP1)}),
         ])
         r = c.call(c.local.ReportTopology, report)
         assert r.rows == 2
         with pytest.raises(ClientError) as e:
             c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[
-                nb.Row(table="flows", key=[value_pb("s1"), value_pb("x")])]))
+                nb.Row(table="flows", key=[value_pb(DP1), value_pb("x")])]))
         assert _code(e) == grpc.StatusCode.INVALID_ARGUMENT and "not topology" in str(e.value)
         c.call(c.local.ReportServiceState, local_pb2.ServiceStateReport(
             service="web", state="running", generation=1))
@@ -244,3 +246,36 @@ def test_health_and_reflection_work_without_our_protos(solo):
         assert reply.node_id == solo.info["node_id"] and reply.cluster_name == "solo"
     finally:
         channel.close()
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"match": "colour=blue"}, "unknown match field 'colour'"),
+    ({"match": "ipv4_dst=10.0.0.1/8"}, "host bits set"),
+    ({"actions": "output:0"}, "port must be"),
+    ({"actions": "teleport"}, "unknown action"),
+    ({"priority": 70000}, "priority must be 0..65535"),
+])
+def test_invalid_flows_are_refused_with_the_reason_and_nothing_is_stored(solo, values, reason):
+    with solo.client() as c:
+        with pytest.raises(ClientError, match=reason) as exc:
+            _put(c, "flows", [DP1, "bad"], **values)
+        assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        got = c.call(c.rows.Get, nb.GetRequest(table="flows", key=[
+            value_pb(DP1), value_pb("bad")]))
+        assert not got.found
+
+
+def test_flows_for_unknown_switches_and_ports_are_refused_once_the_fabric_is_known(solo):
+    with solo.client() as c:
+        c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[
+            nb.Row(table="switches", key=[value_pb("0000000000000101")],
+                   values={"master": value_pb("edge1")}),
+            nb.Row(table="ports", key=[value_pb("0000000000000101"), value_pb(1)],
+                   values={"up": value_pb(True)}),
+            nb.Row(table="ports", key=[value_pb("0000000000000101"), value_pb(2)],
+                   values={"up": value_pb(True)})]))
+        with pytest.raises(ClientError, match="no switch 0000000000000777"):
+            _put(c, "flows", ["0000000000000777", "f"], actions="output:1")
+        with pytest.raises(ClientError, match="has no port 9"):
+            _put(c, "flows", ["0000000000000101", "f"], actions="output:9")
+        _put(c, "flows", ["0000000000000101", "f"], match="in_port=1", actions="output:2")
