@@ -211,7 +211,8 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
         """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE..."""
         _put(ctx, table, key, assignments, quorum)
 
-    def _rows_out(ctx, table, rows) -> None:
+    def _rows_out(ctx, table, rows, extra=None) -> None:
+        """Print rows; `extra(plain_row) -> {column: value}` adds computed columns."""
         keys, values = ctx.client.columns(table)
         names = [c.name for c in keys] + [c.name for c in values]
         plain = []
@@ -223,6 +224,10 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
                     for c in values
                 }
             )
+            if extra is not None:
+                added = extra(d)
+                names += [n for n in added if n not in names]
+                d.update(added)
             plain.append(d)
         ctx.out(
             [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()} for d in plain],
@@ -327,7 +332,21 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
         r = ctx.client.call(
             ctx.client.rows.List, cl.pb().ListRequest(table="flows", key_prefix=pre)
         )
-        _rows_out(ctx, "flows", r.rows)
+        # Controllers record a switch's refusal of a flow as kv "flowerror/<dpid>/<flow id>".
+        kv = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="kv"))
+        errors = {}
+        for row in kv.rows:
+            key = cl.value(row.key[0])
+            if isinstance(key, str) and key.startswith("flowerror/"):
+                value = cl.value(row.values["value"]) if "value" in row.values else b""
+                errors[key.removeprefix("flowerror/")] = (
+                    value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+
+        def status(d):
+            err = errors.get(f"{str(d.get('dpid', '')).lower()}/{d.get('flow_id')}")
+            return {"status": f"failed: {err}" if err else "ok"}
+
+        _rows_out(ctx, "flows", r.rows, status)
 
     @command(flows, "del")
     @click.argument("dpid")

@@ -150,6 +150,7 @@ class NodeLink:
 
 TOPOLOGY_INTERVAL_S = 1.0
 TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
+FLOW_ERROR_PREFIX = "flowerror/"
 
 
 def _hex(dpid: int) -> str:
@@ -179,6 +180,13 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
         rows[("hosts", mac)] = ("hosts", [mac], {
             "ip": "", "dpid": _hex(at.dpid), "port_no": at.port, "vlan": 0, "last_seen_ms": 0})
     return rows
+
+
+def flow_status_rows(errors: dict[tuple[int, str], str]) -> dict[tuple, tuple[str, list, dict]]:
+    """kv rows "flowerror/<dpid>/<flow id>" -> the switch's error, shown by `flows list`."""
+    return {("kv", key): ("kv", [key], {"value": text.encode()})
+            for (dpid, flow_id), text in errors.items()
+            for key in [f"{FLOW_ERROR_PREFIX}{_hex(dpid)}/{flow_id}"]}
 
 
 def remote_view(tables: dict[str, list[dict]]):
@@ -216,6 +224,7 @@ class TopologySync:
                  on_remote: Callable[[object, object, object], None]) -> None:
         self.link, self.observe, self.on_remote = link, observe, on_remote
         self.reported: dict[tuple, tuple[str, list, dict]] = {}
+        self.status: dict[tuple, tuple[str, list, dict]] = {}
 
     def run(self) -> None:
         while not self.link.stopping.wait(TOPOLOGY_INTERVAL_S):
@@ -226,7 +235,7 @@ class TopologySync:
                 self._round(client)
             except Exception as e:  # the node may go away between rounds: try next time
                 LOG.info("topology sync: %s", e)
-                self.reported = {}  # resend everything after a reconnect
+                self.reported, self.status = {}, {}  # resend everything after a reconnect
 
     def _round(self, client) -> None:
         from synod.v1 import local_pb2, northbound_pb2
@@ -234,19 +243,31 @@ class TopologySync:
         from controller.node import codec
         from controller.node.client import row_plain
 
-        rows = topology_rows(self.observe())
+        observed = self.observe()
+        rows = topology_rows(observed)
         changed = [r for k, r in rows.items() if self.reported.get(k) != r]
         gone = [r for k, r in self.reported.items() if k not in rows and r[0] != "switches"]
-        if changed or gone:
-            def pb(table, key, values=None):
-                row = northbound_pb2.Row(table=table, key=[codec.value_pb(v) for v in key])
-                for name, value in (values or {}).items():
-                    row.values[name].CopyFrom(codec.value_pb(value))
-                return row
+        def pb(table, key, values=None):
+            row = northbound_pb2.Row(table=table, key=[codec.value_pb(v) for v in key])
+            for name, value in (values or {}).items():
+                row.values[name].CopyFrom(codec.value_pb(value))
+            return row
 
+        if changed or gone:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                 rows=[pb(*r) for r in changed], gone=[pb(t, k) for t, k, _ in gone]))
             self.reported = rows
+        status = flow_status_rows(observed.get("flow_errors", {}))
+        new_status = [r for k, r in status.items() if self.status.get(k) != r]
+        cleared = [r for k, r in self.status.items() if k not in status]
+        if new_status:
+            client.call(client.rows.Put, northbound_pb2.PutRequest(
+                rows=[pb(*r) for r in new_status]))
+        if cleared:
+            client.call(client.rows.Delete, northbound_pb2.DeleteRequest(
+                table="kv", keys=[northbound_pb2.KeyList(key=[codec.value_pb(k[0])])
+                                  for _, k, _ in cleared]))
+        self.status = status
         tables = {}
         for table in TOPOLOGY_TABLES:
             listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table))

@@ -49,6 +49,7 @@ SITE_TAG = "synod-site="
 OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
 OFPET_ROLE_REQUEST_FAILED = 11
 OFPT_HELLO = 0
+OFPT_FLOW_MOD = 14
 
 
 def _now_ms() -> int:
@@ -82,6 +83,8 @@ class SynodController(app_manager.OSKenApp):
         self._stats: dict[int, list[InstalledFlow]] = {}
         self._next_audit_ms: dict[int, int] = {}
         self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
+        # (dpid, flow id) -> the switch's error; reported to the node as flow status
+        self.flow_errors: dict[tuple[int, str], str] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._threads = [hub.spawn(self._tick_loop), hub.spawn(self._probe_loop)]
@@ -107,6 +110,12 @@ class SynodController(app_manager.OSKenApp):
         with self._lock:
             old = self.desired.get(dpid, {})
             self.desired[dpid] = dict(specs)
+            for cookie, spec in specs.items():
+                if old.get(cookie) != spec:
+                    self.flow_errors.pop((dpid, spec.flow_id), None)  # changed: try again
+            for cookie, spec in old.items():
+                if cookie not in specs:
+                    self.flow_errors.pop((dpid, spec.flow_id), None)
             if not self.mastership.is_master(dpid):
                 return
             intents = [FlowDelete(dpid, Match(), c, 0xFFFFFFFFFFFFFFFF)
@@ -126,7 +135,9 @@ class SynodController(app_manager.OSKenApp):
             switches = {dpid: (self.home.get(dpid), self.opts.site,
                                self.mastership.generation(dpid))
                         for dpid in self.mastership.masters()}
-        return {"ports": ports, "links": links, "hosts": hosts, "switches": switches}
+            errors = dict(self.flow_errors)
+        return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
+                "flow_errors": errors}
 
     def _on_remote(self, ports, links, hosts) -> None:
         with self._lock:
@@ -280,8 +291,18 @@ class SynodController(app_manager.OSKenApp):
             with self._lock:
                 self._send(self.mastership.demoted(dp.id, _now_ms()))
         else:
-            self.logger.error("switch %016x: OpenFlow error type %d code %d",
-                              dp.id, msg.type, msg.code)
+            cookie = failed_flow_cookie(bytes(msg.data or b""))
+            with self._lock:
+                spec = self.desired.get(dp.id, {}).get(cookie) if cookie is not None else None
+                if spec is not None:
+                    self.flow_errors[(dp.id, spec.flow_id)] = f"type {msg.type} code {msg.code}"
+            if cookie is None:
+                self.logger.error("switch %016x: OpenFlow error type %d code %d",
+                                  dp.id, msg.type, msg.code)
+            else:
+                self.logger.error("switch %016x rejected flow %s (cookie %#x): OpenFlow error "
+                                  "type %d code %d", dp.id, spec.flow_id if spec else "?",
+                                  cookie, msg.type, msg.code)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @guarded
@@ -322,7 +343,14 @@ class SynodController(app_manager.OSKenApp):
             collected.extend(flows)
             if msg.flags & ofp.OFPMPF_REPLY_MORE or not self.mastership.is_master(dp.id):
                 return
-            result = audit(dp.id, self.desired.get(dp.id, {}), collected)
+            # A flow the switch refused is not retried every audit; a change of its row is.
+            refused = [c for c, spec in self.desired.get(dp.id, {}).items()
+                       if (dp.id, spec.flow_id) in self.flow_errors]
+            result = audit(dp.id, self.desired.get(dp.id, {}), collected, in_flight=refused)
+            installed = {f.cookie for f in collected}
+            for cookie, spec in self.desired.get(dp.id, {}).items():
+                if cookie in installed and spec.flow_id not in result.changed:
+                    self.flow_errors.pop((dp.id, spec.flow_id), None)
             self._stats[dp.id] = []
             self.audits[dp.id] = result
             if not result.clean:
@@ -346,6 +374,13 @@ class SynodController(app_manager.OSKenApp):
             self._send(self.fabric.switch_disconnected(dp.id))
             self.home.pop(dp.id, None)
             self._ports_done.discard(dp.id)
+
+
+def failed_flow_cookie(data: bytes) -> int | None:
+    """The cookie of the FLOW_MOD an OpenFlow error quotes (its first bytes), if it is one."""
+    if len(data) >= 16 and data[0] == 0x04 and data[1] == OFPT_FLOW_MOD:
+        return int.from_bytes(data[8:16], "big")
+    return None
 
 
 def _is_up(ofp, port) -> bool:

@@ -152,6 +152,20 @@ def test_flow_added_at_cloud_reaches_edge_switch_and_audit_repairs_it(sites):
     assert wait_for(lambda: "nw_dst=10.9.9.9" not in flows("e1s1"), WAIT_S)
 
 
+def test_a_flow_the_switch_refuses_is_marked_failed_for_operators(sites):
+    # Valid for the API, but this switch has tables 0..253 only: OVS answers with an error.
+    sites.synod(0, "flows", "add", EDGE_DPID, "too-far", "--table-id", "254",
+                "--match", "eth_type=0x0800,ipv4_dst=10.9.9.5", "--actions", "output:1")
+
+    def marked() -> bool:
+        listed = json.loads(sites.synod(0, "flows", "list", "--dpid", EDGE_DPID, "--json"))
+        return any(r["flow_id"] == "too-far" and r["status"].startswith("failed")
+                   for r in listed)
+
+    assert wait_for(marked, WAIT_S), sites.synod(0, "flows", "list", "--dpid", EDGE_DPID)
+    assert "rejected flow too-far" in sites.logs["edge1"].read_text()
+
+
 def test_failover_to_backup_and_back_without_losing_established_flows(sites):
     net = sites.net
     assert converge(net, [("e1h1", "e1h2"), ("e1h2", "e1h1")], WAIT_S) is not None
