@@ -426,7 +426,7 @@ def cleanup_leftovers(progress: Progress) -> list[str]:
     for pid in _orphaned_emulation_controllers():
         try:
             os.kill(pid, signal.SIGTERM)
-            removed.append(f"synod-controller pid {pid}")
+            removed.append(f"emulation process (node or controller) pid {pid}")
         except ProcessLookupError:
             pass
     for item in removed:
@@ -435,7 +435,7 @@ def cleanup_leftovers(progress: Progress) -> list[str]:
 
 
 def _orphaned_emulation_controllers() -> list[int]:
-    """Controllers started by an emulation whose process is gone."""
+    """Nodes and controllers started by an emulation whose process is gone."""
     marker = OWNER_ENV.encode() + b"="
     found = []
     for entry in os.listdir("/proc"):

@@ -19,7 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from topologies.emulate import EmulationError, Progress, start_controller, stop_process
+from topologies.emulate import (
+    OWNER_ENV,
+    EmulationError,
+    Progress,
+    start_controller,
+    stop_process,
+)
 from topologies.mgmt import WanProxy
 
 __all__ = ["SdnCluster"]
@@ -96,7 +102,8 @@ class SdnCluster:
             [*_synod(), "node", "run", "--data", str(self.dirs[site]),
              "--api", f"127.0.0.1:{self.api[site]}",
              "--peer-listen", f"127.0.0.1:{self.peer[site]}", *peers],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}))  # for --cleanup
         log.close()
         self.nodes[site] = proc
         line: list[bytes] = []
