@@ -1,14 +1,18 @@
 """Benchmark: a 3-node Synod cluster on loopback beside etcd (and pysyncobj, if installed).
 
 Run: .venv/bin/python bench/cluster.py [--quick] [--seconds S] [--heal-writes N]
+     [--load-procs N] [--systems synod etcd pysyncobj] [--cells-only] [--rss-ops N N ...]
 
 Measures, on this machine, in one run: write throughput and p50/p99 latency at `local` and
-`quorum` acknowledgement with 1, 16 and 64 concurrent clients (one asyncio gRPC client
-process, 100-byte values, plaintext loopback for every system); replication lag (time until
-all 3 nodes hold a write); heal time after a partition with N writes on each side. etcd runs
-as a throwaway 3-member cluster (Debian `etcd-server`), driven over the same gRPC client.
-pysyncobj (`.venv/bin/pip install pysyncobj`) is measured in-process when importable,
-otherwise its column says so. Prints a table and JSON; figures are measured, never targets.
+`quorum` acknowledgement with 1, 16 and 64 concurrent clients (asyncio gRPC clients in one
+process, or split over --load-procs processes; 100-byte values, plaintext loopback for every
+system); replication lag (time until all 3 nodes hold a write); heal time after a partition
+with N writes on each side. etcd runs as a throwaway 3-member cluster (Debian `etcd-server`),
+driven over the same gRPC client. pysyncobj (`.venv/bin/pip install pysyncobj`) runs as 3
+processes with batched appends, its load generated inside the leader's process (no RPC per
+write, no fsync), so its column is a reference, not a like-for-like comparison.
+--rss-ops measures a node's RSS after opening stores of that many ops and extrapolates to
+1 million. Prints a table and JSON; figures are measured, never targets.
 """
 
 from __future__ import annotations
@@ -379,23 +383,27 @@ class EtcdCluster:
 
 
 # ---------------------------------------------------------------------------- pysyncobj
-def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
-    try:
-        from pysyncobj import SyncObj, SyncObjConf  # type: ignore
-        from pysyncobj.batteries import ReplDict  # type: ignore
-    except ImportError:
-        return "not installed (.venv/bin/pip install pysyncobj)"
-    ports = [free_port() for _ in range(3)]
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    dicts = [ReplDict() for _ in range(3)]
-    nodes = [SyncObj(addrs[i], [a for a in addrs if a != addrs[i]], consumers=[dicts[i]],
-                     conf=SyncObjConf(dynamicMembershipChange=False)) for i in range(3)]
+PYSYNCOBJ_TICK_S = 0.002  # autoTickPeriod and appendEntriesPeriod: batches leave every 2 ms
+
+
+def _pysyncobj_member(i: int, addrs: list[str], clients: int, seconds: float, results,
+                      stop) -> None:
+    """One pysyncobj member process; the one that becomes leader runs the load."""
+    from pysyncobj import SyncObj, SyncObjConf  # type: ignore
+    from pysyncobj.batteries import ReplDict  # type: ignore
+
+    d = ReplDict()
+    conf = SyncObjConf(dynamicMembershipChange=False, autoTickPeriod=PYSYNCOBJ_TICK_S,
+                       appendEntriesPeriod=PYSYNCOBJ_TICK_S, appendEntriesUseBatch=True)
+    node = SyncObj(addrs[i], [a for a in addrs if a != addrs[i]], consumers=[d], conf=conf)
     try:
         deadline = time.time() + 20
-        while time.time() < deadline and not any(n._isLeader() for n in nodes):
-            time.sleep(0.1)
-        leader = next(i for i, n in enumerate(nodes) if n._isLeader())
-        d = dicts[leader]
+        while time.time() < deadline and node._getLeader() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the followers settle behind the leader
+        if not node._isLeader():
+            stop.wait(seconds + 60)
+            return
         lat: list[float] = []
         sem = threading.Semaphore(clients)
         lock = threading.Lock()
@@ -403,7 +411,8 @@ def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
         n = 0
         started = time.perf_counter()
         while time.perf_counter() < stop_at:
-            sem.acquire(timeout=5)
+            if not sem.acquire(timeout=5):
+                break
             t = time.perf_counter()
 
             def cb(_res, _err, t=t):
@@ -415,15 +424,94 @@ def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
             n += 1
         for _ in range(clients):
             sem.acquire(timeout=5)
-        elapsed = time.perf_counter() - started
-        return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
-                "p99_ms": round(pct(lat, 99), 2), "errors": 0,
-                "note": "in-process harness (3 SyncObj in one process, leader's ReplDict.set with "
-                        "callbacks): latency sits at its ~100 ms tick, so these figures are NOT "
-                        "comparable yet; a 3-process batched harness is still to be written"}
+        results.put((lat, time.perf_counter() - started))
     finally:
-        for node in nodes:
-            node.destroy()
+        node.destroy()
+
+
+def pysyncobj_writes(clients: int, seconds: float) -> dict | str:
+    """3 pysyncobj processes on loopback (ReplDict, batched appends every 2 ms); the
+    leader's own process drives `clients` outstanding sets with callbacks."""
+    import multiprocessing
+
+    try:
+        import pysyncobj  # type: ignore # noqa: F401
+    except ImportError:
+        return "not installed (.venv/bin/pip install pysyncobj)"
+    ctx = multiprocessing.get_context("spawn")
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    results, stop = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_pysyncobj_member,
+                         args=(i, addrs, clients, seconds, results, stop), daemon=True)
+             for i in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        lat, elapsed = results.get(timeout=seconds + 60)
+    except Exception:  # noqa: BLE001 - no leader or a crashed member: say so in the table
+        return "no result (no leader elected in time?)"
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    return {"ops_per_s": round(len(lat) / elapsed), "p50_ms": round(pct(lat, 50), 2),
+            "p99_ms": round(pct(lat, 99), 2), "errors": 0,
+            "note": f"3 processes, in-memory log (no fsync, unlike Synod and etcd), batches every "
+                    f"{PYSYNCOBJ_TICK_S * 1000:g} ms, load generated inside the leader's process"}
+
+
+# ---------------------------------------------------------------------------- RSS vs ops
+def build_store(data: Path, ops: int, batch: int = 1_000) -> None:
+    """Append `ops` one-row ops (unique keys, 100-byte values) to node data dir's store,
+    offline, as the founder node would have signed them."""
+    import random as _random
+
+    from controller.node.datadir import DataDir
+    from controller.replication import Upsert
+    from controller.store import SqliteStore, open_replica, persist
+
+    d = DataDir(data)
+    store = SqliteStore(d.store_file)
+    try:
+        replica = open_replica(store, d.identity(), _random.Random(1), d.genesis())
+        now = int(time.time() * 1000) - ops  # one op per ms, ending now
+        for n in range(replica.op_count(), ops):
+            replica.write([Upsert("kv", (f"rss-{n}",), {"value": VALUE})], now + n)
+            if n % batch == batch - 1:
+                persist(store, replica)
+        persist(store, replica)
+    finally:
+        store.close()
+
+
+def rss_vs_ops(root: Path, counts: list[int]) -> dict:
+    """RSS of a node that opened a store of N ops (one node, no peers), for each N."""
+    out = {}
+    root.mkdir(parents=True, exist_ok=True)
+    for ops in counts:
+        c = SynodCluster(root / f"rss{ops}")
+        (root / f"rss{ops}").mkdir(exist_ok=True)
+        t = time.perf_counter()
+        build_store(c.dirs[0], ops)
+        built_s = time.perf_counter() - t
+        t = time.perf_counter()
+        c.start(0, peers=[])
+        start_s = time.perf_counter() - t
+        time.sleep(1.0)
+        out[ops] = {"rss_mb": c.rss_mb()[0], "build_s": round(built_s, 1),
+                    "start_s": round(start_s, 1)}
+        print(f"rss with {ops} ops: {out[ops]}", file=sys.stderr)
+        c.stop_all()
+        shutil.rmtree(root / f"rss{ops}", ignore_errors=True)
+    if len(counts) >= 2:
+        a, b = sorted(counts)[-2:]
+        per_op_kb = (out[b]["rss_mb"] - out[a]["rss_mb"]) * 1024 / (b - a)
+        base = out[b]["rss_mb"] - per_op_kb * b / 1024
+        out["per_op_kb"] = round(per_op_kb, 2)
+        out["extrapolated_1m_mb"] = round(base + per_op_kb * 1_000_000 / 1024)
+    return out
 
 
 # ---------------------------------------------------------------------------- main
@@ -433,6 +521,8 @@ async def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="synod-bench-"))
     if "synod" in args.systems:
         await run_synod(args, tmp, out)
+    if args.rss_ops:
+        out["synod"]["rss_vs_ops"] = rss_vs_ops(tmp / "rss", args.rss_ops)
     if "etcd" not in args.systems:
         out["etcd"] = "not run (--systems)"
     elif shutil.which("etcd"):
@@ -486,7 +576,8 @@ def render(res: dict) -> str:
     m = res["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB, "
              f"Python {m['python']}, grpcio {m['grpcio']}",
-             "3 nodes on loopback, 100-byte values, one asyncio gRPC client process",
+             f"3 nodes on loopback, 100-byte values, load from {res.get('load_procs', 1)} "
+             "asyncio gRPC client process(es)",
              "", f"{'system':10} {'ack':7} {'clients':>7} {'ops/s':>8} {'p50 ms':>8} "
              f"{'p99 ms':>8} {'vs etcd':>8}"]
     etcd = res["etcd"] if isinstance(res["etcd"], dict) else {}
@@ -521,6 +612,13 @@ def render(res: dict) -> str:
               f"{heal.get('converged_s')} s after the restart that healed the partition "
               f"(converged: {heal.get('converged')})",
               f"synod node RSS after the write runs: {res['synod'].get('rss_mb')} MB"]
+    rss = res["synod"].get("rss_vs_ops")
+    if rss:
+        measured = ", ".join(f"{k} ops: {v['rss_mb']} MB" for k, v in rss.items()
+                             if isinstance(v, dict))
+        lines.append(f"synod node RSS by ops stored (measured): {measured}; "
+                     f"{rss.get('per_op_kb')} KB per op, so about "
+                     f"{rss.get('extrapolated_1m_mb')} MB at 1 million ops (extrapolated, linear)")
     return "\n".join(lines)
 
 
@@ -533,8 +631,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--load-procs", type=int, default=1,
                     help="client processes generating the load (clients split between them)")
-    ap.add_argument("--systems", nargs="+", default=["synod", "etcd", "pysyncobj"],
+    ap.add_argument("--systems", nargs="*", default=["synod", "etcd", "pysyncobj"],
                     choices=["synod", "etcd", "pysyncobj"])
+    ap.add_argument("--rss-ops", type=int, nargs="*", default=[],
+                    help="also measure node RSS after opening stores of these many ops "
+                         "(two or more counts: extrapolated linearly to 1 million)")
     ap.add_argument("--cells-only", action="store_true",
                     help="only the throughput/latency cells (no lag, heal, RSS)")
     args = ap.parse_args()
