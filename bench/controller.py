@@ -1,0 +1,740 @@
+"""Benchmark: Synod's site controllers against real Open vSwitch, beside a bare os-ken app.
+
+Run as root: .venv/bin/python bench/controller.py [--flows 10000] [--failover-trials 5] ...
+
+One run measures, on this machine, with the real components (OVS userspace datapath,
+OpenFlow 1.3; two `synod node` processes; two `synod-controller` processes running
+controller.openflow.synod_app, sites edge1 and cloud, every switch connected to both):
+
+1. failover: SIGKILL the home controller -> the backup logs "<dpid>: MASTER with
+   generation id" (the switch confirmed it) -> the first probe frame served by the
+   backup. Probe: a network namespace on port 1 sends a broadcast frame (ethertype
+   0x88b5, sequence number inside) every --probe-gap-ms; the switch has no flow for it,
+   so it is a packet-in, and the master floods it by packet-out to port 2, where a
+   second namespace timestamps it. Resolution: the probe gap.
+2. flows: N distinct /32 flows written through the northbound API (RowService.Put,
+   batches of 1,000 rows, ACK_LOCAL) to the cloud node, replicated to the edge node,
+   installed by the edge controller, counted on the switch with `ovs-ofctl dump-flows`
+   in the replicated-flow cookie space -> flows/s end to end. Beside it, the bare os-ken
+   app bench/bare_flows_app.py pushes the same N flow-mods one send_msg each plus a
+   barrier. The switch-programming stage alone: the controller is started with the N
+   desired flows already in its node, then the switch is connected: time from its
+   "MASTER with" log line (after which it sends every desired flow) to all N on the
+   switch (polled, so the figure includes up to one poll interval).
+3. audit repair: delete 100 and all N replicated flows out of band with ovs-ofctl ->
+   all back, with the default audit interval and with --audit-interval-ms 500.
+4. reading back N flows: os-ken's flow-stats request -> parsed replies (in the bare
+   app), Synod's conversion of them for its audit, and `ovs-ofctl dump-flows`.
+
+Prints the machine and a table of measured figures (targets only beside them, labelled);
+writes JSON to bench/results/. Cleans up its bridges, namespaces, links and processes on
+exit, error, Ctrl-C and SIGTERM; uses loopback only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from synod.v1 import northbound_pb2 as nb  # noqa: E402
+
+from controller.forwarding.flowspec import flow_cookie  # noqa: E402
+from controller.node.client import Client  # noqa: E402
+from tests.cluster.harness import Cluster, free_port  # noqa: E402
+from topologies.emulate import ensure_ovs, start_controller, stop_process  # noqa: E402
+
+BRIDGE = "sybench1"  # the Synod-controlled switch (home site edge1)
+BARE_BRIDGE = "sybare1"  # the bare app's switch
+DPID = 0x101
+BARE_DPID = 0x102
+NETNS = ("sybA", "sybB")  # probe sender (port 1) and receiver (port 2)
+SF_COOKIE = "cookie=0x5346000000000000/0xffff000000000000"
+OF13 = ("-O", "OpenFlow13")
+APP = "controller.openflow.synod_app"
+BARE_APP = str(ROOT / "bench" / "bare_flows_app.py")
+PUT_BATCH_ROWS = 1000
+POLL_S = 0.1
+WAIT_S = 30.0  # bound for mastership, restarts, repairs
+PROBE_ETHERTYPE = 0x88B5
+PROBE_SRC = "02:00:00:0b:b0:01"
+
+# Run inside the namespaces (python -c): raw frames on the namespace's end of a veth.
+SENDER = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+gap, end = float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+hdr = b"\xff" * 6 + bytes.fromhex(sys.argv[4].replace(":", "")) + b"\x88\xb5"
+seq = 0
+while time.monotonic() < end:
+    s.send(hdr + struct.pack("!Qd", seq, time.time()) + bytes(30))
+    seq += 1
+    time.sleep(gap)
+"""
+RECEIVER = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind((sys.argv[1], 0x88b5))
+s.settimeout(0.5)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        frame = s.recv(2048)
+    except socket.timeout:
+        continue
+    now = time.time()
+    seq, sent = struct.unpack("!Qd", frame[14:30])
+    print(seq, f"{sent:.6f}", f"{now:.6f}", flush=True)
+"""
+
+
+class BenchError(Exception):
+    """The benchmark could not measure something; the message says what."""
+
+
+# ----------------------------------------------------------------------------- machine
+def machine() -> dict:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    ovs = sh("ovs-vsctl", "--version").splitlines()[0].split()[-1]
+    from importlib.metadata import version
+
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "ovs": ovs, "os_ken": version("os-ken"), "grpcio": version("grpcio"),
+            "kernel": platform.release(), "loadavg_start": os.getloadavg()}
+
+
+# ----------------------------------------------------------------------------- helpers
+def sh(*cmd: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> str:
+    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
+                          check=False, input=stdin)
+    if check and done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def wait_for(pred: Callable[[], object], timeout_s: float, interval_s: float = POLL_S):
+    """pred()'s first truthy value within timeout_s, else None."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval_s)
+
+
+def flow_count(bridge: str) -> int:
+    """Replicated-flow-space (SF cookie) flows on the switch, by ovs-ofctl dump-flows."""
+    out = sh("ovs-ofctl", *OF13, "dump-flows", "--no-stats", bridge, SF_COOKIE)
+    return sum(1 for line in out.splitlines() if "cookie=0x5346" in line)
+
+
+def logged_times(log: Path, needle: str) -> list[float]:
+    """Wall-clock times (ms resolution, from the log) of the lines containing needle."""
+    times = []
+    for line in log.read_text(errors="replace").splitlines():
+        if needle in line:
+            try:
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            except ValueError:
+                continue
+            times.append(stamp.timestamp())
+    return times
+
+
+def flow_address(i: int) -> str:
+    """The i-th distinct /32 (same as bench/bare_flows_app.py)."""
+    return f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+
+
+def summary(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    return {"n": len(xs), "median": statistics.median(xs), "min": min(xs), "max": max(xs),
+            "all": xs}
+
+
+# ----------------------------------------------------------------------------- resources
+class Resources:
+    """Everything this run creates, torn down in reverse on exit (also on errors)."""
+
+    def __init__(self) -> None:
+        self.bridges: list[str] = []
+        self.netns: list[str] = []
+        self.links: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.clusters: list[Cluster] = []
+
+    def bridge(self, name: str, dpid: int, desc: str) -> None:
+        self.bridges.append(name)
+        sh("ovs-vsctl", "--may-exist", "add-br", name, "--", "set", "bridge", name,
+           "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure",
+           f"other-config:datapath-id={dpid:016x}", f'other-config:dp-desc="{desc}"')
+
+    def probe_port(self, bridge: str, ns: str, ofport: int) -> str:
+        """A namespace on a veth whose other end is port `ofport`; returns the ns's end."""
+        outer, inner = f"{ns}0", f"{ns}1"
+        self.netns.append(ns)
+        sh("ip", "netns", "add", ns)
+        self.links.append(outer)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", inner, "netns", ns)
+        for cmd in (("sysctl", "-qw", f"net.ipv6.conf.{inner}.disable_ipv6=1"),
+                    ("ip", "link", "set", inner, "up")):
+            sh("ip", "netns", "exec", ns, *cmd)
+        sh("sysctl", "-qw", f"net.ipv6.conf.{outer}.disable_ipv6=1")
+        sh("ip", "link", "set", outer, "up")
+        sh("ovs-vsctl", "add-port", bridge, outer, "--", "set", "interface", outer,
+           f"ofport_request={ofport}")
+        return inner
+
+    def popen(self, args: list[str], **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(args, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> list[str]:
+        problems: list[str] = []
+        for proc in reversed(self.procs):
+            try:
+                stop_process(proc)
+            except Exception as e:  # noqa: BLE001 - keep tearing down the rest
+                problems.append(f"process {proc.pid}: {e}")
+        for cluster in self.clusters:
+            leaked = cluster.stop()
+            if leaked:
+                problems.append(f"node processes still alive: {leaked}")
+        for name in self.bridges:
+            sh("ovs-vsctl", "--if-exists", "del-br", name, check=False)
+        for ns in self.netns:
+            sh("ip", "netns", "del", ns, check=False)
+        for link in self.links:
+            if Path(f"/sys/class/net/{link}").exists():
+                sh("ip", "link", "del", link, check=False)
+        return problems
+
+
+def sweep_leftovers() -> None:
+    """Remove what a killed earlier run of this benchmark left (only our own names)."""
+    for name in (BRIDGE, BARE_BRIDGE):
+        sh("ovs-vsctl", "--if-exists", "del-br", name, check=False)
+    for ns in NETNS:
+        if Path(f"/run/netns/{ns}").exists():
+            sh("ip", "netns", "del", ns, check=False)
+        if Path(f"/sys/class/net/{ns}0").exists():
+            sh("ip", "link", "del", f"{ns}0", check=False)
+
+
+# ----------------------------------------------------------------------------- probe
+class Receiver:
+    """Probe frames seen on port 2: (arrival wall time, sequence number)."""
+
+    def __init__(self, res: Resources, iface: str, seconds: float) -> None:
+        self.frames: list[tuple[float, int]] = []
+        self._lock = threading.Lock()
+        self.proc = res.popen(["ip", "netns", "exec", NETNS[1], sys.executable, "-c", RECEIVER,
+                               iface, str(seconds)], stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            seq, _sent, got = line.split()
+            with self._lock:
+                self.frames.append((float(got), int(seq)))
+
+    def first_after(self, t: float) -> float | None:
+        with self._lock:
+            return next((got for got, _ in self.frames if got >= t), None)
+
+
+# ----------------------------------------------------------------------------- Synod setup
+class Synod:
+    """Two nodes (cloud = node 0, edge1 = node 1), a controller per site, one switch."""
+
+    SITES = {"edge1": (1, 1), "cloud": (2, 0)}  # site -> (controller index, node)
+
+    def __init__(self, res: Resources, tmp: Path, audit_ms: int | None = None) -> None:
+        self.res, self.tmp = res, tmp
+        self.cluster = Cluster(tmp / "nodes", 2, seed=7)
+        res.clusters.append(self.cluster)
+        self.cluster.start()
+        self.ports = {site: free_port() for site in self.SITES}
+        self.logs = {site: tmp / f"controller-{site}.log" for site in self.SITES}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.audit_ms = {site: audit_ms for site in self.SITES}
+
+    def start(self, site: str) -> None:
+        index, node = self.SITES[site]
+        controllers = ",".join(f"{s}=127.0.0.1:{p}" for s, p in self.ports.items())
+        extra = ["--site", site, "--controller-index", str(index),
+                 "--controllers", controllers,
+                 "--node", f"127.0.0.1:{self.cluster.nodes[node].api_port}",
+                 "--node-token-file", str(self.cluster.dirs[0] / "admin.token"),
+                 "--node-ca", self.cluster.ca]
+        if self.audit_ms[site] is not None:
+            extra += ["--audit-interval-ms", str(self.audit_ms[site])]
+        proc = start_controller(self.ports[site], str(self.logs[site]), apps=(APP,),
+                                extra_args=tuple(extra))
+        self.res.procs.append(proc)
+        self.procs[site] = proc
+
+    def stop(self, site: str) -> None:
+        stop_process(self.procs[site])
+
+    def connect(self, bridge: str, *sites: str) -> None:
+        sh("ovs-vsctl", "set-controller", bridge,
+           *[f"tcp:127.0.0.1:{self.ports[s]}" for s in sites])
+
+    def masters(self, site: str) -> list[float]:
+        return logged_times(self.logs[site], f"{DPID:016x}: MASTER with generation id")
+
+    def is_master(self, site: str) -> bool:
+        """Does `site`'s log say it is MASTER now (confirmed, and not lost since)?"""
+        got = self.masters(site)
+        lost = logged_times(self.logs[site], f"{DPID:016x}: no longer MASTER")
+        return bool(got) and (not lost or got[-1] >= lost[-1])
+
+    def wait_settled(self) -> None:
+        """edge1 (home) master and cloud not: a backup that started before it heard the
+        home controller may claim first, until the home controller notices and reclaims."""
+        if not wait_for(lambda: self.is_master("edge1") and not self.is_master("cloud"),
+                        WAIT_S):
+            raise BenchError(f"mastership did not settle on edge1 within {WAIT_S} s")
+
+    def audit_lines(self, since: float = 0.0) -> list[float]:
+        """Times of "audit: ... repairing" lines of running controllers, after `since`."""
+        return [t for site in self.SITES for t in logged_times(self.logs[site], "audit:")
+                if t >= since]
+
+    def mastership_changes(self) -> dict[str, int]:
+        return {site: len(self.masters(site)) for site in self.SITES}
+
+    def client(self, site: str) -> Client:
+        node = self.cluster.nodes[self.SITES[site][1]]
+        return Client(f"127.0.0.1:{node.api_port}", self.cluster.token, self.cluster.ca,
+                      timeout_s=120)
+
+    def wait_master(self, site: str, before: int) -> float:
+        """Time of the switch confirming `site` as MASTER (a new log line after `before`)."""
+        found = wait_for(lambda: len(self.masters(site)) > before, WAIT_S)
+        if not found:
+            raise BenchError(f"{site} was not confirmed MASTER within {WAIT_S} s "
+                             f"(see {self.logs[site]})")
+        return self.masters(site)[-1]
+
+
+# ----------------------------------------------------------------------------- measurements
+def failover_trials(synod: Synod, rx: Receiver, trials: int, settle_s: float,
+                    log) -> list[dict]:
+    out = []
+    for k in range(trials):
+        edge_before, cloud_before = len(synod.masters("edge1")), len(synod.masters("cloud"))
+        # Precondition: edge1 masters the switch and the probe flows through it.
+        synod.wait_settled()
+        # A backup demoted less than MastershipConfig.holddown_ms (5 s) ago does not claim:
+        # wait that out, or the trial measures the hold-down instead of the failover.
+        time.sleep(settle_s)
+        t_ok = time.time()
+        if not wait_for(lambda t=t_ok: rx.first_after(t), WAIT_S):
+            raise BenchError("probe frames do not reach port 2 before the kill")
+        t_kill = time.time()
+        synod.procs["edge1"].send_signal(signal.SIGKILL)
+        synod.procs["edge1"].wait(10)
+        t_master = synod.wait_master("cloud", cloud_before)
+        # The log has ms resolution: a frame the backup served cannot predate it by more.
+        t_first = wait_for(lambda t=t_master: rx.first_after(t - 0.001), WAIT_S, 0.02)
+        if t_first is None:
+            raise BenchError("the backup served no probe frame within the bound")
+        trial = {"kill_to_master_s": t_master - t_kill, "kill_to_first_served_s": t_first - t_kill}
+        out.append(trial)
+        log(f"  failover {k + 1}/{trials}: MASTER after {trial['kill_to_master_s']:.3f} s, "
+            f"first packet-in served after {trial['kill_to_first_served_s']:.3f} s")
+        # The home controller comes back and takes its switch back.
+        synod.start("edge1")
+        t_back = synod.wait_master("edge1", edge_before)
+        if not wait_for(lambda t=t_back: rx.first_after(t + 0.5), WAIT_S):
+            raise BenchError("probe frames did not flow again after edge1 came back")
+    return out
+
+
+def put_flows(client: Client, dpid: int, ids: range) -> None:
+    rows = []
+    for i in ids:
+        rows.append(client.row("flows", [f"{dpid:016x}", f"b{i}"], {
+            "priority": "300", "table_id": "0", "match": f"ipv4_dst={flow_address(i)}",
+            "actions": "output:1", "cookie": "0"}))
+        if len(rows) == PUT_BATCH_ROWS:
+            client.call(client.rows.Put, nb.PutRequest(rows=rows, ack=nb.ACK_LOCAL))
+            rows = []
+    if rows:
+        client.call(client.rows.Put, nb.PutRequest(rows=rows, ack=nb.ACK_LOCAL))
+
+
+def pipeline(synod: Synod, flows: int, wait_s: float, log) -> dict:
+    """Rows through the cloud node's API until all are on the edge switch."""
+    with synod.client("cloud") as client:
+        client.schema()
+        t0 = time.time()
+        put_flows(client, DPID, range(flows))
+        t_acked = time.time()
+    log(f"  {flows} rows acknowledged by the API after {t_acked - t0:.2f} s; "
+        f"waiting (at most {wait_s:.0f} s) for them on the switch")
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        n = flow_count(BRIDGE)
+        samples.append((time.time() - t0, n))
+        if n >= flows:
+            break
+        time.sleep(0.5)
+    t_last, n_last = samples[-1]
+    result = {"flows": flows, "api_ack_s": t_acked - t0, "on_switch": n_last,
+              "complete": n_last >= flows, "elapsed_s": t_last,
+              "flows_per_s": n_last / t_last if t_last else 0.0,
+              "samples": samples[:: max(1, len(samples) // 40)] + [samples[-1]]}
+    first = next((t for t, n in samples if n > 0), None)
+    result["first_on_switch_s"] = first
+    return result
+
+
+def programming_stage(synod: Synod, flows: int, log) -> dict:
+    """Controller already holds the desired set; connect the switch; time to all on it."""
+    sh("ovs-vsctl", "del-controller", BRIDGE)
+    # Restart both: they may still be working through the pipeline's watch events.
+    synod.stop("edge1")
+    synod.stop("cloud")
+    sh("ovs-ofctl", *OF13, "del-flows", BRIDGE, SF_COOKIE)
+    edge_before = len(synod.masters("edge1"))
+    links_before = len(logged_times(synod.logs["edge1"], "node link up"))
+    synod.start("edge1")
+    if not wait_for(lambda: len(logged_times(synod.logs["edge1"], "node link up"))
+                    > links_before, 120):
+        raise BenchError("edge1's node link did not come up within 120 s")
+    line = [ln for ln in synod.logs["edge1"].read_text().splitlines() if "node link up" in ln]
+    log(f"  {line[-1].split(': ', 1)[-1]}")
+    synod.start("cloud")
+    synod.connect(BRIDGE, "edge1", "cloud")
+    t_master = synod.wait_master("edge1", edge_before)
+    samples = []
+    deadline = time.monotonic() + 120
+    n = 0
+    while time.monotonic() < deadline:
+        n = flow_count(BRIDGE)
+        samples.append((time.time() - t_master, n))
+        if n >= flows:
+            break
+        time.sleep(POLL_S)
+    t_all = samples[-1][0]
+    return {"flows": flows, "on_switch": n, "master_to_all_s": t_all,
+            "flows_per_s": n / t_all if t_all > 0 else 0.0,
+            "first_seen_s": next((t for t, c in samples if c > 0), None)}
+
+
+def audit_trials(synod: Synod, flows: int, delete: int, trials: int, log) -> list[dict]:
+    out = []
+    cookies = [flow_cookie(DPID, f"b{i}") for i in range(delete)]
+    for k in range(trials):
+        if not wait_for(lambda: flow_count(BRIDGE) >= flows, WAIT_S, 0.2):
+            raise BenchError("the switch does not hold every desired flow before the trial")
+        time.sleep(1.0)  # let a repair still in flight finish
+        if delete >= flows:
+            sh("ovs-ofctl", *OF13, "del-flows", BRIDGE, SF_COOKIE)
+        else:
+            sh("ovs-ofctl", *OF13, "del-flows", BRIDGE, "-",
+               stdin="".join(f"cookie={c:#x}/-1\n" for c in cookies))
+        t_del = time.time()
+        left = flow_count(BRIDGE)
+        t_back = wait_for(lambda: flow_count(BRIDGE) >= flows and time.time(), WAIT_S, POLL_S)
+        audits = sorted(t for t in synod.audit_lines(since=t_del - 0.001))
+        t_audit = audits[0] if audits else None
+        trial = {"deleted": delete, "left_after_delete": left,
+                 "repaired_s": (t_back - t_del) if t_back else None,
+                 "detected_s": (t_audit - t_del) if t_audit else None}
+        trial["repair_after_detect_s"] = (t_back - t_audit) if t_back and t_audit else None
+        out.append(trial)
+        log(f"  audit {k + 1}/{trials}: {delete} deleted ({left} left), all back after "
+            f"{_fmt(trial['repaired_s'])} s (audit noticed after {_fmt(trial['detected_s'])} s)")
+    return out
+
+
+def bare_app(res: Resources, tmp: Path, flows: int, trials: int, log) -> list[dict]:
+    res.bridge(BARE_BRIDGE, BARE_DPID, "bare")
+    sh("ovs-vsctl", "add-port", BARE_BRIDGE, "sybareP", "--", "set", "interface", "sybareP",
+       "type=internal", "ofport_request=1")  # the flows output to port 1, as Synod's do
+    port = free_port()
+    log_path = tmp / "controller-bare.log"
+    os.environ.update(BENCH_FLOWS=str(flows), BENCH_WAIT_S="120")
+    proc = start_controller(port, str(log_path), apps=(BARE_APP,))
+    res.procs.append(proc)
+    out = []
+    for k in range(trials):
+        sh("ovs-ofctl", *OF13, "del-flows", BARE_BRIDGE, SF_COOKIE)
+        before = log_path.read_text().count("BENCH_RESULT")
+        sh("ovs-vsctl", "set-controller", BARE_BRIDGE, f"tcp:127.0.0.1:{port}")
+        if not wait_for(lambda n=before: log_path.read_text().count("BENCH_RESULT") > n, 180):
+            raise BenchError(f"the bare app reported nothing within 180 s (see {log_path})")
+        lines = [ln for ln in log_path.read_text().splitlines() if "BENCH_RESULT" in ln]
+        result = json.loads(lines[-1].split("BENCH_RESULT ", 1)[1])
+        if "error" in result:
+            raise BenchError(f"bare app: {result['error']}")
+        # Before del-controller: removing the bridge's last controller (after one had
+        # connected) emptied its flow table here, fail_mode=secure notwithstanding.
+        result["on_switch"] = flow_count(BARE_BRIDGE)
+        result["ofctl_readback"] = ofctl_readback(BARE_BRIDGE, 3)
+        sh("ovs-vsctl", "del-controller", BARE_BRIDGE)
+        out.append(result)
+        log(f"  bare {k + 1}/{trials}: {result['flows_per_s']:,.0f} flows/s to the barrier, "
+            f"{result['on_switch']} on the switch; os-ken read-back "
+            f"{result['readback_osken_s'] * 1000:.0f} ms")
+    return out
+
+
+def ofctl_readback(bridge: str, trials: int) -> list[dict]:
+    out = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        text = sh("ovs-ofctl", *OF13, "dump-flows", bridge, SF_COOKIE)
+        out.append({"s": time.perf_counter() - t0, "flows": text.count("cookie=0x5346")})
+    return out
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- report
+def render(m: dict, r: dict) -> str:
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+             f"OVS {m['ovs']} (userspace datapath), os-ken {m['os_ken']}, "
+             f"kernel {m['kernel']}",
+             f"load average at start {m['loadavg_start'][0]:.2f}, at end "
+             f"{m.get('loadavg_end', [float('nan')])[0]:.2f} (the cores are shared)", ""]
+    rows: list[tuple[str, str, str]] = []
+
+    def add(what: str, value: str, target: str = "") -> None:
+        rows.append((what, value, target))
+
+    for key, label in (("failover", "failover, empty flow table"),
+                       ("failover_10k", "failover, N desired flows")):
+        f = r.get(key)
+        if not f:
+            continue
+        ms = summary([t["kill_to_master_s"] for t in f])
+        fs = summary([t["kill_to_first_served_s"] for t in f])
+        add(f"{label}: kill -> MASTER (n={ms['n']})",
+            f"median {ms['median']:.3f} s, max {ms['max']:.3f} s", "<= 0.3 s")
+        add(f"{label}: kill -> 1st packet-in served",
+            f"median {fs['median']:.3f} s, max {fs['max']:.3f} s", "<= 0.3 s")
+    bare = r.get("bare") or []
+    if bare:
+        rates = summary([b["flows_per_s"] for b in bare])
+        add(f"bare os-ken, {bare[0]['flows']} flow-mods + barrier (n={rates['n']})",
+            f"median {rates['median']:,.0f} flows/s (min {rates['min']:,.0f})",
+            "notes: ~10,700")
+    p = r.get("pipeline")
+    if p:
+        state = "all on switch" if p["complete"] else f"only {p['on_switch']} on switch"
+        add(f"pipeline, {p['flows']} flows API -> switch",
+            f"{p['flows_per_s']:,.0f} flows/s ({state} after {p['elapsed_s']:.1f} s; "
+            f"API ack {p['api_ack_s']:.2f} s)", ">= 1x bare")
+        if bare:
+            add("pipeline / bare", f"{p['flows_per_s'] / rates['median']:.3f}x", ">= 1x")
+    st = r.get("stage")
+    if st:
+        add(f"programming stage, {st['flows']} flows (MASTER -> all on switch)",
+            f"{st['flows_per_s']:,.0f} flows/s ({st['master_to_all_s']:.2f} s)",
+            ">= 100,000 flows/s")
+    for key, label in (("audit_default_backup_up", "audit 2000 ms, backup up"),
+                       ("audit_500_backup_up", "audit 500 ms, backup up"),
+                       ("audit_default_backup_down", "audit 2000 ms, backup down"),
+                       ("audit_500_backup_down", "audit 500 ms, backup down")):
+        for deleted, trials in (r.get(key) or {}).items():
+            s = summary([t["repaired_s"] for t in trials if t["repaired_s"] is not None])
+            missing = sum(1 for t in trials if t["repaired_s"] is None)
+            value = (f"median {s['median']:.2f} s, max {s['max']:.2f} s" if s["n"] else "-")
+            if missing:
+                value += f" ({missing} not repaired within {WAIT_S:.0f} s)"
+            add(f"{label}: {deleted} deleted -> all back (n={len(trials)})", value, "<= 2 s")
+    if bare:
+        rb = summary([b["readback_osken_s"] for b in bare])
+        conv = summary([b["readback_synod_convert_s"] for b in bare])
+        add(f"read back {bare[0]['readback_flows']} flows: os-ken flow-stats",
+            f"median {rb['median'] * 1000:.0f} ms", "<= 100 ms")
+        add("  + Synod's conversion for its audit", f"median {conv['median'] * 1000:.0f} ms")
+    oc = r.get("ofctl_readback")
+    if oc:
+        s = summary([x["s"] for x in oc])
+        add(f"read back {oc[0]['flows']} flows: ovs-ofctl dump-flows (n={s['n']})",
+            f"median {s['median'] * 1000:.0f} ms", "<= 100 ms")
+    w1 = max(len(a) for a, _, _ in rows)
+    w2 = max(len(b) for _, b, _ in rows)
+    lines.append(f"{'measured':<{w1}}  {'figure':<{w2}}  target (for comparison)")
+    lines += [f"{a:<{w1}}  {b:<{w2}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def run(args: argparse.Namespace, res: Resources, tmp: Path, log) -> dict:
+    r: dict = {"args": vars(args)}
+    if not args.skip_bare:
+        log(f"bare os-ken app: {args.flows} flow-mods one send_msg each, {args.trials} runs")
+        r["bare"] = bare_app(res, tmp, args.flows, args.trials, log)
+        r["ofctl_readback"] = [x for b in r["bare"] for x in b["ofctl_readback"]]
+
+    log("Synod: 2 nodes, controllers edge1 (home) and cloud (backup), one switch")
+    synod = Synod(res, tmp)
+    res.bridge(BRIDGE, DPID, "bench,synod-site=edge1")
+    sender_if = res.probe_port(BRIDGE, NETNS[0], 1)
+    receiver_if = res.probe_port(BRIDGE, NETNS[1], 2)
+    synod.start("edge1")
+    synod.start("cloud")
+    synod.connect(BRIDGE, "edge1", "cloud")
+    synod.wait_master("edge1", 0)
+
+    def probed_failover(trials: int) -> list[dict]:
+        # The probe runs only here, so its packet-ins do not load the other measurements.
+        rx = Receiver(res, receiver_if, 600)
+        sender = res.popen(["ip", "netns", "exec", NETNS[0], sys.executable, "-c", SENDER,
+                            sender_if, str(args.probe_gap_ms / 1000), "600", PROBE_SRC])
+        try:
+            return failover_trials(synod, rx, trials, args.settle_s, log)
+        finally:
+            stop_process(sender)
+            stop_process(rx.proc)
+
+    log(f"failover, empty flow table: {args.failover_trials} trials "
+        f"(probe every {args.probe_gap_ms} ms)")
+    r["failover"] = probed_failover(args.failover_trials)
+
+    log(f"pipeline: {args.flows} flows through the cloud node's API")
+    r["pipeline"] = pipeline(synod, args.flows, args.pipeline_wait_s, log)
+    log(f"  {r['pipeline']['on_switch']} on the switch after "
+        f"{r['pipeline']['elapsed_s']:.1f} s")
+
+    log("programming stage: controller restarted holding the desired set, switch connected")
+    r["stage"] = programming_stage(synod, args.flows, log)
+    changes: dict[str, dict[str, int]] = {}
+    r["mastership_changes"] = changes
+
+    def section(name: str, fn):
+        before = synod.mastership_changes()
+        value = fn()
+        after = synod.mastership_changes()
+        changes[name] = {site: after[site] - before[site] for site in after}
+        if any(changes[name].values()):
+            log(f"  MASTER confirmations during {name}: {changes[name]}")
+        return value
+
+    log(f"failover with {args.flows} desired flows: {args.trials} trials")
+    r["failover_10k"] = section("failover_10k", lambda: probed_failover(args.trials))
+
+    # The audits run twice: with the backup controller running (as deployed), and with it
+    # stopped, which isolates the audit from mastership changes (see the report).
+    for backup in ("up", "down"):
+        for interval in (None, 500):
+            synod.audit_ms["edge1"] = interval
+            before = len(synod.masters("edge1"))
+            synod.stop("edge1")
+            if backup == "down":
+                synod.stop("cloud")
+            synod.start("edge1")
+            synod.wait_master("edge1", before)
+            if backup == "up":
+                synod.wait_settled()
+            name = f"audit_{interval or 'default'}_backup_{backup}"
+            r[name] = {}
+            for delete in (100, args.flows):
+                log(f"audit repair, interval {interval or 'default (2000)'} ms, backup "
+                    f"{backup}: delete {delete}")
+                r[name][str(delete)] = section(
+                    f"{name}_{delete}",
+                    lambda d=delete: audit_trials(synod, args.flows, d, args.trials, log))
+    return r
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--flows", type=int, default=10_000)
+    p.add_argument("--failover-trials", type=int, default=5)
+    p.add_argument("--trials", type=int, default=3, help="runs of the other measurements")
+    p.add_argument("--probe-gap-ms", type=float, default=5.0)
+    p.add_argument("--pipeline-wait-s", type=float, default=300.0,
+                   help="bound on waiting for the pipeline's flows on the switch")
+    p.add_argument("--settle-s", type=float, default=6.0,
+                   help="pause before each failover trial (longer than the 5 s hold-down)")
+    p.add_argument("--skip-bare", action="store_true")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        print("bench/controller.py: error: run as root (OVS bridges, namespaces)",
+              file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def on_term(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    ensure_ovs(log)
+    sweep_leftovers()
+    m = machine()
+    tmp = Path(tempfile.mkdtemp(prefix="synod-bench-controller-"))
+    res = Resources()
+    r: dict = {}
+    code = 0
+    try:
+        r = run(args, res, tmp, log)
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        code = 130
+    except BenchError as e:
+        log(f"error: {e}")
+        r["error"] = str(e)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the teardown finish
+        problems = res.close()
+        for problem in problems:
+            log(f"cleanup: {problem}")
+        if args.keep_logs or code:
+            log(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    m["loadavg_end"] = os.getloadavg()
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"controller-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"machine": m, "results": r}, indent=1))
+    if r:
+        try:
+            print(render(m, r))
+        except (KeyError, ValueError, ZeroDivisionError) as e:
+            log(f"partial results, no table ({type(e).__name__}: {e})")
+    print(f"\nJSON: {out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
