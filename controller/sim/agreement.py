@@ -368,9 +368,26 @@ class AgreementSim:
                 break
             self.time_ms = time_ms
             self._handle(kind, payload)
-            if kind == "tick" and time_ms > cfg.chaos_ms + 1 and self._settled():
-                break
+            if kind == "tick" and time_ms > cfg.chaos_ms + 1:
+                if self._settled():
+                    break
+                self._retry_final()
         return self.check()
+
+    def _retry_final(self) -> None:
+        """A client retries: a final proposer removed or crashed since is replaced."""
+        final = [p for _, p in self.proposals if p.slot == "placement/final"]
+        live = [
+            p
+            for who, p in self.proposals
+            if p.slot == "placement/final"
+            and not p.done
+            and self.nodes[who].agreement
+            and p in self.nodes[who].agreement.proposals
+        ]
+        if final and not live:
+            voter = self._voters()[0]
+            self.propose(voter, "placement/final", f"final-retry-{len(final)}", 5_000)
 
     def _settled(self) -> bool:
         """The final slot and every membership change are known to every current voter."""
