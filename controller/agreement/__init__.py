@@ -9,6 +9,22 @@ from .certificate import Certificate, Decision, verify_certificate
 from .engine import Agreement, AgreementConfig, Outcome, Proposal, Status, Watch
 from .errors import AgreementError, Reason, Refused, UsageError
 from .ledger import Ledger
+from .lineage import (
+    CONFLICTS,
+    ConflictEntry,
+    Lineage,
+    Relation,
+    check_reunion,
+    conflict_mutations,
+    lineage_of,
+    relate,
+    reunion_slot,
+    row_conflicts,
+    secede,
+    slot_conflicts,
+    winner,
+    with_conflicts_table,
+)
 from .membership import Membership, check_change, membership_slot, membership_version_of
 from .messages import (
     ACCEPT,
@@ -34,6 +50,20 @@ from .quorum import VoteResult, majority, vote_result
 from .rbac import ROLES, AccessPolicy, check_policy, policy_slot, policy_version_of
 
 __all__ = [
+    "CONFLICTS",
+    "ConflictEntry",
+    "Lineage",
+    "Relation",
+    "check_reunion",
+    "conflict_mutations",
+    "lineage_of",
+    "relate",
+    "reunion_slot",
+    "row_conflicts",
+    "secede",
+    "slot_conflicts",
+    "winner",
+    "with_conflicts_table",
     "ACCEPT",
     "ACCEPTED",
     "PREPARE",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.agreement import Agreement, AgreementConfig, AgreementReplica
-from controller.replication import Config, Identity, make_genesis
+from controller.replication import DEFAULT_SCHEMA, Config, Genesis, Identity, Schema, make_genesis
 from controller.store import MemoryStore
 
 
@@ -17,7 +17,7 @@ class Node:
         self.net = net
         self.identity = identity
         self.id = identity.node_id
-        self.store = MemoryStore(self.id)
+        self.store = MemoryStore(self.id, net.schema)
         self.up = True
         self.start()
 
@@ -33,6 +33,7 @@ class Node:
             stored.evidence,
             config=self.net.replica_config,
             peers=[i.node_id for i in self.net.identities],
+            schema=self.net.schema,
         )
         self.agreement = Agreement(self.replica, rng, self.net.agreement_config)
         self.up = True
@@ -41,14 +42,28 @@ class Node:
 class Net:
     """Nodes and a perfect network: one round delivers every message sent in the last one."""
 
-    def __init__(self, n: int, spares: int = 0, access: Any = None, **config: Any) -> None:
-        self.identities = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(n + spares)]
+    def __init__(
+        self,
+        n: int,
+        spares: int = 0,
+        access: Any = None,
+        *,
+        identities: list[Identity] | None = None,
+        genesis: Genesis | None = None,
+        schema: Schema = DEFAULT_SCHEMA,
+        **config: Any,
+    ) -> None:
+        self.identities = identities or [
+            Identity.from_seed(bytes([i + 1]) * 32) for i in range(n + spares)
+        ]
         founders = self.identities[:n]
         if access is None:
             access = {"roles": {i.node_id: "admin" for i in founders}}
-        self.genesis = make_genesis(
+        self.genesis = genesis or make_genesis(
             founders[0], "test", [i.public_key for i in founders], 0, {"access": access}
         )
+        self.schema = schema
+        self.groups: list[set[str]] | None = None
         self.replica_config = Config(push_fanout=n + spares, sync_interval_ms=100)
         self.agreement_config = AgreementConfig(**config)
         self.nodes = [Node(self, i) for i in self.identities]
@@ -83,6 +98,8 @@ class Net:
         for src, dst, msg in batch:
             node = by_id.get(dst)
             if node is None or not node.up or src in self.cut or dst in self.cut:
+                continue
+            if self.groups and not any(src in g and dst in g for g in self.groups):
                 continue
             node.replica.receive(msg, self.now_ms)
             node.agreement.step(self.now_ms)

@@ -73,7 +73,9 @@ def test_lagging_node_is_refused_then_catches_up():
     cert = lag.agreement.decided("master/1").certificate
     assert cert.ballot.mv == 2
     refusals = [
-        r for rec in lag.agreement.ledger.slots.values() for rs in rec.refusals.values()
+        r
+        for rec in lag.agreement.ledger.slots.values()
+        for rs in rec.refusals.values()
         for r in rs.values()
     ]
     assert any(r.reason == "stale_membership" and r.mv == 2 for r in refusals)
@@ -87,7 +89,8 @@ def test_role_may_not_propose_forbidden_slot_kinds():
     net[0].replica.emit(*to_body(Prepare("membership/1", Ballot(0, 1, net[0].id))), net.now_ms)
     net.run(10)
     reasons = {
-        r.reason for rs in net[1].agreement.ledger.slots["membership/1"].refusals.values()
+        r.reason
+        for rs in net[1].agreement.ledger.slots["membership/1"].refusals.values()
         for r in rs.values()
     }
     assert reasons == {"forbidden"}

@@ -1,0 +1,149 @@
+"""Secession on a minority side, then reunion with the parent, ending in a conflict report."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.agreement import (
+    Lineage,
+    Reason,
+    Refused,
+    Relation,
+    Status,
+    check_reunion,
+    conflict_mutations,
+    lineage_of,
+    relate,
+    reunion_slot,
+    row_conflicts,
+    secede,
+    slot_conflicts,
+    winner,
+    with_conflicts_table,
+)
+from controller.agreement.errors import UsageError
+from controller.replication import DEFAULT_SCHEMA, RowState, Upsert, decode
+
+from .conftest import Net
+
+SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
+
+
+def snapshot(replica) -> dict:
+    """A copy of every row's merge state (RowState is mutable)."""
+    return {(t, k): RowState.from_plain(row.to_plain()) for t, k, row in replica.tables.all_rows()}
+
+
+def decide(net: Net, i: int, slot: str, value) -> None:
+    p = net[i].agreement.propose(slot, value, net.now_ms)
+    net.run(200, until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED and p.outcome.value == value, p.outcome
+
+
+def test_secede_then_reunite_with_a_conflict_report():
+    a = Net(5, schema=SCHEMA)
+    a[0].replica.write([Upsert("kv", ("shared",), {"value": b"before"})], a.now_ms)
+    decide(a, 0, "master/1", "before")
+    # The WAN splits {0,1,2} | {3,4}: the minority can write rows but decide nothing.
+    a.groups = [{n.id for n in a.nodes[:3]}, {n.id for n in a.nodes[3:]}]
+    p = a[3].agreement.propose("alloc/ip/1", "minority", a.now_ms, timeout_ms=300)
+    a.run(100, until=lambda: p.done)
+    assert p.outcome.status is Status.NO_QUORUM
+    # The operator on the minority side confirms a secession: a new lineage of {3, 4}.
+    voters = a[3].agreement.membership().voters
+    with pytest.raises(UsageError):
+        secede(a[3].identity, a.genesis, voters, [a[3].id], {}, a.now_ms, confirmed_by="")
+    fork_vector = a[3].replica.version_vector()
+    access = {"roles": {a[3].id: "admin", a[4].id: "admin"}}
+    genesis_b = secede(
+        a[3].identity,
+        a.genesis,
+        voters,
+        [a[3].id, a[4].id],
+        fork_vector,
+        a.now_ms,
+        confirmed_by="operator@edge-3",
+        access=access,
+    )
+    base_a = snapshot(a[3].replica)
+    a.crash(3)
+    a.crash(4)
+    b = Net(2, identities=[a[3].identity, a[4].identity], genesis=genesis_b, schema=SCHEMA)
+    b.now_ms = a.now_ms
+    rows = [Upsert(t, k, v) for t in SCHEMA.names for k, v in a[0].replica.rows(t).items()]
+    b[0].replica.write(rows, b.now_ms)  # the state at the fork carries over
+    b.run(20)
+    base_b = snapshot(b[0].replica)
+    lin_a, lin_b = lineage_of(a.genesis), lineage_of(genesis_b)
+    assert lin_b.parent == a.genesis.cluster_id and lin_b.confirmed_by == "operator@edge-3"
+    assert sorted(lin_b.left) == sorted(n.id for n in a.nodes[:3])
+    # Both sides work alone: conflicting rows and one slot decided differently.
+    decide(a, 0, "alloc/ip/1", "majority")
+    decide(b, 0, "alloc/ip/1", "seceded")
+    a.now_ms += 5
+    a[1].replica.write([Upsert("kv", ("shared",), {"value": b"A"})], a.now_ms)
+    b.now_ms = a.now_ms + 10  # later in time: the CRDT keeps B's value
+    b[1].replica.write([Upsert("kv", ("shared",), {"value": b"B"})], b.now_ms)
+    b[1].replica.write([Upsert("kv", ("only-b",), {"value": b"b"})], b.now_ms)
+    a.run(20)
+    b.run(20)
+    # Reunion: related lineages; each side's majority decides 'merge' in a slot.
+    assert relate(lin_a, lin_b) is Relation.B_FROM_A
+    assert check_reunion(lin_a, lin_b) is Relation.B_FROM_A
+    decide(a, 0, reunion_slot(lin_b.cluster_id), "merge")
+    decide(b, 0, reunion_slot(lin_a.cluster_id), "merge")
+    kept = winner(lin_a, lin_b, 5, 2)
+    assert kept is lin_a  # the lineage the other seceded from wins decided slots
+    decisions_a = {s: r.decided for s, r in a[0].agreement.ledger.slots.items() if r.decided}
+    decisions_b = {s: r.decided for s, r in b[0].agreement.ledger.slots.items() if r.decided}
+    conflicts = slot_conflicts((lin_a, decisions_a), (lin_b, decisions_b))
+    conflicts += row_conflicts(
+        (lin_a, snapshot(a[0].replica), base_a), (lin_b, snapshot(b[0].replica), base_b)
+    )
+    assert [(c.kind, c.name, c.kept, c.lost) for c in conflicts] == [
+        ("slot", "alloc/ip/1", "majority", "seceded"),
+        ("row", "kv", b"B", b"A"),
+    ]
+    # Merge into the surviving lineage: B's winning and new rows, and the report, as ops.
+    merged = [
+        Upsert(t, k, v)
+        for t in DEFAULT_SCHEMA.names
+        for k, v in b[0].replica.rows(t).items()
+        if a[0].replica.row(t, k) != v
+    ]
+    a[0].replica.write(merged + conflict_mutations(conflicts), a.now_ms)
+    a.groups = None
+    a.restart(3)
+    a.restart(4)
+    a.run(200, until=lambda: len({n.replica.state_digest() for n in a.nodes}) == 1)
+    for n in a.nodes:
+        assert n.replica.row("kv", ("shared",)) == {"value": b"B"}
+        assert n.replica.row("kv", ("only-b",)) == {"value": b"b"}
+        assert n.agreement.decided("alloc/ip/1").value == "majority"
+        report = n.replica.rows("conflicts")
+        assert len(report) == 2
+        row = next(r for r in report.values() if r["kind"] == "row")
+        assert decode(row["kept"]) == b"B" and decode(row["lost"]) == b"A"
+        assert row["kept_author"] == a[4].id and row["lost_author"] == a[1].id
+        assert row["kept_hlc"] > 0 and row["lost_hlc"] > 0
+
+
+def test_reunion_with_an_unrelated_cluster_is_refused():
+    a = Net(3)
+    unrelated = Lineage(b"\x01" * 32, b"\x01" * 32, (), {}, ())
+    with pytest.raises(Refused) as exc:
+        check_reunion(lineage_of(a.genesis), unrelated)
+    assert exc.value.reason is Reason.UNRELATED_CLUSTER
+    # unless an admin of each side voted for it
+    assert check_reunion(lineage_of(a.genesis), unrelated, admins_of_both_voted=True) is (
+        Relation.UNRELATED
+    )
+
+
+def test_winner_between_siblings_is_the_larger_then_the_smaller_id():
+    root = b"\x00" * 32
+    x = Lineage(b"\x02" * 32, root, (root,), {}, ())
+    y = Lineage(b"\x03" * 32, root, (root,), {}, ())
+    assert relate(x, y) is Relation.SIBLINGS
+    assert winner(x, y, 2, 3) is y
+    assert winner(x, y, 3, 3) is x
