@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from controller.forwarding.intents import (
     PORT_CONTROLLER,
@@ -69,7 +70,7 @@ class FlowSpec:
     idle_timeout_s: int = 0
     hard_timeout_s: int = 0
 
-    @property
+    @cached_property
     def cookie(self) -> int:
         return flow_cookie(self.dpid, self.flow_id)
 

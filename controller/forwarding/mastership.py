@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 GENERATION_MASK = 0xFFFFFFFFFFFFFFFF
+QUEUED_ROLE_REQUESTS_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,11 @@ class Mastership:
         if sw.in_flight_ms is None:
             sw.in_flight_ms = now_ms
             return [request]
+        if request.role == ROLE_NOCHANGE and sw.queued and \
+                any(q.role == ROLE_NOCHANGE for q in sw.queued):
+            return []  # one pending read answers them all (e.g. a burst of IS_SLAVE errors)
+        if len(sw.queued or []) >= QUEUED_ROLE_REQUESTS_MAX:
+            return []
         sw.queued = (sw.queued or []) + [request]
         return []
 
@@ -234,6 +240,10 @@ class Mastership:
         if sw.role == ROLE_MASTER or sw.claim_sent_ms is not None:
             return []
         if not self.should_claim(dpid, now_ms):
+            if sw.role == ROLE_EQUAL and sw.in_flight_ms is None:
+                # A backup asks to be SLAVE: no packet-ins, no way to change the switch by
+                # mistake. (EQUAL, OpenFlow's default, may do both.)
+                return self._request(sw, RoleRequest(dpid, ROLE_SLAVE, sw.generation), now_ms)
             return []
         if sw.in_flight_ms is not None:
             return []  # decide once the answer in flight is in: it may change the picture

@@ -8,6 +8,7 @@ wiped) and keeps retrying.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,9 @@ BACKOFF_S_MIN = 0.2
 BACKOFF_S_MAX = 5.0
 RESYNC_S = 30.0  # full re-read of the flows table, a safety net under the watch
 WATCH_SETTLE_S = 0.2  # let the watch register before the snapshot read closes the gap
+WATCH_QUEUE_MAX = 100_000  # watch events read ahead of the switches (bounded)
+BATCH_MAX = 5_000
+BATCH_WAIT_S = 0.005
 
 
 def row_dict(row, codec) -> dict[str, object]:
@@ -37,13 +41,18 @@ class NodeLink:
 
     def __init__(self, server: str, token_file: str, ca_file: str, insecure: bool,
                  on_flows: Callable[[dict[int, dict[int, FlowSpec]]], None],
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event,
+                 on_changes: Callable[[list[tuple[int, int, FlowSpec | None]]], None]
+                 | None = None) -> None:
         self.server = server
         self.token_file = token_file
         self.ca_file = ca_file
         self.insecure = insecure
         self.on_flows = on_flows
+        self.on_changes = on_changes
         self.stopping = stopping
+        self.specs: dict[tuple[object, object], FlowSpec] = {}
+        self.synced = threading.Event()  # the desired set has been read at least once
         self.rows: dict[tuple[object, object], dict[str, object]] = {}
         self.rejected: dict[tuple[object, object], str] = {}
         self.connected = threading.Event()
@@ -105,22 +114,35 @@ class NodeLink:
                     d = row_dict(row, codec)
                     self.rows[(d.get("dpid"), d.get("flow_id"))] = d
             self._publish()
+            self.synced.set()
             self._client = client
             if not self.connected.is_set():
                 LOG.info("node link up: %s (%d desired flows)", self.server, len(self.rows))
             self.connected.set()
             timer.start()
+            events: queue.Queue = queue.Queue(WATCH_QUEUE_MAX)
+            reader = threading.Thread(target=self._read, args=(watch, events), daemon=True)
+            reader.start()
             try:
-                for event in watch:
-                    d = row_dict(event.flow, codec)
-                    key = (d.get("dpid"), d.get("flow_id"))
-                    with self._lock:
-                        if event.deleted:
-                            self.rows.pop(key, None)
-                        else:
-                            self.rows[key] = d
-                    self._publish()
-                    if self.stopping.is_set():
+                # Apply changes in batches: whatever arrived within a few ms goes to the
+                # switches together (and costs one lock round, not one per row).
+                while not self.stopping.is_set():
+                    try:
+                        first = events.get(timeout=0.5)
+                    except queue.Empty:
+                        if not reader.is_alive():
+                            break
+                        continue
+                    batch = [first]
+                    while len(batch) < BATCH_MAX:
+                        try:
+                            batch.append(events.get(timeout=BATCH_WAIT_S))
+                        except queue.Empty:
+                            break
+                    if any(isinstance(e, Exception) for e in batch):
+                        raise next(e for e in batch if isinstance(e, Exception))
+                    self._apply([e for e in batch if e is not None], codec)
+                    if None in batch:
                         break
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
@@ -130,18 +152,61 @@ class NodeLink:
             timer.cancel()
             watch.cancel()
 
+    @staticmethod
+    def _read(watch, events: queue.Queue) -> None:
+        try:
+            for event in watch:
+                events.put(event)
+        except Exception as e:  # handed to the session loop, which decides
+            events.put(e)
+            return
+        events.put(None)
+
+    def _apply(self, batch, codec) -> None:
+        """Parse only the rows that changed and hand the app the differences."""
+        changes: list[tuple[int, int, FlowSpec | None]] = []
+        for event in batch:
+            d = row_dict(event.flow, codec)
+            key = (d.get("dpid"), d.get("flow_id"))
+            with self._lock:
+                old = self.specs.pop(key, None)
+                self.rejected.pop(key, None)
+                if event.deleted:
+                    self.rows.pop(key, None)
+                else:
+                    self.rows[key] = d
+            if old is not None:
+                changes.append((old.dpid, old.cookie, None))
+            if event.deleted:
+                continue
+            try:
+                spec = spec_from_row(d)
+            except FlowSpecError as e:
+                self.rejected[key] = str(e)
+                LOG.error("flow %s/%s cannot be installed: %s", key[0], key[1], e)
+                continue
+            self.specs[key] = spec
+            changes.append((spec.dpid, spec.cookie, spec))
+        if changes and self.on_changes is not None:
+            self.on_changes(changes)
+        elif changes:
+            self._publish()
+
     def _publish(self) -> None:
         by_dpid: dict[int, dict[int, FlowSpec]] = {}
         rejected: dict[tuple[object, object], str] = {}
         with self._lock:
             rows = list(self.rows.items())
+        specs: dict[tuple[object, object], FlowSpec] = {}
         for key, row in rows:
             try:
                 spec = spec_from_row(row)
             except FlowSpecError as e:
                 rejected[key] = str(e)
                 continue
+            specs[key] = spec
             by_dpid.setdefault(spec.dpid, {})[spec.cookie] = spec
+        self.specs = specs
         for key in rejected.keys() - self.rejected.keys():
             LOG.error("flow %s/%s cannot be installed: %s", key[0], key[1], rejected[key])
         self.rejected = rejected

@@ -158,3 +158,20 @@ def test_only_one_role_request_in_flight_and_claims_use_the_latest_generation():
     assert backup.tick(1_000) == []  # the claim is still in flight: no second request
     events = backup.role_reply(DP, ROLE_MASTER, 0x102, 1_001)
     assert events == [BecameMaster(DP, 0x102)]
+
+
+def test_a_backup_that_does_not_claim_asks_to_be_slave():
+    switch = FakeSwitch()
+    home, backup = Mastership(1), Mastership(2)
+    drive(switch, "home", home, home.switch_connected(DP, 0, 0), 0)
+    events = drive(switch, "backup", backup, backup.switch_connected(DP, 1, 0), 0)
+    assert RoleRequest(DP, ROLE_SLAVE, 0x101) in events
+    assert switch.master == "home" and not backup.is_master(DP)
+
+
+def test_a_burst_of_refusals_queues_one_read_not_one_per_error():
+    home = Mastership(1)
+    home.switch_connected(DP, 0, 0)  # a read is in flight
+    for t in range(1_000):
+        home.demoted(DP, t)
+    assert len(home._switches[DP].queued or []) <= 1
