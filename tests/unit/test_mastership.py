@@ -33,18 +33,25 @@ class FakeSwitch:
     def __init__(self):
         self.generation = None
         self.master = None
+        self.roles = {}  # who -> role; a controller that never asked is EQUAL
 
     def request(self, who, req: RoleRequest):
         reported = UNDEFINED_GENERATION if self.generation is None else self.generation
         if req.role == ROLE_NOCHANGE:
-            return ROLE_MASTER if self.master == who else ROLE_SLAVE, reported
+            if self.master == who:
+                return ROLE_MASTER, reported
+            role = self.roles.get(who, ROLE_EQUAL)
+            return (ROLE_SLAVE if role == ROLE_MASTER else role), reported
         if self.generation is not None and newer(self.generation, req.generation_id):
             return "stale", self.generation
         self.generation = req.generation_id
         if req.role == ROLE_MASTER:
+            if self.master is not None and self.master != who:
+                self.roles[self.master] = ROLE_SLAVE
             self.master = who
         elif self.master == who:
             self.master = None
+        self.roles[who] = req.role
         return req.role, self.generation
 
 
