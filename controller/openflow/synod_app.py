@@ -43,6 +43,7 @@ __all__ = ["SynodController", "home_site_from_desc"]
 
 TICK_S = 0.1
 JOINED_WRITE_BYTES = 64 * 1024
+AUDIT_TIMEOUT_MS = 30_000  # a stats reply not complete by then is given up
 AUDIT_GRACE_MS = 500  # flows sent this long before a stats request may still be in flight
 PROBE_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 1.0  # a busy controller (10k flow-mods, GIL) must not look dead
@@ -86,6 +87,7 @@ class SynodController(app_manager.OSKenApp):
         self._next_audit_ms: dict[int, int] = {}
         self._sent_ms: dict[int, dict[int, int]] = {}  # dpid -> cookie -> when last sent
         self._stats_sent_ms: dict[int, int] = {}
+        self._audited_ms: dict[int, int] = {}
         self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
         # (dpid, flow id) -> the switch's error; reported to the node as flow status
         self.flow_errors: dict[tuple[int, str], str] = {}
@@ -260,8 +262,13 @@ class SynodController(app_manager.OSKenApp):
                 # make every replicated flow look stale and wipe the switch.
                 known = self.node_link is None or self.node_link.synced.is_set()
                 for dpid in self.mastership.masters() if known else []:
-                    if now >= self._next_audit_ms.get(dpid, 0):
-                        self._next_audit_ms[dpid] = now + self.opts.audit_interval_ms
+                    outstanding = self._stats_sent_ms.get(dpid, 0) > \
+                        self._audited_ms.get(dpid, 0) and \
+                        now - self._stats_sent_ms[dpid] < AUDIT_TIMEOUT_MS
+                    if now >= self._next_audit_ms.get(dpid, 0) and not outstanding:
+                        # The next one is scheduled when this one is done (see _on_flow_stats):
+                        # with many flows, parsing a reply can take longer than the interval.
+                        self._next_audit_ms[dpid] = now + AUDIT_TIMEOUT_MS
                         self._stats[dpid] = []
                         self._stats_sent_ms[dpid] = now
                         self._send([FlowStatsRequest(dpid, FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK)])
@@ -405,6 +412,8 @@ class SynodController(app_manager.OSKenApp):
             collected.extend(flows)
             if msg.flags & ofp.OFPMPF_REPLY_MORE or not self.mastership.is_master(dp.id):
                 return
+            self._audited_ms[dp.id] = _now_ms()
+            self._next_audit_ms[dp.id] = self._audited_ms[dp.id] + self.opts.audit_interval_ms
             # A flow the switch refused is not retried every audit; a change of its row is.
             refused = [c for c, spec in self.desired.get(dp.id, {}).items()
                        if (dp.id, spec.flow_id) in self.flow_errors]
