@@ -53,6 +53,8 @@ OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
 OFPET_ROLE_REQUEST_FAILED = 11
 OFPT_HELLO = 0
 OFPT_FLOW_MOD = 14
+OFPT_EXPERIMENTER = 4
+BUNDLE_ADD_HEADER_BYTES = 24  # OpenFlow + experimenter header, bundle id, pad, flags
 
 
 def _now_ms() -> int:
@@ -88,6 +90,7 @@ class SynodController(app_manager.OSKenApp):
         self._sent_ms: dict[int, dict[int, int]] = {}  # dpid -> cookie -> when last sent
         self._stats_sent_ms: dict[int, int] = {}
         self._audited_ms: dict[int, int] = {}
+        self._bundle_id = 0
         self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
         # (dpid, flow id) -> the switch's error; reported to the node as flow status
         self.flow_errors: dict[tuple[int, str], str] = {}
@@ -190,12 +193,25 @@ class SynodController(app_manager.OSKenApp):
         self._flush(batch)
 
     def _flush(self, batch: dict[int, list]) -> None:
+        """Send each switch's flow-mods; several at once go in one atomic OpenFlow bundle
+        (ONF extension for OpenFlow 1.3, which OVS implements): the switch applies all of
+        them or none, so a repair or a takeover never leaves a half-changed table."""
         for dpid, intents in batch.items():
             dp = self.datapaths[dpid]
+            parser, ofp = dp.ofproto_parser, dp.ofproto
+            bundle = len(intents) > 1
+            messages = [to_message(dp, intent) for intent in intents]
+            if bundle:
+                self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
+                bid = self._bundle_id
+                flags = ofp.ONF_BF_ATOMIC
+                messages = (
+                    [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
+                    + [parser.ONFBundleAddMsg(dp, bid, flags, m, []) for m in messages]
+                    + [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
             chunk: list[bytes] = []
             size = 0
-            for intent in intents:
-                msg = to_message(dp, intent)
+            for msg in messages:
                 dp.set_xid(msg)
                 msg.serialize()
                 chunk.append(bytes(msg.buf))
@@ -455,9 +471,13 @@ class SynodController(app_manager.OSKenApp):
 
 
 def failed_flow_cookie(data: bytes) -> int | None:
-    """The cookie of the FLOW_MOD an OpenFlow error quotes (its first bytes), if it is one."""
+    """The cookie of the FLOW_MOD an OpenFlow error quotes (its first bytes), if it is one,
+    also when the flow-mod was inside a bundle-add message."""
     if len(data) >= 16 and data[0] == 0x04 and data[1] == OFPT_FLOW_MOD:
         return int.from_bytes(data[8:16], "big")
+    inner = BUNDLE_ADD_HEADER_BYTES
+    if len(data) >= inner + 16 and data[0] == 0x04 and data[1] == OFPT_EXPERIMENTER:
+        return failed_flow_cookie(data[inner:])
     return None
 
 
