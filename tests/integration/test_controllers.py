@@ -133,6 +133,14 @@ def test_flow_added_at_cloud_reaches_edge_switch_and_audit_repairs_it(sites):
     sites.synod(0, "flows", "add", EDGE_DPID, "f1", "--priority", "300",
                 "--match", "eth_type=0x0800,ipv4_dst=10.9.9.9", "--actions", "output:1")
     assert wait_for(lambda: "nw_dst=10.9.9.9" in flows("e1s1"), WAIT_S), flows("e1s1")
+    # Ping cannot aim at one flow; a crafted frame can: UDP to 10.9.9.9 from e1h2.
+    sent = sites.net["e1h2"].cmd(
+        f"{sys.executable} -c \"from scapy.all import Ether, IP, UDP, sendp; "
+        f"sendp(Ether(dst='02:00:00:00:01:01')/IP(dst='10.9.9.9')/UDP(dport=9), "
+        f"iface='e1h2-eth0', count=3, verbose=False); print('sent')\"")
+    assert "sent" in sent, sent
+    assert wait_for(lambda: re.search(r"n_packets=3,.*nw_dst=10\.9\.9\.9", flows("e1s1")),
+                    WAIT_S), flows("e1s1")
     cookie = re.search(r"cookie=(0x[0-9a-f]+).*nw_dst=10\.9\.9\.9", flows("e1s1")).group(1)
     assert int(cookie, 16) >> 48 == 0x5346  # the replicated-flow cookie space
     _sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "e1s1", f"cookie={cookie}/-1")
