@@ -240,12 +240,11 @@ class Engine:
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        tick_s = self.tick_interval_ms / 1000
         while True:
-            if not self._wake.is_set():  # a timer, not wait_for: no task per round
-                timer = loop.call_later(tick_s, self._wake.set)
-                await self._wake.wait()
-                timer.cancel()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick_interval_ms / 1000)
+            except TimeoutError:
+                pass
             self._wake.clear()
             stopping = self._stopping
             try:
@@ -275,27 +274,12 @@ class Engine:
         for peer in syncs:
             replica.sync_with(peer, t)
         replica.tick(t)
-        done = []
         while replica.has_ready():
             rd = replica.ready()
             if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
                 started = time.perf_counter()
                 await loop.run_in_executor(None, self.store.commit, rd)
                 self.metrics.observe("commit", (time.perf_counter() - started) * 1000)
-            done.append(rd)
-            replica.advance(rd)
-        # Everything is durable now. Answer first (clients and peers wait on it), then send:
-        # acknowledging before sending is allowed (both only need the commit), and it keeps
-        # the peer calls' client-side cost off the acknowledgement's path.
-        vector = replica.version_vector()
-        for item in inbound:
-            if not item.future.done():
-                item.future.set_result(vector)
-        for group in writes:
-            for w in group:
-                if not w.future.done():
-                    w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
-        for rd in done:
             for out in rd.messages:
                 self.send(out.to, out.message)
             self._notify(rd.rows, rd.replace_rows)
@@ -305,6 +289,15 @@ class Engine:
                     inv = parse_invitation(op)
                     if inv is not None:
                         self._admit(inv)
+            replica.advance(rd)
+        vector = replica.version_vector()
+        for item in inbound:
+            if not item.future.done():
+                item.future.set_result(vector)
+        for group in writes:
+            for w in group:
+                if not w.future.done():
+                    w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
 
     def _refuse(self, writes: list[list[_Write]]) -> None:
         self.metrics.inc("writes_refused|not_member", sum(len(g) for g in writes))
