@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -17,16 +16,13 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.forwarding.fabric import Fabric
-from controller.openflow.guard import guarded
 from controller.openflow.ofmsg import to_message
+from controller.openflow.shim import guarded, now_ms, port_is_up
 
 __all__ = ["FabricApp"]
 
 TICK_S = 0.1
 
-
-def _now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
 
 
 class FabricApp(app_manager.OSKenApp):
@@ -56,7 +52,7 @@ class FabricApp(app_manager.OSKenApp):
     def _tick_loop(self) -> None:
         while not self._stopping.wait(TICK_S):
             with self._lock:
-                intents = self.logic.tick(_now_ms())
+                intents = self.logic.tick(now_ms())
                 self._send(intents)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -71,15 +67,11 @@ class FabricApp(app_manager.OSKenApp):
     def _on_port_desc(self, ev):
         dp = ev.msg.datapath
         ofp = dp.ofproto
-        ports = {p.port_no: self._is_up(ofp, p) for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX}
+        ports = {p.port_no: port_is_up(ofp, p) for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX}
         self.logger.info("switch %016x connected with %d ports", dp.id, len(ports))
         with self._lock:
             self.datapaths[dp.id] = dp
-            self._send(self.logic.switch_connected(dp.id, ports, _now_ms()))
-
-    @staticmethod
-    def _is_up(ofp, port) -> bool:
-        return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
+            self._send(self.logic.switch_connected(dp.id, ports, now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @guarded
@@ -89,9 +81,9 @@ class FabricApp(app_manager.OSKenApp):
         ofp = dp.ofproto
         if msg.desc.port_no > ofp.OFPP_MAX:
             return
-        up = msg.reason != ofp.OFPPR_DELETE and self._is_up(ofp, msg.desc)
+        up = msg.reason != ofp.OFPPR_DELETE and port_is_up(ofp, msg.desc)
         with self._lock:
-            self._send(self.logic.port_changed(dp.id, msg.desc.port_no, up, _now_ms()))
+            self._send(self.logic.port_changed(dp.id, msg.desc.port_no, up, now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
@@ -100,7 +92,7 @@ class FabricApp(app_manager.OSKenApp):
         dp = msg.datapath
         with self._lock:
             intents = self.logic.packet_in(dp.id, msg.match["in_port"], bytes(msg.data),
-                                           _now_ms(), msg.buffer_id)
+                                           now_ms(), msg.buffer_id)
             self._send(intents)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -16,14 +15,11 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.forwarding.learning import LearningSwitch
-from controller.openflow.guard import guarded
 from controller.openflow.ofmsg import to_message
+from controller.openflow.shim import guarded, now_ms
 
 __all__ = ["L2Switch"]
 
-
-def _now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
 
 
 class L2Switch(app_manager.OSKenApp):
@@ -57,7 +53,7 @@ class L2Switch(app_manager.OSKenApp):
         dp = msg.datapath
         with self._lock:
             intents = self.logic.packet_in(
-                dp.id, msg.match["in_port"], bytes(msg.data), _now_ms(), msg.buffer_id
+                dp.id, msg.match["in_port"], bytes(msg.data), now_ms(), msg.buffer_id
             )
         self._send(dp, intents)
 

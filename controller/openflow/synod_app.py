@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -35,9 +34,9 @@ from controller.forwarding.intents import (
 )
 from controller.forwarding.mastership import BecameMaster, LostMaster, Mastership
 from controller.openflow import options
-from controller.openflow.guard import guarded
 from controller.openflow.node_link import NodeLink, TopologySync
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
+from controller.openflow.shim import guarded, now_ms, port_is_up
 
 __all__ = ["SynodController", "home_site_from_desc"]
 
@@ -56,9 +55,6 @@ OFPT_FLOW_MOD = 14
 OFPT_EXPERIMENTER = 4
 BUNDLE_ADD_HEADER_BYTES = 24  # OpenFlow + experimenter header, bundle id, pad, flags
 
-
-def _now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
 
 
 def home_site_from_desc(dp_desc: str) -> str | None:
@@ -180,7 +176,7 @@ class SynodController(app_manager.OSKenApp):
         (os-ken's per-message cost caps it near 10,000 flow-mods/s otherwise).
         """
         batch: dict[int, list] = {}
-        now = _now_ms()
+        now = now_ms()
         for event in events:
             if isinstance(event, (FlowAdd, FlowDelete)) and \
                     self.mastership.is_master(event.dpid) and event.dpid in self.datapaths:
@@ -242,11 +238,11 @@ class SynodController(app_manager.OSKenApp):
         dpid = event.dpid
         self.logger.info("switch %016x: MASTER with generation id %#x", dpid,
                          event.generation_id)
-        self._send(self.fabric.switch_connected(dpid, self.ports.get(dpid, {}), _now_ms()))
+        self._send(self.fabric.switch_connected(dpid, self.ports.get(dpid, {}), now_ms()))
         # Install what is desired now (ADD replaces identical flows: no wipe, no gap), then
         # audit soon to remove what should not be there.
         self._send([s.to_intent() for s in self.desired.get(dpid, {}).values()])
-        self._next_audit_ms[dpid] = _now_ms() + 200
+        self._next_audit_ms[dpid] = now_ms() + 200
 
     def _rank(self, dpid: int) -> int:
         order = self._order(dpid)
@@ -268,7 +264,7 @@ class SynodController(app_manager.OSKenApp):
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(TICK_S):
-            now = _now_ms()
+            now = now_ms()
             with self._lock:
                 self._send(self.mastership.tick(now))
                 for dpid in list(self.mastership.masters()):
@@ -296,7 +292,7 @@ class SynodController(app_manager.OSKenApp):
             for site, host, port in peers:
                 failures[site] = 0 if _answers(host, port) else failures[site] + 1
             results = {site: n < PROBE_FAILURES_DEAD for site, n in failures.items()}
-            now = _now_ms()
+            now = now_ms()
             with self._lock:
                 changed = results != {s: self.alive.get(s) for s in results}
                 self.alive.update(results)
@@ -335,7 +331,7 @@ class SynodController(app_manager.OSKenApp):
         ofp = dp.ofproto
         with self._lock:
             ports = self.ports.setdefault(dp.id, {})
-            ports.update({p.port_no: _is_up(ofp, p) for p in ev.msg.body
+            ports.update({p.port_no: port_is_up(ofp, p) for p in ev.msg.body
                           if p.port_no <= ofp.OFPP_MAX})
             if not ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
                 self._maybe_start(dp, ports_done=True)
@@ -349,7 +345,7 @@ class SynodController(app_manager.OSKenApp):
         rank = self._rank(dp.id)
         self.logger.info("switch %016x connected: home %s, our rank %d",
                          dp.id, self.home.get(dp.id), rank)
-        now = _now_ms()
+        now = now_ms()
         self._send(self.mastership.switch_connected(dp.id, rank, now))
         self._send(self.mastership.better_alive(dp.id, self._better_alive(dp.id), now))
 
@@ -359,7 +355,7 @@ class SynodController(app_manager.OSKenApp):
         msg = ev.msg
         with self._lock:
             self._send(self.mastership.role_reply(msg.datapath.id, msg.role,
-                                                  msg.generation_id, _now_ms()))
+                                                  msg.generation_id, now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @guarded
@@ -370,11 +366,11 @@ class SynodController(app_manager.OSKenApp):
             self.logger.warning("switch %016x refused our role request (code %d)",
                                 dp.id, msg.code)
             with self._lock:
-                self._send(self.mastership.role_failed(dp.id, _now_ms()))
+                self._send(self.mastership.role_failed(dp.id, now_ms()))
         elif msg.type == OFPET_BAD_REQUEST and msg.code == OFPBRC_IS_SLAVE:
             self.logger.warning("switch %016x: we are not its master (IS_SLAVE)", dp.id)
             with self._lock:
-                self._send(self.mastership.demoted(dp.id, _now_ms()))
+                self._send(self.mastership.demoted(dp.id, now_ms()))
         else:
             cookie = failed_flow_cookie(bytes(msg.data or b""))
             with self._lock:
@@ -397,11 +393,11 @@ class SynodController(app_manager.OSKenApp):
         ofp = dp.ofproto
         if msg.desc.port_no > ofp.OFPP_MAX:
             return
-        up = msg.reason != ofp.OFPPR_DELETE and _is_up(ofp, msg.desc)
+        up = msg.reason != ofp.OFPPR_DELETE and port_is_up(ofp, msg.desc)
         with self._lock:
             self.ports.setdefault(dp.id, {})[msg.desc.port_no] = up
             if self.mastership.is_master(dp.id):
-                self._send(self.fabric.port_changed(dp.id, msg.desc.port_no, up, _now_ms()))
+                self._send(self.fabric.port_changed(dp.id, msg.desc.port_no, up, now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
@@ -412,7 +408,7 @@ class SynodController(app_manager.OSKenApp):
             if not self.mastership.is_master(dp.id):
                 return
             self._send(self.fabric.packet_in(dp.id, msg.match["in_port"], bytes(msg.data),
-                                             _now_ms(), msg.buffer_id))
+                                             now_ms(), msg.buffer_id))
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @guarded
@@ -428,7 +424,7 @@ class SynodController(app_manager.OSKenApp):
             collected.extend(flows)
             if msg.flags & ofp.OFPMPF_REPLY_MORE or not self.mastership.is_master(dp.id):
                 return
-            self._audited_ms[dp.id] = _now_ms()
+            self._audited_ms[dp.id] = now_ms()
             self._next_audit_ms[dp.id] = self._audited_ms[dp.id] + self.opts.audit_interval_ms
             # A flow the switch refused is not retried every audit; a change of its row is.
             refused = [c for c, spec in self.desired.get(dp.id, {}).items()
@@ -479,10 +475,6 @@ def failed_flow_cookie(data: bytes) -> int | None:
     if len(data) >= inner + 16 and data[0] == 0x04 and data[1] == OFPT_EXPERIMENTER:
         return failed_flow_cookie(data[inner:])
     return None
-
-
-def _is_up(ofp, port) -> bool:
-    return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
 
 
 def _answers(host: str, port: int) -> bool:

@@ -1,10 +1,11 @@
-"""Keep one failing os-ken handler from silently ending an app."""
+"""Helpers every os-ken shim shares: guarded handlers, the clock, port state."""
 
 from __future__ import annotations
 
 import functools
+import time
 
-__all__ = ["guarded"]
+__all__ = ["guarded", "now_ms", "port_is_up"]
 
 
 def guarded(handler):
@@ -21,3 +22,13 @@ def guarded(handler):
             self.logger.exception("handler %s failed on %s", handler.__name__,
                                   type(ev).__name__)
     return wrapper
+
+
+def now_ms() -> int:
+    """Monotonic milliseconds: the clock the pure logic is given."""
+    return time.monotonic_ns() // 1_000_000
+
+
+def port_is_up(ofp, port) -> bool:
+    """An OpenFlow port is usable: link not down and not administratively down."""
+    return not (port.state & ofp.OFPPS_LINK_DOWN) and not (port.config & ofp.OFPPC_PORT_DOWN)
