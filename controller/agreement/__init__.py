@@ -5,7 +5,7 @@ Paxos whose prepare/promise/accept/accepted messages are signed ops in the repli
 Ballots exist per slot only; the membership version is their most significant part.
 """
 
-from .certificate import Certificate, Decision, verify_certificate
+from .certificate import Certificate, Decision, certificate_voters, verify_certificate
 from .engine import Agreement, AgreementConfig, Outcome, Proposal, Status, Watch
 from .errors import AgreementError, Reason, Refused, UsageError
 from .ledger import Ledger
@@ -14,9 +14,12 @@ from .lineage import (
     ConflictEntry,
     Lineage,
     Relation,
+    ReunionVote,
+    auto_reunion_value,
     check_reunion,
     conflict_mutations,
     lineage_of,
+    merge_mutations,
     relate,
     reunion_slot,
     row_conflicts,
@@ -47,13 +50,18 @@ from .messages import (
 )
 from .policy import AgreementPolicy, AgreementReplica
 from .quorum import VoteResult, majority, vote_result
-from .rbac import ROLES, AccessPolicy, check_policy, policy_slot, policy_version_of
+from .rbac import AUTO_MERGE, ROLES, AccessPolicy, check_policy, policy_slot, policy_version_of
 
 __all__ = [
     "CONFLICTS",
     "ConflictEntry",
     "Lineage",
     "Relation",
+    "ReunionVote",
+    "auto_reunion_value",
+    "certificate_voters",
+    "merge_mutations",
+    "AUTO_MERGE",
     "check_reunion",
     "conflict_mutations",
     "lineage_of",

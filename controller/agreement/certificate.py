@@ -14,7 +14,7 @@ from .errors import Reason, Refused
 from .membership import Membership
 from .messages import ACCEPTED, Accepted, Ballot, from_body, value_key
 
-__all__ = ["Certificate", "Decision", "verify_certificate"]
+__all__ = ["Certificate", "Decision", "certificate_voters", "verify_certificate"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,15 @@ def verify_certificate(
         authors.add(op.author)
     if len(authors) < membership.quorum:
         raise Refused(Reason.BAD_CERTIFICATE, f"{len(authors)} of {len(membership.voters)} voters")
+
+
+def certificate_voters(cert: Certificate) -> set[str]:
+    """The authors of a certificate's votes (check it with verify_certificate first)."""
+    cfg = Config()
+    try:
+        return {
+            decode_op(r, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max).author
+            for r in cert.ops
+        }
+    except Rejected as exc:
+        raise Refused(Reason.BAD_CERTIFICATE, f"undecodable vote: {exc}") from None

@@ -21,16 +21,21 @@ from controller.replication import (
 )
 from controller.replication.identity import hash32
 
-from .certificate import Decision
+from .certificate import Decision, certificate_voters, verify_certificate
 from .errors import Reason, Refused, UsageError
+from .membership import Membership
 from .messages import value_key
+from .rbac import AccessPolicy
 
 __all__ = [
     "CONFLICTS",
     "ConflictEntry",
     "Lineage",
     "Relation",
+    "ReunionVote",
+    "auto_reunion_value",
     "conflict_mutations",
+    "merge_mutations",
     "lineage_of",
     "relate",
     "reunion_slot",
@@ -166,12 +171,59 @@ def reunion_slot(other: bytes) -> str:
     return f"reunion/{other.hex()[:32]}"
 
 
-def check_reunion(a: Lineage, b: Lineage, admins_of_both_voted: bool = False) -> Relation:
-    """Refuse a merge with an unrelated cluster unless an admin of each side voted for it."""
+MERGE = "merge"
+STAY_APART = "stay-apart"
+
+
+@dataclass(frozen=True)
+class ReunionVote:
+    """One side's decided `reunion/<other cluster>` slot, with what is needed to check it alone:
+    the side's lineage, the membership the certificate's ballot names and the access policy
+    the slot was decided under."""
+
+    lineage: Lineage
+    decision: Decision
+    membership: Membership
+    policy: AccessPolicy
+
+
+def _check_vote(vote: ReunionVote, other: Lineage) -> None:
+    """The side decided `merge` about `other`, with a valid certificate and an admin's vote."""
+    d, side = vote.decision, vote.lineage.cluster_id.hex()[:8]
+    if d.slot != reunion_slot(other.cluster_id) or d.certificate.slot != d.slot:
+        raise Refused(Reason.UNRELATED_CLUSTER, f"{side}: {d.slot} is not about this cluster")
+    if value_key(d.value) != value_key(MERGE):
+        raise Refused(Reason.UNRELATED_CLUSTER, f"{side} decided {d.value!r}")
+    mv = d.certificate.ballot.mv
+    membership = {mv: vote.membership}.get
+    verify_certificate(d.certificate, vote.lineage.cluster_id, membership)
+    if not any(vote.policy.role(v) == "admin" for v in certificate_voters(d.certificate)):
+        raise Refused(Reason.UNRELATED_CLUSTER, f"{side}: no admin voted merge")
+
+
+def check_reunion(
+    a: Lineage, b: Lineage, votes: tuple[ReunionVote, ReunionVote] | None = None
+) -> Relation:
+    """Refuse a merge with an unrelated cluster unless each side decided `merge` about the
+    other in its reunion slot with an admin among the certificate's voters."""
     relation = relate(a, b)
-    if relation is Relation.UNRELATED and not admins_of_both_voted:
-        raise Refused(Reason.UNRELATED_CLUSTER, "no common genesis")
+    if relation is Relation.UNRELATED:
+        if votes is None:
+            raise Refused(Reason.UNRELATED_CLUSTER, "no common genesis")
+        va, vb = votes
+        if (va.lineage.cluster_id, vb.lineage.cluster_id) != (a.cluster_id, b.cluster_id):
+            raise UsageError("votes must be (a's, b's)")
+        _check_vote(va, b)
+        _check_vote(vb, a)
     return relation
+
+
+def auto_reunion_value(policy: AccessPolicy, relation: Relation) -> str | None:
+    """What a side proposes by itself in `reunion/<other>` when it meets another lineage:
+    `merge` when its policy's `auto_merge` covers the relation, else nothing (people vote)."""
+    if policy.auto_merge == "related" and relation in (Relation.A_FROM_B, Relation.B_FROM_A):
+        return MERGE
+    return None
 
 
 def winner(a: Lineage, b: Lineage, a_voters: int, b_voters: int) -> Lineage:
@@ -308,3 +360,30 @@ def conflict_mutations(entries: list[ConflictEntry]) -> list[Upsert]:
         )
         for e in entries
     ]
+
+
+def merge_mutations(kept: Rows, other: tuple[Rows, Rows]) -> list[Upsert]:
+    """Row changes that carry the other side's post-fork writes into the kept lineage.
+
+    `other` is (rows now, rows at its fork point). Only columns the other side wrote since
+    its fork are candidates (the fork copy itself must not clobber newer writes), and of
+    those only the ones that beat the kept side's version by the CRDT order (cl, hlc,
+    author) — the value every replica would keep had the two DAGs been joined op for op.
+    Deletions made on the other side since the fork are not carried (docs: limits).
+    """
+    rows, base = other
+    out = []
+    for rk in sorted(rows, key=repr):
+        row, b0, k = rows[rk], base.get(rk), kept.get(rk)
+        if not row.alive:
+            continue
+        values = {}
+        for column, v in sorted(row.cols.items()):
+            if b0 is not None and b0.cols.get(column) == v:
+                continue  # not written since the fork
+            cur = k.cols.get(column) if k is not None else None
+            if cur is None or v.order > cur.order:
+                values[column] = v.value
+        if values:
+            out.append(Upsert(rk[0], rk[1], values))
+    return out

@@ -8,9 +8,20 @@ from typing import Any
 
 from .errors import Reason, Refused
 
-__all__ = ["ROLES", "AccessPolicy", "policy_slot", "policy_version_of", "check_policy"]
+__all__ = [
+    "AUTO_MERGE",
+    "ROLES",
+    "AccessPolicy",
+    "policy_slot",
+    "policy_version_of",
+    "check_policy",
+]
 
 ROLES = ("admin", "operator", "node", "viewer")  # most to least privileged
+# When a cluster meets another lineage, does it propose `merge` in `reunion/<other>` by
+# itself? 'never': only when someone proposes it; 'related': when one lineage seceded
+# from the other (an ancestor or a descendant; not siblings, not unrelated clusters).
+AUTO_MERGE = ("never", "related")
 ANY = "*"
 _DEFAULT_TABLES = {"admin": [ANY], "operator": [ANY], "node": [ANY], "viewer": []}
 _DEFAULT_SLOTS = {
@@ -44,6 +55,7 @@ class AccessPolicy:
     tables: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _tuples(_DEFAULT_TABLES))
     slots: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _tuples(_DEFAULT_SLOTS))
     default_role: str = "node"
+    auto_merge: str = "never"  # one of AUTO_MERGE
 
     def role(self, principal: str) -> str:
         return self.roles.get(principal, self.default_role)
@@ -63,6 +75,7 @@ class AccessPolicy:
             "tables": {r: list(t) for r, t in sorted(self.tables.items())},
             "slots": {r: list(s) for r, s in sorted(self.slots.items())},
             "default_role": self.default_role,
+            "auto_merge": self.auto_merge,
         }
 
     @classmethod
@@ -70,7 +83,7 @@ class AccessPolicy:
         """Validate declaratively; unknown keys and roles are refused with their path."""
         if not isinstance(value, dict):
             raise Refused(Reason.BAD_POLICY, f"{path}: a map")
-        known = {"version", "roles", "tables", "slots", "default_role"}
+        known = {"version", "roles", "tables", "slots", "default_role", "auto_merge"}
         for key in value:
             if key not in known:
                 raise Refused(Reason.BAD_POLICY, f"{path}.{key}: unknown key")
@@ -80,6 +93,9 @@ class AccessPolicy:
             raise Refused(Reason.BAD_POLICY, f"{path}.version: a non-negative int")
         if default_role not in ROLES:
             raise Refused(Reason.BAD_POLICY, f"{path}.default_role: one of {ROLES}")
+        auto_merge = value.get("auto_merge", "never")
+        if auto_merge not in AUTO_MERGE:
+            raise Refused(Reason.BAD_POLICY, f"{path}.auto_merge: one of {AUTO_MERGE}")
         roles = value.get("roles", {})
         if not isinstance(roles, dict):
             raise Refused(Reason.BAD_POLICY, f"{path}.roles: a map")
@@ -88,7 +104,7 @@ class AccessPolicy:
                 raise Refused(Reason.BAD_POLICY, f"{path}.roles.{who}: one of {ROLES}")
         tables = _grants(value.get("tables", _DEFAULT_TABLES), f"{path}.tables")
         slots = _grants(value.get("slots", _DEFAULT_SLOTS), f"{path}.slots")
-        return cls(version, dict(roles), tables, slots, default_role)
+        return cls(version, dict(roles), tables, slots, default_role, auto_merge)
 
 
 def _tuples(grants: Mapping[str, list[str]]) -> dict[str, tuple[str, ...]]:

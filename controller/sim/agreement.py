@@ -41,6 +41,7 @@ __all__ = [
     "AgreementSimFailure",
     "run_agreement_seed",
     "agreement_replay_command",
+    "replay_command",
 ]
 
 
@@ -86,14 +87,19 @@ class AgreementSimConfig:
         return cls(seed=seed, **derived)
 
 
-def agreement_replay_command(config: AgreementSimConfig) -> str:
-    defaults = AgreementSimConfig.from_seed(config.seed)
+def replay_command(config: Any, module: str, config_cls: Any) -> str:
+    """The one command that replays a run: its seed, plus each field not derived from it."""
+    defaults = config_cls.from_seed(config.seed)
     extra = "".join(
         f" --set {name}={getattr(config, name)}"
         for name in config.__dataclass_fields__
         if getattr(config, name) != getattr(defaults, name)
     )
-    return f".venv/bin/python -m controller.sim.agreement --seed {config.seed}{extra}"
+    return f".venv/bin/python -m {module} --seed {config.seed}{extra}"
+
+
+def agreement_replay_command(config: AgreementSimConfig) -> str:
+    return replay_command(config, "controller.sim.agreement", AgreementSimConfig)
 
 
 class AgreementSimFailure(AssertionError):
@@ -473,12 +479,19 @@ def run_agreement_seed(seed: int, **overrides: Any) -> AgreementSimResult:
     return AgreementSim(AgreementSimConfig.from_seed(seed, **overrides)).run()
 
 
-def main(argv: list[str] | None = None, run: Callable[..., Any] = run_agreement_seed) -> int:
+def main(
+    argv: list[str] | None = None,
+    run: Callable[..., Any] = run_agreement_seed,
+    *,
+    config_cls: Any = AgreementSimConfig,
+    failure: type[AssertionError] = AgreementSimFailure,
+    prog: str = "python -m controller.sim.agreement",
+) -> int:
     import argparse
     import sys
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m controller.sim.agreement")
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
@@ -486,16 +499,16 @@ def main(argv: list[str] | None = None, run: Callable[..., Any] = run_agreement_
     overrides: dict[str, Any] = {}
     for item in args.set:
         name, _, value = item.partition("=")
-        if name not in AgreementSimConfig.__dataclass_fields__ or name == "seed":
+        if name not in config_cls.__dataclass_fields__ or name == "seed":
             parser.error(f"unknown field {name!r}")
-        kind = type(getattr(AgreementSimConfig(seed=0), name))
+        kind = type(getattr(config_cls(seed=0), name))
         overrides[name] = (value == "True") if kind is bool else kind(value)
     failures = 0
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.count):
         try:
             result = run(seed, **overrides)
-        except AgreementSimFailure as exc:
+        except failure as exc:
             failures += 1
             print(exc, file=sys.stderr)
             continue

@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 
 from controller.agreement import (
+    AccessPolicy,
     Lineage,
+    Membership,
     Reason,
     Refused,
     Relation,
+    ReunionVote,
     Status,
+    auto_reunion_value,
     check_reunion,
     conflict_mutations,
     lineage_of,
+    merge_mutations,
     relate,
     reunion_slot,
     row_conflicts,
@@ -22,7 +27,7 @@ from controller.agreement import (
     with_conflicts_table,
 )
 from controller.agreement.errors import UsageError
-from controller.replication import DEFAULT_SCHEMA, RowState, Upsert, decode
+from controller.replication import DEFAULT_SCHEMA, Identity, RowState, Upsert, decode
 
 from .conftest import Net
 
@@ -105,11 +110,10 @@ def test_secede_then_reunite_with_a_conflict_report():
         ("row", "kv", b"B", b"A"),
     ]
     # Merge into the surviving lineage: B's winning and new rows, and the report, as ops.
-    merged = [
-        Upsert(t, k, v)
-        for t in DEFAULT_SCHEMA.names
-        for k, v in b[0].replica.rows(t).items()
-        if a[0].replica.row(t, k) != v
+    merged = merge_mutations(snapshot(a[0].replica), (snapshot(b[0].replica), base_b))
+    assert [(m.key, m.values) for m in merged] == [
+        (("only-b",), {"value": b"b"}),
+        (("shared",), {"value": b"B"}),
     ]
     a[0].replica.write(merged + conflict_mutations(conflicts), a.now_ms)
     a.groups = None
@@ -128,16 +132,60 @@ def test_secede_then_reunite_with_a_conflict_report():
         assert row["kept_hlc"] > 0 and row["lost_hlc"] > 0
 
 
-def test_reunion_with_an_unrelated_cluster_is_refused():
+def vote_of(net: Net, other: Lineage, value: str = "merge", proposer: int = 0) -> ReunionVote:
+    decide(net, proposer, reunion_slot(other.cluster_id), value)
+    d = net[0].agreement.decided(reunion_slot(other.cluster_id))
+    policy = net[0].agreement.ledger.policy
+    return ReunionVote(lineage_of(net.genesis), d, Membership.from_genesis(net.genesis), policy)
+
+
+def test_reunion_with_an_unrelated_cluster_needs_a_decided_admin_vote_on_each_side():
     a = Net(3)
-    unrelated = Lineage(b"\x01" * 32, b"\x01" * 32, (), {}, ())
+    others = [Identity.from_seed(bytes([40 + i]) * 32) for i in range(3)]
+    b = Net(3, identities=others)
+    la, lb = lineage_of(a.genesis), lineage_of(b.genesis)
+    assert relate(la, lb) is Relation.UNRELATED
     with pytest.raises(Refused) as exc:
-        check_reunion(lineage_of(a.genesis), unrelated)
+        check_reunion(la, lb)
     assert exc.value.reason is Reason.UNRELATED_CLUSTER
-    # unless an admin of each side voted for it
-    assert check_reunion(lineage_of(a.genesis), unrelated, admins_of_both_voted=True) is (
-        Relation.UNRELATED
+    va, vb = vote_of(a, lb), vote_of(b, la)
+    assert check_reunion(la, lb, (va, vb)) is Relation.UNRELATED
+    # A vote about another cluster, or 'stay-apart', or a forged certificate, does not count.
+    c = Net(3, identities=[Identity.from_seed(bytes([60 + i]) * 32) for i in range(3)])
+    about_c = vote_of(a, lineage_of(c.genesis))
+    for bad in [
+        (about_c, vb),
+        (va, vote_of(Net(3, identities=others), la, "stay-apart")),
+        (va, ReunionVote(lb, va.decision, vb.membership, vb.policy)),
+    ]:
+        with pytest.raises(Refused):
+            check_reunion(la, lb, bad)
+
+
+def test_unrelated_merge_voted_without_an_admin_is_refused():
+    a = Net(3)
+    others = [Identity.from_seed(bytes([40 + i]) * 32) for i in range(3)]
+    b = Net(3, identities=others, access={"roles": {}})  # every member is a 'node'
+    la, lb = lineage_of(a.genesis), lineage_of(b.genesis)
+    vb = vote_of(b, la)
+    with pytest.raises(Refused) as exc:
+        check_reunion(la, lb, (vote_of(a, lb), vb))
+    assert "no admin" in str(exc.value)
+
+
+def test_auto_merge_policy_key():
+    assert AccessPolicy().auto_merge == "never"
+    related = AccessPolicy.from_value({"auto_merge": "related"})
+    assert related.to_value()["auto_merge"] == "related"
+    with pytest.raises(Refused) as exc:
+        AccessPolicy.from_value({"auto_merge": "always"}, "genesis.policy.access")
+    assert exc.value.reason is Reason.BAD_POLICY and "genesis.policy.access.auto_merge" in str(
+        exc.value
     )
+    for relation in Relation:
+        want = "merge" if relation in (Relation.A_FROM_B, Relation.B_FROM_A) else None
+        assert auto_reunion_value(related, relation) == want
+        assert auto_reunion_value(AccessPolicy(), relation) is None
 
 
 def test_winner_between_siblings_is_the_larger_then_the_smaller_id():
