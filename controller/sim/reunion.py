@@ -12,6 +12,7 @@ from controller.agreement import (
     Agreement,
     AgreementConfig,
     AgreementReplica,
+    ConflictEntry,
     Decision,
     Membership,
     Refused,
@@ -129,7 +130,7 @@ class ReunionSim(AgreementSim):
     node of the cluster it was sent in (a real handshake compares cluster ids).
     """
 
-    def __init__(self, config: ReunionSimConfig) -> None:  # noqa: PLR0915 - one setup
+    def __init__(self, config: ReunionSimConfig) -> None:
         self.config = config  # type: ignore[assignment]
         self.rng = random.Random(config.seed)
         self.time_ms = 0
@@ -326,158 +327,179 @@ class ReunionSim(AgreementSim):
         live = [(self.nodes[w].agreement, p) for w, p in self.proposals]
         return all(p.done for a, p in live if a is not None and p in a.proposals)
 
+    def _agreement(self, node_id: NodeId) -> Agreement:
+        a = self.nodes[node_id].agreement
+        assert a is not None, "the node is up"
+        return a
+
+    def _all_decided(self, side: list[NodeId], slot: str) -> Callable[[], bool]:
+        return lambda: (
+            self._done_proposals() and all(self._agreement(n).decided(slot) for n in side)
+        )
+
     def run(self) -> ReunionSimResult:  # type: ignore[override]
-        cfg, rng = self.config, self.rng
-        everyone = sorted(self.nodes)
-        # 1. Together: rows and slots, then quiet until every node holds the same state.
-        self._phase(everyone, "pre", [(f"master/{i}", f"pre{i}") for i in range(2)])
-        self._advance(cfg.phase_ms)
-        self._settle(everyone, "the cluster before the split", self._done_proposals)
-        # 2. Split: the minority writes nothing and decides nothing.
-        minority = sorted(rng.sample(everyone, cfg.seceders))
-        majority = [n for n in everyone if n not in minority]
-        self.groups = [set(majority), set(minority)]
-        p = self.propose(minority[0], "alloc/ip/minority", "minority", 1_500)
+        """The story, one method per act; each act ends in its checks."""
+        self._together()
+        self._split()
+        self._secede()
+        self._apart()
+        auto = self._reunite()
+        conflicts = self._resolve()
+        merged_ms = self._merge(conflicts)
+        counters: dict[str, int] = {}
+        for n in self.everyone:
+            a = self._agreement(n)
+            for k, v in (a.ledger.counters + a.counters).items():
+                counters[k] = counters.get(k, 0) + v
+        slots_n = sum(1 for e in self.expected if e[0] == "slot")
+        return ReunionSimResult(
+            self.config,
+            slots_n,
+            len(self.expected) - slots_n,
+            merged_ms,
+            auto,
+            self.messages,
+            counters,
+        )
+
+    def _together(self) -> None:
+        """Rows and slots in one cluster, then quiet until every node holds the same state."""
+        self.everyone = sorted(self.nodes)
+        self._phase(self.everyone, "pre", [(f"master/{i}", f"pre{i}") for i in range(2)])
+        self._advance(self.config.phase_ms)
+        self._settle(self.everyone, "the cluster before the split", self._done_proposals)
+
+    def _split(self) -> None:
+        """The minority side writes nothing and its proposal must end no_quorum."""
+        self.minority = sorted(self.rng.sample(self.everyone, self.config.seceders))
+        self.majority = [n for n in self.everyone if n not in self.minority]
+        self.groups = [set(self.majority), set(self.minority)]
+        p = self.propose(self.minority[0], "alloc/ip/minority", "minority", 1_500)
         self._advance(self.time_ms + 3_000, lambda: p is not None and p.done)
         if p is None or p.outcome is None or p.outcome.status is not Status.NO_QUORUM:
             raise self.fail(f"minority: expected no_quorum, got {p and p.outcome}")
-        base_a = self._snapshot(majority[0])
-        # 3. The operator on the minority side confirms a secession.
-        founder = self.nodes[minority[0]]
-        assert founder.replica is not None and founder.agreement is not None
-        voters = founder.agreement.membership().voters
+        self.base_a = self._snapshot(self.majority[0])
+
+    def _secede(self) -> None:
+        """The operator on the minority side confirms; its rows start from the fork."""
+        founder = self.nodes[self.minority[0]]
+        assert founder.replica is not None
         fork_rows = [
             Upsert(t, k, v) for t in SCHEMA.names for k, v in founder.replica.rows(t).items()
         ]
-        access = {"roles": {n: "admin" for n in minority}, "auto_merge": self.auto}
-        genesis_b = secede(
+        access = {"roles": {n: "admin" for n in self.minority}, "auto_merge": self.auto}
+        self.genesis_b = secede(
             founder.identity,
             self.genesis,
-            voters,
-            minority,
+            self._agreement(founder.id).membership().voters,
+            self.minority,
             founder.replica.version_vector(),
             self.now(),
             confirmed_by="operator@sim",
             access=access,
         )
-        lin_a, lin_b = lineage_of(self.genesis), lineage_of(genesis_b)
-        if lin_b.parent != lin_a.cluster_id or sorted(lin_b.left) != majority:
-            raise self.fail(f"secession: lineage {lin_b}")
-        for n in minority:
-            self._move(self.nodes[n], genesis_b)
+        self.lin_a, self.lin_b = lineage_of(self.genesis), lineage_of(self.genesis_b)
+        if self.lin_b.parent != self.lin_a.cluster_id or list(self.lin_b.left) != self.majority:
+            raise self.fail(f"secession: lineage {self.lin_b}")
+        for n in self.minority:
+            self._move(self.nodes[n], self.genesis_b)
         assert founder.replica is not None
-        founder.replica.write(fork_rows, self.now())  # its rows start from the fork
+        founder.replica.write(fork_rows, self.now())
         self._pump(founder)
-        base_b = self._snapshot(founder.id)
-        # 4. Apart: both sides write the same keys, decide contested slots differently,
-        # with crashes; then a final contested slot once quiet (termination on each side).
+        self.base_b = self._snapshot(founder.id)
+
+    def _apart(self) -> None:
+        """Both sides write the same keys and decide contested slots differently, with
+        crashes; then, once quiet, a final contested slot must decide on each side."""
+        cfg, rng = self.config, self.rng
         contested = [f"alloc/pool/{i}" for i in range(cfg.contested)]
         a_slots = [(s, f"a{i}") for i, s in enumerate(contested)]
         b_slots = [(s, f"b{i}") for i, s in enumerate(contested)]
         for i in range(cfg.one_sided):
             (a_slots if rng.random() < 0.5 else b_slots).append((f"placement/one{i}", f"o{i}"))
         apart = self.time_ms
-        self._phase(majority, "a", a_slots)
-        self._phase(minority, "b", b_slots)
+        self._phase(self.majority, "a", a_slots)
+        self._phase(self.minority, "b", b_slots)
         for _ in range(cfg.crashes):
-            victim = rng.choice(everyone)
+            victim = rng.choice(self.everyone)
             at = apart + rng.randint(100, cfg.phase_ms)
             self._at(at, "crash", victim)
             self._at(min(apart + cfg.phase_ms, at + rng.randint(0, 1_500)), "restart", victim)
         self._advance(apart + cfg.phase_ms)
-        for n in everyone:
+        for n in self.everyone:
             self._handle("restart", n)
-        finals = [
+        for side, tag in ((self.majority, "A"), (self.minority, "B")):
             self.propose(side[0], "alloc/final", f"final-{tag}", cfg.quiet_ms_max)
-            for side, tag in ((majority, "a"), (minority, "b"))
-        ]
-
-        def decided_final(side: list[NodeId]) -> Callable[[], bool]:
-            return lambda: (
-                self._done_proposals()
-                and all(
-                    self.nodes[n].agreement.decided("alloc/final")
-                    for n in side  # type: ignore[union-attr]
-                )
-            )
-
-        self._settle(majority, "side A apart", decided_final(majority))
-        self._settle(minority, "side B apart", decided_final(minority))
-        assert all(f is not None for f in finals)
-        for side, genesis in ((majority, self.genesis), (minority, genesis_b)):
+        for side, tag in ((self.majority, "A"), (self.minority, "B")):
+            self._settle(side, f"side {tag} apart", self._all_decided(side, "alloc/final"))
+        for side, genesis in ((self.majority, self.genesis), (self.minority, self.genesis_b)):
             for n in side:
                 self._check_node(n, genesis)
-        # 5. Reunion: each side relates the lineages and decides merge in its slot, by
-        # policy (auto_merge='related') or by an operator's vote.
-        sides = ((majority, lin_a, lin_b), (minority, lin_b, lin_a))
+
+    def _reunite(self) -> bool:
+        """Each side relates the lineages and decides merge in its reunion slot, proposed
+        by its policy (auto_merge='related') or by an operator. True: by policy on both."""
+        sides = ((self.majority, self.lin_a, self.lin_b), (self.minority, self.lin_b, self.lin_a))
         auto = True
         for side, mine, other in sides:
             relation = check_reunion(mine, other)
-            policy = self.nodes[side[0]].agreement.ledger.policy  # type: ignore[union-attr]
+            policy = self._agreement(side[0]).ledger.policy
             value = auto_reunion_value(policy, relation)
-            if (value == MERGE) != cfg.auto_merge:
+            if (value == MERGE) != self.config.auto_merge:
                 raise self.fail(f"auto-merge: policy {policy.auto_merge} gave {value!r}")
             auto = auto and value == MERGE
-            self.propose(side[0], reunion_slot(other.cluster_id), MERGE, cfg.quiet_ms_max)
-        for side, _, other in sides:
             slot = reunion_slot(other.cluster_id)
-            self._settle(
-                side,
-                f"{slot}",
-                lambda s=side, sl=slot: all(
-                    self.nodes[n].agreement.decided(sl)
-                    for n in s  # type: ignore[union-attr]
-                ),
-            )
-        # The winner (the lineage B seceded from) checks B's decisions alone, from B's genesis.
-        kept = winner(lin_a, lin_b, len(majority) + len(minority), len(minority))
+            self.propose(side[0], slot, MERGE, self.config.quiet_ms_max)
+        for side, mine, other in sides:
+            slot = reunion_slot(other.cluster_id)
+            self._settle(side, slot, self._all_decided(side, slot))
+            d = self._agreement(side[0]).decided(slot)
+            if d is None or d.value != MERGE:
+                raise self.fail(f"reunion: {mine.cluster_id.hex()[:8]} decided {d}")
+        return auto
+
+    def _resolve(self) -> list[ConflictEntry]:
+        """The winner checks B's decisions alone (from B's genesis), then the report must
+        hold exactly what the simulator's own record predicts."""
+        lin_a, lin_b = self.lin_a, self.lin_b
+        kept = winner(lin_a, lin_b, len(self.everyone), len(self.minority))
         if kept is not lin_a or relate(lin_a, lin_b) is not Relation.B_FROM_A:
             raise self.fail("resolution: the parent lineage must win")
-        decisions_a = self._decisions(majority[0])
-        decisions_b = self._decisions(minority[0])
+        decisions_a = self._decisions(self.majority[0])
+        decisions_b = self._decisions(self.minority[0])
         for d in decisions_b.values():
-            self._verify(d, genesis_b, "B's decision checked by A")
-        for (_, mine, other), ds in zip(sides, (decisions_a, decisions_b), strict=True):
-            d = ds[reunion_slot(other.cluster_id)]
-            if d.value != MERGE:
-                raise self.fail(f"reunion: {mine.cluster_id.hex()[:8]} decided {d.value!r}")
-        snap_a, snap_b = self._snapshot(majority[0]), self._snapshot(minority[0])
+            self._verify(d, self.genesis_b, "B's decision checked by A")
+        self.snap_a = self._snapshot(self.majority[0])
+        self.snap_b = self._snapshot(self.minority[0])
         conflicts = slot_conflicts((lin_a, decisions_a), (lin_b, decisions_b))
-        conflicts += row_conflicts((lin_a, snap_a, base_a), (lin_b, snap_b, base_b))
-        expected, final_rows = self._expected(
-            lin_a.cluster_id, lin_b.cluster_id, majority[0], minority[0], base_a
+        conflicts += row_conflicts(
+            (lin_a, self.snap_a, self.base_a), (lin_b, self.snap_b, self.base_b)
         )
+        self._expect()
         got = {
             (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost))
             for c in conflicts
         }
-        if got != expected or len(conflicts) != len(expected):
-            raise self.fail(f"conflict report: got {sorted(got)}, expected {sorted(expected)}")
-        # 6. Merge into A: B's winning post-fork writes and the report, as A's ops; the
-        # seceded nodes come back on their A stores; all must converge.
-        writer = self.nodes[majority[0]]
+        if got != self.expected or len(conflicts) != len(self.expected):
+            raise self.fail(f"conflict report: got {sorted(got)}, expected {sorted(self.expected)}")
+        return conflicts
+
+    def _merge(self, conflicts: list[ConflictEntry]) -> int:
+        """B's winning post-fork writes and the report as A's ops; the seceded nodes come
+        back on their A stores; every node must reach one digest. Returns virtual ms."""
+        writer = self.nodes[self.majority[0]]
         assert writer.replica is not None
-        writer.replica.write(
-            merge_mutations(snap_a, (snap_b, base_b)) + conflict_mutations(conflicts), self.now()
-        )
+        merged = merge_mutations(self.snap_a, (self.snap_b, self.base_b))
+        writer.replica.write(merged + conflict_mutations(conflicts), self.now())
         self._pump(writer)
         merged_at = self.time_ms
         self.groups = None
-        for n in minority:
+        for n in self.minority:
             self._move(self.nodes[n], self.genesis)
-        self._settle(everyone, "the merged cluster")
-        merged_ms = self.time_ms - merged_at
-        for n in everyone:
-            self._check_merged(n, final_rows, expected)
-        counters: dict[str, int] = {}
-        for node in self.nodes.values():
-            assert node.agreement is not None
-            for k, v in (node.agreement.ledger.counters + node.agreement.counters).items():
-                counters[k] = counters.get(k, 0) + v
-        slots_n = sum(1 for e in expected if e[0] == "slot")
-        return ReunionSimResult(
-            cfg, slots_n, len(expected) - slots_n, merged_ms, auto, self.messages, counters
-        )
+        self._settle(self.everyone, "the merged cluster")
+        for n in self.everyone:
+            self._check_merged(n)
+        return self.time_ms - merged_at
 
     # -------------------------------------------------------------- checks
     def fail(self, what: str) -> ReunionSimFailure:
@@ -508,51 +530,50 @@ class ReunionSim(AgreementSim):
             if learned is None or learned[0] != value_key(d.value):
                 raise self.fail(f"agreement: {d.slot} at {node_id[:8]} is {d.value!r}")
 
-    def _survivors(self, cluster: bytes, node_id: NodeId) -> dict[tuple, Write]:
-        """Per key, the last write (by the CRDT order) of this side still in its DAG."""
+    def _survivors(self, cluster: bytes, node_id: NodeId, tag: bytes) -> dict[tuple, Write]:
+        """Per key, this side's last write since the split (tag) still in its DAG."""
         r = self.nodes[node_id].replica
         assert r is not None
         best: dict[tuple, Write] = {}
         for w in self.writes:
-            if w.cluster != cluster or not r.dag.holds(w.op.id):
+            if w.cluster != cluster or w.value[:1] != tag or not r.dag.holds(w.op.id):
                 continue  # the other side's, or lost in a crash before it was durable
             cur = best.get(w.key)
             if cur is None or (w.op.hlc, w.op.author) > (cur.op.hlc, cur.op.author):
                 best[w.key] = w
         return best
 
-    def _expected(
-        self, a: bytes, b: bytes, a_node: NodeId, b_node: NodeId, base_a: Rows
-    ) -> tuple[set[tuple], dict[tuple, bytes]]:
+    def _expect(self) -> None:
         """The conflict report and final rows from the simulator's own record (an oracle
-        independent of lineage.py): slots both sides learned with different values, keys
-        written on both sides since the split; the later write (hlc, author) is kept."""
-        expected: set[tuple] = set()
+        independent of lineage.py): slots both sides learned with different values; keys
+        written on both sides since the split, the later write (hlc, author) kept."""
+        a, b = self.lin_a.cluster_id, self.lin_b.cluster_id
+        self.expected: set[tuple] = set()
+        self.authors: dict[tuple, tuple[NodeId, NodeId]] = {}
         for (cluster, slot), (key, _) in self.learned_in.items():
             other = self.learned_in.get((b, slot))
             if cluster == a and other is not None and other[0] != key:
-                expected.add(("slot", slot, (), "", key, other[0]))
-        after = self._survivors(a, a_node)
-        after = {k: w for k, w in after.items() if w.value[:1] != b"p"}  # since the split
-        after_b = {k: w for k, w in self._survivors(b, b_node).items() if w.value[:1] == b"b"}
-        final = {k[1]: r.cols["value"].value for k, r in base_a.items() if k[0] == "kv"}
-        for key in sorted(set(after) | set(after_b)):
-            wa, wb = after.get(key), after_b.get(key)
-            if wa and wb:
-                kw, lw = sorted((wa, wb), key=lambda w: (w.op.hlc, w.op.author))[::-1]
-                expected.add(("row", "kv", key, "value", value_key(kw.value), value_key(lw.value)))
-            final[key] = max(
-                (w for w in (wa, wb) if w), key=lambda w: (w.op.hlc, w.op.author)
-            ).value
-        return expected, final
+                self.expected.add(("slot", slot, (), "", key, other[0]))
+        after_a = self._survivors(a, self.majority[0], b"a")
+        after_b = self._survivors(b, self.minority[0], b"b")
+        self.final = {k[1]: r.cols["value"].value for k, r in self.base_a.items() if k[0] == "kv"}
+        for key in sorted(set(after_a) | set(after_b)):
+            wa, wb = after_a.get(key), after_b.get(key)
+            ws = sorted((w for w in (wa, wb) if w), key=lambda w: (w.op.hlc, w.op.author))
+            if len(ws) == 2:
+                lw, kw = ws
+                entry = ("row", "kv", key, "value", value_key(kw.value), value_key(lw.value))
+                self.expected.add(entry)
+                self.authors[key] = (kw.op.author, lw.op.author)
+            self.final[key] = ws[-1].value
 
-    def _check_merged(self, node_id: NodeId, rows: dict[tuple, bytes], expected: set) -> None:
+    def _check_merged(self, node_id: NodeId) -> None:
         self._check_node(node_id, self.genesis)
         r = self.nodes[node_id].replica
         assert r is not None
         got = {k: v["value"] for k, v in r.rows("kv").items()}
-        if got != rows:
-            raise self.fail(f"merged rows at {node_id[:8]}: {got} != {rows}")
+        if got != self.final:
+            raise self.fail(f"merged rows at {node_id[:8]}: {got} != {self.final}")
         report = {
             (
                 v["kind"],
@@ -564,8 +585,12 @@ class ReunionSim(AgreementSim):
             )
             for v in r.rows("conflicts").values()
         }
-        if report != expected:
+        if report != self.expected:
             raise self.fail(f"conflicts table at {node_id[:8]}: {sorted(report)}")
+        for v in r.rows("conflicts").values():
+            key = tuple(decode(v["row_key"]))
+            if v["kind"] == "row" and (v["kept_author"], v["lost_author"]) != self.authors[key]:
+                raise self.fail(f"conflicts table at {node_id[:8]}: authors of {key}")
 
 
 def run_reunion_seed(seed: int, **overrides: Any) -> ReunionSimResult:
