@@ -11,14 +11,24 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.replication import INVITE, Upsert, invitation_data
+from controller.replication import INVITE, Upsert, decode, invitation_data
 
 from . import codec
 from .auth import Authenticator, Denied
 from .config import ApiConfig
-from .engine import Engine, EngineError, NotMember, QuorumTimeout, Watcher
+from .engine import (
+    Engine,
+    EngineError,
+    NoQuorum,
+    NotMember,
+    QuorumTimeout,
+    SlotRefused,
+    SlotWatcher,
+    Watcher,
+)
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .metrics import Metrics
+from .slots import decision_summary
 from .sqlquery import QueryLimit, run_query
 from .tokens import Role, kv_key, new_token, record_from_kv
 
@@ -70,6 +80,12 @@ class Api:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         except NotMember as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except NoQuorum as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except SlotRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer in time")
         except EngineError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
@@ -296,8 +312,10 @@ def _sort_key(key: tuple) -> tuple:
 
 
 class Slots(northbound_pb2_grpc.SlotServiceServicer):
-    """Agreement is not wired in yet: every call says so plainly, except a join
-    (Propose on `membership/join`), answered by an invitation op (see join.py)."""
+    """Decided slots (the agreement layer, controller/agreement, driven by the engine), and
+    a join (Propose on `membership/join`), answered by an invitation op (see join.py)."""
+
+    OPERATOR_KINDS = frozenset({"master", "placement", "alloc"})
 
     def __init__(self, api: Api) -> None:
         self.api = api
@@ -329,24 +347,54 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             )
             return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
 
-    async def _unavailable(self, context, method):
-        async with self.api.call(context, Role.VIEWER, method):
+    async def _need_agreement(self, context) -> None:
+        if self.api.engine.agreement is None:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,
-                "slots need the agreement layer, not in this node yet",
+                "slots need the agreement layer, off on this node (agreement.enabled = false)",
             )
 
     async def Propose(self, request, context):
         if request.slot == JOIN_SLOT:
             return await self._join(request, context)
-        await self._unavailable(context, "Propose")
+        kind = request.slot.partition("/")[0]
+        role = Role.OPERATOR if kind in self.OPERATOR_KINDS else Role.ADMIN
+        async with self.api.call(context, role, "Propose"):
+            await self._need_agreement(context)
+            try:
+                value = decode(request.value)
+            except Exception as exc:  # Rejected, or anything the decoder raises
+                raise codec.CodecError(f"value must be CBOR: {exc}") from None
+            timeout = request.timeout_ms or self.api.engine.agreement.config.timeout_ms
+            await self.api.engine.propose(request.slot, value, timeout)
+            decision = self.api.engine.decided(request.slot)
+            assert decision is not None  # the engine answers once the slot is decided
+            return northbound_pb2.Slot(**decision_summary(decision))
 
     async def GetSlot(self, request, context):
-        await self._unavailable(context, "GetSlot")
+        async with self.api.call(context, Role.VIEWER, "GetSlot"):
+            await self._need_agreement(context)
+            decision = self.api.engine.decided(request.slot)
+            if decision is None:
+                return northbound_pb2.Slot(slot=request.slot, decided=False)
+            return northbound_pb2.Slot(**decision_summary(decision))
 
     async def WatchSlots(self, request, context):
-        await self._unavailable(context, "WatchSlots")
-        yield northbound_pb2.Slot()  # pragma: no cover - abort raised above
+        async with self.api.call(context, Role.VIEWER, "WatchSlots"):
+            await self._need_agreement(context)
+            engine = self.api.engine
+            w = SlotWatcher(request.prefix, asyncio.Queue(self.api.config.watch_queue_max))
+            engine.slot_watchers.add(w)  # before the snapshot, so no decision falls between
+            try:
+                for decision in engine.decisions(request.prefix):
+                    yield northbound_pb2.Slot(**decision_summary(decision))
+                while True:
+                    decision = await w.queue.get()
+                    if decision is None:
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, w.reason)
+                    yield northbound_pb2.Slot(**decision_summary(decision))
+            finally:
+                engine.slot_watchers.discard(w)
 
 
 class Admin(northbound_pb2_grpc.AdminServiceServicer):

@@ -72,7 +72,7 @@ class Client:
         except grpc.RpcError as exc:
             code = exc.code()  # type: ignore[attr-defined]
             details = exc.details() or ""  # type: ignore[attr-defined]
-            if code == grpc.StatusCode.UNAVAILABLE:
+            if code == grpc.StatusCode.UNAVAILABLE and "no quorum reachable" not in details:
                 details = (
                     f"cannot reach {self.server}: {details.splitlines()[0] if details else ''}"
                 )

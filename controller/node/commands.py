@@ -289,10 +289,51 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
 
     @command(cli)
     @click.argument("slot")
-    def slots(ctx, slot) -> None:
-        """Show an agreed slot's decision (needs the agreement layer)."""
-        r = ctx.client.call(ctx.client.slots.GetSlot, cl.pb().GetSlotRequest(slot=slot))
-        ctx.out(cl.plain(r), lambda: click.echo(f"{r.slot} decided={r.decided}"))
+    @click.option(
+        "--propose",
+        "proposal",
+        default=None,
+        help="propose this value (JSON; anything else is a string) and wait for the decision",
+    )
+    @click.option(
+        "--propose-timeout-ms",
+        type=int,
+        default=0,
+        help="give up with 'no quorum reachable' after this long (default: the node's)",
+    )
+    def slots(ctx, slot, proposal, propose_timeout_ms) -> None:
+        """Show an agreed slot's decision and its certificate, or propose a value for it."""
+        from controller.replication import decode, encode
+
+        if proposal is None:
+            r = ctx.client.call(ctx.client.slots.GetSlot, cl.pb().GetSlotRequest(slot=slot))
+        else:
+            try:
+                value = json.loads(proposal)
+            except ValueError:
+                value = proposal
+            request = cl.pb().ProposeRequest(
+                slot=slot, value=encode(value), timeout_ms=propose_timeout_ms
+            )
+            wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
+            r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
+        try:
+            decoded = decode(r.value) if r.decided else None
+        except Exception:  # noqa: BLE001 - not CBOR (a join bundle): show the bytes
+            decoded = r.value
+        plain = cl.plain(r)
+        plain.pop("certificate", None)
+        plain["value"] = decoded
+
+        def human() -> None:
+            if not r.decided:
+                click.echo(f"{r.slot}: not decided (here)")
+                return
+            click.echo(f"{r.slot}: decided {decoded!r}")
+            click.echo(f"  ballot {r.ballot} (membership {r.membership_version})")
+            click.echo(f"  certificate: accepted by {len(r.voters)} voters: {', '.join(r.voters)}")
+
+        ctx.out(plain, human)
 
     # ------------------------------------------------------------------ flows
     @cli.group()

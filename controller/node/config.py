@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AgreementSettings",
     "ApiConfig",
     "ConfigError",
     "LogConfig",
@@ -72,6 +73,17 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class AgreementSettings:
+    """The agreement layer (controller/agreement) inside the node: decided slots."""
+
+    enabled: bool = True  # false: no slots; membership only by invitation (decision 0030)
+    propose_timeout_ms: int = 10_000  # default time a proposal may take (no quorum reachable)
+    retry_ms: int = 600  # a ballot that made no progress for this long is retried
+    backoff_ms_min: int = 20  # random back-off between ballots of dueling proposers
+    backoff_ms_max: int = 1_600
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = ""  # "HOST:PORT" serves Prometheus text at /metrics; "" = off
 
@@ -89,6 +101,7 @@ class NodeConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     peer: PeerConfig = field(default_factory=PeerConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    agreement: AgreementSettings = field(default_factory=AgreementSettings)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

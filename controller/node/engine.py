@@ -10,12 +10,15 @@ messages, notify watchers, acknowledge writes — and advance().
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.agreement import Agreement, Decision, Proposal, Refused, Status
+from controller.agreement import UsageError as AgreementUsageError
 from controller.replication import (
     Invitation,
     Message,
@@ -31,7 +34,17 @@ from controller.store import SqliteStore
 
 from .metrics import Metrics
 
-__all__ = ["Engine", "EngineError", "NotMember", "QuorumTimeout", "Watcher", "WriteResult"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "NoQuorum",
+    "NotMember",
+    "QuorumTimeout",
+    "SlotRefused",
+    "SlotWatcher",
+    "Watcher",
+    "WriteResult",
+]
 
 log = logging.getLogger("synod.node")
 
@@ -42,6 +55,14 @@ class EngineError(Exception):
 
 class NotMember(EngineError):
     """This node may not author ops yet (it joined but its invitation has not arrived)."""
+
+
+class NoQuorum(EngineError):
+    """A proposal timed out: no majority of the voters answered; it decided nothing."""
+
+
+class SlotRefused(EngineError):
+    """A proposal refused before any vote (bad slot or value, forbidden, not a voter)."""
 
 
 class QuorumTimeout(EngineError):
@@ -80,6 +101,24 @@ class Watcher:
     reason: str = ""
 
 
+@dataclass(eq=False)
+class SlotWatcher:
+    """A subscriber to decisions of slots starting with prefix (None in the queue: cut)."""
+
+    prefix: str
+    queue: asyncio.Queue
+    reason: str = ""
+
+
+@dataclass
+class _Propose:
+    slot: str
+    value: Any
+    timeout_ms: int
+    future: asyncio.Future
+    proposal: Proposal | None = None
+
+
 @dataclass
 class _Inbound:
     sender: str
@@ -109,8 +148,15 @@ class Engine:
         pending_writes_max: int = 50_000,
         group_commit_rows_max: int = 5_000,
         inbound_max: int = 1_024,
+        agreement: Agreement | None = None,
     ) -> None:
         self.replica = replica
+        self.agreement = agreement
+        self.slot_watchers: set[SlotWatcher] = set()
+        self._proposals_in: list[_Propose] = []
+        self._proposing: list[_Propose] = []
+        self._decisions = agreement.watch("", include_decided=False) if agreement else None
+        self._mv = agreement.membership().version if agreement else 0
         self.store = store
         self.metrics = metrics
         self.node_id = replica.node_id
@@ -181,6 +227,40 @@ class Engine:
         self._writes.append(w)
         self._wake.set()
         return await w.future
+
+    async def propose(self, slot: str, value: Any, timeout_ms: int) -> Any:
+        """Propose value for slot; return the decided value (maybe another proposer's).
+
+        Raises NoQuorum when no majority answered before timeout_ms (nothing decided by
+        this proposal), SlotRefused when refused before any vote.
+        """
+        if self.agreement is None:
+            raise SlotRefused("the agreement layer is off on this node (agreement.enabled)")
+        if self._stopping:
+            raise EngineError("node is stopping")
+        item = _Propose(slot, value, timeout_ms, asyncio.get_running_loop().create_future())
+        self._proposals_in.append(item)
+        self._wake.set()
+        started = time.perf_counter()
+        # The agreement engine answers at its own deadline; this one only guards the wait.
+        value = await asyncio.wait_for(item.future, timeout_ms / 1000 + 5)
+        self.metrics.observe("propose", (time.perf_counter() - started) * 1000)
+        return value
+
+    def decided(self, slot: str) -> Decision | None:
+        return None if self.agreement is None else self.agreement.decided(slot)
+
+    def decisions(self, prefix: str = "") -> list[Decision]:
+        """Every decision this node knows for slots starting with prefix, by slot name."""
+        if self.agreement is None:
+            return []
+        self.agreement.ledger.catch_up()
+        slots = self.agreement.ledger.slots
+        return [
+            r.decided
+            for s, r in sorted(slots.items())
+            if r.decided is not None and s.startswith(prefix)
+        ]
 
     async def deliver(self, sender: str, messages: list[Message]) -> dict[str, int]:
         """Hand peer messages to the replica; return our vector once they are durable."""
@@ -274,6 +354,8 @@ class Engine:
         for peer in syncs:
             replica.sync_with(peer, t)
         replica.tick(t)
+        if self.agreement is not None:
+            self._step_agreement(t)
         while replica.has_ready():
             rd = replica.ready()
             if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
@@ -298,6 +380,69 @@ class Engine:
             for w in group:
                 if not w.future.done():
                     w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
+        if self.agreement is not None:
+            self._answer_proposals()
+
+    def _step_agreement(self, t: int) -> None:
+        """Start queued proposals and step the agreement engine (votes become replica ops,
+        carried out by this round's Ready: durable before sent)."""
+        agreement = self.agreement
+        assert agreement is not None
+        incoming, self._proposals_in = self._proposals_in, []
+        for item in incoming:
+            try:
+                item.proposal = agreement.propose(item.slot, item.value, t, item.timeout_ms)
+            except (AgreementUsageError, Refused) as exc:
+                self.metrics.inc("proposals_refused")
+                if not item.future.done():
+                    item.future.set_exception(SlotRefused(f"proposal refused: {exc}"))
+                continue
+            self.metrics.inc("proposals")
+            self._proposing.append(item)
+        agreement.step(t)
+        mv = agreement.membership().version
+        if mv != self._mv:
+            self._mv = mv
+            log.info("membership %d decided: %d voters", mv, len(agreement.membership().voters))
+            self._update_members()
+            if self._quorum:
+                self._check_quorum()
+
+    def _answer_proposals(self) -> None:
+        """Answer finished proposals and tell slot watchers, once the round is durable."""
+        still = []
+        for item in self._proposing:
+            p = item.proposal
+            assert p is not None
+            if p.outcome is None:
+                still.append(item)
+                continue
+            if item.future.done():
+                continue
+            o = p.outcome
+            if o.status is Status.DECIDED:
+                item.future.set_result(o.value)
+            elif o.status is Status.NO_QUORUM:
+                self.metrics.inc("proposals_no_quorum")
+                item.future.set_exception(NoQuorum(f"{o.slot}: {o.reason}"))
+            else:
+                self.metrics.inc("proposals_refused")
+                item.future.set_exception(SlotRefused(f"{o.slot}: refused: {o.reason}"))
+        self._proposing = still
+        assert self._decisions is not None
+        for d in self._decisions.drain():
+            self.metrics.inc("slot_decisions")
+            for w in list(self.slot_watchers):
+                if d.slot.startswith(w.prefix):
+                    try:
+                        w.queue.put_nowait(d)
+                    except asyncio.QueueFull:
+                        w.reason = "slot watcher fell behind; watch again"
+                        self.slot_watchers.discard(w)
+                        self.metrics.inc("watchers_cut")
+                        while not w.queue.empty():
+                            w.queue.get_nowait()
+                        w.queue.put_nowait(None)
 
     def _refuse(self, writes: list[list[_Write]]) -> None:
         self.metrics.inc("writes_refused|not_member", sum(len(g) for g in writes))
@@ -391,7 +536,15 @@ class Engine:
         for q in self._quorum:
             if not q.future.done():
                 q.future.set_exception(exc)
+        for item in [*self._proposals_in, *self._proposing]:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        for w in self.slot_watchers:
+            w.reason = str(exc)
+            with contextlib.suppress(asyncio.QueueFull):
+                w.queue.put_nowait(None)
         self._writes, self._inbound, self._quorum = [], [], []
+        self._proposals_in, self._proposing = [], []
 
     # ------------------------------------------------------------------ queries
     def uptime_s(self) -> float:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
+from controller.agreement import Agreement, AgreementConfig
 from controller.replication import Config as ReplicationCoreConfig
 from controller.replication import InvitePolicy
 from controller.store import SqliteStore, StoreError, open_replica
@@ -28,6 +29,7 @@ from .engine import Engine
 from .join import JoinError, read_bundle
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
+from .slots import open_node_replica
 
 __all__ = ["NodeError", "run_node", "serve"]
 
@@ -88,21 +90,43 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
         push_fanout=cfg.replication.push_fanout,
         message_bytes_max=cfg.peer.message_bytes_max,
     )
-    policy = InvitePolicy.from_genesis(genesis)
+    agreement: Agreement | None = None
     try:
         store = SqliteStore(d.store_file)
-        replica = open_replica(
-            store,
-            identity,
-            random.Random(),
-            genesis,
-            verify=cfg.replication.verify_on_start,
-            config=core_cfg,  # type: ignore[arg-type]
-            policy=policy,
-        )
+        if cfg.agreement.enabled:
+            # Membership and policy from decided slots, plus invitations (decision 0032).
+            replica = open_node_replica(
+                store,
+                identity,
+                random.Random(),
+                genesis,
+                verify=cfg.replication.verify_on_start,
+                config=core_cfg,
+            )
+            agreement = Agreement(
+                replica,
+                random.Random(),
+                AgreementConfig(
+                    retry_ms=cfg.agreement.retry_ms,
+                    backoff_ms_min=cfg.agreement.backoff_ms_min,
+                    backoff_ms_max=cfg.agreement.backoff_ms_max,
+                    timeout_ms=cfg.agreement.propose_timeout_ms,
+                ),
+            )
+        else:
+            replica = open_replica(
+                store,
+                identity,
+                random.Random(),
+                genesis,
+                verify=cfg.replication.verify_on_start,
+                config=core_cfg,  # type: ignore[arg-type]
+                policy=InvitePolicy.from_genesis(genesis),
+            )
     except StoreError as exc:
         raise NodeError(str(exc)) from None
-    if identity.node_id not in policy.members() and bundle is None:
+    policy = replica.policy
+    if identity.node_id not in policy.members() and bundle is None:  # type: ignore[attr-defined]
         store.close()
         raise NodeError(
             f"{d.path}: node {identity.node_id} is not a member of {genesis.name} "
@@ -120,6 +144,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
         tick_interval_ms=cfg.replication.tick_interval_ms,
         pending_writes_max=cfg.api.pending_writes_max,
         group_commit_rows_max=cfg.replication.group_commit_rows_max,
+        agreement=agreement,
     )
     peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)
     links = PeerLinks(engine, cfg.peer, peer_creds, metrics)
@@ -169,11 +194,14 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     )
     if not cfg.peer.advertise:
         links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
-    for node_id, address in policy.addresses().items():  # invited after the config was written
+    # Nodes invited after the config was written.
+    for node_id, address in policy.addresses().items():  # type: ignore[attr-defined]
         links.add(address, node_id)
 
     def render() -> str:
         extra = {f"replica_{k}": v for k, v in replica.counters.items()}
+        if agreement is not None:
+            extra.update({f"agreement|{k}": v for k, v in agreement.counters.items()})
         return metrics.render(extra)
 
     metrics_server = None

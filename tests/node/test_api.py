@@ -212,12 +212,6 @@ def test_local_api_flows_for_my_switches_and_topology_reports(solo):
         assert got.row.values["state"].text_value == "running"
 
 
-def test_slots_say_agreement_is_not_there_yet(solo):
-    with solo.client() as c, pytest.raises(ClientError) as e:
-        c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="policy/v1"))
-    assert _code(e) == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_health_and_reflection_work_without_our_protos(solo):
     """A client that knows nothing of synod's .proto files discovers and calls the node."""
     from google.protobuf import descriptor_pool, message_factory

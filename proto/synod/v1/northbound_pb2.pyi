@@ -305,12 +305,14 @@ class QueryRow(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("slot", "value")
+    __slots__ = ("slot", "value", "timeout_ms")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     slot: str
     value: bytes
-    def __init__(self, slot: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    timeout_ms: int
+    def __init__(self, slot: _Optional[str] = ..., value: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class GetSlotRequest(_message.Message):
     __slots__ = ("slot",)
@@ -325,14 +327,22 @@ class WatchSlotsRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ...) -> None: ...
 
 class Slot(_message.Message):
-    __slots__ = ("slot", "decided", "value")
+    __slots__ = ("slot", "decided", "value", "ballot", "membership_version", "voters", "certificate")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     DECIDED_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     slot: str
     decided: bool
     value: bytes
-    def __init__(self, slot: _Optional[str] = ..., decided: _Optional[bool] = ..., value: _Optional[bytes] = ...) -> None: ...
+    ballot: str
+    membership_version: int
+    voters: _containers.RepeatedScalarFieldContainer[str]
+    certificate: bytes
+    def __init__(self, slot: _Optional[str] = ..., decided: _Optional[bool] = ..., value: _Optional[bytes] = ..., ballot: _Optional[str] = ..., membership_version: _Optional[int] = ..., voters: _Optional[_Iterable[str]] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("role", "description")

@@ -576,8 +576,10 @@ class RowService:
 
 
 class SlotServiceStub:
-    """SlotService: agreed decisions (membership, policy, placements). Answers UNIMPLEMENTED
-    until the agreement layer is wired into the node.
+    """SlotService: agreed decisions (membership, policy, mastership, placements, allocations),
+    each decided once by single-decree Paxos whose votes are signed ops (docs/agreement.md).
+    Values are CBOR. A slot's kind is its first part ("alloc/pool/7" is of kind alloc);
+    operator tokens may propose master, placement and alloc slots, admin tokens any kind.
     """
 
     def __init__(self, channel):
@@ -604,26 +606,34 @@ class SlotServiceStub:
 
 
 class SlotServiceServicer:
-    """SlotService: agreed decisions (membership, policy, placements). Answers UNIMPLEMENTED
-    until the agreement layer is wired into the node.
+    """SlotService: agreed decisions (membership, policy, mastership, placements, allocations),
+    each decided once by single-decree Paxos whose votes are signed ops (docs/agreement.md).
+    Values are CBOR. A slot's kind is its first part ("alloc/pool/7" is of kind alloc);
+    operator tokens may propose master, placement and alloc slots, admin tokens any kind.
     """
 
     def Propose(self, request, context):
-        """Propose a value for a slot such as "policy/v8".
+        """Propose a value for a slot such as "alloc/vlan/7" and wait until the slot is decided
+        (the answer carries the decided value, which may be another proposer's) or until
+        timeout_ms: then UNAVAILABLE "no quorum reachable: at best k of n voters answered",
+        and nothing was decided by this proposal. FAILED_PRECONDITION: refused before any vote
+        (the reason says why, e.g. forbidden). The slot "membership/join" admits a node
+        (`synod join`, admin only): value is the CBOR join request, the answer's value the bundle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSlot(self, request, context):
-        """The slot's decision, if any.
+        """The slot's decision, if any, with a summary of its certificate.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchSlots(self, request, context):
-        """Decisions as they are made.
+        """The decisions already known whose slot starts with prefix, then each new one as this
+        node learns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -656,8 +666,10 @@ def add_SlotServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SlotService:
-    """SlotService: agreed decisions (membership, policy, placements). Answers UNIMPLEMENTED
-    until the agreement layer is wired into the node.
+    """SlotService: agreed decisions (membership, policy, mastership, placements, allocations),
+    each decided once by single-decree Paxos whose votes are signed ops (docs/agreement.md).
+    Values are CBOR. A slot's kind is its first part ("alloc/pool/7" is of kind alloc);
+    operator tokens may propose master, placement and alloc slots, admin tokens any kind.
     """
 
     @staticmethod
