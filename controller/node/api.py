@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sqlite3
 import time
 
@@ -11,7 +12,8 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.replication import INVITE, Upsert, decode, invitation_data
+from controller.agreement import membership_slot
+from controller.replication import INVITE, Upsert, decode, encode, invitation_data
 
 from . import codec
 from .auth import Authenticator, Denied
@@ -28,7 +30,7 @@ from .engine import (
 )
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .metrics import Metrics
-from .slots import decision_summary
+from .slots import decision_summary, peer_address_key
 from .sqlquery import QueryLimit, run_query
 from .tokens import Role, kv_key, new_token, record_from_kv
 
@@ -329,6 +331,15 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             except JoinError as exc:
                 self.api.metrics.inc("joins_refused")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if self._decided_joins():
+                invite_id = await self._join_by_vote(req)
+                bundle = JoinBundle(
+                    replica.genesis,
+                    invite_id,
+                    engine.node_id,
+                    tuple(a for a in self.api.links.addresses() if a != req.address),
+                )
+                return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
             invites = getattr(replica.policy, "invitations", {}).get(req.node_id, [])
             if req.node_id in replica.genesis.member_ids:
                 invite_id = b""
@@ -346,6 +357,43 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
                 tuple(a for a in self.api.links.addresses() if a != req.address),
             )
             return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
+
+    def _decided_joins(self) -> bool:
+        """Join by a decided `membership/<n+1>` when the agreement layer runs and the policy
+        in force lets this node propose membership changes; else by invitation (0030)."""
+        agreement = self.api.engine.agreement
+        return agreement is not None and agreement.policy().can_propose(
+            self.api.engine.node_id, "membership"
+        )
+
+    async def _join_by_vote(self, req) -> bytes:
+        """Propose `membership/<n+1>` = the voters plus req's key until a decided membership
+        holds it (another change may win the slot first); record its peer address in kv
+        (`peer/<node id>`), from which every member dials it. Returns the join's id: the
+        hash of the first membership that holds the key (the same on every member)."""
+        engine = self.api.engine
+        agreement = engine.agreement
+        assert agreement is not None
+        if req.node_id in engine.replica.genesis.member_ids:
+            return b""  # a founder: nothing to decide
+        timeout = min(agreement.config.timeout_ms, 8_000)
+        joined, attempts = _joined_in(agreement, req.node_id), 0
+        while joined is None:
+            if attempts == 3:
+                raise SlotRefused("membership kept changing under the join; try again")
+            attempts += 1
+            m = agreement.membership()
+            value = m.joined(req.key, "node").to_value()
+            await engine.propose(membership_slot(m.version + 1), value, timeout)
+            self.api.metrics.inc("joins_proposed")
+            joined = _joined_in(agreement, req.node_id)
+        key = (peer_address_key(req.node_id),)
+        row = engine.replica.row("kv", key)
+        if row is None or row.get("value") != req.address.encode():
+            await engine.write(
+                [Upsert("kv", key, {"value": req.address.encode()})], "local", 0
+            )
+        return joined
 
     async def _need_agreement(self, context) -> None:
         if self.api.engine.agreement is None:
@@ -549,6 +597,14 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 0,
             )
             return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+
+def _joined_in(agreement, node_id: str) -> bytes | None:
+    """The id of the first decided membership that holds node_id (None: not a voter)."""
+    for version, m in sorted(agreement.ledger.memberships.items()):
+        if version > 0 and node_id in m.voters:
+            return hashlib.blake2b(encode(m.to_value()), digest_size=32).digest()
+    return None
 
 
 def servicers(api: Api, server: grpc.aio.Server) -> list[str]:

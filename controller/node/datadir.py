@@ -100,6 +100,21 @@ def _prepare(path: Path, ca: pki.KeyPair, hosts: tuple[str, ...]) -> Identity:
     return identity
 
 
+# The access policy (version 0) of a cluster made by `synod init`: the agreement layer's
+# defaults, plus `membership` for nodes, so a member can propose a join for an admin token
+# (`synod join`; the API checks the token's role, the voters the node's). Decision 0033.
+GENESIS_POLICY = {
+    "access": {
+        "slots": {
+            "admin": ["*"],
+            "operator": ["master", "placement", "alloc"],
+            "node": ["master", "placement", "alloc", "reunion", "membership"],
+            "viewer": [],
+        }
+    }
+}
+
+
 def init_data_dirs(
     paths: list[Path],
     cluster_name: str | None,
@@ -125,7 +140,9 @@ def init_data_dirs(
         return summary
     founder = identities[0]
     now_ms = int(time.time() * 1000)
-    genesis = make_genesis(founder, cluster_name, [i.public_key for i in identities], now_ms)
+    genesis = make_genesis(
+        founder, cluster_name, [i.public_key for i in identities], now_ms, GENESIS_POLICY
+    )
     for p in paths:
         _write(DataDir(p).genesis_file, genesis.raw)
     token, record = new_token(Role.ADMIN, "created by synod init", now_ms)

@@ -33,6 +33,7 @@ from controller.replication import (
 from controller.store import SqliteStore
 
 from .metrics import Metrics
+from .slots import peer_of_address_key
 
 __all__ = [
     "Engine",
@@ -163,6 +164,8 @@ class Engine:
         self.members: dict[str, bytes] = {}
         self.quorum_size = 1
         self.on_member: Callable[[Invitation], None] = lambda inv: None  # set by the links
+        # (node id, peer address) from a kv row "peer/<node id>" (a decided join); set by server
+        self.on_address: Callable[[str, str], None] = lambda node_id, address: None
         self._update_members()
         self.tick_interval_ms = tick_interval_ms
         self.pending_writes_max = pending_writes_max
@@ -365,6 +368,12 @@ class Engine:
             for out in rd.messages:
                 self.send(out.to, out.message)
             self._notify(rd.rows, rd.replace_rows)
+            for row in rd.rows:
+                if row.table == "kv":
+                    node_id = peer_of_address_key(row.key[0])
+                    address = (row.values or {}).get("value")
+                    if node_id and isinstance(address, bytes) and node_id != self.node_id:
+                        self.on_address(node_id, address.decode(errors="replace"))
             self.metrics.inc("ops_stored", len(rd.ops))
             for op in rd.ops:
                 if op.body.kind != "rows":
@@ -447,8 +456,9 @@ class Engine:
     def _refuse(self, writes: list[list[_Write]]) -> None:
         self.metrics.inc("writes_refused|not_member", sum(len(g) for g in writes))
         exc = NotMember(
-            f"node {self.node_id} is not a member yet: it has not received its "
-            "invitation (still catching up after `synod join`?); retry shortly"
+            f"node {self.node_id} is not a member yet: it has not received the decided "
+            "membership (or invitation) that admits it (still catching up after "
+            "`synod join`?); retry shortly"
         )
         for group in writes:
             for w in group:

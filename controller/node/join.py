@@ -1,12 +1,13 @@
-"""Joining a running cluster: the signed join request, the invitation bundle, `synod join`.
+"""Joining a running cluster: the signed join request, the join bundle, `synod join`.
 
-Until the agreement layer decides `membership/<n>` slots, a node joins by invitation: an
-admin asks any member (SlotService.Propose on slot `membership/join`, admin token) to admit
-a key; that member signs a `member.invite` op (controller.replication.INVITE) naming the
-key and the new node's peer address, and answers with the bundle the new node needs
-(genesis, invitation op id, peer addresses). Every node then accepts the new node's ops
-once the invitation is in their causal past. A decided membership slot can later replace
-the invite op: the request, the answer and `synod join` stay as they are.
+An admin asks any member (SlotService.Propose on slot `membership/join`, admin token) to
+admit a key. With the agreement layer on (and a policy that lets nodes propose
+`membership`), the member proposes `membership/<n+1>` = the voters plus the key, waits for
+the decision, records the new node's peer address in kv (`peer/<node id>`) and answers the
+bundle (genesis, the join's id, peer addresses); every node accepts the new node's ops once
+that decision's certificate is in their causal past. Otherwise the member signs a
+`member.invite` op (controller.replication.INVITE, decision 0030) instead. The request, the
+answer and `synod join` are the same either way.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class JoinBundle:
     """What the inviting member answers: enough for the new node to start and sync."""
 
     genesis: Genesis
-    invite_id: bytes  # the invitation op (b"" when the key is a founding member)
+    # the invitation op, or the hash of the decided membership that admitted the key
+    # (b"" when the key is a founding member)
+    invite_id: bytes
     inviter: str  # node id of the member that signed the invitation
     peers: tuple[str, ...]  # peer addresses of members, as the inviter knows them
 

@@ -29,7 +29,7 @@ from .engine import Engine
 from .join import JoinError, read_bundle
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
-from .slots import open_node_replica
+from .slots import open_node_replica, peer_of_address_key
 
 __all__ = ["NodeError", "run_node", "serve"]
 
@@ -194,9 +194,14 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     )
     if not cfg.peer.advertise:
         links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
-    # Nodes invited after the config was written.
+    # Nodes invited, or joined by a decided membership, after the config was written.
     for node_id, address in policy.addresses().items():  # type: ignore[attr-defined]
         links.add(address, node_id)
+    for (key,), values in replica.rows("kv").items():
+        node_id, address = peer_of_address_key(key), values.get("value")
+        if node_id and isinstance(address, bytes):
+            links.add(address.decode(errors="replace"), node_id)
+    engine.on_address = lambda node_id, address: links.add(address, node_id)
 
     def render() -> str:
         extra = {f"replica_{k}": v for k, v in replica.counters.items()}

@@ -1,4 +1,4 @@
-"""A fourth real node joins a running 3-node cluster by invitation (`synod join`)."""
+"""A fourth real node joins a running 3-node cluster (`synod join`: a decided membership)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from synod.v1 import northbound_pb2 as nb
 
 from controller.node.client import ClientError
 from controller.node.codec import value_pb
+from controller.replication import decode, encode
 
 from .harness import wait_for
 
@@ -51,6 +52,24 @@ def test_fourth_node_joins_catches_up_and_writes(make_cluster):
     want = {"from-new-node", *(f"new-{k}" for k in range(20))}
     assert wait_for(lambda: all(want <= _keys(cluster, i) for i in four), 20)
     assert wait_for(lambda: len({_digest(cluster, i) for i in four}) == 1, 20)
+
+    # The join was a decided membership slot: membership/1 holds the 4 voters everywhere,
+    # and the new node votes (a slot proposed there is decided under membership 1).
+    new_id = node.info["node_id"]
+
+    def joined_everywhere() -> bool:
+        for i in four:
+            with cluster.client(i) as c:
+                s = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="membership/1"))
+                if not (s.decided and new_id in decode(s.value)["voters"]):
+                    return False
+        return True
+
+    assert wait_for(joined_everywhere, 20)
+    with cluster.client(3, timeout_s=15) as c:
+        req = nb.ProposeRequest(slot="alloc/join/1", value=encode("four"), timeout_ms=8000)
+        s = c.call(c.slots.Propose, req)
+        assert decode(s.value) == "four" and s.membership_version == 1 and len(s.voters) >= 3
 
     # Joining again (same key and address) re-uses the invitation; a restart keeps it.
     again = cluster.run_join(node.data, 2, node.peer_port)

@@ -1,5 +1,5 @@
-"""Join by invitation, in process: the Propose answer, refused requests, a node that is
-invited but has not caught up yet refuses writes plainly."""
+"""Joining, in process: a decided membership (agreement on) or an invitation (off), the
+Propose answer, refused requests, a node admitted but not caught up refuses writes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from synod.v1 import northbound_pb2 as nb
 
 from controller.node.client import ClientError
+from controller.node.codec import value_pb
 from controller.node.datadir import DataDir, init_data_dirs
 from controller.node.engine import Engine, NotMember
 from controller.node.join import JOIN_SLOT, make_join_request, read_bundle
 from controller.node.metrics import Metrics
-from controller.replication import Identity, InvitePolicy, Replica, Upsert
+from controller.replication import Identity, InvitePolicy, Replica, Upsert, decode
 from controller.store import SqliteStore
 
 from .conftest import InProcessNode
@@ -39,6 +40,37 @@ def test_an_admin_join_request_is_answered_with_an_invitation(solo):
         assert again.invite_id == bundle.invite_id  # idempotent: no second invitation
         members = c.call(c.cluster.ListMembers, nb.ListMembersRequest()).members
         assert newcomer.node_id in {m.node_id for m in members}
+
+
+def test_without_agreement_a_join_is_an_invitation_op(tmp_path):
+    d = tmp_path / "inv"
+    init_data_dirs([d], "inv")
+    node = InProcessNode(d, agreement={"enabled": False}).start()
+    try:
+        newcomer = Identity.generate()
+        with node.client() as c:
+            cid = _cluster_id(c)
+            request = make_join_request(newcomer, cid, "127.0.0.1:7999")
+            bundle = read_bundle(_propose(c, request).value)
+            assert len(bundle.invite_id) == 32
+            members = c.call(c.cluster.ListMembers, nb.ListMembersRequest()).members
+            assert newcomer.node_id in {m.node_id for m in members}
+            rows = c.call(c.rows.Query, nb.QueryRequest(sql="SELECT key FROM kv")).rows
+            assert not any(r.values[0].text_value.startswith("peer/") for r in rows)
+    finally:
+        node.stop()
+
+
+def test_with_agreement_a_join_is_a_decided_membership(solo):
+    newcomer = Identity.generate()
+    with solo.client() as c:
+        cid = _cluster_id(c)
+        _propose(c, make_join_request(newcomer, cid, "127.0.0.1:7999"))
+        s = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="membership/1"))
+        assert s.decided and newcomer.node_id in decode(s.value)["voters"]
+        key = [value_pb(f"peer/{newcomer.node_id}")]
+        got = c.call(c.rows.Get, nb.GetRequest(table="kv", key=key))
+        assert got.found and got.row.values["value"].blob_value == b"127.0.0.1:7999"
 
 
 @pytest.mark.parametrize("why", ["garbage", "wrong cluster", "bad address"])
