@@ -22,6 +22,7 @@ from os_ken.controller.handler import (
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
+from controller.forwarding import wire
 from controller.forwarding.audit import InstalledFlow, audit
 from controller.forwarding.fabric import Fabric
 from controller.forwarding.flowspec import FLOW_COOKIE_MASK, FLOW_COOKIE_SPACE, FlowSpec
@@ -87,6 +88,7 @@ class SynodController(app_manager.OSKenApp):
         self._stats_sent_ms: dict[int, int] = {}
         self._audited_ms: dict[int, int] = {}
         self._bundle_id = 0
+        self._next_xid = 0
         self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
         # (dpid, flow id) -> the switch's error; reported to the node as flow status
         self.flow_errors: dict[tuple[int, str], str] = {}
@@ -191,33 +193,37 @@ class SynodController(app_manager.OSKenApp):
     def _flush(self, batch: dict[int, list]) -> None:
         """Send each switch's flow-mods; several at once go in one atomic OpenFlow bundle
         (ONF extension for OpenFlow 1.3, which OVS implements): the switch applies all of
-        them or none, so a repair or a takeover never leaves a half-changed table."""
+        them or none, so a repair or a takeover never leaves a half-changed table.
+
+        Messages are packed by controller/forwarding/wire.py (byte-identical to os-ken's,
+        several times cheaper) and handed to os-ken as joined writes of up to 64 KB.
+        """
         for dpid, intents in batch.items():
             dp = self.datapaths[dpid]
-            parser, ofp = dp.ofproto_parser, dp.ofproto
-            bundle = len(intents) > 1
-            messages = [to_message(dp, intent) for intent in intents]
-            if bundle:
-                self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
-                bid = self._bundle_id
-                flags = ofp.ONF_BF_ATOMIC
-                messages = (
-                    [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
-                    + [parser.ONFBundleAddMsg(dp, bid, flags, m, []) for m in messages]
-                    + [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
-            chunk: list[bytes] = []
-            size = 0
-            for msg in messages:
-                dp.set_xid(msg)
-                msg.serialize()
-                chunk.append(bytes(msg.buf))
-                size += len(msg.buf)
+            ofp = dp.ofproto
+            if len(intents) == 1:
+                dp.send(wire.flow_mod(self._xid(), intents[0]))
+                continue
+            self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
+            bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC
+            chunk = [wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_OPEN_REQUEST, flags)]
+            size = len(chunk[0])
+            for intent in intents:
+                xid = self._xid()
+                data = wire.bundle_add(xid, bid, flags, wire.flow_mod(xid, intent))
+                chunk.append(data)
+                size += len(data)
                 if size >= JOINED_WRITE_BYTES:
                     dp.send(b"".join(chunk))
                     chunk, size = [], 0
-            if chunk:
-                dp.send(b"".join(chunk))
+            chunk.append(wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_COMMIT_REQUEST, flags))
+            dp.send(b"".join(chunk))
         batch.clear()
+
+    def _xid(self) -> int:
+        # Our own transaction ids, in the upper half so they never equal os-ken's.
+        self._next_xid = (self._next_xid + 1) & 0x7FFFFFFF
+        return 0x80000000 | self._next_xid
 
     def _send_one(self, event) -> None:
         if isinstance(event, BecameMaster):
