@@ -16,7 +16,9 @@ from controller.openflow.launcher import build_parser
 LAUNCHER = [sys.executable, "-m", "controller.openflow.launcher"]
 RYU_MANAGER_FLAGS = ["--ofp-tcp-listen-port", "--ofp-ssl-listen-port", "--ofp-listen-host",
                      "--ctl-privkey", "--ctl-cert", "--ca-certs", "--config-file",
-                     "--verbose", "--default-log-level", "--log-file", "--version", "--help"]
+                     "--verbose", "--default-log-level", "--log-file", "--version", "--help",
+                     "--site", "--controller-index", "--controllers", "--node",
+                     "--node-token-file", "--node-ca", "--node-insecure", "--audit-interval-ms"]
 START_TIMEOUT_S = 20
 
 
@@ -67,6 +69,8 @@ def test_version():
     (["no.such.module"], 1, "cannot load app 'no.such.module'"),
     (["missing_app_file.py"], 1, "no such file"),
     (["--config-file", "/nonexistent/synod.conf"], 1, "config file not found"),
+    (["--controllers", "edge1"], 1, "is not SITE=HOST:PORT"),
+    (["--controller-index", "300"], 1, "bad Synod controller option"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(args, code, needle):
     done = _run(*args)
