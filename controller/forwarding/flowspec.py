@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 from controller.forwarding.intents import (
@@ -221,7 +221,3 @@ def spec_from_row(row: Mapping[str, object], known_ports: Iterable[int] | None =
             raise FlowSpecError(f"switch {spec.dpid:016x} has no port "
                                 f"{', '.join(map(str, unknown))}")
     return spec
-
-
-def with_dpid(spec: FlowSpec, dpid: int) -> FlowSpec:
-    return replace(spec, dpid=dpid)
