@@ -16,6 +16,7 @@ from controller.agreement import membership_slot
 from controller.replication import INVITE, Upsert, decode, encode, invitation_data
 
 from . import codec
+from .access import AccessCheck, touches_token_rows
 from .auth import Authenticator, Denied
 from .config import ApiConfig
 from .engine import (
@@ -56,6 +57,10 @@ class Api:
         self.auth = Authenticator(
             self._kv, config.rate_per_s, config.burst, config.inflight_per_client_max
         )
+        agreement = engine.agreement
+        self.access = AccessCheck(
+            (lambda: None) if agreement is None else agreement.policy
+        )
 
     def _kv(self, key: str) -> bytes | None:
         row = self.engine.replica.row("kv", (key,))
@@ -75,6 +80,9 @@ class Api:
             await context.abort(_CODES[exc.code], str(exc))
         try:
             yield record
+        except Denied as exc:  # a write or proposal the access policy refuses
+            self.metrics.inc(f"api_denied|{exc.code}")
+            await context.abort(_CODES[exc.code], str(exc))
         except codec.CodecError as exc:
             self.metrics.inc("api_bad_request")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -92,6 +100,12 @@ class Api:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             self.auth.release(client)
+
+    def check_write(self, record, mutations) -> None:
+        """Denied unless the token's role may write every table of mutations (decision 0034)."""
+        self.access.write(
+            record.role, (m.table for m in mutations), touches_token_rows(mutations)
+        )
 
     async def write(self, mutations, ack: int, timeout_ms: int):
         level = codec.ack_level(ack)
@@ -197,8 +211,9 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
         self.api = api
 
     async def Put(self, request, context):
-        async with self.api.call(context, Role.OPERATOR, "Put"):
+        async with self.api.call(context, Role.VIEWER, "Put") as record:
             mutations = codec.put_mutations(self.api.schema, request.rows)
+            self.api.check_write(record, mutations)
             self._check_flows(mutations)
             return await self.api.write(mutations, request.ack, request.timeout_ms)
 
@@ -227,8 +242,9 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
                 raise codec.CodecError(f"flow {m.key[0]}/{m.key[1]}: {exc}") from None
 
     async def Delete(self, request, context):
-        async with self.api.call(context, Role.OPERATOR, "Delete"):
+        async with self.api.call(context, Role.VIEWER, "Delete") as record:
             mutations = codec.delete_mutations(self.api.schema, request.table, request.keys)
+            self.api.check_write(record, mutations)
             return await self.api.write(mutations, request.ack, request.timeout_ms)
 
     async def Get(self, request, context):
@@ -317,8 +333,6 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
     """Decided slots (the agreement layer, controller/agreement, driven by the engine), and
     a join (Propose on `membership/join`), answered by an invitation op (see join.py)."""
 
-    OPERATOR_KINDS = frozenset({"master", "placement", "alloc"})
-
     def __init__(self, api: Api) -> None:
         self.api = api
 
@@ -331,6 +345,8 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             except JoinError as exc:
                 self.api.metrics.inc("joins_refused")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if engine.agreement is not None:
+                self.api.access.propose(record.role, "membership")
             if self._decided_joins():
                 invite_id = await self._join_by_vote(req)
                 bundle = JoinBundle(
@@ -406,8 +422,8 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
         if request.slot == JOIN_SLOT:
             return await self._join(request, context)
         kind = request.slot.partition("/")[0]
-        role = Role.OPERATOR if kind in self.OPERATOR_KINDS else Role.ADMIN
-        async with self.api.call(context, role, "Propose"):
+        async with self.api.call(context, Role.VIEWER, "Propose") as record:
+            self.api.access.propose(record.role, kind)
             await self._need_agreement(context)
             try:
                 value = decode(request.value)
@@ -450,7 +466,8 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
         self.api = api
 
     async def CreateToken(self, request, context):
-        async with self.api.call(context, Role.ADMIN, "CreateToken"):
+        async with self.api.call(context, Role.ADMIN, "CreateToken") as admin:
+            self.api.access.write(admin.role, ["kv"], token_rows=True)
             try:
                 role = Role.parse(request.role)
             except Exception as exc:  # TokenError
@@ -473,7 +490,8 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
             return out
 
     async def RevokeToken(self, request, context):
-        async with self.api.call(context, Role.ADMIN, "RevokeToken"):
+        async with self.api.call(context, Role.ADMIN, "RevokeToken") as admin:
+            self.api.access.write(admin.role, ["kv"], token_rows=True)
             record = self.api.auth.record(request.id)
             if record is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no token {request.id!r}")
@@ -515,7 +533,7 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 yield event
 
     async def ReportTopology(self, request, context):
-        async with self.api.call(context, Role.OPERATOR, "ReportTopology"):
+        async with self.api.call(context, Role.OPERATOR, "ReportTopology") as record:
             for row in list(request.rows) + list(request.gone):
                 if row.table not in self.TOPOLOGY_TABLES:
                     raise codec.CodecError(
@@ -531,13 +549,15 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 )
             if not mutations:
                 raise codec.CodecError("report has no rows")
+            self.api.check_write(record, mutations)
             done = await self.api.write(mutations, northbound_pb2.ACK_LOCAL, 0)
             return local_pb2.ReportResponse(op_id=done.op_id, rows=len(mutations))
 
     async def ReportFlowStats(self, request, context):
-        async with self.api.call(context, Role.OPERATOR, "ReportFlowStats"):
+        async with self.api.call(context, Role.OPERATOR, "ReportFlowStats") as record:
             if not request.dpid:
                 raise codec.CodecError("dpid is required")
+            self.api.access.write(record.role, ["kv"])
             from controller.replication import encode
 
             value = encode(
@@ -578,9 +598,10 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 yield event
 
     async def ReportServiceState(self, request, context):
-        async with self.api.call(context, Role.OPERATOR, "ReportServiceState"):
+        async with self.api.call(context, Role.OPERATOR, "ReportServiceState") as record:
             if not request.service or not request.state:
                 raise codec.CodecError("service and state are required")
+            self.api.access.write(record.role, ["placements"])
             done = await self.api.write(
                 [
                     Upsert(
