@@ -6,8 +6,10 @@ Imports of gRPC happen inside the commands, so `synod --help` stays quick.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +106,19 @@ def _cell(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _json_cell(col, v):
+    """A JSON value for column col: strings are read by the column's type (as on the
+    command line), numbers and booleans pass as they are (an int into a real column
+    becomes a float), lists and objects become their JSON text."""
+    if v is None:
+        raise ValueError(f"column {col.name}: null is not a value (leave the column out)")
+    if col.type == "real" and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    return json.dumps(v)
 
 
 def register(cli: click.Group, error: type[click.ClickException]) -> None:
@@ -204,12 +219,107 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
 
     @command(cli)
     @click.argument("table")
-    @click.argument("key")
+    @click.argument("key", required=False)
     @click.argument("assignments", nargs=-1)
     @click.option("--quorum", is_flag=True, help="wait until a majority holds the write")
-    def put(ctx, table, key, assignments, quorum) -> None:
-        """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE..."""
+    @click.option(
+        "--from",
+        "source",
+        type=click.File("r", encoding="utf-8"),
+        default=None,
+        help="import rows from a JSON-lines file (- for stdin): one object per line, "
+        "{column: value} with the key columns",
+    )
+    @click.option(
+        "--batch-rows",
+        type=click.IntRange(1, 5_000),
+        default=500,
+        show_default=True,
+        help="rows per write with --from",
+    )
+    def put(ctx, table, key, assignments, quorum, source, batch_rows) -> None:
+        """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE...; or import many rows:
+        put TABLE --from FILE.jsonl (a progress bar on a terminal)."""
+        if source is not None:
+            if key is not None or assignments:
+                raise click.UsageError("give either KEY COL=VALUE... or --from FILE, not both")
+            _import(ctx, table, source, quorum, batch_rows)
+            return
+        if key is None:
+            raise click.UsageError("missing KEY (or --from FILE)")
         _put(ctx, table, key, assignments, quorum)
+
+    def _import(ctx, table, source, quorum, batch_rows) -> None:
+        """Read every line first (a bad line writes nothing), then write in batches."""
+        from .client import ClientError
+
+        name = getattr(source, "name", "-")
+        keys, values = ctx.client.columns(table)
+        key_names = [c.name for c in keys]
+        by_name = {c.name: c for c in [*keys, *values]}
+        rows: list = []
+        for lineno, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise error(f"{name}:{lineno}: not JSON: {e}") from None
+            if not isinstance(obj, dict):
+                raise error(f"{name}:{lineno}: expected a JSON object {{column: value}}")
+            missing = [k for k in key_names if k not in obj]
+            if missing:
+                raise error(f"{name}:{lineno}: missing key column(s) {', '.join(missing)}")
+            unknown = [c for c in obj if c not in by_name]
+            if unknown:
+                raise error(
+                    f"{name}:{lineno}: {table} has no column(s) {', '.join(unknown)} "
+                    f"({', '.join(by_name)})"
+                )
+            try:
+                rows.append(
+                    ctx.client.row(
+                        table,
+                        [_json_cell(by_name[k], obj[k]) for k in key_names],
+                        {
+                            c: _json_cell(by_name[c], v)
+                            for c, v in obj.items()
+                            if c not in key_names
+                        },
+                    )
+                )
+            except (ClientError, ValueError) as e:
+                raise error(f"{name}:{lineno}: {e}") from None
+        ack = cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL
+        batches = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
+        show_bar = not ctx.as_json and sys.stderr.isatty() and len(batches) > 1
+        bar = (
+            click.progressbar(length=len(rows), label=f"{table}", file=sys.stderr)
+            if show_bar
+            else contextlib.nullcontext()
+        )
+        done, last = 0, None
+        with bar:
+            for batch in batches:
+                try:
+                    last = ctx.client.call(
+                        ctx.client.rows.Put, cl.pb().PutRequest(rows=batch, ack=ack)
+                    )
+                except ClientError as e:
+                    raise error(
+                        f"{e} (rows {done + 1}-{done + len(batch)} of {len(rows)}; "
+                        f"the {done} before them are written)"
+                    ) from None
+                done += len(batch)
+                if show_bar:
+                    bar.update(len(batch))
+        plain = {"table": table, "rows": done, "batches": len(batches)}
+        if last is not None:
+            plain.update(op_id=last.op_id, seq=last.seq, holders=last.holders)
+        ctx.out(
+            plain,
+            lambda: click.echo(f"ok {done} row(s) into {table} in {len(batches)} write(s)"),
+        )
 
     def _rows_out(ctx, table, rows, extra=None) -> None:
         """Print rows; `extra(plain_row) -> {column: value}` adds computed columns."""
