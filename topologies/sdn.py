@@ -19,14 +19,14 @@ import threading
 import time
 from pathlib import Path
 
-from topologies.emulate import (
+from topologies.mgmt import WanProxy
+from topologies.netctl import (
     OWNER_ENV,
     EmulationError,
     Progress,
     start_controller,
     stop_process,
 )
-from topologies.mgmt import WanProxy
 
 __all__ = ["SdnCluster"]
 

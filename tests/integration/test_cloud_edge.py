@@ -51,7 +51,7 @@ def ovs():
 @pytest.fixture
 def cloud_edge(ovs, tmp_path):
     """Two edge sites + cloud, 2 hosts each, 5 ms WAN links, a real synod-controller."""
-    from topologies.emulate import _free_port  # test-only reach into the helper
+    from topologies.emulate import free_port as _free_port  # test-only reach into the helper
 
     topo = CloudEdgeTopo(sites=2, hosts_per_site=2, wan_delay_ms=5)
     port = _free_port("127.0.0.1")
@@ -146,7 +146,7 @@ MN_DECODE_FLAKE = "UnicodeDecodeError"  # Mininet's telnet check vs os-ken's HEL
 @pytest.mark.skipif(shutil.which("mn") is None, reason="Debian's mn command is not installed")
 @pytest.mark.parametrize("kind", ["remote", "synod"])
 def test_mn_custom_loads_the_topology_the_mininet_way(ovs, tmp_path, kind):
-    from topologies.emulate import _free_port
+    from topologies.emulate import free_port as _free_port
 
     port = _free_port("127.0.0.1")
     with controller_process(port, str(tmp_path / "controller.log")):
@@ -188,7 +188,7 @@ def test_cleanup_removes_what_a_killed_emulation_left(ovs):
 
 def test_fabric_app_on_a_ring_has_no_storm_and_survives_a_link_cut(ovs, tmp_path):
     from topologies.classic import make_topo
-    from topologies.emulate import _free_port
+    from topologies.emulate import free_port as _free_port
 
     topo = make_topo("ring", 4)
     port = _free_port("127.0.0.1")
