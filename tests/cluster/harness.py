@@ -19,6 +19,7 @@ from pathlib import Path
 from controller.node.client import Client
 from controller.node.datadir import init_data_dirs
 from controller.node.pki import KeyPair
+from topologies.mgmt import WanProxy
 
 SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
 
@@ -29,79 +30,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LinkProxy:
-    """Forwards TCP from a local port to a node's peer port; cut() drops and refuses."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.up = True
-        self.closed = False
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            if not self.up:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.target, timeout=1)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns |= {client, server}
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            src.settimeout(None)
-            while True:
-                data = src.recv(65536)
-                if not data or not self.up:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            with self._lock:
-                self._conns -= {src, dst}
-
-    def cut(self) -> None:
-        self.up = False
-        with self._lock:
-            conns = list(self._conns)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def heal(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self.closed = True
-        self.cut()
-        self.sock.close()
+# A TCP relay per directed link that the nemesis can cut and heal: the emulation's.
+LinkProxy = WanProxy
 
 
 class NodeProcess:
