@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.machine import describe  # noqa: E402
 from controller.agreement import (  # noqa: E402
     VOTE_KINDS,
     Agreement,
@@ -33,21 +30,7 @@ DELAY_MS = 10  # one message delay (one round)
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "pynacl": version("pynacl"),
-        "cbor2": version("cbor2"),
-    }
+    return describe("pynacl", "cbor2")
 
 
 def trial(voters: int, proposers: int, seed: int) -> dict:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -38,6 +37,7 @@ from synod.v1 import northbound_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.machine import describe  # noqa: E402
 from controller.node.codec import value_pb  # noqa: E402
 from controller.node.datadir import init_data_dirs  # noqa: E402
 
@@ -46,17 +46,7 @@ VALUE = b"v" * 100
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
-    return {"cpu": model, "cores": os.cpu_count(), "memory_mb": mem,
-            "python": platform.python_version(), "grpcio": grpc.__version__}
+    return describe("grpcio")
 
 
 def free_port() -> int:

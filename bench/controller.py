@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from synod.v1 import northbound_pb2 as nb  # noqa: E402
 
+from bench.machine import cpu_model  # noqa: E402
 from controller.forwarding.flowspec import flow_cookie  # noqa: E402
 from controller.node.client import Client  # noqa: E402
 from tests.cluster.harness import Cluster, free_port  # noqa: E402
@@ -109,11 +110,7 @@ class BenchError(Exception):
 
 # ----------------------------------------------------------------------------- machine
 def machine() -> dict:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
+    model = cpu_model()
     ovs = sh("ovs-vsctl", "--version").splitlines()[0].split()[-1]
     from importlib.metadata import version
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-from controller.replication import (
+# The repository's packages first: bench/controller.py (a script) would shadow `controller`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
+from controller.replication import (  # noqa: E402
     Config,
     Identity,
     OpBatch,
@@ -27,27 +29,13 @@ from controller.replication import (
     make_genesis,
     point_of,
 )
-from controller.replication.digest import Ecmh
+from controller.replication.digest import Ecmh  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "pynacl": version("pynacl"),
-        "cbor2": version("cbor2"),
-    }
+    return describe("pynacl", "cbor2")
 
 
 def cluster(n: int, config: Config | None = None, seed: int = 1) -> list[Replica]:
