@@ -45,6 +45,17 @@ class FabricConfig:
     hosts_max: int = 65_536
 
 
+def sender_ipv4(ethertype: int, frame: bytes) -> str:
+    """The sender's IPv4 address of an ARP or IPv4 frame (untagged), else ""."""
+    if ethertype == 0x0806 and len(frame) >= 32:
+        raw = frame[28:32]  # ARP sender protocol address
+    elif ethertype == 0x0800 and len(frame) >= 30 and frame[14] >> 4 == 4:
+        raw = frame[26:30]  # IPv4 source address
+    else:
+        return ""
+    return ".".join(str(b) for b in raw)
+
+
 def _is_group(mac: str) -> bool:
     return int(mac[0:2], 16) & 1 == 1
 
@@ -114,7 +125,7 @@ class Fabric:
             return []
         intents: list[Intent] = []
         if not _is_group(src) and self.topology.is_edge_port(here):
-            if self.topology.learn_host(src, here, now_ms):
+            if self.topology.learn_host(src, here, now_ms, sender_ipv4(ethertype, frame)):
                 intents += self._reprogram()
         at = None if _is_group(dst) else self.topology.host_location(dst)
         if at is None:
@@ -188,6 +199,10 @@ class Fabric:
         links = [(src, dst) for src, (dst, _) in sorted(self.topology.links.items())]
         hosts = {m: h.at for m, h in sorted(self.topology.hosts.items())}
         return {d: dict(p) for d, p in self.topology.ports.items()}, links, hosts
+
+    def host_ips(self) -> dict[str, str]:
+        """MAC -> last sender IPv4 address, for the hosts this controller learned."""
+        return {m: h.ip for m, h in self.topology.hosts.items() if h.ip}
 
     def _reprogram(self) -> list[Intent]:
         """Bring every switch's host flows to what the current graph wants (diff only)."""

@@ -27,6 +27,7 @@ class HostLocation:
     mac: str
     at: PortRef
     seen_ms: int
+    ip: str = ""  # the IPv4 address it last used as a sender (ARP or IPv4), if any
 
 
 class Topology:
@@ -101,10 +102,12 @@ class Topology:
             self.version += 1
         return bool(stale)
 
-    def learn_host(self, mac: str, at: PortRef, now_ms: int) -> bool:
+    def learn_host(self, mac: str, at: PortRef, now_ms: int, ip: str = "") -> bool:
         """Record a host seen at an edge port; True if it is new or moved."""
         previous = self.hosts.pop(mac, None)
-        self.hosts[mac] = HostLocation(mac, at, now_ms)
+        if not ip and previous is not None:
+            ip = previous.ip
+        self.hosts[mac] = HostLocation(mac, at, now_ms, ip)
         while len(self.hosts) > self.hosts_max:
             del self.hosts[next(iter(self.hosts))]
         return previous is None or previous.at != at

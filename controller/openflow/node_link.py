@@ -241,9 +241,11 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
     for src, dst in report["links"]:
         key = [_hex(src.dpid), src.port, _hex(dst.dpid), dst.port]
         rows[("links", *key)] = ("links", key, {"up": True, "latency_ms": 0.0})
+    ips = report.get("host_ips", {})
     for mac, at in report["hosts"].items():
         rows[("hosts", mac)] = ("hosts", [mac], {
-            "ip": "", "dpid": _hex(at.dpid), "port_no": at.port, "vlan": 0, "last_seen_ms": 0})
+            "ip": ips.get(mac, ""), "dpid": _hex(at.dpid), "port_no": at.port, "vlan": 0,
+            "last_seen_ms": 0})
     return rows
 
 

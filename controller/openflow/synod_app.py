@@ -161,8 +161,9 @@ class SynodController(app_manager.OSKenApp):
                                self.mastership.generation(dpid))
                         for dpid in self.mastership.masters()}
             errors = dict(self.flow_errors)
+            ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
-                "flow_errors": errors}
+                "flow_errors": errors, "host_ips": ips}
 
     def _on_remote(self, ports, links, hosts) -> None:
         with self._lock:

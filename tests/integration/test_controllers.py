@@ -233,6 +233,13 @@ def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
     everyone = [(a, b) for a in hosts for b in hosts if a != b]
     # Across sites, each controller programs its own switches from the replicated topology.
     assert converge(net, everyone, WAIT_S) is not None, "no cross-site reachability"
+
+    def edge_host_known_at_cloud() -> bool:  # learned at edge1, replicated to the cloud node
+        hosts = json.loads(sites.synod(0, "list", "hosts", "--json"))
+        return any(h["mac"] == "02:00:00:00:01:01" and h["ip"] == "10.1.0.1"
+                   and h["dpid"] == EDGE_DPID for h in hosts)
+
+    assert wait_for(edge_host_known_at_cloud, WAIT_S), sites.synod(0, "list", "hosts")
     cut_wan(net, "edge1")
     cluster.isolate(1)  # the edge node loses its WAN too
     try:

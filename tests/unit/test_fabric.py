@@ -238,3 +238,27 @@ def test_each_controller_programs_only_its_own_switches():
     edge1 = fabrics[1]
     assert {dpid for dpid, _ in edge1.desired_host_flows()} == {0x101}
     assert all(i.dpid in (1, 0x101, 0x201) for i in intents)
+
+
+def arp_frame(src_mac: str, src_ip: str) -> bytes:
+    payload = (bytes.fromhex("0001080006040001") + bytes.fromhex(src_mac.replace(":", ""))
+               + bytes(int(x) for x in src_ip.split(".")) + b"\0" * 6 + bytes(4))
+    return frame(BCAST, src_mac, 0x0806, payload)
+
+
+def ipv4_frame(src_mac: str, dst_mac: str, src_ip: str) -> bytes:
+    header = (bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0])
+              + bytes(int(x) for x in src_ip.split(".")) + bytes([10, 0, 0, 9]))
+    return frame(dst_mac, src_mac, 0x0800, header + b"\0" * 8)
+
+
+def test_hosts_are_learned_with_their_ipv4_address():
+    from controller.forwarding.fabric import sender_ipv4
+
+    assert sender_ipv4(0x0806, arp_frame(mac(1), "10.1.0.1")) == "10.1.0.1"
+    assert sender_ipv4(0x0800, ipv4_frame(mac(2), mac(1), "10.2.0.7")) == "10.2.0.7"
+    assert sender_ipv4(0x88CC, build_lldp(1, 1)) == ""
+    net = ring_network(3)
+    net.send("h1", arp_frame(mac(1), "10.1.0.1"))
+    net.send("h2", ipv4_frame(mac(2), mac(9), "10.2.0.7"))  # unknown dst: via the controller
+    assert net.logic.host_ips() == {mac(1): "10.1.0.1", mac(2): "10.2.0.7"}
