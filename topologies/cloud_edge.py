@@ -167,7 +167,8 @@ class CloudEdgeTopo(Topo):
     """One cloud site and `sites` edge sites joined to it by emulated WAN links."""
 
     def build(self, sites=3, hosts_per_site=2, switches_per_site=1,
-              wan_delay_ms=20.0, wan_rate_mbit=100.0, wan_loss_pct=0.0, seed=1):
+              wan_delay_ms=20.0, wan_rate_mbit=100.0, wan_loss_pct=0.0, seed=1,
+              edge_ring=False):
         sites = _check_count("sites", sites, 1, SITES_MAX)
         hosts_per_site = _check_count("hosts_per_site", hosts_per_site, 1, HOSTS_PER_SITE_MAX)
         switches_per_site = _check_count("switches_per_site", switches_per_site, 1,
@@ -198,6 +199,16 @@ class CloudEdgeTopo(Topo):
                                    seed=rng.randrange(2**31), site=f"wan{index}")
             self.addLink(f"{_prefix(index)}s1", relay)
             self.addLink(relay, "cs1")
+        if edge_ring and sites >= 2:
+            # Redundant WAN: edge gateways also linked in a ring (x<i> joins edge i to the
+            # next), so every edge has two ways out and the WAN has loops.
+            pairs = [(i, i % sites + 1) for i in range(1, sites + 1)] if sites > 2 else [(1, 2)]
+            for a, b in pairs:
+                relay = self.addSwitch(f"x{a}", cls=WanRelay, delay_ms=wan_delay_ms,
+                                       rate_mbit=wan_rate_mbit, loss_pct=wan_loss_pct,
+                                       seed=rng.randrange(2**31), site=f"wan-x{a}")
+                self.addLink(f"{_prefix(a)}s1", relay)
+                self.addLink(relay, f"{_prefix(b)}s1")
 
 
 @dataclass(frozen=True)

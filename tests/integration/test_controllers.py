@@ -261,3 +261,25 @@ def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
     assert wait_for(digests_equal, WAIT_S)
     assert "local" in sites.synod(0, "flows", "list", "--dpid", EDGE_DPID)
     assert converge(net, everyone, WAIT_S) is not None, "cross-site pings did not return"
+
+
+def test_redundant_wan_ring_across_controller_domains(tmp_path):
+    """Three sites, each edge with two ways out (the cloud, and the other edge): a loop
+    spanning three controllers. No storm, full reachability, and a cut of edge1's link to
+    the cloud leaves it reachable the other way round."""
+    from topologies.sdn import SdnCluster
+
+    ensure_ovs(lambda _m: None)
+    topo = CloudEdgeTopo(sites=2, hosts_per_site=1, wan_delay_ms=2, edge_ring=True)
+    with SdnCluster(["cloud", "edge1", "edge2"], tmp_path, lambda _m: None) as cluster, \
+            running_network(topo, 0, lambda _m: None,
+                            targets_for=cluster.controller_targets) as net:
+        hosts = [h.name for h in net.hosts]
+        everyone = [(a, b) for a in hosts for b in hosts if a != b]
+        assert converge(net, everyone, WAIT_S) is not None, "ring never fully reachable"
+        for bridge in ("cs1", "e1s1", "e2s1"):
+            counts = [int(x.split("=")[1].rstrip(",")) for x in flows(bridge).split()
+                      if x.startswith("n_packets=")]
+            assert max(counts) < 2_000, f"storm on {bridge}: {flows(bridge)}"
+        net.configLinkStatus("e1s1", "w1", "down")  # edge1's direct link to the cloud
+        assert converge(net, everyone, WAIT_S) is not None, "no detour through edge2"

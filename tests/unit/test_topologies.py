@@ -99,3 +99,12 @@ def test_wan_schedule_rejects_bad_parameters():
         Schedule(-1, 0, 0, 100, random.Random(1))
     with pytest.raises(ValueError):
         Schedule(0, 0, 150, 100, random.Random(1))
+
+
+def test_edge_ring_adds_redundant_wan_links():
+    topo = CloudEdgeTopo(sites=3, edge_ring=True)
+    ring = sorted(s for s in topo.switches() if s.startswith("x"))
+    assert ring == ["x1", "x2", "x3"]  # e1-e2, e2-e3, e3-e1
+    assert len(topo.links()) == len(CloudEdgeTopo(sites=3).links()) + 2 * 3
+    assert sorted(n for link in topo.links() if "x3" in link for n in link if n != "x3") \
+        == ["e1s1", "e3s1"]
