@@ -107,8 +107,9 @@ class SdnCluster:
         log.close()
         self.nodes[site] = proc
         line: list[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),
-                                  daemon=True)
+        stdout = proc.stdout
+        assert stdout is not None  # stdout=PIPE above
+        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(NODE_READY_TIMEOUT_S)
         if not line or not line[0].startswith(b"{"):

@@ -130,10 +130,8 @@ class Fabric:
         at = None if _is_group(dst) else self.topology.host_location(dst)
         if at is None:
             return intents + self._flood(here, frame, now_ms)
-        if at.dpid == dpid:
-            out = at.port
-        else:
-            out = self.topology.next_hops(at.dpid).get(dpid)
+        out: int | None = at.port if at.dpid == dpid else \
+            self.topology.next_hops(at.dpid).get(dpid)
         if out is None or out == in_port:
             return intents  # unreachable from here, or it would go straight back
         return intents + [PacketOut(dpid, in_port, (Output(out),), buffer_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -33,7 +34,7 @@ class FabricApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.logic = Fabric()
-        self.datapaths: dict[int, object] = {}
+        self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath
         # Handlers run on several native threads; the logic and the map need one lock.
         self._lock = threading.Lock()
         self._stopping = threading.Event()

@@ -28,7 +28,7 @@ def _ofp_match(parser: Any, match: Match) -> Any:
             net = ipaddress.IPv4Network(value)
             fields[name] = (str(net.network_address), str(net.netmask))
         elif name == "vlan_vid":
-            fields[name] = int(value) | OFPVID_PRESENT
+            fields[name] = int(str(value)) | OFPVID_PRESENT
         else:
             fields[name] = value
     return parser.OFPMatch(**fields)

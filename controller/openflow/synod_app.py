@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -76,7 +77,7 @@ class SynodController(app_manager.OSKenApp):
         self.opts = options.load()
         self.fabric = Fabric()
         self.mastership = Mastership(self.opts.index)
-        self.datapaths: dict[int, object] = {}
+        self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath
         self.ports: dict[int, dict[int, bool]] = {}
         self.home: dict[int, str | None] = {}
         self._ports_done: set[int] = set()
@@ -126,8 +127,8 @@ class SynodController(app_manager.OSKenApp):
                     self.flow_errors.pop((dpid, spec.flow_id), None)
             if not self.mastership.is_master(dpid):
                 return
-            intents = [FlowDelete(dpid, Match(), c, 0xFFFFFFFFFFFFFFFF)
-                       for c in old if c not in specs]
+            intents: list[FlowAdd | FlowDelete] = [
+                FlowDelete(dpid, Match(), c, 0xFFFFFFFFFFFFFFFF) for c in old if c not in specs]
             intents += [s.to_intent() for c, s in specs.items() if old.get(c) != s]
             self._send(intents)
 
