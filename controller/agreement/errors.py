@@ -25,6 +25,7 @@ class Reason(StrEnum):
     CONFLICTING_VOTES = "conflicting_votes"  # two accepted votes for one ballot, different values
     BAD_CERTIFICATE = "bad_certificate"  # a certificate that does not prove its decision
     UNRELATED_CLUSTER = "unrelated_cluster"  # reunion with no common genesis and no admin vote
+    NO_MERGE = "no_merge"  # joining another lineage's ops without a decided merge about it
     NO_QUORUM = "no_quorum"  # the proposal timed out: no majority of voters answered
     DECIDED = "decided"  # the slot is already decided
 

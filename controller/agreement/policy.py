@@ -6,8 +6,10 @@ from typing import Any
 
 from controller.replication import CausalPast, Genesis, Identity, NodeId, RandomSource, Replica
 
+from .errors import Reason, Refused
 from .ledger import Ledger
-from .messages import VOTE_KINDS
+from .lineage import MERGE, ReunionVote, check_reunion, lineage_of, reunion_slot
+from .messages import VOTE_KINDS, value_key
 
 __all__ = ["AgreementPolicy", "AgreementReplica"]
 
@@ -67,3 +69,24 @@ class AgreementReplica(Replica):
         kwargs["policy"] = AgreementPolicy(self.ledger)
         super().__init__(identity, genesis, rng, **kwargs)
         self.ledger.bind(self.dag.log, self)
+
+    def join_lineage(
+        self, other: Replica, votes: tuple[ReunionVote, ReunionVote] | None = None
+    ) -> None:
+        """Join the op DAG of another lineage, once this side decided to merge with it.
+
+        Refused (with a reason, nothing joined) when the clusters share no genesis and
+        `votes` (this side's, the other's) do not carry a decided admin merge on each side
+        (`unrelated_cluster`, as check_reunion), or when this side has not decided `merge`
+        in `reunion/<other cluster id>` (`no_merge`). The other lineage's ops are then
+        verified under its own cluster id and checked against its own membership and
+        policy (`other` should itself be an AgreementReplica of that lineage).
+        """
+        check_reunion(lineage_of(self.genesis), lineage_of(other.genesis), votes)
+        self.ledger.catch_up()
+        slot = reunion_slot(other.cluster_id)
+        d = self.ledger.decided(slot)
+        if d is None or value_key(d.value) != value_key(MERGE):
+            got = "nothing" if d is None else repr(d.value)
+            raise Refused(Reason.NO_MERGE, f"{slot} decided {got}, not {MERGE!r}")
+        super().join_lineage(other)

@@ -183,6 +183,10 @@ class Replica:
         self._out_messages: list[Outbound] = []
         self._out_acked: list[OpId] = []
         self._in_flight = False
+        # Joined lineages (after a decided merge): cluster id -> a replica of that lineage
+        # whose applied ops also join this replica's tables and op set (join_lineage).
+        self._lineages: dict[bytes, Replica] = {}
+        self._host: Replica | None = None
 
     # ------------------------------------------------------------------ local changes
     def write(self, mutations: Sequence[Mutation], now_ms: int) -> Op:
@@ -233,6 +237,8 @@ class Replica:
         return [RowMutation(t, k, cl, v) for (t, k), (cl, v) in plan.items() if cl > 0]
 
     def _author(self, body: Body, now_ms: int) -> Op:
+        if self._host is not None:
+            raise UsageError("a joined lineage is read-only: write through its host replica")
         chain = self.dag.chains.get(self.node_id, [])
         parents = self.dag.choose_parents(self.node_id, self.config.parents_max)
         hlc = self.clock.send(now_ms)
@@ -252,7 +258,11 @@ class Replica:
     def receive(self, message: Message, now_ms: int) -> None:
         """Handle one decoded peer message (decode_message); faults are counted."""
         if message.cluster_id != self.cluster_id:
-            self.counters[Reason.WRONG_CLUSTER] += 1
+            joined = self._lineages.get(message.cluster_id)
+            if joined is None:  # an unrelated cluster, or a lineage not joined (no merge)
+                self.counters[Reason.WRONG_CLUSTER] += 1
+                return
+            joined.receive(message, now_ms)  # verified under its own cluster id and policy
             return
         if isinstance(message, SyncRequest):
             self._answer(message, now_ms)
@@ -399,6 +409,8 @@ class Replica:
         self._opset_pending.append(op.id)
         if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
             self._merge(op)
+        if self._host is not None:
+            self._host._absorb(self, op)
 
     def _merge(self, op: Op) -> None:
         merge, out_rows, dirty = self.tables.merge, self._out_rows, self._digest_dirty
@@ -450,12 +462,19 @@ class Replica:
             if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
                 for m in op.body.mutations:
                     self.tables.merge(m, op.hlc, op.author)
+        for joined in self._lineages.values():
+            for op in joined.log():
+                if isinstance(op.body, RowsBody) and not joined.dag.excluded(op):
+                    for m in op.body.mutations:
+                        self.tables.merge(m, op.hlc, op.author)
         self._row_points.clear()
         self._digest = Ecmh()
         self._digest_dirty = {(t, k) for t, k, _ in self.tables.all_rows()}
         self._out_rows = dict.fromkeys(self._digest_dirty)
         self._out_replace = True
         self.counters["rebuilds"] += 1
+        if self._host is not None:  # a fork in a joined lineage: the host's rows too
+            self._host._rebuild_tables()
 
     # ------------------------------------------------------------------ sync
     def tick(self, now_ms: int) -> None:
@@ -474,6 +493,8 @@ class Replica:
         if now_ms >= self._next_sync_ms and self.peers:
             self._next_sync_ms = now_ms + self.config.sync_interval_ms
             self._request(self._sample(self.peers, 1)[0], now_ms)
+        for joined in self._lineages.values():
+            joined.tick(now_ms)
 
     def sync_with(self, peer: NodeId, now_ms: int) -> None:
         """Start an anti-entropy exchange with peer now (the node daemon may call this)."""
@@ -608,6 +629,41 @@ class Replica:
         author = self.node_id if node_id is None else node_id
         parents = self.dag.choose_parents(author, self.config.parents_max)
         return self.policy.is_member(author, Past(self.dag, parents))
+
+    # ------------------------------------------------------------------ joined lineages
+    def join_lineage(self, other: Replica) -> None:
+        """Join another lineage's op DAG to this one (after a merge decided elsewhere).
+
+        `other` is a replica of that lineage on this node (same schema, e.g. recovered
+        from this node's store of that lineage). From now on its applied row ops merge
+        into this replica's tables by the CRDT rules, its op ids count in op_digest(), and
+        receive() hands it the messages of its cluster id, so its ops are verified under
+        their own cluster id and checked against their own lineage's policy. It never
+        authors (write/emit raise). The caller drives its ready()/advance() cycle with
+        that lineage's store, and joins it again after a restart. The replication layer
+        does not decide whether a merge is allowed: the agreement layer gates this call.
+        """
+        if other.cluster_id == self.cluster_id or other.cluster_id in self._lineages:
+            raise UsageError("that lineage is this replica's own or already joined")
+        if other._host is not None or other._lineages or self._host is not None:
+            raise UsageError("lineages join one level deep")
+        if other.schema.names != self.schema.names:
+            raise UsageError("a joined lineage must have the same schema")
+        other._host = self
+        self._lineages[other.cluster_id] = other
+        for op in other.log():
+            self._absorb(other, op)
+
+    def lineages(self) -> dict[bytes, Replica]:
+        """Joined lineages by cluster id (drive each one's ready()/advance())."""
+        return dict(self._lineages)
+
+    def _absorb(self, source: Replica, op: Op) -> None:
+        """A joined lineage applied op: it joins our op set and, for rows, our tables."""
+        self._opset_pending.append(op.id)
+        self.clock.last = max(self.clock.last, op.hlc)
+        if isinstance(op.body, RowsBody) and not source.dag.excluded(op):
+            self._merge(op)
 
     # ------------------------------------------------------------------ queries
     def version_vector(self) -> dict[NodeId, int]:

@@ -15,6 +15,7 @@ from controller.agreement import (
     ConflictEntry,
     Decision,
     Membership,
+    Reason,
     Refused,
     Relation,
     Status,
@@ -22,7 +23,6 @@ from controller.agreement import (
     check_reunion,
     conflict_mutations,
     lineage_of,
-    merge_mutations,
     relate,
     reunion_slot,
     row_conflicts,
@@ -44,6 +44,7 @@ from controller.replication import (
     RowState,
     Upsert,
     decode,
+    encode_message,
     make_genesis,
 )
 from controller.store import MemoryStore
@@ -156,6 +157,7 @@ class ReunionSim(AgreementSim):
         self.restarts = self.messages = self.no_quorum = self.last_learned_ms = 0
         self.cluster: dict[NodeId, Genesis] = {}
         self.stores: dict[tuple[NodeId, bytes], MemoryStore] = {}
+        self.joined = False  # after the merge: every node holds both lineages' DAGs
         for node in self.nodes.values():
             self._move(node, self.genesis)
         self._at(0, "tick")
@@ -189,8 +191,52 @@ class ReunionSim(AgreementSim):
         )
         node.agreement = Agreement(node.replica, rng, self.agreement_config)
         node.watch = node.agreement.watch("")
+        if self.joined:
+            self._join(node)
         self._learn(node)
         self._pump(node)
+
+    def _other(self, node_id: NodeId) -> Genesis:
+        mine = self.cluster[node_id].cluster_id
+        return self.genesis_b if mine == self.genesis.cluster_id else self.genesis
+
+    def _shadow(self, node: SimNode, genesis: Genesis) -> AgreementReplica:
+        """This node's replica of another lineage, from its store of that lineage (a seceded
+        node's store of the parent holds the parent's ops up to the split)."""
+        store = self.stores.setdefault((node.id, genesis.cluster_id), MemoryStore(node.id, SCHEMA))
+        store.init(genesis)
+        stored = store.load()
+        return AgreementReplica.recover(
+            node.identity,
+            genesis,
+            random.Random(f"{self.config.seed}-{node.id}-{node.incarnation}-joined"),
+            stored.log,
+            stored.evidence,
+            verify="sample",
+            config=self.replica_config,
+            peers=sorted(self.nodes),
+            schema=SCHEMA,
+        )
+
+    def _join(self, node: SimNode) -> None:
+        """Join the other lineage's DAG (the node's side decided merge; refused otherwise)."""
+        assert node.replica is not None
+        node.replica.join_lineage(self._shadow(node, self._other(node.id)))
+
+    def _pump(self, node: SimNode) -> None:
+        """As the agreement simulator; a joined lineage's effects are committed to the
+        node's store of that lineage at once (it authors nothing, so only relays)."""
+        super()._pump(node)
+        r = node.replica
+        if r is None:
+            return
+        for cluster, joined in r.lineages().items():
+            while joined.has_ready():
+                rd = joined.ready()
+                self.stores[(node.id, cluster)].commit(rd)
+                for out in rd.messages:
+                    self._send(node.id, out.to, encode_message(out.message))
+                joined.advance(rd)
 
     def _learn(self, node: SimNode) -> None:
         assert node.watch is not None
@@ -208,7 +254,7 @@ class ReunionSim(AgreementSim):
             self.last_learned_ms = self.time_ms
 
     def _connected(self, a: NodeId, b: NodeId) -> bool:
-        same = self.cluster[a].cluster_id == self.cluster[b].cluster_id
+        same = self.cluster[a].cluster_id == self.cluster[b].cluster_id or self.joined
         return same and (self.groups is None or any(a in g and b in g for g in self.groups))
 
     def _send(self, src: NodeId, dst: NodeId, data: bytes) -> None:
@@ -243,7 +289,7 @@ class ReunionSim(AgreementSim):
             self._at(self.time_ms + self.config.tick_ms, "tick")
         elif kind == "deliver":
             src, dst, data, tag = payload
-            if self.cluster[dst].cluster_id == tag:
+            if self.cluster[dst].cluster_id == tag or self.joined:
                 self._deliver(src, dst, data)
         elif kind == "durable":
             node = self.nodes[payload[0]]
@@ -412,6 +458,8 @@ class ReunionSim(AgreementSim):
         """Both sides write the same keys and decide contested slots differently, with
         crashes; then, once quiet, a final contested slot must decide on each side."""
         cfg, rng = self.config, self.rng
+        # 1 ms after the fork copy, so every write apart has a later hlc than the copy.
+        self._advance(self.time_ms + 1)
         contested = [f"alloc/pool/{i}" for i in range(cfg.contested)]
         a_slots = [(s, f"a{i}") for i, s in enumerate(contested)]
         b_slots = [(s, f"b{i}") for i, s in enumerate(contested)]
@@ -440,6 +488,16 @@ class ReunionSim(AgreementSim):
         """Each side relates the lineages and decides merge in its reunion slot, proposed
         by its policy (auto_merge='related') or by an operator. True: by policy on both."""
         sides = ((self.majority, self.lin_a, self.lin_b), (self.minority, self.lin_b, self.lin_a))
+        for side, _, _ in sides:  # no decided merge yet: joining the other DAG is refused
+            node = self.nodes[side[0]]
+            assert node.replica is not None
+            try:
+                node.replica.join_lineage(self._shadow(node, self._other(node.id)))
+            except Refused as exc:
+                if exc.reason is not Reason.NO_MERGE:
+                    raise self.fail(f"join before the merge: {exc}") from None
+            else:
+                raise self.fail("join before the merge: accepted")
         auto = True
         for side, mine, other in sides:
             relation = check_reunion(mine, other)
@@ -485,18 +543,30 @@ class ReunionSim(AgreementSim):
         return conflicts
 
     def _merge(self, conflicts: list[ConflictEntry]) -> int:
-        """B's winning post-fork writes and the report as A's ops; the seceded nodes come
-        back on their A stores; every node must reach one digest. Returns virtual ms."""
+        """Every node joins the other lineage's DAG (each side decided merge), the winner
+        writes the report; every node must reach one op set and one state. Returns ms."""
         writer = self.nodes[self.majority[0]]
         assert writer.replica is not None
-        merged = merge_mutations(self.snap_a, (self.snap_b, self.base_b))
-        writer.replica.write(merged + conflict_mutations(conflicts), self.now())
-        self._pump(writer)
+        if conflicts:
+            writer.replica.write(conflict_mutations(conflicts), self.now())
         merged_at = self.time_ms
+        self.joined = True
         self.groups = None
-        for n in self.minority:
-            self._move(self.nodes[n], self.genesis)
-        self._settle(self.everyone, "the merged cluster")
+        for n in self.everyone:
+            node = self.nodes[n]
+            self._join(node)
+            self._pump(node)
+        if self.config.crashes:  # a restart re-joins the other lineage from its store
+            victim = self.rng.choice(self.everyone)
+            at = self.time_ms + self.rng.randint(10, 500)
+            self._at(at, "crash", victim)
+            self._at(at + self.rng.randint(0, 1_000), "restart", victim)
+
+        def one_op_set() -> bool:
+            reps = [self.nodes[n].replica for n in self.everyone]
+            return len({r.op_digest() for r in reps if r}) == 1
+
+        self._settle(self.everyone, "the merged cluster", one_op_set)
         for n in self.everyone:
             self._check_merged(n)
         return self.time_ms - merged_at
@@ -568,9 +638,19 @@ class ReunionSim(AgreementSim):
             self.final[key] = ws[-1].value
 
     def _check_merged(self, node_id: NodeId) -> None:
-        self._check_node(node_id, self.genesis)
+        self._check_node(node_id, self.cluster[node_id])
         r = self.nodes[node_id].replica
         assert r is not None
+        # Both DAGs, whole: the other lineage's vector here equals its own nodes' vectors.
+        for cluster, side in (
+            (self.lin_a.cluster_id, self.majority),
+            (self.lin_b.cluster_id, self.minority),
+        ):
+            home = self.nodes[side[0]].replica
+            assert home is not None
+            held = r if r.cluster_id == cluster else r.lineages().get(cluster)
+            if held is None or held.version_vector() != home.version_vector():
+                raise self.fail(f"joined DAG at {node_id[:8]}: lineage {cluster.hex()[:8]} differs")
         got = {k: v["value"] for k, v in r.rows("kv").items()}
         if got != self.final:
             raise self.fail(f"merged rows at {node_id[:8]}: {got} != {self.final}")

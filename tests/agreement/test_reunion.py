@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from controller.agreement import (
     AccessPolicy,
+    AgreementReplica,
     Lineage,
     Membership,
     Reason,
@@ -27,7 +30,15 @@ from controller.agreement import (
     with_conflicts_table,
 )
 from controller.agreement.errors import UsageError
-from controller.replication import DEFAULT_SCHEMA, Identity, RowState, Upsert, decode
+from controller.replication import (
+    DEFAULT_SCHEMA,
+    Identity,
+    OpBatch,
+    RowState,
+    SyncRequest,
+    Upsert,
+    decode,
+)
 
 from .conftest import Net
 
@@ -195,3 +206,132 @@ def test_winner_between_siblings_is_the_larger_then_the_smaller_id():
     assert relate(x, y) is Relation.SIBLINGS
     assert winner(x, y, 2, 3) is y
     assert winner(x, y, 3, 3) is x
+
+
+def _drain(node, sent: list) -> None:
+    """Carry out a node's effects and its joined lineages' (no store needed here)."""
+    node.agreement.step(node.net.now_ms)
+    for r in [node.replica, *node.replica.lineages().values()]:
+        while r.has_ready():
+            rd = r.ready()
+            if r is node.replica:
+                node.store.commit(rd)
+            sent.extend((out.to, out.message) for out in rd.messages)
+            r.advance(rd)
+
+
+def _exchange(nodes, now_ms: int, until, rounds: int = 300) -> None:
+    """A perfect network across two lineages: deliver by node id, whatever the cluster."""
+    by_id = {n.id: n for n in nodes}
+    sent: list = []
+    for _ in range(rounds):
+        for n in nodes:
+            _drain(n, sent)
+        if until():
+            return
+        batch, sent = sent, []
+        now_ms += 10
+        for to, msg in batch:
+            if to in by_id:
+                by_id[to].replica.receive(msg, now_ms)
+        for n in nodes:
+            n.replica.tick(now_ms)
+    raise AssertionError("not reached")
+
+
+def test_a_decided_merge_joins_the_two_dags():
+    """After each side decided merge, every node holds both lineages' ops (each verified
+    under its own cluster id) and rows converge by the CRDT rules: same op set, same state."""
+    a = Net(5, schema=SCHEMA)
+    a[0].replica.write([Upsert("kv", ("shared",), {"value": b"before"})], a.now_ms)
+    a.run(20)
+    a.groups = [{n.id for n in a.nodes[:3]}, {n.id for n in a.nodes[3:]}]
+    voters = a[3].agreement.membership().voters
+    access = {"roles": {a[3].id: "admin", a[4].id: "admin"}}
+    genesis_b = secede(
+        a[3].identity,
+        a.genesis,
+        voters,
+        [a[3].id, a[4].id],
+        a[3].replica.version_vector(),
+        a.now_ms,
+        confirmed_by="operator@edge-3",
+        access=access,
+    )
+    a.crash(3)
+    a.crash(4)
+    b = Net(2, identities=[a[3].identity, a[4].identity], genesis=genesis_b, schema=SCHEMA)
+    b.now_ms = a.now_ms
+    rows = [Upsert(t, k, v) for t in SCHEMA.names for k, v in a[0].replica.rows(t).items()]
+    b[0].replica.write(rows, b.now_ms)
+    b.run(20)
+    base_a, base_b = snapshot(a[0].replica), snapshot(b[0].replica)
+    decide(a, 0, "alloc/ip/1", "majority")
+    decide(b, 0, "alloc/ip/1", "seceded")
+    a.now_ms += 5
+    a[1].replica.write([Upsert("kv", ("shared",), {"value": b"A"})], a.now_ms)
+    b.now_ms = a.now_ms + 10  # later: the CRDT keeps B's value
+    b[1].replica.write([Upsert("kv", ("shared",), {"value": b"B"})], b.now_ms)
+    b[1].replica.write([Upsert("kv", ("only-b",), {"value": b"b"})], b.now_ms)
+    a.run(20)
+    b.run(20)
+    lin_a, lin_b = lineage_of(a.genesis), lineage_of(genesis_b)
+    ids = [n.identity.node_id for n in a.nodes]
+
+    def shadow(node, genesis, log=()):
+        rng = random.Random(node.id)
+        return AgreementReplica.recover(node.identity, genesis, rng, log, schema=SCHEMA, peers=ids)
+
+    # No decided merge yet: joining is refused, and B's messages are refused by cluster id.
+    with pytest.raises(Refused) as exc:
+        a[0].replica.join_lineage(shadow(a[0], genesis_b))
+    assert exc.value.reason is Reason.NO_MERGE
+    a[0].replica.receive(SyncRequest(genesis_b.cluster_id, b[0].id, {}), a.now_ms)
+    assert a[0].replica.counters["wrong_cluster"] == 1
+    # An unrelated cluster is refused too, even with a merge slot decided about it.
+    c = Net(3, identities=[Identity.from_seed(bytes([70 + i]) * 32) for i in range(3)])
+    decide(a, 0, reunion_slot(c.genesis.cluster_id), "merge")
+    with pytest.raises(Refused) as exc:
+        a[0].replica.join_lineage(shadow(a[0], c.genesis))
+    assert exc.value.reason is Reason.UNRELATED_CLUSTER
+    # Each side decides merge; the winner writes the report; every node joins the other DAG.
+    decide(a, 0, reunion_slot(lin_b.cluster_id), "merge")
+    decide(b, 0, reunion_slot(lin_a.cluster_id), "merge")
+    decisions_a = {s: r.decided for s, r in a[0].agreement.ledger.slots.items() if r.decided}
+    decisions_b = {s: r.decided for s, r in b[0].agreement.ledger.slots.items() if r.decided}
+    conflicts = slot_conflicts((lin_a, decisions_a), (lin_b, decisions_b))
+    conflicts += row_conflicts(
+        (lin_a, snapshot(a[0].replica), base_a), (lin_b, snapshot(b[0].replica), base_b)
+    )
+    a[0].replica.write(conflict_mutations(conflicts), a.now_ms)
+    for n in a.nodes[:3]:
+        n.replica.join_lineage(shadow(n, genesis_b))
+    for i, n in enumerate(b.nodes):  # a seceded node's store of the parent: its ops to the split
+        n.replica.join_lineage(shadow(n, a.genesis, a[3 + i].store.load().log))
+    nodes = [*a.nodes[:3], *b.nodes]
+    now = max(a.now_ms, b.now_ms)
+    for n in nodes:
+        n.net.now_ms = now
+
+    def converged() -> bool:
+        reps = [n.replica for n in nodes]
+        return (
+            len({r.op_digest() for r in reps}) == 1 and len({r.state_digest() for r in reps}) == 1
+        )
+
+    _exchange(nodes, now, converged)
+    total = a[0].replica.op_count() + b[0].replica.op_count()
+    for n in nodes:
+        r = n.replica
+        (joined,) = r.lineages().values()
+        assert r.op_count() + joined.op_count() == total
+        assert r.row("kv", ("shared",)) == {"value": b"B"}
+        assert r.row("kv", ("only-b",)) == {"value": b"b"}
+        report = {(v["kind"], v["name"]) for v in r.rows("conflicts").values()}
+        assert report == {("slot", "alloc/ip/1"), ("row", "kv")}
+        assert not r.counters["bad_signature"] and not r.counters["not_member"]
+    # A B op replayed under A's cluster id does not verify: ops are checked under their own.
+    b_op = b[1].replica.log()[-1]
+    before = a[0].replica.counters["bad_signature"]
+    a[0].replica.receive(OpBatch(a.genesis.cluster_id, b[1].id, (b_op.raw,)), now)
+    assert a[0].replica.counters["bad_signature"] == before + 1

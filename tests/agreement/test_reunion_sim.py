@@ -1,5 +1,6 @@
 """Seeded secession-then-reunion runs: agreement, validity and certificates on both sides of the
-split and after the merge, equal digests after the merge, and exactly the expected conflicts.
+split and after the merge, equal op-set and state digests after the merge (both DAGs joined on
+every node), and exactly the expected conflicts.
 
 Default: 60 seeds (~6 s). More: SYNOD_REUNION_SEEDS=2000 (first seed: SYNOD_REUNION_FIRST_SEED).
 A failure prints its seed and the one command that replays it.
@@ -11,8 +12,7 @@ import os
 
 import pytest
 
-from controller.replication import Upsert
-from controller.sim import reunion
+from controller.replication import Replica
 from controller.sim.reunion import ReunionSim, ReunionSimConfig, ReunionSimFailure, run_reunion_seed
 
 SEEDS = int(os.environ.get("SYNOD_REUNION_SEEDS", 60))
@@ -39,21 +39,31 @@ def test_a_3_2_split_with_colliding_writes():
 
 
 def test_the_checks_bite(monkeypatch):
-    """Carrying every seceded row over (fork copy included) must be caught by the oracle."""
+    """A join that takes the other lineage's ops but not their rows must be caught."""
 
-    def naive(kept, other):
-        rows, _ = other
-        return [Upsert(t, k, {c: v.value for c, v in r.cols.items()}) for (t, k), r in rows.items()]
+    def ops_only(self, source, op):
+        self._opset_pending.append(op.id)
 
-    monkeypatch.setattr(reunion, "merge_mutations", naive)
+    monkeypatch.setattr(Replica, "_absorb", ops_only)
     failures = 0
-    for seed in range(20):
+    for seed in range(10):
         try:
             run_reunion_seed(seed)
         except ReunionSimFailure as exc:
             failures += 1
-            assert "merged rows" in str(exc)
+            assert "merged cluster not settled" in str(exc) or "merged rows" in str(exc)
     assert failures
+
+
+def test_a_merge_joins_the_dags_not_a_copy():
+    """Every node ends with both lineages' ops: its own and the other one joined."""
+    sim = ReunionSim(ReunionSimConfig.from_seed(3))
+    sim.run()
+    digests = {sim.nodes[n].replica.op_digest() for n in sim.everyone}
+    assert len(digests) == 1
+    for n in sim.everyone:
+        r = sim.nodes[n].replica
+        assert {r.cluster_id, *r.lineages()} == {sim.lin_a.cluster_id, sim.lin_b.cluster_id}
 
 
 def test_a_failure_names_its_replay_command():
