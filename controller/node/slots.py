@@ -18,17 +18,14 @@ from controller.replication import (
     Genesis,
     Identity,
     InvitePolicy,
-    LogError,
     NodeId,
     Op,
     RandomSource,
-    Rejected,
-    decode_genesis,
     decode_op,
     encode,
 )
-from controller.store import Store, StoreError
-from controller.store.recovery import stored_state_digest
+from controller.store import Store
+from controller.store.recovery import open_replica
 
 __all__ = ["VotesAndInvitesPolicy", "NodeReplica", "open_node_replica", "certificate_voters",
            "decision_summary", "peer_address_key", "peer_of_address_key"]
@@ -107,27 +104,9 @@ def open_node_replica(
     store: Store, identity: Identity, rng: RandomSource, genesis: Genesis, *, verify: Any,
     **kwargs: Any,
 ) -> NodeReplica:
-    """controller.store.open_replica, building a NodeReplica (open_replica builds a Replica)."""
-    stored = store.load()
-    if stored.genesis is None:
-        store.init(genesis)
-    else:
-        try:
-            held = decode_genesis(stored.genesis)
-        except Rejected as exc:
-            raise StoreError(f"{store.name}: stored genesis is invalid: {exc}") from None
-        if genesis.raw != held.raw:
-            raise StoreError(f"{store.name}: holds another cluster's genesis")
-        genesis = held
-    try:
-        replica = NodeReplica.recover(
-            identity, genesis, rng, stored.log, stored.evidence, verify=verify, **kwargs
-        )
-    except LogError as exc:
-        raise StoreError(f"{store.name}: log verification failed at {exc}") from None
-    if stored_state_digest(store) != replica.state_digest():
-        replica.rematerialise()
-        replica.counters["rematerialised"] += 1
+    """controller.store.open_replica, building a NodeReplica."""
+    replica = open_replica(store, identity, rng, genesis, verify=verify,
+                           replica_cls=NodeReplica, **kwargs)
     assert isinstance(replica, NodeReplica)
     return replica
 

@@ -41,9 +41,12 @@ def open_replica(
     genesis: Genesis | None = None,
     *,
     verify: Verify = "sample",
+    replica_cls: type[Replica] = Replica,
     **kwargs: Any,
 ) -> Replica:
     """Resume the replica held by store (or start one from genesis on an empty store).
+
+    `replica_cls` lets a caller recover a Replica subclass (e.g. one with its own policy).
 
     The log is replayed through full validation (signatures per `verify`); a bad log is a
     StoreError naming the store and the op. If the materialised tables' digest differs from
@@ -63,7 +66,7 @@ def open_replica(
             raise StoreError(f"{store.name}: holds another cluster's genesis")
         genesis = held
     try:
-        replica = Replica.recover(
+        replica = replica_cls.recover(
             identity, genesis, rng, stored.log, stored.evidence, verify=verify, **kwargs
         )
     except LogError as exc:
