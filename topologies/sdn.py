@@ -155,15 +155,19 @@ class SdnCluster:
             targets.append(f"tcp:127.0.0.1:{proxy.port}")
         return targets
 
+    def _wan_of(self, site: str) -> list[WanProxy]:
+        """Every relay that crosses `site`'s WAN: its node links, its switches' links to
+        remote controllers, and remote switches' links to its controller."""
+        return [proxy for (a, b), proxy in self.proxies.items()
+                if site in (a, b) or a == f"switch:{site}"]
+
     def cut(self, site: str) -> None:
-        for (a, b), proxy in self.proxies.items():
-            if site in (a, b) or a == f"switch:{site}" or (b == site and a.startswith("switch:")):
-                proxy.cut()
+        for proxy in self._wan_of(site):
+            proxy.cut()
 
     def heal(self, site: str) -> None:
-        for (a, b), proxy in self.proxies.items():
-            if site in (a, b) or a == f"switch:{site}" or (b == site and a.startswith("switch:")):
-                proxy.heal()
+        for proxy in self._wan_of(site):
+            proxy.heal()
 
     # --- the API -----------------------------------------------------------------------
 
