@@ -85,7 +85,7 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
         cluster.synod("cloud", "flows", "add", edge_dpid, "from-cloud", "--priority", "300",
                       "--match", "eth_type=0x0800,ipv4_dst=10.250.0.1", "--actions", "drop")
         took = cluster.wait(lambda: "nw_dst=10.250.0.1" in _dump(edge_bridge), FLOW_WAIT_S)
-        checks.append(_took(f"a flow added at the cloud reached {edge_bridge}", took,
+        checks.append(_took(f"a flow added at the cloud reached {edge_bridge} (from its ack)", took,
                             FLOW_WAIT_S))
         checkpoint()
 
@@ -104,7 +104,7 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
             cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
                           "--match", "eth_type=0x0800,ipv4_dst=10.250.0.2", "--actions", "drop")
             took = cluster.wait(lambda: "nw_dst=10.250.0.2" in _dump(edge_bridge), FLOW_WAIT_S)
-            checks.append(_took(f"cut off, {cut} still programs its switch (local flow)", took,
+            checks.append(_took(f"cut off, {cut} still programs its switch (from the ack)", took,
                                 FLOW_WAIT_S))
             during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
             inside_ok = all(during.results[p] for p in inside)
