@@ -1,0 +1,116 @@
+"""A reunion's conflict report, computed from the two lineages' own op logs (pure).
+
+The simulator knows what each side wrote; a node does not. After a decided merge a node
+holds both lineages (its own replica and the joined one), and computes the report from
+them alone, the same on every node that holds both:
+
+- The *cut* of a side is the causal past of its decided `reunion/<other>` certificate:
+  what that side had when it voted to merge. Writes after the cut merge by the CRDT rules
+  without a report entry (both sides already see each other then).
+- A side's writes *apart* are its ops inside its cut, less what both sides share: the
+  parent's ops up to the child's fork point, and the seceded founder's fork copy (the
+  first op of a seceded lineage, which re-signs the parent's rows; decision 0018).
+- A column written apart on both sides with different values is reported (`row_conflicts`
+  on the two sides' apart-only tables); a slot decided inside both cuts with different
+  values is reported (`slot_conflicts`), the winner lineage's decision standing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.replication import NodeId, Op, RowState, RowsBody, decode_op, node_id_of
+from controller.replication.crdt import Tables
+
+from .certificate import Decision
+from .lineage import (
+    MERGE,
+    ConflictEntry,
+    Lineage,
+    lineage_of,
+    reunion_slot,
+    row_conflicts,
+    slot_conflicts,
+    winner,
+)
+from .messages import value_key
+from .policy import AgreementReplica
+
+__all__ = ["Report", "reunion_report"]
+
+Vector = dict[NodeId, int]
+
+
+@dataclass(frozen=True)
+class Report:
+    kept: bytes  # cluster id of the lineage whose decisions stand
+    entries: list[ConflictEntry]
+
+
+def _ops_of(replica: AgreementReplica, raws: tuple[bytes, ...]) -> list[Op]:
+    cfg = replica.config
+    return [decode_op(r, replica.schema, cfg.parents_max, cfg.mutations_max) for r in raws]
+
+
+def _cut(replica: AgreementReplica, other: bytes) -> Vector | None:
+    """The causal past of this lineage's decided merge with `other` (None: not decided)."""
+    replica.ledger.catch_up()
+    d = replica.ledger.decided(reunion_slot(other))
+    if d is None or value_key(d.value) != value_key(MERGE):
+        return None
+    cut: Vector = {}
+    for op in _ops_of(replica, d.certificate.ops):
+        for author, seq in replica.ledger.vector(op.id).items():
+            cut[author] = max(cut.get(author, 0), seq)
+    return cut
+
+
+def _inside(replica: AgreementReplica, d: Decision, cut: Vector) -> bool:
+    return all(cut.get(op.author, 0) >= op.seq for op in _ops_of(replica, d.certificate.ops))
+
+
+def _decisions(replica: AgreementReplica, cut: Vector) -> dict[str, Decision]:
+    """Slots decided inside the cut (reunion slots name the other side: never shared)."""
+    return {
+        slot: rec.decided
+        for slot, rec in replica.ledger.slots.items()
+        if rec.decided is not None
+        and not slot.startswith("reunion/")
+        and _inside(replica, rec.decided, cut)
+    }
+
+
+def _apart(
+    replica: AgreementReplica, mine: Lineage, other: Lineage, cut: Vector
+) -> dict[tuple[str, tuple], RowState]:
+    """Tables built from this side's row ops written apart (see the module docstring)."""
+    shared: Vector = dict(other.fork_vector) if other.parent == mine.cluster_id else {}
+    fork_copy = (node_id_of(replica.genesis.founder), 1) if mine.parent is not None else None
+    tables = Tables(replica.schema)
+    for op in replica.log():
+        if not isinstance(op.body, RowsBody) or replica.dag.excluded(op):
+            continue
+        if op.seq > cut.get(op.author, 0) or op.seq <= shared.get(op.author, 0):
+            continue
+        if (op.author, op.seq) == fork_copy:
+            continue
+        for m in op.body.mutations:
+            tables.merge(m, op.hlc, op.author)
+    return {(t, k): row for t, k, row in tables.all_rows()}
+
+
+def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
+    """The report of the merge of a's and b's lineages, or None until both sides' decided
+    merges are held (a node learns the other side's decision through the joined DAG)."""
+    la, lb = lineage_of(a.genesis), lineage_of(b.genesis)
+    cut_a, cut_b = _cut(a, lb.cluster_id), _cut(b, la.cluster_id)
+    if cut_a is None or cut_b is None:
+        return None
+    kept = winner(la, lb, len(a.ledger.membership.voters), len(b.ledger.membership.voters))
+    sides = [(la, a, cut_a, lb), (lb, b, cut_b, la)]
+    if kept is lb:
+        sides.reverse()
+    (lk, rk, ck, ok), (ll, rl, cl, ol) = sides
+    entries = slot_conflicts((lk, _decisions(rk, ck)), (ll, _decisions(rl, cl)))
+    entries += row_conflicts((lk, _apart(rk, lk, ok, ck), {}), (ll, _apart(rl, ll, ol, cl), {}))
+    return Report(lk.cluster_id, entries)
