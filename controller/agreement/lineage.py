@@ -35,7 +35,6 @@ __all__ = [
     "ReunionVote",
     "auto_reunion_value",
     "conflict_mutations",
-    "merge_mutations",
     "lineage_of",
     "relate",
     "reunion_slot",
@@ -360,30 +359,3 @@ def conflict_mutations(entries: list[ConflictEntry]) -> list[Upsert]:
         )
         for e in entries
     ]
-
-
-def merge_mutations(kept: Rows, other: tuple[Rows, Rows]) -> list[Upsert]:
-    """Row changes that carry the other side's post-fork writes into the kept lineage.
-
-    `other` is (rows now, rows at its fork point). Only columns the other side wrote since
-    its fork are candidates (the fork copy itself must not clobber newer writes), and of
-    those only the ones that beat the kept side's version by the CRDT order (cl, hlc,
-    author) — the value every replica would keep had the two DAGs been joined op for op.
-    Deletions made on the other side since the fork are not carried (docs: limits).
-    """
-    rows, base = other
-    out = []
-    for rk in sorted(rows, key=repr):
-        row, b0, k = rows[rk], base.get(rk), kept.get(rk)
-        if not row.alive:
-            continue
-        values = {}
-        for column, v in sorted(row.cols.items()):
-            if b0 is not None and b0.cols.get(column) == v:
-                continue  # not written since the fork
-            cur = k.cols.get(column) if k is not None else None
-            if cur is None or v.order > cur.order:
-                values[column] = v.value
-        if values:
-            out.append(Upsert(rk[0], rk[1], values))
-    return out

@@ -1,4 +1,4 @@
-"""Secession on a minority side, then reunion with the parent, ending in a conflict report."""
+"""Secession on a minority side, then reunion with the parent: joined DAGs and a conflict report."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from controller.agreement import (
     check_reunion,
     conflict_mutations,
     lineage_of,
-    merge_mutations,
     relate,
     reunion_slot,
     row_conflicts,
@@ -54,93 +53,6 @@ def decide(net: Net, i: int, slot: str, value) -> None:
     p = net[i].agreement.propose(slot, value, net.now_ms)
     net.run(200, until=lambda: p.done)
     assert p.outcome.status is Status.DECIDED and p.outcome.value == value, p.outcome
-
-
-def test_secede_then_reunite_with_a_conflict_report():
-    a = Net(5, schema=SCHEMA)
-    a[0].replica.write([Upsert("kv", ("shared",), {"value": b"before"})], a.now_ms)
-    decide(a, 0, "master/1", "before")
-    # The WAN splits {0,1,2} | {3,4}: the minority can write rows but decide nothing.
-    a.groups = [{n.id for n in a.nodes[:3]}, {n.id for n in a.nodes[3:]}]
-    p = a[3].agreement.propose("alloc/ip/1", "minority", a.now_ms, timeout_ms=300)
-    a.run(100, until=lambda: p.done)
-    assert p.outcome.status is Status.NO_QUORUM
-    # The operator on the minority side confirms a secession: a new lineage of {3, 4}.
-    voters = a[3].agreement.membership().voters
-    with pytest.raises(UsageError):
-        secede(a[3].identity, a.genesis, voters, [a[3].id], {}, a.now_ms, confirmed_by="")
-    fork_vector = a[3].replica.version_vector()
-    access = {"roles": {a[3].id: "admin", a[4].id: "admin"}}
-    genesis_b = secede(
-        a[3].identity,
-        a.genesis,
-        voters,
-        [a[3].id, a[4].id],
-        fork_vector,
-        a.now_ms,
-        confirmed_by="operator@edge-3",
-        access=access,
-    )
-    base_a = snapshot(a[3].replica)
-    a.crash(3)
-    a.crash(4)
-    b = Net(2, identities=[a[3].identity, a[4].identity], genesis=genesis_b, schema=SCHEMA)
-    b.now_ms = a.now_ms
-    rows = [Upsert(t, k, v) for t in SCHEMA.names for k, v in a[0].replica.rows(t).items()]
-    b[0].replica.write(rows, b.now_ms)  # the state at the fork carries over
-    b.run(20)
-    base_b = snapshot(b[0].replica)
-    lin_a, lin_b = lineage_of(a.genesis), lineage_of(genesis_b)
-    assert lin_b.parent == a.genesis.cluster_id and lin_b.confirmed_by == "operator@edge-3"
-    assert sorted(lin_b.left) == sorted(n.id for n in a.nodes[:3])
-    # Both sides work alone: conflicting rows and one slot decided differently.
-    decide(a, 0, "alloc/ip/1", "majority")
-    decide(b, 0, "alloc/ip/1", "seceded")
-    a.now_ms += 5
-    a[1].replica.write([Upsert("kv", ("shared",), {"value": b"A"})], a.now_ms)
-    b.now_ms = a.now_ms + 10  # later in time: the CRDT keeps B's value
-    b[1].replica.write([Upsert("kv", ("shared",), {"value": b"B"})], b.now_ms)
-    b[1].replica.write([Upsert("kv", ("only-b",), {"value": b"b"})], b.now_ms)
-    a.run(20)
-    b.run(20)
-    # Reunion: related lineages; each side's majority decides 'merge' in a slot.
-    assert relate(lin_a, lin_b) is Relation.B_FROM_A
-    assert check_reunion(lin_a, lin_b) is Relation.B_FROM_A
-    decide(a, 0, reunion_slot(lin_b.cluster_id), "merge")
-    decide(b, 0, reunion_slot(lin_a.cluster_id), "merge")
-    kept = winner(lin_a, lin_b, 5, 2)
-    assert kept is lin_a  # the lineage the other seceded from wins decided slots
-    decisions_a = {s: r.decided for s, r in a[0].agreement.ledger.slots.items() if r.decided}
-    decisions_b = {s: r.decided for s, r in b[0].agreement.ledger.slots.items() if r.decided}
-    conflicts = slot_conflicts((lin_a, decisions_a), (lin_b, decisions_b))
-    conflicts += row_conflicts(
-        (lin_a, snapshot(a[0].replica), base_a), (lin_b, snapshot(b[0].replica), base_b)
-    )
-    assert [(c.kind, c.name, c.kept, c.lost) for c in conflicts] == [
-        ("slot", "alloc/ip/1", "majority", "seceded"),
-        ("row", "kv", b"B", b"A"),
-    ]
-    # Merge into the surviving lineage: B's winning and new rows, and the report, as ops.
-    merged = merge_mutations(snapshot(a[0].replica), (snapshot(b[0].replica), base_b))
-    assert [(m.key, m.values) for m in merged] == [
-        (("only-b",), {"value": b"b"}),
-        (("shared",), {"value": b"B"}),
-    ]
-    a[0].replica.write(merged + conflict_mutations(conflicts), a.now_ms)
-    a.groups = None
-    a.restart(3)
-    a.restart(4)
-    a.run(200, until=lambda: len({n.replica.state_digest() for n in a.nodes}) == 1)
-    for n in a.nodes:
-        assert n.replica.row("kv", ("shared",)) == {"value": b"B"}
-        assert n.replica.row("kv", ("only-b",)) == {"value": b"b"}
-        assert n.agreement.decided("alloc/ip/1").value == "majority"
-        report = n.replica.rows("conflicts")
-        assert len(report) == 2
-        row = next(r for r in report.values() if r["kind"] == "row")
-        assert decode(row["kept"]) == b"B" and decode(row["lost"]) == b"A"
-        assert row["kept_author"] == a[4].id and row["lost_author"] == a[1].id
-        assert row["kept_hlc"] > 0 and row["lost_hlc"] > 0
 
 
 def vote_of(net: Net, other: Lineage, value: str = "merge", proposer: int = 0) -> ReunionVote:
@@ -240,13 +152,22 @@ def _exchange(nodes, now_ms: int, until, rounds: int = 300) -> None:
 
 
 def test_a_decided_merge_joins_the_two_dags():
-    """After each side decided merge, every node holds both lineages' ops (each verified
-    under its own cluster id) and rows converge by the CRDT rules: same op set, same state."""
+    """A 3 | 2 split: the minority cannot decide, the operator secedes it, both sides write
+    the same row and decide one slot differently. After each side decided merge, every node
+    holds both lineages' ops (each verified under its own cluster id), rows converge by the
+    CRDT rules (same op set, same state) and the winner's conflict report reaches all five."""
     a = Net(5, schema=SCHEMA)
     a[0].replica.write([Upsert("kv", ("shared",), {"value": b"before"})], a.now_ms)
     a.run(20)
+    # The WAN splits {0,1,2} | {3,4}: the minority can write rows but decide nothing.
     a.groups = [{n.id for n in a.nodes[:3]}, {n.id for n in a.nodes[3:]}]
+    p = a[3].agreement.propose("alloc/ip/1", "minority", a.now_ms, timeout_ms=300)
+    a.run(100, until=lambda: p.done)
+    assert p.outcome.status is Status.NO_QUORUM
+    # The operator on the minority side confirms a secession: a new lineage of {3, 4}.
     voters = a[3].agreement.membership().voters
+    with pytest.raises(UsageError):
+        secede(a[3].identity, a.genesis, voters, [a[3].id], {}, a.now_ms, confirmed_by="")
     access = {"roles": {a[3].id: "admin", a[4].id: "admin"}}
     genesis_b = secede(
         a[3].identity,
@@ -276,6 +197,11 @@ def test_a_decided_merge_joins_the_two_dags():
     a.run(20)
     b.run(20)
     lin_a, lin_b = lineage_of(a.genesis), lineage_of(genesis_b)
+    assert lin_b.parent == a.genesis.cluster_id and lin_b.confirmed_by == "operator@edge-3"
+    assert sorted(lin_b.left) == sorted(n.id for n in a.nodes[:3])
+    assert relate(lin_a, lin_b) is Relation.B_FROM_A
+    assert check_reunion(lin_a, lin_b) is Relation.B_FROM_A
+    assert winner(lin_a, lin_b, 5, 2) is lin_a  # the lineage the other seceded from wins
     ids = [n.identity.node_id for n in a.nodes]
 
     def shadow(node, genesis, log=()):
@@ -303,6 +229,10 @@ def test_a_decided_merge_joins_the_two_dags():
     conflicts += row_conflicts(
         (lin_a, snapshot(a[0].replica), base_a), (lin_b, snapshot(b[0].replica), base_b)
     )
+    assert [(c.kind, c.name, c.kept, c.lost) for c in conflicts] == [
+        ("slot", "alloc/ip/1", "majority", "seceded"),
+        ("row", "kv", b"B", b"A"),
+    ]
     a[0].replica.write(conflict_mutations(conflicts), a.now_ms)
     for n in a.nodes[:3]:
         n.replica.join_lineage(shadow(n, genesis_b))
@@ -327,9 +257,17 @@ def test_a_decided_merge_joins_the_two_dags():
         assert r.op_count() + joined.op_count() == total
         assert r.row("kv", ("shared",)) == {"value": b"B"}
         assert r.row("kv", ("only-b",)) == {"value": b"b"}
-        report = {(v["kind"], v["name"]) for v in r.rows("conflicts").values()}
-        assert report == {("slot", "alloc/ip/1"), ("row", "kv")}
+        report = {(v["kind"], v["name"]): v for v in r.rows("conflicts").values()}
+        assert set(report) == {("slot", "alloc/ip/1"), ("row", "kv")}
+        row = report[("row", "kv")]
+        assert decode(row["kept"]) == b"B" and decode(row["lost"]) == b"A"
+        assert row["kept_author"] == b[1].id and row["lost_author"] == a[1].id
+        assert row["kept_hlc"] > 0 and row["lost_hlc"] > 0
+        slot = report[("slot", "alloc/ip/1")]
+        assert decode(slot["kept"]) == "majority" and decode(slot["lost"]) == "seceded"
         assert not r.counters["bad_signature"] and not r.counters["not_member"]
+    for n in a.nodes[:3]:  # each lineage keeps its own decisions; the report names the winner's
+        assert n.agreement.decided("alloc/ip/1").value == "majority"
     # A B op replayed under A's cluster id does not verify: ops are checked under their own.
     b_op = b[1].replica.log()[-1]
     before = a[0].replica.counters["bad_signature"]
