@@ -9,7 +9,9 @@ them alone, the same on every node that holds both:
   without a report entry (both sides already see each other then).
 - A side's writes *apart* are its ops inside its cut, less what both sides share: the
   parent's ops up to the child's fork point, and the seceded founder's fork copy (the
-  first op of a seceded lineage, which re-signs the parent's rows; decision 0018).
+  founder's first ops in a seceded lineage, which re-sign the parent's rows: its op 1, or
+  its ops up to the one that writes kv `lineage/fork-copy` when the copy took several;
+  decision 0018).
 - A column written apart on both sides with different values is reported (`row_conflicts`
   on the two sides' apart-only tables); a slot decided inside both cuts with different
   values is reported (`slot_conflicts`), the winner lineage's decision standing.
@@ -36,7 +38,9 @@ from .lineage import (
 from .messages import value_key
 from .policy import AgreementReplica
 
-__all__ = ["Report", "reunion_report"]
+__all__ = ["FORK_COPY_KEY", "Report", "fork_copy_end", "reunion_report"]
+
+FORK_COPY_KEY = "lineage/fork-copy"  # kv row in the last op of a multi-op fork copy
 
 Vector = dict[NodeId, int]
 
@@ -80,19 +84,33 @@ def _decisions(replica: AgreementReplica, cut: Vector) -> dict[str, Decision]:
     }
 
 
+def fork_copy_end(replica: AgreementReplica) -> int:
+    """The founder's last fork-copy seq in a seceded lineage (0: not a seceded lineage)."""
+    if lineage_of(replica.genesis).parent is None:
+        return 0
+    founder = node_id_of(replica.genesis.founder)
+    mine = sorted((op for op in replica.log() if op.author == founder), key=lambda o: o.seq)
+    for op in mine[: replica.config.mutations_max]:
+        if isinstance(op.body, RowsBody) and any(
+            m.table == "kv" and m.key == (FORK_COPY_KEY,) for m in op.body.mutations
+        ):
+            return op.seq
+    return 1
+
+
 def _apart(
     replica: AgreementReplica, mine: Lineage, other: Lineage, cut: Vector
 ) -> dict[tuple[str, tuple], RowState]:
     """Tables built from this side's row ops written apart (see the module docstring)."""
     shared: Vector = dict(other.fork_vector) if other.parent == mine.cluster_id else {}
-    fork_copy = (node_id_of(replica.genesis.founder), 1) if mine.parent is not None else None
+    founder, copied = node_id_of(replica.genesis.founder), fork_copy_end(replica)
     tables = Tables(replica.schema)
     for op in replica.log():
         if not isinstance(op.body, RowsBody) or replica.dag.excluded(op):
             continue
         if op.seq > cut.get(op.author, 0) or op.seq <= shared.get(op.author, 0):
             continue
-        if (op.author, op.seq) == fork_copy:
+        if op.author == founder and op.seq <= copied:
             continue
         for m in op.body.mutations:
             tables.merge(m, op.hlc, op.author)

@@ -37,6 +37,11 @@ class AccessCheck:
         """
         policy = self.policy_of()
         for table in sorted(set(tables)):
+            if table == "conflicts":
+                raise Denied(
+                    "permission_denied",
+                    "table 'conflicts' is the reunion's report, written by the nodes alone",
+                )
             if policy is None:
                 if role < Role.OPERATOR:
                     raise Denied(

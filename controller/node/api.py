@@ -12,7 +12,7 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.agreement import membership_slot
+from controller.agreement import lineage_of, membership_slot
 from controller.replication import INVITE, Upsert, decode, encode, invitation_data
 
 from . import codec
@@ -29,6 +29,7 @@ from .engine import (
     SlotWatcher,
     Watcher,
 )
+from .lineages import LineageError
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .metrics import Metrics
 from .slots import decision_summary, peer_address_key
@@ -48,15 +49,20 @@ class Api:
     """Shared by the servicers: the engine, auth, limits, and helpers they all use."""
 
     def __init__(self, engine: Engine, config: ApiConfig, metrics: Metrics, links, store_path):
-        self.engine = engine
         self.config = config
         self.metrics = metrics
-        self.links = links
         self.store_path = store_path
-        self.schema = engine.replica.schema
         self.auth = Authenticator(
             self._kv, config.rate_per_s, config.burst, config.inflight_per_client_max
         )
+        self.secession = None  # server._Secession: moves the node into a seceded lineage
+        self.rebind(engine, links)
+
+    def rebind(self, engine: Engine, links) -> None:
+        """Serve another engine (the node moved into a new lineage by secession)."""
+        self.engine = engine
+        self.links = links
+        self.schema = engine.replica.schema
         agreement = engine.agreement
         self.access = AccessCheck(
             (lambda: None) if agreement is None else agreement.policy
@@ -203,6 +209,9 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
                     description=f"node {author} signed two ops at seq {seq}; its ops from "
                     f"there on are kept as evidence and do not change the tables",
                 )
+            rows = self.api.engine.replica.rows("conflicts")
+            for (_,), v in sorted(rows.items(), key=lambda kv: (kv[1]["kind"], kv[1]["name"])):
+                out.conflicts.add(**_conflict_fields(v))
             return out
 
 
@@ -620,6 +629,101 @@ class Local(local_pb2_grpc.LocalServiceServicer):
             return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
 
 
+def _json(value) -> str:
+    import json
+
+    return json.dumps(codec_lite_plain(value), sort_keys=True)
+
+
+def codec_lite_plain(value):
+    """A CBOR value as JSON-able (bytes as hex)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [codec_lite_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): codec_lite_plain(v) for k, v in value.items()}
+    return value
+
+
+def _conflict_fields(v: dict) -> dict:
+    """A row of the replicated `conflicts` table as a Conflict message's fields."""
+    kept, lost = decode(v["kept"]), decode(v["lost"])
+    key = decode(v["row_key"])
+    if v["kind"] == "slot":
+        what = f"slot {v['name']} was decided {_json(kept)} by lineage " \
+               f"{v['kept_lineage'][:12]} and {_json(lost)} by {v['lost_lineage'][:12]}; " \
+               f"{_json(kept)} stands"
+    else:
+        what = f"{v['name']} {_json(key)} column {v['column_name']}: {_json(kept)} " \
+               f"(by {v['kept_author'][:12]}) kept, {_json(lost)} (by {v['lost_author'][:12]}) " \
+               "discarded; both were written while apart"
+    return {
+        "kind": v["kind"],
+        "description": what,
+        "name": v["name"],
+        "key": _json(key),
+        "column": v["column_name"],
+        "kept": _json(kept),
+        "kept_author": v["kept_author"],
+        "kept_hlc": v["kept_hlc"],
+        "kept_lineage": v["kept_lineage"],
+        "lost": _json(lost),
+        "lost_author": v["lost_author"],
+        "lost_hlc": v["lost_hlc"],
+        "lost_lineage": v["lost_lineage"],
+    }
+
+
+class Lineages(northbound_pb2_grpc.LineageServiceServicer):
+    """This node's lineage, the lineages it met, and secession (controller.node.lineages)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def GetLineage(self, request, context):
+        async with self.api.call(context, Role.VIEWER, "GetLineage"):
+            engine = self.api.engine
+            out = northbound_pb2.LineageInfo()
+            voters = engine.agreement.membership().voters if engine.agreement else engine.members
+            _lineage_pb(out.lineage, engine.replica.genesis, voters)
+            keeper = engine.keeper
+            for m in keeper.info() if keeper is not None else []:
+                met = out.met.add(relation=m["relation"], slot=m["slot"], decided=m["decided"],
+                                  joined=m["joined"], reported=m["reported"])
+                _lineage_pb(met.lineage, m["genesis"], m["genesis"].member_ids)
+            return out
+
+    async def Secede(self, request, context):
+        async with self.api.call(context, Role.ADMIN, "Secede"):
+            if self.api.secession is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "secession is off here")
+            try:
+                done = await self.api.secession.secede(list(request.voters),
+                                                       request.confirmed_by)
+            except LineageError as exc:
+                self.api.metrics.inc("secessions_refused")
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            self.api.metrics.inc("secessions")
+            g = done["genesis"]
+            return northbound_pb2.SecedeResponse(
+                cluster_id=g.cluster_id.hex(), genesis=g.raw,
+                moved=done["moved"], unreached=done["unreached"])
+
+
+def _lineage_pb(out, genesis, voters) -> None:
+    lin = lineage_of(genesis)
+    out.cluster_id = genesis.cluster_id.hex()
+    out.name = genesis.name
+    out.root = lin.root.hex()
+    out.ancestors.extend(a.hex() for a in lin.ancestors)
+    for author, seq in lin.fork_vector.items():
+        out.fork_vector[author] = seq
+    out.left.extend(lin.left)
+    out.confirmed_by = lin.confirmed_by
+    out.voters.extend(sorted(voters))
+
+
 def _joined_in(agreement, node_id: str) -> bytes | None:
     """The id of the first decided membership that holds node_id (None: not a voter)."""
     for version, m in sorted(agreement.ledger.memberships.items()):
@@ -635,6 +739,7 @@ def servicers(api: Api, server: grpc.aio.Server) -> list[str]:
     northbound_pb2_grpc.add_SlotServiceServicer_to_server(Slots(api), server)
     northbound_pb2_grpc.add_AdminServiceServicer_to_server(Admin(api), server)
     local_pb2_grpc.add_LocalServiceServicer_to_server(Local(api), server)
+    northbound_pb2_grpc.add_LineageServiceServicer_to_server(Lineages(api), server)
     nb = northbound_pb2.DESCRIPTOR.services_by_name
     return [s.full_name for s in nb.values()] + [
         s.full_name for s in local_pb2.DESCRIPTOR.services_by_name.values()

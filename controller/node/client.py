@@ -50,6 +50,7 @@ class Client:
         self.rows = northbound_pb2_grpc.RowServiceStub(self.channel)
         self.admin = northbound_pb2_grpc.AdminServiceStub(self.channel)
         self.slots = northbound_pb2_grpc.SlotServiceStub(self.channel)
+        self.lineage = northbound_pb2_grpc.LineageServiceStub(self.channel)
         self.local = local_pb2_grpc.LocalServiceStub(self.channel)
         self._schema: dict[str, list] | None = None
 

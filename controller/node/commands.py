@@ -392,10 +392,90 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
 
     @command(cli)
     def conflicts(ctx) -> None:
-        """Conflicts found (equivocations now; reunion conflicts once agreement lands)."""
+        """Conflicts on record: equivocations, and each reunion's report (slots decided on
+        both sides, columns written on both sides while apart: what was kept, what lost)."""
         r = ctx.client.call(ctx.client.cluster.ListConflicts, cl.pb().ListConflictsRequest())
-        rows = [{"kind": c.kind, "description": c.description} for c in r.conflicts]
-        ctx.out(rows, lambda: _table(rows))
+        rows = [cl.plain(c) for c in r.conflicts]
+        ctx.out(rows, lambda: [click.echo(f"{c.kind}: {c.description}") for c in r.conflicts]
+                or click.echo("no conflicts"))
+
+    @command(cli)
+    def lineage(ctx) -> None:
+        """This node's lineage (its cluster, where it seceded from) and the lineages it met."""
+        r = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
+        plain = cl.plain(r)
+
+        def human() -> None:
+            lin = r.lineage
+            click.echo(f"cluster {lin.name} {lin.cluster_id}")
+            if lin.ancestors:
+                click.echo(f"  seceded from {lin.ancestors[-1]} (confirmed by {lin.confirmed_by})")
+                click.echo(f"  voters left behind: {', '.join(lin.left)}")
+            click.echo(f"  voters: {', '.join(lin.voters)}")
+            for m in r.met:
+                state = "joined" if m.joined else (m.decided or "undecided")
+                click.echo(f"met {m.lineage.name} {m.lineage.cluster_id}: {m.relation}; "
+                           f"{m.slot} {state}" + ("; report written" if m.reported else ""))
+
+        ctx.out(plain, human)
+
+    @command(cli)
+    @click.argument("voters", nargs=-1)
+    @click.option("--confirmed-by", required=True,
+                  help="who confirms the secession (recorded in the new lineage)")
+    @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+    def secede(ctx, voters, confirmed_by, yes) -> None:
+        """Fork a new lineage for this minority side so it can decide alone.
+
+        VOTERS: node ids (or unique prefixes of 8+ characters) of the voters cut off with
+        the node answering; it is added itself. They must be fewer than half the voters.
+        Reunion later is a vote on each side (`synod reunion merge`).
+        """
+        if not yes:
+            if not sys.stdin.isatty():
+                raise error("secession forks the cluster: add --yes to confirm")
+            click.confirm("Fork a new lineage with these voters?", abort=True)
+        request = cl.pb().SecedeRequest(voters=list(voters), confirmed_by=confirmed_by)
+        r = ctx.client.call(ctx.client.lineage.Secede, request, max(ctx.client.timeout_s, 90))
+        plain = cl.plain(r)
+        plain.pop("genesis", None)
+
+        def human() -> None:
+            click.echo(f"new lineage {r.cluster_id}")
+            click.echo(f"  moved: {', '.join(r.moved)}")
+            for u in r.unreached:
+                click.echo(f"  not reached (run this again to retry): {u}")
+
+        ctx.out(plain, human)
+
+    @command(cli)
+    @click.argument("decision", type=click.Choice(["merge", "stay-apart"]))
+    @click.argument("cluster")
+    @click.option("--propose-timeout-ms", type=int, default=0,
+                  help="give up with 'no quorum reachable' after this long")
+    def reunion(ctx, decision, cluster, propose_timeout_ms) -> None:
+        """Vote this side's decision about another lineage it met (see `synod lineage`):
+        proposes DECISION in reunion/<cluster id> and waits until it is decided. Once both
+        sides decided merge, every node joins the other DAG and a conflict report is
+        written (`synod conflicts`)."""
+        from controller.agreement import reunion_slot
+        from controller.replication import decode, encode
+
+        info = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
+        hits = [m.lineage.cluster_id for m in info.met
+                if m.lineage.cluster_id.startswith(cluster.lower())]
+        if len(hits) != 1:
+            met = ", ".join(f"{m.lineage.cluster_id[:16]} ({m.lineage.name})" for m in info.met)
+            raise error(f"{cluster!r} names {len(hits)} of the lineages this node met"
+                        f" ({met or 'none yet'})")
+        slot = reunion_slot(bytes.fromhex(hits[0]))
+        request = cl.pb().ProposeRequest(slot=slot, value=encode(decision),
+                                         timeout_ms=propose_timeout_ms)
+        wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
+        r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
+        decided = decode(r.value)
+        ctx.out({"slot": slot, "decided": decided},
+                lambda: click.echo(f"{slot}: decided {decided!r}"))
 
     @command(cli)
     @click.argument("slot")

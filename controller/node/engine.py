@@ -153,6 +153,7 @@ class Engine:
     ) -> None:
         self.replica = replica
         self.agreement = agreement
+        self.keeper: Any = None  # lineages.Keeper: other lineages (set by the server)
         self.slot_watchers: set[SlotWatcher] = set()
         self._proposals_in: list[_Propose] = []
         self._proposing: list[_Propose] = []
@@ -293,7 +294,22 @@ class Engine:
         else:
             self.members = dict(self.replica.genesis.member_ids)
         self.quorum_size = len(self.members) // 2 + 1
-        self.replica.set_peers(self.members)
+        if self.keeper is not None:
+            self.keeper.set_peers(set(self.members))
+        else:
+            self.replica.set_peers(self.members)
+
+    def set_keeper(self, keeper: Any) -> None:
+        """Hold other lineages (controller.node.lineages.Keeper), driven in each round."""
+        self.keeper = keeper
+        keeper.on_change = self._update_members
+        self._update_members()
+
+    def peer_keys(self) -> dict[str, bytes]:
+        """Nodes that may call or answer us: members, and nodes of lineages we hold."""
+        if self.keeper is None:
+            return self.members
+        return {**self.keeper.peer_keys(), **self.members}
 
     def _admit(self, inv: Invitation) -> None:
         self._update_members()
@@ -359,6 +375,8 @@ class Engine:
         replica.tick(t)
         if self.agreement is not None:
             self._step_agreement(t)
+        if self.keeper is not None:
+            self.keeper.step(t)
         while replica.has_ready():
             rd = replica.ready()
             if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
@@ -381,6 +399,8 @@ class Engine:
                     if inv is not None:
                         self._admit(inv)
             replica.advance(rd)
+        if self.keeper is not None:
+            await self.keeper.drive(loop, self.send)
         vector = replica.version_vector()
         for item in inbound:
             if not item.future.done():
@@ -507,6 +527,9 @@ class Engine:
     def _observe(self, sender: str, msg: Message) -> None:
         """Peers' vectors, seen in passing, tell us which of our ops they hold."""
         vector = msg.vector if isinstance(msg, SyncRequest | OpBatch) else None
+        if vector is not None and msg.cluster_id != self.replica.cluster_id:
+            vector = None  # another lineage's vector (joined): says nothing of our ops
+            self.last_seen[sender] = time.monotonic()
         if vector is not None:
             self.note_vector(sender, dict(vector))
         else:

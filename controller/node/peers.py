@@ -11,13 +11,16 @@ from collections import deque
 import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
-from controller.replication import Message, decode_message, encode_message
+from collections.abc import Awaitable, Callable
+
+from controller.replication import Genesis, Message, decode_genesis, decode_message, encode_message
 from controller.replication.errors import Rejected
 
 from . import codec, pki
 from .auth import TokenBucket
 from .config import PeerConfig
 from .engine import Engine, EngineError
+from .lineages import LineageError
 
 __all__ = ["PeerLinks", "PeerServicer"]
 
@@ -87,7 +90,7 @@ class _Link:
                 hello = await peer_pb2_grpc.PeerServiceStub(probe).Hello(
                     peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
                 )
-            if hello.node_id not in engine.members or hello.node_id == engine.node_id:
+            if hello.node_id not in engine.peer_keys() or hello.node_id == engine.node_id:
                 raise _LinkError(f"{self.address} is {hello.node_id!r}, not another member")
             self.node_id = hello.node_id
         if self.links.by_node.setdefault(self.node_id, self) is not self:
@@ -96,7 +99,10 @@ class _Link:
         hello = await peer_pb2_grpc.PeerServiceStub(channel).Hello(
             peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
         )
-        engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
+        if hello.cluster_id == engine.replica.cluster_id:
+            engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
+        elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
+            engine.keeper.meet(hello.genesis)
         self.up = True
         log.info("peer %s at %s up", self.node_id, self.address)
         engine.request_sync(self.node_id)  # catch up at once, not at the next random round
@@ -120,7 +126,8 @@ class _Link:
                 peer_pb2.DeliverRequest(messages=batch), timeout=cfg.deliver_timeout_ms / 1000
             )
             self.links.metrics.inc("sync_bytes_sent", size)
-            engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+            if resp.cluster_id in (b"", engine.replica.cluster_id):
+                engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
 
 
 class _LinkError(Exception):
@@ -186,6 +193,19 @@ class PeerLinks:
             return
         link.enqueue(encode_message(message))
 
+    async def notify_secession(self, node_id: str, address: str, genesis_raw: bytes) -> None:
+        """Tell a seceding voter (at address) to move into the new lineage; raises
+        grpc.RpcError when it cannot be reached or refuses (the details say why)."""
+        probe = _Link(self, address, node_id)
+        async with probe._channel(pki.node_dns_name(node_id)) as channel:
+            await peer_pb2_grpc.PeerServiceStub(channel).Secede(
+                peer_pb2.SecedeNotice(genesis=genesis_raw), timeout=60
+            )
+
+    def known_addresses(self) -> dict[str, str]:
+        """node id -> address of every link that found its node."""
+        return {lk.node_id: lk.address for lk in self.links if lk.node_id}
+
     def up(self) -> dict[str, bool]:
         return {lk.node_id: lk.up for lk in self.links if lk.node_id}
 
@@ -204,6 +224,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self._known: dict[bytes, str] = {}
         self._inflight: dict[str, int] = {}
         self._buckets: dict[str, TokenBucket] = {}  # per calling node: messages per second
+        # async (genesis, caller): move into a seceded lineage (set by the server)
+        self.on_secede: Callable[[Genesis, str], Awaitable[None]] | None = None
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> str:
         pems = context.auth_context().get("x509_pem_cert") or []
@@ -213,7 +235,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         node_id = self._known.get(pem)
         if node_id is None:
             try:
-                node_id = pki.check_node_cert(pem, self.engine.members)
+                node_id = pki.check_node_cert(pem, self.engine.peer_keys())
             except pki.CertError as exc:
                 self.metrics.inc("peer_refused|certificate")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
@@ -224,7 +246,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         caller = await self._caller(context)
         self.engine.last_seen[caller] = asyncio.get_running_loop().time()
         e = self.engine
-        return codec.hello_pb(e.node_id, e.replica.cluster_id, e.replica.version_vector())
+        out = codec.hello_pb(e.node_id, e.replica.cluster_id, e.replica.version_vector())
+        out.genesis = e.replica.genesis.raw
+        return out
 
     async def Deliver(self, request, context):
         caller = await self._caller(context)
@@ -267,4 +291,22 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         finally:
             self._inflight[caller] -= 1
-        return codec.deliver_pb(vector, rejected)
+        out = codec.deliver_pb(vector, rejected)
+        out.cluster_id = self.engine.replica.cluster_id
+        return out
+
+    async def Secede(self, request, context):
+        """Another voter founded a lineage with us among its voters: check it, move in."""
+        caller = await self._caller(context)
+        if self.on_secede is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "secession is off on this node")
+        try:
+            new = decode_genesis(request.genesis)
+        except Rejected as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"genesis: {exc}")
+        try:
+            await self.on_secede(new, caller)
+        except LineageError as exc:
+            self.metrics.inc("secessions_refused")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return peer_pb2.SecedeAck(cluster_id=self.engine.replica.cluster_id)

@@ -10,23 +10,36 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
-from controller.agreement import Agreement, AgreementConfig
+from controller.agreement import Agreement, AgreementConfig, lineage_of, secede
+from controller.agreement.report import FORK_COPY_KEY
 from controller.replication import Config as ReplicationCoreConfig
-from controller.replication import InvitePolicy
-from controller.store import SqliteStore, StoreError, open_replica
+from controller.replication import InvitePolicy, Upsert
+from controller.store import SqliteStore, StoreError, open_replica, persist
 
 from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
 from .engine import Engine
 from .join import JoinError, read_bundle
+from .lineages import (
+    NODE_SCHEMA,
+    Keeper,
+    LineageError,
+    begin_secession,
+    check_notice,
+    finish_secession,
+    held_lineages,
+    lineage_dir,
+)
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
 from .slots import open_node_replica, peer_of_address_key
@@ -65,10 +78,38 @@ def _setup_logging(cfg: NodeConfig) -> None:
     root.propagate = False
 
 
-async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
-    """Run the node until stop is set; announce(json line) once it listens."""
-    d = DataDir(Path(cfg.data))
-    identity = d.identity()
+@dataclass
+class _Core:
+    """Everything that belongs to one lineage run of the node; a secession replaces it
+    while the gRPC servers keep listening."""
+
+    genesis: Any
+    store: SqliteStore
+    replica: Any
+    agreement: Agreement | None
+    engine: Engine
+    links: PeerLinks
+    keeper: Keeper | None
+
+    def start(self) -> None:
+        self.engine.start()
+        self.links.start()
+
+    async def close(self) -> None:
+        await self.links.stop()
+        if self.engine._task is not None and not self.engine._task.done():
+            await self.engine.stop()
+        if self.keeper is not None:
+            self.keeper.close()
+        self.store.close()
+
+
+def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_creds,
+               peer_port: int) -> tuple[_Core, NodeConfig]:
+    """Open the store and replica of the node's lineage (finishing a recorded secession
+    first), its agreement, engine, links and other lineages. Returns the core and the
+    config with the peers of a join bundle filled in."""
+    finish_secession(d)
     genesis = d.genesis()
     if genesis is None:
         raise NodeError(
@@ -84,25 +125,24 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             raise NodeError(f"{d.join_file}: {exc}") from None
         if bundle.genesis.raw != genesis.raw:
             raise NodeError(f"{d.join_file}: invitation is for another cluster")
-    ca, tls_key, tls_cert = d.tls()
     core_cfg = ReplicationCoreConfig(
         sync_interval_ms=cfg.replication.sync_interval_ms,
         push_fanout=cfg.replication.push_fanout,
         message_bytes_max=cfg.peer.message_bytes_max,
     )
     agreement: Agreement | None = None
+
+    def open_lineage(store: SqliteStore, g) -> Any:
+        return open_node_replica(store, identity, random.Random(), g,
+                                 verify=cfg.replication.verify_on_start, config=core_cfg,
+                                 schema=NODE_SCHEMA)
+
     try:
-        store = SqliteStore(d.store_file)
+        store = SqliteStore(d.store_file, NODE_SCHEMA)
         if cfg.agreement.enabled:
             # Membership and policy from decided slots, plus invitations (decision 0032).
-            replica = open_node_replica(
-                store,
-                identity,
-                random.Random(),
-                genesis,
-                verify=cfg.replication.verify_on_start,
-                config=core_cfg,
-            )
+            replica = open_lineage(store, genesis)
+            write_fork_copy(d, identity, replica, store, open_lineage)
             agreement = Agreement(
                 replica,
                 random.Random(),
@@ -122,6 +162,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
                 verify=cfg.replication.verify_on_start,
                 config=core_cfg,  # type: ignore[arg-type]
                 policy=InvitePolicy.from_genesis(genesis),
+                schema=NODE_SCHEMA,
             )
     except StoreError as exc:
         raise NodeError(str(exc)) from None
@@ -136,7 +177,6 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
         mine = {cfg.peer.listen, cfg.peer.advertise}
         peers = tuple(p for p in bundle.peers if p not in mine)
         cfg = dataclasses.replace(cfg, peer=dataclasses.replace(cfg.peer, peers=peers))
-    metrics = Metrics()
     engine = Engine(
         replica,
         store,
@@ -146,13 +186,167 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
         group_commit_rows_max=cfg.replication.group_commit_rows_max,
         agreement=agreement,
     )
-    peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)
+    keeper = None
+    if agreement is not None:
+        keeper = Keeper(d, identity, replica, agreement, open_lineage,
+                        propose_timeout_ms=cfg.agreement.propose_timeout_ms)
+        engine.set_keeper(keeper)
     links = PeerLinks(engine, cfg.peer, peer_creds, metrics)
-    api = Api(engine, cfg.api, metrics, links, str(d.store_file))
-    metrics.gauges["peers_up"] = lambda: sum(links.up().values())
-    metrics.gauges["ops"] = replica.op_count
-    metrics.gauges["members"] = lambda: len(engine.members)
+    if not cfg.peer.advertise:
+        links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
+    # Nodes invited, or joined by a decided membership, after the config was written.
+    for node_id, address in policy.addresses().items():  # type: ignore[attr-defined]
+        links.add(address, node_id)
+    for (key,), values in replica.rows("kv").items():
+        node_id, address = peer_of_address_key(key), values.get("value")
+        if node_id and isinstance(address, bytes):
+            links.add(address.decode(errors="replace"), node_id)
+    engine.on_address = lambda node_id, address: links.add(address, node_id)
+    return _Core(genesis, store, replica, agreement, engine, links, keeper), cfg
 
+
+class _Secession:
+    """Moves the running node into a new lineage: records it on disk, asks serve() to
+    replace the core, waits until the new one runs."""
+
+    def __init__(self, d: DataDir, identity) -> None:
+        self.d = d
+        self.identity = identity
+        self.requested = asyncio.Event()
+        self.done = asyncio.Event()
+        self.core: _Core | None = None
+        self.lock = asyncio.Lock()
+
+    async def move(self, new) -> None:
+        core = self.core
+        assert core is not None
+        if core.genesis.cluster_id == new.cluster_id:
+            return
+        members = dict(core.engine.members)
+        if core.agreement is not None:
+            members.update(core.agreement.membership().voters)
+        begin_secession(self.d, core.genesis, new, members)
+        self.done.clear()
+        self.requested.set()
+        await asyncio.wait_for(self.done.wait(), 60)
+
+    async def adopt(self, new, caller: str) -> None:
+        """PeerService.Secede: another seceding voter tells us to move."""
+        async with self.lock:
+            core = self.core
+            assert core is not None
+            if core.genesis.cluster_id == new.cluster_id:
+                return
+            check_notice(core.genesis, new, self.identity.node_id, caller)
+            log.warning("seceding into lineage %s (%s), as told by %s; confirmed by %s",
+                        new.cluster_id.hex()[:16], new.name, caller,
+                        lineage_of(new).confirmed_by)
+            await self.move(new)
+
+    async def secede(self, voters: list[str], confirmed_by: str) -> dict[str, Any]:
+        """LineageService.Secede on the founder: fork, move, then tell the others."""
+        async with self.lock:
+            core = self.core
+            assert core is not None
+            me = self.identity.node_id
+            mine = lineage_of(core.genesis)
+            if (mine.parent is not None and core.genesis.founder == self.identity.public_key
+                    and set(voters) <= set(core.genesis.member_ids)):
+                new = core.genesis  # ran again: tell the voters that were not reached
+                addresses = core.links.known_addresses()
+            else:
+                new = plan_secession(core, self.identity, voters, confirmed_by)
+                addresses = core.links.known_addresses()
+                log.warning("seceding: new lineage %s with voters %s; confirmed by %s",
+                            new.cluster_id.hex()[:16], sorted(new.member_ids), confirmed_by)
+                await self.move(new)
+            assert self.core is not None
+            moved, unreached = [me], []
+            for node_id in sorted(new.member_ids):
+                if node_id == me:
+                    continue
+                address = addresses.get(node_id) or self.core.links.address_of(node_id)
+                try:
+                    if not address:
+                        raise LineageError("no known peer address")
+                    await self.core.links.notify_secession(node_id, address, new.raw)
+                    moved.append(node_id)
+                except (grpc.RpcError, LineageError, TimeoutError) as exc:
+                    why = f"{exc.code().name}: {exc.details()}" if isinstance(
+                        exc, grpc.RpcError) else str(exc)
+                    unreached.append(f"{node_id}: {why}")
+            return {"genesis": new, "moved": moved, "unreached": unreached}
+
+
+def plan_secession(core: _Core, identity, voters: list[str], confirmed_by: str):
+    """The new lineage's genesis (checked: confirmed, a minority of the voters, this node
+    among them). LineageError says what is wrong."""
+    if core.agreement is None:
+        raise LineageError("secession needs the agreement layer (agreement.enabled)")
+    if not confirmed_by.strip():
+        raise LineageError("a secession must be confirmed by an operator (confirmed_by)")
+    m = core.agreement.membership()
+    staying = set()
+    for v in [*voters, identity.node_id]:
+        hits = [n for n in m.voters if n.startswith(v)] if len(v) >= 8 else []
+        if len(hits) != 1:
+            raise LineageError(f"{v!r} is not one voter of membership {m.version} "
+                               f"(voters: {', '.join(sorted(n[:12] for n in m.voters))})")
+        staying.add(hits[0])
+    if len(staying) >= m.quorum:
+        raise LineageError(
+            f"{len(staying)} of {len(m.voters)} voters are a majority: they decide without "
+            "seceding (secession is for a minority cut off from the rest)")
+    access = core.agreement.policy().to_value()
+    access.pop("version", None)
+    return secede(identity, core.genesis, m.voters, sorted(staying),
+                  core.replica.version_vector(), int(time.time() * 1000),
+                  confirmed_by=confirmed_by.strip(), access=access)
+
+
+async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
+    """Run the node until stop is set; announce(json line) once it listens."""
+    d = DataDir(Path(cfg.data))
+    identity = d.identity()
+    finish_secession(d)
+    if d.genesis() is None:
+        raise NodeError(
+            f"{d.genesis_file}: missing; this node is in no cluster yet "
+            "(create one with `synod init --new-cluster NAME`)"
+        )
+    ca, tls_key, tls_cert = d.tls()
+    metrics = Metrics()
+    peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)
+
+    peer_server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", cfg.peer.message_bytes_max),
+            ("grpc.max_send_message_length", cfg.peer.message_bytes_max),
+        ]
+    )
+    peer_creds_srv = grpc.ssl_server_credentials(
+        [(tls_key, tls_cert)], root_certificates=ca, require_client_auth=True
+    )
+    peer_port = _bind(
+        lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
+    )
+    core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
+    secession = _Secession(d, identity)
+    secession.core = core
+    api = Api(core.engine, cfg.api, metrics, core.links, str(d.store_file))
+    api.secession = secession
+    peer_servicer = PeerServicer(core.engine, cfg.peer, metrics)
+    peer_servicer.on_secede = secession.adopt
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(peer_servicer, peer_server)
+    peer_health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(peer_health, peer_server)
+
+    def gauges(c: _Core) -> None:
+        metrics.gauges["peers_up"] = lambda: sum(c.links.up().values())
+        metrics.gauges["ops"] = c.replica.op_count
+        metrics.gauges["members"] = lambda: len(c.engine.members)
+
+    gauges(core)
     health_servicer = health.aio.HealthServicer()
 
     api_server = grpc.aio.server(
@@ -175,38 +369,14 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             lambda a: api_server.add_secure_port(a, creds), cfg.api.listen, "api.listen"
         )
 
-    peer_server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", cfg.peer.message_bytes_max),
-            ("grpc.max_send_message_length", cfg.peer.message_bytes_max),
-        ]
-    )
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(
-        PeerServicer(engine, cfg.peer, metrics), peer_server
-    )
-    peer_health = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(peer_health, peer_server)
-    peer_creds_srv = grpc.ssl_server_credentials(
-        [(tls_key, tls_cert)], root_certificates=ca, require_client_auth=True
-    )
-    peer_port = _bind(
-        lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
-    )
-    if not cfg.peer.advertise:
-        links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
-    # Nodes invited, or joined by a decided membership, after the config was written.
-    for node_id, address in policy.addresses().items():  # type: ignore[attr-defined]
-        links.add(address, node_id)
-    for (key,), values in replica.rows("kv").items():
-        node_id, address = peer_of_address_key(key), values.get("value")
-        if node_id and isinstance(address, bytes):
-            links.add(address.decode(errors="replace"), node_id)
-    engine.on_address = lambda node_id, address: links.add(address, node_id)
-
     def render() -> str:
-        extra = {f"replica_{k}": v for k, v in replica.counters.items()}
-        if agreement is not None:
-            extra.update({f"agreement|{k}": v for k, v in agreement.counters.items()})
+        c = secession.core
+        assert c is not None
+        extra = {f"replica_{k}": v for k, v in c.replica.counters.items()}
+        if c.agreement is not None:
+            extra.update({f"agreement|{k}": v for k, v in c.agreement.counters.items()})
+        if c.keeper is not None:
+            extra.update({f"lineage|{k}": v for k, v in c.keeper.counters.items()})
         return metrics.render(extra)
 
     metrics_server = None
@@ -217,10 +387,9 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
         except OSError as exc:
             raise NodeError(f"metrics.listen {cfg.metrics.listen}: {exc.strerror}") from None
 
-    engine.start()
+    core.start()
     await api_server.start()
     await peer_server.start()
-    links.start()
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await peer_health.set(
@@ -232,35 +401,86 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             {
                 "event": "ready",
                 "node_id": identity.node_id,
-                "cluster": genesis.name,
-                "cluster_id": genesis.cluster_id.hex(),
+                "cluster": core.genesis.name,
+                "cluster_id": core.genesis.cluster_id.hex(),
                 "api_port": api_port,
                 "peer_port": peer_port,
                 "metrics_port": metrics_server.sockets[0].getsockname()[1] if metrics_server else 0,
-                "ops": replica.op_count(),
+                "ops": core.replica.op_count(),
             }
         )
     )
     log.info("node %s serving api :%d peer :%d", identity.node_id, api_port, peer_port)
     stopper = asyncio.ensure_future(stop.wait())
-    engine_task = engine._task
-    assert engine_task is not None
+    switcher = asyncio.ensure_future(secession.requested.wait())
+    failed: BaseException | None = None
     try:
-        await asyncio.wait({stopper, engine_task}, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            engine_task = core.engine._task
+            assert engine_task is not None
+            await asyncio.wait({stopper, engine_task, switcher},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() or engine_task.done():
+                if engine_task.done() and not engine_task.cancelled():
+                    failed = engine_task.exception()
+                break
+            # A secession: the new lineage replaces the core; the servers keep listening.
+            secession.requested.clear()
+            switcher = asyncio.ensure_future(secession.requested.wait())
+            await core.close()
+            core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
+            secession.core = core
+            api.rebind(core.engine, core.links)
+            peer_servicer.engine = core.engine
+            gauges(core)
+            core.start()
+            log.warning("node %s now runs in lineage %s (%s)", identity.node_id,
+                        core.genesis.cluster_id.hex()[:16], core.genesis.name)
+            secession.done.set()
     finally:
         stopper.cancel()
+        switcher.cancel()
         await health_servicer.enter_graceful_shutdown()
         await api_server.stop(grace=1)
         await peer_server.stop(grace=0.5)
-        await links.stop()
-        if not engine_task.done():
-            await engine.stop()
+        await core.close()
         if metrics_server is not None:
             metrics_server.close()
-        store.close()
         log.info("node %s stopped", identity.node_id)
-    if engine_task.done() and engine_task.exception() is not None:
-        raise NodeError(f"engine failed: {engine_task.exception()}")
+    if failed is not None:
+        raise NodeError(f"engine failed: {failed}")
+
+
+def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_lineage) -> None:
+    """The founder of a seceded lineage starts it with the parent's rows (its first ops,
+    before any other write; decision 0018): re-signed copies, later in HLC than every
+    version they copy, so no value changes when the two DAGs meet again."""
+    lin = lineage_of(replica.genesis)
+    if lin.parent is None or replica.genesis.founder != identity.public_key:
+        return
+    if replica.version_vector().get(identity.node_id, 0) > 0:
+        return  # copied already
+    parent_dir = lineage_dir(d, lin.parent)
+    parent_genesis = held_lineages(d).get(lin.parent)
+    if parent_genesis is None or not (parent_dir / "store.db").exists():
+        raise NodeError(f"{parent_dir}: the parent lineage's store is missing; "
+                        "cannot start the seceded lineage")
+    parent_store = SqliteStore(parent_dir / "store.db", NODE_SCHEMA)
+    try:
+        parent = open_lineage(parent_store, parent_genesis)
+        rows = [Upsert(t, k, v) for t in parent.schema.names for k, v in parent.rows(t).items()]
+    finally:
+        parent_store.close()
+    step = replica.config.mutations_max - 1
+    now = int(time.time() * 1000)
+    for i in range(0, max(len(rows), 1), step):
+        chunk = rows[i:i + step]
+        if i + step >= len(rows):
+            chunk = [*chunk, Upsert("kv", (FORK_COPY_KEY,), {"value": lin.parent})]
+        replica.write(chunk, now)
+    persist(store, replica)
+    log.info("seceded lineage %s starts with %d rows of its parent",
+             replica.cluster_id.hex()[:16], len(rows))
 
 
 def _bind(add, address: str, key: str) -> int:

@@ -175,12 +175,34 @@ class ListConflictsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Conflict(_message.Message):
-    __slots__ = ("kind", "description")
+    __slots__ = ("kind", "description", "name", "key", "column", "kept", "kept_author", "kept_hlc", "kept_lineage", "lost", "lost_author", "lost_hlc", "lost_lineage")
     KIND_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    KEPT_AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    KEPT_HLC_FIELD_NUMBER: _ClassVar[int]
+    KEPT_LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    LOST_AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    LOST_HLC_FIELD_NUMBER: _ClassVar[int]
+    LOST_LINEAGE_FIELD_NUMBER: _ClassVar[int]
     kind: str
     description: str
-    def __init__(self, kind: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    name: str
+    key: str
+    column: str
+    kept: str
+    kept_author: str
+    kept_hlc: int
+    kept_lineage: str
+    lost: str
+    lost_author: str
+    lost_hlc: int
+    lost_lineage: str
+    def __init__(self, kind: _Optional[str] = ..., description: _Optional[str] = ..., name: _Optional[str] = ..., key: _Optional[str] = ..., column: _Optional[str] = ..., kept: _Optional[str] = ..., kept_author: _Optional[str] = ..., kept_hlc: _Optional[int] = ..., kept_lineage: _Optional[str] = ..., lost: _Optional[str] = ..., lost_author: _Optional[str] = ..., lost_hlc: _Optional[int] = ..., lost_lineage: _Optional[str] = ...) -> None: ...
 
 class ListConflictsResponse(_message.Message):
     __slots__ = ("conflicts",)
@@ -343,6 +365,81 @@ class Slot(_message.Message):
     voters: _containers.RepeatedScalarFieldContainer[str]
     certificate: bytes
     def __init__(self, slot: _Optional[str] = ..., decided: _Optional[bool] = ..., value: _Optional[bytes] = ..., ballot: _Optional[str] = ..., membership_version: _Optional[int] = ..., voters: _Optional[_Iterable[str]] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Lineage(_message.Message):
+    __slots__ = ("cluster_id", "name", "root", "ancestors", "fork_vector", "left", "confirmed_by", "voters")
+    class ForkVectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    ANCESTORS_FIELD_NUMBER: _ClassVar[int]
+    FORK_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_BY_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    name: str
+    root: str
+    ancestors: _containers.RepeatedScalarFieldContainer[str]
+    fork_vector: _containers.ScalarMap[str, int]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    confirmed_by: str
+    voters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cluster_id: _Optional[str] = ..., name: _Optional[str] = ..., root: _Optional[str] = ..., ancestors: _Optional[_Iterable[str]] = ..., fork_vector: _Optional[_Mapping[str, int]] = ..., left: _Optional[_Iterable[str]] = ..., confirmed_by: _Optional[str] = ..., voters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MetLineage(_message.Message):
+    __slots__ = ("lineage", "relation", "slot", "decided", "joined", "reported")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    RELATION_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    lineage: Lineage
+    relation: str
+    slot: str
+    decided: str
+    joined: bool
+    reported: bool
+    def __init__(self, lineage: _Optional[_Union[Lineage, _Mapping]] = ..., relation: _Optional[str] = ..., slot: _Optional[str] = ..., decided: _Optional[str] = ..., joined: _Optional[bool] = ..., reported: _Optional[bool] = ...) -> None: ...
+
+class LineageInfo(_message.Message):
+    __slots__ = ("lineage", "met")
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    MET_FIELD_NUMBER: _ClassVar[int]
+    lineage: Lineage
+    met: _containers.RepeatedCompositeFieldContainer[MetLineage]
+    def __init__(self, lineage: _Optional[_Union[Lineage, _Mapping]] = ..., met: _Optional[_Iterable[_Union[MetLineage, _Mapping]]] = ...) -> None: ...
+
+class SecedeRequest(_message.Message):
+    __slots__ = ("voters", "confirmed_by")
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_BY_FIELD_NUMBER: _ClassVar[int]
+    voters: _containers.RepeatedScalarFieldContainer[str]
+    confirmed_by: str
+    def __init__(self, voters: _Optional[_Iterable[str]] = ..., confirmed_by: _Optional[str] = ...) -> None: ...
+
+class SecedeResponse(_message.Message):
+    __slots__ = ("cluster_id", "genesis", "moved", "unreached")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    UNREACHED_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    genesis: bytes
+    moved: _containers.RepeatedScalarFieldContainer[str]
+    unreached: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cluster_id: _Optional[str] = ..., genesis: _Optional[bytes] = ..., moved: _Optional[_Iterable[str]] = ..., unreached: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("role", "description")

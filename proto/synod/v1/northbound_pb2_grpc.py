@@ -754,6 +754,136 @@ class SlotService:
             _registered_method=True)
 
 
+class LineageServiceStub:
+    """LineageService: where this node's cluster comes from, the other lineages it met, and
+    secession (docs/agreement.md, "Secession and reunion"). Reunion itself is a slot:
+    propose "merge" or "stay-apart" in reunion/<other cluster id> (`synod reunion`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetLineage = channel.unary_unary(
+                '/synod.v1.LineageService/GetLineage',
+                request_serializer=synod_dot_v1_dot_northbound__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=synod_dot_v1_dot_northbound__pb2.LineageInfo.FromString,
+                _registered_method=True)
+        self.Secede = channel.unary_unary(
+                '/synod.v1.LineageService/Secede',
+                request_serializer=synod_dot_v1_dot_northbound__pb2.SecedeRequest.SerializeToString,
+                response_deserializer=synod_dot_v1_dot_northbound__pb2.SecedeResponse.FromString,
+                _registered_method=True)
+
+
+class LineageServiceServicer:
+    """LineageService: where this node's cluster comes from, the other lineages it met, and
+    secession (docs/agreement.md, "Secession and reunion"). Reunion itself is a slot:
+    propose "merge" or "stay-apart" in reunion/<other cluster id> (`synod reunion`).
+    """
+
+    def GetLineage(self, request, context):
+        """This node's lineage, and every other lineage it met, with their relation and whether
+        each side decided to merge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Secede(self, request, context):
+        """Fork a new lineage with the given voters (this node and others of the minority side),
+        so that side can decide alone (admin only; the operator's confirmation is required).
+        FAILED_PRECONDITION when the voters are a majority (they can decide without seceding),
+        are not all voters, or do not include this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LineageServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=synod_dot_v1_dot_northbound__pb2.GetLineageRequest.FromString,
+                    response_serializer=synod_dot_v1_dot_northbound__pb2.LineageInfo.SerializeToString,
+            ),
+            'Secede': grpc.unary_unary_rpc_method_handler(
+                    servicer.Secede,
+                    request_deserializer=synod_dot_v1_dot_northbound__pb2.SecedeRequest.FromString,
+                    response_serializer=synod_dot_v1_dot_northbound__pb2.SecedeResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'synod.v1.LineageService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('synod.v1.LineageService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LineageService:
+    """LineageService: where this node's cluster comes from, the other lineages it met, and
+    secession (docs/agreement.md, "Secession and reunion"). Reunion itself is a slot:
+    propose "merge" or "stay-apart" in reunion/<other cluster id> (`synod reunion`).
+    """
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synod.v1.LineageService/GetLineage',
+            synod_dot_v1_dot_northbound__pb2.GetLineageRequest.SerializeToString,
+            synod_dot_v1_dot_northbound__pb2.LineageInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Secede(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synod.v1.LineageService/Secede',
+            synod_dot_v1_dot_northbound__pb2.SecedeRequest.SerializeToString,
+            synod_dot_v1_dot_northbound__pb2.SecedeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminServiceStub:
     """AdminService: bearer tokens (admin role only). Tokens are stored hashed in the replicated
     table kv under "token/<id>", so a token works on every node that has synced it.

@@ -13,7 +13,7 @@ class HelloRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "version_vector")
+    __slots__ = ("node_id", "cluster_id", "version_vector", "genesis")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,10 +24,12 @@ class HelloResponse(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster_id: bytes
     version_vector: _containers.ScalarMap[str, int]
-    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    genesis: bytes
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("messages",)
@@ -36,7 +38,7 @@ class DeliverRequest(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DeliverResponse(_message.Message):
-    __slots__ = ("version_vector", "rejected")
+    __slots__ = ("version_vector", "rejected", "cluster_id")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +48,20 @@ class DeliverResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     version_vector: _containers.ScalarMap[str, int]
     rejected: int
-    def __init__(self, version_vector: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ...) -> None: ...
+    cluster_id: bytes
+    def __init__(self, version_vector: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ..., cluster_id: _Optional[bytes] = ...) -> None: ...
+
+class SecedeNotice(_message.Message):
+    __slots__ = ("genesis",)
+    GENESIS_FIELD_NUMBER: _ClassVar[int]
+    genesis: bytes
+    def __init__(self, genesis: _Optional[bytes] = ...) -> None: ...
+
+class SecedeAck(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: bytes
+    def __init__(self, cluster_id: _Optional[bytes] = ...) -> None: ...

@@ -46,6 +46,11 @@ class PeerServiceStub:
                 request_serializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
                 _registered_method=True)
+        self.Secede = channel.unary_unary(
+                '/synod.v1.PeerService/Secede',
+                request_serializer=synod_dot_v1_dot_peer__pb2.SecedeNotice.SerializeToString,
+                response_deserializer=synod_dot_v1_dot_peer__pb2.SecedeAck.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -69,6 +74,16 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Secede(self, request, context):
+        """A voter of this cluster founded a new lineage by secession (`synod secede`, confirmed
+        by an operator) and names the caller's receiver among the voters that secede with it:
+        the receiver checks the genesis (its parent is the receiver's cluster, the receiver
+        and the caller are among its voters) and moves into the new lineage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Deliver,
                     request_deserializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.FromString,
                     response_serializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.SerializeToString,
+            ),
+            'Secede': grpc.unary_unary_rpc_method_handler(
+                    servicer.Secede,
+                    request_deserializer=synod_dot_v1_dot_peer__pb2.SecedeNotice.FromString,
+                    response_serializer=synod_dot_v1_dot_peer__pb2.SecedeAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +159,33 @@ class PeerService:
             '/synod.v1.PeerService/Deliver',
             synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
             synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Secede(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synod.v1.PeerService/Secede',
+            synod_dot_v1_dot_peer__pb2.SecedeNotice.SerializeToString,
+            synod_dot_v1_dot_peer__pb2.SecedeAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,428 @@
+"""Secession and reunion inside the node: other lineages on disk, meeting them, joining
+their DAGs once this side decided `merge`, and writing the conflict report (decision 0018).
+
+On disk, beside the node's own `genesis.cbor` and `store.db`:
+
+    lineages/<cluster id>/genesis.cbor   another lineage this node met or came from
+    lineages/<cluster id>/members.cbor   its members' keys when known (the parent's)
+    lineages/<cluster id>/store.db       this node's store of it (the parent's old store
+                                         after a secession; created when a merge joins it)
+    seceding.cbor                        a secession in progress (the new genesis): moving
+                                         genesis.cbor and store.db is finished on start
+
+The `Keeper` runs inside the engine's round (one task owns every replica): it relates
+lineages met through peers' Hello, proposes `merge` when the access policy's `auto_merge`
+covers the relation, joins the other DAG once `reunion/<other>` is decided `merge` here
+(again after every restart), drives each joined replica's Ready with its own store, and
+has a node of the kept lineage write the report (controller.agreement.report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.agreement import (
+    Agreement,
+    Proposal,
+    Refused,
+    auto_reunion_value,
+    conflict_mutations,
+    lineage_of,
+    relate,
+    reunion_slot,
+    with_conflicts_table,
+)
+from controller.agreement.lineage import MERGE, Lineage
+from controller.agreement.messages import value_key
+from controller.agreement.report import reunion_report
+from controller.replication import (
+    DEFAULT_SCHEMA,
+    Genesis,
+    Identity,
+    Message,
+    NodeId,
+    Replica,
+    Upsert,
+    decode,
+    decode_genesis,
+    encode,
+)
+from controller.replication.errors import Rejected
+from controller.store import SqliteStore
+
+from .datadir import DataDir, DataDirError
+
+__all__ = [
+    "NODE_SCHEMA",
+    "Keeper",
+    "LineageError",
+    "begin_secession",
+    "check_notice",
+    "finish_secession",
+    "held_lineages",
+    "keep_genesis",
+    "lineage_dir",
+    "report_marker",
+]
+
+log = logging.getLogger("synod.lineage")
+
+NODE_SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
+REPORT_PREFIX = "reunion/"  # kv "reunion/<other cluster id>": the report for it is written
+
+
+class LineageError(Exception):
+    """A secession or lineage that cannot be taken; the message says why."""
+
+
+def report_marker(other: bytes) -> str:
+    return f"{REPORT_PREFIX}{other.hex()}"
+
+
+# ---------------------------------------------------------------------- on disk
+def lineage_dir(d: DataDir, cluster_id: bytes) -> Path:
+    return d.path / "lineages" / cluster_id.hex()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def keep_genesis(d: DataDir, genesis: Genesis, members: dict[NodeId, bytes] | None = None) -> None:
+    """Remember another lineage (and its members' keys, when known)."""
+    path = lineage_dir(d, genesis.cluster_id)
+    if not (path / "genesis.cbor").exists():
+        _write_atomic(path / "genesis.cbor", genesis.raw)
+    if members:
+        _write_atomic(path / "members.cbor", encode(dict(sorted(members.items()))))
+
+
+def held_lineages(d: DataDir) -> dict[bytes, Genesis]:
+    """Every other lineage this node keeps on disk, by cluster id."""
+    root = d.path / "lineages"
+    out: dict[bytes, Genesis] = {}
+    if not root.is_dir():
+        return out
+    for sub in sorted(root.iterdir()):
+        f = sub / "genesis.cbor"
+        if not f.exists():
+            continue
+        try:
+            g = decode_genesis(f.read_bytes())
+        except (Rejected, OSError) as exc:
+            raise DataDirError(f"{f}: invalid genesis: {exc}") from None
+        if g.cluster_id.hex() != sub.name:
+            raise DataDirError(f"{f}: holds cluster {g.cluster_id.hex()}, not {sub.name}")
+        out[g.cluster_id] = g
+    return out
+
+
+def _members_of(d: DataDir, genesis: Genesis) -> dict[NodeId, bytes]:
+    out = dict(genesis.member_ids)
+    f = lineage_dir(d, genesis.cluster_id) / "members.cbor"
+    if f.exists():
+        try:
+            out.update(decode(f.read_bytes()))
+        except Exception as exc:  # noqa: BLE001 - a damaged file is named, never fatal later
+            raise DataDirError(f"{f}: unreadable: {exc}") from None
+    return out
+
+
+def begin_secession(
+    d: DataDir, old: Genesis, new: Genesis, old_members: dict[NodeId, bytes]
+) -> None:
+    """Record a secession (the node's store must be closed before finish_secession)."""
+    keep_genesis(d, old, old_members)
+    _write_atomic(d.path / "seceding.cbor", new.raw)
+
+
+def finish_secession(d: DataDir) -> Genesis | None:
+    """Finish a recorded secession (idempotent; also after a crash half-way): the old
+    lineage's genesis, store and join bundle move under lineages/, the new genesis becomes
+    the node's. Returns the new genesis, or None when none was in progress."""
+    marker = d.path / "seceding.cbor"
+    if not marker.exists():
+        return None
+    try:
+        new = decode_genesis(marker.read_bytes())
+    except Rejected as exc:
+        raise DataDirError(f"{marker}: invalid genesis: {exc}") from None
+    current = d.genesis()
+    if current is not None and current.cluster_id != new.cluster_id:
+        target = lineage_dir(d, current.cluster_id)
+        keep_genesis(d, current)
+        for name in ("store.db", "store.db-wal", "store.db-shm", "join.cbor"):
+            src, dst = d.path / name, target / name
+            if src.exists() and not dst.exists():
+                os.replace(src, dst)
+        _write_atomic(d.genesis_file, new.raw)
+    marker.unlink()
+    return new
+
+
+def check_notice(current: Genesis, new: Genesis, me: NodeId, caller: NodeId) -> None:
+    """May this node move into `new`, as told by `caller`? LineageError says why not."""
+    lin = lineage_of(new)
+    if lin.parent != current.cluster_id:
+        raise LineageError(
+            f"the new lineage {new.cluster_id.hex()[:16]} did not secede from this node's "
+            f"cluster {current.cluster_id.hex()[:16]}"
+        )
+    if not lin.confirmed_by:
+        raise LineageError("the secession carries no operator confirmation")
+    if me not in new.member_ids:
+        raise LineageError(f"this node {me} is not among the seceding voters")
+    if caller not in new.member_ids:
+        raise LineageError(f"the caller {caller} is not among the seceding voters")
+
+
+# ---------------------------------------------------------------------- the keeper
+@dataclass
+class _Joined:
+    replica: Replica
+    store: SqliteStore
+
+
+class Keeper:
+    """Other lineages of one node, driven from the engine's round (see module docstring)."""
+
+    def __init__(
+        self,
+        d: DataDir,
+        identity: Identity,
+        replica: Replica,
+        agreement: Agreement,
+        open_lineage: Callable[[SqliteStore, Genesis], Replica],
+        *,
+        propose_timeout_ms: int = 10_000,
+        retry_ms: int = 5_000,
+    ) -> None:
+        self.d = d
+        self.identity = identity
+        self.replica = replica
+        self.agreement = agreement
+        self.open_lineage = open_lineage
+        self.propose_timeout_ms = propose_timeout_ms
+        self.retry_ms = retry_ms
+        self.mine: Lineage = lineage_of(replica.genesis)
+        self.met: dict[bytes, Genesis] = held_lineages(d)
+        self.met.pop(replica.cluster_id, None)
+        self.members: dict[bytes, dict[NodeId, bytes]] = {
+            cid: _members_of(d, g) for cid, g in self.met.items()
+        }
+        self.joined: dict[bytes, _Joined] = {}
+        self.proposals: dict[bytes, tuple[Proposal, int]] = {}
+        self.refused: dict[bytes, str] = {}
+        self.rng = random.Random()
+        self.counters: dict[str, int] = {}
+        self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # -------------------------------------------------------------- inputs
+    def meet(self, raw: bytes) -> None:
+        """A peer answered Hello with its genesis: note another lineage (checked)."""
+        if not raw:
+            return
+        try:
+            g = decode_genesis(raw)
+        except Rejected:
+            self._count("lineage_bad_genesis")
+            return
+        if g.cluster_id == self.replica.cluster_id or g.cluster_id in self.met:
+            return
+        relation = relate(self.mine, lineage_of(g))
+        keep_genesis(self.d, g)
+        self.met[g.cluster_id] = g
+        self.members[g.cluster_id] = dict(g.member_ids)
+        self._count("lineages_met")
+        log.info(
+            "met lineage %s (%s): %s; reunion is decided in %s",
+            g.cluster_id.hex()[:16],
+            g.name,
+            relation.value,
+            reunion_slot(g.cluster_id),
+        )
+        self.on_change()
+
+    def peer_keys(self) -> dict[NodeId, bytes]:
+        """Keys of every node of the other lineages held: they may say Hello."""
+        out: dict[NodeId, bytes] = {}
+        for cid, members in self.members.items():
+            out.update(members)
+            j = self.joined.get(cid)
+            if j is not None:
+                out.update(getattr(j.replica, "ledger").membership.voters)
+        return out
+
+    def extra_peers(self) -> set[NodeId]:
+        """Nodes of joined lineages: pushed to and synced with, as our own members."""
+        out: set[NodeId] = set()
+        for cid in self.joined:
+            out.update(self.members.get(cid, {}))
+            out.update(getattr(self.joined[cid].replica, "ledger").membership.voters)
+        return out
+
+    # -------------------------------------------------------------- the round
+    def step(self, now_ms: int) -> None:
+        """Join where this side decided merge; propose merge where policy says so; write
+        the report of a joined lineage once both decisions are held."""
+        for cid, g in sorted(self.met.items()):
+            if cid in self.joined:
+                continue
+            d = self.agreement.decided(reunion_slot(cid))
+            if d is not None and value_key(d.value) == value_key(MERGE):
+                self._join(g)
+            elif d is None:
+                self._auto_propose(cid, g, now_ms)
+        for cid in sorted(self.joined):
+            self._report(cid, now_ms)
+
+    def _auto_propose(self, cid: bytes, g: Genesis, now_ms: int) -> None:
+        relation = relate(self.mine, lineage_of(g))
+        policy = self.agreement.policy()
+        if auto_reunion_value(policy, relation) != MERGE:
+            return
+        if self.identity.node_id not in self.agreement.membership().voters:
+            return
+        held = self.proposals.get(cid)
+        if held is not None and (not held[0].done or now_ms < held[1] + self.retry_ms):
+            return
+        slot = reunion_slot(cid)
+        try:
+            p = self.agreement.propose(slot, MERGE, now_ms, self.propose_timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - refused: logged once, not retried blindly
+            if self.refused.get(cid) != str(exc):
+                log.warning("not proposing %s=merge: %s", slot, exc)
+            self.refused[cid] = str(exc)
+            self.proposals[cid] = (_Done(), now_ms)  # type: ignore[arg-type]
+            return
+        self._count("reunion_auto_proposals")
+        log.info("proposing %s=merge (policy auto_merge=%s)", slot, policy.auto_merge)
+        self.proposals[cid] = (p, now_ms)
+
+    def _join(self, g: Genesis) -> None:
+        cid = g.cluster_id
+        if cid in self.refused and self.refused[cid].startswith("join:"):
+            return
+        path = lineage_dir(self.d, cid)
+        path.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(path / "store.db", NODE_SCHEMA)
+        try:
+            other = self.open_lineage(store, g)
+            self.replica.join_lineage(other)  # type: ignore[call-arg]
+        except (Refused, Rejected, DataDirError) as exc:
+            store.close()
+            self.refused[cid] = f"join: {exc}"
+            log.warning("cannot join lineage %s: %s", cid.hex()[:16], exc)
+            self._count("reunion_join_refused")
+            return
+        except Exception:
+            store.close()
+            raise
+        self.joined[cid] = _Joined(other, store)
+        self._count("lineages_joined")
+        log.info(
+            "joined lineage %s (%s): %d ops held; both DAGs now replicate here",
+            cid.hex()[:16],
+            g.name,
+            other.op_count(),
+        )
+        self.on_change()
+
+    def set_peers(self, own: set[NodeId]) -> None:
+        everyone = own | self.extra_peers()
+        self.replica.set_peers(everyone)
+        for j in self.joined.values():
+            j.replica.set_peers(everyone)
+
+    def _report(self, cid: bytes, now_ms: int) -> None:
+        marker = report_marker(cid)
+        if self.replica.row("kv", (marker,)) is not None:
+            return
+        j = self.joined[cid]
+        report = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]
+        if report is None or report.kept != self.replica.cluster_id:
+            return  # not computable yet, or the other side's nodes write it
+        policy = self.agreement.policy()
+        me = self.identity.node_id
+        if not (policy.can_write(me, "conflicts") and policy.can_write(me, "kv")):
+            return
+        if not self.replica.is_member_now():
+            return
+        value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
+        self.replica.write(
+            [*conflict_mutations(report.entries), Upsert("kv", (marker,), {"value": value})],
+            now_ms,
+        )
+        self._count("reunion_reports")
+        log.info(
+            "reunion with %s: conflict report written (%d entries)",
+            cid.hex()[:16],
+            len(report.entries),
+        )
+
+    async def drive(self, loop: asyncio.AbstractEventLoop, send: Callable[[str, Message], None]) -> None:
+        """Carry out each joined lineage's Ready with its store: durable, then sent."""
+        for j in self.joined.values():
+            while j.replica.has_ready():
+                rd = j.replica.ready()
+                if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
+                    await loop.run_in_executor(None, j.store.commit, rd)
+                for out in rd.messages:
+                    send(out.to, out.message)
+                j.replica.advance(rd)
+
+    def close(self) -> None:
+        for j in self.joined.values():
+            j.store.close()
+        self.joined.clear()
+
+    # -------------------------------------------------------------- queries
+    def info(self) -> list[dict[str, Any]]:
+        out = []
+        for cid, g in sorted(self.met.items()):
+            d = self.agreement.decided(reunion_slot(cid))
+            out.append(
+                {
+                    "genesis": g,
+                    "relation": relate(self.mine, lineage_of(g)).value,
+                    "slot": reunion_slot(cid),
+                    "decided": "" if d is None else str(d.value),
+                    "joined": cid in self.joined,
+                    "reported": self.replica.row("kv", (report_marker(cid),)) is not None
+                    or self._reported_by_other(cid),
+                }
+            )
+        return out
+
+    def _reported_by_other(self, cid: bytes) -> bool:
+        return self.replica.row("kv", (report_marker(self.replica.cluster_id),)) is not None
+
+
+class _Done:
+    """A stand-in for a proposal refused before it started (retried after retry_ms)."""
+
+    done = True
+
