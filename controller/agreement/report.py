@@ -10,7 +10,7 @@ them alone, the same on every node that holds both:
 - A side's writes *apart* are its ops inside its cut, less what both sides share: the
   parent's ops up to the child's fork point, and the seceded founder's fork copy (the
   founder's first ops in a seceded lineage, which re-sign the parent's rows: its op 1, or
-  its ops up to the one that writes kv `lineage/fork-copy` when the copy took several;
+  its ops up to the one that writes kv `fork-copy` when the copy took several;
   decision 0018).
 - A column written apart on both sides with different values is reported (`row_conflicts`
   on the two sides' apart-only tables); a slot decided inside both cuts with different
@@ -40,7 +40,7 @@ from .policy import AgreementReplica
 
 __all__ = ["FORK_COPY_KEY", "Report", "fork_copy_end", "reunion_report"]
 
-FORK_COPY_KEY = "lineage/fork-copy"  # kv row in the last op of a multi-op fork copy
+FORK_COPY_KEY = "fork-copy"  # kv row in the last op of a multi-op fork copy
 
 Vector = dict[NodeId, int]
 

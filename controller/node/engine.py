@@ -392,6 +392,9 @@ class Engine:
                     address = (row.values or {}).get("value")
                     if node_id and isinstance(address, bytes) and node_id != self.node_id:
                         self.on_address(node_id, address.decode(errors="replace"))
+                    elif self.keeper is not None and str(row.key[0]).startswith("genesis/"):
+                        if isinstance(address, bytes):
+                            self.keeper.meet(address)
             self.metrics.inc("ops_stored", len(rd.ops))
             for op in rd.ops:
                 if op.body.kind != "rows":

@@ -7,14 +7,18 @@ On disk, beside the node's own `genesis.cbor` and `store.db`:
     lineages/<cluster id>/members.cbor   its members' keys when known (the parent's)
     lineages/<cluster id>/store.db       this node's store of it (the parent's old store
                                          after a secession; created when a merge joins it)
-    seceding.cbor                        a secession in progress (the new genesis): moving
-                                         genesis.cbor and store.db is finished on start
+    moving.cbor                          a move in progress (the genesis of the lineage
+                                         the node moves into): finished on start
 
 The `Keeper` runs inside the engine's round (one task owns every replica): it relates
 lineages met through peers' Hello, proposes `merge` when the access policy's `auto_merge`
 covers the relation, joins the other DAG once `reunion/<other>` is decided `merge` here
 (again after every restart), drives each joined replica's Ready with its own store, and
-has a node of the kept lineage write the report (controller.agreement.report).
+has a node of the kept lineage write the report (controller.agreement.report). Once the
+report is written, a node of a lineage that seceded from the other one *returns home*: the
+parent becomes its own lineage again (it is still one of the parent's voters, with its old
+chain in the parent's store) and its seceded lineage stays joined, read-only. From then on
+every slot is decided by the parent's voters, the seceded ones among them.
 """
 
 from __future__ import annotations
@@ -60,15 +64,17 @@ from controller.store import SqliteStore
 from .datadir import DataDir, DataDirError
 
 __all__ = [
+    "GENESIS_PREFIX",
     "NODE_SCHEMA",
     "Keeper",
     "LineageError",
-    "begin_secession",
+    "begin_move",
     "check_notice",
-    "finish_secession",
+    "finish_move",
     "held_lineages",
     "keep_genesis",
     "lineage_dir",
+    "genesis_key",
     "report_marker",
 ]
 
@@ -76,6 +82,12 @@ log = logging.getLogger("synod.lineage")
 
 NODE_SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
 REPORT_PREFIX = "reunion/"  # kv "reunion/<other cluster id>": the report for it is written
+GENESIS_PREFIX = "genesis/"  # kv "genesis/<cluster id>": another lineage's genesis, so every
+# node of this lineage learns of a lineage one of them met (even if it never meets it)
+
+
+def genesis_key(cluster_id: bytes) -> str:
+    return f"{GENESIS_PREFIX}{cluster_id.hex()}"
 
 
 class LineageError(Exception):
@@ -148,36 +160,44 @@ def _members_of(d: DataDir, genesis: Genesis) -> dict[NodeId, bytes]:
     return out
 
 
-def begin_secession(
-    d: DataDir, old: Genesis, new: Genesis, old_members: dict[NodeId, bytes]
+def begin_move(
+    d: DataDir, current: Genesis, target: Genesis, members: dict[NodeId, bytes] | None = None
 ) -> None:
-    """Record a secession (the node's store must be closed before finish_secession)."""
-    keep_genesis(d, old, old_members)
-    _write_atomic(d.path / "seceding.cbor", new.raw)
+    """Record a move into `target` (a new seceded lineage, or home to the parent); the
+    node's store must be closed before finish_move carries it out."""
+    keep_genesis(d, current, members)
+    keep_genesis(d, target)
+    _write_atomic(d.path / "moving.cbor", target.raw)
 
 
-def finish_secession(d: DataDir) -> Genesis | None:
-    """Finish a recorded secession (idempotent; also after a crash half-way): the old
-    lineage's genesis, store and join bundle move under lineages/, the new genesis becomes
-    the node's. Returns the new genesis, or None when none was in progress."""
-    marker = d.path / "seceding.cbor"
+def finish_move(d: DataDir) -> Genesis | None:
+    """Finish a recorded move (idempotent; also after a crash half-way): the current
+    lineage's genesis, store and join bundle go under lineages/<its id>/, the target's
+    store (if this node has one, e.g. the parent's) comes out of lineages/<target id>/,
+    and the target's genesis becomes the node's. Returns the target, or None."""
+    marker = d.path / "moving.cbor"
     if not marker.exists():
         return None
     try:
-        new = decode_genesis(marker.read_bytes())
+        target = decode_genesis(marker.read_bytes())
     except Rejected as exc:
         raise DataDirError(f"{marker}: invalid genesis: {exc}") from None
     current = d.genesis()
-    if current is not None and current.cluster_id != new.cluster_id:
-        target = lineage_dir(d, current.cluster_id)
+    if current is not None and current.cluster_id != target.cluster_id:
+        away, home = lineage_dir(d, current.cluster_id), lineage_dir(d, target.cluster_id)
         keep_genesis(d, current)
-        for name in ("store.db", "store.db-wal", "store.db-shm", "join.cbor"):
-            src, dst = d.path / name, target / name
+        names = ("store.db", "store.db-wal", "store.db-shm", "join.cbor")
+        for name in names:
+            src, dst = d.path / name, away / name
             if src.exists() and not dst.exists():
                 os.replace(src, dst)
-        _write_atomic(d.genesis_file, new.raw)
+        for name in names:
+            src, dst = home / name, d.path / name
+            if src.exists() and not dst.exists():
+                os.replace(src, dst)
+        _write_atomic(d.genesis_file, target.raw)
     marker.unlink()
-    return new
+    return target
 
 
 def check_notice(current: Genesis, new: Genesis, me: NodeId, caller: NodeId) -> None:
@@ -236,6 +256,10 @@ class Keeper:
         self.rng = random.Random()
         self.counters: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
+        # move home into the parent lineage (set by the server; called once)
+        self.on_return: Callable[[Genesis], None] | None = None
+        self.returning = False
+        self._announce: set[bytes] = set()  # met lineages whose genesis row to write
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -255,6 +279,7 @@ class Keeper:
         relation = relate(self.mine, lineage_of(g))
         keep_genesis(self.d, g)
         self.met[g.cluster_id] = g
+        self._announce.add(g.cluster_id)
         self.members[g.cluster_id] = dict(g.member_ids)
         self._count("lineages_met")
         log.info(
@@ -285,9 +310,17 @@ class Keeper:
         return out
 
     # -------------------------------------------------------------- the round
+    def rejoin(self) -> None:
+        """On start: join again every lineage this side decided to merge with."""
+        for cid, g in sorted(self.met.items()):
+            d = self.agreement.decided(reunion_slot(cid))
+            if cid not in self.joined and d is not None and value_key(d.value) == value_key(MERGE):
+                self._join(g)
+
     def step(self, now_ms: int) -> None:
         """Join where this side decided merge; propose merge where policy says so; write
         the report of a joined lineage once both decisions are held."""
+        self._write_genesis_rows(now_ms)
         for cid, g in sorted(self.met.items()):
             if cid in self.joined:
                 continue
@@ -298,6 +331,41 @@ class Keeper:
                 self._auto_propose(cid, g, now_ms)
         for cid in sorted(self.joined):
             self._report(cid, now_ms)
+            self._return(cid)
+
+    def _return(self, cid: bytes) -> None:
+        """A seceded node goes home to the parent once the report of their reunion is
+        written (by the parent's nodes): see the module docstring."""
+        if self.returning or self.on_return is None or self.mine.parent != cid:
+            return
+        if self.replica.row("kv", (report_marker(self.replica.cluster_id),)) is None:
+            return
+        parent = self.joined[cid].replica
+        voters = getattr(parent, "ledger").membership.voters
+        if self.identity.node_id not in voters:
+            if "return" not in self.refused:
+                log.warning("not returning to %s: this node is no longer one of its voters "
+                            "(join it again with `synod join`)", cid.hex()[:16])
+                self.refused["return"] = "not a voter"
+            return
+        self.returning = True
+        self._count("lineage_returns")
+        log.info("reunion with %s done: returning home to it", cid.hex()[:16])
+        self.on_return(self.met[cid])
+
+    def _write_genesis_rows(self, now_ms: int) -> None:
+        """Tell this lineage's other nodes of the lineages met here (kv genesis/<id>)."""
+        todo = [c for c in sorted(self._announce)
+                if self.replica.row("kv", (genesis_key(c),)) is None]
+        self._announce.clear()
+        me = self.identity.node_id
+        if not todo or not self.agreement.policy().can_write(me, "kv"):
+            return
+        if not self.replica.is_member_now():
+            return
+        self.replica.write(
+            [Upsert("kv", (genesis_key(c),), {"value": self.met[c].raw}) for c in todo], now_ms
+        )
 
     def _auto_propose(self, cid: bytes, g: Genesis, now_ms: int) -> None:
         relation = relate(self.mine, lineage_of(g))

@@ -31,12 +31,13 @@ from .datadir import DataDir, DataDirError
 from .engine import Engine
 from .join import JoinError, read_bundle
 from .lineages import (
+    GENESIS_PREFIX,
     NODE_SCHEMA,
     Keeper,
     LineageError,
-    begin_secession,
+    begin_move,
     check_notice,
-    finish_secession,
+    finish_move,
     held_lineages,
     lineage_dir,
 )
@@ -109,7 +110,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
     """Open the store and replica of the node's lineage (finishing a recorded secession
     first), its agreement, engine, links and other lineages. Returns the core and the
     config with the peers of a join bundle filled in."""
-    finish_secession(d)
+    finish_move(d)
     genesis = d.genesis()
     if genesis is None:
         raise NodeError(
@@ -191,6 +192,10 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         keeper = Keeper(d, identity, replica, agreement, open_lineage,
                         propose_timeout_ms=cfg.agreement.propose_timeout_ms)
         engine.set_keeper(keeper)
+        for (key,), values in replica.rows("kv").items():  # lineages another node met
+            if isinstance(key, str) and key.startswith(GENESIS_PREFIX):
+                keeper.meet(values.get("value") or b"")
+        keeper.rejoin()
     links = PeerLinks(engine, cfg.peer, peer_creds, metrics)
     if not cfg.peer.advertise:
         links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
@@ -225,10 +230,21 @@ class _Secession:
         members = dict(core.engine.members)
         if core.agreement is not None:
             members.update(core.agreement.membership().voters)
-        begin_secession(self.d, core.genesis, new, members)
+        begin_move(self.d, core.genesis, new, members)
         self.done.clear()
         self.requested.set()
         await asyncio.wait_for(self.done.wait(), 60)
+
+    def go_home(self, parent) -> None:
+        """The keeper's on_return: move back into the parent lineage after a reunion (the
+        engine round calls this; the move itself happens in serve()'s loop)."""
+        core = self.core
+        assert core is not None
+        log.warning("returning home to lineage %s (%s); %s stays joined, read-only",
+                    parent.cluster_id.hex()[:16], parent.name, core.genesis.cluster_id.hex()[:16])
+        begin_move(self.d, core.genesis, parent)
+        self.done.clear()
+        self.requested.set()
 
     async def adopt(self, new, caller: str) -> None:
         """PeerService.Secede: another seceding voter tells us to move."""
@@ -308,7 +324,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     """Run the node until stop is set; announce(json line) once it listens."""
     d = DataDir(Path(cfg.data))
     identity = d.identity()
-    finish_secession(d)
+    finish_move(d)
     if d.genesis() is None:
         raise NodeError(
             f"{d.genesis_file}: missing; this node is in no cluster yet "
@@ -333,6 +349,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
     secession = _Secession(d, identity)
     secession.core = core
+    if core.keeper is not None:
+        core.keeper.on_return = secession.go_home
     api = Api(core.engine, cfg.api, metrics, core.links, str(d.store_file))
     api.secession = secession
     peer_servicer = PeerServicer(core.engine, cfg.peer, metrics)
@@ -430,6 +448,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
             await core.close()
             core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
             secession.core = core
+            if core.keeper is not None:
+                core.keeper.on_return = secession.go_home
             api.rebind(core.engine, core.links)
             peer_servicer.engine = core.engine
             gauges(core)

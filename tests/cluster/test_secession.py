@@ -3,8 +3,9 @@
 Node 2 is cut off; its operator secedes it (a new lineage of one voter), so it decides
 alone. Both sides write the same key and decide the same slot differently. After the
 heal each side votes merge; every node then holds both DAGs (equal op-set and state
-digests), the conflict report names the slot and the row with both values, and a node
-restarted afterwards joins the other lineage again from its own stores.
+digests), the conflict report names the slot and the row with both values, node 2
+returns home to the parent lineage (slots are decided by all three again), and after a
+restart it joins its seceded lineage again from its own stores.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def _lineage(cluster, i: int):
         return c.call(c.lineage.GetLineage, nb.GetLineageRequest())
 
 
+def _slot_value(cluster, i: int, slot: str):
+    with cluster.client(i) as c:
+        r = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot=slot))
+    return decode(r.value) if r.decided else None
+
+
 def _conflicts(cluster, i: int) -> dict[tuple[str, str], tuple[str, str]]:
     with cluster.client(i) as c:
         r = c.call(c.cluster.ListConflicts, nb.ListConflictsRequest())
@@ -130,11 +137,20 @@ def test_secede_decide_apart_then_reunite_with_a_conflict_report(make_cluster):
     assert wait_for(lambda: all(_conflicts(cluster, i) == expected for i in range(3)), 20), [
         _conflicts(cluster, i) for i in range(3)
     ]
-    assert all(m.joined and m.reported for m in _lineage(cluster, 2).met)
+
+    # The report written, node 2 returns home: the parent is its lineage again, its
+    # seceded lineage stays joined (read-only), and slots are decided by all three.
+    assert wait_for(lambda: _lineage(cluster, 2).lineage.cluster_id == a_id, 20)
+    assert [(m.lineage.cluster_id, m.joined) for m in _lineage(cluster, 2).met] == [(b_id, True)]
+    assert _propose(cluster, 2, "alloc/pool/2", "together") == "together"
+    assert wait_for(lambda: _slot_value(cluster, 0, "alloc/pool/2") == "together", 10)
 
     # A restarted node joins the other lineage again from its stores; writes still merge.
     cluster.nodes[2].stop()
     cluster.nodes[2].start()
+    assert _lineage(cluster, 2).lineage.cluster_id == a_id
+    assert [(m.lineage.cluster_id, m.joined) for m in _lineage(cluster, 2).met] == [(b_id, True)]
     _put(cluster, 2, "after", b"restart")
     assert wait_for(lambda: _get(cluster, 0, "after") == b"restart", 20)
     assert wait_for(lambda: len(_digests(cluster)) == 1, 30), _digests(cluster)
+    assert all(_conflicts(cluster, i) == expected for i in range(3))
