@@ -1,8 +1,11 @@
-"""Seeded secession-then-reunion runs: agreement, validity and certificates on both sides of the
-split and after the merge, equal op-set and state digests after the merge (both DAGs joined on
-every node), and exactly the expected conflicts.
+"""Seeded secession-then-reunion runs: a split in the middle of traffic, agreement, validity and
+certificates (under each lineage's membership chain) on every side and after the merge, equal
+op-set and state digests after the merge (both DAGs joined on every node), and exactly the
+conflicts the oracle predicts — for a parent and its seceded side, with membership changes
+while apart, and for two seceded siblings.
 
-Default: 60 seeds (~6 s). More: SYNOD_REUNION_SEEDS=2000 (first seed: SYNOD_REUNION_FIRST_SEED).
+Default: 40 seeds of the parent story and 10 of the sibling one (~13 s). More:
+SYNOD_REUNION_SEEDS=2000 (first seed: SYNOD_REUNION_FIRST_SEED).
 A failure prints its seed and the one command that replays it.
 """
 
@@ -12,10 +15,14 @@ import os
 
 import pytest
 
+import controller.sim.reunion as reunion
+from controller.agreement import Membership
+from controller.agreement.lineage import MERGE
 from controller.replication import Replica
+from controller.sim import reunion_story as story
 from controller.sim.reunion import ReunionSim, ReunionSimConfig, ReunionSimFailure, run_reunion_seed
 
-SEEDS = int(os.environ.get("SYNOD_REUNION_SEEDS", 60))
+SEEDS = int(os.environ.get("SYNOD_REUNION_SEEDS", 40))
 FIRST = int(os.environ.get("SYNOD_REUNION_FIRST_SEED", 0))
 
 
@@ -26,16 +33,109 @@ def test_seed(seed):
     except ReunionSimFailure as exc:
         pytest.fail(str(exc), pytrace=False)
     assert result.slot_conflicts >= 1  # the final contested slot decides on both sides
+    assert result.relation == "b_seceded_from_a"
+
+
+@pytest.mark.parametrize("seed", range(FIRST, FIRST + SEEDS // 4))
+def test_sibling_seed(seed):
+    try:
+        result = run_reunion_seed(seed, siblings=1)
+    except ReunionSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert result.slot_conflicts >= 1 and result.relation == "siblings"
+
+
+def failures(seeds, **overrides) -> list[str]:
+    out = []
+    for seed in seeds:
+        try:
+            run_reunion_seed(seed, **overrides)
+        except ReunionSimFailure as exc:
+            out.append(str(exc))
+    return out
 
 
 def test_both_ways_of_deciding_merge():
-    assert run_reunion_seed(5, auto_merge=True).auto_merged
-    assert not run_reunion_seed(5, auto_merge=False).auto_merged
+    assert run_reunion_seed(5, auto_merge=True, siblings=0).auto_merged
+    assert not run_reunion_seed(5, auto_merge=False, siblings=0).auto_merged
 
 
 def test_a_3_2_split_with_colliding_writes():
-    result = run_reunion_seed(1, nodes=5, seceders=2, keys=2, writes=8, contested=3)
+    result = run_reunion_seed(
+        1, nodes=5, seceders=2, siblings=0, keys=2, writes=8, contested=3, one_sided=0
+    )
     assert result.slot_conflicts == 4 and result.row_conflicts >= 1
+
+
+def test_the_split_comes_in_the_middle_of_traffic():
+    """Writes made before the split that only one side held at the fork are common."""
+    results = [run_reunion_seed(seed) for seed in range(1, 5)]
+    assert all(r.split_one_side for r in results)
+
+
+def test_the_oracle_goes_by_the_fork_vector_not_by_wall_time(monkeypatch):
+    """A parent write made before the split that the seceding founder never received is
+    'after the fork': an oracle that goes by wall time disagrees with the report."""
+
+    def by_wall_time(self):
+        pre = (w.fork or w.value.startswith(b"pre") for w in self.latest.values())
+        return {k: w for (k, w), p in zip(self.latest.items(), pre, strict=True) if not p}
+
+    monkeypatch.setattr(story.SideRecord, "since_fork", by_wall_time)
+    (found,) = failures([2])
+    assert "conflict report" in found
+
+
+def test_a_fork_copy_written_now_loses_parent_writes_silently():
+    """Decision 0016's fork copy (the parent's rows re-signed at the secession) beats every
+    parent write made after the fork point but before the secession: the merge discards it
+    with no report entry. The simulator's copy is older than every parent version."""
+    (found,) = failures([10], fork_copy="now")
+    assert "silently lost" in found and "fork copy" in found
+    assert "--set fork_copy=now" in found
+
+
+def test_the_parent_changes_its_membership_while_apart(monkeypatch):
+    """A spare joins and a seceded voter leaves on the parent's side; every certificate is
+    verified under the membership chain in force (membership 0 alone refuses later ones)."""
+    result = run_reunion_seed(2, siblings=0, joins=1, leaves=1)
+    assert result.membership_version == 2 and result.relation == "b_seceded_from_a"
+
+    def genesis_only(decisions, genesis):
+        return {0: Membership.from_genesis(genesis)}
+
+    monkeypatch.setattr(story, "verified_chain", genesis_only)
+    (found,) = failures([2], siblings=0, joins=1, leaves=1)
+    assert "membership 1 unknown" in found
+
+
+@pytest.mark.parametrize("nodes,seceders,siblings", [(5, 2, 1), (3, 1, 1)])
+def test_siblings_reunite_by_an_operator_vote(nodes, seceders, siblings):
+    """Two sides secede from one parent; they reunite without it. Automatic merge does not
+    cover siblings; the winner has more voters, then the smaller cluster id."""
+    sim = ReunionSim(
+        ReunionSimConfig.from_seed(
+            4, nodes=nodes, seceders=seceders, siblings=siblings, auto_merge=True
+        )
+    )
+    result = sim.run()
+    assert result.relation == "siblings" and not result.auto_merged
+    b, c = sim.pair
+    if len(b.nodes) != len(c.nodes):
+        assert sim.kept is max((b, c), key=lambda s: len(s.nodes))
+    else:
+        assert sim.kept is min((b, c), key=lambda s: s.cluster)
+    for n in b.nodes + c.nodes:
+        r = sim.nodes[n].replica
+        assert {r.cluster_id, *r.lineages()} == {b.cluster, c.cluster}
+    for n in sim.sides["A"].nodes:  # the parent stays apart
+        assert not sim.nodes[n].replica.lineages()
+
+
+def test_siblings_never_merge_by_policy(monkeypatch):
+    monkeypatch.setattr(reunion.story, "auto_reunion_value", lambda policy, relation: MERGE)
+    (found,) = failures([4], siblings=1, auto_merge=True)
+    assert "auto-merge" in found and "siblings" in found
 
 
 def test_the_checks_bite(monkeypatch):
@@ -45,25 +145,21 @@ def test_the_checks_bite(monkeypatch):
         self._opset_pending.append(op.id)
 
     monkeypatch.setattr(Replica, "_absorb", ops_only)
-    failures = 0
-    for seed in range(10):
-        try:
-            run_reunion_seed(seed)
-        except ReunionSimFailure as exc:
-            failures += 1
-            assert "merged cluster not settled" in str(exc) or "merged rows" in str(exc)
-    assert failures
+    found = failures([2, 3, 9])
+    assert len(found) == 3
+    assert all("merged cluster not settled" in f or "merged rows" in f for f in found)
 
 
 def test_a_merge_joins_the_dags_not_a_copy():
     """Every node ends with both lineages' ops: its own and the other one joined."""
     sim = ReunionSim(ReunionSimConfig.from_seed(3))
     sim.run()
-    digests = {sim.nodes[n].replica.op_digest() for n in sim.everyone}
-    assert len(digests) == 1
-    for n in sim.everyone:
+    x, y = sim.pair
+    both = x.nodes + y.nodes
+    assert len({sim.nodes[n].replica.op_digest() for n in both}) == 1
+    for n in both:
         r = sim.nodes[n].replica
-        assert {r.cluster_id, *r.lineages()} == {sim.lin_a.cluster_id, sim.lin_b.cluster_id}
+        assert {r.cluster_id, *r.lineages()} == {x.cluster, y.cluster}
 
 
 def test_a_failure_names_its_replay_command():
