@@ -7,13 +7,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.replication import NodeId, Rejected
+from controller.replication import NodeId, OpId, Rejected
 from controller.replication.encoding import check_plain
 
 from .certificate import Decision
 from .errors import Reason, Refused, UsageError
 from .ledger import Indexed, Ledger
-from .membership import Membership, check_change, membership_slot, membership_version_of
+from .membership import (
+    EQUIVOCATION,
+    Membership,
+    check_change,
+    membership_slot,
+    membership_version_of,
+)
 from .messages import (
     Accept,
     Accepted,
@@ -30,7 +36,7 @@ from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result
 from .rbac import AccessPolicy, check_policy, policy_slot, policy_version_of
 
-__all__ = ["AgreementConfig", "Agreement", "Outcome", "Proposal", "Status", "Watch"]
+__all__ = ["AgreementConfig", "Agreement", "Expulsion", "Outcome", "Proposal", "Status", "Watch"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class AgreementConfig:
     timeout_ms: int = 10_000  # default time a proposal may take before "no quorum reachable"
     proposals_max: int = 256  # live local proposals
     deferred_max: int = 1_024  # votes held until the membership they name is known
+    # Proven equivocators (decision 0017): propose removing a voter the evidence names.
+    expel_equivocators: bool = True
+    expel_attempts_max: int = 3  # proposals per offender per membership version
+    expel_retry_ms: int = 2_000  # after an attempt that ended without removing the offender
 
 
 class Status(StrEnum):
@@ -76,6 +86,18 @@ class Proposal:
     @property
     def done(self) -> bool:
         return self.outcome is not None
+
+
+@dataclass
+class Expulsion:
+    """This node's attempts to remove one proven equivocator (decision 0017)."""
+
+    evidence: tuple[OpId, ...]  # the first proof this node learned: two op ids
+    mv: int = -1  # the membership version the counts below belong to
+    attempts: int = 0  # proposals started under mv
+    next_ms: int = 0  # no new attempt before this
+    proposal: Proposal | None = None  # the latest attempt
+    noted: bool = False  # a give-up under mv was counted
 
 
 @dataclass
@@ -117,6 +139,8 @@ class Agreement:
         self.watches: list[Watch] = []
         self._deferred: list[Indexed] = []
         self._refused: set[tuple[str, Ballot, str]] = set()
+        self.expulsions: dict[NodeId, Expulsion] = {}  # proven equivocators, by author
+        self._conflicts_seen = 0  # ledger.conflicts looked at (recovered ones count too)
         self._now_ms = 0
         self._sync_peers()
 
@@ -152,6 +176,12 @@ class Agreement:
             check_plain(value)
         except Rejected as exc:
             raise UsageError(f"value must be plain CBOR: {exc}") from None
+        p = self._add_proposal(slot, value, now_ms, timeout_ms)
+        self.step(now_ms)
+        return p
+
+    def _add_proposal(self, slot: str, value: Any, now_ms: int, timeout_ms: int | None) -> Proposal:
+        """Register a proposal (refused at once if a local check fails); step() drives it."""
         live = [p for p in self.proposals if not p.done]
         if len(live) >= self.config.proposals_max:
             raise UsageError(f"more than {self.config.proposals_max} live proposals")
@@ -163,7 +193,6 @@ class Agreement:
         except Refused as exc:
             p.outcome = Outcome(slot, Status.REFUSED, None, f"{exc.reason.value}: {exc.detail}")
             self.counters[exc.reason] += 1
-        self.step(now_ms)
         return p
 
     def propose_join(
@@ -175,7 +204,7 @@ class Agreement:
         return self.propose(membership_slot(m.version + 1), value, now_ms, **kw)
 
     def propose_leave(self, node: NodeId, now_ms: int, **kw: Any) -> Proposal:
-        """Remove a voter (also how members expel a proven equivocator)."""
+        """Remove a voter. step() proposes a proven equivocator's removal by itself (0017)."""
         m = self.ledger.membership
         return self.propose(membership_slot(m.version + 1), m.left(node).to_value(), now_ms, **kw)
 
@@ -209,6 +238,8 @@ class Agreement:
             for item in deferred:
                 self._react(item)
             ledger.catch_up()
+        if self.config.expel_equivocators:
+            self._expel(now_ms)
         self._drive(now_ms)
 
     def _sync_peers(self) -> None:
@@ -290,6 +321,67 @@ class Agreement:
         self.replica.emit(kind, data, self._now_ms)
         self.ledger.catch_up()
 
+    # ------------------------------------------------------------------ equivocators
+    def _learn_evidence(self) -> None:
+        """Note every author the replica or the ledger holds proof against (first proof kept)."""
+        # The replica's fork proofs are not public API yet (docs: limits); the pair it
+        # sends to peers in sync answers is the one cited. Proofs are sorted so that
+        # peers that learned them in another order propose the same value.
+        proofs = self.replica.dag.fork_proof
+        for author in sorted(self.replica.forks()):
+            if author not in self.expulsions:
+                self.expulsions[author] = Expulsion(tuple(sorted(proofs[author])))
+        conflicts = self.ledger.conflicts
+        for c in conflicts[self._conflicts_seen :]:
+            if c.author not in self.expulsions:
+                self.expulsions[c.author] = Expulsion(tuple(sorted(c.ops)))
+        self._conflicts_seen = len(conflicts)
+
+    def _expel(self, now_ms: int) -> None:
+        """Propose removing a proven equivocator that is still a voter (decision 0017).
+
+        One membership change at a time: nothing while a local proposal for the next
+        membership slot is live; offenders in id order, so that every honest voter
+        proposes the same removal first; at most expel_attempts_max attempts per offender
+        per membership version, expel_retry_ms apart. A change decided in between (maybe
+        another's) opens a new version, and the offender, if still a voter, is tried again.
+        """
+        self._learn_evidence()
+        m = self.ledger.membership
+        if not self.expulsions or self.node_id not in m.voters:
+            return  # only voters propose; a removed node authors nothing
+        slot = membership_slot(m.version + 1)
+        live = [p for p in self.proposals if not p.done]
+        if any(p.slot == slot for p in live) or len(live) >= self.config.proposals_max:
+            return  # the slot is in use here (or no room): try again once that ends
+        cfg = self.config
+        for offender, e in sorted(self.expulsions.items()):
+            if offender == self.node_id or offender not in m.voters:
+                continue  # never ourselves; a non-voter has nothing to lose
+            if len(m.voters) < 2:
+                continue  # never below one voter (unreachable: we and it are both voters)
+            if e.mv != m.version:  # a new membership: a fresh budget
+                e.mv, e.attempts, e.next_ms, e.noted, e.proposal = m.version, 0, now_ms, False, None
+            elif e.proposal is not None and e.proposal.done:  # ended without removing it
+                e.next_ms, e.proposal = now_ms + cfg.expel_retry_ms, None
+            if now_ms < e.next_ms:
+                continue
+            give_up = ""
+            if not self.ledger.policy.can_propose(self.node_id, slot_kind(slot)):
+                give_up = "expel_forbidden"  # our role may not propose membership changes
+            elif e.attempts >= cfg.expel_attempts_max:
+                give_up = "expel_given_up"
+            if give_up:
+                if not e.noted:
+                    e.noted = True
+                    self.counters[give_up] += 1
+                continue
+            value = m.left(offender, EQUIVOCATION, e.evidence).to_value()
+            e.proposal = self._add_proposal(slot, value, now_ms, None)
+            e.attempts += 1
+            self.counters["expel_proposed"] += 1
+            return  # one membership change at a time
+
     # ------------------------------------------------------------------ proposer
     def _drive(self, now_ms: int) -> None:
         for p in self.proposals:
@@ -307,12 +399,12 @@ class Agreement:
             p.outcome = Outcome(p.slot, Status.REFUSED, None, "not_voter: no longer a member")
             return
         if now_ms >= p.deadline_ms:
-            voters = len(ledger.membership.voters)
+            count = len(ledger.membership.voters)
             p.outcome = Outcome(
                 p.slot,
                 Status.NO_QUORUM,
                 None,
-                f"no quorum reachable: at best {p.best_answers} of {voters} voters answered",
+                f"no quorum reachable: at best {p.best_answers} of {count} voters answered",
             )
             self.counters[Reason.NO_QUORUM] += 1
             return

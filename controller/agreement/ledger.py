@@ -33,7 +33,7 @@ from .messages import (
 )
 from .rbac import AccessPolicy, policy_version_of
 
-__all__ = ["Ledger", "LogSource", "SlotRecord", "Indexed"]
+__all__ = ["ConflictingVotes", "Ledger", "LogSource", "SlotRecord", "Indexed"]
 
 
 class LogSource(Protocol):
@@ -48,6 +48,16 @@ class Indexed:
 
     op: Op
     msg: VoteMessage
+
+
+@dataclass(frozen=True)
+class ConflictingVotes:
+    """Evidence: one author's two accepted votes in one ballot, for different values."""
+
+    author: NodeId
+    slot: str
+    ballot: Ballot
+    ops: tuple[OpId, OpId]  # the vote indexed first, then the one that contradicts it
 
 
 @dataclass
@@ -85,7 +95,7 @@ class Ledger:
         self.slots: dict[str, SlotRecord] = {}
         self.keys: dict[NodeId, bytes] = dict(genesis.member_ids)
         self.counters: Counter[str] = Counter()
-        self.conflicts: list[tuple[NodeId, str, Ballot]] = []  # conflicting votes: evidence
+        self.conflicts: list[ConflictingVotes] = []  # evidence against their authors, in log order
         self.fresh: list[Indexed] = []  # indexed since the engine last looked
         self.decisions: list[Decision] = []  # decided since the engine last looked
         self.promised: dict[str, Ballot] = {}  # this node's acceptor state, from its own ops
@@ -145,9 +155,11 @@ class Ledger:
     def _accepted(self, op: Op, msg: Accepted, rec: SlotRecord) -> None:
         key = value_key(msg.value)
         by_value = rec.accepted.setdefault(msg.ballot, {})
-        if any(op.author in votes for k, votes in by_value.items() if k != key):
+        earlier = [v[op.author] for k, v in by_value.items() if k != key and op.author in v]
+        if earlier:
             self.counters[Reason.CONFLICTING_VOTES] += 1
-            self.conflicts.append((op.author, msg.slot, msg.ballot))
+            proof = (earlier[0].id, op.id)
+            self.conflicts.append(ConflictingVotes(op.author, msg.slot, msg.ballot, proof))
             return
         rec.values.setdefault(key, msg.value)
         by_value.setdefault(key, {})[op.author] = op

@@ -21,16 +21,23 @@ from controller.agreement import (
     membership_version_of,
     verify_certificate,
 )
+from controller.agreement.membership import EQUIVOCATION
 from controller.agreement.messages import value_key
 from controller.replication import (
     Config,
     Identity,
     NodeId,
+    OpBatch,
+    OpId,
     Ready,
     Rejected,
+    RowMutation,
+    RowsBody,
+    Upsert,
     decode_message,
     encode_message,
     make_genesis,
+    sign_op,
 )
 from controller.store import MemoryStore
 
@@ -64,6 +71,10 @@ class AgreementSimConfig:
     delay_ms_max: int = 60
     partitions: int = 1
     crashes: int = 1
+    # Founders that fork their chain once during the chaos (two ops, one seq) and go
+    # offline: the others must expel each one, by a decided leave their engines propose
+    # (decision 0017). Not derived from the seed: test_sim runs its own seeds with it.
+    equivocators: int = 0
     tick_ms: int = 50
 
     @classmethod
@@ -160,6 +171,8 @@ class AgreementSim:
         self.messages = 0
         self.no_quorum = 0
         self.last_learned_ms = 0
+        self.forged: dict[NodeId, set[OpId]] = {}  # equivocator -> the two ops it signed
+        self.silenced: set[NodeId] = set()  # equivocators, offline for good
         for node in self.nodes.values():
             self._start(node)
 
@@ -211,9 +224,25 @@ class AgreementSim:
                     f"agreement: {d.slot} decided {d.value!r} at {node.id[:8]}, "
                     f"another value at {first[1][:8]}"
                 )
-            if key not in self.proposed.get(d.slot, set()):
+            if key not in self.proposed.get(d.slot, set()) and not self._expulsion(node, d):
                 raise self.fail(f"validity: {d.slot} decided {d.value!r}, never proposed")
             self.last_learned_ms = self.time_ms
+
+    def _expulsion(self, node: SimNode, d: Decision) -> bool:
+        """Validity of a value an engine proposed by itself: the removal of a voter the
+        simulator made equivocate, citing exactly the two ops it signed."""
+        version = membership_version_of(d.slot)
+        if version is None or node.agreement is None:
+            return False
+        try:
+            m = Membership.from_value(d.value)
+        except Refused:
+            return False
+        previous = node.agreement.ledger.memberships.get(version - 1)
+        if previous is None or m.reason != EQUIVOCATION:
+            return False
+        gone = sorted(set(previous.voters) - set(m.voters))
+        return len(gone) == 1 and set(m.evidence) == self.forged.get(gone[0])
 
     def _pump(self, node: SimNode) -> None:
         r = node.replica
@@ -296,6 +325,9 @@ class AgreementSim:
             self._at(min(cfg.chaos_ms, start + rng.randint(0, 1_500)), "restart", victim)
         if cfg.lagging:
             self._at(rng.randint(0, 500), "isolate", rng.choice(self.founders))
+        if cfg.equivocators:  # no draw otherwise: every other seed runs as it always did
+            for victim in rng.sample(self.founders, min(cfg.equivocators, len(self.founders))):
+                self._at(rng.randint(0, cfg.chaos_ms), "equivocate", victim)
         for t in range(0, cfg.chaos_ms + cfg.quiet_ms_max, cfg.tick_ms):
             self._at(t, "tick")
         self._at(cfg.chaos_ms, "heal")
@@ -324,7 +356,8 @@ class AgreementSim:
             self._membership_change(payload, join=True)
         elif kind == "leave":
             voters = [v for v in self._voters() if v != self.isolated]
-            if len(voters) > 2:
+            silent = len(self.silenced & set(self._voters()))
+            if len(voters) > 2 + silent:  # an equivocator must stay removable without it
                 self._membership_change(rng.choice(voters), join=False)
         elif kind == "partition":
             ids = sorted(self.nodes)
@@ -343,13 +376,45 @@ class AgreementSim:
                 self._crash(node)
         elif kind == "restart":
             node = self.nodes[payload]
-            if node.replica is None:
+            if node.replica is None and node.id not in self.silenced:
                 self.restarts += 1
                 self._start(node)
+        elif kind == "equivocate":
+            self._equivocate(self.nodes[payload])
         elif kind == "final":  # termination: a fresh slot, dueled, once the network is quiet
             voters = self._voters()
             for d in range(min(cfg.duelers, len(voters))):
                 self.propose(voters[d], "placement/final", f"final-{d}", cfg.quiet_ms_max)
+
+    def _equivocate(self, node: SimNode) -> None:
+        """node signs two ops with one seq (as a clone restored from an old backup would),
+        each reaching a live voter directly with the node's whole log (so that it applies
+        there), then goes silent for good (taken offline). Only where the others are a
+        majority without it: otherwise no decided leave can remove it (decision 0017)."""
+        if node.replica is None or node.agreement is None:
+            return  # crashed: it does not equivocate this run
+        voters = node.agreement.membership().voters
+        if node.id not in voters or len(voters) < 3:
+            return
+        others = [v for v in voters if v != node.id and self.nodes[v].replica]
+        if not others:
+            return
+        history = tuple(op.raw for op in node.replica.log())
+        real = node.replica.write([Upsert("kv", ("forked",), {"value": b"one"})], self.now())
+        assert real is not None
+        body = RowsBody((RowMutation("kv", ("forked",), 1, {"value": b"two"}),))
+        twin = sign_op(
+            node.identity, self.genesis.cluster_id, real.seq, real.hlc, real.parents, body
+        )
+        self.forged[node.id] = {real.id, twin.id}
+        for op in (real, twin):  # one voter each (the same one if there is only one)
+            other = self.nodes[self.rng.choice(sorted(others))]
+            assert other.replica is not None
+            batch = OpBatch(self.genesis.cluster_id, node.id, (*history, op.raw))
+            other.replica.receive(batch, self.now())
+            self._step(other)
+        self._crash(node)
+        self.silenced.add(node.id)
 
     def _membership_change(self, subject: NodeId, join: bool) -> None:
         voters = [v for v in self._voters() if self.nodes[v].agreement is not None]
@@ -391,17 +456,28 @@ class AgreementSim:
             and self.nodes[who].agreement
             and p in self.nodes[who].agreement.proposals
         ]
-        if final and not live:
-            voter = self._voters()[0]
-            self.propose(voter, "placement/final", f"final-retry-{len(final)}", 5_000)
+        up = [v for v in self._voters() if self.nodes[v].agreement is not None]
+        if not live and up:
+            self.propose(up[0], "placement/final", f"final-retry-{len(final)}", 5_000)
 
     def _settled(self) -> bool:
-        """The final slot and every membership change are known to every current voter."""
+        """The final slot and every membership change are known to every current voter,
+        and no voter is an equivocator that some voter holds the proof against."""
         voters = self._voters()
         agreements = [self.nodes[v].agreement for v in voters]
         if any(a is None or a.decided("placement/final") is None for a in agreements):
             return False
+        if self._convicted_voters(voters):
+            return False
         return len({a.ledger.mv for a in agreements if a is not None}) == 1
+
+    def _convicted_voters(self, voters: list[NodeId]) -> list[NodeId]:
+        known: set[NodeId] = set()
+        for v in voters:
+            replica = self.nodes[v].replica
+            if replica is not None:
+                known |= set(replica.forks())
+        return sorted(known & set(voters) & set(self.forged))
 
     # -------------------------------------------------------------- checks
     def fail(self, what: str) -> AgreementSimFailure:
@@ -421,10 +497,16 @@ class AgreementSim:
                 else None
                 for v in self._voters()
             }
-            raise self.fail(f"termination: not decided within {cfg.quiet_ms_max} ms: {state}")
+            convicted = [v[:8] for v in self._convicted_voters(self._voters())]
+            raise self.fail(
+                f"termination: not decided within {cfg.quiet_ms_max} ms: {state}"
+                + (f"; equivocators still voting: {convicted}" if convicted else "")
+            )
         counters: dict[str, int] = {}
         for node in self.nodes.values():
             a = node.agreement
+            if node.id in self.silenced:
+                continue  # offline for good
             assert a is not None
             for k, v in (a.ledger.counters + a.counters).items():
                 counters[k] = counters.get(k, 0) + v

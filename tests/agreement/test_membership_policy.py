@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from controller.agreement import AccessPolicy, Ballot, Prepare, Status, to_body
+import pytest
+
+from controller.agreement import (
+    AccessPolicy,
+    Ballot,
+    Membership,
+    Prepare,
+    Reason,
+    Refused,
+    Status,
+    check_change,
+    to_body,
+)
 from controller.replication import Reason as RepReason
 from controller.replication import Upsert
 
@@ -40,6 +52,31 @@ def test_two_changes_at_once_are_refused():
     value = {**both.to_value(), "version": 1}
     p = net[0].agreement.propose("membership/1", value, net.now_ms)
     assert p.outcome.status is Status.REFUSED and p.outcome.reason.startswith("bad_membership")
+
+
+def test_a_removal_may_name_its_reason_and_evidence():
+    net = Net(3, spares=1)
+    m = net[0].agreement.membership()
+    proof = [bytes([1]) * 32, bytes([2]) * 32]
+    plain = m.left(net[2].id).to_value()
+    assert set(plain) == {"version", "voters", "roles"}  # a plain change encodes as before
+    value = m.left(net[2].id, "equivocation", tuple(proof)).to_value()
+    assert value["reason"] == "equivocation" and value["evidence"] == proof
+    new = check_change(m, value)
+    assert new.reason == "equivocation" and list(new.evidence) == proof
+    assert Membership.from_value(new.to_value()) == new
+    joined = m.joined(net[3].identity.public_key).to_value()
+    for bad in [
+        {**value, "reason": "dislike"},
+        {**value, "evidence": []},
+        {**value, "evidence": [b"short"]},
+        {**value, "evidence": [proof[0], proof[0]]},
+        {k: v for k, v in value.items() if k != "evidence"},
+        {**joined, "reason": "equivocation", "evidence": proof},  # only a leave has a reason
+    ]:
+        with pytest.raises(Refused) as exc:
+            check_change(m, bad)
+        assert exc.value.reason is Reason.BAD_MEMBERSHIP
 
 
 def test_leave_and_quorum_of_the_voters_in_force():
