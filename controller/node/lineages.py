@@ -245,10 +245,15 @@ class Keeper:
         self.propose_timeout_ms = propose_timeout_ms
         self.retry_ms = retry_ms
         self.mine: Lineage = lineage_of(replica.genesis)
-        self.met: dict[bytes, Genesis] = held_lineages(d)
-        self.met.pop(replica.cluster_id, None)
+        # On disk (the parent after a secession, lineages met before): their nodes may
+        # say Hello. Met: in contact now (a Hello, or a kv genesis row another node of
+        # this lineage wrote when it met one), or decided about: only those are proposed
+        # about, so a seceded side does not vote on its parent before they meet again.
+        self.held: dict[bytes, Genesis] = held_lineages(d)
+        self.held.pop(replica.cluster_id, None)
+        self.met: dict[bytes, Genesis] = {}
         self.members: dict[bytes, dict[NodeId, bytes]] = {
-            cid: _members_of(d, g) for cid, g in self.met.items()
+            cid: _members_of(d, g) for cid, g in self.held.items()
         }
         self.joined: dict[bytes, _Joined] = {}
         self.proposals: dict[bytes, tuple[Proposal, int]] = {}
@@ -265,8 +270,10 @@ class Keeper:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     # -------------------------------------------------------------- inputs
-    def meet(self, raw: bytes) -> None:
-        """A peer answered Hello with its genesis: note another lineage (checked)."""
+    def meet(self, raw: bytes, via: NodeId = "") -> None:
+        """A peer (`via`) answered Hello with its genesis, or a kv genesis row arrived:
+        note another lineage (checked). A voter of our own secession that has not moved
+        yet answers with our parent: that is no meeting with the parent's side."""
         if not raw:
             return
         try:
@@ -276,11 +283,15 @@ class Keeper:
             return
         if g.cluster_id == self.replica.cluster_id or g.cluster_id in self.met:
             return
+        if via in self.replica.genesis.member_ids and g.cluster_id == self.mine.parent:
+            return
         relation = relate(self.mine, lineage_of(g))
-        keep_genesis(self.d, g)
+        if g.cluster_id not in self.held:
+            keep_genesis(self.d, g)
+            self.held[g.cluster_id] = g
+            self.members[g.cluster_id] = dict(g.member_ids)
         self.met[g.cluster_id] = g
         self._announce.add(g.cluster_id)
-        self.members[g.cluster_id] = dict(g.member_ids)
         self._count("lineages_met")
         log.info(
             "met lineage %s (%s): %s; reunion is decided in %s",
@@ -312,8 +323,10 @@ class Keeper:
     # -------------------------------------------------------------- the round
     def rejoin(self) -> None:
         """On start: join again every lineage this side decided to merge with."""
-        for cid, g in sorted(self.met.items()):
+        for cid, g in sorted(self.held.items()):
             d = self.agreement.decided(reunion_slot(cid))
+            if d is not None:
+                self.met[cid] = g
             if cid not in self.joined and d is not None and value_key(d.value) == value_key(MERGE):
                 self._join(g)
 

@@ -102,7 +102,7 @@ class _Link:
         if hello.cluster_id == engine.replica.cluster_id:
             engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
         elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
-            engine.keeper.meet(hello.genesis)
+            engine.keeper.meet(hello.genesis, self.node_id)
         self.up = True
         log.info("peer %s at %s up", self.node_id, self.address)
         engine.request_sync(self.node_id)  # catch up at once, not at the next random round

@@ -144,6 +144,13 @@ class Cluster:
             if i in (a, b):
                 p.cut()
 
+    def partition(self, *groups: set[int]) -> None:
+        """Cut every link between nodes of different groups (nodes in no group: all cut)."""
+        side = {i: g for g, members in enumerate(groups) for i in members}
+        for (a, b), p in self.proxies.items():
+            if side.get(a, -1 - a) != side.get(b, -1 - b):
+                p.cut()
+
     def heal(self) -> None:
         for p in self.proxies.values():
             p.heal()

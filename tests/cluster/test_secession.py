@@ -18,7 +18,7 @@ import grpc
 import pytest
 from synod.v1 import northbound_pb2 as nb
 
-from controller.node import codec
+from controller.node import codec, datadir
 from controller.node.client import ClientError
 from controller.replication import decode, encode
 
@@ -154,3 +154,38 @@ def test_secede_decide_apart_then_reunite_with_a_conflict_report(make_cluster):
     assert wait_for(lambda: _get(cluster, 0, "after") == b"restart", 20)
     assert wait_for(lambda: len(_digests(cluster)) == 1, 30), _digests(cluster)
     assert all(_conflicts(cluster, i) == expected for i in range(3))
+
+
+def test_two_voters_secede_together_and_merge_back_by_policy(make_cluster, monkeypatch):
+    """5 nodes split 3|2; node 3 secedes with node 4 (told over the peer API). The policy
+    says auto_merge=related, so after the heal both sides vote merge by themselves."""
+    access = {**datadir.GENESIS_POLICY["access"], "auto_merge": "related"}
+    monkeypatch.setattr(datadir, "GENESIS_POLICY", {"access": access})
+    cluster = make_cluster(5)
+    assert wait_for(lambda: all(_lineage(cluster, i) for i in range(5)), 15)  # token synced
+    a_id = _lineage(cluster, 0).lineage.cluster_id
+    ids = [n.info["node_id"] for n in cluster.nodes]
+
+    cluster.partition({0, 1, 2}, {3, 4})
+    done = _cli(cluster, 3, "secede", ids[4][:10], "--confirmed-by", "ops", "--yes")
+    b_id = done["cluster_id"]
+    assert sorted(done["moved"]) == sorted(ids[3:]) and not done.get("unreached"), done
+    assert wait_for(lambda: _lineage(cluster, 4).lineage.cluster_id == b_id, 15)
+    assert _propose(cluster, 4, "alloc/ip/1", "from-b") == "from-b"  # 2 of 2 voters
+    assert _propose(cluster, 1, "alloc/ip/1", "from-a") == "from-a"  # 3 of 5 voters
+    _put(cluster, 4, "k", b"b")
+    _put(cluster, 1, "k", b"a")
+
+    cluster.heal()
+    assert wait_for(lambda: len(_digests(cluster, range(5))) == 1, 40), "one op set"
+    assert wait_for(lambda: all(_lineage(cluster, i).lineage.cluster_id == a_id
+                                for i in (3, 4)), 20)
+    assert wait_for(lambda: len(_conflicts(cluster, 0)) == 2, 20), _conflicts(cluster, 0)
+    report = _conflicts(cluster, 0)
+    assert report[("slot", "alloc/ip/1")] == ('"from-a"', '"from-b"')
+    assert report[("row", "kv")] == (json.dumps(b"a".hex()), json.dumps(b"b".hex()))
+    for i in range(5):
+        assert _get(cluster, i, "k") == b"a"
+    assert _propose(cluster, 4, "alloc/ip/2", "whole") == "whole"
+    assert wait_for(lambda: _slot_value(cluster, 0, "alloc/ip/2") == "whole", 10)
+    assert wait_for(lambda: len(_digests(cluster, range(5))) == 1, 30), "one op set"
