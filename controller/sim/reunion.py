@@ -74,6 +74,7 @@ class ReunionSimConfig:
     siblings: int = 0
     joins: int = 0  # spares the parent side adds as voters while apart (membership/<n>)
     leaves: int = 0  # seceded voters the parent side removes from its membership while apart
+    lagging: bool = False  # a voter of the parent is cut off for part of the time apart
     split_ms: int = 1_000  # when the partition starts: writes and slots are still in flight
     # hlc of the seceded founder's copy of the parent's rows: 'oldest' (below every parent
     # version, so at the merge it never beats one) or 'now' (decision 0016's fork copy).
@@ -120,6 +121,7 @@ class ReunionSimConfig:
         if not overrides.get("siblings"):
             derived["joins"] = rng.randint(0, 1)
             derived["leaves"] = rng.randint(0, overrides.get("seceders", derived["seceders"]))
+            derived["lagging"] = rng.random() < 0.5
         derived.update(overrides)
         return cls(seed=seed, **derived)
 
@@ -347,6 +349,10 @@ class ReunionSim(ReunionStory, AgreementSim):
             live = self._voting(self.sides["A"].nodes, admins=True)
             if live:
                 self._change(self.rng.choice(live), *payload, self.rng.randint(1_000, 4_000))
+        elif kind == "isolate":
+            self.isolated = payload
+        elif kind == "rejoin":
+            self.isolated = None
         elif kind == "crash":
             node = self.nodes[payload]
             if node.replica is not None:

@@ -69,6 +69,7 @@ __all__ = [
     "latest_writes",
     "rows_within",
     "silent_losses",
+    "unordered_fork_copies",
     "verified_chain",
     "writes_of",
 ]
@@ -189,6 +190,18 @@ def silent_losses(
     return out
 
 
+def unordered_fork_copies(x: SideRecord, y: SideRecord) -> int:
+    """Keys whose newest version on both sides is a fork copy, with different values: two
+    siblings copied the parent at different points, and the copies carry no parent version
+    to order them by."""
+    both = set(x.latest) & set(y.latest)
+    return sum(
+        1
+        for k in both
+        if x.latest[k].fork and y.latest[k].fork and x.latest[k].value != y.latest[k].value
+    )
+
+
 def expected_winner(x: Lineage, y: Lineage, x_voters: int, y_voters: int) -> Lineage:
     """Decision 0014: the lineage the other seceded from; else more voters, then the
     smaller cluster id."""
@@ -239,6 +252,9 @@ class ReunionSimResult:
     relation: str  # of the reunited lineages: b_seceded_from_a or siblings
     membership_version: int  # the parent lineage's at the end (0: no change decided)
     split_one_side: int  # writes made before the split that only one side held at its fork
+    # Siblings: keys both fork copies hold with different values and neither side wrote
+    # since; the merge keeps the copy with the larger (hlc, founder), reported nowhere.
+    unordered_copies: int
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -327,6 +343,7 @@ class ReunionStory:
             relate(x.lineage, y.lineage).value,
             self._agreement(self.sides["A"].nodes[0]).ledger.mv,
             self._split_one_side(),
+            unordered_fork_copies(self.records[x.name], self.records[y.name]),
             counters,
         )
 
@@ -441,6 +458,10 @@ class ReunionStory:
             at = apart + rng.randint(100, cfg.phase_ms)
             self._at(at, "crash", victim)
             self._at(min(apart + cfg.phase_ms, at + rng.randint(0, 1_500)), "restart", victim)
+        if cfg.lagging:  # a voter of the parent misses the changes, and catches up after
+            laggard = rng.choice([n for n in self.sides["A"].nodes if n in self.founders])
+            self._at(apart + rng.randint(0, cfg.phase_ms // 2), "isolate", laggard)
+            self._at(apart + cfg.phase_ms, "rejoin")
         self._advance(apart + cfg.phase_ms)
         for n in sorted(self.nodes):
             self._handle("restart", n)
