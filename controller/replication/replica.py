@@ -741,6 +741,17 @@ class Replica:
         """
         replica = cls(identity, genesis, rng, **kwargs)
         cfg = replica.config
+        # Evidence first: a logged op may name the other branch of a fork as a parent
+        # (it was applied once that branch arrived as evidence); forks are noted after.
+        kept: list[Op] = []
+        for raw in evidence:
+            try:
+                op = decode_op(raw, replica.schema, cfg.parents_max, cfg.mutations_max)
+                replica._verify(op)
+            except Rejected as exc:
+                raise LogError(-1, exc) from None
+            replica.dag.keep_evidence(op)
+            kept.append(op)
         for position, raw in enumerate(log):
             try:
                 op = decode_op(raw, replica.schema, cfg.parents_max, cfg.mutations_max)
@@ -751,19 +762,14 @@ class Replica:
                     raise Rejected(Reason.BAD_PARENTS, "a parent is not earlier in the log")
                 if replica.dag.at(op.author, op.seq) is not None:
                     raise Rejected(Reason.EQUIVOCATION, "two logged ops for one (author, seq)")
+                replica.dag.evidence.pop(op.id, None)  # logged after all: not evidence
                 replica._check_and_apply(op)
                 if replica.dag.at(op.author, op.seq) is not op:
                     raise Rejected(Reason.BAD_PARENTS, "logged op does not extend its chain")
             except Rejected as exc:
                 raise LogError(position, exc) from None
         first: dict[tuple[NodeId, int], OpId] = {}
-        for raw in evidence:
-            try:
-                op = decode_op(raw, replica.schema, cfg.parents_max, cfg.mutations_max)
-                replica._verify(op)
-            except Rejected as exc:
-                raise LogError(-1, exc) from None
-            replica.dag.keep_evidence(op)
+        for op in kept:
             held = replica.dag.at(op.author, op.seq)
             other = held.id if held is not None else first.setdefault((op.author, op.seq), op.id)
             if other != op.id:

@@ -7,7 +7,6 @@ import pytest
 from controller.agreement import Accepted, Ballot, Membership, Status, to_body
 from controller.agreement.membership import EQUIVOCATION
 from controller.replication import OpBatch, RowMutation, RowsBody, Upsert, sign_op
-from controller.replication.replica import LogError
 
 from .conftest import Net, Node
 
@@ -155,13 +154,6 @@ def test_only_a_role_that_may_propose_membership_proposes_the_removal():
     assert not net[1].agreement.counters["expel_proposed"]
 
 
-@pytest.mark.xfail(
-    raises=LogError,
-    strict=True,
-    reason="Replica.recover replays the log before it loads the evidence, so a logged op "
-    "whose parent is an op kept as evidence (the other branch of a fork) fails: "
-    "'bad_parents: a parent is not earlier in the log' (controller/replication)",
-)
 def test_the_others_restart_after_expelling_an_equivocator():
     net = Net(4)
     evil = net[3]

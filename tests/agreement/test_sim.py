@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-from controller.replication.replica import LogError
 from controller.sim.agreement import AgreementSimFailure, run_agreement_seed
 
 SEEDS = int(os.environ.get("SYNOD_AGREEMENT_SEEDS", 300))
@@ -39,12 +38,6 @@ def test_equivocator_is_expelled(seed):
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.mark.xfail(
-    raises=LogError,
-    strict=True,
-    reason="Replica.recover replays the log before it loads the evidence: a node that "
-    "logged an op whose parent is kept as evidence cannot restart (controller/replication)",
-)
 def test_equivocator_is_expelled_with_crashes():
     run_agreement_seed(10, equivocators=1)
 

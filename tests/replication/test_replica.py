@@ -254,3 +254,31 @@ def test_equivocation_is_kept_as_evidence_and_does_not_split_state(net) -> None:
         sum(r.counters["evidence_learned"] + r.counters[Reason.EQUIVOCATION] for r in (a, b, c))
         >= 2
     )
+
+
+def test_a_node_that_logged_an_op_built_on_the_other_branch_recovers(net) -> None:
+    """b logs one branch of a fork and keeps the other as evidence, then logs an honest op
+    whose parent is that other branch: its stored log and evidence must recover."""
+    n = net(4)
+    a, b, c, evil = n.replicas
+    ident = n.identities[3]
+    base = evil.write([kv("e0", b"ok")], n.now_ms)
+    n.pump()
+    twins = [
+        _forge(n, ident, 2, parents=(base.id,), hlc=base.hlc + 1 + i,
+               body=RowsBody((RowMutation(KV, ("f",), 1, {"value": v}),)))
+        for i, v in enumerate((b"one", b"two"))
+    ]
+    b.receive(batch(b, twins[1].raw), n.now_ms)
+    c.receive(batch(c, twins[0].raw), n.now_ms)
+    honest = c.write([kv("h", b"h")], n.now_ms + 10)
+    assert twins[0].id in honest.parents
+    n.pump()
+    assert b.dag.at(ident.node_id, 2).id == twins[1].id and b.dag.holds(honest.id)
+    for i, r in enumerate((a, b, c)):
+        again = Replica.recover(
+            n.identities[i], n.genesis, random.Random(0),
+            [op.raw for op in r.log()], [op.raw for op in r.dag.evidence.values()],
+        )
+        assert again.forks() == r.forks() == {ident.node_id: 2}
+        assert again.state_digest() == r.state_digest() and again.op_digest() == r.op_digest()
