@@ -95,7 +95,8 @@ class ClusterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListConflicts(self, request, context):
-        """Conflicts found when partitions merged (empty until reunion lands with agreement).
+        """Conflicts on record: equivocations, and each reunion's report (slots and columns
+        both sides decided or wrote while apart, with what was kept and what lost).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
