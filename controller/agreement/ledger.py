@@ -104,11 +104,19 @@ class Ledger:
         self._log: list[OpId] | None = None
         self._source: LogSource | None = None
         self._cursor = 0
+        self._evidence: Mapping[OpId, Op] | None = None
+        self._evidence_seen: set[OpId] = set()
+        self._evidence_mark: tuple[int, OpId | None] = (0, None)
 
     # ------------------------------------------------------------------ feeding
-    def bind(self, log: list[OpId], source: LogSource) -> None:
-        """Read the replica's log (a list the replica appends to) and ops through source."""
-        self._log, self._source = log, source
+    def bind(
+        self, log: list[OpId], source: LogSource, evidence: Mapping[OpId, Op] | None = None
+    ) -> None:
+        """Read the replica's log (a list the replica appends to) and ops through source;
+        and the votes among the ops it keeps as evidence (a forked author's other branch):
+        every node counts the same votes once both branches reach it, so an equivocator
+        that keeps voting does not split the learners."""
+        self._log, self._source, self._evidence = log, source, evidence
 
     def catch_up(self) -> None:
         """Index every op the replica applied since the last call (idempotent, cheap)."""
@@ -120,6 +128,16 @@ class Ledger:
             self._cursor += 1
             assert op is not None
             self._index(op)
+        evidence = self._evidence
+        if evidence:
+            mark = (len(evidence), next(reversed(evidence)))
+            if mark != self._evidence_mark:
+                self._evidence_mark = mark
+                for op_id, op in list(evidence.items()):
+                    if op_id not in self._evidence_seen:
+                        self._evidence_seen.add(op_id)
+                        self.counters["evidence_ops_read"] += 1
+                        self._index(op)
 
     def _index(self, op: Op) -> None:
         if not isinstance(op.body, CustomBody) or op.body.kind not in VOTE_KINDS:

@@ -75,6 +75,7 @@ class AgreementSimConfig:
     # offline: the others must expel each one, by a decided leave their engines propose
     # (decision 0017). Not derived from the seed: test_sim runs its own seeds with it.
     equivocators: int = 0
+    equivocator_online: bool = False  # it keeps voting after its fork (else taken offline)
     tick_ms: int = 50
 
     @classmethod
@@ -413,8 +414,9 @@ class AgreementSim:
             batch = OpBatch(self.genesis.cluster_id, node.id, (*history, op.raw))
             other.replica.receive(batch, self.now())
             self._step(other)
-        self._crash(node)
-        self.silenced.add(node.id)
+        if not self.config.equivocator_online:
+            self._crash(node)
+            self.silenced.add(node.id)
 
     def _membership_change(self, subject: NodeId, join: bool) -> None:
         voters = [v for v in self._voters() if self.nodes[v].agreement is not None]

@@ -166,3 +166,21 @@ def test_the_others_restart_after_expelling_an_equivocator():
         net.crash(i)
         net.restart(i)
         assert net[i].agreement.membership().version == 1
+
+
+def test_an_equivocator_that_keeps_voting_does_not_split_the_learners():
+    """Node 2 logs evil's twin; evil goes on voting on its other branch, whose ops node 2
+    can only keep as evidence. A decision that needs evil's vote must still be learned by
+    node 2 (votes kept as evidence count too), not only by the nodes on evil's branch."""
+    net = Net(4, expel_equivocators=False)
+    evil = net[3]
+    net.run(5)
+    fork(net, evil, net[2])
+    net.run(5)
+    assert net[2].replica.forks() == {evil.id: 1}
+    net.cut = {net[1].id}  # the quorum of 3 now needs evil's vote
+    p = net[0].agreement.propose("master/7", "needs-evil", net.now_ms)
+    net.run(100, until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED
+    net.run(100, until=lambda: net[2].agreement.decided("master/7") is not None)
+    assert net[2].agreement.decided("master/7").value == "needs-evil"

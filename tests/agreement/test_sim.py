@@ -42,6 +42,16 @@ def test_equivocator_is_expelled_with_crashes():
     run_agreement_seed(10, equivocators=1)
 
 
+@pytest.mark.parametrize("seed", range(FIRST, FIRST + EQUIVOCATION_SEEDS))
+def test_an_equivocator_that_keeps_voting_is_expelled_and_learners_agree(seed):
+    """As above, but the equivocator stays online and votes on one branch: every voter
+    must still learn every decision (votes kept as evidence count too)."""
+    try:
+        run_agreement_seed(seed, equivocators=1, equivocator_online=True)
+    except AgreementSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def test_termination_is_measured_in_virtual_time():
     result = run_agreement_seed(7, drop=0.0, partitions=0, crashes=0, lagging=False)
     # once quiet, a dueled slot decides within a few retry periods of virtual time
