@@ -134,6 +134,18 @@ def test_siblings_reunite_by_an_operator_vote(nodes, seceders, siblings):
         assert not sim.nodes[n].replica.lineages()
 
 
+def test_the_winner_is_checked(monkeypatch):
+    """An oracle that picks the other sibling must disagree with the rule (decision 0014)."""
+    rule = story.expected_winner
+
+    def the_other(x, y, x_voters, y_voters):
+        return y if rule(x, y, x_voters, y_voters) is x else x
+
+    monkeypatch.setattr(story, "expected_winner", the_other)
+    (found,) = failures([4], nodes=3, seceders=1, siblings=1)
+    assert "resolution" in found
+
+
 def test_siblings_never_merge_by_policy(monkeypatch):
     monkeypatch.setattr(reunion.story, "auto_reunion_value", lambda policy, relation: MERGE)
     (found,) = failures([4], siblings=1, auto_merge=True)
