@@ -92,11 +92,16 @@ class _Core:
     links: PeerLinks
     keeper: Keeper | None
 
+    closed: bool = False
+
     def start(self) -> None:
         self.engine.start()
         self.links.start()
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         await self.links.stop()
         if self.engine._task is not None and not self.engine._task.done():
             await self.engine.stop()
@@ -266,8 +271,10 @@ class _Secession:
             assert core is not None
             me = self.identity.node_id
             mine = lineage_of(core.genesis)
+            named = [[n for n in core.genesis.member_ids if len(v) >= 8 and n.startswith(v)]
+                     for v in voters]
             if (mine.parent is not None and core.genesis.founder == self.identity.public_key
-                    and set(voters) <= set(core.genesis.member_ids)):
+                    and all(len(hits) == 1 for hits in named)):
                 new = core.genesis  # ran again: tell the voters that were not reached
                 addresses = core.links.known_addresses()
             else:

@@ -171,6 +171,8 @@ def test_two_voters_secede_together_and_merge_back_by_policy(make_cluster, monke
     b_id = done["cluster_id"]
     assert sorted(done["moved"]) == sorted(ids[3:]) and not done.get("unreached"), done
     assert wait_for(lambda: _lineage(cluster, 4).lineage.cluster_id == b_id, 15)
+    again = _cli(cluster, 3, "secede", ids[4][:10], "--confirmed-by", "ops", "--yes")
+    assert again["cluster_id"] == b_id and sorted(again["moved"]) == sorted(ids[3:])
     assert _propose(cluster, 4, "alloc/ip/1", "from-b") == "from-b"  # 2 of 2 voters
     assert _propose(cluster, 1, "alloc/ip/1", "from-a") == "from-a"  # 3 of 5 voters
     _put(cluster, 4, "k", b"b")
