@@ -79,6 +79,8 @@ class ReunionSimConfig:
     # hlc of the seceded founder's copy of the parent's rows: 'oldest' (below every parent
     # version, so at the merge it never beats one) or 'now' (decision 0016's fork copy).
     fork_copy: str = "oldest"
+    # Fail on the diagnosed faults of other layers (_finding) instead of listing them.
+    strict: bool = False
     phase_ms: int = 2_000
     quiet_ms_max: int = 20_000
     tick_ms: int = 50
@@ -170,6 +172,7 @@ class ReunionSim(ReunionStory, AgreementSim):
         self.stores: dict[tuple[NodeId, bytes], MemoryStore] = {}
         self.sides: dict[str, Side] = {}
         self._verified: set[tuple] = set()  # certificates verified, with their membership
+        self.findings: list[str] = []
         for node in self.nodes.values():
             self._move(node, self.genesis)
         self._at(0, "tick")
@@ -439,6 +442,19 @@ class ReunionSim(ReunionStory, AgreementSim):
         a = self.nodes[node_id].agreement
         assert a is not None
         return {s: r.decided for s, r in a.ledger.slots.items() if r.decided}
+
+    def _finding(self, what: str) -> None:
+        """A diagnosed fault of another layer: listed in the result, or a failure (strict)."""
+        if self.config.strict:
+            raise self.fail(what)
+        cmd = replay_command(self.config, "controller.sim.reunion", ReunionSimConfig)
+        self.findings.append(f"seed {self.config.seed}: {what}\n  replay: {cmd} --set strict=True")
+
+    def _decided_keys(self, replica: Any) -> dict[str, bytes]:
+        """Slot -> value key of every decision a replica's ledger holds."""
+        replica.ledger.catch_up()
+        slots = replica.ledger.slots.items()
+        return {s: value_key(r.decided.value) for s, r in slots if r.decided is not None}
 
     def _verify_all(self, decisions: dict[str, Decision], genesis: Genesis, who: str) -> dict:
         """Every certificate alone, against the membership chain rebuilt from the decided
