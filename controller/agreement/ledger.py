@@ -257,32 +257,47 @@ class Ledger:
 
     # ------------------------------------------------------------------ causal past
     def vector(self, op_id: OpId) -> Mapping[NodeId, int]:
-        """{author: highest seq} of op_id's causal past including itself (memoised)."""
+        """{author: highest seq} of op_id's causal past including itself (memoised).
+
+        Only complete answers are memoised: an op kept as evidence may name parents this
+        node does not hold (yet); a vector through such a gap is answered but not kept, or
+        a later question would get the gap's answer forever and, for an op's permission
+        check, a different one than at the nodes that hold the whole past.
+        """
         known = self._vectors.get(op_id)
         if known is not None:
             return known
         assert self._source is not None
+        partial: dict[OpId, dict[NodeId, int]] = {}  # through a gap: not memoised
         stack = [op_id]
         while stack:  # iterative post-order: deep chains must not exhaust the stack
             top = stack[-1]
-            op = self._source.op(top)
-            if op is None:
-                self._vectors[top] = {}
+            if top in self._vectors or top in partial:
                 stack.pop()
                 continue
-            todo = [p for p in op.parents if p not in self._vectors]
+            op = self._source.op(top)
+            if op is None:
+                partial[top] = {}
+                stack.pop()
+                continue
+            todo = [p for p in op.parents if p not in self._vectors and p not in partial]
             if todo:
                 stack.extend(todo)
                 continue
             stack.pop()
             merged: dict[NodeId, int] = {}
+            complete = True
             for p in op.parents:
-                for a, s in self._vectors[p].items():
+                pv = self._vectors.get(p)
+                if pv is None:
+                    pv, complete = partial[p], False
+                for a, s in pv.items():
                     if s > merged.get(a, 0):
                         merged[a] = s
             merged[op.author] = max(merged.get(op.author, 0), op.seq)
-            self._vectors[top] = merged
-        return self._vectors[op_id]
+            (self._vectors if complete else partial)[top] = merged
+        done = self._vectors.get(op_id)
+        return done if done is not None else partial[op_id]
 
     def past_vector(self, parents: tuple[OpId, ...]) -> dict[NodeId, int]:
         merged: dict[NodeId, int] = {}

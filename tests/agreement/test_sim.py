@@ -52,6 +52,13 @@ def test_an_equivocator_that_keeps_voting_is_expelled_and_learners_agree(seed):
         pytest.fail(str(exc), pytrace=False)
 
 
+def test_seed_806_a_vector_through_a_gap_is_not_kept():
+    """Found at seed 806 (equivocator online): a node memoised a causal-past vector computed
+    while an evidence op's parent was missing, refused a new voter's ops as not_member and
+    stayed a membership behind."""
+    run_agreement_seed(806, equivocators=1, equivocator_online=True)
+
+
 def test_termination_is_measured_in_virtual_time():
     result = run_agreement_seed(7, drop=0.0, partitions=0, crashes=0, lagging=False)
     # once quiet, a dueled slot decides within a few retry periods of virtual time
