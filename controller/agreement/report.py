@@ -5,7 +5,8 @@ holds both lineages (its own replica and the joined one), and computes the repor
 them alone, the same on every node that holds both:
 
 - The *cut* of a side is the causal past of its decided `reunion/<other>` certificate:
-  what that side had when it voted to merge. Writes after the cut merge by the CRDT rules
+  what that side had when it voted to merge; for a parent, also its ops up to the child's
+  fork point (the child may have held some that the parent's other nodes had not). Writes after the cut merge by the CRDT rules
   without a report entry (both sides already see each other then).
 - A side's writes *apart* are its ops inside its cut, less what both sides share: the
   parent's ops up to the child's fork point, and the seceded founder's fork copy (the
@@ -124,6 +125,18 @@ def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
     cut_a, cut_b = _cut(a, lb.cluster_id), _cut(b, la.cluster_id)
     if cut_a is None or cut_b is None:
         return None
+    # The parent's ops up to the child's fork point belong to the parent's side too: the
+    # child held some the parent's other nodes had not (votes among them, which may
+    # complete a parent decision only once the DAGs join). Wait until the parent's replica
+    # holds them all, so every node computes the report from the same ops.
+    for (parent, cut), child in ((a, cut_a), lb), ((b, cut_b), la):
+        if child.parent != parent.cluster_id:
+            continue
+        held = parent.version_vector()
+        if any(held.get(n, 0) < s for n, s in child.fork_vector.items()):
+            return None
+        for n, s in child.fork_vector.items():
+            cut[n] = max(cut.get(n, 0), s)
     kept = winner(la, lb, len(a.ledger.membership.voters), len(b.ledger.membership.voters))
     sides = [(la, a, cut_a, lb), (lb, b, cut_b, la)]
     if kept is lb:
