@@ -308,19 +308,28 @@ class Ledger:
         return merged
 
     def decided_in(self, slot: str, past: Mapping[NodeId, int]) -> bool:
-        """Is a certificate for slot wholly inside the causal past `past`?"""
+        """Is a certificate for slot wholly inside the causal past `past`?
+
+        Any ballot's quorum of `accepted` for the decided value counts, not only the one
+        this node happened to learn first: the answer must depend on the past alone, or
+        two nodes that learned the decision through different ballots would disagree on
+        the membership in force for one op (and one would refuse what the other applied).
+        """
         rec = self.slots.get(slot)
         if rec is None or rec.decided is None:
             return False
-        ballot = rec.decided.certificate.ballot
-        membership = self.memberships.get(ballot.mv)
-        if membership is None:
-            return False
-        votes = rec.accepted[ballot][value_key(rec.decided.value)]
-        inside = sum(
-            1 for a, op in votes.items() if a in membership.voters and past.get(a, 0) >= op.seq
-        )
-        return inside >= membership.quorum
+        key = value_key(rec.decided.value)
+        for ballot, by_value in rec.accepted.items():
+            votes = by_value.get(key)
+            membership = self.memberships.get(ballot.mv)
+            if not votes or membership is None:
+                continue
+            inside = sum(
+                1 for a, op in votes.items() if a in membership.voters and past.get(a, 0) >= op.seq
+            )
+            if inside >= membership.quorum:
+                return True
+        return False
 
     def membership_in(self, past: Mapping[NodeId, int]) -> Membership:
         for version in sorted(self.memberships, reverse=True):

@@ -59,6 +59,13 @@ def test_seed_806_a_vector_through_a_gap_is_not_kept():
     run_agreement_seed(806, equivocators=1, equivocator_online=True)
 
 
+def test_seed_1042_a_decision_in_an_ops_past_does_not_depend_on_the_ballot_learned():
+    """Found at seed 1042 (equivocator online): one node learned membership/1 through
+    another ballot than the rest, so for a new voter's first op it found no decided
+    membership in the op's past, refused its ops as not_member and stayed behind."""
+    run_agreement_seed(1042, equivocators=1, equivocator_online=True)
+
+
 def test_termination_is_measured_in_virtual_time():
     result = run_agreement_seed(7, drop=0.0, partitions=0, crashes=0, lagging=False)
     # once quiet, a dueled slot decides within a few retry periods of virtual time
