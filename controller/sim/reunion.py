@@ -443,6 +443,11 @@ class ReunionSim(ReunionStory, AgreementSim):
         assert a is not None
         return {s: r.decided for s, r in a.ledger.slots.items() if r.decided}
 
+    def _replica(self, node_id: NodeId) -> AgreementReplica:
+        r = self.nodes[node_id].replica
+        assert r is not None, "the node is up"
+        return r
+
     def _finding(self, what: str) -> None:
         """A diagnosed fault of another layer: listed in the result, or a failure (strict)."""
         if self.config.strict:

@@ -13,11 +13,10 @@ are rebuilt from decided certificates alone, each change checked against the one
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from controller.agreement import (
-    ConflictEntry,
     Decision,
     Lineage,
     Membership,
@@ -42,14 +41,17 @@ from controller.agreement import (
 )
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
+from controller.agreement.report import reunion_report
 from controller.replication import (
     DEFAULT_SCHEMA,
+    Config,
     Genesis,
     NodeId,
     Op,
     RowsBody,
     RowState,
     Upsert,
+    decode_op,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ __all__ = [
     "expected_report",
     "expected_rows",
     "expected_winner",
+    "decided_within",
     "latest_writes",
     "rows_within",
     "silent_losses",
@@ -214,6 +217,22 @@ def silent_overrides(x: Mapping[str, bytes], y: Mapping[str, bytes], report: Rep
     ]
 
 
+def decided_within(
+    decisions: Mapping[str, Decision], vector: Mapping[NodeId, int]
+) -> dict[str, bytes]:
+    """Slot -> value key of the decisions whose certificate votes all lie inside vector."""
+    cfg = Config()
+    out = {}
+    for slot, d in decisions.items():
+        ops = [
+            decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
+            for raw in d.certificate.ops
+        ]
+        if all(op.seq <= vector.get(op.author, 0) for op in ops):
+            out[slot] = value_key(d.value)
+    return out
+
+
 def expected_winner(x: Lineage, y: Lineage, x_voters: int, y_voters: int) -> Lineage:
     """Decision 0014: the lineage the other seceded from; else more voters, then the
     smaller cluster id."""
@@ -339,8 +358,9 @@ class ReunionStory:
         self._apart()
         x, y = self.pair
         auto = self._reunite(x, y)
-        report, conflicts = self._resolve(x, y)
-        merged_ms = self._merge(x, y, report, conflicts)
+        self._resolve(x, y)
+        merged_ms = self._merge(x, y)
+        report = self.report
         counters: dict[str, int] = {}
         for n in self.nodes:
             a = self._agreement(n)
@@ -575,9 +595,10 @@ class ReunionStory:
         learned = dict(self.learned_at[(side.cluster, ref)])
         return SideRecord(side.cluster, learned, latest, pre_fork)
 
-    def _resolve(self, x: Side, y: Side) -> tuple[Report, list[ConflictEntry]]:
-        """The winner checks the other side's decisions alone (from its genesis), then the
-        report must hold exactly what the oracle predicts from the simulator's record."""
+    def _resolve(self, x: Side, y: Side) -> None:
+        """Before the join: the winner checks the other side's decisions alone (from its
+        genesis), and the report computed from the two sides' states (lineage.py) must hold
+        exactly what the oracle predicts from the simulator's record."""
         voters = {s.name: len(self._agreement(s.nodes[0]).membership().voters) for s in (x, y)}
         kept_lin = winner(x.lineage, y.lineage, voters[x.name], voters[y.name])
         expected = expected_winner(x.lineage, y.lineage, voters[x.name], voters[y.name])
@@ -605,6 +626,7 @@ class ReunionStory:
             (x.lineage, snaps[x.name], bases[x.name]), (y.lineage, snaps[y.name], bases[y.name])
         )
         self.records = {s.name: self._record_of(s, x, y) for s in (x, y)}
+        self.held = {s.name: self._replica(s.nodes[0]).version_vector() for s in (x, y)}
         report = expected_report(self.records[kept.name], self.records[lost.name])
         got = {
             (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost))
@@ -615,7 +637,26 @@ class ReunionStory:
                 f"conflict report: got {sorted(got)}, expected {sorted(report.entries)}"
             )
         self.kept, self.report = kept, report
-        return report, conflicts
+
+    def _joined_report(self, x: Side, y: Side) -> Report:
+        """The oracle once the DAGs are joined: the parent's decisions also count those its
+        ops up to the child's fork point complete (votes only the child held at the split)."""
+        a = self.sides["A"]
+        if a in (x, y):
+            child = y if a is x else x
+            r = self._replica(self.kept.nodes[0])
+            held = r if r.cluster_id == a.cluster else r.lineages()[a.cluster]
+            held.ledger.catch_up()  # type: ignore[attr-defined]
+            slots = held.ledger.slots.items()  # type: ignore[attr-defined]
+            decided = {s: rec.decided for s, rec in slots if rec.decided is not None}
+            vector = dict(self.held[a.name])
+            for n, seq in (child.fork_vector or {}).items():
+                vector[n] = max(vector.get(n, 0), seq)
+            old = self.records[a.name]
+            completed = decided_within(decided, vector)
+            self.records[a.name] = replace(old, decided={**completed, **old.decided})
+        lost = y if self.kept is x else x
+        return expected_report(self.records[self.kept.name], self.records[lost.name])
 
     def _base(self, side: Side, x: Side, y: Side) -> Rows:
         """Rows at the fork: a seceded side's right after its fork copy; the parent's from
@@ -627,13 +668,10 @@ class ReunionStory:
         assert r is not None and child.fork_vector is not None
         return rows_within(r.log(), child.fork_vector)
 
-    def _merge(self, x: Side, y: Side, report: Report, conflicts: list[ConflictEntry]) -> int:
-        """Every node of both sides joins the other lineage's DAG, the winner writes the
-        report; every node must reach one op set and one state. Returns ms."""
-        writer = self.nodes[self.kept.nodes[0]]
-        assert writer.replica is not None
-        if conflicts:
-            writer.replica.write(conflict_mutations(conflicts), self.now())
+    def _merge(self, x: Side, y: Side) -> int:
+        """Every node of both sides joins the other lineage's DAG; the winner computes the
+        report from the two lineages it then holds (reunion_report, as a node does) and
+        writes it; every node must reach one op set and one state. Returns ms."""
         merged_at = self.time_ms
         self.groups = None  # a third side meets again too, but its lineage stays apart
         both = sorted(x.nodes + y.nodes)
@@ -644,6 +682,30 @@ class ReunionStory:
             node = self.nodes[n]
             self._join(node)
             self._pump(node)
+        writer = self.nodes[self.kept.nodes[0]]
+        computed: list[Any] = []
+
+        def ready() -> bool:
+            r = self._replica(writer.id)
+            computed[:] = [reunion_report(r, *r.lineages().values())]
+            return computed[0] is not None
+
+        if not self._advance(self.time_ms + self.config.quiet_ms_max, ready):
+            raise self.fail("termination: the winner cannot compute the report")
+        report = self.report = self._joined_report(x, y)
+        got = computed[0]
+        entries = {
+            (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost))
+            for c in got.entries
+        }
+        if got.kept != self.kept.cluster or entries != report.entries:
+            raise self.fail(
+                f"conflict report from the logs: got {sorted(entries)}, "
+                f"expected {sorted(report.entries)}"
+            )
+        if got.entries:
+            self._replica(writer.id).write(conflict_mutations(got.entries), self.now())
+            self._pump(writer)
         if self.config.crashes:  # a restart re-joins the other lineage from its store
             victim = self.rng.choice(both)
             at = self.time_ms + self.rng.randint(10, 500)

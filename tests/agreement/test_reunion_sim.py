@@ -190,11 +190,11 @@ def test_a_decision_is_learned_only_once_durable():
 @pytest.mark.xfail(
     strict=True,
     raises=ReunionSimFailure,
-    reason="reunion report: a parent slot whose accepted votes were split across the sides at "
-    "the split is decided only once the DAGs join, after the report; the child's different "
-    "decision of that slot is overridden with no entry",
+    reason="controller/agreement: after the join a parent acceptor votes on a pre-split ballot "
+    "of a seceded proposer it receives only then, completing a parent decision after the "
+    "report; the child's different decision of that slot is overridden with no entry",
 )
-def test_a_decision_completed_by_the_join_is_reported():
+def test_no_decision_is_completed_after_the_report():
     run_reunion_seed(322, strict=True)
 
 
