@@ -100,6 +100,7 @@ class Ledger:
         self.decisions: list[Decision] = []  # decided since the engine last looked
         self.promised: dict[str, Ballot] = {}  # this node's acceptor state, from its own ops
         self.frozen: set[int] = set()  # mv where this node accepted membership/mv+1
+        self.decided_count = 0  # slots decided so far (cheap change detection for callers)
         self._vectors: dict[OpId, dict[NodeId, int]] = {}
         self._log: list[OpId] | None = None
         self._source: LogSource | None = None
@@ -193,6 +194,7 @@ class Ledger:
             return
         cert = Certificate(slot, ballot, rec.values[key], tuple(op.raw for op in votes))
         rec.decided = Decision(slot, rec.values[key], cert)
+        self.decided_count += 1
         self.decisions.append(rec.decided)
         self._on_decided(slot, rec.values[key])
 

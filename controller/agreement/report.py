@@ -39,7 +39,7 @@ from .lineage import (
 from .messages import value_key
 from .policy import AgreementReplica
 
-__all__ = ["FORK_COPY_KEY", "Report", "fork_copy_end", "reunion_report"]
+__all__ = ["FORK_COPY_KEY", "Report", "fork_copy_end", "late_slot_conflicts", "reunion_report"]
 
 FORK_COPY_KEY = "fork-copy"  # kv row in the last op of a multi-op fork copy
 
@@ -145,3 +145,25 @@ def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
     entries = slot_conflicts((lk, _decisions(rk, ck)), (ll, _decisions(rl, cl)))
     entries += row_conflicts((lk, _apart(rk, lk, ok, ck), {}), (ll, _apart(rl, ll, ol, cl), {}))
     return Report(lk.cluster_id, entries)
+
+
+def late_slot_conflicts(a: AgreementReplica, b: AgreementReplica) -> list[ConflictEntry]:
+    """Slots the kept lineage decided *after* its cut that the other side had decided
+    differently inside its own cut: a parent slot still open at the split can be completed
+    after the merge (a pre-split ballot that reaches the rest of the parent only with the
+    join). Its entry is added to the report when that happens; entries only grow (a
+    decision is final), so every node adds the same ones. Empty until both merges are held.
+    """
+    report = reunion_report(a, b)
+    if report is None:
+        return []
+    la, lb = lineage_of(a.genesis), lineage_of(b.genesis)
+    (kr, kl), (lr, ll) = ((a, la), (b, lb)) if report.kept == la.cluster_id else ((b, lb), (a, la))
+    cut = _cut(lr, kl.cluster_id)
+    assert cut is not None  # the report exists: both merges are held
+    kr.ledger.catch_up()
+    known = {s: r.decided for s, r in kr.ledger.slots.items()
+             if r.decided is not None and not s.startswith("reunion/")}
+    reported = {e.id for e in report.entries}
+    return [e for e in slot_conflicts((kl, known), (ll, _decisions(lr, cut)))
+            if e.id not in reported]

@@ -45,7 +45,7 @@ from controller.agreement import (
 )
 from controller.agreement.lineage import MERGE, Lineage
 from controller.agreement.messages import value_key
-from controller.agreement.report import reunion_report
+from controller.agreement.report import late_slot_conflicts, reunion_report
 from controller.replication import (
     DEFAULT_SCHEMA,
     Genesis,
@@ -265,6 +265,7 @@ class Keeper:
         self.on_return: Callable[[Genesis], None] | None = None
         self.returning = False
         self._announce: set[bytes] = set()  # met lineages whose genesis row to write
+        self._late_seen: dict[bytes, int] = {}  # slots known when late entries were checked
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -432,6 +433,25 @@ class Keeper:
         )
         self.on_change()
 
+    def _late(self, cid: bytes, now_ms: int) -> None:
+        """Add report entries for kept-lineage slots decided after the report (see
+        late_slot_conflicts); checked when this lineage learns a new decision."""
+        decided = self.agreement.ledger.decided_count
+        if self._late_seen.get(cid) == decided:
+            return
+        self._late_seen[cid] = decided
+        j = self.joined[cid]
+        late = late_slot_conflicts(self.replica, j.replica)  # type: ignore[arg-type]
+        rows = self.replica.rows("conflicts")
+        todo = [e for e in late if (e.id,) not in rows]
+        if not todo or not self.replica.is_member_now():
+            return
+        if not self.agreement.policy().can_write(self.identity.node_id, "conflicts"):
+            return
+        self.replica.write(conflict_mutations(todo), now_ms)
+        self._count("reunion_late_entries")
+        log.info("reunion with %s: %d late report entries", cid.hex()[:16], len(todo))
+
     def set_peers(self, own: set[NodeId]) -> None:
         everyone = own | self.extra_peers()
         self.replica.set_peers(everyone)
@@ -441,6 +461,7 @@ class Keeper:
     def _report(self, cid: bytes, now_ms: int) -> None:
         marker = report_marker(cid)
         if self.replica.row("kv", (marker,)) is not None:
+            self._late(cid, now_ms)
             return
         j = self.joined[cid]
         report = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]

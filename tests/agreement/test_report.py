@@ -44,3 +44,33 @@ def test_no_report_before_both_sides_decided():
     a, b = sim.majority[0], sim.minority[0]
     shadow = sim._shadow(sim.nodes[a], sim.genesis_b)
     assert reunion_report(sim.nodes[a].replica, shadow) is None
+
+
+def test_a_slot_the_parent_decides_after_the_merge_is_added_to_the_report():
+    """A slot only the seceded side decided apart, decided otherwise by the parent after
+    the merge: late_slot_conflicts names it (kept: the parent's value), once."""
+    from controller.agreement.report import late_slot_conflicts
+
+    for seed in range(40):
+        sim = ReunionSim(ReunionSimConfig.from_seed(seed))
+        sim.run()
+        x, y = sim.pair
+        if x is not sim.sides["A"]:
+            continue
+        host = sim.nodes[x.nodes[0]].replica
+        joined = host.lineages()[y.cluster]
+        mine = {s for s, r in host.ledger.slots.items() if r.decided}
+        only_b = sorted(s for s, r in joined.ledger.slots.items()
+                        if r.decided and s not in mine and not s.startswith("reunion/"))
+        if not only_b:
+            continue
+        assert late_slot_conflicts(host, joined) == []
+        slot = only_b[0]
+        p = sim.propose(x.nodes[0], slot, "decided-late", 5_000)
+        sim._advance(sim.time_ms + 6_000, lambda: p.done)
+        assert p.outcome is not None and p.outcome.value == "decided-late"
+        late = late_slot_conflicts(host, joined)
+        assert [(e.name, e.kept) for e in late] == [(slot, "decided-late")]
+        assert late[0].lost == joined.ledger.decided(slot).value
+        return
+    raise AssertionError("no seed in 0..39 with a slot only the seceded side decided")
