@@ -3,11 +3,13 @@
 The acts (ReunionStory, mixed into ReunionSim in reunion.py, which holds the net and the
 checks): together, split mid-traffic, secede, apart, reunite, resolve, merge.
 
-The oracle (pure functions) calls none of lineage.py's report functions: the simulator
-records every row write it made (with the op that carried it) and every decision each node
-learned, and the oracle says, from that record and from what each side held, what
-`slot_conflicts`/`row_conflicts`, `winner` and the CRDT merge must give. Membership chains
-are rebuilt from decided certificates alone, each change checked against the one before.
+The oracle (pure functions) calls none of the report code: the simulator records every row
+write it made (with the op that carried it) and every decision each node learned, and the
+oracle says, from that record and from what each side held (the parent's side: also its ops
+up to the child's fork point), what the report must hold — computed before the join by
+`slot_conflicts`/`row_conflicts` and after it by `reunion_report` — and what `winner` and
+the CRDT merge must give. Membership chains are rebuilt from decided certificates alone,
+each change checked against the one before.
 """
 
 from __future__ import annotations
