@@ -198,6 +198,18 @@ def test_no_decision_is_completed_after_the_report():
     run_reunion_seed(322, strict=True)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=ReunionSimFailure,
+    reason="controller/agreement/report.py: a parent write made after the fork point that the "
+    "parent had itself superseded (a concurrent pre-fork write with a later hlc) is reported "
+    "as lost, although the parent never held it at the reunion (row_conflicts on the sides' "
+    "states lists nothing)",
+)
+def test_the_report_lists_only_values_a_side_held():
+    run_reunion_seed(3355, strict=True)
+
+
 def test_an_overridden_decision_must_be_reported():
     """A slot both lineages decided differently is lost by one side: only with an entry."""
     entry = ("slot", "master/late", (), "", b"A", b"B")
