@@ -667,6 +667,64 @@ class ReunionStory:
             )
         self.kept, self.report = kept, report
 
+    def _write_report(self, x: Side, y: Side) -> Report:
+        """The winner computes the report from the two lineages it holds once joined
+        (reunion_report, as a node does), checks it against the oracle, and writes it."""
+        writer = self.nodes[self.kept.nodes[0]]
+        computed: list[Any] = []
+
+        def ready() -> bool:
+            r = self._replica(writer.id)
+            computed[:] = [reunion_report(r, *r.lineages().values())]
+            return computed[0] is not None
+
+        if not self._advance(self.time_ms + self.config.quiet_ms_max, ready):
+            raise self.fail("termination: the winner cannot compute the report")
+        report = self.report = self._joined_report(x, y)
+        got = computed[0]
+        entries = {
+            (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost))
+            for c in got.entries
+        }
+        extra, missing = entries - report.entries, report.entries - entries
+        diagnosed = not missing and superseded_apart(extra, self.records.values(), self.writes)
+        if got.kept != self.kept.cluster or (entries != report.entries and not diagnosed):
+            raise self.fail(
+                f"conflict report from the logs: got {sorted(entries)}, "
+                f"expected {sorted(report.entries)}"
+            )
+        if extra:  # the report lists a write its own side had superseded before the fork
+            self._finding(f"report from the logs: entries for superseded writes {sorted(extra)}")
+            authors = dict(report.authors)
+            for c in got.entries:
+                if c.kind == "row":
+                    authors[c.key] = (c.kept_author, c.lost_author)
+            report = self.report = Report(frozenset(entries), authors)
+        if got.entries:
+            self._replica(writer.id).write(conflict_mutations(got.entries), self.now())
+            self._pump(writer)
+        return report
+
+    def _check_merge(self, x: Side, y: Side, report: Report) -> None:
+        """Once merged: no write or decision lost without a report entry; every node holds
+        the oracle's rows and report (_check_merged)."""
+        both = sorted(x.nodes + y.nodes)
+        r = self._replica(both[0])
+        held = [r, *r.lineages().values()]
+        merged = latest_writes(
+            self.writes, {x.cluster, y.cluster}, lambda w: any(h.dag.holds(w.op.id) for h in held)
+        )
+        lost = silent_losses(self.records.values(), merged, report)
+        if lost:
+            raise self.fail("merge: a write silently lost: " + "; ".join(lost))
+        decided = [self._decided_keys(r if r.cluster_id == s.cluster else held[1]) for s in (x, y)]
+        overridden = silent_overrides(*decided, report)
+        if overridden:  # votes cast after the join on a ballot it brought
+            self._finding("merge: a decision silently overridden: " + "; ".join(overridden))
+        final = expected_rows(merged)
+        for n in both:
+            self._check_merged(n, x, y, report, final)
+
     def _joined_report(self, x: Side, y: Side) -> Report:
         """The oracle once the DAGs are joined: the parent's decisions also count those its
         ops up to the child's fork point complete (votes only the child held at the split)."""
@@ -711,61 +769,14 @@ class ReunionStory:
             node = self.nodes[n]
             self._join(node)
             self._pump(node)
-        writer = self.nodes[self.kept.nodes[0]]
-        computed: list[Any] = []
-
-        def ready() -> bool:
-            r = self._replica(writer.id)
-            computed[:] = [reunion_report(r, *r.lineages().values())]
-            return computed[0] is not None
-
-        if not self._advance(self.time_ms + self.config.quiet_ms_max, ready):
-            raise self.fail("termination: the winner cannot compute the report")
-        report = self.report = self._joined_report(x, y)
-        got = computed[0]
-        entries = {
-            (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost))
-            for c in got.entries
-        }
-        extra, missing = entries - report.entries, report.entries - entries
-        diagnosed = not missing and superseded_apart(extra, self.records.values(), self.writes)
-        if got.kept != self.kept.cluster or (entries != report.entries and not diagnosed):
-            raise self.fail(
-                f"conflict report from the logs: got {sorted(entries)}, "
-                f"expected {sorted(report.entries)}"
-            )
-        if extra:  # the report lists a write its own side had superseded before the fork
-            self._finding(f"report from the logs: entries for superseded writes {sorted(extra)}")
-            authors = dict(report.authors)
-            for c in got.entries:
-                if c.kind == "row":
-                    authors[c.key] = (c.kept_author, c.lost_author)
-            report = self.report = Report(frozenset(entries), authors)
-        if got.entries:
-            self._replica(writer.id).write(conflict_mutations(got.entries), self.now())
-            self._pump(writer)
+        report = self._write_report(x, y)
         if self.config.crashes:  # a restart re-joins the other lineage from its store
             victim = self.rng.choice(both)
             at = self.time_ms + self.rng.randint(10, 500)
             self._at(at, "crash", victim)
             self._at(at + self.rng.randint(0, 1_000), "restart", victim)
         self._settle(both, "the merged cluster", one_lineage=False)
-        r = self.nodes[both[0]].replica
-        assert r is not None
-        held = [r, *r.lineages().values()]
-        merged = latest_writes(
-            self.writes, {x.cluster, y.cluster}, lambda w: any(h.dag.holds(w.op.id) for h in held)
-        )
-        lost = silent_losses(self.records.values(), merged, report)
-        if lost:
-            raise self.fail("merge: a write silently lost: " + "; ".join(lost))
-        decided = [self._decided_keys(r if r.cluster_id == s.cluster else held[1]) for s in (x, y)]
-        overridden = silent_overrides(*decided, report)
-        if overridden:  # decided in the parent by votes it received only with the merge
-            self._finding("merge: a decision silently overridden: " + "; ".join(overridden))
-        final = expected_rows(merged)
-        for n in both:
-            self._check_merged(n, x, y, report, final)
+        self._check_merge(x, y, report)
         return self.time_ms - merged_at
 
     def _split_one_side(self) -> int:
