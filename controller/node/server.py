@@ -480,8 +480,10 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
 
 def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_lineage) -> None:
     """The founder of a seceded lineage starts it with the parent's rows (its first ops,
-    before any other write; decision 0018): re-signed copies, later in HLC than every
-    version they copy, so no value changes when the two DAGs meet again."""
+    before any other write; decision 0018): re-signed copies at the lowest HLC, so every
+    version of the parent beats them when the two DAGs meet again (a parent write the
+    founder had not received at the fork must not lose to its copy) and every write made
+    apart beats them too."""
     lin = lineage_of(replica.genesis)
     if lin.parent is None or replica.genesis.founder != identity.public_key:
         return
@@ -499,7 +501,7 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
     finally:
         parent_store.close()
     step = replica.config.mutations_max - 1
-    now = int(time.time() * 1000)
+    now = 1  # the lowest time: the copy loses to every real version (see above)
     for i in range(0, max(len(rows), 1), step):
         chunk = rows[i:i + step]
         if i + step >= len(rows):
