@@ -106,16 +106,34 @@ def _apart(
     shared: Vector = dict(other.fork_vector) if other.parent == mine.cluster_id else {}
     founder, copied = node_id_of(replica.genesis.founder), fork_copy_end(replica)
     tables = Tables(replica.schema)
+    held = Tables(replica.schema)  # everything inside the cut: what this side held
     for op in replica.log():
         if not isinstance(op.body, RowsBody) or replica.dag.excluded(op):
             continue
-        if op.seq > cut.get(op.author, 0) or op.seq <= shared.get(op.author, 0):
+        if op.seq > cut.get(op.author, 0):
             continue
-        if op.author == founder and op.seq <= copied:
+        for m in op.body.mutations:
+            held.merge(m, op.hlc, op.author)
+        if op.seq <= shared.get(op.author, 0) or (op.author == founder and op.seq <= copied):
             continue
         for m in op.body.mutations:
             tables.merge(m, op.hlc, op.author)
-    return {(t, k): row for t, k, row in tables.all_rows()}
+    out = {}
+    for t, k, row in tables.all_rows():
+        # A write apart that lost, inside this side, to a version held at the fork (a
+        # concurrent pre-fork write with a later hlc) is not a value this side held.
+        now = held.get(t, k)
+        cols = {c: v for c, v in row.cols.items() if now is not None and _same(now.cols.get(c), v)}
+        if cols:
+            kept = RowState.from_plain(row.to_plain())
+            kept.cols = cols
+            out[(t, k)] = kept
+    return out
+
+
+def _same(a, b) -> bool:
+    """The same write (a column's causal length depends on which deletes a table saw)."""
+    return a is not None and (a.hlc, a.author, a.value) == (b.hlc, b.author, b.value)
 
 
 def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
@@ -129,6 +147,7 @@ def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
     # child held some the parent's other nodes had not (votes among them, which may
     # complete a parent decision only once the DAGs join). Wait until the parent's replica
     # holds them all, so every node computes the report from the same ops.
+    rows_cut = {la.cluster_id: dict(cut_a), lb.cluster_id: dict(cut_b)}  # what each held
     for (parent, cut), child in ((a, cut_a), lb), ((b, cut_b), la):
         if child.parent != parent.cluster_id:
             continue
@@ -143,7 +162,9 @@ def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
         sides.reverse()
     (lk, rk, ck, ok), (ll, rl, cl, ol) = sides
     entries = slot_conflicts((lk, _decisions(rk, ck)), (ll, _decisions(rl, cl)))
-    entries += row_conflicts((lk, _apart(rk, lk, ok, ck), {}), (ll, _apart(rl, ll, ol, cl), {}))
+    ak = _apart(rk, lk, ok, rows_cut[lk.cluster_id])
+    al = _apart(rl, ll, ol, rows_cut[ll.cluster_id])
+    entries += row_conflicts((lk, ak, {}), (ll, al, {}))
     return Report(lk.cluster_id, entries)
 
 

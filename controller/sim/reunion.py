@@ -166,6 +166,7 @@ class ReunionSim(ReunionStory, AgreementSim):
         self.learned_at: dict[tuple[bytes, NodeId], dict[str, bytes]] = {}
         self.proposals = []
         self.writes: list[story.Write] = []
+        self.late_entries = 0  # report entries added after the merge (late_slot_conflicts)
         self.restarts = self.messages = self.no_quorum = self.last_learned_ms = 0
         self.cluster: dict[NodeId, Genesis] = {}
         self.partner: dict[NodeId, Genesis] = {}  # after the merge: the lineage a node joined

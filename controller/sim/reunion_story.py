@@ -43,7 +43,7 @@ from controller.agreement import (
 )
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
-from controller.agreement.report import reunion_report
+from controller.agreement.report import late_slot_conflicts, reunion_report
 from controller.replication import (
     DEFAULT_SCHEMA,
     Config,
@@ -776,8 +776,28 @@ class ReunionStory:
             self._at(at, "crash", victim)
             self._at(at + self.rng.randint(0, 1_000), "restart", victim)
         self._settle(both, "the merged cluster", one_lineage=False)
+        report = self._write_late(both, report)
         self._check_merge(x, y, report)
         return self.time_ms - merged_at
+
+    def _write_late(self, both: list[NodeId], report: Report) -> Report:
+        """A slot the kept lineage decided only after the report (a pre-split ballot the
+        join brought) that the other side decided otherwise: the winner adds its entry
+        (late_slot_conflicts, as a node's keeper does), and it must reach every node."""
+        writer = self.nodes[self.kept.nodes[0]]
+        r = self._replica(writer.id)
+        late = late_slot_conflicts(r, *r.lineages().values())  # type: ignore[arg-type]
+        if not late:
+            return report
+        self.late_entries += len(late)
+        r.write(conflict_mutations(late), self.now())
+        self._pump(writer)
+        entries = {
+            (c.kind, c.name, c.key, c.column, value_key(c.kept), value_key(c.lost)) for c in late
+        }
+        report = self.report = Report(report.entries | entries, report.authors)
+        self._settle(both, "the merged cluster with late report entries", one_lineage=False)
+        return report
 
     def _split_one_side(self) -> int:
         """Writes made before the split that one side held at its fork and another did not."""
