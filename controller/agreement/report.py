@@ -6,8 +6,9 @@ them alone, the same on every node that holds both:
 
 - The *cut* of a side is the causal past of its decided `reunion/<other>` certificate:
   what that side had when it voted to merge; for a parent, also its ops up to the child's
-  fork point (the child may have held some that the parent's other nodes had not). Writes after the cut merge by the CRDT rules
-  without a report entry (both sides already see each other then).
+  fork point (the child may have held some that the parent's other nodes had not).
+  Writes after the cut merge by the CRDT rules without a report entry (both sides already
+  see each other then).
 - A side's writes *apart* are its ops inside its cut, less what both sides share: the
   parent's ops up to the child's fork point, and the seceded founder's fork copy (the
   founder's first ops in a seceded lineage, which re-sign the parent's rows: its op 1, or
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.replication import NodeId, Op, RowState, RowsBody, decode_op, node_id_of
+from controller.replication import NodeId, Op, RowsBody, RowState, decode_op, node_id_of
 from controller.replication.crdt import Tables
 
 from .certificate import Decision
@@ -39,7 +40,13 @@ from .lineage import (
 from .messages import value_key
 from .policy import AgreementReplica
 
-__all__ = ["FORK_COPY_KEY", "Report", "fork_copy_end", "late_slot_conflicts", "reunion_report"]
+__all__ = [
+    "FORK_COPY_KEY",
+    "Report",
+    "fork_copy_end",
+    "late_slot_conflicts",
+    "reunion_report",
+]
 
 FORK_COPY_KEY = "fork-copy"  # kv row in the last op of a multi-op fork copy
 

@@ -29,8 +29,8 @@ from .engine import (
     SlotWatcher,
     Watcher,
 )
-from .lineages import LineageError
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
+from .lineages import LineageError
 from .metrics import Metrics
 from .slots import decision_summary, peer_address_key
 from .sqlquery import QueryLimit, run_query

@@ -310,7 +310,7 @@ class Keeper:
             out.update(members)
             j = self.joined.get(cid)
             if j is not None:
-                out.update(getattr(j.replica, "ledger").membership.voters)
+                out.update(j.replica.ledger.membership.voters)
         return out
 
     def extra_peers(self) -> set[NodeId]:
@@ -318,7 +318,7 @@ class Keeper:
         out: set[NodeId] = set()
         for cid in self.joined:
             out.update(self.members.get(cid, {}))
-            out.update(getattr(self.joined[cid].replica, "ledger").membership.voters)
+            out.update(self.joined[cid].replica.ledger.membership.voters)
         return out
 
     # -------------------------------------------------------------- the round
@@ -355,7 +355,7 @@ class Keeper:
         if self.replica.row("kv", (report_marker(self.replica.cluster_id),)) is None:
             return
         parent = self.joined[cid].replica
-        voters = getattr(parent, "ledger").membership.voters
+        voters = parent.ledger.membership.voters
         if self.identity.node_id not in voters:
             if "return" not in self.refused:
                 log.warning("not returning to %s: this node is no longer one of its voters "
@@ -485,7 +485,9 @@ class Keeper:
             len(report.entries),
         )
 
-    async def drive(self, loop: asyncio.AbstractEventLoop, send: Callable[[str, Message], None]) -> None:
+    async def drive(
+        self, loop: asyncio.AbstractEventLoop, send: Callable[[str, Message], None]
+    ) -> None:
         """Carry out each joined lineage's Ready with its store: durable, then sent."""
         for j in self.joined.values():
             while j.replica.has_ready():

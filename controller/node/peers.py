@@ -7,11 +7,10 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
-
-from collections.abc import Awaitable, Callable
 
 from controller.replication import Genesis, Message, decode_genesis, decode_message, encode_message
 from controller.replication.errors import Rejected

@@ -41,7 +41,7 @@ def test_no_report_before_both_sides_decided():
     sim._split()
     sim._secede()
     sim._apart()
-    a, b = sim.majority[0], sim.minority[0]
+    a = sim.majority[0]
     shadow = sim._shadow(sim.nodes[a], sim.genesis_b)
     assert reunion_report(sim.nodes[a].replica, shadow) is None
 
@@ -67,7 +67,7 @@ def test_a_slot_the_parent_decides_after_the_merge_is_added_to_the_report():
         assert late_slot_conflicts(host, joined) == []
         slot = only_b[0]
         p = sim.propose(x.nodes[0], slot, "decided-late", 5_000)
-        sim._advance(sim.time_ms + 6_000, lambda: p.done)
+        sim._advance(sim.time_ms + 6_000, lambda p=p: p.done)
         assert p.outcome is not None and p.outcome.value == "decided-late"
         late = late_slot_conflicts(host, joined)
         assert [(e.name, e.kept) for e in late] == [(slot, "decided-late")]
