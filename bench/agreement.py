@@ -62,6 +62,7 @@ def trial(voters: int, proposers: int, seed: int) -> dict:
                 sent += len(ready.messages)
                 in_flight.extend(ready.messages)
                 replica.advance(ready)
+            agreement.release()
 
     flush()
     by_id = {r.node_id: (r, a) for r, a in nodes}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.replication import NodeId, OpId, Rejected
+from controller.replication import NodeId, OpId, Rejected, decode_op
 from controller.replication.encoding import check_plain
 
 from .certificate import Decision
@@ -142,12 +142,47 @@ class Agreement:
         self.expulsions: dict[NodeId, Expulsion] = {}  # proven equivocators, by author
         self._conflicts_seen = 0  # ledger.conflicts looked at (recovered ones count too)
         self._now_ms = 0
+        self._held: list[Decision] = []  # decided, waiting for our votes to be durable
+        self._durable_slots: set[str] = set()
         self._sync_peers()
 
     # ------------------------------------------------------------------ queries
     def decided(self, slot: str) -> Decision | None:
+        """The slot's decision, once every vote of this node it counts is durable (a crash
+        before that would lose the vote, and the decision with it)."""
         self.ledger.catch_up()
-        return self.ledger.decided(slot)
+        d = self.ledger.decided(slot)
+        return d if d is not None and self._durable(d) else None
+
+    def _durable(self, d: Decision) -> bool:
+        if d.slot in self._durable_slots:
+            return True
+        cfg, me = self.replica.config, self.node_id
+        for raw in d.certificate.ops:
+            op = decode_op(raw, self.replica.schema, cfg.parents_max, cfg.mutations_max)
+            if op.author == me and op.seq > self.replica.durable_seq:
+                return False
+        self._durable_slots.add(d.slot)
+        return True
+
+    def release(self) -> None:
+        """Hand out what waited for this node's votes to be durable: call after the
+        replica's Ready was carried out (step() does it too)."""
+        if self._held:
+            held, self._held = self._held, []
+            for d in held:
+                if not self._durable(d):
+                    self._held.append(d)
+                    continue
+                for w in self.watches:
+                    if d.slot.startswith(w.prefix):
+                        w.decisions.append(d)
+        for p in self.proposals:
+            if not p.done:
+                d = self.decided(p.slot)
+                if d is not None:
+                    p.outcome = Outcome(p.slot, Status.DECIDED, d.value)
+        self.proposals = [p for p in self.proposals if not p.done]
 
     def membership(self) -> Membership:
         return self.ledger.membership
@@ -161,7 +196,7 @@ class Agreement:
             w.decisions.extend(
                 r.decided
                 for s, r in sorted(self.ledger.slots.items())
-                if r.decided is not None and s.startswith(prefix)
+                if r.decided is not None and s.startswith(prefix) and self._durable(r.decided)
             )
         self.watches.append(w)
         return w
@@ -227,11 +262,9 @@ class Agreement:
                 self._react(item)
             ledger.catch_up()
         if ledger.decisions:
-            for d in ledger.decisions:
-                for w in self.watches:
-                    if d.slot.startswith(w.prefix):
-                        w.decisions.append(d)
+            self._held.extend(ledger.decisions)
             ledger.decisions = []
+        self.release()
         if ledger.mv != mv_before:
             self._sync_peers()
             deferred, self._deferred = self._deferred, []
@@ -393,8 +426,9 @@ class Agreement:
         ledger = self.ledger
         decision = ledger.decided(p.slot)
         if decision is not None:
-            p.outcome = Outcome(p.slot, Status.DECIDED, decision.value)
-            return
+            if self._durable(decision):
+                p.outcome = Outcome(p.slot, Status.DECIDED, decision.value)
+            return  # else: once our vote is durable (release)
         if self.node_id not in ledger.membership.voters:
             p.outcome = Outcome(p.slot, Status.REFUSED, None, "not_voter: no longer a member")
             return

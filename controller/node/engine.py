@@ -413,6 +413,7 @@ class Engine:
                 if not w.future.done():
                     w.future.set_result(WriteResult(w.op_id, w.seq, self.holders(w.seq)))
         if self.agreement is not None:
+            self.agreement.release()  # decisions that waited for our votes to be durable
             self._answer_proposals()
 
     def _step_agreement(self, t: int) -> None:

@@ -182,6 +182,10 @@ class Replica:
         self._out_replace = False
         self._out_messages: list[Outbound] = []
         self._out_acked: list[OpId] = []
+        # This node's highest own seq whose Ready was carried out (committed): an effect
+        # that depends on an own op (a decision counting our vote) waits for it.
+        self.durable_seq = 0
+        self._in_flight_own = 0
         self._in_flight = False
         # Joined lineages (after a decided merge): cluster id -> a replica of that lineage
         # whose applied ops also join this replica's tables and op set (join_lineage).
@@ -606,6 +610,8 @@ class Replica:
         self._out_ops, self._out_evidence, self._out_rows = [], [], {}
         self._out_replace, self._out_messages, self._out_acked = False, [], []
         self._in_flight = True
+        me = self.node_id
+        self._in_flight_own = max((op.seq for op in rd.ops if op.author == me), default=0)
         return rd
 
     def advance(self, ready: Ready) -> None:
@@ -613,6 +619,7 @@ class Replica:
         if not self._in_flight:
             raise UsageError("advance() without ready()")
         self._in_flight = False
+        self.durable_seq = max(self.durable_seq, self._in_flight_own)
 
     # ------------------------------------------------------------------ membership
     def set_peers(self, peers: Iterable[NodeId]) -> None:
@@ -779,6 +786,7 @@ class Replica:
         own = replica.dag.chains.get(replica.node_id)
         if own:
             replica.clock.last = max(replica.clock.last, replica.dag.ops[own[-1]].hlc)
+            replica.durable_seq = len(own)  # a logged op was stored
         replica._out_ops, replica._out_evidence, replica._out_rows = [], [], {}
         replica._out_replace, replica._out_acked = False, []
         replica.counters.clear()

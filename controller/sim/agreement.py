@@ -260,6 +260,8 @@ class AgreementSim:
             self._send(node.id, out.to, encode_message(out.message))
         node.in_flight = None
         r.advance(ready)
+        if node.agreement is not None:
+            node.agreement.release()  # decisions that waited for our votes to be durable
         self._pump(node)
 
     def _connected(self, a: NodeId, b: NodeId) -> bool:

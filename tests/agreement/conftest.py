@@ -88,6 +88,7 @@ class Net:
                     self.sent += 1
                     self.in_flight.append((node.id, out.to, out.message))
                 node.replica.advance(ready)
+            node.agreement.release()
 
     def round(self, tick: bool = True) -> None:
         """One message delay: deliver what is in flight, then tick and step every node."""

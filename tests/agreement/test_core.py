@@ -214,3 +214,24 @@ def test_single_voter_decides_alone():
     p = net[0].agreement.propose("master/1", "solo", net.now_ms)
     net.run(until=lambda: p.done)
     assert p.outcome.value == "solo"
+
+
+def test_a_decision_waits_until_this_nodes_vote_is_durable():
+    """One voter: its own accepted vote completes the quorum at once, but neither decided(),
+    a watch nor the proposal's outcome shows the decision before that vote's Ready was
+    carried out (a crash would lose the vote and the decision with it)."""
+    net = Net(1)
+    node = net[0]
+    w = node.agreement.watch("")
+    p = node.agreement.propose("master/1", "x", net.now_ms)
+    for _ in range(5):  # votes are emitted; nothing carried out yet
+        node.agreement.step(net.now_ms)
+    assert node.agreement.ledger.decided("master/1") is not None  # counted in memory...
+    assert node.agreement.decided("master/1") is None  # ...not handed out
+    assert not p.done and w.drain() == []
+    ready = node.replica.ready()
+    node.store.commit(ready)
+    node.replica.advance(ready)
+    node.agreement.release()
+    assert node.agreement.decided("master/1").value == "x"
+    assert p.outcome.value == "x" and [d.slot for d in w.drain()] == ["master/1"]

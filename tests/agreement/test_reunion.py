@@ -130,6 +130,7 @@ def _drain(node, sent: list) -> None:
                 node.store.commit(rd)
             sent.extend((out.to, out.message) for out in rd.messages)
             r.advance(rd)
+    node.agreement.release()
 
 
 def _exchange(nodes, now_ms: int, until, rounds: int = 300) -> None:

@@ -176,15 +176,12 @@ def test_a_merge_joins_the_dags_not_a_copy():
         assert {r.cluster_id, *r.lineages()} == {x.cluster, y.cluster}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReunionSimFailure,
-    reason="controller/agreement: a Watch reports a decision (and a Proposal its outcome) as "
-    "soon as the ledger counts a quorum that includes this node's own accepted op, before the "
-    "Ready holding that op is durable; a crash then loses the vote and the decision",
-)
-def test_a_decision_is_learned_only_once_durable():
-    run_reunion_seed(1001, strict=True)
+@pytest.mark.parametrize("seed, siblings", [(1001, 0), (3061, 0), (233, 1), (462, 1)])
+def test_a_decision_is_learned_only_once_durable(seed, siblings):
+    """A decision counting this node's own accepted vote surfaces (watch, proposal outcome,
+    decided()) only once that vote is durable: a crash before would lose both."""
+    result = run_reunion_seed(seed, siblings=siblings, strict=True)
+    assert not result.findings
 
 
 @pytest.mark.parametrize("seed", [322, 462, 482, 583])
