@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.replication import DEFAULT_SCHEMA, Config, Rejected, decode_op
+from controller.replication import DEFAULT_SCHEMA, Config, Op, Rejected, decode_op
 from controller.replication.identity import verify_signature
 from controller.replication.op import op_signing_message
 
@@ -14,7 +14,7 @@ from .errors import Reason, Refused
 from .membership import Membership
 from .messages import ACCEPTED, Accepted, Ballot, from_body, value_key
 
-__all__ = ["Certificate", "Decision", "certificate_voters", "verify_certificate"]
+__all__ = ["Certificate", "Decision", "certificate_ops", "certificate_voters", "verify_certificate"]
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,15 @@ def verify_certificate(
         raise Refused(Reason.BAD_CERTIFICATE, f"{len(authors)} of {len(membership.voters)} voters")
 
 
-def certificate_voters(cert: Certificate) -> set[str]:
-    """The authors of a certificate's votes (check it with verify_certificate first)."""
+def certificate_ops(cert: Certificate) -> list[Op]:
+    """The certificate's vote ops, decoded (check it with verify_certificate first)."""
     cfg = Config()
     try:
-        return {
-            decode_op(r, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max).author
-            for r in cert.ops
-        }
+        return [decode_op(r, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max) for r in cert.ops]
     except Rejected as exc:
         raise Refused(Reason.BAD_CERTIFICATE, f"undecodable vote: {exc}") from None
+
+
+def certificate_voters(cert: Certificate) -> set[str]:
+    """The authors of a certificate's votes (check it with verify_certificate first)."""
+    return {op.author for op in certificate_ops(cert)}

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.replication import NodeId, OpId, Rejected, decode_op
+from controller.replication import NodeId, OpId, Rejected
 from controller.replication.encoding import check_plain
 
-from .certificate import Decision
+from .certificate import Decision, certificate_ops
 from .errors import Reason, Refused, UsageError
 from .ledger import Indexed, Ledger
 from .membership import (
@@ -157,11 +157,9 @@ class Agreement:
     def _durable(self, d: Decision) -> bool:
         if d.slot in self._durable_slots:
             return True
-        cfg, me = self.replica.config, self.node_id
-        for raw in d.certificate.ops:
-            op = decode_op(raw, self.replica.schema, cfg.parents_max, cfg.mutations_max)
-            if op.author == me and op.seq > self.replica.durable_seq:
-                return False
+        durable, me = self.replica.durable_seq, self.node_id
+        if any(op.author == me and op.seq > durable for op in certificate_ops(d.certificate)):
+            return False
         self._durable_slots.add(d.slot)
         return True
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.replication import NodeId, Op, RowsBody, RowState, decode_op, node_id_of
+from controller.replication import NodeId, RowsBody, RowState, node_id_of
 from controller.replication.crdt import Tables
 
-from .certificate import Decision
+from .certificate import Decision, certificate_ops
 from .lineage import (
     MERGE,
     ConflictEntry,
@@ -59,11 +59,6 @@ class Report:
     entries: list[ConflictEntry]
 
 
-def _ops_of(replica: AgreementReplica, raws: tuple[bytes, ...]) -> list[Op]:
-    cfg = replica.config
-    return [decode_op(r, replica.schema, cfg.parents_max, cfg.mutations_max) for r in raws]
-
-
 def _cut(replica: AgreementReplica, other: bytes) -> Vector | None:
     """The causal past of this lineage's decided merge with `other` (None: not decided)."""
     replica.ledger.catch_up()
@@ -71,14 +66,14 @@ def _cut(replica: AgreementReplica, other: bytes) -> Vector | None:
     if d is None or value_key(d.value) != value_key(MERGE):
         return None
     cut: Vector = {}
-    for op in _ops_of(replica, d.certificate.ops):
+    for op in certificate_ops(d.certificate):
         for author, seq in replica.ledger.vector(op.id).items():
             cut[author] = max(cut.get(author, 0), seq)
     return cut
 
 
 def _inside(replica: AgreementReplica, d: Decision, cut: Vector) -> bool:
-    return all(cut.get(op.author, 0) >= op.seq for op in _ops_of(replica, d.certificate.ops))
+    return all(cut.get(op.author, 0) >= op.seq for op in certificate_ops(d.certificate))
 
 
 def _decisions(replica: AgreementReplica, cut: Vector) -> dict[str, Decision]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import sqlite3
 import time
 
@@ -630,20 +631,18 @@ class Local(local_pb2_grpc.LocalServiceServicer):
 
 
 def _json(value) -> str:
-    import json
+    """A CBOR value as JSON text (bytes as hex), for the Conflict message."""
 
-    return json.dumps(codec_lite_plain(value), sort_keys=True)
+    def plain(v):
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
 
-
-def codec_lite_plain(value):
-    """A CBOR value as JSON-able (bytes as hex)."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, list | tuple):
-        return [codec_lite_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): codec_lite_plain(v) for k, v in value.items()}
-    return value
+    return json.dumps(plain(value), sort_keys=True)
 
 
 def _conflict_fields(v: dict) -> dict:

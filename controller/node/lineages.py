@@ -256,7 +256,7 @@ class Keeper:
             cid: _members_of(d, g) for cid, g in self.held.items()
         }
         self.joined: dict[bytes, _Joined] = {}
-        self.proposals: dict[bytes, tuple[Proposal, int]] = {}
+        self.proposals: dict[bytes, tuple[Proposal | None, int]] = {}  # None: refused
         self.refused: dict[bytes, str] = {}
         self.rng = random.Random()
         self.counters: dict[str, int] = {}
@@ -389,7 +389,8 @@ class Keeper:
         if self.identity.node_id not in self.agreement.membership().voters:
             return
         held = self.proposals.get(cid)
-        if held is not None and (not held[0].done or now_ms < held[1] + self.retry_ms):
+        busy = held is not None and held[0] is not None and not held[0].done
+        if held is not None and (busy or now_ms < held[1] + self.retry_ms):
             return
         slot = reunion_slot(cid)
         try:
@@ -398,7 +399,7 @@ class Keeper:
             if self.refused.get(cid) != str(exc):
                 log.warning("not proposing %s=merge: %s", slot, exc)
             self.refused[cid] = str(exc)
-            self.proposals[cid] = (_Done(), now_ms)  # type: ignore[arg-type]
+            self.proposals[cid] = (None, now_ms)
             return
         self._count("reunion_auto_proposals")
         log.info("proposing %s=merge (policy auto_merge=%s)", slot, policy.auto_merge)
@@ -515,18 +516,11 @@ class Keeper:
                     "slot": reunion_slot(cid),
                     "decided": "" if d is None else str(d.value),
                     "joined": cid in self.joined,
-                    "reported": self.replica.row("kv", (report_marker(cid),)) is not None
-                    or self._reported_by_other(cid),
+                    # written by a node of the kept lineage: ours, or theirs about us
+                    "reported": any(
+                        self.replica.row("kv", (report_marker(c),)) is not None
+                        for c in (cid, self.replica.cluster_id)
+                    ),
                 }
             )
         return out
-
-    def _reported_by_other(self, cid: bytes) -> bool:
-        return self.replica.row("kv", (report_marker(self.replica.cluster_id),)) is not None
-
-
-class _Done:
-    """A stand-in for a proposal refused before it started (retried after retry_ms)."""
-
-    done = True
-

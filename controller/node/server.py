@@ -331,12 +331,6 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     """Run the node until stop is set; announce(json line) once it listens."""
     d = DataDir(Path(cfg.data))
     identity = d.identity()
-    finish_move(d)
-    if d.genesis() is None:
-        raise NodeError(
-            f"{d.genesis_file}: missing; this node is in no cluster yet "
-            "(create one with `synod init --new-cluster NAME`)"
-        )
     ca, tls_key, tls_cert = d.tls()
     metrics = Metrics()
     peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)

@@ -11,17 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from controller.agreement import AgreementReplica, Certificate, Decision
+from controller.agreement import certificate_voters as agreement_certificate_voters
 from controller.replication import (
-    DEFAULT_SCHEMA,
     CausalPast,
-    Config,
     Genesis,
     Identity,
     InvitePolicy,
     NodeId,
     Op,
     RandomSource,
-    decode_op,
     encode,
 )
 from controller.store import Store
@@ -113,10 +111,7 @@ def open_node_replica(
 
 def certificate_voters(cert: Certificate) -> list[NodeId]:
     """The authors of a certificate's accepted ops, sorted."""
-    cfg = Config()
-    return sorted(
-        {decode_op(r, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max).author for r in cert.ops}
-    )
+    return sorted(agreement_certificate_voters(cert))
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:

@@ -41,19 +41,18 @@ from controller.agreement import (
     winner,
     with_conflicts_table,
 )
+from controller.agreement.certificate import certificate_ops
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
 from controller.agreement.report import late_slot_conflicts, reunion_report
 from controller.replication import (
     DEFAULT_SCHEMA,
-    Config,
     Genesis,
     NodeId,
     Op,
     RowsBody,
     RowState,
     Upsert,
-    decode_op,
 )
 
 if TYPE_CHECKING:
@@ -224,14 +223,9 @@ def decided_within(
     decisions: Mapping[str, Decision], vector: Mapping[NodeId, int]
 ) -> dict[str, bytes]:
     """Slot -> value key of the decisions whose certificate votes all lie inside vector."""
-    cfg = Config()
     out = {}
     for slot, d in decisions.items():
-        ops = [
-            decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
-            for raw in d.certificate.ops
-        ]
-        if all(op.seq <= vector.get(op.author, 0) for op in ops):
+        if all(op.seq <= vector.get(op.author, 0) for op in certificate_ops(d.certificate)):
             out[slot] = value_key(d.value)
     return out
 
