@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.replication import NodeId, OpId, Rejected
+from controller.replication import UsageError as ReplicationUsageError
 from controller.replication.encoding import check_plain
 
 from .certificate import Decision, certificate_ops
@@ -349,7 +350,11 @@ class Agreement:
             self.counters[Reason.NOT_VOTER] += 1
             return
         kind, data = to_body(msg)
-        self.replica.emit(kind, data, self._now_ms)
+        try:
+            self.replica.emit(kind, data, self._now_ms)
+        except ReplicationUsageError:  # the replica would not sign what peers refuse
+            self.counters[Reason.FORBIDDEN] += 1
+            return
         self.ledger.catch_up()
 
     # ------------------------------------------------------------------ equivocators

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from controller.replication import NodeId, RowsBody, RowState, node_id_of
 from controller.replication.crdt import Tables
+from controller.replication.reserved import FORK_COPY_KEY, INTERNAL
 
 from .certificate import Decision, certificate_ops
 from .lineage import (
@@ -41,14 +42,12 @@ from .messages import value_key
 from .policy import AgreementReplica
 
 __all__ = [
-    "FORK_COPY_KEY",
     "Report",
     "fork_copy_end",
     "late_slot_conflicts",
     "reunion_report",
 ]
 
-FORK_COPY_KEY = "fork-copy"  # kv row in the last op of a multi-op fork copy
 
 Vector = dict[NodeId, int]
 
@@ -95,7 +94,7 @@ def fork_copy_end(replica: AgreementReplica) -> int:
     mine = sorted((op for op in replica.log() if op.author == founder), key=lambda o: o.seq)
     for op in mine[: replica.config.mutations_max]:
         if isinstance(op.body, RowsBody) and any(
-            m.table == "kv" and m.key == (FORK_COPY_KEY,) for m in op.body.mutations
+            m.table == INTERNAL and m.key == (FORK_COPY_KEY,) for m in op.body.mutations
         ):
             return op.seq
     return 1

@@ -13,13 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from controller.replication.schema import FLOW_ERRORS, INTERNAL, RESERVED_TABLES
+
 from .auth import Denied
-from .tokens import KV_PREFIX as TOKEN_ROWS
 from .tokens import Role
 
 __all__ = ["AccessCheck", "FIXED_OPERATOR_KINDS"]
 
 ANY = "*"  # the policy's wildcard (controller/agreement/rbac.py)
+_RESERVED_WHY = {
+    INTERNAL: "table 'internal' is reserved for the nodes (tokens, peer addresses, lineages "
+    "met, markers): no client writes it; tokens are managed with AdminService",
+    FLOW_ERRORS: "table 'flow_errors' is written by the nodes from their controllers' "
+    "reports (LocalService.ReportTopology), not by clients",
+    "conflicts": "table 'conflicts' is the reunion's report, written by the nodes alone",
+}
+assert set(_RESERVED_WHY) == RESERVED_TABLES
 FIXED_OPERATOR_KINDS = frozenset({"master", "placement", "alloc"})
 
 
@@ -29,19 +38,16 @@ class AccessCheck:
     def __init__(self, policy_of: Callable[[], Any]) -> None:
         self.policy_of = policy_of
 
-    def write(self, role: Role, tables: Iterable[str], token_rows: bool = False) -> None:
+    def write(self, role: Role, tables: Iterable[str]) -> None:
         """Refuse (Denied permission_denied) unless role may write every table.
 
-        token_rows: the write touches kv rows `token/...`, which only admins write (tokens
-        are the identities roles hang on; an operator must not mint an admin token).
+        Reserved tables (controller/replication/reserved.py) are written by nodes alone,
+        whatever the role and the policy: a client row must never steer a node.
         """
         policy = self.policy_of()
         for table in sorted(set(tables)):
-            if table == "conflicts":
-                raise Denied(
-                    "permission_denied",
-                    "table 'conflicts' is the reunion's report, written by the nodes alone",
-                )
+            if table in RESERVED_TABLES:
+                raise Denied("permission_denied", _RESERVED_WHY[table])
             if policy is None:
                 if role < Role.OPERATOR:
                     raise Denied(
@@ -57,11 +63,20 @@ class AccessCheck:
                     f"role {role.label} may not write table {table!r} "
                     f"(access policy v{policy.version})",
                 )
-        if token_rows and role < Role.ADMIN:
+
+    def report(self, role: Role, what: str) -> None:
+        """A controller's or agent's report the node records in a reserved table (flow
+        errors, flow statistics): operators and admins only."""
+        if role < Role.OPERATOR:
+            raise Denied("permission_denied", f"role {role.label} may not report {what}")
+
+    def tokens(self, role: Role) -> None:
+        """Creating and revoking tokens (AdminService): admins only, whatever the policy
+        (tokens are the identities roles hang on; an operator must not mint an admin)."""
+        if role < Role.ADMIN:
             raise Denied(
                 "permission_denied",
-                f"role {role.label} may not write kv rows {TOKEN_ROWS}*: tokens are created "
-                "and revoked by admins (AdminService)",
+                f"role {role.label} may not create or revoke tokens: admins only",
             )
 
     def propose(self, role: Role, kind: str) -> None:
@@ -87,14 +102,3 @@ class AccessCheck:
     def version(self) -> int | None:
         policy = self.policy_of()
         return None if policy is None else policy.version
-
-
-def touches_token_rows(mutations: Iterable[Any]) -> bool:
-    """Does any mutation write a kv row `token/...`?"""
-    return any(
-        m.table == "kv" and isinstance(m.key[0], str) and m.key[0].startswith(TOKEN_ROWS)
-        for m in mutations
-    )
-
-
-__all__ += ["touches_token_rows"]

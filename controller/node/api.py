@@ -15,9 +15,10 @@ from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_g
 import controller
 from controller.agreement import lineage_of, membership_slot
 from controller.replication import INVITE, Upsert, decode, encode, invitation_data
+from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key, peer_key
 
 from . import codec
-from .access import AccessCheck, touches_token_rows
+from .access import AccessCheck
 from .auth import Authenticator, Denied
 from .config import ApiConfig
 from .engine import (
@@ -29,13 +30,14 @@ from .engine import (
     SlotRefused,
     SlotWatcher,
     Watcher,
+    WriteRefused,
 )
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .lineages import LineageError
 from .metrics import Metrics
-from .slots import decision_summary, peer_address_key
+from .slots import decision_summary
 from .sqlquery import QueryLimit, run_query
-from .tokens import Role, kv_key, new_token, record_from_kv
+from .tokens import Role, new_token, record_from_row, token_key
 
 __all__ = ["Api", "servicers"]
 
@@ -70,7 +72,7 @@ class Api:
         )
 
     def _kv(self, key: str) -> bytes | None:
-        row = self.engine.replica.row("kv", (key,))
+        row = self.engine.replica.row(INTERNAL, (key,))
         return None if row is None else row.get("value")  # type: ignore[return-value]
 
     @contextlib.asynccontextmanager
@@ -101,6 +103,9 @@ class Api:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except SlotRefused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except WriteRefused as exc:
+            self.metrics.inc("api_bad_request")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:1000])
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer in time")
         except EngineError as exc:
@@ -110,9 +115,22 @@ class Api:
 
     def check_write(self, record, mutations) -> None:
         """Denied unless the token's role may write every table of mutations (decision 0034)."""
-        self.access.write(
-            record.role, (m.table for m in mutations), touches_token_rows(mutations)
-        )
+        count, limit = len(mutations), self.engine.replica.config.mutations_max
+        if count > limit:  # one write is one op: over the op's limit every peer refuses it
+            raise codec.CodecError(
+                f"{count} rows in one write; at most {limit} (mutations_max, the limit of "
+                "one op): split the write (`synod put --from FILE` does)"
+            )
+        self.access.write(record.role, (m.table for m in mutations))
+
+    def check_read(self, record, table: str) -> None:
+        """The reserved `internal` table (token records, peer addresses) is read by admins
+        alone; every other table by any valid token."""
+        if table == INTERNAL and record.role < Role.ADMIN:
+            raise Denied(
+                "permission_denied",
+                f"role {record.role.label} may not read table 'internal' (admins only)",
+            )
 
     async def write(self, mutations, ack: int, timeout_ms: int):
         level = codec.ack_level(ack)
@@ -258,7 +276,8 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             return await self.api.write(mutations, request.ack, request.timeout_ms)
 
     async def Get(self, request, context):
-        async with self.api.call(context, Role.VIEWER, "Get"):
+        async with self.api.call(context, Role.VIEWER, "Get") as record:
+            self.api.check_read(record, request.table)
             key = codec.key_from_pb(self.api.schema, request.table, request.key)
             values = self.api.engine.replica.row(request.table, key)
             if values is None:
@@ -268,9 +287,10 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             )
 
     async def List(self, request, context):
-        async with self.api.call(context, Role.VIEWER, "List"):
+        async with self.api.call(context, Role.VIEWER, "List") as record:
             schema = self.api.schema
             codec.table_of(schema, request.table)
+            self.api.check_read(record, request.table)
             prefix = codec.values_from_pb(request.key_prefix)
             limit = min(
                 request.limit or self.api.config.list_rows_max, self.api.config.list_rows_max
@@ -287,8 +307,9 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             return out
 
     async def Watch(self, request, context):
-        async with self.api.call(context, Role.VIEWER, "Watch"):
+        async with self.api.call(context, Role.VIEWER, "Watch") as record:
             codec.table_of(self.api.schema, request.table)
+            self.api.check_read(record, request.table)
             table = request.table
             replica = self.api.engine.replica
 
@@ -413,11 +434,11 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             await engine.propose(membership_slot(m.version + 1), value, timeout)
             self.api.metrics.inc("joins_proposed")
             joined = _joined_in(agreement, req.node_id)
-        key = (peer_address_key(req.node_id),)
-        row = engine.replica.row("kv", key)
+        key = (peer_key(req.node_id),)
+        row = engine.replica.row(INTERNAL, key)
         if row is None or row.get("value") != req.address.encode():
             await engine.write(
-                [Upsert("kv", key, {"value": req.address.encode()})], "local", 0
+                [Upsert(INTERNAL, key, {"value": req.address.encode()})], "local", 0
             )
         return joined
 
@@ -477,14 +498,14 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
 
     async def CreateToken(self, request, context):
         async with self.api.call(context, Role.ADMIN, "CreateToken") as admin:
-            self.api.access.write(admin.role, ["kv"], token_rows=True)
+            self.api.access.tokens(admin.role)
             try:
                 role = Role.parse(request.role)
             except Exception as exc:  # TokenError
                 raise codec.CodecError(str(exc)) from None
             token, record = new_token(role, request.description[:200], int(time.time() * 1000))
             await self.api.write(
-                [Upsert("kv", (kv_key(record.id),), {"value": record.to_kv()})],
+                [Upsert(INTERNAL, (token_key(record.id),), {"value": record.to_row()})],
                 northbound_pb2.ACK_LOCAL,
                 0,
             )
@@ -493,15 +514,15 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
     async def ListTokens(self, request, context):
         async with self.api.call(context, Role.ADMIN, "ListTokens"):
             out = northbound_pb2.ListTokensResponse()
-            for (key,), values in sorted(self.api.engine.replica.rows("kv").items()):
-                record = record_from_kv(key, values.get("value"))  # type: ignore[arg-type]
+            for (key,), values in sorted(self.api.engine.replica.rows(INTERNAL).items()):
+                record = record_from_row(key, values.get("value"))  # type: ignore[arg-type]
                 if record is not None:
                     out.tokens.append(codec.token_pb(record))
             return out
 
     async def RevokeToken(self, request, context):
         async with self.api.call(context, Role.ADMIN, "RevokeToken") as admin:
-            self.api.access.write(admin.role, ["kv"], token_rows=True)
+            self.api.access.tokens(admin.role)
             record = self.api.auth.record(request.id)
             if record is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no token {request.id!r}")
@@ -509,7 +530,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
 
             revoked = replace(record, revoked=True)
             await self.api.write(
-                [Upsert("kv", (kv_key(record.id),), {"value": revoked.to_kv()})],
+                [Upsert(INTERNAL, (token_key(record.id),), {"value": revoked.to_row()})],
                 northbound_pb2.ACK_LOCAL,
                 0,
             )
@@ -519,7 +540,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
 class Local(local_pb2_grpc.LocalServiceServicer):
     """For the site's controller and edge agent (operator tokens)."""
 
-    TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts"})
+    TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", FLOW_ERRORS})
 
     def __init__(self, api: Api) -> None:
         self.api = api
@@ -559,7 +580,9 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 )
             if not mutations:
                 raise codec.CodecError("report has no rows")
-            self.api.check_write(record, mutations)
+            if any(m.table == FLOW_ERRORS for m in mutations):
+                self.api.access.report(record.role, "flow errors")
+            self.api.check_write(record, [m for m in mutations if m.table != FLOW_ERRORS])
             done = await self.api.write(mutations, northbound_pb2.ACK_LOCAL, 0)
             return local_pb2.ReportResponse(op_id=done.op_id, rows=len(mutations))
 
@@ -567,8 +590,8 @@ class Local(local_pb2_grpc.LocalServiceServicer):
         async with self.api.call(context, Role.OPERATOR, "ReportFlowStats") as record:
             if not request.dpid:
                 raise codec.CodecError("dpid is required")
-            self.api.access.write(record.role, ["kv"])
-            from controller.replication import encode
+            self.api.access.report(record.role, "flow statistics")
+            dpid = _dpid_text(request.dpid)
 
             value = encode(
                 [
@@ -579,7 +602,7 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 ]
             )
             done = await self.api.write(
-                [Upsert("kv", (f"flowstats/{request.dpid}",), {"value": value})],
+                [Upsert(INTERNAL, (flow_stats_key(dpid),), {"value": value})],
                 northbound_pb2.ACK_LOCAL,
                 0,
             )
@@ -628,6 +651,16 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 0,
             )
             return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+
+def _dpid_text(value: str) -> str:
+    """A report's datapath id as 16 hex digits (CodecError naming the bad value)."""
+    from controller.forwarding.flowspec import FlowSpecError, parse_dpid
+
+    try:
+        return f"{parse_dpid(value):016x}"
+    except FlowSpecError as exc:
+        raise codec.CodecError(str(exc)[:200]) from None
 
 
 def _json(value) -> str:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .tokens import Role, TokenError, TokenRecord, kv_key, parse_token, record_from_kv
+from .tokens import Role, TokenError, TokenRecord, parse_token, record_from_row, token_key
 
 __all__ = ["Authenticator", "Denied", "TokenBucket"]
 
@@ -61,12 +61,12 @@ class Authenticator:
         self._records: dict[str, tuple[bytes, TokenRecord | None]] = {}
 
     def record(self, token_id: str) -> TokenRecord | None:
-        raw = self.lookup(kv_key(token_id))
+        raw = self.lookup(token_key(token_id))
         if raw is None:
             return None
         cached = self._records.get(token_id)
         if cached is None or cached[0] != raw:
-            cached = (raw, record_from_kv(kv_key(token_id), raw))
+            cached = (raw, record_from_row(token_key(token_id), raw))
             self._records[token_id] = cached
         return cached[1]
 

@@ -563,18 +563,17 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
         r = ctx.client.call(
             ctx.client.rows.List, cl.pb().ListRequest(table="flows", key_prefix=pre)
         )
-        # Controllers record a switch's refusal of a flow as kv "flowerror/<dpid>/<flow id>".
-        kv = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="kv"))
+        # Controllers report a switch's refusal of a flow; the node keeps it in flow_errors.
+        reported = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(
+            table="flow_errors", key_prefix=pre))
         errors = {}
-        for row in kv.rows:
-            key = cl.value(row.key[0])
-            if isinstance(key, str) and key.startswith("flowerror/"):
-                value = cl.value(row.values["value"]) if "value" in row.values else b""
-                errors[key.removeprefix("flowerror/")] = (
-                    value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+        for row in reported.rows:
+            key = "/".join(str(cl.value(k)).lower() for k in row.key)
+            value = cl.value(row.values["error"]) if "error" in row.values else ""
+            errors[key] = str(value)
 
         def status(d):
-            err = errors.get(f"{str(d.get('dpid', '')).lower()}/{d.get('flow_id')}")
+            err = errors.get(f"{str(d.get('dpid', '')).lower()}/{str(d.get('flow_id')).lower()}")
             return {"status": f"failed: {err}" if err else "ok"}
 
         _rows_out(ctx, "flows", r.rows, status)

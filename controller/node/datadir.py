@@ -16,9 +16,10 @@ from controller.replication import (
     make_genesis,
 )
 from controller.replication.errors import Rejected
+from controller.replication.schema import INTERNAL
 
 from . import pki
-from .tokens import Role, kv_key, new_token
+from .tokens import Role, new_token, token_key
 
 __all__ = ["DataDir", "DataDirError", "init_data_dirs"]
 
@@ -150,7 +151,7 @@ def init_data_dirs(
         DataDir(paths[0]),
         founder,
         genesis,
-        [Upsert("kv", (kv_key(record.id),), {"value": record.to_kv()})],
+        [Upsert(INTERNAL, (token_key(record.id),), {"value": record.to_row()})],
     )
     _write(DataDir(paths[0]).admin_token, token.encode() + b"\n", private=True)
     summary.update(

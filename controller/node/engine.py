@@ -30,10 +30,10 @@ from controller.replication import (
     UsageError,
     parse_invitation,
 )
+from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
 from controller.store import SqliteStore
 
 from .metrics import Metrics
-from .slots import peer_of_address_key
 
 __all__ = [
     "Engine",
@@ -44,6 +44,7 @@ __all__ = [
     "SlotRefused",
     "SlotWatcher",
     "Watcher",
+    "WriteRefused",
     "WriteResult",
 ]
 
@@ -56,6 +57,11 @@ class EngineError(Exception):
 
 class NotMember(EngineError):
     """This node may not author ops yet (it joined but its invitation has not arrived)."""
+
+
+class WriteRefused(EngineError):
+    """The write breaks a limit every peer enforces (op size, rows per op, a reserved row's
+    shape): nothing was signed; the message names the limit."""
 
 
 class NoQuorum(EngineError):
@@ -167,6 +173,7 @@ class Engine:
         self.on_member: Callable[[Invitation], None] = lambda inv: None  # set by the links
         # (node id, peer address) from a kv row "peer/<node id>" (a decided join); set by server
         self.on_address: Callable[[str, str], None] = lambda node_id, address: None
+        self.on_members: Callable[[], None] = lambda: None  # set by the links
         self._update_members()
         self.tick_interval_ms = tick_interval_ms
         self.pending_writes_max = pending_writes_max
@@ -298,6 +305,7 @@ class Engine:
             self.keeper.set_peers(set(self.members))
         else:
             self.replica.set_peers(self.members)
+        self.on_members()
 
     def set_keeper(self, keeper: Any) -> None:
         """Hold other lineages (controller.node.lineages.Keeper), driven in each round."""
@@ -387,12 +395,12 @@ class Engine:
                 self.send(out.to, out.message)
             self._notify(rd.rows, rd.replace_rows)
             for row in rd.rows:
-                if row.table == "kv":
-                    node_id = peer_of_address_key(row.key[0])
+                if row.table == INTERNAL:
+                    node_id = peer_of_key(row.key[0])
                     address = (row.values or {}).get("value")
                     if node_id and isinstance(address, bytes) and node_id != self.node_id:
                         self.on_address(node_id, address.decode(errors="replace"))
-                    elif self.keeper is not None and str(row.key[0]).startswith("genesis/"):
+                    elif self.keeper is not None and str(row.key[0]).startswith(GENESIS_PREFIX):
                         if isinstance(address, bytes):
                             self.keeper.meet(address)
             self.metrics.inc("ops_stored", len(rd.ops))
@@ -511,7 +519,7 @@ class Engine:
             try:
                 op = self.replica.emit(*w.custom, t)
             except UsageError as exc:
-                w.future.set_exception(EngineError(f"op refused: {exc}"))
+                w.future.set_exception(WriteRefused(f"op refused: {exc}"))
                 return
             w.seq, w.op_id = op.seq, op.id.hex()
             return
@@ -522,7 +530,7 @@ class Engine:
                 for w in group:
                     self._author([w], t)
                 return
-            group[0].future.set_exception(EngineError(f"write refused: {exc}"))
+            group[0].future.set_exception(WriteRefused(f"write refused: {exc}"))
             return
         self.metrics.inc("rows_written", sum(len(w.mutations) for w in group))
         for w in group:

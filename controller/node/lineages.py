@@ -59,12 +59,12 @@ from controller.replication import (
     encode,
 )
 from controller.replication.errors import Rejected
+from controller.replication.reserved import INTERNAL, genesis_key, report_key
 from controller.store import SqliteStore
 
 from .datadir import DataDir, DataDirError
 
 __all__ = [
-    "GENESIS_PREFIX",
     "NODE_SCHEMA",
     "Keeper",
     "LineageError",
@@ -74,28 +74,14 @@ __all__ = [
     "held_lineages",
     "keep_genesis",
     "lineage_dir",
-    "genesis_key",
-    "report_marker",
 ]
 
 log = logging.getLogger("synod.lineage")
 
 NODE_SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
-REPORT_PREFIX = "reunion/"  # kv "reunion/<other cluster id>": the report for it is written
-GENESIS_PREFIX = "genesis/"  # kv "genesis/<cluster id>": another lineage's genesis, so every
-# node of this lineage learns of a lineage one of them met (even if it never meets it)
-
-
-def genesis_key(cluster_id: bytes) -> str:
-    return f"{GENESIS_PREFIX}{cluster_id.hex()}"
-
 
 class LineageError(Exception):
     """A secession or lineage that cannot be taken; the message says why."""
-
-
-def report_marker(other: bytes) -> str:
-    return f"{REPORT_PREFIX}{other.hex()}"
 
 
 # ---------------------------------------------------------------------- on disk
@@ -352,7 +338,7 @@ class Keeper:
         written (by the parent's nodes): see the module docstring."""
         if self.returning or self.on_return is None or self.mine.parent != cid:
             return
-        if self.replica.row("kv", (report_marker(self.replica.cluster_id),)) is None:
+        if self.replica.row(INTERNAL, (report_key(self.replica.cluster_id),)) is None:
             return
         parent = self.joined[cid].replica
         voters = parent.ledger.membership.voters
@@ -370,15 +356,15 @@ class Keeper:
     def _write_genesis_rows(self, now_ms: int) -> None:
         """Tell this lineage's other nodes of the lineages met here (kv genesis/<id>)."""
         todo = [c for c in sorted(self._announce)
-                if self.replica.row("kv", (genesis_key(c),)) is None]
+                if self.replica.row(INTERNAL, (genesis_key(c),)) is None]
         self._announce.clear()
         me = self.identity.node_id
-        if not todo or not self.agreement.policy().can_write(me, "kv"):
+        if not todo or not self.agreement.policy().can_write(me, INTERNAL):
             return
         if not self.replica.is_member_now():
             return
         self.replica.write(
-            [Upsert("kv", (genesis_key(c),), {"value": self.met[c].raw}) for c in todo], now_ms
+            [Upsert(INTERNAL, (genesis_key(c),), {"value": self.met[c].raw}) for c in todo], now_ms
         )
 
     def _auto_propose(self, cid: bytes, g: Genesis, now_ms: int) -> None:
@@ -460,8 +446,8 @@ class Keeper:
             j.replica.set_peers(everyone)
 
     def _report(self, cid: bytes, now_ms: int) -> None:
-        marker = report_marker(cid)
-        if self.replica.row("kv", (marker,)) is not None:
+        marker = report_key(cid)
+        if self.replica.row(INTERNAL, (marker,)) is not None:
             self._late(cid, now_ms)
             return
         j = self.joined[cid]
@@ -470,13 +456,13 @@ class Keeper:
             return  # not computable yet, or the other side's nodes write it
         policy = self.agreement.policy()
         me = self.identity.node_id
-        if not (policy.can_write(me, "conflicts") and policy.can_write(me, "kv")):
+        if not (policy.can_write(me, "conflicts") and policy.can_write(me, INTERNAL)):
             return
         if not self.replica.is_member_now():
             return
         value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
         self.replica.write(
-            [*conflict_mutations(report.entries), Upsert("kv", (marker,), {"value": value})],
+            [*conflict_mutations(report.entries), Upsert(INTERNAL, (marker,), {"value": value})],
             now_ms,
         )
         self._count("reunion_reports")
@@ -518,7 +504,7 @@ class Keeper:
                     "joined": cid in self.joined,
                     # written by a node of the kept lineage: ours, or theirs about us
                     "reported": any(
-                        self.replica.row("kv", (report_marker(c),)) is not None
+                        self.replica.row(INTERNAL, (report_key(c),)) is not None
                         for c in (cid, self.replica.cluster_id)
                     ),
                 }

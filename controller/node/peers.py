@@ -143,6 +143,9 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+PARKED_MAX = 1_024  # addresses remembered for nodes that are not members yet
+
+
 class PeerLinks:
     """All outbound links; Engine.send is bound to send()."""
 
@@ -155,8 +158,11 @@ class PeerLinks:
         self.by_node: dict[str, _Link] = {}
         self.advertise = config.advertise or config.listen  # our peer address, for others
         self._started = False
+        # node id -> address of a node not (yet) a member: dialed once it is one.
+        self.parked: dict[str, str] = {}
         engine.send = self.send
         engine.on_member = lambda inv: self.add(inv.address, inv.node_id)
+        engine.on_members = self.dial_parked
 
     def start(self) -> None:
         self._started = True
@@ -164,8 +170,16 @@ class PeerLinks:
             link.task = asyncio.get_running_loop().create_task(link.run(), name=link.address)
 
     def add(self, address: str, node_id: str = "") -> None:
-        """Dial another node (e.g. one just invited) unless a link reaches it already."""
+        """Dial another node (e.g. one just invited) unless a link reaches it already.
+
+        An address recorded for a node id is dialed only while that node is a member (or
+        a node of a lineage held here): a record must not make us dial anything else.
+        """
         if not address or address == self.advertise or node_id == self.engine.node_id:
+            return
+        if node_id and node_id not in self.engine.peer_keys():
+            if node_id in self.parked or len(self.parked) < PARKED_MAX:
+                self.parked[node_id] = address
             return
         if (node_id and node_id in self.by_node) or any(lk.address == address for lk in self.links):
             return
@@ -173,6 +187,12 @@ class PeerLinks:
         self.links.append(link)
         if self._started:
             link.task = asyncio.get_running_loop().create_task(link.run(), name=address)
+
+    def dial_parked(self) -> None:
+        """Membership changed: dial the parked addresses of nodes that are members now."""
+        members = self.engine.peer_keys()
+        for node_id in [n for n in self.parked if n in members]:
+            self.add(self.parked.pop(node_id), node_id)
 
     def addresses(self) -> list[str]:
         """Peer addresses of the members, ours first: what a joining node should dial."""

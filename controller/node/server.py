@@ -20,9 +20,9 @@ from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.agreement import Agreement, AgreementConfig, lineage_of, secede
-from controller.agreement.report import FORK_COPY_KEY
 from controller.replication import Config as ReplicationCoreConfig
 from controller.replication import InvitePolicy, Upsert
+from controller.replication.reserved import FORK_COPY_KEY, GENESIS_PREFIX, INTERNAL, peer_of_key
 from controller.store import SqliteStore, StoreError, open_replica, persist
 
 from .api import Api, servicers
@@ -31,7 +31,6 @@ from .datadir import DataDir, DataDirError
 from .engine import Engine
 from .join import JoinError, read_bundle
 from .lineages import (
-    GENESIS_PREFIX,
     NODE_SCHEMA,
     Keeper,
     LineageError,
@@ -43,7 +42,7 @@ from .lineages import (
 )
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
-from .slots import open_node_replica, peer_of_address_key
+from .slots import open_node_replica
 
 __all__ = ["NodeError", "run_node", "serve"]
 
@@ -197,7 +196,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         keeper = Keeper(d, identity, replica, agreement, open_lineage,
                         propose_timeout_ms=cfg.agreement.propose_timeout_ms)
         engine.set_keeper(keeper)
-        for (key,), values in replica.rows("kv").items():  # lineages another node met
+        for (key,), values in replica.rows(INTERNAL).items():  # lineages another node met
             if isinstance(key, str) and key.startswith(GENESIS_PREFIX):
                 keeper.meet(values.get("value") or b"")
         keeper.rejoin()
@@ -207,8 +206,8 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
     # Nodes invited, or joined by a decided membership, after the config was written.
     for node_id, address in policy.addresses().items():  # type: ignore[attr-defined]
         links.add(address, node_id)
-    for (key,), values in replica.rows("kv").items():
-        node_id, address = peer_of_address_key(key), values.get("value")
+    for (key,), values in replica.rows(INTERNAL).items():
+        node_id, address = peer_of_key(key), values.get("value")
         if node_id and isinstance(address, bytes):
             links.add(address.decode(errors="replace"), node_id)
     engine.on_address = lambda node_id, address: links.add(address, node_id)
@@ -499,7 +498,7 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
     for i in range(0, max(len(rows), 1), step):
         chunk = rows[i:i + step]
         if i + step >= len(rows):
-            chunk = [*chunk, Upsert("kv", (FORK_COPY_KEY,), {"value": lin.parent})]
+            chunk = [*chunk, Upsert(INTERNAL, (FORK_COPY_KEY,), {"value": lin.parent})]
         replica.write(chunk, now)
     persist(store, replica)
     log.info("seceded lineage %s starts with %d rows of its parent",

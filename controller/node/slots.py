@@ -26,20 +26,7 @@ from controller.store import Store
 from controller.store.recovery import open_replica
 
 __all__ = ["VotesAndInvitesPolicy", "NodeReplica", "open_node_replica", "certificate_voters",
-           "decision_summary", "peer_address_key", "peer_of_address_key"]
-
-PEER_ADDRESS_PREFIX = "peer/"  # kv rows "peer/<node id>" = its peer address (UTF-8)
-
-
-def peer_address_key(node_id: NodeId) -> str:
-    return PEER_ADDRESS_PREFIX + node_id
-
-
-def peer_of_address_key(key: object) -> NodeId | None:
-    """The node id a kv key "peer/<node id>" names, else None."""
-    if isinstance(key, str) and key.startswith(PEER_ADDRESS_PREFIX):
-        return key[len(PEER_ADDRESS_PREFIX):] or None
-    return None
+           "decision_summary"]
 
 
 class VotesAndInvitesPolicy:

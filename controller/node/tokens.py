@@ -1,4 +1,4 @@
-"""Bearer tokens with roles: format, hashing, and their rows in the replicated kv table."""
+"""Bearer tokens with roles: format, hashing, and their rows in the reserved `internal` table."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from controller.replication import decode, encode
+from controller.replication.reserved import TOKEN_PREFIX as ROW_PREFIX
+from controller.replication.reserved import token_key
 
 __all__ = [
     "Role",
     "TOKEN_PREFIX",
     "TokenError",
     "TokenRecord",
-    "kv_key",
+    "token_key",
     "new_token",
     "parse_token",
-    "record_from_kv",
+    "record_from_row",
 ]
 
 TOKEN_PREFIX = "synod_"
-KV_PREFIX = "token/"
 
 
 class Role(IntEnum):
@@ -57,7 +58,7 @@ class TokenRecord:
     created_ms: int
     revoked: bool = False
 
-    def to_kv(self) -> bytes:
+    def to_row(self) -> bytes:
         return encode(
             {
                 "role": self.role.label,
@@ -74,10 +75,6 @@ class TokenRecord:
 
 def _digest(secret: str) -> bytes:
     return hashlib.blake2b(secret.encode(), digest_size=32, person=b"synod-token").digest()
-
-
-def kv_key(token_id: str) -> str:
-    return KV_PREFIX + token_id
 
 
 def new_token(role: Role, description: str, now_ms: int) -> tuple[str, TokenRecord]:
@@ -98,14 +95,14 @@ def parse_token(token: str) -> tuple[str, str]:
     return token_id, secret
 
 
-def record_from_kv(key: str, value: bytes | None) -> TokenRecord | None:
-    """Decode a kv row written by to_kv (None if it is not a valid token row)."""
-    if not key.startswith(KV_PREFIX) or value is None:
+def record_from_row(key: str, value: bytes | None) -> TokenRecord | None:
+    """Decode an `internal` row written by to_row (None if it is not a valid token row)."""
+    if not key.startswith(ROW_PREFIX) or value is None:
         return None
     try:
         plain = decode(value)
         return TokenRecord(
-            key[len(KV_PREFIX) :],
+            key[len(ROW_PREFIX) :],
             Role.parse(plain["role"]),
             plain["hash"],
             plain.get("description", ""),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.forwarding.flowspec import FlowSpec, FlowSpecError, spec_from_row
+from controller.replication.reserved import FLOW_ERRORS
 
 __all__ = ["NodeLink", "row_dict"]
 
@@ -215,7 +216,8 @@ class NodeLink:
 
 TOPOLOGY_INTERVAL_S = 1.0
 TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
-FLOW_ERROR_PREFIX = "flowerror/"
+
+ERROR_CHARS_MAX = 1_000  # a switch error kept per flow
 
 
 def _hex(dpid: int) -> str:
@@ -250,10 +252,10 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
 
 
 def flow_status_rows(errors: dict[tuple[int, str], str]) -> dict[tuple, tuple[str, list, dict]]:
-    """kv rows "flowerror/<dpid>/<flow id>" -> the switch's error, shown by `flows list`."""
-    return {("kv", key): ("kv", [key], {"value": text.encode()})
-            for (dpid, flow_id), text in errors.items()
-            for key in [f"{FLOW_ERROR_PREFIX}{_hex(dpid)}/{flow_id}"]}
+    """flow_errors rows (dpid, flow id) -> the switch's error, shown by `flows list`."""
+    return {(FLOW_ERRORS, _hex(dpid), flow_id): (FLOW_ERRORS, [_hex(dpid), flow_id],
+                                                 {"error": text[:ERROR_CHARS_MAX]})
+            for (dpid, flow_id), text in errors.items()}
 
 
 def remote_view(tables: dict[str, list[dict]]):
@@ -327,13 +329,9 @@ class TopologySync:
         status = flow_status_rows(observed.get("flow_errors", {}))
         new_status = [r for k, r in status.items() if self.status.get(k) != r]
         cleared = [r for k, r in self.status.items() if k not in status]
-        if new_status:
-            client.call(client.rows.Put, northbound_pb2.PutRequest(
-                rows=[pb(*r) for r in new_status]))
-        if cleared:
-            client.call(client.rows.Delete, northbound_pb2.DeleteRequest(
-                table="kv", keys=[northbound_pb2.KeyList(key=[codec.value_pb(k[0])])
-                                  for _, k, _ in cleared]))
+        if new_status or cleared:
+            client.call(client.local.ReportTopology, local_pb2.TopologyReport(
+                rows=[pb(*r) for r in new_status], gone=[pb(t, k) for t, k, _ in cleared]))
         self.status = status
         tables = {}
         for table in TOPOLOGY_TABLES:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .encoding import check_plain, decode, encode
+from .encoding import decode, encode
 from .errors import Reason, Rejected, UsageError
 from .identity import Identity, NodeId, hash32
-from .schema import Schema, Value
+from .reserved import check_internal_row
+from .schema import INTERNAL, Schema, Value
 
 __all__ = [
     "OpId",
@@ -19,6 +20,8 @@ __all__ = [
     "Op",
     "ROWS",
     "sign_op",
+    "check_mutation_count",
+    "check_rows_body",
     "decode_op",
     "op_signing_message",
     "OP_ID_PERSON",
@@ -173,28 +176,41 @@ def _decode_body(body: Any, schema: Schema, mutations_max: int) -> Body:
         return CustomBody(kind, data)
     if not isinstance(data, list):
         raise Rejected(Reason.BAD_BODY, "rows body is a list")
-    if len(data) > mutations_max:
-        raise Rejected(Reason.TOO_LARGE, f"{len(data)} mutations")
+    check_mutation_count(len(data), mutations_max)
     mutations = []
-    seen = set()
     for m in data:
         if not (isinstance(m, list) and len(m) == 4):
             raise Rejected(Reason.BAD_BODY, "mutation is [table, key, cl, values]")
         name, key, cl, values = m
         table = schema.table(name)
-        key = table.check_key(key)
-        values = table.check_values(values)
-        if not (type(cl) is int and 1 <= cl < 2**63):
+        mutations.append(RowMutation(name, table.check_key(key), cl, table.check_values(values)))
+    body = RowsBody(tuple(mutations))
+    check_rows_body(body, mutations_max)
+    return body
+
+
+def check_mutation_count(count: int, mutations_max: int) -> None:
+    """The one bound on row mutations per op (a receiver's and the author's)."""
+    if count > mutations_max:
+        raise Rejected(
+            Reason.TOO_LARGE, f"{count} mutations in one op (mutations_max={mutations_max})"
+        )
+
+
+def check_rows_body(body: RowsBody, mutations_max: int) -> None:
+    """What every node checks of a rows body beyond the schema's types, with the same
+    verdict at the author (before it signs) as at every receiver and at recovery."""
+    check_mutation_count(len(body.mutations), mutations_max)
+    seen = set()
+    for m in body.mutations:
+        if not (type(m.cl) is int and 1 <= m.cl < 2**63):
             raise Rejected(Reason.BAD_BODY, "causal length is a positive int")
-        if cl % 2 == 0 and values:
+        if m.cl % 2 == 0 and m.values:
             raise Rejected(Reason.BAD_BODY, "a delete sets no values")
-        if (name, key) in seen:
+        if (m.table, m.key) in seen:
             raise Rejected(Reason.BAD_BODY, "one mutation per row per op")
-        seen.add((name, key))
-        mutations.append(RowMutation(name, key, cl, values))
-    return RowsBody(tuple(mutations))
-
-
-def check_custom_data(data: Any) -> None:
-    """Local writers' custom data must be plain CBOR (checked before signing)."""
-    check_plain(data)
+        seen.add((m.table, m.key))
+        if m.table == INTERNAL and m.cl % 2 == 1:
+            why = check_internal_row(m.key[0], m.values)
+            if why is not None:
+                raise Rejected(Reason.BAD_BODY, why)

@@ -27,6 +27,7 @@ from .op import (
     OpId,
     RowMutation,
     RowsBody,
+    check_rows_body,
     decode_op,
     sign_op,
 )
@@ -245,6 +246,13 @@ class Replica:
             raise UsageError("a joined lineage is read-only: write through its host replica")
         chain = self.dag.chains.get(self.node_id, [])
         parents = self.dag.choose_parents(self.node_id, self.config.parents_max)
+        try:  # what a peer (and our own recovery) would refuse is never signed
+            if isinstance(body, RowsBody):
+                check_rows_body(body, self.config.mutations_max)
+            self._check_policy(self.node_id, body, Past(self.dag, parents))
+        except Rejected as exc:
+            self.counters["refused_own"] += 1
+            raise UsageError(f"peers would refuse this op: {exc}") from None
         hlc = self.clock.send(now_ms)
         for p in parents:  # hlc must not be below any parent's, whatever our wall clock says
             hlc = max(hlc, self.dag.ops[p].hlc + 1)
@@ -364,15 +372,7 @@ class Replica:
             raise Rejected(Reason.HLC_REGRESSION, repr(op))
         if any(op.hlc < p.hlc for p in others):  # type: ignore[union-attr]
             raise Rejected(Reason.HLC_REGRESSION, repr(op))
-        past = Past(dag, op.parents)
-        if not self.policy.is_member(op.author, past):
-            raise Rejected(Reason.NOT_MEMBER, op.author)
-        if isinstance(op.body, RowsBody):
-            for table in {m.table for m in op.body.mutations}:
-                if not self.policy.can_write(op.author, table, past):
-                    raise Rejected(Reason.FORBIDDEN, f"{op.author} may not write {table}")
-        elif not self.policy.can_emit(op.author, op.body.kind, past):
-            raise Rejected(Reason.FORBIDDEN, f"{op.author} may not emit {op.body.kind}")
+        self._check_policy(op.author, op.body, Past(dag, op.parents))
         chain = dag.chains.get(op.author, [])
         if own is not None and (len(chain) != op.seq - 1 or chain[-1] != own.id):
             # The previous op is evidence, not our log: this op continues a forked branch.
@@ -381,6 +381,18 @@ class Replica:
             return
         self.clock.observe(op.hlc, 0)
         self._apply(op)
+
+    def _check_policy(self, author: NodeId, body: Body, past: Past) -> None:
+        """The policy's verdict on an op, in its causal past: the same at the author (before
+        it signs) as at every receiver and at recovery."""
+        if not self.policy.is_member(author, past):
+            raise Rejected(Reason.NOT_MEMBER, author)
+        if isinstance(body, RowsBody):
+            for table in sorted({m.table for m in body.mutations}):
+                if not self.policy.can_write(author, table, past):
+                    raise Rejected(Reason.FORBIDDEN, f"{author} may not write {table}")
+        elif not self.policy.can_emit(author, body.kind, past):
+            raise Rejected(Reason.FORBIDDEN, f"{author} may not emit {body.kind}")
 
     def _wake(self, op_id: OpId) -> None:
         queue = [op_id]

@@ -8,7 +8,17 @@ from typing import Any
 
 from .errors import Reason, Rejected, UsageError
 
-__all__ = ["COLUMN_TYPES", "Column", "Table", "Schema", "DEFAULT_SCHEMA", "Value"]
+__all__ = [
+    "COLUMN_TYPES",
+    "Column",
+    "Table",
+    "Schema",
+    "DEFAULT_SCHEMA",
+    "FLOW_ERRORS",
+    "INTERNAL",
+    "RESERVED_TABLES",
+    "Value",
+]
 
 Value = int | float | str | bytes | bool | None
 
@@ -118,6 +128,10 @@ def _t(name: str, key: str, cols: str) -> Table:
     return Table(name, columns, tuple(key.split()))
 
 
+INTERNAL = "internal"  # node-internal records: tokens, peer addresses, lineages met, …
+FLOW_ERRORS = "flow_errors"  # a switch's refusal of a flow, reported by its controller
+RESERVED_TABLES = frozenset({INTERNAL, FLOW_ERRORS, "conflicts"})  # only nodes write these
+
 DEFAULT_SCHEMA = Schema(
     (
         _t(
@@ -150,5 +164,8 @@ DEFAULT_SCHEMA = Schema(
         ),
         _t("placements", "service", "service:text node:text generation:int state:text"),
         _t("kv", "key", "key:text value:blob"),
+        # Reserved (controller/replication/reserved.py): nodes write them, clients never.
+        _t(INTERNAL, "key", "key:text value:blob"),
+        _t(FLOW_ERRORS, "dpid flow_id", "dpid:text flow_id:text error:text"),
     )
 )

@@ -16,7 +16,14 @@ from controller.agreement import (
     to_body,
 )
 from controller.replication import Reason as RepReason
-from controller.replication import Upsert
+from controller.replication import (
+    CustomBody,
+    RowMutation,
+    RowsBody,
+    Upsert,
+    UsageError,
+    sign_op,
+)
 
 from .conftest import Net
 
@@ -30,10 +37,15 @@ def test_join_makes_a_voter_only_once_decided():
     net = Net(3, spares=2)
     newcomer, stranger = net[3], net[4]
     assert newcomer.id not in net[0].agreement.membership().voters
-    # A non-member's votes are not even accepted as ops (and its engine emits none).
-    stranger.replica.emit(*to_body(Prepare("master/1", Ballot(0, 1, stranger.id))), net.now_ms)
+    # A non-member's votes are not even signed (its replica refuses what peers refuse) ...
+    kind, data = to_body(Prepare("master/1", Ballot(0, 1, stranger.id)))
+    with pytest.raises(UsageError, match="not_member"):
+        stranger.replica.emit(kind, data, net.now_ms)
+    # ... nor accepted as ops when signed anyway.
+    forged = sign_op(stranger.identity, stranger.replica.cluster_id, 1, net.now_ms, (),
+                     CustomBody(kind, data))
+    assert net[0].replica.receive_op(forged.raw, net.now_ms) is RepReason.UNKNOWN_AUTHOR
     net.run(5)
-    assert net[0].replica.counters[RepReason.UNKNOWN_AUTHOR] >= 1
     assert "master/1" not in net[0].agreement.ledger.slots
     p = net[0].agreement.propose_join(newcomer.identity.public_key, net.now_ms)
     net.run(until=lambda: p.done)
@@ -160,8 +172,16 @@ def test_decided_policy_feeds_the_replication_check_in_causal_past():
     p = net[0].agreement.propose_policy(AccessPolicy(1, roles=roles), net.now_ms)
     net.run(until=decided_everywhere(net, "policy/v1"))
     assert p.outcome.status is Status.DECIDED
-    # The writer's next op has the policy decision in its causal past: peers refuse it.
-    writer.replica.write([Upsert("kv", ("b",), {"value": b"2"})], net.now_ms)
+    # The writer's next op would have the policy decision in its causal past: peers would
+    # refuse it, so the writer does not sign it ...
+    with pytest.raises(UsageError, match="forbidden"):
+        writer.replica.write([Upsert("kv", ("b",), {"value": b"2"})], net.now_ms)
+    # ... and a peer refuses it when signed anyway on top of the decision.
+    heads = writer.replica.dag.choose_parents(writer.id, writer.replica.config.parents_max)
+    chain = writer.replica.dag.chains[writer.id]
+    hlc = max(writer.replica.dag.ops[h].hlc for h in heads) + 1
+    forged = sign_op(writer.identity, writer.replica.cluster_id, len(chain) + 1, hlc, heads,
+                     RowsBody((RowMutation("kv", ("b",), 1, {"value": b"2"}),)))
+    assert net[0].replica.receive_op(forged.raw, net.now_ms) is RepReason.FORBIDDEN
     net.run(5)
     assert net[0].replica.row("kv", ("b",)) is None
-    assert net[0].replica.counters[RepReason.FORBIDDEN] >= 1

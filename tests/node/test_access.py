@@ -69,10 +69,10 @@ def test_default_policy_viewer_reads_operator_writes_admin_keeps_its_slots(solo)
         for kind in ("policy", "membership", "reunion"):
             _denied(lambda k=kind: _propose(c, f"{k}/v1" if k == "policy" else f"{k}/x", 1),
                     f"role operator may not propose '{kind}' slots (access policy v0)")
-        # Token rows are the admins' (an operator must not mint itself an admin token).
-        _denied(lambda: _put(c, "kv", ["token/0123456789abcdef"], value=b"x"),
-                "role operator may not write kv rows token/*")
-        _put(c, "kv", ["other"], value=b"x")  # other kv rows are fine
+        # Token rows are the nodes' (an operator must not mint itself an admin token).
+        _denied(lambda: _put(c, "internal", ["token/0123456789abcdef"], value=b"x"),
+                "table 'internal' is reserved")
+        _put(c, "kv", ["token/0123456789abcdef"], value=b"x")  # a user row like any other
     with solo.client() as admin:
         got = admin.call(admin.rows.Get, nb.GetRequest(table="flows",
                                                        key=[value_pb(DP1), value_pb("f1")]))
@@ -131,8 +131,8 @@ def test_fixed_rules_when_agreement_is_off(tmp_path):
                     "role viewer may not write table 'kv'", "agreement off")
         with node.client(tokens["operator"]) as c:
             _put(c, "services", ["web"], image="img")
-            _denied(lambda: _put(c, "kv", ["token/0123456789abcdef"], value=b"x"),
-                    "kv rows token/*")
+            _denied(lambda: _put(c, "internal", ["token/0123456789abcdef"], value=b"x"),
+                    "table 'internal' is reserved")
             _denied(lambda: _propose(c, "policy/v1", {}), "agreement off", "needs admin")
     finally:
         node.stop()

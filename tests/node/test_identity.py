@@ -6,7 +6,7 @@ import pytest
 
 from controller.node import pki
 from controller.node.datadir import DataDir, DataDirError, init_data_dirs
-from controller.node.tokens import Role, TokenError, new_token, parse_token, record_from_kv
+from controller.node.tokens import Role, TokenError, new_token, parse_token, record_from_row
 from controller.replication import Identity
 
 
@@ -57,10 +57,10 @@ def test_tokens_round_trip_and_hide_the_secret():
     token, record = new_token(Role.OPERATOR, "ci", 1)
     token_id, secret = parse_token(token)
     assert token_id == record.id and record.matches(secret) and not record.matches(secret + "x")
-    assert secret.encode() not in record.to_kv()
-    back = record_from_kv(f"token/{record.id}", record.to_kv())
+    assert secret.encode() not in record.to_row()
+    back = record_from_row(f"token/{record.id}", record.to_row())
     assert back == record
-    assert record_from_kv(f"token/{record.id}", b"\xff garbage") is None
+    assert record_from_row(f"token/{record.id}", b"\xff garbage") is None
     with pytest.raises(TokenError):
         parse_token("Bearer nope")
     assert Role.ADMIN > Role.OPERATOR > Role.VIEWER

@@ -69,7 +69,7 @@ def test_with_agreement_a_join_is_a_decided_membership(solo):
         s = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="membership/1"))
         assert s.decided and newcomer.node_id in decode(s.value)["voters"]
         key = [value_pb(f"peer/{newcomer.node_id}")]
-        got = c.call(c.rows.Get, nb.GetRequest(table="kv", key=key))
+        got = c.call(c.rows.Get, nb.GetRequest(table="internal", key=key))
         assert got.found and got.row.values["value"].blob_value == b"127.0.0.1:7999"
 
 

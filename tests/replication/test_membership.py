@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from controller.replication import (
     INVITE,
     Identity,
     InvitePolicy,
     Reason,
     Replica,
+    RowMutation,
+    RowsBody,
     Upsert,
+    UsageError,
     invitation_data,
     make_genesis,
     parse_invitation,
+    sign_op,
 )
 from controller.store import MemoryStore, open_replica, persist
 
@@ -56,8 +62,13 @@ def test_a_node_writes_only_after_its_invitation_is_in_its_past() -> None:
     a, b, _, d = c.replicas
     assert not d.is_member_now()
     assert not a.is_member_now(d.node_id)
-    # An op d signs before it holds its invitation is refused everywhere.
-    early = d.write([kv("early")], c.now_ms)
+    # d refuses to sign before it holds its invitation (every peer would refuse it) ...
+    with pytest.raises(UsageError, match="not_member"):
+        d.write([kv("early")], c.now_ms)
+    assert d.op_count() == 0
+    # ... and an op signed anyway (by other code) is refused everywhere.
+    body = RowsBody((RowMutation("kv", ("early",), 1, {"value": b"v"}),))
+    early = sign_op(d.identity, d.cluster_id, 1, c.now_ms, (), body)
     assert a.receive_op(early.raw, c.now_ms) is Reason.UNKNOWN_AUTHOR
 
     invite = a.emit(INVITE, invitation_data(d.identity.public_key, "127.0.0.1:9", "t1"), c.now_ms)

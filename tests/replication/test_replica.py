@@ -210,9 +210,70 @@ def test_policy_refuses_writes_to_a_table() -> None:
     )
     a, b = (Replica(i, g, random.Random(k)) for k, i in enumerate(ids))
     assert isinstance(a.policy, StaticPolicy)
-    op = b.write([Upsert("flows", ("d", "f"), {"priority": 1})], 10)
+    # The author refuses to sign what its peers would refuse (issue 10: no poison op) ...
+    with pytest.raises(UsageError, match="forbidden"):
+        b.write([Upsert("flows", ("d", "f"), {"priority": 1})], 10)
+    assert b.op_count() == 0 and b.counters["refused_own"] == 1
+    # ... and a peer refuses such an op if it is signed anyway.
+    body = RowsBody((RowMutation("flows", ("d", "f"), 1, {"priority": 1}),))
+    op = sign_op(b.identity, b.cluster_id, 1, 10, (), body)
     a.receive(OpBatch(a.cluster_id, "", (op.raw,)), 10)
     assert a.counters[Reason.FORBIDDEN] == 1 and a.rows("flows") == {}
+
+
+def _limit_pair() -> tuple[Replica, Replica]:
+    ids = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(2)]
+    g = make_genesis(ids[0], "t", [i.public_key for i in ids], 0)
+    return Replica(ids[0], g, random.Random(1)), Replica(ids[1], g, random.Random(2))
+
+
+def _signed_anyway(author: Replica, body: RowsBody) -> bytes:
+    return sign_op(author.identity, author.cluster_id, 1, 10, (), body).raw
+
+
+@pytest.mark.parametrize(
+    ("mutations", "reason"),
+    [
+        # more rows than one op may carry (the poison op of issue 10: 10,001 kv rows)
+        ([Upsert("kv", (f"k{i}",), {"value": b"x"}) for i in range(10_001)], Reason.TOO_LARGE),
+        # a reserved row of the wrong shape
+        ([Upsert("internal", ("peer/not-a-node",), {"value": b"h:1"})], Reason.BAD_BODY),
+        ([Upsert("internal", ("peer/" + "ab" * 16,), {"value": b"no port"})], Reason.BAD_BODY),
+        ([Upsert("internal", ("genesis/xyz",), {"value": b""})], Reason.BAD_BODY),
+        ([Upsert("internal", ("anything",), {"value": b""})], Reason.BAD_BODY),
+    ],
+    ids=["mutations_max", "peer_key", "peer_address", "genesis_key", "unknown_key"],
+)
+def test_the_author_refuses_what_a_peer_refuses(mutations, reason) -> None:
+    a, b = _limit_pair()
+    with pytest.raises(UsageError, match=reason.value):
+        b.write(mutations, 10)
+    assert b.op_count() == 0 and b.counters["refused_own"] == 1
+    body = RowsBody(tuple(RowMutation(m.table, m.key, 1, m.values) for m in mutations))
+    assert a.receive_op(_signed_anyway(b, body), 10) is reason
+    assert a.op_count() == 0
+
+
+def test_the_author_refuses_an_op_over_op_bytes_max_and_so_does_a_peer() -> None:
+    a, b = _limit_pair()
+    big = [Upsert("kv", (f"k{i}",), {"value": b"x" * 60_000}) for i in range(20)]
+    with pytest.raises(UsageError, match="op_bytes_max"):
+        b.write(big, 10)
+    assert b.op_count() == 0
+    body = RowsBody(tuple(RowMutation(m.table, m.key, 1, m.values) for m in big))
+    assert a.receive_op(_signed_anyway(b, body), 10) is Reason.TOO_LARGE
+
+
+def test_well_formed_internal_rows_are_signed_and_accepted() -> None:
+    a, b = _limit_pair()
+    rows = [
+        Upsert("internal", ("peer/" + "ab" * 16,), {"value": b"127.0.0.1:7101"}),
+        Upsert("internal", ("genesis/" + "cd" * 32,), {"value": b"raw"}),
+        Upsert("internal", ("token/0123456789abcdef",), {"value": b"record"}),
+        Upsert("internal", ("flowstats/0000000000000001",), {"value": b"stats"}),
+    ]
+    op = b.write(rows, 10)
+    assert a.receive_op(op.raw, 10) is None and len(a.rows("internal")) == 4
 
 
 def test_custom_bodies_replicate_and_reach_observers_in_causal_order(net) -> None:
