@@ -259,6 +259,38 @@ def node_run(data: str, config_file: str | None, api_listen: str | None,
         raise CliError(str(e)) from None
 
 
+@node.command("repair")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the stopped node's data directory")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="the node's TOML configuration (for agreement on/off)")
+@click.option("--drop-votes", is_flag=True,
+              help="also drop agreement messages signed after the refused op (no peer saw them)")
+def node_repair(data: str, config_file: str | None, drop_votes: bool) -> None:
+    """Take an op of this node's own that its peers refuse (e.g. one over mutations_max,
+    signed before authors checked the limits) out of its log, and write its row changes
+    again within the limits: nothing acknowledged is lost. Stop the node first; a copy
+    of store.db is kept beside it."""
+    from controller.node.config import load_config
+    from controller.node.repair import repair_node
+    from controller.store import StoreError
+
+    try:
+        backup, result = repair_node(load_config(config_file, {"data": data}),
+                                     drop_votes=drop_votes)
+    except (*_node_errors(), StoreError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if not result.repaired:
+        click.echo("the log verifies: nothing to repair")
+        return
+    click.echo(f"refused: {result.refused}")
+    click.echo(f"dropped {len(result.dropped)} own op(s) from seq {result.dropped[0].seq}; "
+               f"wrote {result.rewritten_rows} row change(s) again in {result.new_ops} op(s)")
+    for line in result.lost:
+        click.echo(f"not written again: {line}", err=True)
+    click.echo(f"backup of the store before the repair: {backup}")
+
+
 @cli.group()
 def config() -> None:
     """Check node configuration files."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from controller.replication import DEFAULT_SCHEMA, Genesis, Ready, Schema, Value
+from controller.replication import DEFAULT_SCHEMA, Genesis, Ready, Schema, Value, decode
+from controller.replication.identity import hash32
+from controller.replication.op import OP_ID_PERSON
 
 from .port import Stored, StoreError
 
@@ -68,6 +70,19 @@ class MemoryStore:
     def row_metas(self) -> Iterator[tuple[str, tuple, bytes]]:
         for (table, key), meta in self.metas.items():
             yield table, key, meta
+
+    def drop_chain(self, author: str, seq_from: int) -> int:
+        keep, gone = [], 0
+        for raw in self.log:
+            op_author, seq = decode(decode(raw)[0])[:2]
+            if op_author == author and seq >= seq_from:
+                gone += 1
+                self._author_seq.discard((op_author, seq))
+                self._ids.discard(hash32(raw, person=OP_ID_PERSON))
+                continue
+            keep.append(raw)
+        self.log = keep
+        return gone
 
     def close(self) -> None:
         pass

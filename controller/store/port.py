@@ -49,4 +49,9 @@ class Store(Protocol):
         """(table, key, merge meta) of every row, tombstones included."""
         ...
 
+    def drop_chain(self, author: str, seq_from: int) -> int:
+        """Remove author's logged ops from seq_from on (repair of a refused own op); the
+        tables are rewritten by the next open. Returns how many were removed."""
+        ...
+
     def close(self) -> None: ...

@@ -16,6 +16,7 @@ __all__ = [
     "PUT_META",
     "INSERT_OP",
     "SELECT_LOG",
+    "DROP_CHAIN",
     "INSERT_EVIDENCE",
     "SELECT_EVIDENCE",
     "PUT_ROW_META",
@@ -96,6 +97,7 @@ GET_META = "SELECT value FROM _synod_meta WHERE key = ?"
 PUT_META = "INSERT OR REPLACE INTO _synod_meta (key, value) VALUES (?, ?)"
 INSERT_OP = "INSERT INTO _synod_ops (id, author, seq, hlc, kind, raw) VALUES (?, ?, ?, ?, ?, ?)"
 SELECT_LOG = "SELECT raw FROM _synod_ops ORDER BY pos"
+DROP_CHAIN = "DELETE FROM _synod_ops WHERE author = ? AND seq >= ?"
 INSERT_EVIDENCE = "INSERT OR IGNORE INTO _synod_evidence (id, author, seq, raw) VALUES (?, ?, ?, ?)"
 SELECT_EVIDENCE = "SELECT raw FROM _synod_evidence ORDER BY author, seq, id"
 PUT_ROW_META = "INSERT OR REPLACE INTO _synod_rows (tbl, pk, meta) VALUES (?, ?, ?)"

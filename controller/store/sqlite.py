@@ -114,6 +114,11 @@ class SqliteStore:
                 conn.executemany(self._upsert[table], params)
             conn.executemany(sql.PUT_ROW_META, metas)
 
+    def drop_chain(self, author: str, seq_from: int) -> int:
+        """Remove author's logged ops from seq_from on (repair; see controller/store/repair)."""
+        with self._transaction():
+            return self._conn.execute(sql.DROP_CHAIN, (author, seq_from)).rowcount
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 

@@ -15,7 +15,6 @@ from controller.agreement import (
     check_change,
     to_body,
 )
-from controller.replication import Reason as RepReason
 from controller.replication import (
     CustomBody,
     RowMutation,
@@ -24,6 +23,7 @@ from controller.replication import (
     UsageError,
     sign_op,
 )
+from controller.replication import Reason as RepReason
 
 from .conftest import Net
 

@@ -179,3 +179,36 @@ def test_tables_edited_behind_our_back_are_rematerialised(tmp_path: Path) -> Non
     persist(store, r)
     assert store.rows("kv") == r.rows("kv") and len(store.rows("kv")) == 30
     assert stored_state_digest(store) == r.state_digest()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_repair_drops_a_refused_own_chain_and_writes_its_rows_again(
+    tmp_path: Path, kind: str
+) -> None:
+    from controller.replication import Config, Replica
+    from controller.store.repair import repair_log
+
+    n = Net(2)
+    me = n.identities[0]
+    store = SqliteStore(tmp_path / "r.db") if kind == "sqlite" else MemoryStore()
+    loose = open_replica(store, me, random.Random(0), n.genesis, config=Config(mutations_max=50))
+    loose.write([Upsert("kv", ("ok",), {"value": b"1"})], n.now_ms)
+    loose.write([Upsert("kv", (f"p{i}",), {"value": b"2"}) for i in range(20)], n.now_ms + 1)
+    loose.write([Delete("kv", ("ok",)), Upsert("kv", ("last",), {})], n.now_ms + 2)
+    persist(store, loose)
+    strict = Config(mutations_max=10)
+
+    def recover(log):
+        return Replica.recover(me, n.genesis, random.Random(0), log, verify="all", config=strict)
+
+    with pytest.raises(Exception, match="too_large"):
+        recover(store.load().log)
+    replica, result = repair_log(store, recover, me.node_id, strict, loose.schema,
+                                 now_ms=n.now_ms + 3)
+    assert [op.seq for op in result.dropped] == [2, 3] and result.lost == []
+    assert result.rewritten_rows == 22 and result.new_ops == 5  # 20 rows in 4 ops of 5, + 1
+    assert replica.rows("kv") == loose.rows("kv")  # nothing acknowledged is lost
+    for table in replica.schema.names:
+        assert store.rows(table) == replica.rows(table), table
+    again = recover(store.load().log)  # the repaired log verifies
+    assert again.state_digest() == replica.state_digest()
