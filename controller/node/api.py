@@ -32,6 +32,7 @@ from .engine import (
     Watcher,
     WriteRefused,
 )
+from .guard import source_of
 from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .lineages import LineageError
 from .metrics import Metrics
@@ -75,10 +76,19 @@ class Api:
         row = self.engine.replica.row(INTERNAL, (key,))
         return None if row is None else row.get("value")  # type: ignore[return-value]
 
+    guard = None  # guard.Guard of the API server (set by server.serve): failed logins
+
     @contextlib.asynccontextmanager
     async def call(self, context: grpc.aio.ServicerContext, role: Role, method: str):
-        """Authenticate and admit one call; map known errors to statuses naming the problem."""
+        """Authenticate and admit one call; map known errors to statuses naming the problem.
+        A source banned for failed logins is refused before any token lookup; a failed
+        login is counted against its source and logged (guard.py)."""
         self.metrics.inc(f"api_calls|method={method}")
+        guard = self.guard
+        if guard is not None and guard.bans and not guard.admits(source_of(context.peer())):
+            self.metrics.inc("api_denied|banned")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "too many failed logins from this address: banned for a while")
         header = dict(context.invocation_metadata()).get("authorization")
         try:
             record = self.auth.authenticate(header, role)
@@ -86,6 +96,8 @@ class Api:
             self.auth.admit(client)
         except Denied as exc:
             self.metrics.inc(f"api_denied|{exc.code}")
+            if guard is not None and exc.code == "unauthenticated":
+                guard.failed_login(source_of(context.peer()), header, str(exc), method)
             await context.abort(_CODES[exc.code], str(exc))
         try:
             yield record

@@ -38,6 +38,20 @@ class ApiConfig:
     message_bytes_max: int = 4 << 20
     pending_writes_max: int = 50_000  # rows waiting for group commit, all clients
     inflight_per_client_max: int = 256  # calls of one client being served at once
+    # Before authentication (controller/node/guard.py; 0 turns a cap or timeout off): gRPC
+    # closes connections over connections_max at accept; an address over its own cap has
+    # its newest connections closed and new ones dropped until it is back under it.
+    connections_max: int = 1_000  # open client connections, all addresses
+    connections_per_source_max: int = 64  # open connections of one client address
+    handshake_timeout_ms: int = 10_000  # accept to HTTP/2 settings, TLS included
+    idle_timeout_ms: int = 300_000  # a connection without calls for this long is closed
+    streams_per_connection_max: int = 100  # concurrent calls on one connection
+    failed_logins_per_s: float = 10.0  # per client address (token bucket); past the burst
+    failed_logins_burst: int = 100  # the address is banned: calls refused before any token
+    ban_ms: int = 10_000  # lookup, connections closed, new ones dropped; doubled on repeats
+    ban_ms_max: int = 600_000
+    security_log_lines: int = 20  # failed logins, bans, gRPC's lines (a failed TLS handshake)
+    security_log_interval_ms: int = 60_000  # logged per interval; the rest summed in one line
     quorum_timeout_ms: int = 5_000
     sql_time_ms_max: int = 2_000
     sql_rows_max: int = 10_000
@@ -58,6 +72,11 @@ class PeerConfig:
     inflight_max: int = 8  # Deliver calls being served per calling peer
     rate_per_s: float = 20_000.0  # messages per second taken from one peer (token bucket)
     burst: int = 40_000  # messages one peer may send at once above its rate
+    connections_max: int = 256  # open connections from peers (as api.*; 0: off)
+    connections_per_source_max: int = 32  # open connections of one address
+    handshake_timeout_ms: int = 10_000  # accept to HTTP/2 settings, mutual TLS included
+    idle_timeout_ms: int = 300_000  # a connection without calls for this long is closed
+    streams_per_connection_max: int = 100  # concurrent calls on one connection
     connect_timeout_ms: int = 2_000
     deliver_timeout_ms: int = 5_000
     retry_ms_max: int = 2_000  # back-off cap when a peer is down

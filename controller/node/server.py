@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -29,6 +31,8 @@ from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
 from .engine import Engine
+from .grpclog import relay_grpc_log
+from .guard import Guard, Limits, fit_fd_limit
 from .join import JoinError, read_bundle
 from .lineages import (
     NODE_SCHEMA,
@@ -66,8 +70,8 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-def _setup_logging(cfg: NodeConfig) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging(cfg: NodeConfig, stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
     if cfg.log.format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -334,12 +338,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     metrics = Metrics()
     peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)
 
-    peer_server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", cfg.peer.message_bytes_max),
-            ("grpc.max_send_message_length", cfg.peer.message_bytes_max),
-        ]
-    )
+    api_conns, peer_conns = _fit_connections(cfg)
+    peer_server = grpc.aio.server(options=_server_options(cfg.peer, peer_conns))
     peer_creds_srv = grpc.ssl_server_credentials(
         [(tls_key, tls_cert)], root_certificates=ca, require_client_auth=True
     )
@@ -367,13 +367,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     gauges(core)
     health_servicer = health.aio.HealthServicer()
 
-    api_server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", cfg.api.message_bytes_max),
-            ("grpc.max_send_message_length", cfg.api.message_bytes_max),
-            ("grpc.max_concurrent_streams", 1_000),
-        ]
-    )
+    api_server = grpc.aio.server(options=_server_options(cfg.api, api_conns))
     names = servicers(api, api_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, api_server)
     reflection.enable_server_reflection(
@@ -408,6 +402,13 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     core.start()
     await api_server.start()
     await peer_server.start()
+    guards = [Guard("api", api_port, Limits.of(cfg.api), metrics),
+              Guard("peer", peer_port, Limits.of(cfg.peer), metrics)]
+    api.guard = guards[0]
+    guarding = [asyncio.ensure_future(g.run()) for g in guards]
+    for g in guards:
+        metrics.gauges[f"{g.name}_connections"] = lambda g=g: g.connections
+        metrics.gauges[f"{g.name}_sources_refused"] = lambda g=g: len(g.filtered)
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await peer_health.set(
@@ -460,6 +461,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     finally:
         stopper.cancel()
         switcher.cancel()
+        for task in guarding:
+            task.cancel()
         await health_servicer.enter_graceful_shutdown()
         await api_server.stop(grace=1)
         await peer_server.stop(grace=0.5)
@@ -505,6 +508,41 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
              replica.cluster_id.hex()[:16], len(rows))
 
 
+def _server_options(c, connections: int) -> list[tuple[str, int]]:
+    """gRPC core's limits of a server (c: ApiConfig or PeerConfig); 0 leaves one off.
+    Connections over the total are closed at accept; guard.py adds the per-source cap."""
+    options = [
+        ("grpc.max_receive_message_length", c.message_bytes_max),
+        ("grpc.max_send_message_length", c.message_bytes_max),
+    ]
+    for name, value in (
+        ("grpc.max_allowed_incoming_connections", connections),
+        ("grpc.server_handshake_timeout_ms", c.handshake_timeout_ms),
+        ("grpc.max_connection_idle_ms", c.idle_timeout_ms),
+        ("grpc.max_concurrent_streams", c.streams_per_connection_max),
+    ):
+        if value:
+            options.append((name, value))
+    return options
+
+
+def _fit_connections(cfg: NodeConfig) -> tuple[int, int]:
+    """api.connections_max and peer.connections_max, lowered if the descriptor limit (raised
+    up to the hard limit) cannot hold both: a node out of descriptors serves nobody."""
+    api_max, peer_max = cfg.api.connections_max, cfg.peer.connections_max
+    if not api_max or not peer_max:
+        return api_max, peer_max
+    fit = fit_fd_limit(api_max + peer_max)
+    if fit >= api_max + peer_max:
+        return api_max, peer_max
+    api_fit = max(1, api_max * fit // (api_max + peer_max))
+    peer_fit = max(1, fit - api_fit)
+    log.warning("the descriptor limit holds %d connections, not api.connections_max %d + "
+                "peer.connections_max %d: using %d and %d (raise `ulimit -n`)",
+                fit, api_max, peer_max, api_fit, peer_fit)
+    return api_fit, peer_fit
+
+
 def _bind(add, address: str, key: str) -> int:
     try:
         port = add(address)
@@ -517,7 +555,12 @@ def _bind(add, address: str, key: str) -> int:
 
 def run_node(cfg: NodeConfig) -> None:
     """Blocking entry point for `synod node run`: runs until SIGTERM or SIGINT."""
-    _setup_logging(cfg)
+    # gRPC core's own lines (a failed TLS handshake: one each) through a rate-limiting
+    # relay; this process's Python output keeps the real stderr (grpclog.py).
+    sys.stderr = os.fdopen(relay_grpc_log(cfg.log.format, cfg.api.security_log_lines,
+                                          cfg.api.security_log_interval_ms), "w", buffering=1)
+    faulthandler.enable(sys.stderr)
+    _setup_logging(cfg, sys.stderr)
 
     async def main() -> None:
         stop = asyncio.Event()
