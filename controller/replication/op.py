@@ -20,6 +20,7 @@ __all__ = [
     "Op",
     "ROWS",
     "sign_op",
+    "check_custom_kind",
     "check_mutation_count",
     "check_rows_body",
     "decode_op",
@@ -30,6 +31,7 @@ __all__ = [
 OpId = bytes  # 32 bytes: BLAKE2b-256 of the op's canonical bytes
 ROWS = "rows"
 OP_ID_PERSON = b"synod-op"
+KIND_CHARS_MAX = 64  # a custom body's kind
 _SIGN_PREFIX = b"synod-op\x00"
 
 
@@ -171,8 +173,7 @@ def _decode_body(body: Any, schema: Schema, mutations_max: int) -> Body:
         raise Rejected(Reason.MALFORMED, "body is [kind, data]")
     kind, data = body
     if kind != ROWS:
-        if not kind or len(kind) > 64:
-            raise Rejected(Reason.BAD_BODY, "body kind is 1..64 characters")
+        check_custom_kind(kind)
         return CustomBody(kind, data)
     if not isinstance(data, list):
         raise Rejected(Reason.BAD_BODY, "rows body is a list")
@@ -187,6 +188,12 @@ def _decode_body(body: Any, schema: Schema, mutations_max: int) -> Body:
     body = RowsBody(tuple(mutations))
     check_rows_body(body, mutations_max)
     return body
+
+
+def check_custom_kind(kind: str) -> None:
+    """The one rule for a custom body's kind (a receiver's and the author's)."""
+    if kind == ROWS or not kind or len(kind) > KIND_CHARS_MAX:
+        raise Rejected(Reason.BAD_BODY, f"body kind is 1..{KIND_CHARS_MAX} characters, not 'rows'")
 
 
 def check_mutation_count(count: int, mutations_max: int) -> None:

@@ -20,13 +20,13 @@ from .identity import Genesis, Identity, NodeId, hash32
 from .messages import Message, OpBatch, Outbound, SyncRequest
 from .op import (
     OP_ID_PERSON,
-    ROWS,
     Body,
     CustomBody,
     Op,
     OpId,
     RowMutation,
     RowsBody,
+    check_custom_kind,
     check_rows_body,
     decode_op,
     sign_op,
@@ -210,8 +210,10 @@ class Replica:
 
     def emit(self, kind: str, data: Any, now_ms: int) -> Op:
         """Author an op with a body the core does not interpret (e.g. kind 'vote')."""
-        if kind == ROWS or not kind or len(kind) > 64:
-            raise UsageError("custom kinds are 1..64 characters and not 'rows'")
+        try:
+            check_custom_kind(kind)
+        except Rejected as exc:
+            raise UsageError(str(exc)) from None
         try:
             check_plain(data)
         except Rejected as exc:

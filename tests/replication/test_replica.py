@@ -343,3 +343,13 @@ def test_a_node_that_logged_an_op_built_on_the_other_branch_recovers(net) -> Non
         )
         assert again.forks() == r.forks() == {ident.node_id: 2}
         assert again.state_digest() == r.state_digest() and again.op_digest() == r.op_digest()
+
+
+@pytest.mark.parametrize("kind", ["", "rows", "k" * 65])
+def test_the_author_refuses_a_custom_kind_a_peer_refuses(kind) -> None:
+    a, b = _limit_pair()
+    with pytest.raises(UsageError, match="body kind"):
+        b.emit(kind, {"x": 1}, 10)
+    assert b.op_count() == 0
+    forged = sign_op(b.identity, b.cluster_id, 1, 10, (), CustomBody(kind, {"x": 1}))
+    assert a.receive_op(forged.raw, 10) is Reason.BAD_BODY
