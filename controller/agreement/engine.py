@@ -189,14 +189,20 @@ class Agreement:
     def policy(self) -> AccessPolicy:
         return self.ledger.policy
 
+    def decisions(self, prefix: str = "") -> list[Decision]:
+        """Every decision handed out here for slots starting with prefix, by slot name: the
+        one query surface for decisions, gated like decided() (this node's votes durable)."""
+        self.ledger.catch_up()
+        return [
+            r.decided
+            for s, r in sorted(self.ledger.slots.items())
+            if r.decided is not None and s.startswith(prefix) and self._durable(r.decided)
+        ]
+
     def watch(self, prefix: str = "", include_decided: bool = True) -> Watch:
         w = Watch(prefix)
         if include_decided:
-            w.decisions.extend(
-                r.decided
-                for s, r in sorted(self.ledger.slots.items())
-                if r.decided is not None and s.startswith(prefix) and self._durable(r.decided)
-            )
+            w.decisions.extend(self.decisions(prefix))
         self.watches.append(w)
         return w
 

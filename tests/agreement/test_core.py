@@ -228,10 +228,12 @@ def test_a_decision_waits_until_this_nodes_vote_is_durable():
         node.agreement.step(net.now_ms)
     assert node.agreement.ledger.decided("master/1") is not None  # counted in memory...
     assert node.agreement.decided("master/1") is None  # ...not handed out
+    assert node.agreement.decisions("") == []  # nor listed (WatchSlots' snapshot)
     assert not p.done and w.drain() == []
     ready = node.replica.ready()
     node.store.commit(ready)
     node.replica.advance(ready)
     node.agreement.release()
     assert node.agreement.decided("master/1").value == "x"
+    assert [d.slot for d in node.agreement.decisions("master/")] == ["master/1"]
     assert p.outcome.value == "x" and [d.slot for d in w.drain()] == ["master/1"]
