@@ -229,12 +229,19 @@ def node() -> None:
               help="serve Prometheus metrics on HOST:PORT")
 @click.option("--insecure-loopback", is_flag=True,
               help="plaintext API on 127.0.0.1 (tests only; tokens still required)")
+@click.option("--start-empty", is_flag=True,
+              help="start with an empty store even though history.cbor says this node had "
+                   "one (it catches up from its peers); this start only")
 def node_run(data: str, config_file: str | None, api_listen: str | None,
              peer_listen: str | None, peers: tuple[str, ...], metrics_listen: str | None,
-             insecure_loopback: bool) -> None:
+             insecure_loopback: bool, start_empty: bool) -> None:
     """Run the node: replication, storage, peer sync and the gRPC APIs, until SIGTERM."""
+    import os
+
     from controller.node.config import load_config
     from controller.node.server import run_node
+
+    os.umask(0o077)  # whatever the node creates is its own (decision 0060)
 
     overrides: dict = {"data": data}
     api: dict = {}
@@ -254,7 +261,7 @@ def node_run(data: str, config_file: str | None, api_listen: str | None,
     if metrics_listen:
         overrides["metrics"] = {"listen": metrics_listen}
     try:
-        run_node(load_config(config_file, overrides))
+        run_node(load_config(config_file, overrides), start_empty=start_empty)
     except _node_errors() as e:
         raise CliError(str(e)) from None
 

@@ -48,6 +48,23 @@ _CODES = {
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
+STATUS_CHARS_MAX = 1_000  # of any status message an API call ends with
+
+
+class _BoundedStatus:
+    """A servicer context whose abort() cuts the message at STATUS_CHARS_MAX: the backstop
+    behind codec.clip, so no error echoes unbounded input or outgrows gRPC's limit on a
+    status message (decision 0060). Everything else goes to the real context."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+    async def abort(self, code, details: str = "", *args, **kwargs):
+        await self._context.abort(code, codec.clip(details, STATUS_CHARS_MAX), *args, **kwargs)
+
 
 class Api:
     """Shared by the servicers: the engine, auth, limits, and helpers they all use."""
@@ -83,6 +100,7 @@ class Api:
         """Authenticate and admit one call; map known errors to statuses naming the problem.
         A source banned for failed logins is refused before any token lookup; a failed
         login is counted against its source and logged (guard.py)."""
+        context = _BoundedStatus(context)  # status messages are bounded (decision 0060)
         self.metrics.inc(f"api_calls|method={method}")
         guard = self.guard
         if guard is not None and guard.bans and not guard.admits(source_of(context.peer())):
@@ -279,7 +297,9 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
                                         f"(known: {', '.join(sorted(switches))})")
                 spec_from_row(row, known_ports=ports or None)
             except FlowSpecError as exc:
-                raise codec.CodecError(f"flow {m.key[0]}/{m.key[1]}: {exc}") from None
+                raise codec.CodecError(
+                    f"flow {codec.clip(m.key[0], 40)}/{codec.clip(m.key[1], 60)}: "
+                    f"{codec.clip(str(exc), 300)}") from None
 
     async def Delete(self, request, context):
         async with self.api.call(context, Role.VIEWER, "Delete") as record:
@@ -363,7 +383,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
                 self.api.metrics.inc("sql_refused|invalid")
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"SQL refused (read-only, one statement): {exc}",
+                    f"SQL refused (read-only, one statement): {codec.clip(str(exc), 300)}",
                 )
             return codec.query_pb(columns, rows)
 
@@ -515,13 +535,19 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
                 role = Role.parse(request.role)
             except Exception as exc:  # TokenError
                 raise codec.CodecError(str(exc)) from None
-            token, record = new_token(role, request.description[:200], int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            if request.expires_ms and request.expires_ms <= now_ms:
+                raise codec.CodecError(f"expires_ms {request.expires_ms} is not in the future "
+                                       f"(now {now_ms} on this node)")
+            token, record = new_token(role, request.description[:200], now_ms,
+                                      max(request.expires_ms, 0))
             await self.api.write(
                 [Upsert(INTERNAL, (token_key(record.id),), {"value": record.to_row()})],
                 northbound_pb2.ACK_LOCAL,
                 0,
             )
-            return northbound_pb2.CreateTokenResponse(token=token, info=codec.token_pb(record))
+            return northbound_pb2.CreateTokenResponse(token=token,
+                                                      info=codec.token_pb(record, now_ms))
 
     async def ListTokens(self, request, context):
         async with self.api.call(context, Role.ADMIN, "ListTokens"):
@@ -529,7 +555,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
             for (key,), values in sorted(self.api.engine.replica.rows(INTERNAL).items()):
                 record = record_from_row(key, values.get("value"))  # type: ignore[arg-type]
                 if record is not None:
-                    out.tokens.append(codec.token_pb(record))
+                    out.tokens.append(codec.token_pb(record, int(time.time() * 1000)))
             return out
 
     async def RevokeToken(self, request, context):
@@ -537,7 +563,8 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
             self.api.access.tokens(admin.role)
             record = self.api.auth.record(request.id)
             if record is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"no token {request.id!r}")
+                await context.abort(grpc.StatusCode.NOT_FOUND,
+                                    f"no token {codec.clip(request.id, 40)!r}")
             from dataclasses import replace
 
             revoked = replace(record, revoked=True)
@@ -546,7 +573,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
                 northbound_pb2.ACK_LOCAL,
                 0,
             )
-            return codec.token_pb(revoked)
+            return codec.token_pb(revoked, int(time.time() * 1000))
 
 
 class Local(local_pb2_grpc.LocalServiceServicer):
@@ -580,12 +607,13 @@ class Local(local_pb2_grpc.LocalServiceServicer):
             for row in list(request.rows) + list(request.gone):
                 if row.table not in self.TOPOLOGY_TABLES:
                     raise codec.CodecError(
-                        f"table {row.table!r} is not topology "
+                        f"table {codec.clip(row.table, 40)!r} is not topology "
                         f"({', '.join(sorted(self.TOPOLOGY_TABLES))})"
                     )
             mutations: list = []
             if request.rows:
                 mutations += codec.put_mutations(self.api.schema, request.rows)
+                _check_report(mutations)
             for row in request.gone:
                 mutations += codec.delete_mutations(
                     self.api.schema, row.table, [northbound_pb2.KeyList(key=row.key)]
@@ -663,6 +691,17 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 0,
             )
             return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+
+def _check_report(mutations) -> None:
+    """Topology rows as flows are checked (controller/forwarding/reports.py): real dpids,
+    OpenFlow port numbers, MACs, values in range; CodecError naming the row and field."""
+    from controller.forwarding.reports import ReportError, check_report
+
+    try:
+        check_report((m.table, m.key, m.values) for m in mutations)
+    except ReportError as exc:
+        raise codec.CodecError(codec.clip(str(exc), 400)) from None
 
 
 def _dpid_text(value: str) -> str:

@@ -7,7 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .tokens import Role, TokenError, TokenRecord, parse_token, record_from_row, token_key
+from .tokens import (
+    Role,
+    TokenError,
+    TokenRecord,
+    parse_token,
+    record_from_row,
+    token_key,
+    utc_text,
+)
 
 __all__ = ["Authenticator", "Denied", "TokenBucket"]
 
@@ -45,6 +53,7 @@ class Authenticator:
     """Resolves tokens against the replicated kv table (read through `lookup`)."""
 
     clients_max = 10_000  # distinct clients tracked; beyond this the oldest are forgotten
+    wall_clock = staticmethod(time.time)  # token expiry (UTC); `clock` is for rates
 
     def __init__(
         self,
@@ -85,6 +94,9 @@ class Authenticator:
             raise Denied("unauthenticated", f"unknown token {token_id}")
         if record.revoked:
             raise Denied("unauthenticated", f"token {token_id} is revoked")
+        if record.expired(int(self.wall_clock() * 1000)):
+            raise Denied("unauthenticated",
+                         f"token {token_id} expired at {utc_text(record.expires_ms)}")
         if record.role < needed:
             raise Denied(
                 "permission_denied",

@@ -11,6 +11,7 @@ from controller.replication.errors import Rejected
 
 __all__ = [
     "CodecError",
+    "clip",
     "table_of",
     "ack_level",
     "delete_mutations",
@@ -35,6 +36,22 @@ pb = northbound_pb2
 
 class CodecError(ValueError):
     """A request that does not fit the schema; the message names table, column or field."""
+
+
+ECHO_CHARS_MAX = 200  # of a client's input quoted back in an error message
+
+
+def clip(text: str, limit: int = ECHO_CHARS_MAX) -> str:
+    """text as an error message may quote it: when longer than limit, its head and tail
+    around a note of how much was cut (the tail often says what is wrong). Every echo of
+    a client's input in an error goes through here, so no error carries unbounded input
+    (a 200 kB value echoed back would also break gRPC's limit on a status message)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    head = limit - tail
+    return f"{text[:head]}…[{len(text) - head - tail} chars cut]…{text[len(text) - tail:]}"
 
 
 def value_pb(v: Value) -> northbound_pb2.Value:
@@ -66,7 +83,9 @@ def table_of(schema: Schema, name: str):
     try:
         return schema.table(name)
     except Rejected:
-        raise CodecError(f"unknown table {name!r} (tables: {', '.join(schema.names)})") from None
+        raise CodecError(
+            f"unknown table {clip(name)!r} (tables: {', '.join(schema.names)})"
+        ) from None
 
 
 def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value]) -> tuple:
@@ -76,7 +95,7 @@ def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value])
         return t.check_key(values)
     except Rejected as exc:
         cols = ", ".join(f"{c.name}:{c.type}" for c in t.key_columns)
-        raise CodecError(f"{exc.detail} (key of {table} is {cols})") from None
+        raise CodecError(f"{clip(exc.detail)} (key of {table} is {cols})") from None
 
 
 def put_mutations(schema: Schema, rows: Sequence[northbound_pb2.Row]) -> list[Upsert]:
@@ -89,7 +108,7 @@ def put_mutations(schema: Schema, rows: Sequence[northbound_pb2.Row]) -> list[Up
         try:
             table_of(schema, row.table).check_values(values)
         except Rejected as exc:
-            raise CodecError(f"rows[{i}]: {exc.detail}") from None
+            raise CodecError(f"rows[{i}]: {clip(exc.detail)}") from None
         out.append(Upsert(row.table, key, values))
     return out
 
@@ -175,13 +194,16 @@ def query_pb(columns: Sequence[str], rows: Sequence[tuple]) -> northbound_pb2.Qu
     return out
 
 
-def token_pb(record) -> northbound_pb2.TokenInfo:
+def token_pb(record, now_ms: int = 0) -> northbound_pb2.TokenInfo:
+    """A token's record (never its secret); expired by this node's clock when now_ms given."""
     return pb.TokenInfo(
         id=record.id,
         role=record.role.label,
         description=record.description,
         created_ms=record.created_ms,
         revoked=record.revoked,
+        expires_ms=record.expires_ms,
+        expired=bool(now_ms) and record.expired(now_ms),
     )
 
 

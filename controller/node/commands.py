@@ -642,20 +642,44 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
     @command(token, "create")
     @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
     @click.option("--description", default="")
-    def token_create(ctx, role, description):
+    @click.option("--expires", metavar="DURATION|DATE", default=None,
+                  help="the token stops working after a duration (90m, 12h, 30d, 2w) or at "
+                       "an ISO date or time, UTC unless given (2030-01-31, "
+                       "2030-01-31T12:00:00Z); default: never")
+    def token_create(ctx, role, description, expires):
         """Create a token; its secret is printed once."""
+        import time
+
+        from controller.node.tokens import TokenError, expiry_ms
+
+        expires_ms = 0
+        if expires is not None:
+            try:
+                expires_ms = expiry_ms(expires, int(time.time() * 1000))
+            except TokenError as e:
+                raise error(f"--expires: {e}") from None
         r = ctx.client.call(
             ctx.client.admin.CreateToken,
-            cl.pb().CreateTokenRequest(role=role, description=description),
+            cl.pb().CreateTokenRequest(role=role, description=description,
+                                       expires_ms=expires_ms),
         )
         ctx.out(cl.plain(r), lambda: click.echo(r.token))
 
     @command(token, "list")
     def token_list(ctx):
-        """List tokens (never their secrets)."""
+        """List tokens (never their secrets), with when each expires."""
+        from controller.node.tokens import utc_text
+
         r = ctx.client.call(ctx.client.admin.ListTokens, cl.pb().ListTokensRequest())
         rows = [cl.plain(t) for t in r.tokens]
-        ctx.out(rows, lambda: _table(rows, ["id", "role", "revoked", "description"]))
+
+        def human() -> None:
+            shown = [{**t, "expires": (utc_text(int(t["expires_ms"])) if t.get("expires_ms")
+                                       else "never") + (" (expired)" if t.get("expired") else "")}
+                     for t in rows]
+            _table(shown, ["id", "role", "revoked", "expires", "description"])
+
+        ctx.out(rows, human)
 
     @command(token, "revoke")
     @click.argument("token_id")

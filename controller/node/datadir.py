@@ -1,10 +1,19 @@
-"""A node's data directory: key, TLS material, genesis, store; and `synod init`."""
+"""A node's data directory: key, TLS material, genesis, store; and `synod init`.
+
+Integrity at rest (decision 0060): every file is written 0600 and the directories are
+0700 (looser modes left by older versions are tightened at start), and `history.cbor`
+remembers, per lineage, that this directory held a store and how much it held, so a store
+that went missing or empty is refused at start instead of quietly starting a new node.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.replication import (
@@ -12,7 +21,9 @@ from controller.replication import (
     Identity,
     Replica,
     Upsert,
+    decode,
     decode_genesis,
+    encode,
     make_genesis,
 )
 from controller.replication.errors import Rejected
@@ -21,11 +32,37 @@ from controller.replication.schema import INTERNAL
 from . import pki
 from .tokens import Role, new_token, token_key
 
-__all__ = ["DataDir", "DataDirError", "init_data_dirs"]
+__all__ = [
+    "DataDir",
+    "DataDirError",
+    "StoreHistory",
+    "init_data_dirs",
+    "make_dirs",
+    "write_atomic",
+]
+
+log = logging.getLogger("synod.node")
+
+FILE_MODE = 0o600  # every file of a data directory: keys, tokens, store, certificates
+DIR_MODE = 0o700  # the data directory and lineages/
 
 
 class DataDirError(Exception):
     """A data directory that is missing, incomplete or damaged; the message names the file."""
+
+
+@dataclass(frozen=True)
+class StoreHistory:
+    """What history.cbor remembers of this node's store of one lineage, as of the last
+    start (or `synod init`): that it existed, how many ops it held, the highest seq of
+    this node's own chain in it, and when that was recorded."""
+
+    ops: int
+    own_seq: int
+    at_ms: int
+
+    def to_plain(self) -> dict:
+        return {"ops": self.ops, "own_seq": self.own_seq, "at_ms": self.at_ms}
 
 
 @dataclass(frozen=True)
@@ -41,6 +78,7 @@ class DataDir:
     store_file = property(lambda self: self.path / "store.db")
     admin_token = property(lambda self: self.path / "admin.token")
     join_file = property(lambda self: self.path / "join.cbor")  # invitation bundle (synod join)
+    history_file = property(lambda self: self.path / "history.cbor")  # what the store held
 
     def _read(self, p: Path) -> bytes:
         try:
@@ -80,22 +118,138 @@ class DataDir:
         """(CA certificate, node TLS key, node certificate) PEM."""
         return self._read(self.ca_cert), self._read(self.tls_key), self._read(self.tls_cert)
 
+    # ------------------------------------------------------------ integrity at rest
+    def tighten_modes(self) -> list[Path]:
+        """Make the directory tree 0700 and its files 0600 where group or others had any
+        access (data directories made before decision 0060). Returns what was changed."""
+        changed = []
+        for root, dirs, files in os.walk(self.path):
+            for name in [".", *dirs, *files]:
+                p = Path(root) / name if name != "." else Path(root)
+                try:
+                    st = p.lstat()
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                    continue
+                os.chmod(p, stat.S_IMODE(st.st_mode) & 0o700)
+                changed.append(p)
+        if changed:
+            log.warning("%s: took group and other access away from %d file(s) and "
+                        "directories (data files are 0600, directories 0700)",
+                        self.path, len(changed))
+        return changed
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    def history(self) -> dict[bytes, StoreHistory]:
+        """What history.cbor remembers, by cluster id (empty when there is no file)."""
+        if not self.history_file.exists():
+            return {}
+        try:
+            plain = decode(self._read(self.history_file))
+            return {bytes.fromhex(cid): StoreHistory(int(h["ops"]), int(h["own_seq"]),
+                                                     int(h["at_ms"]))
+                    for cid, h in plain["lineages"].items()}
+        except DataDirError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any damage: named, and the node stops
+            raise DataDirError(
+                f"{self.history_file}: unreadable ({exc}); if the store is intact, delete "
+                "the file and start again (the node writes it anew)"
+            ) from None
+
+    def note_history(self, cluster_id: bytes, ops: int, own_seq: int) -> None:
+        """Remember that this directory holds a store of cluster_id with ops ops and this
+        node's chain up to own_seq (written atomically; at start and by `synod init`)."""
+        held = self.history()
+        held[cluster_id] = StoreHistory(ops, own_seq, int(time.time() * 1000))
+        write_atomic(self.history_file, encode(
+            {"lineages": {cid.hex(): h.to_plain() for cid, h in sorted(held.items())}}))
+
+    def check_store(self, cluster_id: bytes, ops: int | None = None, own_seq: int = 0) -> None:
+        """Refuse (DataDirError) a store that lost the history history.cbor remembers for
+        cluster_id: ops None looks at the file before it is opened (missing or 0 bytes);
+        else ops and own_seq are what the opened store holds (no ops while the history
+        says some is refused; an own chain shorter than remembered is logged: an older
+        copy, or `synod node repair`). `synod node run --start-empty` skips this check."""
+        h = self.history().get(cluster_id)
+        if h is None:
+            return
+        f = self.store_file
+        when = datetime.fromtimestamp(h.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if ops is None:
+            size = f.stat().st_size if f.exists() else None
+            if size:
+                return
+            what = "is missing" if size is None else "is empty (0 bytes)"
+        elif ops == 0 and h.ops > 0:
+            what = "holds no ops"
+        else:
+            if own_seq < h.own_seq:
+                log.warning("%s holds this node's own chain up to seq %d, but it reached seq "
+                            "%d at %s (%s): an older copy of the store? Seqs it signs again "
+                            "may be held by peers already (equivocation)",
+                            f, own_seq, h.own_seq, when, self.history_file.name)
+            return
+        raise DataDirError(
+            f"{f} {what}, but {self.history_file} says this node's store of cluster "
+            f"{cluster_id.hex()[:16]} held {h.ops} ops (its own chain up to seq {h.own_seq}) "
+            f"at {when}. Starting empty would serve no data and could make this node sign "
+            "seqs it signed before (its peers would take it for an equivocator). Restore "
+            f"{f.name} (with its -wal file) from a backup, or, to start empty on purpose and "
+            "catch up from the peers, run `synod node run --start-empty` once"
+        )
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a data-dir file (0600) so a crash leaves the old or the new content, never a mix."""
+    make_dirs(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
 
+def make_dirs(path: Path) -> None:
+    """`mkdir -p` where every directory it makes is 0700 (Path.mkdir gives parents the
+    default mode)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(mode=DIR_MODE, exist_ok=True)
+
+
+def make_data_dir(path: Path) -> None:
+    """Create (or take over) a data directory: 0700 whoever made it."""
+    make_dirs(path)
+    os.chmod(path, DIR_MODE)
+
+
 def _prepare(path: Path, ca: pki.KeyPair, hosts: tuple[str, ...]) -> Identity:
     d = DataDir(path)
-    path.mkdir(parents=True, exist_ok=True)
+    make_data_dir(path)
     if d.node_key.exists():
         raise DataDirError(f"{d.node_key}: exists already; refusing to overwrite a node key")
     identity = Identity.generate()
-    _write(d.node_key, identity.seed.hex().encode() + b"\n", private=True)
+    _write(d.node_key, identity.seed.hex().encode() + b"\n")
     node = pki.issue_node_cert(ca, identity, hosts)
-    _write(d.tls_key, node.key_pem, private=True)
+    _write(d.tls_key, node.key_pem)
     _write(d.tls_cert, node.cert_pem)
     _write(d.ca_cert, ca.cert_pem)
     return identity
@@ -129,10 +283,10 @@ def init_data_dirs(
         raise DataDirError("give at least one --data directory")
     if ca is None:
         ca = pki.make_ca(cluster_name or paths[0].name)
-        paths[0].mkdir(parents=True, exist_ok=True)
+        make_data_dir(paths[0])
         if DataDir(paths[0]).ca_key.exists():
             raise DataDirError(f"{DataDir(paths[0]).ca_key}: exists already")
-        _write(DataDir(paths[0]).ca_key, ca.key_pem, private=True)
+        _write(DataDir(paths[0]).ca_key, ca.key_pem)
     identities = [_prepare(p, ca, hosts) for p in paths]
     summary: dict[str, object] = {
         "nodes": {str(p): i.node_id for p, i in zip(paths, identities, strict=True)}
@@ -153,7 +307,7 @@ def init_data_dirs(
         genesis,
         [Upsert(INTERNAL, (token_key(record.id),), {"value": record.to_row()})],
     )
-    _write(DataDir(paths[0]).admin_token, token.encode() + b"\n", private=True)
+    _write(DataDir(paths[0]).admin_token, token.encode() + b"\n")
     summary.update(
         cluster_id=genesis.cluster_id.hex(),
         cluster=cluster_name,
@@ -172,5 +326,7 @@ def _seed_store(d: DataDir, identity: Identity, genesis: Genesis, mutations: lis
         replica: Replica = open_replica(store, identity, random.Random(), genesis)
         replica.write(mutations, int(time.time() * 1000))
         persist(store, replica)
+        d.note_history(genesis.cluster_id, replica.op_count(),
+                       replica.version_vector().get(identity.node_id, 0))
     finally:
         store.close()

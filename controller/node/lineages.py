@@ -62,7 +62,8 @@ from controller.replication.errors import Rejected
 from controller.replication.reserved import INTERNAL, genesis_key, report_key
 from controller.store import SqliteStore
 
-from .datadir import DataDir, DataDirError
+from .datadir import DataDir, DataDirError, make_dirs
+from .datadir import write_atomic as _write_atomic
 
 __all__ = [
     "NODE_SCHEMA",
@@ -87,23 +88,6 @@ class LineageError(Exception):
 # ---------------------------------------------------------------------- on disk
 def lineage_dir(d: DataDir, cluster_id: bytes) -> Path:
     return d.path / "lineages" / cluster_id.hex()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def keep_genesis(d: DataDir, genesis: Genesis, members: dict[NodeId, bytes] | None = None) -> None:
@@ -396,7 +380,7 @@ class Keeper:
         if cid in self.refused and self.refused[cid].startswith("join:"):
             return
         path = lineage_dir(self.d, cid)
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path)
         store = SqliteStore(path / "store.db", NODE_SCHEMA)
         try:
             other = self.open_lineage(store, g)

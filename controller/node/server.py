@@ -114,17 +114,24 @@ class _Core:
 
 
 def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_creds,
-               peer_port: int) -> tuple[_Core, NodeConfig]:
+               peer_port: int, *, start_empty: bool = False) -> tuple[_Core, NodeConfig]:
     """Open the store and replica of the node's lineage (finishing a recorded secession
     first), its agreement, engine, links and other lineages. Returns the core and the
-    config with the peers of a join bundle filled in."""
+    config with the peers of a join bundle filled in. A store that lost the history
+    history.cbor remembers is refused unless start_empty (decision 0060)."""
     finish_move(d)
+    d.tighten_modes()
     genesis = d.genesis()
     if genesis is None:
         raise NodeError(
             f"{d.genesis_file}: missing; this node is in no cluster yet "
             "(create one with `synod init --new-cluster NAME`)"
         )
+    if start_empty:
+        log.warning("--start-empty: %s is not checked against %s", d.store_file.name,
+                    d.history_file.name)
+    else:
+        d.check_store(genesis.cluster_id)  # before opening: that would make an empty store
     bundle = None
     raw_bundle = d.join_bundle()
     if raw_bundle is not None:
@@ -173,8 +180,18 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
                 policy=InvitePolicy.from_genesis(genesis),
                 schema=NODE_SCHEMA,
             )
+        if replica.counters["rematerialised"]:  # tables edited behind our back (0060):
+            persist(store, replica)  # rewritten from the log before anyone reads them
     except StoreError as exc:
         raise NodeError(str(exc)) from None
+    own_seq = replica.version_vector().get(identity.node_id, 0)
+    try:
+        if not start_empty:
+            d.check_store(genesis.cluster_id, replica.op_count(), own_seq)
+        d.note_history(genesis.cluster_id, replica.op_count(), own_seq)
+    except DataDirError:
+        store.close()
+        raise
     policy = replica.policy
     if identity.node_id not in policy.members() and bundle is None:  # type: ignore[attr-defined]
         store.close()
@@ -330,8 +347,10 @@ def plan_secession(core: _Core, identity, voters: list[str], confirmed_by: str):
                   confirmed_by=confirmed_by.strip(), access=access)
 
 
-async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
-    """Run the node until stop is set; announce(json line) once it listens."""
+async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
+                start_empty: bool = False) -> None:
+    """Run the node until stop is set; announce(json line) once it listens. start_empty:
+    open an empty store even if history.cbor says this node had one (decision 0060)."""
     d = DataDir(Path(cfg.data))
     identity = d.identity()
     ca, tls_key, tls_cert = d.tls()
@@ -346,7 +365,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print) -> None:
     peer_port = _bind(
         lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
     )
-    core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
+    core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port,
+                           start_empty=start_empty)
     secession = _Secession(d, identity)
     secession.core = core
     if core.keeper is not None:
@@ -553,7 +573,7 @@ def _bind(add, address: str, key: str) -> int:
     return port
 
 
-def run_node(cfg: NodeConfig) -> None:
+def run_node(cfg: NodeConfig, *, start_empty: bool = False) -> None:
     """Blocking entry point for `synod node run`: runs until SIGTERM or SIGINT."""
     # gRPC core's own lines (a failed TLS handshake: one each) through a rate-limiting
     # relay; this process's Python output keeps the real stderr (grpclog.py).
@@ -567,7 +587,7 @@ def run_node(cfg: NodeConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(cfg, stop, lambda line: print(line, flush=True))
+        await serve(cfg, stop, lambda line: print(line, flush=True), start_empty=start_empty)
 
     started = time.monotonic()
     try:

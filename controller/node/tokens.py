@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 
 from controller.replication import decode, encode
@@ -18,9 +20,11 @@ __all__ = [
     "TokenError",
     "TokenRecord",
     "token_key",
+    "expiry_ms",
     "new_token",
     "parse_token",
     "record_from_row",
+    "utc_text",
 ]
 
 TOKEN_PREFIX = "synod_"
@@ -57,31 +61,73 @@ class TokenRecord:
     description: str
     created_ms: int
     revoked: bool = False
+    expires_ms: int = 0  # UTC ms after which the token no longer authenticates; 0: never
 
     def to_row(self) -> bytes:
-        return encode(
-            {
-                "role": self.role.label,
-                "hash": self.digest,
-                "description": self.description,
-                "created_ms": self.created_ms,
-                "revoked": self.revoked,
-            }
-        )
+        row = {
+            "role": self.role.label,
+            "hash": self.digest,
+            "description": self.description,
+            "created_ms": self.created_ms,
+            "revoked": self.revoked,
+        }
+        if self.expires_ms:  # a token without expiry keeps the row it had before expiry
+            row["expires_ms"] = self.expires_ms
+        return encode(row)
 
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.digest, _digest(secret))
+
+    def expired(self, now_ms: int) -> bool:
+        return bool(self.expires_ms) and now_ms >= self.expires_ms
+
+
+def utc_text(ms: int) -> str:
+    """A UTC time for people: 2030-01-31T12:00:00Z."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def expiry_ms(text: str, now_ms: int) -> int:
+    """When a token given `--expires text` at now_ms expires, in UTC ms: a duration
+    (90m, 12h, 30d, 2w) or an ISO date or time (2030-01-31, 2030-01-31T12:00:00Z; a time
+    without zone is UTC). TokenError for anything else or a time not in the future."""
+    text = text.strip()
+    m = _DURATION.match(text.lower())
+    if m:
+        delta = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        at = now_ms + int(delta.total_seconds() * 1000)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise TokenError(
+                f"expiry {text[:40]!r}: give a duration (90m, 12h, 30d, 2w) or an ISO date "
+                "or time (2030-01-31, 2030-01-31T12:00:00Z)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        at = int(when.timestamp() * 1000)
+    if at <= now_ms:
+        raise TokenError(f"expiry {utc_text(at)} is not in the future")
+    return at
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.blake2b(secret.encode(), digest_size=32, person=b"synod-token").digest()
 
 
-def new_token(role: Role, description: str, now_ms: int) -> tuple[str, TokenRecord]:
+def new_token(
+    role: Role, description: str, now_ms: int, expires_ms: int = 0
+) -> tuple[str, TokenRecord]:
     """A fresh bearer token string and the record to store for it."""
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    record = TokenRecord(token_id, role, _digest(secret), description, now_ms)
+    record = TokenRecord(token_id, role, _digest(secret), description, now_ms,
+                         expires_ms=expires_ms)
     return f"{TOKEN_PREFIX}{token_id}.{secret}", record
 
 
@@ -108,6 +154,7 @@ def record_from_row(key: str, value: bytes | None) -> TokenRecord | None:
             plain.get("description", ""),
             plain.get("created_ms", 0),
             bool(plain.get("revoked", False)),
+            int(plain.get("expires_ms", 0)),  # rows from before expiry have none: never
         )
     except Exception:  # a corrupt row must not take the node down: it grants nothing
         return None

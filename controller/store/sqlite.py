@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -41,6 +42,11 @@ class SqliteStore:
     def __init__(self, path: str | Path, schema: Schema = DEFAULT_SCHEMA, check_file: bool = True):
         self.name = str(path)
         self.schema = schema
+        try:
+            # A new file is made 0600 first: SQLite gives its -wal and -shm the same mode.
+            os.close(os.open(self.name, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(f"{self.name}: cannot open: {exc.strerror}") from None
         try:
             self._conn = sqlite3.connect(self.name, isolation_level=None, check_same_thread=False)
             for pragma in sql.PRAGMAS:

@@ -199,7 +199,8 @@ def test_local_api_flows_for_my_switches_and_topology_reports(solo):
         stream.cancel()
         report = local_pb2.TopologyReport(rows=[
             nb.Row(table="switches", key=[value_pb(DP1)], values={"name": value_pb("sw1")}),
-            nb.Row(table="hosts", key=[value_pb("00:01")], values={"dpid": value_pb(DP1)}),
+            nb.Row(table="hosts", key=[value_pb("00:00:00:00:00:01")],
+                   values={"dpid": value_pb(DP1)}),
         ])
         r = c.call(c.local.ReportTopology, report)
         assert r.rows == 2

@@ -74,16 +74,17 @@ class LocalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportTopology(self, request, context):
-        """Report what the controller sees: switches, ports, links and hosts (upserts; rows with
-        gone=true are deleted).
+        """Report what the controller sees: switches, ports, links and hosts, and the switches'
+        refusals of flows (table flow_errors, which only reports write). Upserts; `gone` rows
+        are deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportFlowStats(self, request, context):
-        """Report flow statistics and differences found by the audit (stored in kv as
-        "flowstats/<dpid>").
+        """Report flow statistics and differences found by the audit (stored by the node in
+        the reserved `internal` table as "flowstats/<dpid>").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

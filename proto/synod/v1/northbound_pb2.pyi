@@ -442,12 +442,14 @@ class SecedeResponse(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., genesis: _Optional[bytes] = ..., moved: _Optional[_Iterable[str]] = ..., unreached: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("role", "description")
+    __slots__ = ("role", "description", "expires_ms")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     role: str
     description: str
-    def __init__(self, role: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    expires_ms: int
+    def __init__(self, role: _Optional[str] = ..., description: _Optional[str] = ..., expires_ms: _Optional[int] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "info")
@@ -462,18 +464,22 @@ class ListTokensRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("id", "role", "description", "created_ms", "revoked")
+    __slots__ = ("id", "role", "description", "created_ms", "revoked", "expires_ms", "expired")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: str
     description: str
     created_ms: int
     revoked: bool
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., description: _Optional[str] = ..., created_ms: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    expires_ms: int
+    expired: bool
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., description: _Optional[str] = ..., created_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., expires_ms: _Optional[int] = ..., expired: _Optional[bool] = ...) -> None: ...
 
 class ListTokensResponse(_message.Message):
     __slots__ = ("tokens",)
