@@ -144,6 +144,7 @@ def _why(exc: BaseException) -> str:
 
 
 PARKED_MAX = 1_024  # addresses remembered for nodes that are not members yet
+KNOWN_CERTS_MAX = 1_024  # peer certificates whose node id is cached
 
 
 class PeerLinks:
@@ -247,18 +248,30 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.on_secede: Callable[[Genesis, str], Awaitable[None]] | None = None
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        """The calling node, proven by its certificate, and a member now: the certificate
+        check is cached, membership is checked on every call, so a node removed by a
+        decided membership change is refused from that decision on."""
         pems = context.auth_context().get("x509_pem_cert") or []
         if not pems:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
         pem = pems[0]
+        members = self.engine.peer_keys()
         node_id = self._known.get(pem)
         if node_id is None:
             try:
-                node_id = pki.check_node_cert(pem, self.engine.peer_keys())
+                node_id = pki.check_node_cert(pem, members)
             except pki.CertError as exc:
                 self.metrics.inc("peer_refused|certificate")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            if len(self._known) >= KNOWN_CERTS_MAX:
+                self._known.pop(next(iter(self._known)))
             self._known[pem] = node_id  # type: ignore[assignment]
+        if node_id not in members:
+            self.metrics.inc("peer_refused|not_member")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node_id} is not a member (removed by a decided membership change)",
+            )
         return node_id  # type: ignore[return-value]
 
     async def Hello(self, request, context):

@@ -42,8 +42,10 @@ class VotesAndInvitesPolicy:
         self.invites = invites
 
     def members(self) -> dict[NodeId, bytes]:
-        """Everyone who may author ops now: invited nodes and the current voters."""
-        out = self.invites.members()
+        """Everyone who may author ops now: invited nodes and the current voters (a founder
+        removed by a decided membership change is neither)."""
+        founders = self.invites.founders
+        out = {n: k for n, k in self.invites.members().items() if n not in founders}
         out.update(self.votes.ledger.membership.voters)
         return out
 
