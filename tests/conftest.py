@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-# The simulator's --seeds/--first-seed options (tests/sim/plugin.py).
+# The simulator's --seeds option (tests/sim/plugin.py).
 pytest_plugins = ["tests.sim.plugin"]
 
 
