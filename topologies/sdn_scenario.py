@@ -17,17 +17,15 @@ import subprocess
 from pathlib import Path
 
 from topologies.cloud_edge import cut_wan, heal_wan, sites
-from topologies.emulate import (
+from topologies.netctl import (
     CONVERGE_TIMEOUT_S,
-    Phase,
     Progress,
-    Report,
-    ScenarioOptions,
     checkpoint,
     converge,
     ping_pairs,
     running_network,
 )
+from topologies.scenario import Phase, Report, ScenarioOptions
 from topologies.sdn import SdnCluster
 
 __all__ = ["run_sdn"]
