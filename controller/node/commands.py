@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from controller.node import codec_lite as cl
+
 __all__ = ["register"]
 
 
@@ -65,6 +67,7 @@ class _Ctx:
     def __init__(self, kw: dict, error: type[click.ClickException]) -> None:
         from controller.node.client import Client, ClientError
 
+        self.error = error
         token = kw.pop("token")
         if token.startswith("@"):
             try:
@@ -121,570 +124,583 @@ def _json_cell(col, v):
     return json.dumps(v)
 
 
+_ROOT: list[click.Command] = []  # the commands of the `synod` group itself
+_ERROR: list[type[click.ClickException]] = [click.ClickException]  # set by register()
+
+
 def register(cli: click.Group, error: type[click.ClickException]) -> None:
-    """Add the client commands to the `synod` group."""
+    """Add the client commands to the `synod` group; their errors raise `error`."""
+    _ERROR[0] = error
+    for c in [*_ROOT, flows, services, token]:
+        cli.add_command(c)
 
-    def command(group: click.Group, name: str | None = None, **kw):
-        def wrap(f):
-            @_client_options
-            @functools.wraps(f)
-            def run(**kwargs):
-                from controller.node.client import ClientError
 
-                ctx = _Ctx(kwargs, error)
-                try:
-                    with ctx.client:
-                        f(ctx, **kwargs)
-                except ClientError as e:
-                    raise error(str(e)) from None
+def command(group: click.Group | None = None, name: str | None = None, **kw):
+    """A client command: the client options, a connected client in ctx, errors as one line."""
 
-            return group.command(name, **kw)(run)
+    def wrap(f):
+        @_client_options
+        @functools.wraps(f)
+        def run(**kwargs):
+            from controller.node.client import ClientError
 
-        return wrap
+            ctx = _Ctx(kwargs, _ERROR[0])
+            try:
+                with ctx.client:
+                    f(ctx, **kwargs)
+            except ClientError as e:
+                raise _ERROR[0](str(e)) from None
 
-    from controller.node import codec_lite as cl
+        if group is None:
+            made = click.command(name, **kw)(run)
+            _ROOT.append(made)
+            return made
+        return group.command(name, **kw)(run)
 
-    @command(cli)
-    def status(ctx) -> None:
-        """This node's identity, cluster, progress, digests and peers."""
-        s = ctx.client.call(ctx.client.cluster.GetStatus, cl.pb().GetStatusRequest())
-        plain = cl.plain(s)
+    return wrap
 
-        def human():
-            click.echo(f"node      {s.node_id}")
-            click.echo(f"cluster   {s.cluster_name} {s.cluster_id[:16]}…")
-            click.echo(f"members   {s.members} ({s.peers_up} peer(s) up)")
-            click.echo(f"ops       {s.ops}")
-            click.echo(f"digest    {s.state_digest.hex()}")
-            click.echo(f"uptime    {s.uptime_s:.1f} s")
 
-        ctx.out(plain, human)
+@command()
+def status(ctx) -> None:
+    """This node's identity, cluster, progress, digests and peers."""
+    s = ctx.client.call(ctx.client.cluster.GetStatus, cl.pb().GetStatusRequest())
+    plain = cl.plain(s)
 
-    @command(cli)
-    def members(ctx) -> None:
-        """Members of the cluster, whether they are reachable, and their progress."""
-        r = ctx.client.call(ctx.client.cluster.ListMembers, cl.pb().ListMembersRequest())
-        rows = [
-            {
-                "node": m.node_id + (" (self)" if m.self else ""),
-                "up": m.up,
-                "address": m.address or "-",
-                "ops": sum(m.version_vector.values()),
-                "last_seen_ms": m.last_seen_ms_ago,
-            }
-            for m in r.members
-        ]
-        ctx.out(cl.plain(r), lambda: _table(rows))
+    def human():
+        click.echo(f"node      {s.node_id}")
+        click.echo(f"cluster   {s.cluster_name} {s.cluster_id[:16]}…")
+        click.echo(f"members   {s.members} ({s.peers_up} peer(s) up)")
+        click.echo(f"ops       {s.ops}")
+        click.echo(f"digest    {s.state_digest.hex()}")
+        click.echo(f"uptime    {s.uptime_s:.1f} s")
 
-    @command(cli)
-    def digest(ctx) -> None:
-        """The node's 32-byte state digest (equal digests: equal state)."""
-        d = ctx.client.call(ctx.client.cluster.GetDigest, cl.pb().GetDigestRequest())
-        ctx.out(
-            {
-                "node_id": d.node_id,
-                "state_digest": d.state_digest.hex(),
-                "op_digest": d.op_digest.hex(),
-                "ops": d.ops,
-            },
-            lambda: click.echo(f"{d.state_digest.hex()}  {d.ops} ops  {d.node_id}"),
-        )
+    ctx.out(plain, human)
 
-    @command(cli)
-    @click.argument("statement")
-    @click.option("--limit", type=int, default=0, help="row limit (default: the node's)")
-    def sql(ctx, statement: str, limit: int) -> None:
-        """Run a read-only SQL query over the tables."""
-        r = ctx.client.call(
-            ctx.client.rows.Query, cl.pb().QueryRequest(sql=statement, row_limit=limit)
-        )
-        rows = [
-            dict(zip(r.columns, (cl.value(v) for v in row.values), strict=True)) for row in r.rows
-        ]
-        ctx.out(rows, lambda: _table(rows, list(r.columns)))
+@command()
+def members(ctx) -> None:
+    """Members of the cluster, whether they are reachable, and their progress."""
+    r = ctx.client.call(ctx.client.cluster.ListMembers, cl.pb().ListMembersRequest())
+    rows = [
+        {
+            "node": m.node_id + (" (self)" if m.self else ""),
+            "up": m.up,
+            "address": m.address or "-",
+            "ops": sum(m.version_vector.values()),
+            "last_seen_ms": m.last_seen_ms_ago,
+        }
+        for m in r.members
+    ]
+    ctx.out(cl.plain(r), lambda: _table(rows))
 
-    def _put(ctx, table, key, assignments, quorum):
+@command()
+def digest(ctx) -> None:
+    """The node's 32-byte state digest (equal digests: equal state)."""
+    d = ctx.client.call(ctx.client.cluster.GetDigest, cl.pb().GetDigestRequest())
+    ctx.out(
+        {
+            "node_id": d.node_id,
+            "state_digest": d.state_digest.hex(),
+            "op_digest": d.op_digest.hex(),
+            "ops": d.ops,
+        },
+        lambda: click.echo(f"{d.state_digest.hex()}  {d.ops} ops  {d.node_id}"),
+    )
+
+@command()
+@click.argument("statement")
+@click.option("--limit", type=int, default=0, help="row limit (default: the node's)")
+def sql(ctx, statement: str, limit: int) -> None:
+    """Run a read-only SQL query over the tables."""
+    r = ctx.client.call(
+        ctx.client.rows.Query, cl.pb().QueryRequest(sql=statement, row_limit=limit)
+    )
+    rows = [
+        dict(zip(r.columns, (cl.value(v) for v in row.values), strict=True)) for row in r.rows
+    ]
+    ctx.out(rows, lambda: _table(rows, list(r.columns)))
+
+def _put(ctx, table, key, assignments, quorum):
+    try:
+        pairs = dict(a.split("=", 1) for a in assignments)
+    except ValueError:
+        raise click.UsageError("values are COLUMN=VALUE") from None
+    req = cl.pb().PutRequest(
+        rows=[ctx.client.row(table, key, pairs)],
+        ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
+    )
+    r = ctx.client.call(ctx.client.rows.Put, req)
+    ctx.out(
+        cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq} held by {r.holders}")
+    )
+
+@command()
+@click.argument("table")
+@click.argument("key", required=False)
+@click.argument("assignments", nargs=-1)
+@click.option("--quorum", is_flag=True, help="wait until a majority holds the write")
+@click.option(
+    "--from",
+    "source",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="import rows from a JSON-lines file (- for stdin): one object per line, "
+    "{column: value} with the key columns",
+)
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(1, 5_000),
+    default=500,
+    show_default=True,
+    help="rows per write with --from",
+)
+def put(ctx, table, key, assignments, quorum, source, batch_rows) -> None:
+    """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE...; or import many rows:
+    put TABLE --from FILE.jsonl (a progress bar on a terminal)."""
+    if source is not None:
+        if key is not None or assignments:
+            raise click.UsageError("give either KEY COL=VALUE... or --from FILE, not both")
+        _import(ctx, table, source, quorum, batch_rows)
+        return
+    if key is None:
+        raise click.UsageError("missing KEY (or --from FILE)")
+    _put(ctx, table, key, assignments, quorum)
+
+def _import(ctx, table, source, quorum, batch_rows) -> None:
+    """Read every line first (a bad line writes nothing), then write in batches."""
+    from .client import ClientError
+
+    name = getattr(source, "name", "-")
+    keys, values = ctx.client.columns(table)
+    key_names = [c.name for c in keys]
+    by_name = {c.name: c for c in [*keys, *values]}
+    rows: list = []
+    for lineno, line in enumerate(source, 1):
+        if not line.strip():
+            continue
         try:
-            pairs = dict(a.split("=", 1) for a in assignments)
-        except ValueError:
-            raise click.UsageError("values are COLUMN=VALUE") from None
-        req = cl.pb().PutRequest(
-            rows=[ctx.client.row(table, key, pairs)],
-            ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
-        )
-        r = ctx.client.call(ctx.client.rows.Put, req)
-        ctx.out(
-            cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq} held by {r.holders}")
-        )
-
-    @command(cli)
-    @click.argument("table")
-    @click.argument("key", required=False)
-    @click.argument("assignments", nargs=-1)
-    @click.option("--quorum", is_flag=True, help="wait until a majority holds the write")
-    @click.option(
-        "--from",
-        "source",
-        type=click.File("r", encoding="utf-8"),
-        default=None,
-        help="import rows from a JSON-lines file (- for stdin): one object per line, "
-        "{column: value} with the key columns",
-    )
-    @click.option(
-        "--batch-rows",
-        type=click.IntRange(1, 5_000),
-        default=500,
-        show_default=True,
-        help="rows per write with --from",
-    )
-    def put(ctx, table, key, assignments, quorum, source, batch_rows) -> None:
-        """Set columns of a row: put TABLE KEY[/KEY2] COL=VALUE...; or import many rows:
-        put TABLE --from FILE.jsonl (a progress bar on a terminal)."""
-        if source is not None:
-            if key is not None or assignments:
-                raise click.UsageError("give either KEY COL=VALUE... or --from FILE, not both")
-            _import(ctx, table, source, quorum, batch_rows)
-            return
-        if key is None:
-            raise click.UsageError("missing KEY (or --from FILE)")
-        _put(ctx, table, key, assignments, quorum)
-
-    def _import(ctx, table, source, quorum, batch_rows) -> None:
-        """Read every line first (a bad line writes nothing), then write in batches."""
-        from .client import ClientError
-
-        name = getattr(source, "name", "-")
-        keys, values = ctx.client.columns(table)
-        key_names = [c.name for c in keys]
-        by_name = {c.name: c for c in [*keys, *values]}
-        rows: list = []
-        for lineno, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise error(f"{name}:{lineno}: not JSON: {e}") from None
-            if not isinstance(obj, dict):
-                raise error(f"{name}:{lineno}: expected a JSON object {{column: value}}")
-            missing = [k for k in key_names if k not in obj]
-            if missing:
-                raise error(f"{name}:{lineno}: missing key column(s) {', '.join(missing)}")
-            unknown = [c for c in obj if c not in by_name]
-            if unknown:
-                raise error(
-                    f"{name}:{lineno}: {table} has no column(s) {', '.join(unknown)} "
-                    f"({', '.join(by_name)})"
-                )
-            try:
-                rows.append(
-                    ctx.client.row(
-                        table,
-                        [_json_cell(by_name[k], obj[k]) for k in key_names],
-                        {
-                            c: _json_cell(by_name[c], v)
-                            for c, v in obj.items()
-                            if c not in key_names
-                        },
-                    )
-                )
-            except (ClientError, ValueError) as e:
-                raise error(f"{name}:{lineno}: {e}") from None
-        ack = cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL
-        batches = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
-        show_bar = not ctx.as_json and sys.stderr.isatty() and len(batches) > 1
-        bar = (
-            click.progressbar(length=len(rows), label=f"{table}", file=sys.stderr)
-            if show_bar
-            else contextlib.nullcontext()
-        )
-        done, last = 0, None
-        with bar:
-            for batch in batches:
-                try:
-                    last = ctx.client.call(
-                        ctx.client.rows.Put, cl.pb().PutRequest(rows=batch, ack=ack)
-                    )
-                except ClientError as e:
-                    raise error(
-                        f"{e} (rows {done + 1}-{done + len(batch)} of {len(rows)}; "
-                        f"the {done} before them are written)"
-                    ) from None
-                done += len(batch)
-                if show_bar:
-                    bar.update(len(batch))
-        plain = {"table": table, "rows": done, "batches": len(batches)}
-        if last is not None:
-            plain.update(op_id=last.op_id, seq=last.seq, holders=last.holders)
-        ctx.out(
-            plain,
-            lambda: click.echo(f"ok {done} row(s) into {table} in {len(batches)} write(s)"),
-        )
-
-    def _rows_out(ctx, table, rows, extra=None) -> None:
-        """Print rows; `extra(plain_row) -> {column: value}` adds computed columns."""
-        keys, values = ctx.client.columns(table)
-        names = [c.name for c in keys] + [c.name for c in values]
-        plain = []
-        for row in rows:
-            d = {c.name: cl.value(v) for c, v in zip(keys, row.key, strict=True)}
-            d.update(
-                {
-                    c.name: cl.value(row.values[c.name]) if c.name in row.values else None
-                    for c in values
-                }
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ctx.error(f"{name}:{lineno}: not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ctx.error(f"{name}:{lineno}: expected a JSON object {{column: value}}")
+        missing = [k for k in key_names if k not in obj]
+        if missing:
+            raise ctx.error(f"{name}:{lineno}: missing key column(s) {', '.join(missing)}")
+        unknown = [c for c in obj if c not in by_name]
+        if unknown:
+            raise ctx.error(
+                f"{name}:{lineno}: {table} has no column(s) {', '.join(unknown)} "
+                f"({', '.join(by_name)})"
             )
-            if extra is not None:
-                added = extra(d)
-                names += [n for n in added if n not in names]
-                d.update(added)
-            plain.append(d)
-        ctx.out(
-            [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()} for d in plain],
-            lambda: _table(plain, names),
+        try:
+            rows.append(
+                ctx.client.row(
+                    table,
+                    [_json_cell(by_name[k], obj[k]) for k in key_names],
+                    {
+                        c: _json_cell(by_name[c], v)
+                        for c, v in obj.items()
+                        if c not in key_names
+                    },
+                )
+            )
+        except (ClientError, ValueError) as e:
+            raise ctx.error(f"{name}:{lineno}: {e}") from None
+    ack = cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL
+    batches = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
+    show_bar = not ctx.as_json and sys.stderr.isatty() and len(batches) > 1
+    bar = (
+        click.progressbar(length=len(rows), label=f"{table}", file=sys.stderr)
+        if show_bar
+        else contextlib.nullcontext()
+    )
+    done, last = 0, None
+    with bar:
+        for batch in batches:
+            try:
+                last = ctx.client.call(
+                    ctx.client.rows.Put, cl.pb().PutRequest(rows=batch, ack=ack)
+                )
+            except ClientError as e:
+                raise ctx.error(
+                    f"{e} (rows {done + 1}-{done + len(batch)} of {len(rows)}; "
+                    f"the {done} before them are written)"
+                ) from None
+            done += len(batch)
+            if show_bar:
+                bar.update(len(batch))
+    plain = {"table": table, "rows": done, "batches": len(batches)}
+    if last is not None:
+        plain.update(op_id=last.op_id, seq=last.seq, holders=last.holders)
+    ctx.out(
+        plain,
+        lambda: click.echo(f"ok {done} row(s) into {table} in {len(batches)} write(s)"),
+    )
+
+def _rows_out(ctx, table, rows, extra=None) -> None:
+    """Print rows; `extra(plain_row) -> {column: value}` adds computed columns."""
+    keys, values = ctx.client.columns(table)
+    names = [c.name for c in keys] + [c.name for c in values]
+    plain = []
+    for row in rows:
+        d = {c.name: cl.value(v) for c, v in zip(keys, row.key, strict=True)}
+        d.update(
+            {
+                c.name: cl.value(row.values[c.name]) if c.name in row.values else None
+                for c in values
+            }
         )
+        if extra is not None:
+            added = extra(d)
+            names += [n for n in added if n not in names]
+            d.update(added)
+        plain.append(d)
+    ctx.out(
+        [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()} for d in plain],
+        lambda: _table(plain, names),
+    )
 
-    @command(cli)
-    @click.argument("table")
-    @click.argument("key")
-    def get(ctx, table, key) -> None:
-        """Show one row: get TABLE KEY[/KEY2]. Exit 1 if absent."""
-        r = ctx.client.call(
-            ctx.client.rows.Get,
-            cl.pb().GetRequest(table=table, key=cl.values(ctx.client.key(table, key))),
+@command()
+@click.argument("table")
+@click.argument("key")
+def get(ctx, table, key) -> None:
+    """Show one row: get TABLE KEY[/KEY2]. Exit 1 if absent."""
+    r = ctx.client.call(
+        ctx.client.rows.Get,
+        cl.pb().GetRequest(table=table, key=cl.values(ctx.client.key(table, key))),
+    )
+    if not r.found:
+        raise ctx.error(f"no row {key!r} in {table}")
+    _rows_out(ctx, table, [r.row])
+
+@command(name="del")
+@click.argument("table")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--quorum", is_flag=True, help="wait until a majority holds the delete")
+def delete(ctx, table, keys, quorum) -> None:
+    """Delete rows: del TABLE KEY [KEY...]."""
+    req = cl.pb().DeleteRequest(
+        table=table,
+        keys=[cl.pb().KeyList(key=cl.values(ctx.client.key(table, k))) for k in keys],
+        ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
+    )
+    r = ctx.client.call(ctx.client.rows.Delete, req)
+    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
+
+@command(name="list")
+@click.argument("table")
+@click.option("--prefix", default="", help="only keys starting with these parts (a/b)")
+@click.option("--limit", type=int, default=0)
+def list_rows(ctx, table, prefix, limit) -> None:
+    """List rows of a table in key order."""
+    pre = []
+    if prefix:
+        keys, _ = ctx.client.columns(table)
+        parts = prefix.split("/")
+        pre = ctx.client.key(table, parts + ["0"] * (len(keys) - len(parts)))[: len(parts)]
+    r = ctx.client.call(
+        ctx.client.rows.List,
+        cl.pb().ListRequest(table=table, key_prefix=cl.values(pre), limit=limit),
+    )
+    _rows_out(ctx, table, r.rows)
+    if r.truncated and not ctx.as_json:
+        click.echo("(truncated)", err=True)
+
+@command()
+def conflicts(ctx) -> None:
+    """Conflicts on record: equivocations, and each reunion's report (slots decided on
+    both sides, columns written on both sides while apart: what was kept, what lost)."""
+    r = ctx.client.call(ctx.client.cluster.ListConflicts, cl.pb().ListConflictsRequest())
+    rows = [cl.plain(c) for c in r.conflicts]
+    ctx.out(rows, lambda: [click.echo(f"{c.kind}: {c.description}") for c in r.conflicts]
+            or click.echo("no conflicts"))
+
+@command()
+def lineage(ctx) -> None:
+    """This node's lineage (its cluster, where it seceded from) and the lineages it met."""
+    r = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
+    plain = cl.plain(r)
+
+    def human() -> None:
+        lin = r.lineage
+        click.echo(f"cluster {lin.name} {lin.cluster_id}")
+        if lin.ancestors:
+            click.echo(f"  seceded from {lin.ancestors[-1]} (confirmed by {lin.confirmed_by})")
+            click.echo(f"  voters left behind: {', '.join(lin.left)}")
+        click.echo(f"  voters: {', '.join(lin.voters)}")
+        for m in r.met:
+            state = "joined" if m.joined else (m.decided or "undecided")
+            click.echo(f"met {m.lineage.name} {m.lineage.cluster_id}: {m.relation}; "
+                       f"{m.slot} {state}" + ("; report written" if m.reported else ""))
+
+    ctx.out(plain, human)
+
+@command()
+@click.argument("voters", nargs=-1)
+@click.option("--confirmed-by", required=True,
+              help="who confirms the secession (recorded in the new lineage)")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def secede(ctx, voters, confirmed_by, yes) -> None:
+    """Fork a new lineage for this minority side so it can decide alone.
+
+    VOTERS: node ids (or unique prefixes of 8+ characters) of the voters cut off with
+    the node answering; it is added itself. They must be fewer than half the voters.
+    Reunion later is a vote on each side (`synod reunion merge`).
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ctx.error("secession forks the cluster: add --yes to confirm")
+        click.confirm("Fork a new lineage with these voters?", abort=True)
+    request = cl.pb().SecedeRequest(voters=list(voters), confirmed_by=confirmed_by)
+    r = ctx.client.call(ctx.client.lineage.Secede, request, max(ctx.client.timeout_s, 90))
+    plain = cl.plain(r)
+    plain.pop("genesis", None)
+
+    def human() -> None:
+        click.echo(f"new lineage {r.cluster_id}")
+        click.echo(f"  moved: {', '.join(r.moved)}")
+        for u in r.unreached:
+            click.echo(f"  not reached (run this again to retry): {u}")
+
+    ctx.out(plain, human)
+
+@command()
+@click.argument("decision", type=click.Choice(["merge", "stay-apart"]))
+@click.argument("cluster")
+@click.option("--propose-timeout-ms", type=int, default=0,
+              help="give up with 'no quorum reachable' after this long")
+def reunion(ctx, decision, cluster, propose_timeout_ms) -> None:
+    """Vote this side's decision about another lineage it met (see `synod lineage`):
+    proposes DECISION in reunion/<cluster id> and waits until it is decided. Once both
+    sides decided merge, every node joins the other DAG and a conflict report is
+    written (`synod conflicts`)."""
+    from controller.agreement import reunion_slot
+    from controller.replication import decode, encode
+
+    info = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
+    hits = [m.lineage.cluster_id for m in info.met
+            if m.lineage.cluster_id.startswith(cluster.lower())]
+    if len(hits) != 1:
+        met = ", ".join(f"{m.lineage.cluster_id[:16]} ({m.lineage.name})" for m in info.met)
+        raise ctx.error(f"{cluster!r} names {len(hits)} of the lineages this node met"
+                    f" ({met or 'none yet'})")
+    slot = reunion_slot(bytes.fromhex(hits[0]))
+    request = cl.pb().ProposeRequest(slot=slot, value=encode(decision),
+                                     timeout_ms=propose_timeout_ms)
+    wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
+    r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
+    decided = decode(r.value)
+    ctx.out({"slot": slot, "decided": decided},
+            lambda: click.echo(f"{slot}: decided {decided!r}"))
+
+@command()
+@click.argument("slot")
+@click.option(
+    "--propose",
+    "proposal",
+    default=None,
+    help="propose this value (JSON; anything else is a string) and wait for the decision",
+)
+@click.option(
+    "--propose-timeout-ms",
+    type=int,
+    default=0,
+    help="give up with 'no quorum reachable' after this long (default: the node's)",
+)
+def slots(ctx, slot, proposal, propose_timeout_ms) -> None:
+    """Show an agreed slot's decision and its certificate, or propose a value for it."""
+    from controller.replication import decode, encode
+
+    if proposal is None:
+        r = ctx.client.call(ctx.client.slots.GetSlot, cl.pb().GetSlotRequest(slot=slot))
+    else:
+        try:
+            value = json.loads(proposal)
+        except ValueError:
+            value = proposal
+        request = cl.pb().ProposeRequest(
+            slot=slot, value=encode(value), timeout_ms=propose_timeout_ms
         )
-        if not r.found:
-            raise error(f"no row {key!r} in {table}")
-        _rows_out(ctx, table, [r.row])
-
-    @command(cli, "del")
-    @click.argument("table")
-    @click.argument("keys", nargs=-1, required=True)
-    @click.option("--quorum", is_flag=True, help="wait until a majority holds the delete")
-    def delete(ctx, table, keys, quorum) -> None:
-        """Delete rows: del TABLE KEY [KEY...]."""
-        req = cl.pb().DeleteRequest(
-            table=table,
-            keys=[cl.pb().KeyList(key=cl.values(ctx.client.key(table, k))) for k in keys],
-            ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
-        )
-        r = ctx.client.call(ctx.client.rows.Delete, req)
-        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
-
-    @command(cli, "list")
-    @click.argument("table")
-    @click.option("--prefix", default="", help="only keys starting with these parts (a/b)")
-    @click.option("--limit", type=int, default=0)
-    def list_rows(ctx, table, prefix, limit) -> None:
-        """List rows of a table in key order."""
-        pre = []
-        if prefix:
-            keys, _ = ctx.client.columns(table)
-            parts = prefix.split("/")
-            pre = ctx.client.key(table, parts + ["0"] * (len(keys) - len(parts)))[: len(parts)]
-        r = ctx.client.call(
-            ctx.client.rows.List,
-            cl.pb().ListRequest(table=table, key_prefix=cl.values(pre), limit=limit),
-        )
-        _rows_out(ctx, table, r.rows)
-        if r.truncated and not ctx.as_json:
-            click.echo("(truncated)", err=True)
-
-    @command(cli)
-    def conflicts(ctx) -> None:
-        """Conflicts on record: equivocations, and each reunion's report (slots decided on
-        both sides, columns written on both sides while apart: what was kept, what lost)."""
-        r = ctx.client.call(ctx.client.cluster.ListConflicts, cl.pb().ListConflictsRequest())
-        rows = [cl.plain(c) for c in r.conflicts]
-        ctx.out(rows, lambda: [click.echo(f"{c.kind}: {c.description}") for c in r.conflicts]
-                or click.echo("no conflicts"))
-
-    @command(cli)
-    def lineage(ctx) -> None:
-        """This node's lineage (its cluster, where it seceded from) and the lineages it met."""
-        r = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
-        plain = cl.plain(r)
-
-        def human() -> None:
-            lin = r.lineage
-            click.echo(f"cluster {lin.name} {lin.cluster_id}")
-            if lin.ancestors:
-                click.echo(f"  seceded from {lin.ancestors[-1]} (confirmed by {lin.confirmed_by})")
-                click.echo(f"  voters left behind: {', '.join(lin.left)}")
-            click.echo(f"  voters: {', '.join(lin.voters)}")
-            for m in r.met:
-                state = "joined" if m.joined else (m.decided or "undecided")
-                click.echo(f"met {m.lineage.name} {m.lineage.cluster_id}: {m.relation}; "
-                           f"{m.slot} {state}" + ("; report written" if m.reported else ""))
-
-        ctx.out(plain, human)
-
-    @command(cli)
-    @click.argument("voters", nargs=-1)
-    @click.option("--confirmed-by", required=True,
-                  help="who confirms the secession (recorded in the new lineage)")
-    @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-    def secede(ctx, voters, confirmed_by, yes) -> None:
-        """Fork a new lineage for this minority side so it can decide alone.
-
-        VOTERS: node ids (or unique prefixes of 8+ characters) of the voters cut off with
-        the node answering; it is added itself. They must be fewer than half the voters.
-        Reunion later is a vote on each side (`synod reunion merge`).
-        """
-        if not yes:
-            if not sys.stdin.isatty():
-                raise error("secession forks the cluster: add --yes to confirm")
-            click.confirm("Fork a new lineage with these voters?", abort=True)
-        request = cl.pb().SecedeRequest(voters=list(voters), confirmed_by=confirmed_by)
-        r = ctx.client.call(ctx.client.lineage.Secede, request, max(ctx.client.timeout_s, 90))
-        plain = cl.plain(r)
-        plain.pop("genesis", None)
-
-        def human() -> None:
-            click.echo(f"new lineage {r.cluster_id}")
-            click.echo(f"  moved: {', '.join(r.moved)}")
-            for u in r.unreached:
-                click.echo(f"  not reached (run this again to retry): {u}")
-
-        ctx.out(plain, human)
-
-    @command(cli)
-    @click.argument("decision", type=click.Choice(["merge", "stay-apart"]))
-    @click.argument("cluster")
-    @click.option("--propose-timeout-ms", type=int, default=0,
-                  help="give up with 'no quorum reachable' after this long")
-    def reunion(ctx, decision, cluster, propose_timeout_ms) -> None:
-        """Vote this side's decision about another lineage it met (see `synod lineage`):
-        proposes DECISION in reunion/<cluster id> and waits until it is decided. Once both
-        sides decided merge, every node joins the other DAG and a conflict report is
-        written (`synod conflicts`)."""
-        from controller.agreement import reunion_slot
-        from controller.replication import decode, encode
-
-        info = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
-        hits = [m.lineage.cluster_id for m in info.met
-                if m.lineage.cluster_id.startswith(cluster.lower())]
-        if len(hits) != 1:
-            met = ", ".join(f"{m.lineage.cluster_id[:16]} ({m.lineage.name})" for m in info.met)
-            raise error(f"{cluster!r} names {len(hits)} of the lineages this node met"
-                        f" ({met or 'none yet'})")
-        slot = reunion_slot(bytes.fromhex(hits[0]))
-        request = cl.pb().ProposeRequest(slot=slot, value=encode(decision),
-                                         timeout_ms=propose_timeout_ms)
         wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
         r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
-        decided = decode(r.value)
-        ctx.out({"slot": slot, "decided": decided},
-                lambda: click.echo(f"{slot}: decided {decided!r}"))
+    try:
+        decoded = decode(r.value) if r.decided else None
+    except Exception:  # noqa: BLE001 - not CBOR (a join bundle): show the bytes
+        decoded = r.value
+    plain = cl.plain(r)
+    plain.pop("certificate", None)
+    plain["value"] = decoded
 
-    @command(cli)
-    @click.argument("slot")
-    @click.option(
-        "--propose",
-        "proposal",
-        default=None,
-        help="propose this value (JSON; anything else is a string) and wait for the decision",
-    )
-    @click.option(
-        "--propose-timeout-ms",
-        type=int,
-        default=0,
-        help="give up with 'no quorum reachable' after this long (default: the node's)",
-    )
-    def slots(ctx, slot, proposal, propose_timeout_ms) -> None:
-        """Show an agreed slot's decision and its certificate, or propose a value for it."""
-        from controller.replication import decode, encode
+    def human() -> None:
+        if not r.decided:
+            click.echo(f"{r.slot}: not decided (here)")
+            return
+        click.echo(f"{r.slot}: decided {decoded!r}")
+        click.echo(f"  ballot {r.ballot} (membership {r.membership_version})")
+        click.echo(f"  certificate: accepted by {len(r.voters)} voters: {', '.join(r.voters)}")
 
-        if proposal is None:
-            r = ctx.client.call(ctx.client.slots.GetSlot, cl.pb().GetSlotRequest(slot=slot))
-        else:
-            try:
-                value = json.loads(proposal)
-            except ValueError:
-                value = proposal
-            request = cl.pb().ProposeRequest(
-                slot=slot, value=encode(value), timeout_ms=propose_timeout_ms
-            )
-            wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
-            r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
+    ctx.out(plain, human)
+
+# ------------------------------------------------------------------ flows
+@click.group()
+def flows() -> None:
+    """Desired OpenFlow rules (rows of the flows table)."""
+
+@command(flows, "add")
+@click.argument("dpid")
+@click.argument("flow_id")
+@click.option("--priority", default="100", show_default=True)
+@click.option("--table-id", default="0", show_default=True)
+@click.option("--match", "match_", default="", help="e.g. 'in_port=1,eth_dst=..'")
+@click.option("--actions", default="", help="e.g. 'output:2'")
+@click.option("--cookie", default="0")
+@click.option("--quorum", is_flag=True)
+def flows_add(ctx, dpid, flow_id, priority, table_id, match_, actions, cookie, quorum):
+    """Add or replace a flow on switch DPID."""
+    _put(
+        ctx,
+        "flows",
+        [dpid, flow_id],
+        [
+            f"priority={priority}",
+            f"table_id={table_id}",
+            f"match={match_}",
+            f"actions={actions}",
+            f"cookie={cookie}",
+        ],
+        quorum,
+    )
+
+@command(flows, "list")
+@click.option("--dpid", default="", help="only this switch")
+def flows_list(ctx, dpid):
+    """List desired flows."""
+    pre = cl.values([dpid]) if dpid else []
+    r = ctx.client.call(
+        ctx.client.rows.List, cl.pb().ListRequest(table="flows", key_prefix=pre)
+    )
+    # Controllers report a switch's refusal of a flow; the node keeps it in flow_errors.
+    reported = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(
+        table="flow_errors", key_prefix=pre))
+    errors = {}
+    for row in reported.rows:
+        key = "/".join(str(cl.value(k)).lower() for k in row.key)
+        value = cl.value(row.values["error"]) if "error" in row.values else ""
+        errors[key] = str(value)
+
+    def status(d):
+        err = errors.get(f"{str(d.get('dpid', '')).lower()}/{str(d.get('flow_id')).lower()}")
+        return {"status": f"failed: {err}" if err else "ok"}
+
+    _rows_out(ctx, "flows", r.rows, status)
+
+@command(flows, "del")
+@click.argument("dpid")
+@click.argument("flow_id")
+def flows_del(ctx, dpid, flow_id):
+    """Delete a flow."""
+    req = cl.pb().DeleteRequest(
+        table="flows", keys=[cl.pb().KeyList(key=cl.values([dpid, flow_id]))]
+    )
+    r = ctx.client.call(ctx.client.rows.Delete, req)
+    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+
+# ------------------------------------------------------------------ services
+@click.group()
+def services() -> None:
+    """Services run as VMs by edge agents (rows of the services table)."""
+
+@command(services, "deploy")
+@click.argument("name")
+@click.option("--image", required=True)
+@click.option("--vcpus", default="1", show_default=True)
+@click.option("--memory-mb", default="128", show_default=True)
+@click.option("--placement", default="", help="site or node id")
+@click.option("--restart-policy", default="always", show_default=True)
+def services_deploy(ctx, name, image, vcpus, memory_mb, placement, restart_policy):
+    """Declare a service (desired state: running)."""
+    _put(
+        ctx,
+        "services",
+        name,
+        [
+            f"image={image}",
+            f"vcpus={vcpus}",
+            f"memory_mb={memory_mb}",
+            f"placement={placement}",
+            f"restart_policy={restart_policy}",
+            "desired_state=running",
+        ],
+        False,
+    )
+
+@command(services, "list")
+def services_list(ctx):
+    """List declared services."""
+    r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="services"))
+    _rows_out(ctx, "services", r.rows)
+
+@command(services, "rm")
+@click.argument("name")
+def services_rm(ctx, name):
+    """Remove a service."""
+    r = ctx.client.call(
+        ctx.client.rows.Delete,
+        cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),
+    )
+    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+
+# ------------------------------------------------------------------ tokens
+@click.group()
+def token() -> None:
+    """Bearer tokens for clients (admin role)."""
+
+@command(token, "create")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--description", default="")
+@click.option("--expires", metavar="DURATION|DATE", default=None,
+              help="the token stops working after a duration (90m, 12h, 30d, 2w) or at "
+                   "an ISO date or time, UTC unless given (2030-01-31, "
+                   "2030-01-31T12:00:00Z); default: never")
+def token_create(ctx, role, description, expires):
+    """Create a token; its secret is printed once."""
+    import time
+
+    from controller.node.tokens import TokenError, expiry_ms
+
+    expires_ms = 0
+    if expires is not None:
         try:
-            decoded = decode(r.value) if r.decided else None
-        except Exception:  # noqa: BLE001 - not CBOR (a join bundle): show the bytes
-            decoded = r.value
-        plain = cl.plain(r)
-        plain.pop("certificate", None)
-        plain["value"] = decoded
+            expires_ms = expiry_ms(expires, int(time.time() * 1000))
+        except TokenError as e:
+            raise ctx.error(f"--expires: {e}") from None
+    r = ctx.client.call(
+        ctx.client.admin.CreateToken,
+        cl.pb().CreateTokenRequest(role=role, description=description,
+                                   expires_ms=expires_ms),
+    )
+    ctx.out(cl.plain(r), lambda: click.echo(r.token))
 
-        def human() -> None:
-            if not r.decided:
-                click.echo(f"{r.slot}: not decided (here)")
-                return
-            click.echo(f"{r.slot}: decided {decoded!r}")
-            click.echo(f"  ballot {r.ballot} (membership {r.membership_version})")
-            click.echo(f"  certificate: accepted by {len(r.voters)} voters: {', '.join(r.voters)}")
+@command(token, "list")
+def token_list(ctx):
+    """List tokens (never their secrets), with when each expires."""
+    from controller.node.tokens import utc_text
 
-        ctx.out(plain, human)
+    r = ctx.client.call(ctx.client.admin.ListTokens, cl.pb().ListTokensRequest())
+    rows = [cl.plain(t) for t in r.tokens]
 
-    # ------------------------------------------------------------------ flows
-    @cli.group()
-    def flows() -> None:
-        """Desired OpenFlow rules (rows of the flows table)."""
+    def human() -> None:
+        shown = [{**t, "expires": (utc_text(int(t["expires_ms"])) if t.get("expires_ms")
+                                   else "never") + (" (expired)" if t.get("expired") else "")}
+                 for t in rows]
+        _table(shown, ["id", "role", "revoked", "expires", "description"])
 
-    @command(flows, "add")
-    @click.argument("dpid")
-    @click.argument("flow_id")
-    @click.option("--priority", default="100", show_default=True)
-    @click.option("--table-id", default="0", show_default=True)
-    @click.option("--match", "match_", default="", help="e.g. 'in_port=1,eth_dst=..'")
-    @click.option("--actions", default="", help="e.g. 'output:2'")
-    @click.option("--cookie", default="0")
-    @click.option("--quorum", is_flag=True)
-    def flows_add(ctx, dpid, flow_id, priority, table_id, match_, actions, cookie, quorum):
-        """Add or replace a flow on switch DPID."""
-        _put(
-            ctx,
-            "flows",
-            [dpid, flow_id],
-            [
-                f"priority={priority}",
-                f"table_id={table_id}",
-                f"match={match_}",
-                f"actions={actions}",
-                f"cookie={cookie}",
-            ],
-            quorum,
-        )
+    ctx.out(rows, human)
 
-    @command(flows, "list")
-    @click.option("--dpid", default="", help="only this switch")
-    def flows_list(ctx, dpid):
-        """List desired flows."""
-        pre = cl.values([dpid]) if dpid else []
-        r = ctx.client.call(
-            ctx.client.rows.List, cl.pb().ListRequest(table="flows", key_prefix=pre)
-        )
-        # Controllers report a switch's refusal of a flow; the node keeps it in flow_errors.
-        reported = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(
-            table="flow_errors", key_prefix=pre))
-        errors = {}
-        for row in reported.rows:
-            key = "/".join(str(cl.value(k)).lower() for k in row.key)
-            value = cl.value(row.values["error"]) if "error" in row.values else ""
-            errors[key] = str(value)
-
-        def status(d):
-            err = errors.get(f"{str(d.get('dpid', '')).lower()}/{str(d.get('flow_id')).lower()}")
-            return {"status": f"failed: {err}" if err else "ok"}
-
-        _rows_out(ctx, "flows", r.rows, status)
-
-    @command(flows, "del")
-    @click.argument("dpid")
-    @click.argument("flow_id")
-    def flows_del(ctx, dpid, flow_id):
-        """Delete a flow."""
-        req = cl.pb().DeleteRequest(
-            table="flows", keys=[cl.pb().KeyList(key=cl.values([dpid, flow_id]))]
-        )
-        r = ctx.client.call(ctx.client.rows.Delete, req)
-        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
-
-    # ------------------------------------------------------------------ services
-    @cli.group()
-    def services() -> None:
-        """Services run as VMs by edge agents (rows of the services table)."""
-
-    @command(services, "deploy")
-    @click.argument("name")
-    @click.option("--image", required=True)
-    @click.option("--vcpus", default="1", show_default=True)
-    @click.option("--memory-mb", default="128", show_default=True)
-    @click.option("--placement", default="", help="site or node id")
-    @click.option("--restart-policy", default="always", show_default=True)
-    def services_deploy(ctx, name, image, vcpus, memory_mb, placement, restart_policy):
-        """Declare a service (desired state: running)."""
-        _put(
-            ctx,
-            "services",
-            name,
-            [
-                f"image={image}",
-                f"vcpus={vcpus}",
-                f"memory_mb={memory_mb}",
-                f"placement={placement}",
-                f"restart_policy={restart_policy}",
-                "desired_state=running",
-            ],
-            False,
-        )
-
-    @command(services, "list")
-    def services_list(ctx):
-        """List declared services."""
-        r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="services"))
-        _rows_out(ctx, "services", r.rows)
-
-    @command(services, "rm")
-    @click.argument("name")
-    def services_rm(ctx, name):
-        """Remove a service."""
-        r = ctx.client.call(
-            ctx.client.rows.Delete,
-            cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),
-        )
-        ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
-
-    # ------------------------------------------------------------------ tokens
-    @cli.group()
-    def token() -> None:
-        """Bearer tokens for clients (admin role)."""
-
-    @command(token, "create")
-    @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
-    @click.option("--description", default="")
-    @click.option("--expires", metavar="DURATION|DATE", default=None,
-                  help="the token stops working after a duration (90m, 12h, 30d, 2w) or at "
-                       "an ISO date or time, UTC unless given (2030-01-31, "
-                       "2030-01-31T12:00:00Z); default: never")
-    def token_create(ctx, role, description, expires):
-        """Create a token; its secret is printed once."""
-        import time
-
-        from controller.node.tokens import TokenError, expiry_ms
-
-        expires_ms = 0
-        if expires is not None:
-            try:
-                expires_ms = expiry_ms(expires, int(time.time() * 1000))
-            except TokenError as e:
-                raise error(f"--expires: {e}") from None
-        r = ctx.client.call(
-            ctx.client.admin.CreateToken,
-            cl.pb().CreateTokenRequest(role=role, description=description,
-                                       expires_ms=expires_ms),
-        )
-        ctx.out(cl.plain(r), lambda: click.echo(r.token))
-
-    @command(token, "list")
-    def token_list(ctx):
-        """List tokens (never their secrets), with when each expires."""
-        from controller.node.tokens import utc_text
-
-        r = ctx.client.call(ctx.client.admin.ListTokens, cl.pb().ListTokensRequest())
-        rows = [cl.plain(t) for t in r.tokens]
-
-        def human() -> None:
-            shown = [{**t, "expires": (utc_text(int(t["expires_ms"])) if t.get("expires_ms")
-                                       else "never") + (" (expired)" if t.get("expired") else "")}
-                     for t in rows]
-            _table(shown, ["id", "role", "revoked", "expires", "description"])
-
-        ctx.out(rows, human)
-
-    @command(token, "revoke")
-    @click.argument("token_id")
-    def token_revoke(ctx, token_id):
-        """Revoke a token by id."""
-        r = ctx.client.call(ctx.client.admin.RevokeToken, cl.pb().RevokeTokenRequest(id=token_id))
-        ctx.out(cl.plain(r), lambda: click.echo(f"revoked {r.id}"))
+@command(token, "revoke")
+@click.argument("token_id")
+def token_revoke(ctx, token_id):
+    """Revoke a token by id."""
+    r = ctx.client.call(ctx.client.admin.RevokeToken, cl.pb().RevokeTokenRequest(id=token_id))
+    ctx.out(cl.plain(r), lambda: click.echo(f"revoked {r.id}"))
 
