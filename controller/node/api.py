@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
-import sqlite3
 import time
 
 import grpc
@@ -37,7 +37,7 @@ from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
 from .lineages import LineageError
 from .metrics import Metrics
 from .slots import decision_summary
-from .sqlquery import QueryLimit, run_query
+from .sqlquery import QueryBusy, QueryInvalid, QueryLimit, SqlPool, readable_tables, run_query
 from .tokens import Role, new_token, record_from_row, token_key
 
 __all__ = ["Api", "servicers"]
@@ -77,7 +77,13 @@ class Api:
             self._kv, config.rate_per_s, config.burst, config.inflight_per_client_max
         )
         self.secession = None  # server._Secession: moves the node into a seceded lineage
+        # Users' SQL on its own bounded threads, never the engine's commit thread.
+        self.sql = SqlPool(config.sql_workers, config.sql_per_token_max, config.sql_queued_max)
         self.rebind(engine, links)
+
+    def close(self) -> None:
+        """Release what the Api owns (the SQL threads); the server calls it when it stops."""
+        self.sql.close()
 
     def rebind(self, engine: Engine, links) -> None:
         """Serve another engine (the node moved into a new lineage by secession)."""
@@ -361,29 +367,33 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
                 yield event
 
     async def Query(self, request, context):
-        async with self.api.call(context, Role.VIEWER, "Query"):
+        async with self.api.call(context, Role.VIEWER, "Query") as record:
             cfg = self.api.config
             rows_max = min(request.row_limit or cfg.sql_rows_max, cfg.sql_rows_max)
             params = codec.values_from_pb(request.params)
-            loop = asyncio.get_running_loop()
+            query = functools.partial(
+                run_query,
+                self.api.store_path,
+                request.sql,
+                params,
+                cfg.sql_time_ms_max,
+                rows_max,
+                readable=readable_tables(self.api.schema.names),
+                value_bytes_max=cfg.sql_value_bytes_max,
+                result_bytes_max=cfg.message_bytes_max // 2,  # values, and the message's own
+            )
             try:
-                columns, rows = await loop.run_in_executor(
-                    None,
-                    run_query,
-                    self.api.store_path,
-                    request.sql,
-                    params,
-                    cfg.sql_time_ms_max,
-                    rows_max,
-                )
+                columns, rows = await self.api.sql.run(record.id, query)
+            except QueryBusy as exc:
+                self.api.metrics.inc("sql_refused|busy")
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"SQL refused: {exc}")
             except QueryLimit as exc:
                 self.api.metrics.inc("sql_refused|limit")
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except (sqlite3.Error, ValueError, OverflowError) as exc:
+            except (QueryInvalid, ValueError, OverflowError) as exc:
                 self.api.metrics.inc("sql_refused|invalid")
                 await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"SQL refused (read-only, one statement): {codec.clip(str(exc), 300)}",
+                    grpc.StatusCode.INVALID_ARGUMENT, f"SQL refused: {codec.clip(str(exc), 300)}"
                 )
             return codec.query_pb(columns, rows)
 

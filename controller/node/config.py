@@ -55,6 +55,14 @@ class ApiConfig:
     quorum_timeout_ms: int = 5_000
     sql_time_ms_max: int = 2_000
     sql_rows_max: int = 10_000
+    # Users' SQL runs on its own threads, never the engine's commit thread (sqlquery.py).
+    sql_workers: int = 2  # threads running queries, all tokens (at least 1)
+    sql_per_token_max: int = 2  # queries of one token running or waiting (at least 1)
+    sql_queued_max: int = 8  # queries waiting for a worker, all tokens; beyond: refused
+    # Longest string or blob a query may read or make (SQLITE_LIMIT_LENGTH). Some functions
+    # (instr, replace, trim, LIKE) cost up to its square in one call, which no time limit
+    # stops: up to about 1 s at 64 KiB on a 2-core VM (trim), 6-11 s at 1 MiB.
+    sql_value_bytes_max: int = 64 << 10
     list_rows_max: int = 100_000
     watch_queue_max: int = 10_000  # events buffered per watcher before it is cut
 
@@ -200,6 +208,9 @@ def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     cfg = _build(NodeConfig, _merge(dict(raw), overrides or {}), "")
     if cfg.api.insecure_loopback and not cfg.api.listen.startswith("127.0.0.1:"):
         raise ConfigError("api.insecure_loopback: only allowed with api.listen on 127.0.0.1")
+    for key in ("sql_workers", "sql_per_token_max", "sql_value_bytes_max"):
+        if getattr(cfg.api, key) < 1:
+            raise ConfigError(f"api.{key}: expected at least 1, got {getattr(cfg.api, key)}")
     return cfg
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,9 @@ class Engine:
         self._stopping = False
         self._task: asyncio.Task | None = None
         self.started = time.monotonic()
+        # Commits on a thread of their own: nothing else (users' SQL, other work on the
+        # loop's default executor) can hold it while a write waits to be durable.
+        self._commits = ThreadPoolExecutor(1, thread_name_prefix="synod-commit")
 
     # ------------------------------------------------------------------ inputs
     def start(self) -> None:
@@ -200,8 +204,11 @@ class Engine:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, 10)
+        try:
+            if self._task is not None:
+                await asyncio.wait_for(self._task, 10)
+        finally:
+            self._commits.shutdown(wait=False)
 
     async def write(self, mutations: list[Mutation], ack: str, timeout_ms: int) -> WriteResult:
         """Queue validated mutations; return once durable here (and held by a quorum)."""
@@ -389,7 +396,7 @@ class Engine:
             rd = replica.ready()
             if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
                 started = time.perf_counter()
-                await loop.run_in_executor(None, self.store.commit, rd)
+                await loop.run_in_executor(self._commits, self.store.commit, rd)
                 self.metrics.observe("commit", (time.perf_counter() - started) * 1000)
             for out in rd.messages:
                 self.send(out.to, out.message)

@@ -485,6 +485,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
             task.cancel()
         await health_servicer.enter_graceful_shutdown()
         await api_server.stop(grace=1)
+        api.close()  # its SQL threads
         await peer_server.stop(grace=0.5)
         await core.close()
         if metrics_server is not None:

@@ -25,6 +25,9 @@ __all__ = [
     "clear_table",
     "QUICK_CHECK",
     "READ_ONLY_PRAGMA",
+    "READ_QUERY_PRAGMAS",
+    "SCHEMA_NAMES",
+    "USER_FUNCTIONS",
 ]
 
 FORMAT_VERSION = 1
@@ -105,3 +108,37 @@ SELECT_ROW_METAS = "SELECT tbl, pk, meta FROM _synod_rows"
 CLEAR_ROW_METAS = "DELETE FROM _synod_rows"
 QUICK_CHECK = "PRAGMA quick_check"
 READ_ONLY_PRAGMA = "PRAGMA query_only=ON"
+
+# Users' read-only SQL (ReadOnlyQuery): its connection's memory stays small (2 MiB page
+# cache; sorts and temporary b-trees spill to a temporary file, not to RAM; no mmap).
+READ_QUERY_PRAGMAS = (
+    READ_ONLY_PRAGMA,
+    "PRAGMA cache_size=-2048",
+    "PRAGMA temp_store=FILE",
+    "PRAGMA mmap_size=0",
+)
+SCHEMA_NAMES = "SELECT name FROM sqlite_master UNION SELECT name FROM sqlite_temp_master"
+
+# The SQL functions users' queries may call (the authorizer's SQLITE_FUNCTION gives the
+# name). Not here, so refused: printf/format (in SQLite 3.40 '%.*c' loops over its
+# precision whatever the length limit: 9 s for one call), fts3_tokenizer (a memory
+# address), load_extension, sqlite_* introspection, changes/last_insert_rowid, FTS, R-tree.
+USER_FUNCTIONS = frozenset(
+    # scalar
+    "abs char coalesce concat concat_ws glob hex ifnull iif instr length like likelihood"
+    " likely lower ltrim max min nullif octet_length quote random randomblob replace round"
+    " rtrim sign soundex substr substring trim typeof unhex unicode unlikely upper zeroblob"
+    # aggregate and window
+    " avg count group_concat string_agg sum total row_number rank dense_rank percent_rank"
+    " cume_dist ntile lag lead first_value last_value nth_value"
+    # date and time
+    " date time datetime julianday unixepoch strftime timediff current_date current_time"
+    " current_timestamp"
+    # math
+    " acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log"
+    " log10 log2 mod pi pow power radians sin sinh sqrt tan tanh trunc"
+    # JSON
+    " json json_array json_array_length json_error_position json_extract json_insert"
+    " json_object json_patch json_quote json_remove json_replace json_set json_type"
+    " json_valid json_group_array json_group_object -> ->>".split()
+)

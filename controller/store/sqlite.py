@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,65 +176,248 @@ class _Transaction:
         conn.execute("ROLLBACK")
 
 
-_READ_ACTIONS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    sqlite3.SQLITE_RECURSIVE,
+# Bounds on the shape of users' statements (SQLite's defaults here in brackets); the length
+# of any one string or blob is ReadOnlyQuery's value_bytes_max.
+_STATEMENT_LIMITS = {
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: 100_000,  # bytes of one statement [1,000,000,000]
+    sqlite3.SQLITE_LIMIT_COLUMN: 200,  # result columns, GROUP BY/ORDER BY terms [2,000]
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100,  # [1,000]
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,  # terms of a UNION [500]
+    sqlite3.SQLITE_LIMIT_VDBE_OP: 100_000,  # instructions of the compiled statement [250 M]
+    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 64,  # [127]
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,  # [10]
+    # LIKE/GLOB cost grows with pattern x value: a 50,000-byte pattern ran 70-100 s on 1 MiB.
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 256,  # [50,000]
+    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 256,  # ?-parameters [250,000]
+    sqlite3.SQLITE_LIMIT_WORKER_THREADS: 0,  # no helper threads for sorting [0]
+}
+_PROGRESS_STEPS = 100_000  # VM steps between two clock checks (besides the timer)
+_INTERNAL_PREFIXES = ("sqlite_", "_synod_", "pragma_")  # never readable by users' SQL
+_REFUSED_ACTIONS = {
+    sqlite3.SQLITE_PRAGMA: "pragmas are not allowed",
+    sqlite3.SQLITE_ATTACH: "ATTACH is not allowed",
 }
 
 
+class _Watchdog:
+    """One thread for the deadlines of every query in the process: at its deadline, a
+    query's connection is interrupted (sqlite3_interrupt), even inside a long VM step the
+    progress handler would not see. Cheaper than a timer thread per query."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, Callable[[], None]] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, interrupt: Callable[[], None]) -> int:
+        with self._cond:
+            alarm = next(self._ids)
+            self._armed[alarm] = interrupt
+            heapq.heappush(self._heap, (deadline, alarm))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sql-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return alarm
+
+    def disarm(self, alarm: int) -> None:
+        with self._cond:
+            self._armed.pop(alarm, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, alarm = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                interrupt = self._armed.pop(alarm)
+            interrupt()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class QueryLimitError(StoreError):
-    """A read-only query ran past its time limit or returned more rows than allowed."""
+    """A read-only query ran into a limit; `limit` says which: "time", "rows", "value_bytes"
+    or "result_bytes"."""
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class ReadOnlyQuery:
     """Users' SQL, on a connection opened read-only, with an authorizer denying any write.
 
-    Optional bounds: time_ms_max (the statement is interrupted after that long) and
-    rows_max (more rows is a QueryLimitError, not a silent truncation). After each call,
-    `columns` holds the result's column names.
+    Every query: bounded statement shapes (_STATEMENT_LIMITS), a small page cache with
+    temporary data on file (not RAM), and only the functions of sql.USER_FUNCTIONS.
+    Optional bounds: time_ms_max (a watchdog thread interrupts the statement at the
+    deadline, and a progress handler checks the clock), rows_max (more rows is a
+    QueryLimitError, not a silent truncation), value_bytes_max (SQLITE_LIMIT_LENGTH: no
+    string or blob, stored or computed, may be longer, so one function call cannot run long
+    on a huge value), result_bytes_max (the rows' values, about), and `readable`: if given,
+    only those tables (never sqlite_* or _synod_* ones, whatever the set says). After each
+    call, `columns` holds the result's column names.
     """
 
     def __init__(
-        self, path: str, *, time_ms_max: int | None = None, rows_max: int | None = None
+        self,
+        path: str,
+        *,
+        time_ms_max: int | None = None,
+        rows_max: int | None = None,
+        readable: frozenset[str] | None = None,
+        value_bytes_max: int | None = None,
+        result_bytes_max: int | None = None,
     ) -> None:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        self._conn.execute(sql.READ_ONLY_PRAGMA)
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"query refused or failed: {path}: {exc}") from None
+        try:
+            for pragma in sql.READ_QUERY_PRAGMAS:
+                self._conn.execute(pragma)
+            self._real = set()
+            if readable is not None:
+                self._real = {n.lower() for (n,) in self._conn.execute(sql.SCHEMA_NAMES)}
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"query refused or failed: {path}: {exc}") from None
+        for limit, value in _STATEMENT_LIMITS.items():
+            self._conn.setlimit(limit, value)
+        if value_bytes_max is not None:
+            self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_bytes_max)
         self._conn.set_authorizer(self._authorize)
+        self.readable = None if readable is None else frozenset(
+            n.lower() for n in readable if not n.lower().startswith(_INTERNAL_PREFIXES)
+        )
         self.time_ms_max = time_ms_max
         self.rows_max = rows_max
+        self.value_bytes_max = value_bytes_max
+        self.result_bytes_max = result_bytes_max
         self.columns: list[str] = []
+        self._refusal: str | None = None
+        self._lock = threading.Lock()  # the timer's interrupt never meets a closed connection
+        self._open = True
 
-    @staticmethod
-    def _authorize(action: int, *args: object) -> int:
-        return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION:
+            if (arg2 or "").lower() in sql.USER_FUNCTIONS:
+                return sqlite3.SQLITE_OK
+            return self._deny(f"function {arg2!r} is not allowed in queries")
+        if action == sqlite3.SQLITE_READ:
+            if self._may_read(arg1 or "", arg2):
+                return sqlite3.SQLITE_OK
+            shown = ", ".join(sorted(self.readable or ()))
+            return self._deny(f"table {arg1!r} is not readable (SQL reads only: {shown})")
+        if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":
+            # SQLite asks this when a statement instantiates a virtual table (json_each,
+            # pragma_table_info, ...): those are outside users' SQL.
+            return self._deny("table-valued functions and virtual tables are not allowed")
+        return self._deny(_REFUSED_ACTIONS.get(action, "only reads of tables are allowed"))
+
+    def _may_read(self, table: str, column: str | None) -> bool:
+        if self.readable is None:
+            return True
+        name = table.lower()
+        if name in self.readable:
+            return True
+        if name in self._real or name.startswith(_INTERNAL_PREFIXES):
+            return False
+        # Not a table of the file: a common table expression or subquery, whose count(*)
+        # is a read of no column. Columns of anything else (virtual tables) are refused.
+        return column == ""
+
+    def _deny(self, reason: str) -> int:
+        if self._refusal is None:
+            self._refusal = reason
+        return sqlite3.SQLITE_DENY
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            if self._open:
+                self._conn.interrupt()
 
     def __call__(self, statement: str, params: tuple = ()) -> list[tuple]:
-        conn, time_ms_max, rows_max = self._conn, self.time_ms_max, self.rows_max
+        conn, time_ms_max = self._conn, self.time_ms_max
+        self._refusal = None
+        sql_max = _STATEMENT_LIMITS[sqlite3.SQLITE_LIMIT_SQL_LENGTH]
+        if len(statement.encode(errors="replace")) > sql_max:
+            raise StoreError(f"query refused: statement too long (over {sql_max} bytes)")
+        alarm = None
         if time_ms_max is not None:
             deadline = time.monotonic() + time_ms_max / 1000
-            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1_000)
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+            alarm = _WATCHDOG.arm(deadline, self._interrupt)
         try:
             cur = conn.execute(statement, params)
-            rows = cur.fetchall() if rows_max is None else cur.fetchmany(rows_max + 1)
-        except sqlite3.OperationalError as exc:
-            if time_ms_max is not None and "interrupted" in str(exc):
-                raise QueryLimitError(f"query stopped after the {time_ms_max} ms limit") from None
-            raise StoreError(f"query refused or failed: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"query refused or failed: {exc}") from None
+            rows = self._fetch(cur)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         finally:
-            if time_ms_max is not None:
+            if alarm is not None:
+                _WATCHDOG.disarm(alarm)
                 conn.set_progress_handler(None, 0)
-        if rows_max is not None and len(rows) > rows_max:
-            raise QueryLimitError(f"query returned more than {rows_max} rows; add a LIMIT")
         self.columns = [d[0] for d in cur.description or ()]
         return rows
+
+    def _fetch(self, cur: sqlite3.Cursor) -> list[tuple]:
+        rows: list[tuple] = []
+        rows_max, bytes_max, size = self.rows_max, self.result_bytes_max, 0
+        while batch := cur.fetchmany(256):
+            rows.extend(batch)
+            if rows_max is not None and len(rows) > rows_max:
+                raise QueryLimitError(
+                    f"query returned more than {rows_max} rows; add a LIMIT", "rows"
+                )
+            if bytes_max is not None:
+                size += sum(_value_size(v) for r in batch for v in r)
+                if size > bytes_max:
+                    raise QueryLimitError(
+                        f"query result is larger than {bytes_max} bytes; select fewer rows or"
+                        " columns", "result_bytes"
+                    )
+        return rows
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if self._refusal is not None:
+            return StoreError(f"query refused: not authorized: {self._refusal}")
+        if self.time_ms_max is not None and "interrupted" in text:
+            return QueryLimitError(f"query stopped after the {self.time_ms_max} ms limit", "time")
+        if "string or blob too big" in text and self.value_bytes_max is not None:
+            return QueryLimitError(
+                f"a string or blob in the query is larger than {self.value_bytes_max} bytes",
+                "value_bytes",
+            )
+        return StoreError(f"query refused or failed: {text}")
 
     def __enter__(self) -> ReadOnlyQuery:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._conn.close()
+        with self._lock:
+            self._open = False
+            self._conn.close()
+
+
+def _value_size(v: object) -> int:
+    if isinstance(v, bytes):
+        return len(v)
+    if isinstance(v, str):
+        return len(v) if v.isascii() else 4 * len(v)
+    return 8
