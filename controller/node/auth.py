@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import NodeBaseError
 from .tokens import (
     Role,
     TokenError,
@@ -20,7 +21,7 @@ from .tokens import (
 __all__ = ["Authenticator", "Denied", "TokenBucket"]
 
 
-class Denied(Exception):
+class Denied(NodeBaseError):
     """code is 'unauthenticated', 'permission_denied' or 'resource_exhausted'."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -13,11 +13,12 @@ from synod.v1 import local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 from controller.replication import Value
 
 from . import codec
+from .errors import NodeBaseError
 
 __all__ = ["Client", "ClientError", "coerce", "to_plain"]
 
 
-class ClientError(Exception):
+class ClientError(NodeBaseError):
     """A call failed; the message is the status code and the node's explanation."""
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:

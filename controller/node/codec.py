@@ -9,6 +9,8 @@ from synod.v1 import local_pb2, northbound_pb2, peer_pb2
 from controller.replication import Delete, Schema, Upsert, Value
 from controller.replication.errors import Rejected
 
+from .errors import NodeBaseError
+
 __all__ = [
     "CodecError",
     "clip",
@@ -34,7 +36,7 @@ __all__ = [
 pb = northbound_pb2
 
 
-class CodecError(ValueError):
+class CodecError(NodeBaseError, ValueError):
     """A request that does not fit the schema; the message names table, column or field."""
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import NodeBaseError
+
 __all__ = [
     "AgreementSettings",
     "ApiConfig",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(NodeBaseError):
     """A configuration fault; the message names the key path and what is wrong."""
 
 

@@ -30,6 +30,7 @@ from controller.replication.errors import Rejected
 from controller.replication.schema import INTERNAL
 
 from . import pki
+from .errors import NodeBaseError
 from .tokens import Role, new_token, token_key
 
 __all__ = [
@@ -47,7 +48,7 @@ FILE_MODE = 0o600  # every file of a data directory: keys, tokens, store, certif
 DIR_MODE = 0o700  # the data directory and lineages/
 
 
-class DataDirError(Exception):
+class DataDirError(NodeBaseError):
     """A data directory that is missing, incomplete or damaged; the message names the file."""
 
 

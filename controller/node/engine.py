@@ -34,6 +34,7 @@ from controller.replication import (
 from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
 from controller.store import SqliteStore
 
+from .errors import NodeBaseError
 from .metrics import Metrics
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 log = logging.getLogger("synod.node")
 
 
-class EngineError(Exception):
+class EngineError(NodeBaseError):
     """The node cannot take the request now (queue full, stopping); the message says why."""
 
 
@@ -269,16 +270,9 @@ class Engine:
         return None if self.agreement is None else self.agreement.decided(slot)
 
     def decisions(self, prefix: str = "") -> list[Decision]:
-        """Every decision this node knows for slots starting with prefix, by slot name."""
-        if self.agreement is None:
-            return []
-        self.agreement.ledger.catch_up()
-        slots = self.agreement.ledger.slots
-        return [
-            r.decided
-            for s, r in sorted(slots.items())
-            if r.decided is not None and s.startswith(prefix)
-        ]
+        """Every decision handed out here for slots starting with prefix, by slot name
+        (only once this node's own votes in it are durable: Agreement.decisions)."""
+        return [] if self.agreement is None else self.agreement.decisions(prefix)
 
     async def deliver(self, sender: str, messages: list[Message]) -> dict[str, int]:
         """Hand peer messages to the replica; return our vector once they are durable."""

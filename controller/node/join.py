@@ -27,6 +27,8 @@ from controller.replication import (
 from controller.replication.errors import Rejected
 from controller.replication.identity import verify_signature
 
+from .errors import NodeBaseError
+
 __all__ = [
     "JOIN_SLOT",
     "JoinBundle",
@@ -44,7 +46,7 @@ _ADDRESS_CHARS_MAX = 256
 _PEERS_MAX = 64
 
 
-class JoinError(Exception):
+class JoinError(NodeBaseError):
     """A join that cannot go ahead; the message says why (whose fault, what to do)."""
 
 

@@ -64,6 +64,7 @@ from controller.store import SqliteStore
 
 from .datadir import DataDir, DataDirError, make_dirs
 from .datadir import write_atomic as _write_atomic
+from .errors import NodeBaseError
 
 __all__ = [
     "NODE_SCHEMA",
@@ -81,7 +82,7 @@ log = logging.getLogger("synod.lineage")
 
 NODE_SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
 
-class LineageError(Exception):
+class LineageError(NodeBaseError):
     """A secession or lineage that cannot be taken; the message says why."""
 
 

@@ -19,6 +19,7 @@ from . import codec, pki
 from .auth import TokenBucket
 from .config import PeerConfig
 from .engine import Engine, EngineError
+from .errors import NodeBaseError
 from .lineages import LineageError
 
 __all__ = ["PeerLinks", "PeerServicer"]
@@ -129,11 +130,11 @@ class _Link:
                 engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
 
 
-class _LinkError(Exception):
+class _LinkError(NodeBaseError):
     pass
 
 
-class _Duplicate(Exception):
+class _Duplicate(NodeBaseError):
     """Another link already reaches this node (configured and invited addresses)."""
 
 

@@ -20,6 +20,8 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from controller.replication import Identity, node_id_of
 from controller.replication.identity import verify_signature
 
+from .errors import NodeBaseError
+
 __all__ = [
     "BINDING_OID",
     "CertError",
@@ -35,7 +37,7 @@ _BINDING_PREFIX = b"synod-tls-binding\x00"
 VALID_DAYS = 3650
 
 
-class CertError(Exception):
+class CertError(NodeBaseError):
     """A certificate that does not identify a member; the message says why."""
 
 

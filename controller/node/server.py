@@ -31,6 +31,7 @@ from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
 from .engine import Engine
+from .errors import NodeBaseError
 from .grpclog import relay_grpc_log
 from .guard import Guard, Limits, fit_fd_limit
 from .join import JoinError, read_bundle
@@ -53,7 +54,7 @@ __all__ = ["NodeError", "run_node", "serve"]
 log = logging.getLogger("synod.node")
 
 
-class NodeError(Exception):
+class NodeError(NodeBaseError):
     """The node cannot start; the message names the file, address or setting."""
 
 

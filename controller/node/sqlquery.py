@@ -21,6 +21,8 @@ from typing import Any
 from controller.replication.schema import INTERNAL, RESERVED_TABLES
 from controller.store import QueryLimitError, ReadOnlyQuery, StoreError
 
+from .errors import NodeBaseError
+
 __all__ = [
     "QueryBusy",
     "QueryInvalid",
@@ -41,16 +43,16 @@ _CONFIG_KEYS = {
 }
 
 
-class QueryLimit(Exception):
+class QueryLimit(NodeBaseError):
     """The query ran into a limit; the message says which, and its config key."""
 
 
-class QueryInvalid(ValueError):
+class QueryInvalid(NodeBaseError, ValueError):
     """The SQL was refused (not a read, not one statement, a table or function users may not
     use) or failed; the message says why."""
 
 
-class QueryBusy(Exception):
+class QueryBusy(NodeBaseError):
     """Refused before it ran: the token's or the node's SQL capacity is in use; the message
     names the limit."""
 

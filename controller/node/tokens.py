@@ -14,6 +14,8 @@ from controller.replication import decode, encode
 from controller.replication.reserved import TOKEN_PREFIX as ROW_PREFIX
 from controller.replication.reserved import token_key
 
+from .errors import NodeBaseError
+
 __all__ = [
     "Role",
     "TOKEN_PREFIX",
@@ -49,7 +51,7 @@ class Role(IntEnum):
         return self.name.lower()
 
 
-class TokenError(Exception):
+class TokenError(NodeBaseError):
     """A token that is malformed, unknown or revoked; the message says which."""
 
 
