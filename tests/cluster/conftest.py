@@ -17,8 +17,9 @@ def _seed() -> int:
 def make_cluster(tmp_path):
     made: list[Cluster] = []
 
-    def make(n: int) -> Cluster:
-        seed = _seed()
+    def make(n: int, seed: int | None = None) -> Cluster:
+        """seed: a fixed schedule (CI); None: SYNOD_CLUSTER_SEED or a random one."""
+        seed = _seed() if seed is None or os.environ.get("SYNOD_CLUSTER_SEED") else seed
         print(f"cluster seed {seed} (replay: SYNOD_CLUSTER_SEED={seed})")
         c = Cluster(tmp_path / f"c{len(made)}", n, seed)
         made.append(c)

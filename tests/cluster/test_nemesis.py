@@ -1,10 +1,13 @@
 """Real `synod node` processes under kill -9, pauses and partitions, with a checker.
 
 Workload: writers put distinct keys with `local` or `quorum` acknowledgement on random
-nodes. Nemesis (seeded): kill -9 and restart, SIGSTOP/SIGCONT, isolate one node through
-its link proxies and heal. Checks afterwards: every acknowledged write is on every node,
-digests are equal, no process leaked. (Slots are not checked: agreement is not in the node
-yet.) Short by default; `--long` runs a longer 5-node schedule.
+nodes, and proposers race for agreement slots from different nodes. Nemesis (a fixed seed
+per run, each schedule holding at least one kill -9 and restart, one SIGSTOP/SIGCONT and
+one isolation through the link proxies and heal). Checks afterwards: every acknowledged
+write is on every node, digests are equal, every node holds the same decision for every
+slot, every decision a proposer was answered is that decision (none lost), no process
+leaked. CI runs fixed seeds on 3 nodes and a short 5-node run; `--long` adds a 5-node,
+20-round run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from synod.v1 import northbound_pb2 as nb
 
 from controller.node.client import ClientError
 from controller.node.codec import value_pb
+from controller.replication import decode, encode
 
 from .harness import Cluster, wait_for
 
@@ -70,6 +74,73 @@ class Workload:
             t.join(10)
 
 
+class Proposers:
+    """Threads that race for slots `alloc/nemesis/<k>` from different nodes, each with its
+    own value; record what each Propose answered as decided."""
+
+    def __init__(self, cluster: Cluster, threads: int) -> None:
+        self.cluster = cluster
+        self.decided: dict[str, set] = {}  # slot -> values proposers were answered
+        self.refused = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
+                        for t in range(threads)]
+
+    def _run(self, t: int) -> None:
+        k = 0
+        while not self.stop.is_set():
+            slot = f"alloc/nemesis/{k // 2}"  # two threads' turns land on each slot
+            k += 1
+            i = (t + k) % self.cluster.n
+            try:
+                with self.cluster.client(i, timeout_s=6) as c:
+                    r = c.call(c.slots.Propose, nb.ProposeRequest(
+                        slot=slot, value=encode(f"t{t}-n{i}"), timeout_ms=3_000))
+            except ClientError:
+                with self.lock:
+                    self.refused += 1
+                time.sleep(0.1)
+                continue
+            with self.lock:
+                self.decided.setdefault(slot, set()).add(decode(r.value))
+
+    def __enter__(self) -> Proposers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def _decisions(cluster: Cluster, i: int, slots) -> dict[str, object]:
+    out = {}
+    with cluster.client(i) as c:
+        for slot in slots:
+            s = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot=slot))
+            out[slot] = decode(s.value) if s.decided else None
+    return out
+
+
+def _check_slots(cluster: Cluster, props: Proposers, timeout_s: float) -> None:
+    slots = sorted(props.decided)
+    assert slots, "no proposal was decided"
+    for slot, values in props.decided.items():
+        assert len(values) == 1, f"{slot}: proposers were answered {values}"
+
+    def agreed() -> bool:
+        views = [_decisions(cluster, i, slots) for i in range(cluster.n)]
+        return all(v == views[0] for v in views) and all(x is not None for x in views[0].values())
+
+    assert wait_for(agreed, timeout_s), "nodes do not hold the same decision for every slot"
+    held = _decisions(cluster, 0, slots)
+    for slot, values in props.decided.items():
+        assert {held[slot]} == values, f"{slot}: answered {values}, decided {held[slot]!r}"
+
+
 def _keys(cluster: Cluster, i: int) -> set[str]:
     with cluster.client(i) as c:
         r = c.call(c.rows.Query, nb.QueryRequest(sql="SELECT key FROM kv", row_limit=10_000))
@@ -92,11 +163,17 @@ def _check(cluster: Cluster, work: Workload, timeout_s: float) -> None:
                              f"(taken by {[work.acked[k] for k in some]})")
 
 
+FAULTS = ("kill", "pause", "partition")
+
+
 def _schedule(cluster: Cluster, work: Workload, rounds: int, step_s: float) -> list[str]:
-    history = []
+    """rounds >= 3 faults from the cluster's seed: every kind at least once, in seeded order."""
+    assert rounds >= len(FAULTS)
     rng = cluster.rng
-    for _ in range(rounds):
-        kind = rng.choice(["kill", "pause", "partition"])
+    kinds = [*FAULTS, *(rng.choice(FAULTS) for _ in range(rounds - len(FAULTS)))]
+    rng.shuffle(kinds)
+    history = []
+    for kind in kinds:
         i = rng.randrange(cluster.n)
         node = cluster.nodes[i]
         history.append(f"{kind} n{i}")
@@ -122,17 +199,28 @@ def _schedule(cluster: Cluster, work: Workload, rounds: int, step_s: float) -> l
     return history
 
 
-def test_three_nodes_survive_kill_pause_partition(make_cluster):
-    cluster = make_cluster(3)
-    with Workload(cluster, writers=3) as work:
+def _run_nemesis(cluster: Cluster, writers: int, rounds: int, step_s: float) -> None:
+    with Workload(cluster, writers=writers) as work, Proposers(cluster, threads=2) as props:
         time.sleep(1)
-        history = _schedule(cluster, work, rounds=4, step_s=1.5)
+        history = _schedule(cluster, work, rounds=rounds, step_s=step_s)
         time.sleep(0.5)
-    print(f"nemesis: {history}; acked {len(work.acked)} writes, {work.failed} not acked")
+    print(f"nemesis: {history}; acked {len(work.acked)} writes, {work.failed} not acked; "
+          f"{len(props.decided)} slots decided, {props.refused} proposals not answered")
+    assert {h.split()[0] for h in history} == set(FAULTS)
     assert len(work.acked) > 50
     levels = {level for _, level in work.acked.values()}
     assert levels == {"local", "quorum"}
-    _check(cluster, work, timeout_s=30)
+    _check(cluster, work, timeout_s=30 + 10 * cluster.n)
+    _check_slots(cluster, props, timeout_s=30)
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_three_nodes_survive_kill_pause_partition(make_cluster, seed):
+    _run_nemesis(make_cluster(3, seed=seed), writers=3, rounds=4, step_s=1.5)
+
+
+def test_five_nodes_survive_kill_pause_partition(make_cluster):
+    _run_nemesis(make_cluster(5, seed=303), writers=4, rounds=3, step_s=1.5)
 
 
 def test_killed_node_catches_up_after_restart(make_cluster):
@@ -149,8 +237,4 @@ def test_killed_node_catches_up_after_restart(make_cluster):
 
 @pytest.mark.slow
 def test_five_nodes_long_nemesis(make_cluster):
-    cluster = make_cluster(5)
-    with Workload(cluster, writers=6) as work:
-        history = _schedule(cluster, work, rounds=20, step_s=2.0)
-    print(f"nemesis: {history}; acked {len(work.acked)} writes, {work.failed} not acked")
-    _check(cluster, work, timeout_s=60)
+    _run_nemesis(make_cluster(5), writers=6, rounds=20, step_s=2.0)
