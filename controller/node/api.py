@@ -89,14 +89,14 @@ class Api:
         """Serve another engine (the node moved into a new lineage by secession)."""
         self.engine = engine
         self.links = links
-        self.schema = engine.replica.schema
+        self.schema = engine.schema
         agreement = engine.agreement
         self.access = AccessCheck(
             (lambda: None) if agreement is None else agreement.policy
         )
 
     def _kv(self, key: str) -> bytes | None:
-        row = self.engine.replica.row(INTERNAL, (key,))
+        row = self.engine.row(INTERNAL, (key,))
         return None if row is None else row.get("value")  # type: ignore[return-value]
 
     guard = None  # guard.Guard of the API server (set by server.serve): failed logins
@@ -151,7 +151,7 @@ class Api:
 
     def check_write(self, record, mutations) -> None:
         """Denied unless the token's role may write every table of mutations (decision 0034)."""
-        count, limit = len(mutations), self.engine.replica.config.mutations_max
+        count, limit = len(mutations), self.engine.mutations_max
         if count > limit:  # one write is one op: over the op's limit every peer refuses it
             raise codec.CodecError(
                 f"{count} rows in one write; at most {limit} (mutations_max, the limit of "
@@ -204,18 +204,18 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
     async def GetStatus(self, request, context):
         async with self.api.call(context, Role.VIEWER, "GetStatus"):
             e = self.api.engine
-            r = e.replica
-            counters = dict(r.counters)
+            counters = e.counters()
             counters.update(self.api.metrics.counters)
+            d = e.digest()
             return codec.status_pb(
                 node_id=e.node_id,
-                cluster_id=r.cluster_id.hex(),
-                cluster_name=r.genesis.name,
+                cluster_id=e.cluster_id.hex(),
+                cluster_name=e.genesis.name,
                 synod_version=controller.__version__,
-                version_vector=r.version_vector(),
-                state_digest=r.state_digest(),
-                op_digest=r.op_digest(),
-                ops=r.op_count(),
+                version_vector=e.version_vector(),
+                state_digest=d.state,
+                op_digest=d.ops,
+                ops=d.count,
                 members=len(e.members),
                 peers_up=sum(self.api.links.up().values()),
                 counters=counters,
@@ -237,7 +237,7 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
                         up=me or up.get(node_id, False),
                         self=me,
                         version_vector=(
-                            e.replica.version_vector() if me else e.peer_vectors.get(node_id, {})
+                            e.version_vector() if me else e.peer_vectors.get(node_id, {})
                         ),
                         last_seen_ms_ago=0
                         if me
@@ -248,8 +248,9 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
 
     async def GetDigest(self, request, context):
         async with self.api.call(context, Role.VIEWER, "GetDigest"):
-            r = self.api.engine.replica
-            return codec.digest_pb(r.node_id, r.state_digest(), r.op_digest(), r.op_count())
+            e = self.api.engine
+            d = e.digest()
+            return codec.digest_pb(e.node_id, d.state, d.ops, d.count)
 
     async def GetSchema(self, request, context):
         async with self.api.call(context, Role.VIEWER, "GetSchema"):
@@ -258,13 +259,13 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
     async def ListConflicts(self, request, context):
         async with self.api.call(context, Role.VIEWER, "ListConflicts"):
             out = northbound_pb2.ListConflictsResponse()
-            for author, seq in sorted(self.api.engine.replica.forks().items()):
+            for author, seq in sorted(self.api.engine.forks().items()):
                 out.conflicts.add(
                     kind="equivocation",
                     description=f"node {author} signed two ops at seq {seq}; its ops from "
                     f"there on are kept as evidence and do not change the tables",
                 )
-            rows = self.api.engine.replica.rows("conflicts")
+            rows = self.api.engine.rows("conflicts")
             for (_,), v in sorted(rows.items(), key=lambda kv: (kv[1]["kind"], kv[1]["name"])):
                 out.conflicts.add(**_conflict_fields(v))
             return out
@@ -286,17 +287,17 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
         bad match fields or actions, a switch the fabric does not have, a port it lacks."""
         from controller.forwarding.flowspec import FlowSpecError, parse_dpid, spec_from_row
 
-        replica = self.api.engine.replica
-        switches = {str(k[0]).lower() for k in replica.rows("switches")}
+        engine = self.api.engine
+        switches = {str(k[0]).lower() for k in engine.rows("switches")}
         for m in mutations:
             if m.table != "flows":
                 continue
-            row = dict(replica.row("flows", m.key) or {})
+            row = dict(engine.row("flows", m.key) or {})
             row.update(m.values)
             row["dpid"], row["flow_id"] = m.key
             try:
                 dpid = parse_dpid(row["dpid"])
-                ports = [int(k[1]) for k, v in replica.rows("ports").items()
+                ports = [int(k[1]) for k, v in engine.rows("ports").items()
                          if str(k[0]).lower() == f"{dpid:016x}"]
                 if switches and f"{dpid:016x}" not in switches:
                     raise FlowSpecError(f"no switch {dpid:016x} in this fabric "
@@ -317,7 +318,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
         async with self.api.call(context, Role.VIEWER, "Get") as record:
             self.api.check_read(record, request.table)
             key = codec.key_from_pb(self.api.schema, request.table, request.key)
-            values = self.api.engine.replica.row(request.table, key)
+            values = self.api.engine.row(request.table, key)
             if values is None:
                 return northbound_pb2.GetResponse(found=False)
             return northbound_pb2.GetResponse(
@@ -333,7 +334,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             limit = min(
                 request.limit or self.api.config.list_rows_max, self.api.config.list_rows_max
             )
-            rows = self.api.engine.replica.rows(request.table)
+            rows = self.api.engine.rows(request.table)
             out = northbound_pb2.ListResponse()
             for key in sorted(rows, key=_sort_key):
                 if key[: len(prefix)] != prefix:
@@ -349,11 +350,11 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             codec.table_of(self.api.schema, request.table)
             self.api.check_read(record, request.table)
             table = request.table
-            replica = self.api.engine.replica
+            engine = self.api.engine
 
             def snapshot():
                 for key, values in sorted(
-                    replica.rows(table).items(), key=lambda kv: _sort_key(kv[0])
+                    engine.rows(table).items(), key=lambda kv: _sort_key(kv[0])
                 ):
                     yield table, key, values
 
@@ -412,9 +413,8 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
     async def _join(self, request, context):
         async with self.api.call(context, Role.ADMIN, "Propose") as record:
             engine = self.api.engine
-            replica = engine.replica
             try:
-                req = check_join_request(request.value, replica.cluster_id)
+                req = check_join_request(request.value, engine.cluster_id)
             except JoinError as exc:
                 self.api.metrics.inc("joins_refused")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -423,14 +423,14 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             if self._decided_joins():
                 invite_id = await self._join_by_vote(req)
                 bundle = JoinBundle(
-                    replica.genesis,
+                    engine.genesis,
                     invite_id,
                     engine.node_id,
                     tuple(a for a in self.api.links.addresses() if a != req.address),
                 )
                 return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
-            invites = getattr(replica.policy, "invitations", {}).get(req.node_id, [])
-            if req.node_id in replica.genesis.member_ids:
+            invites = engine.invitations(req.node_id)
+            if req.node_id in engine.genesis.member_ids:
                 invite_id = b""
             elif invites and invites[-1].address == req.address:
                 invite_id = invites[-1].op_id  # joining again: the invitation stands
@@ -440,7 +440,7 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
                 invite_id = bytes.fromhex(result.op_id)
                 self.api.metrics.inc("joins_invited")
             bundle = JoinBundle(
-                replica.genesis,
+                engine.genesis,
                 invite_id,
                 engine.node_id,
                 tuple(a for a in self.api.links.addresses() if a != req.address),
@@ -463,7 +463,7 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
         engine = self.api.engine
         agreement = engine.agreement
         assert agreement is not None
-        if req.node_id in engine.replica.genesis.member_ids:
+        if req.node_id in engine.genesis.member_ids:
             return b""  # a founder: nothing to decide
         timeout = min(agreement.config.timeout_ms, 8_000)
         joined, attempts = _joined_in(agreement, req.node_id), 0
@@ -477,7 +477,7 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             self.api.metrics.inc("joins_proposed")
             joined = _joined_in(agreement, req.node_id)
         key = (peer_key(req.node_id),)
-        row = engine.replica.row(INTERNAL, key)
+        row = engine.row(INTERNAL, key)
         if row is None or row.get("value") != req.address.encode():
             await engine.write(
                 [Upsert(INTERNAL, key, {"value": req.address.encode()})], "local", 0
@@ -562,7 +562,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
     async def ListTokens(self, request, context):
         async with self.api.call(context, Role.ADMIN, "ListTokens"):
             out = northbound_pb2.ListTokensResponse()
-            for (key,), values in sorted(self.api.engine.replica.rows(INTERNAL).items()):
+            for (key,), values in sorted(self.api.engine.rows(INTERNAL).items()):
                 record = record_from_row(key, values.get("value"))  # type: ignore[arg-type]
                 if record is not None:
                     out.tokens.append(codec.token_pb(record, int(time.time() * 1000)))
@@ -597,13 +597,13 @@ class Local(local_pb2_grpc.LocalServiceServicer):
     async def WatchFlows(self, request, context):
         async with self.api.call(context, Role.OPERATOR, "WatchFlows"):
             dpids = set(request.dpids)
-            replica = self.api.engine.replica
+            engine = self.api.engine
 
             def wanted(table, key, values):
                 return table == "flows" and (not dpids or key[0] in dpids)
 
             def snapshot():
-                for key, values in sorted(replica.rows("flows").items()):
+                for key, values in sorted(engine.rows("flows").items()):
                     if not dpids or key[0] in dpids:
                         yield "flows", key, values
 
@@ -660,18 +660,18 @@ class Local(local_pb2_grpc.LocalServiceServicer):
 
     async def WatchServices(self, request, context):
         async with self.api.call(context, Role.OPERATOR, "WatchServices"):
-            replica = self.api.engine.replica
+            engine = self.api.engine
             me = self.api.engine.node_id
 
             def placed_here(name) -> bool:
-                p = replica.row("placements", (name,))
+                p = engine.row("placements", (name,))
                 return p is not None and p.get("node") == me
 
             def wanted(table, key, values):
                 return table == "services" and placed_here(key[0])
 
             def snapshot():
-                for key, values in sorted(replica.rows("services").items()):
+                for key, values in sorted(engine.rows("services").items()):
                     if placed_here(key[0]):
                         yield "services", key, values
 
@@ -779,7 +779,7 @@ class Lineages(northbound_pb2_grpc.LineageServiceServicer):
             engine = self.api.engine
             out = northbound_pb2.LineageInfo()
             voters = engine.agreement.membership().voters if engine.agreement else engine.members
-            _lineage_pb(out.lineage, engine.replica.genesis, voters)
+            _lineage_pb(out.lineage, engine.genesis, voters)
             keeper = engine.keeper
             for m in keeper.info() if keeper is not None else []:
                 met = out.met.add(relation=m["relation"], slot=m["slot"], decided=m["decided"],

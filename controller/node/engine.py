@@ -21,14 +21,17 @@ from typing import Any
 from controller.agreement import Agreement, Decision, Proposal, Refused, Status
 from controller.agreement import UsageError as AgreementUsageError
 from controller.replication import (
+    Genesis,
     Invitation,
     Message,
     Mutation,
     OpBatch,
     Replica,
     RowUpdate,
+    Schema,
     SyncRequest,
     UsageError,
+    Value,
     parse_invitation,
 )
 from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
@@ -38,6 +41,7 @@ from .errors import NodeBaseError
 from .metrics import Metrics
 
 __all__ = [
+    "Digest",
     "Engine",
     "EngineError",
     "NoQuorum",
@@ -89,6 +93,15 @@ class WriteResult:
     seq: int
     holders: int = 1
     ack: str = "local"
+
+
+@dataclass(frozen=True)
+class Digest:
+    """The node's state digest, op-set digest and op count (equal digests: equal state)."""
+
+    state: bytes
+    ops: bytes
+    count: int
 
 
 @dataclass
@@ -593,5 +606,47 @@ class Engine:
         self._proposals_in, self._proposing = [], []
 
     # ------------------------------------------------------------------ queries
+    # What servicers and links may ask; only the engine's own round touches the replica.
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def cluster_id(self) -> bytes:
+        return self.replica.cluster_id
+
+    @property
+    def genesis(self) -> Genesis:
+        return self.replica.genesis
+
+    @property
+    def schema(self) -> Schema:
+        return self.replica.schema
+
+    @property
+    def mutations_max(self) -> int:
+        """Row mutations one op may carry: one write is one op."""
+        return self.replica.config.mutations_max
+
+    def row(self, table: str, key: tuple) -> dict[str, Value] | None:
+        return self.replica.row(table, key)
+
+    def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
+        return self.replica.rows(table)
+
+    def version_vector(self) -> dict[str, int]:
+        return self.replica.version_vector()
+
+    def digest(self) -> Digest:
+        r = self.replica
+        return Digest(r.state_digest(), r.op_digest(), r.op_count())
+
+    def forks(self) -> dict[str, int]:
+        """Equivocating authors and the seq at which each forked."""
+        return self.replica.forks()
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.replica.counters)
+
+    def invitations(self, node_id: str) -> list[Invitation]:
+        """The invitations this node holds for node_id, oldest first (decision 0030)."""
+        return list(getattr(self.replica.policy, "invitations", {}).get(node_id, []))

@@ -99,7 +99,7 @@ class _Link:
         hello = await peer_pb2_grpc.PeerServiceStub(channel).Hello(
             peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
         )
-        if hello.cluster_id == engine.replica.cluster_id:
+        if hello.cluster_id == engine.cluster_id:
             engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
         elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
             engine.keeper.meet(hello.genesis, self.node_id)
@@ -126,7 +126,7 @@ class _Link:
                 peer_pb2.DeliverRequest(messages=batch), timeout=cfg.deliver_timeout_ms / 1000
             )
             self.links.metrics.inc("sync_bytes_sent", size)
-            if resp.cluster_id in (b"", engine.replica.cluster_id):
+            if resp.cluster_id in (b"", engine.cluster_id):
                 engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
 
 
@@ -279,8 +279,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         caller = await self._caller(context)
         self.engine.last_seen[caller] = asyncio.get_running_loop().time()
         e = self.engine
-        out = codec.hello_pb(e.node_id, e.replica.cluster_id, e.replica.version_vector())
-        out.genesis = e.replica.genesis.raw
+        out = codec.hello_pb(e.node_id, e.cluster_id, e.version_vector())
+        out.genesis = e.genesis.raw
         return out
 
     async def Deliver(self, request, context):
@@ -325,7 +325,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         finally:
             self._inflight[caller] -= 1
         out = codec.deliver_pb(vector, rejected)
-        out.cluster_id = self.engine.replica.cluster_id
+        out.cluster_id = self.engine.cluster_id
         return out
 
     async def Secede(self, request, context):
@@ -342,4 +342,4 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         except LineageError as exc:
             self.metrics.inc("secessions_refused")
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        return peer_pb2.SecedeAck(cluster_id=self.engine.replica.cluster_id)
+        return peer_pb2.SecedeAck(cluster_id=self.engine.cluster_id)

@@ -52,3 +52,19 @@ def test_every_package_states_its_job():
             continue
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc, f"{init.relative_to(ROOT)} has no docstring"
+
+
+def test_servicers_ask_the_engine_not_its_replica():
+    """Only the engine's round touches the Replica (docs/node.md, "The engine round"): the
+    gRPC servicers and the peer links use the engine's query methods (issue 11)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "controller" / "node"
+    offenders = []
+    for name in ("api.py", "peers.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "replica":
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == [], f"reaches into engine.replica: {offenders}"
