@@ -43,6 +43,11 @@ from .metrics import Metrics
 __all__ = [
     "Digest",
     "Engine",
+    "EngineEvent",
+    "MemberInvited",
+    "MembersChanged",
+    "Outgoing",
+    "PeerAddress",
     "EngineError",
     "NoQuorum",
     "NotMember",
@@ -93,6 +98,37 @@ class WriteResult:
     seq: int
     holders: int = 1
     ack: str = "local"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for a peer, durable here before it is handed out."""
+
+    peer: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class MemberInvited:
+    """An invitation op was applied: the invited node may be dialed (decision 0030)."""
+
+    invitation: Invitation
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    """A reserved `peer/<node id>` row gave a node's peer address (a decided join)."""
+
+    node_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    """The members (and so the quorum) changed: a decided membership or an invitation."""
+
+
+EngineEvent = Outgoing | MemberInvited | PeerAddress | MembersChanged
 
 
 @dataclass(frozen=True)
@@ -185,16 +221,13 @@ class Engine:
         self.node_id = replica.node_id
         self.members: dict[str, bytes] = {}
         self.quorum_size = 1
-        self.on_member: Callable[[Invitation], None] = lambda inv: None  # set by the links
         # (node id, peer address) from a kv row "peer/<node id>" (a decided join); set by server
-        self.on_address: Callable[[str, str], None] = lambda node_id, address: None
-        self.on_members: Callable[[], None] = lambda: None  # set by the links
+        self._subscribers: list[Callable[[EngineEvent], None]] = []
         self._update_members()
         self.tick_interval_ms = tick_interval_ms
         self.pending_writes_max = pending_writes_max
         self.group_commit_rows_max = group_commit_rows_max
         self.inbound_max = inbound_max
-        self.send: Callable[[str, Message], None] = lambda peer, msg: None  # set by the links
         self.peer_vectors: dict[str, dict[str, int]] = {}
         self.last_seen: dict[str, float] = {}
         self.watchers: set[Watcher] = set()
@@ -210,6 +243,20 @@ class Engine:
         # Commits on a thread of their own: nothing else (users' SQL, other work on the
         # loop's default executor) can hold it while a write waits to be durable.
         self._commits = ThreadPoolExecutor(1, thread_name_prefix="synod-commit")
+
+    # ------------------------------------------------------------------ events
+    def subscribe(self, handler: Callable[[EngineEvent], None]) -> None:
+        """Receive the engine's events (messages to send, members, peer addresses), in
+        the order the round produces them; handlers must not block."""
+        self._subscribers.append(handler)
+
+    def _emit(self, event: EngineEvent) -> None:
+        for handler in self._subscribers:
+            handler(event)
+
+    def send(self, peer: str, message: Message) -> None:
+        """A message for a peer leaves as an Outgoing event (the links carry it)."""
+        self._emit(Outgoing(peer, message))
 
     # ------------------------------------------------------------------ inputs
     def start(self) -> None:
@@ -319,7 +366,7 @@ class Engine:
             self.keeper.set_peers(set(self.members))
         else:
             self.replica.set_peers(self.members)
-        self.on_members()
+        self._emit(MembersChanged())
 
     def set_keeper(self, keeper: Any) -> None:
         """Hold other lineages (controller.node.lineages.Keeper), driven in each round."""
@@ -338,7 +385,7 @@ class Engine:
         log.info("node %s invited (peer address %s)", inv.node_id, inv.address or "-")
         self.metrics.inc("members_invited")
         if inv.node_id != self.node_id:
-            self.on_member(inv)
+            self._emit(MemberInvited(inv))
         if self._quorum:
             self._check_quorum()
 
@@ -413,7 +460,7 @@ class Engine:
                     node_id = peer_of_key(row.key[0])
                     address = (row.values or {}).get("value")
                     if node_id and isinstance(address, bytes) and node_id != self.node_id:
-                        self.on_address(node_id, address.decode(errors="replace"))
+                        self._emit(PeerAddress(node_id, address.decode(errors="replace")))
                     elif self.keeper is not None and str(row.key[0]).startswith(GENESIS_PREFIX):
                         if isinstance(address, bytes):
                             self.keeper.meet(address)

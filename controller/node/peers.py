@@ -18,7 +18,15 @@ from controller.replication.errors import Rejected
 from . import codec, pki
 from .auth import TokenBucket
 from .config import PeerConfig
-from .engine import Engine, EngineError
+from .engine import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    MemberInvited,
+    MembersChanged,
+    Outgoing,
+    PeerAddress,
+)
 from .errors import NodeBaseError
 from .lineages import LineageError
 
@@ -149,7 +157,8 @@ KNOWN_CERTS_MAX = 1_024  # peer certificates whose node id is cached
 
 
 class PeerLinks:
-    """All outbound links; Engine.send is bound to send()."""
+    """All outbound links; they carry the engine's Outgoing events and dial the members
+    its other events name."""
 
     def __init__(self, engine: Engine, config: PeerConfig, credentials, metrics) -> None:
         self.engine = engine
@@ -162,9 +171,18 @@ class PeerLinks:
         self._started = False
         # node id -> address of a node not (yet) a member: dialed once it is one.
         self.parked: dict[str, str] = {}
-        engine.send = self.send
-        engine.on_member = lambda inv: self.add(inv.address, inv.node_id)
-        engine.on_members = self.dial_parked
+        engine.subscribe(self._on_event)
+
+    def _on_event(self, event: EngineEvent) -> None:
+        match event:
+            case Outgoing(peer, message):
+                self.send(peer, message)
+            case MemberInvited(inv):
+                self.add(inv.address, inv.node_id)
+            case PeerAddress(node_id, address):
+                self.add(address, node_id)
+            case MembersChanged():
+                self.dial_parked()
 
     def start(self) -> None:
         self._started = True

@@ -232,7 +232,6 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         node_id, address = peer_of_key(key), values.get("value")
         if node_id and isinstance(address, bytes):
             links.add(address.decode(errors="replace"), node_id)
-    engine.on_address = lambda node_id, address: links.add(address, node_id)
     return _Core(genesis, store, replica, agreement, engine, links, keeper), cfg
 
 

@@ -351,7 +351,7 @@ def test_a_source_over_its_failed_login_budget_is_banned_for_a_while(tmp_path):
     init_data_dirs([tmp_path / "n"], "ban")
     node = InProcessNode(tmp_path / "n", api={"failed_logins_burst": 20,
                                               "failed_logins_per_s": 0.1,
-                                              "ban_ms": 1_500}).start()
+                                              "ban_ms": 3_000}).start()
     try:
         codes = []
         with node.client("synod_0123456789abcdef.wrong") as bad:
@@ -367,7 +367,7 @@ def test_a_source_over_its_failed_login_budget_is_banned_for_a_while(tmp_path):
                 during = "ok"
             except ClientError as exc:
                 during = exc.code.name
-        time.sleep(max(0.0, banned_at + 2 - time.monotonic()))
+        time.sleep(max(0.0, banned_at + 3.5 - time.monotonic()))
         with node.client(timeout_s=15) as good:
             after = good.call(good.cluster.GetStatus, nb.GetStatusRequest())
         print(f"\nfailed logins answered {len(codes) - 1} x UNAUTHENTICATED, then "
@@ -378,7 +378,8 @@ def test_a_source_over_its_failed_login_budget_is_banned_for_a_while(tmp_path):
                    grpc.StatusCode.UNAVAILABLE,  # or its connection was closed already
                    grpc.StatusCode.DEADLINE_EXCEEDED}  # and its new one dropped
         assert set(codes[:-1]) == {grpc.StatusCode.UNAUTHENTICATED} and codes[-1] in refused
-        assert 21 <= len(codes) - 1 <= 22  # the burst, the one that overdraws it (a refill)
+        # the burst of 20, the one that overdraws it, and a refill or two on a slow box
+        assert 21 <= len(codes) - 1 <= 24
         assert during != "ok" and after.node_id
     finally:
         node.stop()

@@ -10,6 +10,7 @@ from synod.v1 import northbound_pb2 as nb
 from controller.node.client import ClientError
 from controller.node.codec import value_pb
 from controller.node.config import PeerConfig
+from controller.node.engine import MembersChanged
 from controller.node.metrics import Metrics
 from controller.node.peers import PeerLinks
 
@@ -130,6 +131,9 @@ class _Engine:
     def peer_keys(self) -> dict[str, bytes]:
         return self.members
 
+    def subscribe(self, handler) -> None:
+        self.handler = handler
+
 
 def test_links_never_dial_an_address_that_is_not_a_members():
     engine = _Engine()
@@ -138,6 +142,6 @@ def test_links_never_dial_an_address_that_is_not_a_members():
     links.add("127.0.0.1:1", stranger)
     assert links.links == [] and links.parked == {stranger: "127.0.0.1:1"}
     engine.members[stranger] = b"key"  # a decided membership admits it
-    links.dial_parked()
+    engine.handler(MembersChanged())
     assert [(lk.address, lk.node_id) for lk in links.links] == [("127.0.0.1:1", stranger)]
     assert links.parked == {}
