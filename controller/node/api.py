@@ -726,17 +726,7 @@ def _dpid_text(value: str) -> str:
 
 def _json(value) -> str:
     """A CBOR value as JSON text (bytes as hex), for the Conflict message."""
-
-    def plain(v):
-        if isinstance(v, bytes):
-            return v.hex()
-        if isinstance(v, list | tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        return v
-
-    return json.dumps(plain(value), sort_keys=True)
+    return json.dumps(codec.json_plain(value), sort_keys=True)
 
 
 def _conflict_fields(v: dict) -> dict:

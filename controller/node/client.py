@@ -151,14 +151,12 @@ def row_plain(row) -> dict:
     """A Row as {column: value} with key columns first (blobs as hex)."""
     out = {}
     for i, v in enumerate(row.key):
-        out[f"key{i}"] = _plain_value(codec.value_from_pb(v))
+        out[f"key{i}"] = codec.json_plain(codec.value_from_pb(v))
     for name, v in sorted(row.values.items()):
-        out[name] = _plain_value(codec.value_from_pb(v))
+        out[name] = codec.json_plain(codec.value_from_pb(v))
     return out
 
 
-def _plain_value(v: Value):
-    return v.hex() if isinstance(v, bytes) else v
 
 
 __all__ += ["row_plain"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from synod.v1 import local_pb2, northbound_pb2, peer_pb2
 
@@ -12,6 +13,7 @@ from controller.replication.errors import Rejected
 from .errors import NodeBaseError
 
 __all__ = [
+    "json_plain",
     "CodecError",
     "clip",
     "table_of",
@@ -54,6 +56,18 @@ def clip(text: str, limit: int = ECHO_CHARS_MAX) -> str:
     tail = limit // 4
     head = limit - tail
     return f"{text[:head]}…[{len(text) - head - tail} chars cut]…{text[len(text) - tail:]}"
+
+
+def json_plain(v: Any) -> Any:
+    """A value (CBOR-plain: bytes, lists, maps, …) as JSON-able: bytes become hex. The one
+    bytes-to-hex rule of the API's JSON output (CLI --json, Conflict values)."""
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list | tuple):
+        return [json_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): json_plain(x) for k, x in v.items()}
+    return v
 
 
 def value_pb(v: Value) -> northbound_pb2.Value:

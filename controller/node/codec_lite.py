@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["pb", "plain", "value", "values"]
+__all__ = ["json_plain", "pb", "plain", "value", "values"]
 
 
 def pb():
@@ -14,15 +14,21 @@ def pb():
 
 
 def plain(message) -> dict:
-    from google.protobuf import json_format
+    from .client import to_plain
 
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return to_plain(message)
 
 
 def value(v):
     from . import codec
 
     return codec.value_from_pb(v)
+
+
+def json_plain(v):
+    from . import codec
+
+    return codec.json_plain(v)
 
 
 def values(vs: Iterable) -> list:

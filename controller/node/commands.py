@@ -356,7 +356,7 @@ def _rows_out(ctx, table, rows, extra=None) -> None:
             d.update(added)
         plain.append(d)
     ctx.out(
-        [{k: (v.hex() if isinstance(v, bytes) else v) for k, v in d.items()} for d in plain],
+        [{k: cl.json_plain(v) for k, v in d.items()} for d in plain],
         lambda: _table(plain, names),
     )
 
