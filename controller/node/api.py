@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 import time
 
@@ -13,12 +12,13 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.agreement import lineage_of, membership_slot
-from controller.replication import INVITE, Upsert, decode, encode, invitation_data
-from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key, peer_key
+from controller.agreement import lineage_of
+from controller.replication import Upsert, decode, encode
+from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key
 
 from . import codec
 from .access import AccessCheck
+from .admit import admit
 from .auth import Authenticator, Denied
 from .config import ApiConfig
 from .engine import (
@@ -33,7 +33,7 @@ from .engine import (
     WriteRefused,
 )
 from .guard import source_of
-from .join import JOIN_SLOT, JoinBundle, JoinError, check_join_request
+from .join import JOIN_SLOT, JoinError, check_join_request
 from .lineages import LineageError
 from .metrics import Metrics
 from .slots import decision_summary
@@ -420,69 +420,9 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             if engine.agreement is not None:
                 self.api.access.propose(record.role, "membership")
-            if self._decided_joins():
-                invite_id = await self._join_by_vote(req)
-                bundle = JoinBundle(
-                    engine.genesis,
-                    invite_id,
-                    engine.node_id,
-                    tuple(a for a in self.api.links.addresses() if a != req.address),
-                )
-                return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
-            invites = engine.invitations(req.node_id)
-            if req.node_id in engine.genesis.member_ids:
-                invite_id = b""
-            elif invites and invites[-1].address == req.address:
-                invite_id = invites[-1].op_id  # joining again: the invitation stands
-            else:
-                data = invitation_data(req.key, req.address, record.id)
-                result = await engine.emit(INVITE, data)
-                invite_id = bytes.fromhex(result.op_id)
-                self.api.metrics.inc("joins_invited")
-            bundle = JoinBundle(
-                engine.genesis,
-                invite_id,
-                engine.node_id,
-                tuple(a for a in self.api.links.addresses() if a != req.address),
-            )
+            bundle = await admit(engine, req, record.id, self.api.links.addresses())
+            self.api.metrics.inc("joins_admitted")
             return northbound_pb2.Slot(slot=JOIN_SLOT, decided=True, value=bundle.to_bytes())
-
-    def _decided_joins(self) -> bool:
-        """Join by a decided `membership/<n+1>` when the agreement layer runs and the policy
-        in force lets this node propose membership changes; else by invitation (0030)."""
-        agreement = self.api.engine.agreement
-        return agreement is not None and agreement.policy().can_propose(
-            self.api.engine.node_id, "membership"
-        )
-
-    async def _join_by_vote(self, req) -> bytes:
-        """Propose `membership/<n+1>` = the voters plus req's key until a decided membership
-        holds it (another change may win the slot first); record its peer address in kv
-        (`peer/<node id>`), from which every member dials it. Returns the join's id: the
-        hash of the first membership that holds the key (the same on every member)."""
-        engine = self.api.engine
-        agreement = engine.agreement
-        assert agreement is not None
-        if req.node_id in engine.genesis.member_ids:
-            return b""  # a founder: nothing to decide
-        timeout = min(agreement.config.timeout_ms, 8_000)
-        joined, attempts = _joined_in(agreement, req.node_id), 0
-        while joined is None:
-            if attempts == 3:
-                raise SlotRefused("membership kept changing under the join; try again")
-            attempts += 1
-            m = agreement.membership()
-            value = m.joined(req.key, "node").to_value()
-            await engine.propose(membership_slot(m.version + 1), value, timeout)
-            self.api.metrics.inc("joins_proposed")
-            joined = _joined_in(agreement, req.node_id)
-        key = (peer_key(req.node_id),)
-        row = engine.row(INTERNAL, key)
-        if row is None or row.get("value") != req.address.encode():
-            await engine.write(
-                [Upsert(INTERNAL, key, {"value": req.address.encode()})], "local", 0
-            )
-        return joined
 
     async def _need_agreement(self, context) -> None:
         if self.api.engine.agreement is None:
@@ -805,14 +745,6 @@ def _lineage_pb(out, genesis, voters) -> None:
     out.left.extend(lin.left)
     out.confirmed_by = lin.confirmed_by
     out.voters.extend(sorted(voters))
-
-
-def _joined_in(agreement, node_id: str) -> bytes | None:
-    """The id of the first decided membership that holds node_id (None: not a voter)."""
-    for version, m in sorted(agreement.ledger.memberships.items()):
-        if version > 0 and node_id in m.voters:
-            return hashlib.blake2b(encode(m.to_value()), digest_size=32).digest()
-    return None
 
 
 def servicers(api: Api, server: grpc.aio.Server) -> list[str]:
