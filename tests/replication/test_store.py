@@ -144,14 +144,19 @@ def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_tampered_op_in_log_fails_verification_and_names_it(tmp_path: Path) -> None:
-    n, path = _stored(tmp_path)
+def _flip_signature_bit(path: Path, pos: int) -> None:
+    """Edit the stored op at log row pos behind the store's back: one bit of its signature."""
     conn = sqlite3.connect(path)
-    raw = bytearray(conn.execute("SELECT raw FROM _synod_ops WHERE pos = 5").fetchone()[0])
+    raw = bytearray(conn.execute("SELECT raw FROM _synod_ops WHERE pos = ?", (pos,)).fetchone()[0])
     raw[-3] ^= 0x40  # inside the signature
-    conn.execute("UPDATE _synod_ops SET raw = ? WHERE pos = 5", (bytes(raw),))
+    conn.execute("UPDATE _synod_ops SET raw = ? WHERE pos = ?", (bytes(raw), pos))
     conn.commit()
     conn.close()
+
+
+def test_tampered_op_in_log_fails_verification_and_names_it(tmp_path: Path) -> None:
+    n, path = _stored(tmp_path)
+    _flip_signature_bit(path, pos=5)
     with pytest.raises(StoreError, match=r"node\.db.*op #4.*bad_signature"):
         open_replica(SqliteStore(path), n.identities[0], random.Random(0), verify="all")
 
@@ -161,12 +166,7 @@ def test_a_tampered_chain_head_is_caught_only_by_checking_every_signature(tmp_pa
     signature does. The default start-up check samples one signature in 16 (docs/node.md,
     "Start-up verification"); verify_on_start = "all" catches it."""
     n, path = _stored(tmp_path)  # 30 ops of one author: the head is at position 29
-    conn = sqlite3.connect(path)
-    raw = bytearray(conn.execute("SELECT raw FROM _synod_ops WHERE pos = 30").fetchone()[0])
-    raw[-3] ^= 0x40  # inside the signature
-    conn.execute("UPDATE _synod_ops SET raw = ? WHERE pos = 30", (bytes(raw),))
-    conn.commit()
-    conn.close()
+    _flip_signature_bit(path, pos=30)
     with pytest.raises(StoreError, match=r"op #29.*bad_signature"):
         open_replica(SqliteStore(path), n.identities[0], random.Random(0), verify="all")
     # 29 % 16 != 0: the sampling check does not look at it (the documented limit).
