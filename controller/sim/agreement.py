@@ -17,7 +17,6 @@ from controller.agreement import (
     Proposal,
     Refused,
     Status,
-    Watch,
     membership_version_of,
     verify_certificate,
 )
@@ -29,17 +28,14 @@ from controller.replication import (
     NodeId,
     OpBatch,
     OpId,
-    Ready,
-    Rejected,
     RowMutation,
     RowsBody,
     Upsert,
-    decode_message,
-    encode_message,
     make_genesis,
     sign_op,
 )
-from controller.store import MemoryStore
+
+from .net import SimNet, SimNode
 
 __all__ = [
     "AgreementSimConfig",
@@ -130,27 +126,11 @@ class AgreementSimResult:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-class SimNode:
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-        self.id = identity.node_id
-        self.store = MemoryStore(identity.node_id)
-        self.replica: AgreementReplica | None = None
-        self.agreement: Agreement | None = None
-        self.watch: Watch | None = None
-        self.in_flight: Ready | None = None
-        self.incarnation = 0
-
-
-class AgreementSim:
-    """Nodes on one event queue in virtual time; every choice comes from the seed."""
+class AgreementSim(SimNet[AgreementSimConfig]):
+    """Founders and spares of one cluster voting on the shared seeded network."""
 
     def __init__(self, config: AgreementSimConfig) -> None:
-        self.config = config
-        self.rng = random.Random(config.seed)
-        self.time_ms = 0
-        self._events: list[tuple[int, int, str, Any]] = []
-        self._seq = 0
+        super().__init__(config)
         total = config.nodes + config.spares
         ids = [Identity.from_seed(self.rng.randbytes(32)) for _ in range(total)]
         founders = ids[: config.nodes]
@@ -158,18 +138,15 @@ class AgreementSim:
         self.genesis = make_genesis(
             founders[0], "agree", [i.public_key for i in founders], 0, {"access": access}
         )
-        self.nodes: dict[NodeId, SimNode] = {i.node_id: SimNode(i) for i in ids}
+        self.nodes = {i.node_id: SimNode(i) for i in ids}
         self.founders = [i.node_id for i in founders]
         self.spares = [i.node_id for i in ids[config.nodes :]]
         self.replica_config = Config(push_fanout=total, sync_interval_ms=150)
         self.agreement_config = AgreementConfig(retry_ms=500, timeout_ms=4_000)
-        self.groups: list[set[NodeId]] | None = None
-        self.isolated: NodeId | None = None
         self.proposed: dict[str, set[bytes]] = {}
         self.learned: dict[str, tuple[bytes, NodeId]] = {}
         self.proposals: list[tuple[NodeId, Proposal]] = []
         self.restarts = 0
-        self.messages = 0
         self.no_quorum = 0
         self.last_learned_ms = 0
         self.forged: dict[NodeId, set[OpId]] = {}  # equivocator -> the two ops it signed
@@ -178,13 +155,6 @@ class AgreementSim:
             self._start(node)
 
     # -------------------------------------------------------------- plumbing
-    def _at(self, time_ms: int, kind: str, payload: Any = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (time_ms, self._seq, kind, payload))
-
-    def now(self) -> int:
-        return self.time_ms + 10_000
-
     def _start(self, node: SimNode) -> None:
         node.incarnation += 1
         rng = random.Random(f"{self.config.seed}-{node.id}-{node.incarnation}")
@@ -203,17 +173,7 @@ class AgreementSim:
         node.agreement = Agreement(node.replica, rng, self.agreement_config)
         node.watch = node.agreement.watch("")
         self._learn(node)
-        self._pump(node)
-
-    def _crash(self, node: SimNode) -> None:
-        node.replica = node.agreement = node.watch = None
-        node.in_flight = None  # taken, never durable: lost as after a power cut
-
-    def _step(self, node: SimNode) -> None:
-        assert node.agreement is not None
-        node.agreement.step(self.now())
-        self._learn(node)
-        self._pump(node)
+        self.pump(node)
 
     def _learn(self, node: SimNode) -> None:
         assert node.watch is not None
@@ -245,50 +205,6 @@ class AgreementSim:
         gone = sorted(set(previous.voters) - set(m.voters))
         return len(gone) == 1 and set(m.evidence) == self.forged.get(gone[0])
 
-    def _pump(self, node: SimNode) -> None:
-        r = node.replica
-        if r is None or node.in_flight is not None or not r.has_ready():
-            return
-        node.in_flight = r.ready()
-        self._at(self.time_ms + self.rng.randint(0, 3), "durable", (node.id, node.incarnation))
-
-    def _durable(self, node: SimNode) -> None:
-        ready, r = node.in_flight, node.replica
-        assert ready is not None and r is not None
-        node.store.commit(ready)
-        for out in ready.messages:
-            self._send(node.id, out.to, encode_message(out.message))
-        node.in_flight = None
-        r.advance(ready)
-        if node.agreement is not None:
-            node.agreement.release()  # decisions that waited for our votes to be durable
-        self._pump(node)
-
-    def _connected(self, a: NodeId, b: NodeId) -> bool:
-        if self.isolated in (a, b) and a != b:
-            return False
-        return self.groups is None or any(a in g and b in g for g in self.groups)
-
-    def _send(self, src: NodeId, dst: NodeId, data: bytes) -> None:
-        self.messages += 1
-        if not self._connected(src, dst) or self.rng.random() < self.config.drop:
-            return
-        for _ in range(2 if self.rng.random() < self.config.duplicate else 1):
-            delay = self.rng.randint(1, self.config.delay_ms_max)
-            self._at(self.time_ms + delay, "deliver", (src, dst, data))
-
-    def _deliver(self, src: NodeId, dst: NodeId, data: bytes) -> None:
-        node = self.nodes[dst]
-        if node.replica is None or not self._connected(src, dst):
-            return
-        try:
-            msg = decode_message(data, node.replica.config.message_bytes_max)
-        except Rejected as exc:
-            node.replica.counters[exc.reason] += 1
-            return
-        node.replica.receive(msg, self.now())
-        self._step(node)
-
     # -------------------------------------------------------------- scenario
     def propose(self, node_id: NodeId, slot: str, value: Any, timeout_ms: int) -> Proposal | None:
         node = self.nodes[node_id]
@@ -298,7 +214,7 @@ class AgreementSim:
         p = node.agreement.propose(slot, value, self.now(), timeout_ms)
         self.proposals.append((node_id, p))
         self._learn(node)
-        self._pump(node)
+        self.pump(node)
         return p
 
     def _voters(self) -> list[NodeId]:
@@ -312,32 +228,32 @@ class AgreementSim:
         for i in range(cfg.slots):
             at = rng.randint(0, cfg.chaos_ms)
             for d in range(cfg.duelers):
-                self._at(at + rng.randint(0, 50), "propose", (f"alloc/pool/{i}", f"v{i}-{d}"))
+                self.at(at + rng.randint(0, 50), "propose", (f"alloc/pool/{i}", f"v{i}-{d}"))
         for i in range(cfg.joins):
-            self._at(rng.randint(0, cfg.chaos_ms), "join", self.spares[i])
+            self.at(rng.randint(0, cfg.chaos_ms), "join", self.spares[i])
         for _ in range(cfg.leaves):
-            self._at(rng.randint(0, cfg.chaos_ms), "leave")
+            self.at(rng.randint(0, cfg.chaos_ms), "leave")
         for _ in range(cfg.partitions):
             start = rng.randint(0, cfg.chaos_ms)
-            self._at(start, "partition")
-            self._at(min(cfg.chaos_ms, start + rng.randint(300, 2_500)), "heal")
+            self.at(start, "partition")
+            self.at(min(cfg.chaos_ms, start + rng.randint(300, 2_500)), "heal")
         for _ in range(cfg.crashes):
             start = rng.randint(0, cfg.chaos_ms)
             victim = rng.choice(sorted(self.nodes))
-            self._at(start, "crash", victim)
-            self._at(min(cfg.chaos_ms, start + rng.randint(0, 1_500)), "restart", victim)
+            self.at(start, "crash", victim)
+            self.at(min(cfg.chaos_ms, start + rng.randint(0, 1_500)), "restart", victim)
         if cfg.lagging:
-            self._at(rng.randint(0, 500), "isolate", rng.choice(self.founders))
+            self.at(rng.randint(0, 500), "isolate", rng.choice(self.founders))
         if cfg.equivocators:  # no draw otherwise: every other seed runs as it always did
             for victim in rng.sample(self.founders, min(cfg.equivocators, len(self.founders))):
-                self._at(rng.randint(0, cfg.chaos_ms), "equivocate", victim)
+                self.at(rng.randint(0, cfg.chaos_ms), "equivocate", victim)
         for t in range(0, cfg.chaos_ms + cfg.quiet_ms_max, cfg.tick_ms):
-            self._at(t, "tick")
-        self._at(cfg.chaos_ms, "heal")
-        self._at(cfg.chaos_ms, "rejoin")
+            self.at(t, "tick")
+        self.at(cfg.chaos_ms, "heal")
+        self.at(cfg.chaos_ms, "rejoin")
         for victim in sorted(self.nodes):
-            self._at(cfg.chaos_ms, "restart", victim)
-        self._at(cfg.chaos_ms + 1, "final")
+            self.at(cfg.chaos_ms, "restart", victim)
+        self.at(cfg.chaos_ms + 1, "final")
 
     def _handle(self, kind: str, payload: Any) -> None:
         cfg, rng = self.config, self.rng
@@ -345,13 +261,11 @@ class AgreementSim:
             for node in self.nodes.values():
                 if node.replica is not None:
                     node.replica.tick(self.now())
-                    self._step(node)
+                    self.step(node)
         elif kind == "deliver":
-            self._deliver(*payload)
+            self.deliver(*payload)
         elif kind == "durable":
-            node = self.nodes[payload[0]]
-            if node.incarnation == payload[1] and node.in_flight is not None and node.replica:
-                self._durable(node)
+            self.handle_durable(payload)
         elif kind == "propose":
             slot, value = payload
             self.propose(rng.choice(self._voters()), slot, value, rng.randint(1_000, 4_000))
@@ -376,7 +290,7 @@ class AgreementSim:
         elif kind == "crash":
             node = self.nodes[payload]
             if node.replica is not None:
-                self._crash(node)
+                self.crash(node)
         elif kind == "restart":
             node = self.nodes[payload]
             if node.replica is None and node.id not in self.silenced:
@@ -415,9 +329,9 @@ class AgreementSim:
             assert other.replica is not None
             batch = OpBatch(self.genesis.cluster_id, node.id, (*history, op.raw))
             other.replica.receive(batch, self.now())
-            self._step(other)
+            self.step(other)
         if not self.config.equivocator_online:
-            self._crash(node)
+            self.crash(node)
             self.silenced.add(node.id)
 
     def _membership_change(self, subject: NodeId, join: bool) -> None:

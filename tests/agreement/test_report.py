@@ -22,9 +22,9 @@ def _entries(report):
 def test_report_from_the_logs_equals_the_oracle(seed):
     sim = ReunionSim(ReunionSimConfig.from_seed(seed))
     sim.run()
-    a = sim.genesis.cluster_id
+    a = sim.net.genesis.cluster_id
     for node_id in sim.everyone:
-        host = sim.nodes[node_id].replica
+        host = sim.net.nodes[node_id].replica
         (joined,) = host.lineages().values()
         report = reunion_report(host, joined)
         assert report is not None, "both sides decided merge: the report is computable"
@@ -41,9 +41,9 @@ def test_no_report_before_both_sides_decided():
     sim._split()
     sim._secede()
     sim._apart()
-    a = sim.majority[0]
-    shadow = sim._shadow(sim.nodes[a], sim.genesis_b)
-    assert reunion_report(sim.nodes[a].replica, shadow) is None
+    a = sim.sides["A"].nodes[0]
+    shadow = sim.net.shadow(sim.net.nodes[a], sim.sides["B"].genesis)
+    assert reunion_report(sim.net.nodes[a].replica, shadow) is None
 
 
 def test_a_slot_the_parent_decides_after_the_merge_is_added_to_the_report():
@@ -57,7 +57,7 @@ def test_a_slot_the_parent_decides_after_the_merge_is_added_to_the_report():
         x, y = sim.pair
         if x is not sim.sides["A"]:
             continue
-        host = sim.nodes[x.nodes[0]].replica
+        host = sim.net.nodes[x.nodes[0]].replica
         joined = host.lineages()[y.cluster]
         mine = {s for s, r in host.ledger.slots.items() if r.decided}
         only_b = sorted(s for s, r in joined.ledger.slots.items()
@@ -66,8 +66,8 @@ def test_a_slot_the_parent_decides_after_the_merge_is_added_to_the_report():
             continue
         assert late_slot_conflicts(host, joined) == []
         slot = only_b[0]
-        p = sim.propose(x.nodes[0], slot, "decided-late", 5_000)
-        sim._advance(sim.time_ms + 6_000, lambda p=p: p.done)
+        p = sim.net.propose(x.nodes[0], slot, "decided-late", 5_000)
+        sim.net.advance(sim.net.time_ms + 6_000, lambda p=p: p.done)
         assert p.outcome is not None and p.outcome.value == "decided-late"
         late = late_slot_conflicts(host, joined)
         assert [(e.name, e.kept) for e in late] == [(slot, "decided-late")]

@@ -15,10 +15,10 @@ import os
 
 import pytest
 
-import controller.sim.reunion as reunion
 from controller.agreement import Membership
 from controller.agreement.lineage import MERGE
 from controller.replication import Replica
+from controller.sim import reunion_oracle as oracle
 from controller.sim import reunion_story as story
 from controller.sim.reunion import ReunionSim, ReunionSimConfig, ReunionSimFailure, run_reunion_seed
 
@@ -81,7 +81,7 @@ def test_the_oracle_goes_by_the_fork_vector_not_by_wall_time(monkeypatch):
         pre = (w.fork or w.value.startswith(b"pre") for w in self.latest.values())
         return {k: w for (k, w), p in zip(self.latest.items(), pre, strict=True) if not p}
 
-    monkeypatch.setattr(story.SideRecord, "since_fork", by_wall_time)
+    monkeypatch.setattr(oracle.SideRecord, "since_fork", by_wall_time)
     (found,) = failures([2])
     assert "conflict report" in found
 
@@ -105,7 +105,7 @@ def test_the_parent_changes_its_membership_while_apart(monkeypatch):
     def genesis_only(decisions, genesis):
         return {0: Membership.from_genesis(genesis)}
 
-    monkeypatch.setattr(story, "verified_chain", genesis_only)
+    monkeypatch.setattr(oracle, "verified_chain", genesis_only)
     (found,) = failures([2], siblings=0, joins=1, leaves=1, lagging=True)
     assert "membership 1 unknown" in found
 
@@ -128,26 +128,26 @@ def test_siblings_reunite_by_an_operator_vote(nodes, seceders, siblings):
     else:
         assert sim.kept is min((b, c), key=lambda s: s.cluster)
     for n in b.nodes + c.nodes:
-        r = sim.nodes[n].replica
+        r = sim.net.nodes[n].replica
         assert {r.cluster_id, *r.lineages()} == {b.cluster, c.cluster}
     for n in sim.sides["A"].nodes:  # the parent stays apart
-        assert not sim.nodes[n].replica.lineages()
+        assert not sim.net.nodes[n].replica.lineages()
 
 
 def test_the_winner_is_checked(monkeypatch):
     """An oracle that picks the other sibling must disagree with the rule (decision 0014)."""
-    rule = story.expected_winner
+    rule = oracle.expected_winner
 
     def the_other(x, y, x_voters, y_voters):
         return y if rule(x, y, x_voters, y_voters) is x else x
 
-    monkeypatch.setattr(story, "expected_winner", the_other)
+    monkeypatch.setattr(oracle, "expected_winner", the_other)
     (found,) = failures([4], nodes=3, seceders=1, siblings=1)
     assert "resolution" in found
 
 
 def test_siblings_never_merge_by_policy(monkeypatch):
-    monkeypatch.setattr(reunion.story, "auto_reunion_value", lambda policy, relation: MERGE)
+    monkeypatch.setattr(story, "auto_reunion_value", lambda policy, relation: MERGE)
     (found,) = failures([4], siblings=1, auto_merge=True)
     assert "auto-merge" in found and "siblings" in found
 
@@ -170,9 +170,9 @@ def test_a_merge_joins_the_dags_not_a_copy():
     sim.run()
     x, y = sim.pair
     both = x.nodes + y.nodes
-    assert len({sim.nodes[n].replica.op_digest() for n in both}) == 1
+    assert len({sim.net.nodes[n].replica.op_digest() for n in both}) == 1
     for n in both:
-        r = sim.nodes[n].replica
+        r = sim.net.nodes[n].replica
         assert {r.cluster_id, *r.lineages()} == {x.cluster, y.cluster}
 
 
@@ -204,16 +204,16 @@ def test_the_report_lists_only_values_a_side_held(seed):
 def test_an_overridden_decision_must_be_reported():
     """A slot both lineages decided differently is lost by one side: only with an entry."""
     entry = ("slot", "master/late", (), "", b"A", b"B")
-    reported = story.Report(frozenset({entry}), {})
+    reported = oracle.Report(frozenset({entry}), {})
     a, b = {"master/late": b"A", "alloc/x": b"1"}, {"master/late": b"B", "alloc/x": b"1"}
-    assert story.silent_overrides(a, b, reported) == []
-    assert story.silent_overrides(a, b, story.Report(frozenset(), {})) == [
+    assert oracle.silent_overrides(a, b, reported) == []
+    assert oracle.silent_overrides(a, b, oracle.Report(frozenset(), {})) == [
         "master/late: b'A' / b'B'"
     ]
 
 
 def test_a_failure_names_its_replay_command():
     sim = ReunionSim(ReunionSimConfig.from_seed(11, crashes=3))
-    msg = str(sim.fail("example"))
+    msg = str(sim.net.fail("example"))
     assert msg.startswith("seed 11: example")
     assert "python -m controller.sim.reunion --seed 11 --set crashes=3" in msg
