@@ -78,6 +78,10 @@ class SynodController(app_manager.OSKenApp):
         self.fabric = Fabric()
         self.mastership = Mastership(self.opts.index)
         self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath
+        # dpid -> its newest connection. A switch can reconnect (e.g. its controller
+        # target changed) before os-ken reports the old connection dead; only the newest
+        # connection's replies start it, and the old one's death must not undo that.
+        self._latest: dict[int, Any] = {}
         self.ports: dict[int, dict[int, bool]] = {}
         self.home: dict[int, str | None] = {}
         self._ports_done: set[int] = set()
@@ -316,6 +320,9 @@ class SynodController(app_manager.OSKenApp):
     def _on_features(self, ev):
         dp = ev.msg.datapath
         parser = dp.ofproto_parser
+        with self._lock:
+            self._latest[ev.msg.datapath_id] = dp
+            self._ports_done.discard(ev.msg.datapath_id)  # this connection reports them anew
         dp.send_msg(parser.OFPDescStatsRequest(dp, 0))
         dp.send_msg(parser.OFPPortDescStatsRequest(dp, 0))
 
@@ -345,10 +352,16 @@ class SynodController(app_manager.OSKenApp):
                 self._maybe_start(dp, ports_done=True)
 
     def _maybe_start(self, dp, ports_done: bool = False) -> None:
+        latest = self._latest.get(dp.id)
+        if latest is None or latest is not dp:
+            return  # a late reply on a connection the switch has since replaced
         if ports_done:
             self._ports_done.add(dp.id)
-        if dp.id in self.datapaths or dp.id not in self.home or dp.id not in self._ports_done:
+        if self.datapaths.get(dp.id) is dp or dp.id not in self.home or \
+                dp.id not in self._ports_done:
             return
+        if dp.id in self.datapaths:
+            self._disconnected(dp.id)  # its old connection, not yet reported dead
         self.datapaths[dp.id] = dp
         rank = self._rank(dp.id)
         self.logger.info("switch %016x connected: home %s, our rank %d",
@@ -464,14 +477,19 @@ class SynodController(app_manager.OSKenApp):
         if dp.id is None:
             return
         with self._lock:
-            if self.datapaths.get(dp.id) is not dp:
-                return
-            self.logger.info("switch %016x disconnected", dp.id)
-            del self.datapaths[dp.id]
-            self._send(self.mastership.switch_disconnected(dp.id))
-            self._send(self.fabric.switch_disconnected(dp.id))
-            self.home.pop(dp.id, None)
-            self._ports_done.discard(dp.id)
+            if self._latest.get(dp.id) is dp:
+                del self._latest[dp.id]
+                self.home.pop(dp.id, None)
+                self._ports_done.discard(dp.id)
+            if self.datapaths.get(dp.id) is dp:
+                self._disconnected(dp.id)
+
+    def _disconnected(self, dpid: int) -> None:
+        """The started connection of `dpid` is gone. Caller holds the lock."""
+        self.logger.info("switch %016x disconnected", dpid)
+        del self.datapaths[dpid]
+        self._send(self.mastership.switch_disconnected(dpid))
+        self._send(self.fabric.switch_disconnected(dpid))
 
 
 def failed_flow_cookie(data: bytes) -> int | None:
