@@ -155,6 +155,14 @@ class SdnCluster:
             targets.append(f"tcp:127.0.0.1:{proxy.port}")
         return targets
 
+    def target_sites(self) -> dict[str, str]:
+        """OpenFlow target -> the site whose controller is behind it (see controller_targets)."""
+        sites = {f"tcp:127.0.0.1:{port}": site for site, port in self.of.items()}
+        for (origin, backup), proxy in self.proxies.items():
+            if origin.startswith("switch:"):
+                sites[f"tcp:127.0.0.1:{proxy.port}"] = backup
+        return sites
+
     def _wan_of(self, site: str) -> list[WanProxy]:
         """Every relay that crosses `site`'s WAN: its node links, its switches' links to
         remote controllers, and remote switches' links to its controller."""

@@ -1,11 +1,13 @@
 """The main emulation: a node and a controller per site, a flow, a WAN cut, a merge.
 
 1. Cluster up: `synod node` + `synod-controller` per site; every switch connects to
-   its site's controller and to a backup across the WAN; mastership is shown.
+   its site's controller and to a backup across the WAN; mastership is shown as the
+   switches report it (OVS roles) beside the replicated table, which must agree.
 2. A flow added through the cloud node is installed on an edge switch.
 3. The edge site's WAN is cut (data plane, node links, remote controller links):
-   the edge keeps forwarding inside, its controller stays master, and a flow added
-   through the edge node is installed while cut off.
+   the edge keeps forwarding inside, its controller stays master (OVS says so, and the
+   edge's replicated table agrees), and a flow added through the edge node is
+   installed while cut off.
 4. Heal: the nodes' digests become equal, the cloud sees the edge's flow, and
    cross-site pings return.
 """
@@ -19,11 +21,19 @@ from pathlib import Path
 from topologies.cloud_edge import cut_wan, heal_wan, sites
 from topologies.netctl import (
     CONVERGE_TIMEOUT_S,
+    EmulationError,
     Progress,
     checkpoint,
     converge,
     ping_pairs,
     running_network,
+)
+from topologies.ovsroles import (
+    OvsRolesError,
+    SwitchMastership,
+    agreement,
+    compare,
+    read_roles,
 )
 from topologies.scenario import Phase, Report, ScenarioOptions
 from topologies.sdn import SdnCluster
@@ -31,6 +41,9 @@ from topologies.sdn import SdnCluster
 __all__ = ["run_sdn"]
 
 FLOW_WAIT_S = 20
+# OVSDB refreshes its role column lazily and the switches table is replicated: both lag a
+# change of master by up to a few seconds, so they are compared until they agree, bounded.
+MASTERSHIP_WAIT_S = 10
 
 
 def _dump(bridge: str) -> str:
@@ -66,14 +79,18 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
         started = converge(net, pairs, CONVERGE_TIMEOUT_S)
         checks.append(_took("start: every host reached every other host", started,
                             CONVERGE_TIMEOUT_S))
-        masters = cluster.masters("cloud")
-        report.notes.append("mastership (replicated switches table at the cloud node):")
-        for dpid, (master, gen) in sorted(masters.items()):
-            report.notes.append(f"  switch {dpid}: master {master or '-'}, "
-                                f"generation id {gen:#x}")
-        home_ok = all(m == _home_of(d) for d, (m, _) in masters.items())
-        checks.append(("every switch is mastered by its own site's controller",
-                       home_ok and len(masters) == opts.sites + 1))
+        bridges = {name: net[name].dpid for s in site_map.values() for name in s.switches}
+        progress("comparing mastership: OVS roles with the replicated switches table")
+        rows = _mastership(cluster, "cloud", bridges)
+        report.notes.append("mastership (OVS controller roles per bridge; replicated switches "
+                            "table at the cloud node):")
+        report.notes += [f"  {row.describe()}" for row in rows]
+        checks.append(agreement(rows, len(bridges), "the cloud node's"))
+        not_home = [row for row in rows if row.ovs_master != _home_of(row.dpid)]
+        checks.append(("every switch is mastered by its own site's controller (OVS roles)"
+                       + (f": not {', '.join(r.disagreement() for r in not_home)}"
+                          if not_home else ""),
+                       not not_home and len(rows) == len(bridges)))
         before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
         report.phases.append(before)
         checks.append(("before: every host reaches every other host", before.loss_pct == 0))
@@ -109,9 +126,13 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
             checks.append((f"during: {cut} hosts still reach each other", inside_ok))
             checks.append((f"during: no other site reaches {cut}",
                            not any(during.results[p] for p in crossing)))
-            edge_master = cluster.masters(cut).get(edge_dpid, ("", 0))[0]
-            checks.append((f"during: {cut}'s controller is still master of {edge_bridge}",
-                           edge_master == cut))
+            edge_rows = _mastership(cluster, cut, {edge_bridge: edge_dpid})
+            edge_ok = [r.ovs_master for r in edge_rows if r.agrees] == [cut]
+            checks.append((f"during: {cut}'s controller is still master of {edge_bridge} "
+                           f"(OVS, and {cut}'s table agrees)" +
+                           ("" if edge_ok else
+                            f": {', '.join(r.disagreement() for r in edge_rows)}"),
+                           edge_ok))
         finally:
             progress(f"healing the WAN of {cut}")
             cluster.heal(cut)
@@ -134,6 +155,29 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
         checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
         report.notes.append(f"logs: {log_dir} (node-*.log, controller-*.log)")
         return report
+
+
+def _mastership(cluster: SdnCluster, table_site: str,
+                bridges: dict[str, str]) -> list[SwitchMastership]:
+    """OVS's roles on `bridges` (name -> dpid) beside `table_site`'s switches table, once
+    they agree or MASTERSHIP_WAIT_S has passed (then as they last were)."""
+    rows: list[SwitchMastership] = []
+    errors: list[str] = []
+
+    def agree() -> bool:
+        table = cluster.masters(table_site)
+        try:
+            roles = read_roles(bridges)
+        except OvsRolesError as e:
+            errors.append(str(e))
+            return False
+        rows[:] = compare(roles, cluster.target_sites(),
+                          {d: table[d] for d in bridges.values() if d in table})
+        return len(rows) == len(bridges) and all(r.agrees for r in rows)
+
+    if cluster.wait(agree, MASTERSHIP_WAIT_S) is None and not rows and errors:
+        raise EmulationError(f"cannot read controller roles from OVS: {errors[-1]}")
+    return rows
 
 
 def _home_of(dpid_hex: str) -> str:

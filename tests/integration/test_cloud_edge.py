@@ -99,6 +99,12 @@ def test_synod_emulate_prints_report_and_leaves_nothing(ovs, tmp_path):
     assert "waiting for 3 switches to connect" in done.stderr  # progress is shown
     assert "a flow added at the cloud reached e1s1" in done.stdout
     assert "heal: every node holds the same state (equal digests)" in done.stdout
+    # Mastership as the switches report it (OVS roles), matching the replicated table.
+    assert "switch 0000000000000101 (e1s1): master edge1 (OVS and table)" in done.stdout
+    assert "[ok] OVS and the cloud node's switches table agree on every switch's master" \
+        in done.stdout
+    assert "[ok] during: edge1's controller is still master of e1s1 (OVS, and edge1's " \
+        "table agrees)" in done.stdout
     _assert_nothing_left(set(CloudEdgeTopo(sites=2).switches()))
     for log in tmp_path.glob("controller-*.log"):
         assert "Traceback" not in log.read_text(), log
