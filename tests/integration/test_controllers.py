@@ -16,7 +16,11 @@ import time
 
 import pytest
 
+from controller.forwarding import wire
+from controller.forwarding.flowspec import FLOW_COOKIE_SPACE
+from controller.forwarding.intents import ROLE_MASTER, FlowAdd, Match, Output
 from tests.cluster.harness import Cluster, free_port, wait_for
+from tests.integration.oftap import OpenFlowTap, role_request
 from topologies.cloud_edge import CloudEdgeTopo, cut_wan, heal_wan
 from topologies.emulate import (
     converge,
@@ -26,11 +30,17 @@ from topologies.emulate import (
     start_controller,
     stop_process,
 )
+from topologies.ovsroles import read_roles
 
 pytestmark = pytest.mark.mininet
 EDGE_DPID = "0000000000000101"
 CLOUD_DPID = "0000000000000001"
 WAIT_S = 20
+STALE_XID = 0x5E5E0000  # the test's transaction ids in the stale master's session
+# What OVS answers (OpenFlow 1.3.5 section 7.4.4): a flow-mod from a SLAVE connection, and
+# a role request whose generation id is older than the switch's.
+OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
+OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE = 11, 0
 
 
 class Sites:
@@ -44,6 +54,7 @@ class Sites:
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = {site: tmp_path / f"controller-{site}.log" for site in self.ports}
         self.net = None
+        self.taps: dict[int, str] = {}  # port of an OpenFlowTap -> the site it relays to
 
     def start(self, site: str) -> None:
         node = self.cluster.nodes[self.node_of[site]]
@@ -62,16 +73,11 @@ class Sites:
 
     def roles(self, bridge: str) -> dict[int, str]:
         """OpenFlow port of each controller -> the role the switch gives it."""
-        uuids = _sh("ovs-vsctl", "get", "bridge", bridge, "controller").strip("[]\n ")
-        roles = {}
-        for uuid in [u.strip() for u in uuids.split(",") if u.strip()]:
-            target = _sh("ovs-vsctl", "get", "controller", uuid, "target").strip().strip('"')
-            role = _sh("ovs-vsctl", "get", "controller", uuid, "role").strip()
-            roles[int(target.rsplit(":", 1)[1])] = role
-        return roles
+        found = read_roles([bridge])[bridge]
+        return {int(target.rsplit(":", 1)[1]): role for target, role in found.roles.items()}
 
     def master_of(self, bridge: str) -> str | None:
-        by_port = {p: s for s, p in self.ports.items()}
+        by_port = {p: s for s, p in self.ports.items()} | self.taps
         masters = [by_port[p] for p, role in self.roles(bridge).items() if role == "master"]
         assert len(masters) <= 1, f"two masters on {bridge}: {masters}"
         return masters[0] if masters else None
@@ -202,28 +208,74 @@ def test_failover_to_backup_and_back_without_losing_established_flows(sites):
     print(f"failover (kill -9 to the switch confirming the backup as MASTER): {failover_s:.3f} s")
 
 
+def _settled_flows(bridge: str) -> list[str]:
+    """The flow table without counters, once two reads 0.5 s apart agree (bounded)."""
+    last = None
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        table = sorted(_sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "--no-stats",
+                           bridge).splitlines())
+        if table == last:
+            return table
+        last = table
+        time.sleep(0.5)
+    raise AssertionError(f"the flow table of {bridge} kept changing: {last}")
+
+
 def test_stale_master_is_fenced_by_the_switch(sites):
     edge = sites.procs["edge1"]
-    edge.send_signal(signal.SIGSTOP)  # hung, still believing it is master
-    try:
-        assert wait_for(lambda: sites.master_of("e1s1") == "cloud", WAIT_S), sites.roles("e1s1")
-        sites.synod(1, "flows", "add", EDGE_DPID, "f3", "--priority", "300",
-                    "--match", "eth_type=0x0800,ipv4_dst=10.9.9.7", "--actions", "output:2")
-        assert wait_for(lambda: "nw_dst=10.9.9.7" in flows("e1s1"), WAIT_S)
-    finally:
-        edge.send_signal(signal.SIGCONT)
-    # Back, it learns from the switch that it was replaced, then reclaims (it is home) with
-    # a generation id above the backup's; never are there two masters (master_of asserts).
-    assert wait_for(lambda: sites.master_of("e1s1") == "edge1", WAIT_S), sites.roles("e1s1")
+    # edge1's own OpenFlow session with e1s1 runs through a tap, so that once edge1 is
+    # stale the test can send what it would send, in that very session.
+    with OpenFlowTap(sites.ports["edge1"]) as tap:
+        sites.taps[tap.port] = "edge1"
+        _sh("ovs-vsctl", "set-controller", "e1s1", f"tcp:127.0.0.1:{tap.port}",
+            f"tcp:127.0.0.1:{sites.ports['cloud']}")
+        assert wait_for(lambda: tap.master_generation is not None, WAIT_S), sites.roles("e1s1")
+        held = tap.master_generation  # the switch confirmed edge1 as MASTER with this id
+        edge.send_signal(signal.SIGSTOP)  # hung, still believing it is master
+        try:
+            assert wait_for(lambda: sites.master_of("e1s1") == "cloud", WAIT_S), \
+                sites.roles("e1s1")
+            sites.synod(1, "flows", "add", EDGE_DPID, "f3", "--priority", "300",
+                        "--match", "eth_type=0x0800,ipv4_dst=10.9.9.7", "--actions", "output:2")
+            assert wait_for(lambda: "nw_dst=10.9.9.7" in flows("e1s1"), WAIT_S)
+            before = _settled_flows("e1s1")
+            # The stale master writes a replicated flow (the bytes its app would send), then
+            # tries to reclaim with the generation id it held, then writes again.
+            stale = FlowAdd(int(EDGE_DPID, 16), 300, Match(eth_type=0x0800,
+                                                           ipv4_dst="10.9.9.4"),
+                            (Output(2),), cookie=FLOW_COOKIE_SPACE | 0x4)
+            xids = STALE_XID, STALE_XID + 1, STALE_XID + 2
+            replies = tap.exchange([wire.flow_mod(xids[0], stale),
+                                    role_request(xids[1], ROLE_MASTER, held),
+                                    wire.flow_mod(xids[2], stale)], timeout_s=WAIT_S)
+            answered = {xid: [r.error for r in replies[xid]] for xid in xids}
+            print(f"OVS answered the stale master (generation id {held:#x}): {answered}")
+            assert answered == {xids[0]: [(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE)],
+                                xids[1]: [(OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE)],
+                                xids[2]: [(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE)]}, replies
+            assert _settled_flows("e1s1") == before
+            assert "nw_dst=10.9.9.4" not in flows("e1s1")
+            assert sites.master_of("e1s1") == "cloud"
+        finally:
+            edge.send_signal(signal.SIGCONT)
+        # Back, it learns from the switch that it was replaced, then reclaims (it is home)
+        # with a generation id above the backup's; never are there two masters (master_of
+        # asserts).
+        assert wait_for(lambda: sites.master_of("e1s1") == "edge1", WAIT_S), \
+            sites.roles("e1s1")
     edge_log = sites.logs["edge1"].read_text()
     cloud_log = sites.logs["cloud"].read_text()
     gens = [int(g, 16) for g in re.findall(
         r"0000000000000101: MASTER with generation id (0x[0-9a-f]+)", edge_log)]
     backup_gen = int(re.findall(r"0000000000000101: MASTER with generation id (0x[0-9a-f]+)",
                                 cloud_log)[-1], 16)
-    assert gens[-1] > backup_gen > gens[0]
-    demoted = edge_log.rfind("0000000000000101: no longer MASTER")
-    assert demoted != -1 and demoted < edge_log.rfind(f"generation id {gens[-1]:#x}")
+    assert held in gens and gens[-1] > backup_gen > held > gens[0]
+    # It noticed the demotion between the stale id and the reclaim (closing the tap
+    # afterwards disconnects it again, so the log goes on).
+    stale_at = edge_log.find(f"generation id {held:#x}\n")
+    back_at = edge_log.find(f"generation id {gens[-1]:#x}\n")
+    assert stale_at < edge_log.find("0000000000000101: no longer MASTER", stale_at) < back_at
 
 
 def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
