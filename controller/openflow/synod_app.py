@@ -1,9 +1,12 @@
 """os-ken app: Synod's site controller — mastership, fabric forwarding, replicated flows.
 
-A shim: every handler translates an OpenFlow event, calls the pure logic
-(forwarding.mastership, forwarding.fabric, forwarding.audit) under one lock, and
-sends the intents it returns. Flow-mods and packet-outs go only to switches that
-have confirmed us as MASTER. See docs/controller.md.
+A shim: every handler translates an OpenFlow event, calls the pure logic under one
+lock — forwarding.mastership (roles), forwarding.ranking (who should be master, who
+lives), forwarding.fabric (paths), forwarding.reconciler (replicated flows, audits,
+flow errors) — and carries out what it returns. What stays here is I/O: the
+connections, the HELLO probe's socket, bundling flow-mods onto the wire. Flow-mods and
+packet-outs go only to switches that have confirmed us as MASTER. See
+docs/controller.md.
 """
 
 from __future__ import annotations
@@ -24,47 +27,40 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from controller.forwarding import wire
-from controller.forwarding.audit import InstalledFlow, audit
+from controller.forwarding.audit import InstalledFlow
 from controller.forwarding.fabric import Fabric
-from controller.forwarding.flowspec import FLOW_COOKIE_MASK, FLOW_COOKIE_SPACE, FlowSpec
-from controller.forwarding.intents import (
-    FlowAdd,
-    FlowDelete,
-    FlowStatsRequest,
-    Match,
-    PacketOut,
-)
+from controller.forwarding.intents import FlowAdd, FlowDelete, FlowStatsRequest, PacketOut
 from controller.forwarding.mastership import BecameMaster, LostMaster, Mastership
+from controller.forwarding.ranking import (
+    Liveness,
+    better_alive,
+    controller_order,
+    home_site_from_desc,
+    rank_in,
+)
+from controller.forwarding.reconciler import (
+    Audited,
+    FlowReconciler,
+    FlowRefused,
+    ReconcilerConfig,
+)
 from controller.openflow import options
 from controller.openflow.node_link import NodeLink, TopologySync
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
 from controller.openflow.shim import guarded, now_ms, port_is_up
 
-__all__ = ["SynodController", "home_site_from_desc"]
+__all__ = ["SynodController", "failed_flow_cookie", "home_site_from_desc"]
 
 TICK_S = 0.1
 JOINED_WRITE_BYTES = 64 * 1024
-AUDIT_TIMEOUT_MS = 30_000  # a stats reply not complete by then is given up
-AUDIT_GRACE_MS = 500  # flows sent this long before a stats request may still be in flight
 PROBE_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 1.0  # a busy controller (10k flow-mods, GIL) must not look dead
-PROBE_FAILURES_DEAD = 2  # consecutive failed probes before a controller counts as gone
-SITE_TAG = "synod-site="
 OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE = 1, 10
 OFPET_ROLE_REQUEST_FAILED = 11
 OFPT_HELLO = 0
 OFPT_FLOW_MOD = 14
 OFPT_EXPERIMENTER = 4
 BUNDLE_ADD_HEADER_BYTES = 24  # OpenFlow + experimenter header, bundle id, pad, flags
-
-
-
-def home_site_from_desc(dp_desc: str) -> str | None:
-    """The home site a switch announces in its description ("... synod-site=edge1 ...")."""
-    for word in dp_desc.replace(",", " ").split():
-        if word.startswith(SITE_TAG) and len(word) > len(SITE_TAG):
-            return word[len(SITE_TAG):]
-    return None
 
 
 class SynodController(app_manager.OSKenApp):
@@ -75,8 +71,13 @@ class SynodController(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.opts = options.load()
+        self.sites = [s for s, _, _ in self.opts.controllers]
         self.fabric = Fabric()
         self.mastership = Mastership(self.opts.index)
+        # Without a node, the desired set is whatever set_desired is given: known at once.
+        self.flows = FlowReconciler(ReconcilerConfig(self.opts.audit_interval_ms),
+                                    desired_known=not self.opts.node)
+        self.liveness = Liveness(s for s in self.sites if s != self.opts.site)
         self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath
         # dpid -> its newest connection. A switch can reconnect (e.g. its controller
         # target changed) before os-ken reports the old connection dead; only the newest
@@ -85,18 +86,8 @@ class SynodController(app_manager.OSKenApp):
         self.ports: dict[int, dict[int, bool]] = {}
         self.home: dict[int, str | None] = {}
         self._ports_done: set[int] = set()
-        self.desired: dict[int, dict[int, FlowSpec]] = {}  # dpid -> cookie -> spec
-        self.alive: dict[str, bool] = {}  # site -> its controller answers
-        self._stats: dict[int, list[InstalledFlow]] = {}
-        self._next_audit_ms: dict[int, int] = {}
-        self._sent_ms: dict[int, dict[int, int]] = {}  # dpid -> cookie -> when last sent
-        self._stats_sent_ms: dict[int, int] = {}
-        self._audited_ms: dict[int, int] = {}
         self._bundle_id = 0
         self._next_xid = 0
-        self.audits: dict[int, object] = {}  # last AuditResult per switch, for reports
-        # (dpid, flow id) -> the switch's error; reported to the node as flow status
-        self.flow_errors: dict[tuple[int, str], str] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._threads = [hub.spawn(self._tick_loop), hub.spawn(self._probe_loop)]
@@ -110,54 +101,26 @@ class SynodController(app_manager.OSKenApp):
             self.topology_sync = TopologySync(self.node_link, self._observe, self._on_remote)
             self._threads.append(hub.spawn(self.topology_sync.run))
         self.logger.info("site %r, controller %d, peers %s", self.opts.site, self.opts.index,
-                         [s for s, _, _ in self.opts.controllers])
+                         self.sites)
 
     def stop(self):
         self._stopping.set()
         super().stop()
 
-    # --- desired flows (fed by the node link, or tests) --------------------------------
+    # --- the node link (desired flows down, observations up) ---------------------------
 
-    def set_desired(self, dpid: int, specs: dict[int, FlowSpec]) -> None:
-        """Replace the desired replicated flows of a switch; masters converge at once."""
+    def set_desired(self, dpid: int, specs) -> None:
+        """Replace the desired replicated flows of a switch (cookie -> FlowSpec)."""
         with self._lock:
-            old = self.desired.get(dpid, {})
-            self.desired[dpid] = dict(specs)
-            for cookie, spec in specs.items():
-                if old.get(cookie) != spec:
-                    self.flow_errors.pop((dpid, spec.flow_id), None)  # changed: try again
-            for cookie, spec in old.items():
-                if cookie not in specs:
-                    self.flow_errors.pop((dpid, spec.flow_id), None)
-            if not self.mastership.is_master(dpid):
-                return
-            intents: list[FlowAdd | FlowDelete] = [
-                FlowDelete(dpid, Match(), c, 0xFFFFFFFFFFFFFFFF) for c in old if c not in specs]
-            intents += [s.to_intent() for c, s in specs.items() if old.get(c) != s]
-            self._send(intents)
+            self._send(self.flows.set_desired(dpid, specs, now_ms()))
 
     def _on_flow_changes(self, changes) -> None:
-        """Rows changed at the node: (dpid, cookie, spec or None for gone), in order."""
         with self._lock:
-            intents = []
-            for dpid, cookie, spec in changes:
-                table = self.desired.setdefault(dpid, {})
-                if spec is None:
-                    old = table.pop(cookie, None)
-                    if old is not None:
-                        self.flow_errors.pop((dpid, old.flow_id), None)
-                        intents.append(FlowDelete(dpid, Match(), cookie, 0xFFFFFFFFFFFFFFFF))
-                elif table.get(cookie) != spec:
-                    table[cookie] = spec
-                    self.flow_errors.pop((dpid, spec.flow_id), None)
-                    intents.append(spec.to_intent())
-            self._send([i for i in intents if self.mastership.is_master(i.dpid)])
+            self._send(self.flows.flows_changed(changes, now_ms()))
 
-    def _on_node_flows(self, by_dpid: dict[int, dict[int, FlowSpec]]) -> None:
+    def _on_node_flows(self, by_dpid) -> None:
         with self._lock:
-            for dpid in sorted(set(self.desired) | set(by_dpid)):
-                if self.desired.get(dpid, {}) != by_dpid.get(dpid, {}):
-                    self.set_desired(dpid, by_dpid.get(dpid, {}))
+            self._send(self.flows.flows_loaded(by_dpid, now_ms()))
 
     def _observe(self) -> dict:
         with self._lock:
@@ -165,7 +128,7 @@ class SynodController(app_manager.OSKenApp):
             switches = {dpid: (self.home.get(dpid), self.opts.site,
                                self.mastership.generation(dpid))
                         for dpid in self.mastership.masters()}
-            errors = dict(self.flow_errors)
+            errors = self.flows.flow_errors()
             ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
                 "flow_errors": errors, "host_ips": ips}
@@ -177,20 +140,15 @@ class SynodController(app_manager.OSKenApp):
     # --- plumbing ----------------------------------------------------------------------
 
     def _send(self, events) -> None:
-        """Hand intents to switches; apply mastership events. Caller holds the lock.
+        """Carry out what the logic returned, in order. Caller holds the lock.
 
-        Flow-mods for one switch are serialised here and handed to os-ken as joined
-        writes of up to 64 KB: one queue hand-off per write instead of per message
-        (os-ken's per-message cost caps it near 10,000 flow-mods/s otherwise).
+        Flow-mods for one switch are collected and go out together (see _flush).
         """
         batch: dict[int, list] = {}
-        now = now_ms()
         for event in events:
-            if isinstance(event, (FlowAdd, FlowDelete)) and \
-                    self.mastership.is_master(event.dpid) and event.dpid in self.datapaths:
-                batch.setdefault(event.dpid, []).append(event)
-                if event.cookie & FLOW_COOKIE_MASK == FLOW_COOKIE_SPACE:
-                    self._sent_ms.setdefault(event.dpid, {})[event.cookie] = now
+            if isinstance(event, (FlowAdd, FlowDelete)):
+                if self.mastership.is_master(event.dpid) and event.dpid in self.datapaths:
+                    batch.setdefault(event.dpid, []).append(event)
                 continue
             self._flush(batch)
             self._send_one(event)
@@ -202,7 +160,9 @@ class SynodController(app_manager.OSKenApp):
         them or none, so a repair or a takeover never leaves a half-changed table.
 
         Messages are packed by controller/forwarding/wire.py (byte-identical to os-ken's,
-        several times cheaper) and handed to os-ken as joined writes of up to 64 KB.
+        several times cheaper) and handed to os-ken as joined writes of up to 64 KB: one
+        queue hand-off per write instead of per message (os-ken's per-message cost caps
+        it near 10,000 flow-mods/s otherwise).
         """
         for dpid, intents in batch.items():
             dp = self.datapaths[dpid]
@@ -233,44 +193,39 @@ class SynodController(app_manager.OSKenApp):
 
     def _send_one(self, event) -> None:
         if isinstance(event, BecameMaster):
-            self._became_master(event)
+            self.logger.info("switch %016x: MASTER with generation id %#x", event.dpid,
+                             event.generation_id)
+            now = now_ms()
+            self._send(self.fabric.switch_connected(event.dpid, self.ports.get(event.dpid, {}),
+                                                    now))
+            self._send(self.flows.became_master(event.dpid, now))
         elif isinstance(event, LostMaster):
             self.logger.info("switch %016x: no longer MASTER", event.dpid)
+            self._send(self.flows.lost_master(event.dpid))
             self._send(self.fabric.switch_disconnected(event.dpid))
+        elif isinstance(event, FlowRefused):
+            self.logger.error("switch %016x rejected flow %s (cookie %#x): OpenFlow error %s",
+                              event.dpid, event.flow_id, event.cookie, event.error)
+        elif isinstance(event, Audited):
+            if not event.clean:
+                self.logger.warning("switch %016x audit: %d missing, %d changed, "
+                                    "%d unexpected: repairing", event.dpid,
+                                    len(event.missing), len(event.changed),
+                                    len(event.unexpected))
         else:
             dp = self.datapaths.get(event.dpid)
             if dp is None:
                 return
-            fenced = isinstance(event, (FlowAdd, FlowDelete, PacketOut, FlowStatsRequest))
+            fenced = isinstance(event, (PacketOut, FlowStatsRequest))
             if fenced and not self.mastership.is_master(event.dpid):
                 return  # only the confirmed master programs a switch
             dp.send_msg(to_message(dp, event))
 
-    def _became_master(self, event: BecameMaster) -> None:
-        dpid = event.dpid
-        self.logger.info("switch %016x: MASTER with generation id %#x", dpid,
-                         event.generation_id)
-        self._send(self.fabric.switch_connected(dpid, self.ports.get(dpid, {}), now_ms()))
-        # Install what is desired now (ADD replaces identical flows: no wipe, no gap), then
-        # audit soon to remove what should not be there.
-        self._send([s.to_intent() for s in self.desired.get(dpid, {}).values()])
-        self._next_audit_ms[dpid] = now_ms() + 200
-
-    def _rank(self, dpid: int) -> int:
-        order = self._order(dpid)
-        return order.index(self.opts.site) if self.opts.site in order else len(order)
-
-    def _order(self, dpid: int) -> list[str]:
-        sites = [s for s, _, _ in self.opts.controllers]
-        home = self.home.get(dpid)
-        if home is None and self.opts.site and self.opts.site not in sites:
-            return [self.opts.site] + sites
-        return ([home] if home else []) + [s for s in sites if s != home]
+    def _order(self, dpid: int) -> tuple[str, ...]:
+        return controller_order(self.home.get(dpid), self.sites, self.opts.site)
 
     def _better_alive(self, dpid: int) -> bool:
-        order = self._order(dpid)
-        rank = self._rank(dpid)
-        return any(self.alive.get(site, False) for site in order[:rank])
+        return better_alive(self._order(dpid), self.opts.site, self.liveness.alive())
 
     # --- loops -------------------------------------------------------------------------
 
@@ -282,33 +237,15 @@ class SynodController(app_manager.OSKenApp):
                 for dpid in list(self.mastership.masters()):
                     self._send(self.mastership.better_alive(dpid, self._better_alive(dpid), now))
                 self._send(self.fabric.tick(now))
-                # Never audit before the desired set is known: an empty "desired" would
-                # make every replicated flow look stale and wipe the switch.
-                known = self.node_link is None or self.node_link.synced.is_set()
-                for dpid in self.mastership.masters() if known else []:
-                    outstanding = self._stats_sent_ms.get(dpid, 0) > \
-                        self._audited_ms.get(dpid, 0) and \
-                        now - self._stats_sent_ms[dpid] < AUDIT_TIMEOUT_MS
-                    if now >= self._next_audit_ms.get(dpid, 0) and not outstanding:
-                        # The next one is scheduled when this one is done (see _on_flow_stats):
-                        # with many flows, parsing a reply can take longer than the interval.
-                        self._next_audit_ms[dpid] = now + AUDIT_TIMEOUT_MS
-                        self._stats[dpid] = []
-                        self._stats_sent_ms[dpid] = now
-                        self._send([FlowStatsRequest(dpid, FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK)])
+                self._send(self.flows.tick(now))
 
     def _probe_loop(self) -> None:
         peers = [(s, h, p) for s, h, p in self.opts.controllers if s != self.opts.site]
-        failures = {site: 0 for site, _, _ in peers}  # alive until probes say otherwise
         while not self._stopping.wait(PROBE_INTERVAL_S):
-            for site, host, port in peers:
-                failures[site] = 0 if _answers(host, port) else failures[site] + 1
-            results = {site: n < PROBE_FAILURES_DEAD for site, n in failures.items()}
+            results = {site: _answers(host, port) for site, host, port in peers}
             now = now_ms()
             with self._lock:
-                changed = results != {s: self.alive.get(s) for s in results}
-                self.alive.update(results)
-                if changed:
+                if self.liveness.probed(results):
                     for dpid in list(self.datapaths):
                         self._send(self.mastership.better_alive(
                             dpid, self._better_alive(dpid), now))
@@ -363,7 +300,7 @@ class SynodController(app_manager.OSKenApp):
         if dp.id in self.datapaths:
             self._disconnected(dp.id)  # its old connection, not yet reported dead
         self.datapaths[dp.id] = dp
-        rank = self._rank(dp.id)
+        rank = rank_in(self._order(dp.id), self.opts.site)
         self.logger.info("switch %016x connected: home %s, our rank %d",
                          dp.id, self.home.get(dp.id), rank)
         now = now_ms()
@@ -395,16 +332,13 @@ class SynodController(app_manager.OSKenApp):
         else:
             cookie = failed_flow_cookie(bytes(msg.data or b""))
             with self._lock:
-                spec = self.desired.get(dp.id, {}).get(cookie) if cookie is not None else None
-                if spec is not None:
-                    self.flow_errors[(dp.id, spec.flow_id)] = f"type {msg.type} code {msg.code}"
-            if cookie is None:
-                self.logger.error("switch %016x: OpenFlow error type %d code %d",
-                                  dp.id, msg.type, msg.code)
-            else:
-                self.logger.error("switch %016x rejected flow %s (cookie %#x): OpenFlow error "
-                                  "type %d code %d", dp.id, spec.flow_id if spec else "?",
-                                  cookie, msg.type, msg.code)
+                out = [] if cookie is None else \
+                    self.flows.switch_error(dp.id, cookie, msg.type, msg.code)
+                self._send(out)
+            if not out:  # not one of our replicated flows: log it as it is
+                self.logger.error("switch %016x: OpenFlow error type %d code %d%s", dp.id,
+                                  msg.type, msg.code,
+                                  "" if cookie is None else f" (flow cookie {cookie:#x})")
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @guarded
@@ -440,35 +374,9 @@ class SynodController(app_manager.OSKenApp):
         flows = [InstalledFlow(s.cookie, s.table_id, s.priority, match_from_ofp(s.match),
                                outputs_from_instructions(ofp, s.instructions),
                                s.idle_timeout, s.hard_timeout) for s in msg.body]
+        more = bool(msg.flags & ofp.OFPMPF_REPLY_MORE)
         with self._lock:
-            collected = self._stats.setdefault(dp.id, [])
-            collected.extend(flows)
-            if msg.flags & ofp.OFPMPF_REPLY_MORE or not self.mastership.is_master(dp.id):
-                return
-            self._audited_ms[dp.id] = now_ms()
-            self._next_audit_ms[dp.id] = self._audited_ms[dp.id] + self.opts.audit_interval_ms
-            # A flow the switch refused is not retried every audit; a change of its row is.
-            refused = [c for c, spec in self.desired.get(dp.id, {}).items()
-                       if (dp.id, spec.flow_id) in self.flow_errors]
-            # Flows sent since the stats request may not be in the reply yet.
-            since = self._stats_sent_ms.get(dp.id, 0)
-            recent = self._sent_ms.get(dp.id, {})
-            fresh = [c for c, at in recent.items() if at >= since - AUDIT_GRACE_MS]
-            self._sent_ms[dp.id] = {c: at for c, at in recent.items()
-                                    if at >= since - AUDIT_GRACE_MS}
-            result = audit(dp.id, self.desired.get(dp.id, {}), collected,
-                           in_flight=refused + fresh)
-            installed = {f.cookie for f in collected}
-            for cookie, spec in self.desired.get(dp.id, {}).items():
-                if cookie in installed and spec.flow_id not in result.changed:
-                    self.flow_errors.pop((dp.id, spec.flow_id), None)
-            self._stats[dp.id] = []
-            self.audits[dp.id] = result
-            if not result.clean:
-                self.logger.warning("switch %016x audit: %d missing, %d changed, %d unexpected:"
-                                    " repairing", dp.id, len(result.missing),
-                                    len(result.changed), len(result.unexpected))
-                self._send(result.intents)
+            self._send(self.flows.flow_stats(dp.id, flows, more, now_ms()))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     @guarded

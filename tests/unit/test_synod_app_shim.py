@@ -1,0 +1,163 @@
+"""The os-ken shim's translation: OpenFlow events to the pure cores and their outputs back.
+
+The logic is tested in test_reconciler.py, test_ranking.py and test_mastership.py; this
+checks that the app wires it up: role replies, refused flow-mods (also inside bundles),
+flow-stats replies, and the start-up window before the first liveness probe.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from controller.forwarding import wire
+from controller.forwarding.flowspec import spec_from_row
+from controller.forwarding.intents import ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE
+from controller.forwarding.mastership import UNDEFINED_GENERATION
+from controller.forwarding.ranking import PROBE_FAILURES_DEAD
+from controller.openflow import synod_app
+from controller.openflow.options import ControllerOptions
+from tests.unit.test_synod_app_reconnect import DPID, FakeDatapath, _connect
+
+CONTROLLERS = (("edge1", "127.0.0.1", 1), ("cloud", "127.0.0.1", 2))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(synod_app, "now_ms", clock)
+    return clock
+
+
+def make_app(monkeypatch, site: str, index: int):
+    monkeypatch.setattr(synod_app.hub, "spawn", lambda *_a, **_k: None)  # no loops
+    monkeypatch.setattr(synod_app.options, "load", lambda: ControllerOptions(
+        site=site, index=index, controllers=CONTROLLERS, node="", node_token_file="",
+        node_ca="", node_insecure=False, audit_interval_ms=2000))
+    return synod_app.SynodController()
+
+
+def role_reply(app, dp, role: int, generation: int) -> None:
+    msg = SimpleNamespace(datapath=dp, role=role, generation_id=generation)
+    app._on_role_reply(SimpleNamespace(msg=msg))
+
+
+def spec(flow_id: str, port: int):
+    return spec_from_row({"dpid": DPID, "flow_id": flow_id, "priority": 300,
+                          "match": f"in_port={port}", "actions": "output:3"})
+
+
+def cookies_sent(dp) -> set[int]:
+    """Cookies of the FLOW_MODs the app wrote as bytes (alone or inside bundle adds)."""
+    found = set()
+    for data in (m for m in dp.sent if isinstance(m, bytes)):
+        at = 0
+        while at < len(data):
+            length = int.from_bytes(data[at + 2:at + 4], "big")
+            cookie = synod_app.failed_flow_cookie(data[at:at + length])
+            if cookie is not None:
+                found.add(cookie)
+            at += length
+    return found
+
+
+def test_the_home_controller_installs_desired_flows_once_confirmed(monkeypatch, clock):
+    app = make_app(monkeypatch, "edge1", 1)
+    a, b = spec("a", 1), spec("b", 2)
+    app.set_desired(DPID, {a.cookie: a, b.cookie: b})
+    dp = FakeDatapath()
+    _connect(app, dp)
+    assert cookies_sent(dp) == set()  # not before the switch confirms us
+    claim = [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+    assert not claim  # reads its role first
+    role_reply(app, dp, ROLE_EQUAL, UNDEFINED_GENERATION)
+    claim = [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+    assert claim
+    role_reply(app, dp, ROLE_MASTER, claim[0].generation_id)
+    assert app.flows.is_master(DPID)
+    assert {a.cookie, b.cookie} <= cookies_sent(dp)
+
+
+def _master(app, dp) -> None:
+    _connect(app, dp)
+    role_reply(app, dp, ROLE_EQUAL, UNDEFINED_GENERATION)
+    claim = [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+    role_reply(app, dp, ROLE_MASTER, claim[-1].generation_id)
+
+
+def test_a_refused_flow_inside_a_bundle_becomes_a_flow_error_row(monkeypatch, clock):
+    app = make_app(monkeypatch, "edge1", 1)
+    a = spec("a", 1)
+    app.set_desired(DPID, {a.cookie: a})
+    dp = FakeDatapath()
+    _master(app, dp)
+    quoted = wire.bundle_add(7, 1, 1, wire.flow_mod(7, a.to_intent()))[:64]
+    msg = SimpleNamespace(datapath=dp, type=5, code=9, data=quoted)
+    app._on_error(SimpleNamespace(msg=msg))
+    assert app._observe()["flow_errors"] == {(DPID, "a"): "type 5 code 9"}
+
+
+def test_a_stats_reply_is_audited_and_repaired(monkeypatch, clock):
+    app = make_app(monkeypatch, "edge1", 1)
+    a = spec("a", 1)
+    app.set_desired(DPID, {a.cookie: a})
+    dp = FakeDatapath()
+    _master(app, dp)
+    clock.ms += 1_000
+    app._send(app.flows.tick(clock.ms))  # what the tick loop does
+    asked = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowStatsRequest)]
+    assert len(asked) == 1
+    dp.sent.clear()
+    clock.ms += 10
+    # The switch holds nothing: the flow sent 1 s ago is missing and is sent again.
+    reply = SimpleNamespace(datapath=dp, body=[], flags=0)
+    app._on_flow_stats(SimpleNamespace(msg=reply))
+    assert cookies_sent(dp) == {a.cookie}
+    assert app.flows.last_audit(DPID).missing == ("a",)
+
+
+def test_the_stats_reply_is_translated_to_installed_flows(monkeypatch, clock):
+    app = make_app(monkeypatch, "edge1", 1)
+    a = spec("a", 1)
+    app.set_desired(DPID, {a.cookie: a})
+    dp = FakeDatapath()
+    _master(app, dp)
+    clock.ms += 1_000
+    app._send(app.flows.tick(clock.ms))
+    ofp, parser = ofproto_v1_3, ofproto_v1_3_parser
+    actions = [parser.OFPActionOutput(3, ofp.OFPCML_NO_BUFFER)]
+    held = parser.OFPFlowStats(table_id=0, priority=300, idle_timeout=0, hard_timeout=0,
+                               cookie=a.cookie, match=parser.OFPMatch(in_port=1),
+                               instructions=[parser.OFPInstructionActions(
+                                   ofp.OFPIT_APPLY_ACTIONS, actions)])
+    dp.sent.clear()
+    app._on_flow_stats(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=[held],
+                                                           flags=0)))
+    done = app.flows.last_audit(DPID)
+    assert done is not None and done.clean and done.installed == 1
+    assert cookies_sent(dp) == set()
+
+
+def test_a_backup_starting_up_does_not_claim_before_its_first_probe(monkeypatch, clock):
+    app = make_app(monkeypatch, "cloud", 2)  # the switch's home is edge1
+    dp = FakeDatapath()
+    _connect(app, dp)
+    role_reply(app, dp, ROLE_EQUAL, UNDEFINED_GENERATION)
+    assert not [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+    # Two failed probes of edge1: now it claims.
+    for _ in range(PROBE_FAILURES_DEAD):
+        changed = app.liveness.probed({"edge1": False})
+    assert changed
+    app._send(app.mastership.better_alive(DPID, app._better_alive(DPID), clock.ms))
+    role_reply(app, dp, ROLE_SLAVE, UNDEFINED_GENERATION)  # to its request to be SLAVE
+    assert [r for r in dp.role_requests() if r.role == ROLE_MASTER]
