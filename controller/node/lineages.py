@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +228,6 @@ class Keeper:
         self.joined: dict[bytes, _Joined] = {}
         self.proposals: dict[bytes, tuple[Proposal | None, int]] = {}  # None: refused
         self.refused: dict[bytes, str] = {}
-        self.rng = random.Random()
         self.counters: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
         # move home into the parent lineage (set by the server; called once)
