@@ -16,7 +16,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc ca-certificates  # the virtualenv and its builds
   mininet openvswitch-switch                              # the emulated network
   iputils-ping ethtool iproute2 procps                    # ping, offloads, netns, pgrep
-  spin                                                    # model-checks the agreement protocol
+  spin libc6-dev                                          # Spin model check (pan.c needs libc6-dev)
 )
 VENV=.venv
 STAMP="$VENV/.synod-installed"
