@@ -45,6 +45,7 @@ __all__ = [
     "run_agreement_seed",
     "agreement_replay_command",
     "replay_command",
+    "main",
 ]
 
 
@@ -487,14 +488,22 @@ def main(
     failure: type[AssertionError] = AgreementSimFailure,
     prog: str = "python -m controller.sim.agreement",
 ) -> int:
+    """Run --count seeds from --seed. Each failure, and each finding a run lists (a result's
+    `findings`), goes to stderr with its replay command; exit 1 if there was any."""
     import argparse
     import sys
     import time
 
-    parser = argparse.ArgumentParser(prog=prog)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--count", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--count", type=int, default=1, help="number of seeds")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one config field (as a replay command prints it)",
+    )
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -503,22 +512,28 @@ def main(
             parser.error(f"unknown field {name!r}")
         kind = type(getattr(config_cls(seed=0), name))
         overrides[name] = (value == "True") if kind is bool else kind(value)
-    failures = 0
+    failed = with_findings = 0
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.count):
         try:
             result = run(seed, **overrides)
         except failure as exc:
-            failures += 1
+            failed += 1
             print(exc, file=sys.stderr)
             continue
+        findings = getattr(result, "findings", [])
+        for finding in findings:
+            print(f"finding: {finding}", file=sys.stderr)
+        if findings:
+            with_findings += 1
         if args.count == 1:
             print(result)
+    passed = args.count - failed - with_findings
     print(
-        f"{args.count - failures} passed, {failures} failed in "
+        f"{passed} passed, {failed} failed, {with_findings} with findings in "
         f"{time.perf_counter() - started:.1f} s"
     )
-    return 1 if failures else 0
+    return 1 if failed or with_findings else 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 A seeded split mid-traffic, secession, work apart, reunion and merge. The world (config,
 nodes, per-node checks) is in reunion_net.py, the acts in reunion_story.py and the oracle in
-reunion_oracle.py. A finding (a fault diagnosed in another layer) is listed in the result,
-or fails the run with strict=True.
+reunion_oracle.py. Strict by default: a finding (a fault diagnosed in another layer) fails
+the run like any other check.
 
     .venv/bin/python -m controller.sim.reunion --seed 0 --count 200 [--set siblings=1]
 """
@@ -29,12 +29,12 @@ __all__ = [
 
 def run_reunion_seed(seed: int, **overrides: Any) -> ReunionSimResult:
     """One seeded run; raises ReunionSimFailure (with a replay command) on any failed
-    check, and on any finding with strict=True (else they are in result.findings)."""
+    check, and on any finding unless strict=False (then they are in result.findings)."""
     return ReunionSim(ReunionSimConfig.from_seed(seed, **overrides)).run()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run seeds; print each failure with its replay command; 1 if any."""
+    """Run seeds; print each failure and finding with its replay command; 1 if any."""
     return run_seeds(
         argv,
         run=run_reunion_seed,

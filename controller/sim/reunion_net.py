@@ -84,8 +84,9 @@ class ReunionSimConfig:
     # hlc of the seceded founder's copy of the parent's rows: 'oldest' (below every parent
     # version, so at the merge it never beats one) or 'now' (decision 0016's fork copy).
     fork_copy: str = "oldest"
-    # Fail on the diagnosed faults of other layers (ReunionNet.finding) instead of listing them.
-    strict: bool = False
+    # A finding (a fault another layer is diagnosed with, ReunionNet.finding) fails the run;
+    # False lists them in the result's findings instead, and the run goes on.
+    strict: bool = True
     phase_ms: int = 2_000
     quiet_ms_max: int = 20_000
     tick_ms: int = 50
@@ -445,7 +446,8 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         return ReunionSimFailure(f"seed {self.config.seed}: {what}\n  replay: {cmd}")
 
     def finding(self, what: str) -> None:
-        """A diagnosed fault of another layer: listed in the result, or a failure (strict)."""
+        """A fault diagnosed in another layer: a failure (strict, the default), or listed in
+        the result's findings (strict=False) while the run goes on."""
         if self.config.strict:
             raise self.fail(what)
         cmd = replay_command(replace(self.config, strict=True), MODULE, ReunionSimConfig)

@@ -4,8 +4,11 @@ op-set and state digests after the merge (both DAGs joined on every node), and e
 conflicts the oracle predicts — for a parent and its seceded side, with membership changes
 while apart, and for two seceded siblings.
 
-Default: 40 seeds of the parent story and 10 of the sibling one (~13 s). More:
-SYNOD_REUNION_SEEDS=2000 (first seed: SYNOD_REUNION_FIRST_SEED).
+Strict: a finding (a fault diagnosed in another layer) fails a seed like any other check.
+Default: 60 seeds of the parent story and 20 of the sibling one (~25 s on 2 cores).
+More: SYNOD_REUNION_SEEDS=N (sibling seeds: a third of it; first seed:
+SYNOD_REUNION_FIRST_SEED), or --long for the wide ranges after them (2,000 parent and 500
+sibling seeds by default, ~12 min; SYNOD_REUNION_LONG_SEEDS=N).
 A failure prints its seed and the one command that replays it.
 """
 
@@ -15,15 +18,23 @@ import os
 
 import pytest
 
-from controller.agreement import Membership
+from controller.agreement import Agreement, Membership
 from controller.agreement.lineage import MERGE
 from controller.replication import Replica
 from controller.sim import reunion_oracle as oracle
 from controller.sim import reunion_story as story
-from controller.sim.reunion import ReunionSim, ReunionSimConfig, ReunionSimFailure, run_reunion_seed
+from controller.sim.reunion import (
+    ReunionSim,
+    ReunionSimConfig,
+    ReunionSimFailure,
+    main,
+    run_reunion_seed,
+)
 
-SEEDS = int(os.environ.get("SYNOD_REUNION_SEEDS", 40))
+SEEDS = int(os.environ.get("SYNOD_REUNION_SEEDS", 60))
+SIBLING_SEEDS = max(1, SEEDS // 3)
 FIRST = int(os.environ.get("SYNOD_REUNION_FIRST_SEED", 0))
+LONG_SEEDS = int(os.environ.get("SYNOD_REUNION_LONG_SEEDS", 2_000))
 
 
 @pytest.mark.parametrize("seed", range(FIRST, FIRST + SEEDS))
@@ -32,17 +43,31 @@ def test_seed(seed):
         result = run_reunion_seed(seed)
     except ReunionSimFailure as exc:
         pytest.fail(str(exc), pytrace=False)
+    assert not result.findings
     assert result.slot_conflicts >= 1  # the final contested slot decides on both sides
     assert result.relation == "b_seceded_from_a"
 
 
-@pytest.mark.parametrize("seed", range(FIRST, FIRST + SEEDS // 4))
+@pytest.mark.parametrize("seed", range(FIRST, FIRST + SIBLING_SEEDS))
 def test_sibling_seed(seed):
     try:
         result = run_reunion_seed(seed, siblings=1)
     except ReunionSimFailure as exc:
         pytest.fail(str(exc), pytrace=False)
+    assert not result.findings
     assert result.slot_conflicts >= 1 and result.relation == "siblings"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "story_name, overrides, count",
+    [("parent", {}, LONG_SEEDS), ("siblings", {"siblings": 1}, max(1, LONG_SEEDS // 4))],
+)
+def test_wide_seed_range(story_name, overrides, count):
+    """--long: the seeds after the CI ones, every failure and finding listed at the end."""
+    first = FIRST + (SEEDS if not overrides else SIBLING_SEEDS)
+    found = failures(range(first, first + count), **overrides)
+    assert not found, f"{len(found)} of {count} {story_name} seeds failed:\n" + "\n".join(found)
 
 
 def failures(seeds, **overrides) -> list[str]:
@@ -180,7 +205,7 @@ def test_a_merge_joins_the_dags_not_a_copy():
 def test_a_decision_is_learned_only_once_durable(seed, siblings):
     """A decision counting this node's own accepted vote surfaces (watch, proposal outcome,
     decided()) only once that vote is durable: a crash before would lose both."""
-    result = run_reunion_seed(seed, siblings=siblings, strict=True)
+    result = run_reunion_seed(seed, siblings=siblings)
     assert not result.findings
 
 
@@ -189,7 +214,7 @@ def test_a_decision_completed_after_the_report_gets_a_late_entry(seed):
     """After the join a parent acceptor votes on a pre-split ballot of a seceded proposer
     it receives only then, completing a parent decision after the report; the winner adds
     its entry then (late_slot_conflicts), so no decision is overridden silently."""
-    result = run_reunion_seed(seed, strict=True)
+    result = run_reunion_seed(seed)
     assert not result.findings
 
 
@@ -197,7 +222,7 @@ def test_a_decision_completed_after_the_report_gets_a_late_entry(seed):
 def test_the_report_lists_only_values_a_side_held(seed):
     """A parent write made after the fork point that the parent had itself superseded (a
     concurrent pre-fork write with a later hlc) is no value the parent held: no entry."""
-    result = run_reunion_seed(seed, strict=True)
+    result = run_reunion_seed(seed)
     assert not result.findings
 
 
@@ -217,3 +242,43 @@ def test_a_failure_names_its_replay_command():
     msg = str(sim.net.fail("example"))
     assert msg.startswith("seed 11: example")
     assert "python -m controller.sim.reunion --seed 11 --set crashes=3" in msg
+
+
+def test_strict_is_the_default():
+    assert ReunionSimConfig(seed=0).strict and ReunionSimConfig.from_seed(0).strict
+
+
+def _hand_out_undurable_decisions(monkeypatch):
+    """The fault fixed in the engine (a decision handed out before this node's vote in it
+    is durable), put back: seed 1001's crash then loses a vote a side had learned."""
+    monkeypatch.setattr(Agreement, "_durable", lambda self, d: True)
+
+
+def test_a_finding_fails_the_seed(monkeypatch):
+    _hand_out_undurable_decisions(monkeypatch)
+    (found,) = failures([1001])
+    assert "then a crash lost the deciding vote" in found
+    assert "replay: .venv/bin/python -m controller.sim.reunion --seed 1001" in found
+
+
+def test_not_strict_lists_the_findings(monkeypatch):
+    _hand_out_undurable_decisions(monkeypatch)
+    result = run_reunion_seed(1001, strict=False)
+    (finding,) = result.findings
+    assert "then a crash lost the deciding vote" in finding
+    # The replay command is the strict one: it fails on the finding.
+    assert finding.endswith("replay: .venv/bin/python -m controller.sim.reunion --seed 1001")
+
+
+def test_the_command_line_prints_findings_and_fails(monkeypatch, capsys):
+    """A range of seeds: each failure or finding is printed with its replay command, and
+    the exit status is 1 if there was any (strict or not)."""
+    assert main(["--seed", "3", "--count", "2"]) == 0
+    assert "2 passed, 0 failed, 0 with findings" in capsys.readouterr().out
+    _hand_out_undurable_decisions(monkeypatch)
+    for extra in ([], ["--set", "strict=False"]):
+        assert main(["--seed", "1000", "--count", "2", *extra]) == 1
+        out, err = capsys.readouterr()
+        assert "seed 1001: B learned" in err and "crash lost the deciding vote" in err
+        assert "replay: .venv/bin/python -m controller.sim.reunion --seed 1001" in err
+        assert ("1 failed, 0 with findings" if not extra else "0 failed, 1 with findings") in out
