@@ -11,9 +11,8 @@ them alone, the same on every node that holds both:
   see each other then).
 - A side's writes *apart* are its ops inside its cut, less what both sides share: the
   parent's ops up to the child's fork point, and the seceded founder's fork copy (the
-  founder's first ops in a seceded lineage, which re-sign the parent's rows: its op 1, or
-  its ops up to the one that writes kv `fork-copy` when the copy took several;
-  decision 0018).
+  founder's first ops in a seceded lineage, which re-sign the parent's rows, up to the one
+  that writes the `fork-copy` marker: fork_copy_writes; decision 0018).
 - A column written apart on both sides with different values is reported (`row_conflicts`
   on the two sides' apart-only tables); a slot decided inside both cuts with different
   values is reported (`slot_conflicts`), the winner lineage's decision standing.
@@ -23,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.replication import NodeId, RowsBody, RowState, node_id_of
+from controller.replication import NodeId, RowsBody, RowState, Upsert, node_id_of
 from controller.replication.crdt import Tables
 from controller.replication.reserved import FORK_COPY_KEY, INTERNAL
 
@@ -44,6 +43,7 @@ from .policy import AgreementReplica
 __all__ = [
     "Report",
     "fork_copy_end",
+    "fork_copy_writes",
     "late_slot_conflicts",
     "reunion_report",
 ]
@@ -86,8 +86,24 @@ def _decisions(replica: AgreementReplica, cut: Vector) -> dict[str, Decision]:
     }
 
 
+def fork_copy_writes(rows: list[Upsert], parent: bytes, mutations_max: int) -> list[list[Upsert]]:
+    """The founder's first ops in a seceded lineage, one list of writes each (decision 0018):
+    the parent's rows in chunks, the last ending with the `fork-copy` marker (the parent's
+    id) that fork_copy_end looks for. One op even with no rows: the marker is what says
+    where the copy ends, so the founder's first write apart is never taken for a copy. A
+    parent that seceded itself holds its own marker: not copied, or an early chunk would
+    end the copy."""
+    step = mutations_max - 1  # room for the marker
+    assert step >= 1, "an op must hold a row and the marker"
+    rows = [w for w in rows if (w.table, w.key) != (INTERNAL, (FORK_COPY_KEY,))]
+    chunks = [rows[i : i + step] for i in range(0, len(rows), step)] or [[]]
+    chunks[-1] = [*chunks[-1], Upsert(INTERNAL, (FORK_COPY_KEY,), {"value": parent})]
+    return chunks
+
+
 def fork_copy_end(replica: AgreementReplica) -> int:
-    """The founder's last fork-copy seq in a seceded lineage (0: not a seceded lineage)."""
+    """The founder's last fork-copy seq in a seceded lineage: its op carrying the marker
+    (fork_copy_writes). 0: not a seceded lineage, or its founder wrote no copy (held here)."""
     if lineage_of(replica.genesis).parent is None:
         return 0
     founder = node_id_of(replica.genesis.founder)
@@ -97,7 +113,7 @@ def fork_copy_end(replica: AgreementReplica) -> int:
             m.table == INTERNAL and m.key == (FORK_COPY_KEY,) for m in op.body.mutations
         ):
             return op.seq
-    return 1
+    return 0
 
 
 def _apart(

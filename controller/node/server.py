@@ -22,9 +22,10 @@ from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.agreement import Agreement, AgreementConfig, lineage_of, secede
+from controller.agreement.report import fork_copy_writes
 from controller.replication import Config as ReplicationCoreConfig
 from controller.replication import InvitePolicy, Upsert
-from controller.replication.reserved import FORK_COPY_KEY, GENESIS_PREFIX, INTERNAL, peer_of_key
+from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
 from controller.store import SqliteStore, StoreError, open_replica, persist
 
 from .api import Api, servicers
@@ -517,12 +518,8 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
         rows = [Upsert(t, k, v) for t in parent.schema.names for k, v in parent.rows(t).items()]
     finally:
         parent_store.close()
-    step = replica.config.mutations_max - 1
     now = 1  # the lowest time: the copy loses to every real version (see above)
-    for i in range(0, max(len(rows), 1), step):
-        chunk = rows[i:i + step]
-        if i + step >= len(rows):
-            chunk = [*chunk, Upsert(INTERNAL, (FORK_COPY_KEY,), {"value": lin.parent})]
+    for chunk in fork_copy_writes(rows, lin.parent, replica.config.mutations_max):
         replica.write(chunk, now)
     persist(store, replica)
     log.info("seceded lineage %s starts with %d rows of its parent",

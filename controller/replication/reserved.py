@@ -44,7 +44,7 @@ PEER_PREFIX = "peer/"  # peer/<node id> -> the peer address a joined node gave
 GENESIS_PREFIX = "genesis/"  # genesis/<cluster id hex> -> another lineage's genesis met
 REPORT_PREFIX = "report/"  # report/<cluster id hex> -> the reunion report was written
 STATS_PREFIX = "flowstats/"  # flowstats/<dpid> -> a controller's flow statistics
-FORK_COPY_KEY = "fork-copy"  # in the last op of a multi-op fork copy: the parent's id
+FORK_COPY_KEY = "fork-copy"  # in the last op of a fork copy: the parent's id
 INTERNAL_PREFIXES = (TOKEN_PREFIX, PEER_PREFIX, GENESIS_PREFIX, REPORT_PREFIX, STATS_PREFIX)
 
 _HEX = frozenset("0123456789abcdef")

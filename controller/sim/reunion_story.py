@@ -31,7 +31,7 @@ from controller.agreement import (
 )
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
-from controller.agreement.report import late_slot_conflicts, reunion_report
+from controller.agreement.report import fork_copy_writes, late_slot_conflicts, reunion_report
 from controller.replication import Genesis, NodeId, Upsert, decode
 
 from . import reunion_oracle as oracle
@@ -238,11 +238,13 @@ class ReunionSim:
             raise net.fail(f"secession: lineage {lin}")
         for n in side.nodes:
             net.move(net.nodes[n], side.genesis)
-        if fork_rows:
-            # 'oldest': hlc 1 (a fresh lineage's clock), below every version of the parent.
-            at_ms = 0 if self.config.fork_copy == "oldest" else net.now()
-            net.record(founder, net.replica(founder.id).write(fork_rows, at_ms), fork=True)
-            net.pump(founder)
+        # The copy as the node writes it (fork_copy_writes: a marker op even with no rows),
+        # 'oldest': at hlc 1 (a fresh lineage's clock), below every version of the parent.
+        at_ms = 0 if self.config.fork_copy == "oldest" else net.now()
+        r = net.replica(founder.id)
+        for writes in fork_copy_writes(fork_rows, net.genesis.cluster_id, r.config.mutations_max):
+            net.record(founder, r.write(writes, at_ms), fork=True)
+        net.pump(founder)
         side.base = net.snapshot(founder.id)
 
     def _apart(self) -> None:
