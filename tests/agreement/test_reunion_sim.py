@@ -8,7 +8,7 @@ Strict: a finding (a fault diagnosed in another layer) fails a seed like any oth
 Default: 60 seeds of the parent story and 20 of the sibling one (~25 s on 2 cores).
 More: SYNOD_REUNION_SEEDS=N (sibling seeds: a third of it; first seed:
 SYNOD_REUNION_FIRST_SEED), or --long for the wide ranges after them (2,000 parent and 500
-sibling seeds by default, ~12 min; SYNOD_REUNION_LONG_SEEDS=N).
+sibling seeds by default, ~8 min; SYNOD_REUNION_LONG_SEEDS=N).
 A failure prints its seed and the one command that replays it.
 """
 
