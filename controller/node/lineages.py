@@ -35,12 +35,24 @@ from controller.agreement import (
     Agreement,
     Proposal,
     Refused,
-    auto_reunion_value,
     conflict_mutations,
     lineage_of,
     relate,
     reunion_slot,
     with_conflicts_table,
+)
+from controller.agreement.coordinator import (
+    Action,
+    AnnounceGenesis,
+    JoinLineage,
+    KeepGenesis,
+    LineageCoordinator,
+    NotReturning,
+    ProposeReunion,
+    ReturnHome,
+    View,
+    WriteLateEntries,
+    WriteReport,
 )
 from controller.agreement.lineage import MERGE, Lineage
 from controller.agreement.messages import value_key
@@ -80,6 +92,7 @@ __all__ = [
 log = logging.getLogger("synod.lineage")
 
 NODE_SCHEMA = with_conflicts_table(DEFAULT_SCHEMA)
+
 
 class LineageError(NodeBaseError):
     """A secession or lineage that cannot be taken; the message says why."""
@@ -194,7 +207,9 @@ class _Joined:
 
 
 class Keeper:
-    """Other lineages of one node, driven from the engine's round (see module docstring)."""
+    """Other lineages of one node, driven from the engine's round (see module docstring):
+    the decisions are the LineageCoordinator's (controller.agreement.coordinator); the
+    Keeper builds its View, carries out its actions and reports back what happened."""
 
     def __init__(
         self,
@@ -213,28 +228,36 @@ class Keeper:
         self.agreement = agreement
         self.open_lineage = open_lineage
         self.propose_timeout_ms = propose_timeout_ms
-        self.retry_ms = retry_ms
-        self.mine: Lineage = lineage_of(replica.genesis)
         # On disk (the parent after a secession, lineages met before): their nodes may
-        # say Hello. Met: in contact now (a Hello, or a kv genesis row another node of
-        # this lineage wrote when it met one), or decided about: only those are proposed
-        # about, so a seceded side does not vote on its parent before they meet again.
-        self.held: dict[bytes, Genesis] = held_lineages(d)
-        self.held.pop(replica.cluster_id, None)
-        self.met: dict[bytes, Genesis] = {}
+        # say Hello.
+        self.core = LineageCoordinator(
+            replica.genesis, identity.node_id, held_lineages(d), retry_ms=retry_ms
+        )
         self.members: dict[bytes, dict[NodeId, bytes]] = {
-            cid: _members_of(d, g) for cid, g in self.held.items()
+            cid: _members_of(d, g) for cid, g in self.core.held.items()
         }
         self.joined: dict[bytes, _Joined] = {}
-        self.proposals: dict[bytes, tuple[Proposal | None, int]] = {}  # None: refused
-        self.refused: dict[bytes, str] = {}
+        self.proposals: dict[bytes, Proposal] = {}
         self.counters: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
         # move home into the parent lineage (set by the server; called once)
         self.on_return: Callable[[Genesis], None] | None = None
-        self.returning = False
-        self._announce: set[bytes] = set()  # met lineages whose genesis row to write
-        self._late_seen: dict[bytes, int] = {}  # slots known when late entries were checked
+
+    @property
+    def held(self) -> dict[bytes, Genesis]:
+        return self.core.held
+
+    @property
+    def met(self) -> dict[bytes, Genesis]:
+        return self.core.met
+
+    @property
+    def mine(self) -> Lineage:
+        return self.core.mine
+
+    @property
+    def returning(self) -> bool:
+        return self.core.returning
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -242,8 +265,7 @@ class Keeper:
     # -------------------------------------------------------------- inputs
     def meet(self, raw: bytes, via: NodeId = "") -> None:
         """A peer (`via`) answered Hello with its genesis, or a kv genesis row arrived:
-        note another lineage (checked). A voter of our own secession that has not moved
-        yet answers with our parent: that is no meeting with the parent's side."""
+        note another lineage (checked; the coordinator decides whether it is a meeting)."""
         if not raw:
             return
         try:
@@ -251,23 +273,19 @@ class Keeper:
         except Rejected:
             self._count("lineage_bad_genesis")
             return
-        if g.cluster_id == self.replica.cluster_id or g.cluster_id in self.met:
+        if g.cluster_id in self.core.met:
             return
-        if via in self.replica.genesis.member_ids and g.cluster_id == self.mine.parent:
+        before = len(self.core.met)
+        for action in self.core.meet(g, via):
+            self._carry_out(action, 0)
+        if len(self.core.met) == before:
             return
-        relation = relate(self.mine, lineage_of(g))
-        if g.cluster_id not in self.held:
-            keep_genesis(self.d, g)
-            self.held[g.cluster_id] = g
-            self.members[g.cluster_id] = dict(g.member_ids)
-        self.met[g.cluster_id] = g
-        self._announce.add(g.cluster_id)
         self._count("lineages_met")
         log.info(
             "met lineage %s (%s): %s; reunion is decided in %s",
             g.cluster_id.hex()[:16],
             g.name,
-            relation.value,
+            relate(self.mine, lineage_of(g)).value,
             reunion_slot(g.cluster_id),
         )
         self.on_change()
@@ -291,93 +309,104 @@ class Keeper:
         return out
 
     # -------------------------------------------------------------- the round
-    def rejoin(self) -> None:
-        """On start: join again every lineage this side decided to merge with."""
-        for cid, g in sorted(self.held.items()):
+    def _decided(self, cids: Any) -> dict[bytes, bool]:
+        """This side's reunion decisions about `cids` (True: merge), undecided left out."""
+        out: dict[bytes, bool] = {}
+        for cid in cids:
             d = self.agreement.decided(reunion_slot(cid))
             if d is not None:
-                self.met[cid] = g
-            if cid not in self.joined and d is not None and value_key(d.value) == value_key(MERGE):
-                self._join(g)
+                out[cid] = value_key(d.value) == value_key(MERGE)
+        return out
 
-    def step(self, now_ms: int) -> None:
-        """Join where this side decided merge; propose merge where policy says so; write
-        the report of a joined lineage once both decisions are held."""
-        self._write_genesis_rows(now_ms)
-        for cid, g in sorted(self.met.items()):
-            if cid in self.joined:
-                continue
-            d = self.agreement.decided(reunion_slot(cid))
-            if d is not None and value_key(d.value) == value_key(MERGE):
-                self._join(g)
-            elif d is None:
-                self._auto_propose(cid, g, now_ms)
-        for cid in sorted(self.joined):
-            self._report(cid, now_ms)
-            self._return(cid)
-
-    def _return(self, cid: bytes) -> None:
-        """A seceded node goes home to the parent once the report of their reunion is
-        written (by the parent's nodes): see the module docstring."""
-        if self.returning or self.on_return is None or self.mine.parent != cid:
-            return
-        if self.replica.row(INTERNAL, (report_key(self.replica.cluster_id),)) is None:
-            return
-        parent = self.joined[cid].replica
-        voters = parent.ledger.membership.voters
-        if self.identity.node_id not in voters:
-            if "return" not in self.refused:
-                log.warning("not returning to %s: this node is no longer one of its voters "
-                            "(join it again with `synod join`)", cid.hex()[:16])
-                self.refused["return"] = "not a voter"
-            return
-        self.returning = True
-        self._count("lineage_returns")
-        log.info("reunion with %s done: returning home to it", cid.hex()[:16])
-        self.on_return(self.met[cid])
-
-    def _write_genesis_rows(self, now_ms: int) -> None:
-        """Tell this lineage's other nodes of the lineages met here (kv genesis/<id>)."""
-        todo = [c for c in sorted(self._announce)
-                if self.replica.row(INTERNAL, (genesis_key(c),)) is None]
-        self._announce.clear()
-        me = self.identity.node_id
-        if not todo or not self.agreement.policy().can_write(me, INTERNAL):
-            return
-        if not self.replica.is_member_now():
-            return
-        self.replica.write(
-            [Upsert(INTERNAL, (genesis_key(c),), {"value": self.met[c].raw}) for c in todo], now_ms
+    def _view(self) -> View:
+        policy = self.agreement.policy()
+        row = self.replica.row
+        cids = [*self.core.met, self.replica.cluster_id]
+        reports: dict[bytes, Any] = {}
+        parent_voters: frozenset[NodeId] = frozenset()
+        for cid, j in self.joined.items():
+            if row(INTERNAL, (report_key(cid),)) is None:
+                reports[cid] = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]
+            if cid == self.mine.parent:
+                parent_voters = frozenset(j.replica.ledger.membership.voters)
+        return View(
+            policy=policy,
+            voter=self.identity.node_id in self.agreement.membership().voters,
+            member_now=self.replica.is_member_now(),
+            decided=self._decided(self.core.met),
+            decided_count=self.agreement.ledger.decided_count,
+            announced=frozenset(
+                c for c in self.core.met if row(INTERNAL, (genesis_key(c),)) is not None
+            ),
+            reported=frozenset(c for c in cids if row(INTERNAL, (report_key(c),)) is not None),
+            busy=frozenset(c for c, p in self.proposals.items() if not p.done),
+            reports=reports,
+            parent_voters=parent_voters,
+            homeward=self.on_return is not None,
         )
 
-    def _auto_propose(self, cid: bytes, g: Genesis, now_ms: int) -> None:
-        relation = relate(self.mine, lineage_of(g))
-        policy = self.agreement.policy()
-        if auto_reunion_value(policy, relation) != MERGE:
-            return
-        if self.identity.node_id not in self.agreement.membership().voters:
-            return
-        held = self.proposals.get(cid)
-        busy = held is not None and held[0] is not None and not held[0].done
-        if held is not None and (busy or now_ms < held[1] + self.retry_ms):
-            return
-        slot = reunion_slot(cid)
+    def rejoin(self) -> None:
+        """On start: join again every lineage this side decided to merge with."""
+        for action in self.core.restart(self._decided(self.core.held)):
+            self._carry_out(action, 0)
+
+    def step(self, now_ms: int) -> None:
+        """Announce lineages met, join where this side decided merge, propose merge where
+        policy says so (the coordinator's tick); then write the report of a joined lineage
+        once both decisions are held, and go home once ours is written (tick_joined)."""
+        for action in self.core.tick(now_ms, self._view()):
+            self._carry_out(action, now_ms)
+        if self.core.joined:
+            for action in self.core.tick_joined(self._view()):
+                self._carry_out(action, now_ms)
+
+    def _carry_out(self, action: Action, now_ms: int) -> None:
+        match action:
+            case KeepGenesis(genesis=g):
+                keep_genesis(self.d, g)
+                self.members[g.cluster_id] = dict(g.member_ids)
+            case AnnounceGenesis(geneses=gs):
+                self.replica.write(
+                    [Upsert(INTERNAL, (genesis_key(g.cluster_id),), {"value": g.raw}) for g in gs],
+                    now_ms,
+                )
+            case ProposeReunion():
+                self._propose(action, now_ms)
+            case JoinLineage(genesis=g):
+                self._join(g)
+            case WriteReport():
+                self._write_report(action.cluster_id, action.report, now_ms)
+            case WriteLateEntries(cluster_id=cid):
+                self._late(cid, now_ms)
+            case NotReturning(cluster_id=cid):
+                log.warning(
+                    "not returning to %s: this node is no longer one of its voters "
+                    "(join it again with `synod join`)",
+                    cid.hex()[:16],
+                )
+            case ReturnHome(genesis=g):
+                assert self.on_return is not None
+                self._count("lineage_returns")
+                log.info("reunion with %s done: returning home to it", g.cluster_id.hex()[:16])
+                self.on_return(g)
+
+    def _propose(self, action: ProposeReunion, now_ms: int) -> None:
+        cid, slot = action.cluster_id, action.slot
+        self.proposals.pop(cid, None)
         try:
             p = self.agreement.propose(slot, MERGE, now_ms, self.propose_timeout_ms)
         except Exception as exc:  # noqa: BLE001 - refused: logged once, not retried blindly
-            if self.refused.get(cid) != str(exc):
+            if self.core.propose_refused(cid, str(exc)):
                 log.warning("not proposing %s=merge: %s", slot, exc)
-            self.refused[cid] = str(exc)
-            self.proposals[cid] = (None, now_ms)
             return
         self._count("reunion_auto_proposals")
-        log.info("proposing %s=merge (policy auto_merge=%s)", slot, policy.auto_merge)
-        self.proposals[cid] = (p, now_ms)
+        log.info(
+            "proposing %s=merge (policy auto_merge=%s)", slot, self.agreement.policy().auto_merge
+        )
+        self.proposals[cid] = p
 
     def _join(self, g: Genesis) -> None:
         cid = g.cluster_id
-        if cid in self.refused and self.refused[cid].startswith("join:"):
-            return
         path = lineage_dir(self.d, cid)
         make_dirs(path)
         store = SqliteStore(path / "store.db", NODE_SCHEMA)
@@ -386,7 +415,7 @@ class Keeper:
             self.replica.join_lineage(other)  # type: ignore[call-arg]
         except (Refused, Rejected, DataDirError) as exc:
             store.close()
-            self.refused[cid] = f"join: {exc}"
+            self.core.join_refused(cid, f"join: {exc}")
             log.warning("cannot join lineage %s: %s", cid.hex()[:16], exc)
             self._count("reunion_join_refused")
             return
@@ -394,6 +423,7 @@ class Keeper:
             store.close()
             raise
         self.joined[cid] = _Joined(other, store)
+        self.core.joined_lineage(cid)
         self._count("lineages_joined")
         log.info(
             "joined lineage %s (%s): %d ops held; both DAGs now replicate here",
@@ -405,18 +435,12 @@ class Keeper:
 
     def _late(self, cid: bytes, now_ms: int) -> None:
         """Add report entries for kept-lineage slots decided after the report (see
-        late_slot_conflicts); checked when this lineage learns a new decision."""
-        decided = self.agreement.ledger.decided_count
-        if self._late_seen.get(cid) == decided:
-            return
-        self._late_seen[cid] = decided
+        late_slot_conflicts); the coordinator asks once per new decision learned."""
         j = self.joined[cid]
         late = late_slot_conflicts(self.replica, j.replica)  # type: ignore[arg-type]
         rows = self.replica.rows("conflicts")
         todo = [e for e in late if (e.id,) not in rows]
-        if not todo or not self.replica.is_member_now():
-            return
-        if not self.agreement.policy().can_write(self.identity.node_id, "conflicts"):
+        if not todo:
             return
         self.replica.write(conflict_mutations(todo), now_ms)
         self._count("reunion_late_entries")
@@ -428,24 +452,13 @@ class Keeper:
         for j in self.joined.values():
             j.replica.set_peers(everyone)
 
-    def _report(self, cid: bytes, now_ms: int) -> None:
-        marker = report_key(cid)
-        if self.replica.row(INTERNAL, (marker,)) is not None:
-            self._late(cid, now_ms)
-            return
-        j = self.joined[cid]
-        report = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]
-        if report is None or report.kept != self.replica.cluster_id:
-            return  # not computable yet, or the other side's nodes write it
-        policy = self.agreement.policy()
-        me = self.identity.node_id
-        if not (policy.can_write(me, "conflicts") and policy.can_write(me, INTERNAL)):
-            return
-        if not self.replica.is_member_now():
-            return
+    def _write_report(self, cid: bytes, report: Any, now_ms: int) -> None:
         value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
         self.replica.write(
-            [*conflict_mutations(report.entries), Upsert(INTERNAL, (marker,), {"value": value})],
+            [
+                *conflict_mutations(report.entries),
+                Upsert(INTERNAL, (report_key(cid),), {"value": value}),
+            ],
             now_ms,
         )
         self._count("reunion_reports")

@@ -40,8 +40,13 @@ FORWARDING_CORES = ["controller/forwarding/reconciler.py", "controller/forwardin
                     "controller/forwarding/mastership.py", "controller/forwarding/fabric.py"]
 
 
-@pytest.mark.parametrize("name", FORWARDING_CORES)
-def test_forwarding_cores_are_scanned_and_do_not_log(name):
+# The lineage coordinator (issue 11): the node's Keeper and the reunion simulator carry
+# out its actions; it must stay in the scan and not log.
+LINEAGE_CORES = ["controller/agreement/coordinator.py"]
+
+
+@pytest.mark.parametrize("name", FORWARDING_CORES + LINEAGE_CORES)
+def test_extracted_cores_are_scanned_and_do_not_log(name):
     path = ROOT / name
     assert path in _py_files(*SANS_IO), f"{name} is not under a sans-I/O package"
     # They return notes (FlowRefused, Audited, ...) and the shim logs them.

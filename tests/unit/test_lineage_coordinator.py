@@ -1,0 +1,234 @@
+"""The lineage coordinator (controller/agreement/coordinator.py): tables of events -> actions.
+
+A parent lineage P of nodes n0, n1, n2, and a lineage C that n2 seceded into alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from controller.agreement import AccessPolicy, secede
+from controller.agreement.coordinator import (
+    AnnounceGenesis,
+    JoinLineage,
+    KeepGenesis,
+    LineageCoordinator,
+    NotReturning,
+    ProposeReunion,
+    ReturnHome,
+    View,
+    WriteLateEntries,
+    WriteReport,
+)
+from controller.agreement.lineage import reunion_slot
+from controller.replication import Identity, make_genesis
+
+IDS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(3)]
+N0, N1, N2 = (i.node_id for i in IDS)
+P = make_genesis(IDS[0], "p", [i.public_key for i in IDS], 0)
+C = secede(IDS[2], P, {i.node_id: i.public_key for i in IDS}, [N2], {N2: 3}, 1, confirmed_by="ops")
+OTHER = make_genesis(IDS[1], "unrelated", [IDS[1].public_key], 0)
+MERGING = AccessPolicy(auto_merge="related")
+READER = AccessPolicy(auto_merge="related", roles={N0: "reader", N2: "reader"})
+RETRY_MS = 5_000
+
+
+@dataclass(frozen=True)
+class FakeReport:
+    kept: bytes
+    entries: tuple = ()
+
+
+def in_parent(**kw) -> LineageCoordinator:
+    return LineageCoordinator(P, N0, {}, retry_ms=RETRY_MS, **kw)
+
+
+def in_child() -> LineageCoordinator:
+    return LineageCoordinator(C, N2, {P.cluster_id: P}, retry_ms=RETRY_MS)
+
+
+def view(**kw) -> View:
+    kw.setdefault("policy", MERGING)
+    kw.setdefault("voter", True)
+    kw.setdefault("member_now", True)
+    return View(**kw)
+
+
+# ---------------------------------------------------------------------- meeting
+@pytest.mark.parametrize(
+    ("make", "genesis", "via", "actions", "met"),
+    [
+        (in_parent, C, N2, [KeepGenesis(C)], True),  # new: remembered, met
+        (in_parent, P, N1, [], False),  # our own lineage
+        (in_child, P, N2, [], False),  # our own seceded voter that has not moved yet
+        (in_child, P, N0, [], True),  # the parent's side: held already, now met
+        (in_child, OTHER, N1, [KeepGenesis(OTHER)], True),
+    ],
+)
+def test_meeting_a_lineage(make, genesis, via, actions, met):
+    core = make()
+    assert core.meet(genesis, via) == actions
+    assert (genesis.cluster_id in core.met) is met
+    assert core.meet(genesis, via) == []  # met once
+
+
+@pytest.mark.parametrize(
+    ("v", "announced"),
+    [
+        (view(), True),
+        (view(announced=frozenset({C.cluster_id})), False),  # another node wrote the row
+        (view(member_now=False), False),
+        (view(policy=READER), False),
+    ],
+)
+def test_a_met_lineage_is_announced_once(v, announced):
+    core = in_parent()
+    core.meet(C, N2)
+    got = [a for a in core.tick(0, v) if isinstance(a, AnnounceGenesis)]
+    assert got == ([AnnounceGenesis((C,))] if announced else [])
+    assert [a for a in core.tick(1, view()) if isinstance(a, AnnounceGenesis)] == []
+
+
+# ---------------------------------------------------------------------- proposing
+PROPOSE_C = ProposeReunion(C.cluster_id, reunion_slot(C.cluster_id))
+
+
+@pytest.mark.parametrize(
+    ("v", "actions"),
+    [
+        (view(), [PROPOSE_C]),
+        (view(policy=AccessPolicy(auto_merge="never")), []),
+        (view(voter=False), []),
+        (view(decided={C.cluster_id: True}), [JoinLineage(C)]),
+        (view(decided={C.cluster_id: False}), []),  # decided another value: nothing to do
+    ],
+)
+def test_tick_proposes_or_joins(v, actions):
+    core = in_parent()
+    core.meet(C, N2)
+    assert [a for a in core.tick(0, v) if not isinstance(a, AnnounceGenesis)] == actions
+
+
+def test_unrelated_lineages_are_never_proposed_about():
+    core = in_child()
+    core.meet(OTHER, N1)
+    assert [a for a in core.tick(0, view()) if isinstance(a, ProposeReunion)] == []
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "busy", "refused", "again"),
+    [
+        (RETRY_MS - 1, False, False, False),  # too soon
+        (RETRY_MS, False, False, True),  # done without a decision: tried again
+        (RETRY_MS, True, False, False),  # still running
+        (RETRY_MS - 1, False, True, False),  # refused: not retried blindly
+        (RETRY_MS, False, True, True),
+    ],
+)
+def test_a_proposal_is_retried_after_retry_ms(now_ms, busy, refused, again):
+    core = in_parent()
+    core.meet(C, N2)
+    assert PROPOSE_C in core.tick(0, view())
+    if refused:
+        assert core.propose_refused(C.cluster_id, "no quorum") is True
+        assert core.propose_refused(C.cluster_id, "no quorum") is False  # told once
+    busy_set = frozenset({C.cluster_id}) if busy else frozenset()
+    assert (PROPOSE_C in core.tick(now_ms, view(busy=busy_set))) is again
+
+
+# ---------------------------------------------------------------------- joining
+def test_a_refused_join_is_not_tried_again():
+    core = in_parent()
+    core.meet(C, N2)
+    decided = view(decided={C.cluster_id: True})
+    assert JoinLineage(C) in core.tick(0, decided)
+    core.join_refused(C.cluster_id, "join: no merge")
+    assert core.tick(1, decided) == []
+
+
+def test_a_joined_lineage_is_not_joined_again():
+    core = in_parent()
+    core.meet(C, N2)
+    core.joined_lineage(C.cluster_id)
+    assert core.tick(0, view(decided={C.cluster_id: True})) == [AnnounceGenesis((C,))]
+
+
+@pytest.mark.parametrize(
+    ("decided", "actions", "met"),
+    [
+        ({P.cluster_id: True}, [JoinLineage(P)], True),
+        ({P.cluster_id: False}, [], True),  # decided about: met, not joined
+        ({}, [], False),  # undecided: the sides have not met again yet
+    ],
+)
+def test_restart_joins_again_where_merge_was_decided(decided, actions, met):
+    core = in_child()
+    assert core.restart(decided) == actions
+    assert (P.cluster_id in core.met) is met
+
+
+# ---------------------------------------------------------------------- the report
+@pytest.mark.parametrize(
+    ("v", "actions"),
+    [
+        (view(reports={C.cluster_id: None}), []),  # not computable yet
+        (
+            view(reports={C.cluster_id: FakeReport(P.cluster_id)}),
+            [WriteReport(C.cluster_id, FakeReport(P.cluster_id))],
+        ),
+        (view(reports={C.cluster_id: FakeReport(C.cluster_id)}), []),  # theirs to write
+        (view(reports={C.cluster_id: FakeReport(P.cluster_id)}, member_now=False), []),
+        (view(reports={C.cluster_id: FakeReport(P.cluster_id)}, policy=READER), []),
+    ],
+)
+def test_the_kept_side_writes_the_report(v, actions):
+    core = in_parent()
+    core.meet(C, N2)
+    core.joined_lineage(C.cluster_id)
+    assert core.tick_joined(v) == actions
+
+
+def test_late_entries_are_checked_once_per_decision_learned():
+    core = in_parent()
+    core.meet(C, N2)
+    core.joined_lineage(C.cluster_id)
+    reported = frozenset({C.cluster_id})
+    late = [WriteLateEntries(C.cluster_id)]
+    assert core.tick_joined(view(reported=reported, decided_count=4)) == late
+    assert core.tick_joined(view(reported=reported, decided_count=4)) == []
+    assert core.tick_joined(view(reported=reported, decided_count=5)) == late
+    assert core.tick_joined(view(reported=reported, decided_count=6, member_now=False)) == []
+    assert core.tick_joined(view(reported=reported, decided_count=6)) == []  # seen at 6
+
+
+# ---------------------------------------------------------------------- going home
+@pytest.mark.parametrize(
+    ("v", "actions"),
+    [
+        (view(), []),  # the report about us is not written yet
+        (view(reported=frozenset({C.cluster_id})), []),  # nobody to move the node home
+        (
+            view(reported=frozenset({C.cluster_id}), homeward=True),
+            [NotReturning(P.cluster_id, "not a voter")],
+        ),
+        (
+            view(reported=frozenset({C.cluster_id}), homeward=True, parent_voters=frozenset({N2})),
+            [ReturnHome(P)],
+        ),
+    ],
+)
+def test_a_seceded_node_returns_home_once_the_report_is_written(v, actions):
+    core = in_child()
+    core.restart({P.cluster_id: True})
+    core.joined_lineage(P.cluster_id)
+    assert core.tick_joined(v) == actions
+    assert core.tick_joined(v) == []  # once: home is being moved to, or told already
+
+
+def test_the_parent_never_goes_home():
+    core = in_parent()
+    core.meet(C, N2)
+    core.joined_lineage(C.cluster_id)
+    v = view(reported=frozenset({P.cluster_id}), homeward=True, parent_voters=frozenset({N0}))
+    assert core.tick_joined(v) == []
