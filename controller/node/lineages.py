@@ -318,13 +318,15 @@ class Keeper:
                 out[cid] = value_key(d.value) == value_key(MERGE)
         return out
 
-    def _view(self) -> View:
+    def _view(self, joined: bool = False) -> View:
+        """The facts for tick, or (joined) for tick_joined: the reports of joined lineages
+        are computed only then (they are not cheap)."""
         policy = self.agreement.policy()
         row = self.replica.row
         cids = [*self.core.met, self.replica.cluster_id]
         reports: dict[bytes, Any] = {}
         parent_voters: frozenset[NodeId] = frozenset()
-        for cid, j in self.joined.items():
+        for cid, j in self.joined.items() if joined else ():
             if row(INTERNAL, (report_key(cid),)) is None:
                 reports[cid] = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]
             if cid == self.mine.parent:
@@ -357,7 +359,7 @@ class Keeper:
         for action in self.core.tick(now_ms, self._view()):
             self._carry_out(action, now_ms)
         if self.core.joined:
-            for action in self.core.tick_joined(self._view()):
+            for action in self.core.tick_joined(self._view(joined=True)):
                 self._carry_out(action, now_ms)
 
     def _carry_out(self, action: Action, now_ms: int) -> None:
