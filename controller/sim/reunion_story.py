@@ -18,7 +18,6 @@ from controller.agreement import (
     Refused,
     Relation,
     Status,
-    auto_reunion_value,
     check_reunion,
     conflict_mutations,
     lineage_of,
@@ -29,6 +28,7 @@ from controller.agreement import (
     slot_conflicts,
     winner,
 )
+from controller.agreement.coordinator import LineageCoordinator, ProposeReunion, View
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
 from controller.agreement.report import fork_copy_writes, late_slot_conflicts, reunion_report
@@ -340,13 +340,19 @@ class ReunionSim:
         for side, other in ((x, y), (y, x)):
             relation = check_reunion(side.lineage, other.lineage)
             policy = net.agreement(side.nodes[0]).ledger.policy
-            value = auto_reunion_value(policy, relation)
-            related = relation in (Relation.A_FROM_B, Relation.B_FROM_A)
-            if (value == MERGE) != (self.config.auto_merge and related):
-                raise net.fail(f"auto-merge: {policy.auto_merge}, {relation} gave {value!r}")
-            auto = auto and value == MERGE
             proposer = net.voting(side.nodes)[0]
-            net.propose(proposer, reunion_slot(other.cluster), MERGE, self.config.quiet_ms_max)
+            # The node's decision (its Keeper's coordinator): propose merge by policy?
+            core = LineageCoordinator(net.cluster[proposer], proposer, {})
+            core.meet(other.genesis, other.nodes[0])
+            wanted = ProposeReunion(other.cluster, reunion_slot(other.cluster))
+            actions = core.tick(net.time_ms, View(policy, voter=True, member_now=True))
+            proposed = wanted in actions
+            related = relation in (Relation.A_FROM_B, Relation.B_FROM_A)
+            if proposed != (self.config.auto_merge and related):
+                raise net.fail(f"auto-merge: {policy.auto_merge}, {relation} gave {actions!r}")
+            auto = auto and proposed
+            # Not proposed by policy: an operator proposes merge in the same slot.
+            net.propose(proposer, wanted.slot, MERGE, self.config.quiet_ms_max)
         for side, other in ((x, y), (y, x)):
             slot = reunion_slot(other.cluster)
             net.settle(side.nodes, slot, net.all_decided(side.nodes, slot))

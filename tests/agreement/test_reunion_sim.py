@@ -18,11 +18,10 @@ import os
 
 import pytest
 
-from controller.agreement import Agreement, Membership
+from controller.agreement import Agreement, Membership, coordinator
 from controller.agreement.lineage import MERGE
 from controller.replication import Replica
 from controller.sim import reunion_oracle as oracle
-from controller.sim import reunion_story as story
 from controller.sim.reunion import (
     ReunionSim,
     ReunionSimConfig,
@@ -172,7 +171,8 @@ def test_the_winner_is_checked(monkeypatch):
 
 
 def test_siblings_never_merge_by_policy(monkeypatch):
-    monkeypatch.setattr(story, "auto_reunion_value", lambda policy, relation: MERGE)
+    # The decision the node's coordinator makes, and the simulator now asks it for.
+    monkeypatch.setattr(coordinator, "auto_reunion_value", lambda policy, relation: MERGE)
     (found,) = failures([4], siblings=1, auto_merge=True)
     assert "auto-merge" in found and "siblings" in found
 
