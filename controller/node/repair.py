@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from pathlib import Path
 
-from controller.replication import Config, InvitePolicy, LogError, Replica
+from controller.replication import Config, InvitePolicy, Replica
 from controller.store import SqliteStore
 from controller.store.repair import RepairResult, repair_log
 
@@ -28,28 +27,20 @@ def repair_node(cfg: NodeConfig, *, drop_votes: bool) -> tuple[Path | None, Repa
         raise ValueError(f"{d.genesis_file}: missing; nothing to repair")
     core = Config(message_bytes_max=cfg.peer.message_bytes_max)
 
-    def recover(log: tuple[bytes, ...]) -> Replica:
+    def recover(log: tuple[bytes, ...], evidence: tuple[bytes, ...]) -> Replica:
         kwargs: dict = {"config": core, "schema": NODE_SCHEMA}
         cls: type[Replica] = NodeReplica
         if not cfg.agreement.enabled:
             cls, kwargs["policy"] = Replica, InvitePolicy.from_genesis(genesis)
-        store_evidence = store.load().evidence
-        return cls.recover(identity, genesis, random.Random(), log, store_evidence,
+        return cls.recover(identity, genesis, random.Random(), log, evidence,
                            verify="all", **kwargs)
 
     backup = d.store_file.with_name(f"store.db.before-repair-{time.strftime('%Y%m%dT%H%M%S')}")
     store = SqliteStore(d.store_file, NODE_SCHEMA)
     try:
-        try:  # a clean log needs no backup
-            recover(store.load().log)
-            return None, RepairResult()
-        except LogError:  # go on, with a backup first
-            pass
-        store.close()
-        shutil.copy2(d.store_file, backup)
-        store = SqliteStore(d.store_file, NODE_SCHEMA)
         _, result = repair_log(store, recover, identity.node_id, core, NODE_SCHEMA,
-                               drop_votes=drop_votes, now_ms=int(time.time() * 1000))
-        return backup, result
+                               drop_votes=drop_votes, now_ms=int(time.time() * 1000),
+                               before_change=lambda: store.backup_to(backup))
     finally:
         store.close()
+    return (backup if result.repaired else None), result

@@ -60,20 +60,23 @@ class RepairResult:
 
 def repair_log(
     store: Store,
-    recover: Callable[[tuple[bytes, ...]], Replica],
+    recover: Callable[[tuple[bytes, ...], tuple[bytes, ...]], Replica],
     node_id: str,
     config: Config,
     schema: Schema,
     *,
     drop_votes: bool = False,
     now_ms: int,
+    before_change: Callable[[], None] = lambda: None,
 ) -> tuple[Replica, RepairResult]:
-    """Repair store in place (see the module docstring). `recover(log)` rebuilds a replica
-    from a log as the node does (raising LogError); returns the replica and what was done.
-    Raises StoreError when the log cannot be repaired here."""
+    """Repair store in place (see the module docstring). `recover(log, evidence)` rebuilds
+    a replica as the node does (raising LogError); `before_change()` runs once the repair
+    is known to be possible, just before the store is changed (e.g. to back it up).
+    Returns the replica and what was done; a clean log is left untouched. Raises
+    StoreError when the log cannot be repaired here."""
     stored = store.load()
     try:
-        return recover(stored.log), RepairResult()
+        return recover(stored.log, stored.evidence), RepairResult()
     except LogError as exc:
         refused, position = str(exc), exc.position
     if position < 0:
@@ -99,8 +102,9 @@ def repair_log(
             "seen; repair again with --drop-votes to drop them as if never cast"
         )
     gone = {op.raw for op in dropped}
-    replica = recover(tuple(raw for raw in stored.log if raw not in gone))
+    replica = recover(tuple(raw for raw in stored.log if raw not in gone), stored.evidence)
     # ^ raises LogError when more than our own chain is wrong: nothing was changed yet.
+    before_change()
     store.drop_chain(node_id, bad.seq)
     replica.rematerialise()  # the tables still hold the dropped ops' rows
     result = RepairResult(refused, dropped)

@@ -45,11 +45,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, schema: Schema = DEFAULT_SCHEMA, check_file: bool = True):
         self.name = str(path)
         self.schema = schema
-        try:
-            # A new file is made 0600 first: SQLite gives its -wal and -shm the same mode.
-            os.close(os.open(self.name, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise StoreError(f"{self.name}: cannot open: {exc.strerror}") from None
+        _create_private(self.name)
         try:
             self._conn = sqlite3.connect(self.name, isolation_level=None, check_same_thread=False)
             for pragma in sql.PRAGMAS:
@@ -123,6 +119,15 @@ class SqliteStore:
                 conn.executemany(self._upsert[table], params)
             conn.executemany(sql.PUT_ROW_META, metas)
 
+    def backup_to(self, path: str | Path) -> None:
+        """A consistent copy of the whole store in one file (SQLite's online backup)."""
+        _create_private(str(path))
+        target = sqlite3.connect(str(path))
+        try:
+            self._conn.backup(target)
+        finally:
+            target.close()
+
     def drop_chain(self, author: str, seq_from: int) -> int:
         """Remove author's logged ops from seq_from on (repair; see controller/store/repair)."""
         with self._transaction():
@@ -155,6 +160,14 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _create_private(name: str) -> None:
+    """A new file is made 0600 first: SQLite gives its -wal and -shm the same mode."""
+    try:
+        os.close(os.open(name, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StoreError(f"{name}: cannot open: {exc.strerror}") from None
 
 
 class _Transaction:

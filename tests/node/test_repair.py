@@ -15,7 +15,7 @@ from controller.node.datadir import DataDir, init_data_dirs
 from controller.node.lineages import NODE_SCHEMA
 from controller.node.slots import open_node_replica
 from controller.replication import Config, Upsert
-from controller.store import SqliteStore, persist
+from controller.store import SqliteStore, StoreError, persist
 
 from .conftest import InProcessNode
 
@@ -59,7 +59,15 @@ def test_repair_takes_out_the_poison_op_and_keeps_every_acknowledged_row(tmp_pat
     assert "dropped 2 own op(s)" in done.stdout
     assert "wrote 10002 row change(s) again" in done.stdout
     backups = list(d.glob("store.db.before-repair-*"))
-    assert len(backups) == 1  # the store as it was, kept
+    assert len(backups) == 1  # the store as it was, kept, private, with the poison op
+    assert backups[0].stat().st_mode & 0o777 == 0o600
+    kept = SqliteStore(backups[0], NODE_SCHEMA)
+    try:
+        with pytest.raises(StoreError, match="too_large: 10001 mutations"):
+            open_node_replica(kept, DataDir(d).identity(), random.Random(1), DataDir(d).genesis(),
+                              verify="none", schema=NODE_SCHEMA)
+    finally:
+        kept.close()
 
     node = InProcessNode(d).start()
     try:
