@@ -28,15 +28,37 @@ from .harness import Cluster, wait_for
 pytestmark = pytest.mark.cluster
 
 
-class Workload:
-    def __init__(self, cluster: Cluster, writers: int) -> None:
+class _Threads:
+    """n threads running self._run(i) until the `with` block ends (joined, bounded)."""
+
+    join_s = 15.0
+
+    def __init__(self, cluster: Cluster, n: int) -> None:
         self.cluster = cluster
-        self.acked: dict[str, tuple[int, str]] = {}  # key -> (node index, ack level)
-        self.failed = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True)
-                        for w in range(writers)]
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(n)]
+
+    def _run(self, i: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(self.join_s)
+
+
+class Workload(_Threads):
+    def __init__(self, cluster: Cluster, writers: int) -> None:
+        self.acked: dict[str, tuple[int, str]] = {}  # key -> (node index, ack level)
+        self.failed = 0
+        super().__init__(cluster, writers)
 
     def _run(self, w: int) -> None:
         rng = self.cluster.rng.__class__(w)
@@ -63,29 +85,15 @@ class Workload:
         for c in clients.values():
             c.close()
 
-    def __enter__(self) -> Workload:
-        for t in self.threads:
-            t.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-
-class Proposers:
+class Proposers(_Threads):
     """Threads that race for slots `alloc/nemesis/<k>` from different nodes, each with its
     own value; record what each Propose answered as decided."""
 
     def __init__(self, cluster: Cluster, threads: int) -> None:
-        self.cluster = cluster
         self.decided: dict[str, set] = {}  # slot -> values proposers were answered
         self.refused = 0
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
-                        for t in range(threads)]
+        super().__init__(cluster, threads)
 
     def _run(self, t: int) -> None:
         k = 0
@@ -104,16 +112,6 @@ class Proposers:
                 continue
             with self.lock:
                 self.decided.setdefault(slot, set()).add(decode(r.value))
-
-    def __enter__(self) -> Proposers:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def _decisions(cluster: Cluster, i: int, slots) -> dict[str, object]:
