@@ -40,7 +40,7 @@ __all__ = [
 TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", "flow_errors"})
 NAME_CHARS_MAX = 256
 FLOW_ID_CHARS_MAX = 256
-ERROR_CHARS_MAX = 1_000  # what a controller keeps of a switch's error (node_link.py)
+ERROR_CHARS_MAX = 1_000  # what a controller keeps of a switch's error (node_link.py uses it)
 INT63_MAX = 2**63 - 1
 VLAN_MAX = 4095
 

@@ -13,6 +13,7 @@ from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_g
 
 import controller
 from controller.agreement import lineage_of
+from controller.forwarding.reports import TOPOLOGY_TABLES as REPORT_TABLES
 from controller.replication import Upsert, decode, encode
 from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key
 
@@ -529,7 +530,7 @@ class Admin(northbound_pb2_grpc.AdminServiceServicer):
 class Local(local_pb2_grpc.LocalServiceServicer):
     """For the site's controller and edge agent (operator tokens)."""
 
-    TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", FLOW_ERRORS})
+    TOPOLOGY_TABLES = REPORT_TABLES  # controller/forwarding/reports.py
 
     def __init__(self, api: Api) -> None:
         self.api = api

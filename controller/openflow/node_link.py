@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller.forwarding.flowspec import FlowSpec, FlowSpecError, spec_from_row
+from controller.forwarding.reports import ERROR_CHARS_MAX
 from controller.replication.reserved import FLOW_ERRORS
 
 __all__ = ["NodeLink", "row_dict"]
@@ -217,7 +218,6 @@ class NodeLink:
 TOPOLOGY_INTERVAL_S = 1.0
 TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
 
-ERROR_CHARS_MAX = 1_000  # a switch error kept per flow
 
 
 def _hex(dpid: int) -> str:
