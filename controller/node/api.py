@@ -91,6 +91,7 @@ class Api:
         self.engine = engine
         self.links = links
         self.schema = engine.schema
+        self.readable = readable_tables(self.schema.names)  # what users' SQL may read
         agreement = engine.agreement
         self.access = AccessCheck(
             (lambda: None) if agreement is None else agreement.policy
@@ -380,7 +381,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
                 params,
                 cfg.sql_time_ms_max,
                 rows_max,
-                readable=readable_tables(self.api.schema.names),
+                readable=self.api.readable,
                 value_bytes_max=cfg.sql_value_bytes_max,
                 result_bytes_max=cfg.message_bytes_max // 2,  # values, and the message's own
             )

@@ -237,6 +237,7 @@ class Keeper:
             cid: _members_of(d, g) for cid, g in self.core.held.items()
         }
         self.joined: dict[bytes, _Joined] = {}
+        self._reports: dict[bytes, tuple[tuple[int, int, int], Any]] = {}  # cid -> (stamp, report)
         self.proposals: dict[bytes, Proposal] = {}
         self.counters: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
@@ -318,6 +319,16 @@ class Keeper:
                 out[cid] = value_key(d.value) == value_key(MERGE)
         return out
 
+    def _report(self, cid: bytes, other: Replica) -> Any:
+        """The reunion report with lineage cid: a function of both logs and the decisions,
+        so it is computed again only when one of them grew (not every round while the
+        side that does not write it stays joined)."""
+        stamp = (self.replica.op_count(), other.op_count(), self.agreement.ledger.decided_count)
+        cached = self._reports.get(cid)
+        if cached is None or cached[0] != stamp:
+            cached = self._reports[cid] = (stamp, reunion_report(self.replica, other))  # type: ignore[arg-type]
+        return cached[1]
+
     def _view(self, joined: bool = False) -> View:
         """The facts for tick, or (joined) for tick_joined: the reports of joined lineages
         are computed only then (they are not cheap)."""
@@ -328,7 +339,7 @@ class Keeper:
         parent_voters: frozenset[NodeId] = frozenset()
         for cid, j in self.joined.items() if joined else ():
             if row(INTERNAL, (report_key(cid),)) is None:
-                reports[cid] = reunion_report(self.replica, j.replica)  # type: ignore[arg-type]
+                reports[cid] = self._report(cid, j.replica)
             if cid == self.mine.parent:
                 parent_voters = frozenset(j.replica.ledger.membership.voters)
         return View(

@@ -21,7 +21,6 @@ __all__ = [
     "FORK_COPY_KEY",
     "GENESIS_PREFIX",
     "INTERNAL",
-    "INTERNAL_PREFIXES",
     "PEER_PREFIX",
     "REPORT_PREFIX",
     "RESERVED_TABLES",
@@ -45,7 +44,6 @@ GENESIS_PREFIX = "genesis/"  # genesis/<cluster id hex> -> another lineage's gen
 REPORT_PREFIX = "report/"  # report/<cluster id hex> -> the reunion report was written
 STATS_PREFIX = "flowstats/"  # flowstats/<dpid> -> a controller's flow statistics
 FORK_COPY_KEY = "fork-copy"  # in the last op of a fork copy: the parent's id
-INTERNAL_PREFIXES = (TOKEN_PREFIX, PEER_PREFIX, GENESIS_PREFIX, REPORT_PREFIX, STATS_PREFIX)
 
 _HEX = frozenset("0123456789abcdef")
 _ADDRESS_BYTES_MAX = 256
@@ -93,8 +91,8 @@ def check_internal_row(key: Value, values: dict[str, Value]) -> str | None:
     if key == FORK_COPY_KEY:
         return None
     if key.startswith(TOKEN_PREFIX):
-        ok = len(key) == len(TOKEN_PREFIX) + _TOKEN_ID_CHARS
-        return None if ok else f"bad token key {key[:80]!r}"
+        ok = _is_hex(key[len(TOKEN_PREFIX):], _TOKEN_ID_CHARS)
+        return None if ok else f"bad token key {key[:80]!r}: token/<16 hex id>"
     if key.startswith(PEER_PREFIX):
         if peer_of_key(key) is None:
             return f"bad peer key {key[:80]!r}: peer/<32 hex node id>"
