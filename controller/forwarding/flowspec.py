@@ -33,6 +33,7 @@ __all__ = [
     "FlowSpec",
     "FlowSpecError",
     "flow_cookie",
+    "is_mac",
     "parse_actions",
     "parse_dpid",
     "parse_match",
@@ -43,7 +44,7 @@ FLOW_COOKIE_SPACE = 0x5346 << 48  # "SF": Synod replicated flows; low 48 bits ha
 FLOW_COOKIE_MASK = 0xFFFF << 48
 PORT_MAX = 0xFFFFFF00  # OFPP_MAX: highest physical port number
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _INT_FIELDS = {"in_port": (1, PORT_MAX), "eth_type": (0, 0xFFFF), "vlan_vid": (0, 4095),
                "ip_proto": (0, 255), "tcp_src": (0, 65535), "tcp_dst": (0, 65535),
                "udp_src": (0, 65535), "udp_dst": (0, 65535)}
@@ -82,6 +83,11 @@ class FlowSpec:
 def flow_cookie(dpid: int, flow_id: str) -> int:
     digest = hashlib.blake2b(f"{dpid:016x}/{flow_id}".encode(), digest_size=6).digest()
     return FLOW_COOKIE_SPACE | int.from_bytes(digest, "big")
+
+
+def is_mac(text: str) -> bool:
+    """Is text a MAC address as the tables hold one: six lowercase hex pairs, aa:bb:cc:dd:ee:ff?"""
+    return _MAC.fullmatch(text) is not None
 
 
 def parse_dpid(value: object) -> int:
@@ -124,7 +130,7 @@ def parse_match(text: str) -> Match:
         if name in _INT_FIELDS:
             fields[name] = _int(name, value, *_INT_FIELDS[name])
         elif name in _MAC_FIELDS:
-            if not _MAC.match(value.lower()):
+            if not is_mac(value.lower()):
                 raise FlowSpecError(f"match field {name}: {value!r} is not a MAC address")
             fields[name] = value.lower()
         elif name in _IPV4_FIELDS:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from collections.abc import Iterable, Mapping
 
-from controller.forwarding.flowspec import PORT_MAX
+from controller.forwarding.flowspec import PORT_MAX, FlowSpecError, is_mac, parse_dpid
+from controller.replication import DEFAULT_SCHEMA
+from controller.replication.reserved import FLOW_ERRORS
 
 __all__ = [
     "NAME_CHARS_MAX",
@@ -37,15 +38,13 @@ __all__ = [
     "check_report_row",
 ]
 
-TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", "flow_errors"})
+TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", FLOW_ERRORS})
 NAME_CHARS_MAX = 256
 FLOW_ID_CHARS_MAX = 256
 ERROR_CHARS_MAX = 1_000  # what a controller keeps of a switch's error (node_link.py uses it)
 INT63_MAX = 2**63 - 1
 VLAN_MAX = 4095
-
-_DPID = re.compile(r"[0-9a-f]{16}")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_TABLES = {name: DEFAULT_SCHEMA.table(name) for name in TOPOLOGY_TABLES}  # their columns
 
 
 class ReportError(ValueError):
@@ -59,7 +58,14 @@ def _show(value: object) -> str:
 
 
 def _dpid(value: object, field: str) -> None:
-    if not isinstance(value, str) or not _DPID.fullmatch(value) or not int(value, 16):
+    # A datapath id parse_dpid takes, in the one spelling rows are keyed by (node_link.py
+    # writes f"{dpid:016x}"): "1" or "0x1" would be another row for the same switch.
+    try:
+        ok = (isinstance(value, str) and len(value) == 16
+              and f"{parse_dpid(value):016x}" == value)
+    except FlowSpecError:
+        ok = False
+    if not ok:
         raise ReportError(f"{field} {_show(value)} is not a datapath id "
                           "(16 lowercase hex digits, not all zero)")
 
@@ -73,7 +79,7 @@ def _port(value: object, field: str) -> None:
 def _mac(value: object, field: str, empty_ok: bool = False) -> None:
     if empty_ok and value == "":
         return
-    if not isinstance(value, str) or not _MAC.fullmatch(value):
+    if not isinstance(value, str) or not is_mac(value):
         raise ReportError(f"{field} {_show(value)} is not a MAC address "
                           "(six lowercase hex pairs, aa:bb:cc:dd:ee:ff)")
 
@@ -108,20 +114,14 @@ def _latency(value: object, field: str) -> None:
         raise ReportError(f"{field} {_show(value)} is not a finite number >= 0")
 
 
-# Per table: checks of key columns (in key order) and of value columns by name.
+# Per table: checks of key columns (in the schema's key order) and of value columns by
+# name; test_topology_reports.py checks that they cover the schema's columns exactly.
 _KEYS = {
     "switches": (_dpid,),
     "ports": (_dpid, _port),
     "links": (_dpid, _port, _dpid, _port),
     "hosts": (_mac,),
-    "flow_errors": (_dpid, lambda v, f: _text(v, f, FLOW_ID_CHARS_MAX, 1)),
-}
-_KEY_NAMES = {
-    "switches": ("dpid",),
-    "ports": ("dpid", "port_no"),
-    "links": ("src_dpid", "src_port", "dst_dpid", "dst_port"),
-    "hosts": ("mac",),
-    "flow_errors": ("dpid", "flow_id"),
+    FLOW_ERRORS: (_dpid, lambda v, f: _text(v, f, FLOW_ID_CHARS_MAX, 1)),
 }
 _VALUES = {
     "switches": {
@@ -144,7 +144,7 @@ _VALUES = {
         "vlan": lambda v, f: _int(v, f, VLAN_MAX),
         "last_seen_ms": lambda v, f: _int(v, f, INT63_MAX),
     },
-    "flow_errors": {"error": lambda v, f: _text(v, f, ERROR_CHARS_MAX)},
+    FLOW_ERRORS: {"error": lambda v, f: _text(v, f, ERROR_CHARS_MAX)},
 }
 
 
@@ -154,7 +154,7 @@ def check_report_row(table: str, key: tuple, values: Mapping[str, object], where
     if table not in TOPOLOGY_TABLES:
         raise ReportError(f"{where}: table {_show(table)} is not topology "
                           f"({', '.join(sorted(TOPOLOGY_TABLES))})")
-    names, checks = _KEY_NAMES[table], _KEYS[table]
+    names, checks = _TABLES[table].primary_key, _KEYS[table]
     if len(key) != len(names):
         raise ReportError(f"{where} ({table}): the key needs {len(names)} values "
                           f"({', '.join(names)})")

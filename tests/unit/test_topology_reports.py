@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from controller.forwarding.reports import ReportError, check_report, check_report_row
+from controller.forwarding.reports import (
+    _KEYS,
+    _VALUES,
+    TOPOLOGY_TABLES,
+    ReportError,
+    check_report,
+    check_report_row,
+)
+from controller.replication import DEFAULT_SCHEMA
 
 DP1, DP2 = "0000000000000001", "0000000000000002"
 MAC = "00:00:00:00:01:01"
@@ -36,6 +44,9 @@ def test_what_a_controller_reports_passes():
     (("ports", ("00000000000000AB", 1), {}), "is not a datapath id"),
     (("switches", ("0000000000000000",), {}), "not all zero"),
     (("switches", ("zz00000000000001",), {}), "is not a datapath id"),
+    (("switches", ("0x00000000000001",), {}), "is not a datapath id"),  # one spelling only
+    (("switches", (" 000000000000001",), {}), "is not a datapath id"),
+    (("switches", ("1" * 17,), {}), "is not a datapath id"),
     (("switches", (DP1,), {"generation_id": -1}), "generation_id -1 is outside 0.."),
     (("switches", (DP1,), {"site": "x" * 300}), "site 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…(302 chars)"
                                                 " must be text of 0..256 characters"),
@@ -47,6 +58,8 @@ def test_what_a_controller_reports_passes():
     (("links", (DP1, 1, DP2, 2), {"up": 1}), "up 1 is not true or false"),
     (("hosts", ("00:01",), {}), "mac '00:01' is not a MAC address"),
     (("hosts", ("00:00:00:00:01:0G",), {}), "is not a MAC address"),
+    (("hosts", ("00:00:00:00:01:0A",), {}), "is not a MAC address"),  # lowercase only
+    (("hosts", (MAC + "\n",), {}), "is not a MAC address"),
     (("hosts", (MAC,), {"ip": "10.0.0.256"}), "ip '10.0.0.256' is not an IP address"),
     (("hosts", (MAC,), {"vlan": 4096}), "vlan 4096 is outside 0..4095"),
     (("hosts", (MAC,), {"port_no": -1}), "port_no -1 is not an OpenFlow port"),
@@ -75,3 +88,12 @@ def test_a_huge_value_is_never_echoed_whole():
     with pytest.raises(ReportError) as e:
         check_report_row("hosts", ("a" * 200_000,), {}, "rows[0]")
     assert len(str(e.value)) < 300 and "(200002 chars)" in str(e.value)
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGY_TABLES))
+def test_the_rules_cover_the_schemas_columns_exactly(name):
+    """Key and column names come from the schema; a column added there needs a rule here
+    before a report may set it."""
+    table = DEFAULT_SCHEMA.table(name)
+    assert len(_KEYS[name]) == len(table.primary_key)
+    assert set(_VALUES[name]) == {c.name for c in table.value_columns}
