@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.replication.address import address_problem
+
 from .errors import NodeBaseError
 
 __all__ = [
@@ -140,7 +142,8 @@ _CHOICES = {
     "log.level": ("debug", "info", "warning", "error"),
     "log.format": ("json", "text"),
 }
-_ADDRESSES = {"api.listen", "peer.listen", "peer.advertise", "metrics.listen"}
+_LISTEN = {"api.listen", "peer.listen", "metrics.listen"}  # port 0: any free port
+_ADDRESSES = {*_LISTEN, "peer.advertise"}  # and peer.peers (a list)
 
 
 def _build(cls: type, raw: Mapping[str, Any], path: str) -> Any:
@@ -190,9 +193,9 @@ def _value(f: dataclasses.Field, value: Any, key: str) -> Any:
 
 
 def _check_address(value: str, key: str) -> None:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+    problem = address_problem(value, listen=key in _LISTEN)
+    if problem is not None:
+        raise ConfigError(f"{key}: {problem}")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from controller.replication import (
     encode,
     node_id_of,
 )
+from controller.replication.address import address_problem
 from controller.replication.errors import Rejected
 from controller.replication.identity import verify_signature
 
@@ -42,7 +43,6 @@ __all__ = [
 
 JOIN_SLOT = "membership/join"
 _PROOF_PREFIX = b"synod-join\x00"
-_ADDRESS_CHARS_MAX = 256
 _PEERS_MAX = 64
 
 
@@ -95,15 +95,9 @@ def check_join_request(raw: bytes, cluster_id: bytes) -> JoinRequest:
 
 
 def _check_address(address: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if (
-        len(address) > _ADDRESS_CHARS_MAX
-        or not sep
-        or not host
-        or not port.isdigit()
-        or not 0 < int(port) <= 65535
-    ):
-        raise JoinError(f"peer address {address!r} is not HOST:PORT")
+    problem = address_problem(address)  # one that members dial: not port 0
+    if problem is not None:
+        raise JoinError(f"peer address {problem}")
 
 
 @dataclass(frozen=True)

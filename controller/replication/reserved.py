@@ -13,6 +13,7 @@ This module is the one place where those names are spelled (docs/node.md lists t
 
 from __future__ import annotations
 
+from .address import address_problem
 from .schema import FLOW_ERRORS, INTERNAL, RESERVED_TABLES, Value
 
 __all__ = [
@@ -46,7 +47,6 @@ STATS_PREFIX = "flowstats/"  # flowstats/<dpid> -> a controller's flow statistic
 FORK_COPY_KEY = "fork-copy"  # in the last op of a fork copy: the parent's id
 
 _HEX = frozenset("0123456789abcdef")
-_ADDRESS_BYTES_MAX = 256
 _TOKEN_ID_CHARS = 16
 
 
@@ -96,8 +96,13 @@ def check_internal_row(key: Value, values: dict[str, Value]) -> str | None:
     if key.startswith(PEER_PREFIX):
         if peer_of_key(key) is None:
             return f"bad peer key {key[:80]!r}: peer/<32 hex node id>"
-        if isinstance(value, bytes) and not _address_ok(value):
-            return f"bad peer address for {key}: HOST:PORT of at most {_ADDRESS_BYTES_MAX} bytes"
+        if isinstance(value, bytes):
+            try:
+                problem = address_problem(value.decode())
+            except UnicodeDecodeError:
+                problem = "not UTF-8"
+            if problem is not None:
+                return f"bad peer address for {key}: {problem}"
         return None
     if key.startswith((GENESIS_PREFIX, REPORT_PREFIX)):
         rest = key.partition("/")[2]
@@ -105,13 +110,3 @@ def check_internal_row(key: Value, values: dict[str, Value]) -> str | None:
     if key.startswith(STATS_PREFIX):
         return None if _is_hex(key[len(STATS_PREFIX):], 16) else f"bad key {key[:80]!r}"
     return f"unknown internal key {key[:80]!r}"
-
-
-def _address_ok(value: bytes) -> bool:
-    if len(value) > _ADDRESS_BYTES_MAX:
-        return False
-    try:
-        host, sep, port = value.decode().rpartition(":")
-    except UnicodeDecodeError:
-        return False
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)

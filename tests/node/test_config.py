@@ -28,6 +28,8 @@ def test_defaults_are_valid_and_frozen():
     ({"api": {"insecure_loopback": "yes"}}, "api.insecure_loopback: expected true or false"),
     ({"peer": {"peers": ["nohost"]}}, "peer.peers: 'nohost' is not HOST:PORT"),
     ({"peer": {"listen": "h:99999"}}, "peer.listen: 'h:99999' is not HOST:PORT"),
+    ({"peer": {"advertise": "h:0"}}, "peer.advertise: 'h:0' is not HOST:PORT (port 0"),
+    ({"peer": {"peers": ["h:0"]}}, "peer.peers: 'h:0' is not HOST:PORT (port 0"),
     ({"log": {"format": "xml"}}, "log.format: 'xml' is not one of json, text"),
     ({"api": "x"}, "api: expected a table"),
     ({"api": {"listen": "0.0.0.0:1", "insecure_loopback": True}}, "only allowed with api.listen"),
@@ -35,6 +37,13 @@ def test_defaults_are_valid_and_frozen():
 def test_bad_config_names_the_key(raw, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         parse_config(raw)
+
+
+def test_a_listen_address_may_ask_for_any_free_port():
+    """Port 0: the system picks one (`synod node run` announces it); nobody dials it."""
+    cfg = parse_config({"api": {"listen": "127.0.0.1:0"}, "peer": {"listen": "[::1]:0"},
+                        "metrics": {"listen": "127.0.0.1:0"}})
+    assert cfg.api.listen.endswith(":0") and cfg.peer.listen == "[::1]:0"
 
 
 def test_overrides_merge_over_file(tmp_path):
