@@ -14,6 +14,7 @@ relay reads until every writer is gone, and it ignores SIGINT and SIGTERM (it en
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import select
@@ -22,10 +23,12 @@ import subprocess
 import sys
 import time
 
+from controller.node.loglimit import RateLimitedLog
+
 __all__ = ["relay_grpc_log"]
 
 _LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^\]\s]+)\] ?(.*)$")
-_LEVELS = {b"I": "info", b"W": "warning", b"E": "error", b"F": "critical"}
+_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 _relay: subprocess.Popen | None = None  # held, so it is not collected while it runs
 
 
@@ -49,46 +52,41 @@ def relay_grpc_log(fmt: str, lines: int, interval_ms: int) -> int:
     return original
 
 
+class _NodeFormat(logging.Handler):
+    """Writes records as the node's log lines (server.py's json or text format) to `out`."""
+
+    def __init__(self, fmt: str, out) -> None:
+        super().__init__()
+        self.fmt, self.out = fmt, out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg, level = record.getMessage(), record.levelname
+        if self.fmt == "json":
+            text = json.dumps({"ts": round(record.created, 3), "level": level.lower(),
+                               "logger": record.name, "msg": msg})
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+            text = f"{when} {level} {record.name} {msg}"
+        self.out.write(text.encode() + b"\n")
+
+
 class _Relay:
+    """gRPC's lines at most `lines` times per interval per source location, in the node's
+    format; any other line unchanged."""
+
     def __init__(self, fmt: str, lines: int, interval_s: float, out) -> None:
-        self.fmt, self.lines, self.interval_s, self.out = fmt, lines, interval_s, out
-        self.start = time.monotonic()
-        self.counts: dict[bytes, int] = {}  # per location, this interval
-        self.suppressed: dict[bytes, tuple[int, bytes]] = {}  # location -> (n, a level)
+        self.out = out
+        logger = logging.Logger("grpc")  # outside logging's tree: its lines go to out alone
+        logger.addHandler(_NodeFormat(fmt, out))
+        self.log = RateLimitedLog(logger, "grpc", lines, interval_s)
 
     def line(self, raw: bytes) -> None:
         m = _LINE.match(raw)
         if m is None:
             self.out.write(raw + b"\n")
             return
-        level, where, text = m.groups()
-        self.tick()
-        n = self.counts.get(where, 0)
-        self.counts[where] = n + 1
-        if n < self.lines:
-            self.emit(_LEVELS[level], f"{where.decode(errors='replace')}] "
-                                      f"{text.decode(errors='replace')}")
-        else:
-            k, _ = self.suppressed.get(where, (0, level))
-            self.suppressed[where] = (k + 1, level)
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self.start < self.interval_s:
-            return
-        for where, (k, level) in sorted(self.suppressed.items()):
-            self.emit("warning" if level == b"I" else _LEVELS[level],
-                      f"{where.decode(errors='replace')}] suppressed {k} more like this in the "
-                      f"last {now - self.start:.0f} s")
-        self.start, self.counts, self.suppressed = now, {}, {}
-
-    def emit(self, level: str, msg: str) -> None:
-        if self.fmt == "json":
-            text = json.dumps({"ts": round(time.time(), 3), "level": level, "logger": "grpc",
-                               "msg": msg})
-        else:
-            text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level.upper()} grpc {msg}"
-        self.out.write(text.encode() + b"\n")
+        level, where, text = (g.decode(errors="replace") for g in m.groups())
+        self.log.log(_LEVELS[level], "%s] %s", where, text, key=where)
 
 
 def _main(fmt: str, lines: str, interval_ms: str) -> None:
@@ -109,12 +107,11 @@ def _main(fmt: str, lines: str, interval_ms: str) -> None:
             if len(pending) > 1 << 16:  # no newline in 64 kB: pass it on as it is
                 out.write(pending + b"\n")
                 pending = b""
-        relay.tick()
+        relay.log.flush()
         out.flush()
     if pending:
         relay.line(pending)
-    relay.start -= relay.interval_s  # report what is still suppressed
-    relay.tick()
+    relay.log.flush(end=True)  # report what is still suppressed
     out.flush()
 
 

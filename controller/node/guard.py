@@ -39,10 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .auth import TokenBucket
+from .loglimit import RateLimitedLog
 from .metrics import Metrics
 from .tokens import TokenError, parse_token
 
-__all__ = ["Guard", "RateLimitedLog", "fit_fd_limit", "source_of"]
+__all__ = ["Guard", "fit_fd_limit", "source_of"]
 
 log = logging.getLogger("synod.guard")
 
@@ -50,36 +51,6 @@ SWEEP_S = 0.25  # how often a guard looks at the sockets (~0.1 ms with a few doz
 SOURCES_MAX = 10_000  # source addresses remembered for failed logins (oldest forgotten)
 FDS_RESERVED = 256  # descriptors kept for the store, peer links, logs beside the caps
 _FILTER_INSNS_MAX = 4_000  # BPF_MAXINSNS is 4096
-
-
-class RateLimitedLog:
-    """At most `lines` log lines per interval; the others are counted and reported in one
-    "suppressed" line when the interval ends (on the next line or flush())."""
-
-    def __init__(self, logger: logging.Logger, what: str, lines: int, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger, self.what, self.lines, self.interval_s = logger, what, lines, interval_s
-        self.clock = clock
-        self.start = clock()
-        self.count = 0
-        self.suppressed = 0
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        self.flush()
-        if self.count < self.lines:
-            self.count += 1
-            self.logger.log(level, msg, *args)
-        else:
-            self.suppressed += 1
-
-    def flush(self) -> None:
-        now = self.clock()
-        if now - self.start < self.interval_s:
-            return
-        if self.suppressed:
-            self.logger.warning("%s: suppressed %d more in the last %.0f s", self.what,
-                                self.suppressed, now - self.start)
-        self.start, self.count, self.suppressed = now, 0, 0
 
 
 def source_of(peer: str) -> str:
