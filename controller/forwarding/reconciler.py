@@ -140,27 +140,18 @@ class FlowReconciler:
 
     def set_desired(self, dpid: int, specs: Mapping[int, FlowSpec],
                     now_ms: int) -> list[Output]:
-        """Replace the desired flows of one switch; a master sends the difference."""
+        """Replace the desired flows of one switch; a master sends the difference (deletes
+        first, then adds). Checked whole before anything changes."""
         for cookie, spec in specs.items():
             _check(dpid, cookie, spec)
-        old = self._desired.get(dpid, {})
-        self._desired[dpid] = dict(specs)
-        for cookie, spec in specs.items():
-            if old.get(cookie) != spec:
-                self._errors.pop((dpid, spec.flow_id), None)  # changed: try again
-        for cookie, spec in old.items():
-            if cookie not in specs:
-                self._errors.pop((dpid, spec.flow_id), None)
-        if dpid not in self._mastered:
-            return []
-        intents: list[FlowAdd | FlowDelete] = [
-            FlowDelete(dpid, Match(), c, ALL_BITS) for c in old if c not in specs]
-        intents += [s.to_intent() for c, s in specs.items() if old.get(c) != s]
-        return self._emit(dpid, intents, now_ms)
+        gone = [(dpid, c, None) for c in self._desired.get(dpid, {}) if c not in specs]
+        return self.flows_changed([*gone, *((dpid, c, s) for c, s in specs.items())], now_ms)
 
     def flows_changed(self, changes: Iterable[tuple[int, int, FlowSpec | None]],
                       now_ms: int) -> list[Output]:
-        """Rows changed: (dpid, cookie, spec, or None for a deleted row), in order."""
+        """Rows changed: (dpid, cookie, spec, or None for a deleted row), in order. An
+        unchanged row is skipped; a changed or deleted one forgets its flow error (the
+        switch is asked again, or the flow is gone)."""
         out: list[Output] = []
         for dpid, cookie, spec in changes:
             table = self._desired.setdefault(dpid, {})
