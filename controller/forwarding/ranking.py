@@ -19,7 +19,6 @@ __all__ = [
     "PROBE_FAILURES_DEAD",
     "SITE_TAG",
     "Liveness",
-    "best_alive",
     "better_alive",
     "controller_order",
     "home_site_from_desc",
@@ -55,11 +54,6 @@ def rank_in(order: Sequence[str], site: str) -> int:
     return order.index(site) if site in order else len(order)
 
 
-def best_alive(order: Sequence[str], alive: Mapping[str, bool]) -> str | None:
-    """The controller that should master the switch: the best-ranked one alive."""
-    return next((site for site in order if alive.get(site, False)), None)
-
-
 def better_alive(order: Sequence[str], own_site: str, alive: Mapping[str, bool]) -> bool:
     """Is any controller ranked above `own_site` alive? (Unknown sites count as dead.)"""
     return any(alive.get(site, False) for site in order[:rank_in(order, own_site)])
@@ -85,10 +79,6 @@ class Liveness:
             self._failures[site] = 0 if answered else \
                 min(self._failures[site] + 1, self.failures_dead)
         return self.alive() != before
-
-    def is_alive(self, site: str) -> bool:
-        failures = self._failures.get(site)
-        return failures is not None and failures < self.failures_dead
 
     def alive(self) -> dict[str, bool]:
         """site -> alive, for every peer (sites not listed count as dead)."""
