@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import time
 
@@ -53,9 +54,11 @@ STATUS_CHARS_MAX = 1_000  # of any status message an API call ends with
 
 
 class _BoundedStatus:
-    """A servicer context whose abort() cuts the message at STATUS_CHARS_MAX: the backstop
-    behind codec.clip, so no error echoes unbounded input or outgrows gRPC's limit on a
-    status message (decision 0060). Everything else goes to the real context."""
+    """A servicer context whose status message (abort, set_details) is cut at
+    STATUS_CHARS_MAX: the backstop behind codec.clip, so no error echoes unbounded input or
+    outgrows gRPC's limit on a status message (decision 0060). Every API method gets one
+    (servicers() wraps them), so the servicers' own aborts are bounded as well as
+    Api.call's. Everything else goes to the real context."""
 
     def __init__(self, context) -> None:
         self._context = context
@@ -65,6 +68,39 @@ class _BoundedStatus:
 
     async def abort(self, code, details: str = "", *args, **kwargs):
         await self._context.abort(code, codec.clip(details, STATUS_CHARS_MAX), *args, **kwargs)
+
+    def set_details(self, details: str) -> None:
+        self._context.set_details(codec.clip(details, STATUS_CHARS_MAX))
+
+
+def _with_bounded_status(method):
+    """An RPC method (a coroutine or an async generator) called with a _BoundedStatus."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def replies(request, context):
+            stream = method(request, _BoundedStatus(context))
+            async with contextlib.aclosing(stream):  # its finally runs when the call ends
+                async for reply in stream:
+                    yield reply
+
+        return replies
+
+    @functools.wraps(method)
+    async def reply(request, context):
+        return await method(request, _BoundedStatus(context))
+
+    return reply
+
+
+def _bounded(servicer, service):
+    """servicer with each method of `service` (a descriptor) given a _BoundedStatus; one not
+    implemented (the generated stub, a fixed UNIMPLEMENTED message) is left as it is."""
+    for rpc in service.methods:
+        method = getattr(servicer, rpc.name)
+        if inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method):
+            setattr(servicer, rpc.name, _with_bounded_status(method))
+    return servicer
 
 
 class Api:
@@ -107,8 +143,8 @@ class Api:
     async def call(self, context: grpc.aio.ServicerContext, role: Role, method: str):
         """Authenticate and admit one call; map known errors to statuses naming the problem.
         A source banned for failed logins is refused before any token lookup; a failed
-        login is counted against its source and logged (guard.py)."""
-        context = _BoundedStatus(context)  # status messages are bounded (decision 0060)
+        login is counted against its source and logged (guard.py). The context is a
+        _BoundedStatus: every status message is bounded (decision 0060)."""
         self.metrics.inc(f"api_calls|method={method}")
         guard = self.guard
         if guard is not None and guard.bans and not guard.admits(source_of(context.peer())):
@@ -750,14 +786,19 @@ def _lineage_pb(out, genesis, voters) -> None:
 
 
 def servicers(api: Api, server: grpc.aio.Server) -> list[str]:
-    """Register every API servicer on server; returns the full service names."""
-    northbound_pb2_grpc.add_ClusterServiceServicer_to_server(Cluster(api), server)
-    northbound_pb2_grpc.add_RowServiceServicer_to_server(Rows(api), server)
-    northbound_pb2_grpc.add_SlotServiceServicer_to_server(Slots(api), server)
-    northbound_pb2_grpc.add_AdminServiceServicer_to_server(Admin(api), server)
-    local_pb2_grpc.add_LocalServiceServicer_to_server(Local(api), server)
-    northbound_pb2_grpc.add_LineageServiceServicer_to_server(Lineages(api), server)
-    nb = northbound_pb2.DESCRIPTOR.services_by_name
-    return [s.full_name for s in nb.values()] + [
-        s.full_name for s in local_pb2.DESCRIPTOR.services_by_name.values()
-    ]
+    """Register every API servicer on server, each method given a _BoundedStatus context;
+    returns the full service names."""
+    nb, local = northbound_pb2.DESCRIPTOR.services_by_name, local_pb2.DESCRIPTOR.services_by_name
+    for add, servicer, service in (
+        (northbound_pb2_grpc.add_ClusterServiceServicer_to_server, Cluster(api),
+         nb["ClusterService"]),
+        (northbound_pb2_grpc.add_RowServiceServicer_to_server, Rows(api), nb["RowService"]),
+        (northbound_pb2_grpc.add_SlotServiceServicer_to_server, Slots(api), nb["SlotService"]),
+        (northbound_pb2_grpc.add_AdminServiceServicer_to_server, Admin(api),
+         nb["AdminService"]),
+        (local_pb2_grpc.add_LocalServiceServicer_to_server, Local(api), local["LocalService"]),
+        (northbound_pb2_grpc.add_LineageServiceServicer_to_server, Lineages(api),
+         nb["LineageService"]),
+    ):
+        add(_bounded(servicer, service), server)
+    return [s.full_name for s in nb.values()] + [s.full_name for s in local.values()]
