@@ -10,49 +10,50 @@ Order of the actions a call returns, stated once: carry them out in the order gi
 `JoinLineage` is answered with `joined_lineage` or `join_refused` before `tick_joined` is called
 for the same round (the Keeper's round: `tick`, carry out, `tick_joined`, carry out).
 
-Which decisions the node (Keeper) and the reunion simulator (controller/sim/
-reunion_story.py, reunion_net.py) make the same way today, read from both:
-
-- *Relate and propose*: both relate the two lineages (`relate`/`check_reunion`) and ask
-  `auto_reunion_value(policy, relation)`; `merge` is proposed in `reunion_slot(other)` by
-  a voter of this side. The Keeper proposes only for a met, undecided lineage, once per
-  `retry_ms` and never while its proposal runs; the simulator proposes once by script (and
-  also when the policy says nothing, standing in for an operator).
-- *Join once merge is decided*: both join the other DAG (`Replica.join_lineage`) only after
-  this side decided `merge` (the simulator checks a join before that is refused), and join
-  again after a restart (Keeper.rejoin; ReunionNet._start joins its `partner` again).
-- *Write the report*: both compute `reunion_report(mine, other)` from the two DAGs held,
-  and only a node of the kept lineage (`report.kept`) writes its entries (the Keeper adds
-  the report marker row; the simulator's winner writes the entries alone).
-- *Late entries*: both add `late_slot_conflicts` entries once the report exists (the
-  Keeper whenever its ledger learns a new decision, the simulator once after settling).
-
-Only in the Keeper (the simulator scripts or skips these): meeting a lineage through a
-peer's Hello or a kv genesis row, and announcing it to this lineage's other nodes
-(`genesis/<id>` rows); ignoring our own seceded voters that still answer with the parent;
-the write permissions and `is_member_now` gates; returning home to the parent once the
-report about this side is written. Only in the simulator: the oracle checks. Not here
-yet (still in controller/node/server.py and the simulator's script): seceding itself and
-its fork copy (both write `report.fork_copy_writes`), and moving home (`on_return`).
+One code path: the node's Keeper (controller/node/lineages.py) and the reunion simulator
+(controller/sim/reunion_net.py, driven by reunion_story.py) both hold one coordinator per
+node, rebuilt at every start from the lineages the node keeps; both build its View with
+`read_view`, call `tick` then `tick_joined` in every round, and carry out each action with
+the same writes (`announce_mutations`, `report_mutations`, `late_mutations`). The founder
+of a seceded lineage writes the fork copy when `fork_copy_due` says so
+(report.fork_copy_writes), in both. What only one side does: the node meets lineages
+through peers' Hello, its server plans a secession and moves the node's directories (the
+simulator scripts the Hello of the reunited pair and the secession); `ReturnHome` needs a
+server to move (View.homeward), so the simulator, which has none, never gets it. Only in
+the simulator: the oracle's checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.replication import Genesis, NodeId
-from controller.replication.reserved import INTERNAL
+from controller.replication import Genesis, NodeId, RowUpdate, Upsert, encode
+from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, genesis_key, report_key
 
-from .lineage import CONFLICTS, MERGE, Lineage, auto_reunion_value, lineage_of, relate, reunion_slot
+from .engine import Agreement
+from .lineage import (
+    CONFLICTS,
+    MERGE,
+    Lineage,
+    auto_reunion_value,
+    conflict_mutations,
+    lineage_of,
+    relate,
+    reunion_slot,
+)
+from .messages import value_key
+from .policy import AgreementReplica
 from .rbac import AccessPolicy
+from .report import Report, late_slot_conflicts, reunion_report
 
 REPORT_TABLE = CONFLICTS.name
 
 __all__ = [
     "Action",
     "AnnounceGenesis",
+    "ReportCache",
     "JoinLineage",
     "KeepGenesis",
     "LineageCoordinator",
@@ -62,6 +63,14 @@ __all__ = [
     "View",
     "WriteLateEntries",
     "WriteReport",
+    "announce_mutations",
+    "announced_geneses",
+    "fork_copy_due",
+    "held_announcements",
+    "late_mutations",
+    "read_view",
+    "report_mutations",
+    "reunion_decisions",
 ]
 
 
@@ -191,6 +200,11 @@ class LineageCoordinator:
         self._announce: set[bytes] = set()
         self._late_seen: dict[bytes, int] = {}
 
+    @property
+    def idle(self) -> bool:
+        """No lineage met or joined: tick and tick_joined would return nothing."""
+        return not self.met and not self.joined
+
     # -------------------------------------------------------------- events
     def meet(self, genesis: Genesis, via: NodeId = "") -> list[Action]:
         """A peer (`via`) answered Hello with `genesis`, or a kv genesis row arrived. A voter
@@ -298,3 +312,127 @@ class LineageCoordinator:
             return [NotReturning(cid, "not a voter")]
         self.returning = True
         return [ReturnHome(self.met[cid])]
+
+
+# ---------------------------------------------------------------------- reading the facts
+# What the node's Keeper and the reunion simulator both read from a node's replicas to
+# build a View, and what they both write to carry out an action: one definition each.
+def reunion_decisions(agreement: Agreement, cids: Iterable[bytes]) -> dict[bytes, bool]:
+    """This side's reunion decisions about `cids` (True: merge); undecided ones left out.
+    Agreement.decided is gated: a decision whose deciding vote is not durable is absent."""
+    out: dict[bytes, bool] = {}
+    for cid in cids:
+        d = agreement.decided(reunion_slot(cid))
+        if d is not None:
+            out[cid] = value_key(d.value) == value_key(MERGE)
+    return out
+
+
+class ReportCache:
+    """The reunion report with each joined lineage: a function of both logs and the
+    decisions, so computed again only when one of them grew (not every round while the
+    side that does not write it stays joined)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, tuple[tuple[int, int, int], Report | None]] = {}
+
+    def __call__(
+        self, mine: AgreementReplica, other: AgreementReplica, decided_count: int
+    ) -> Report | None:
+        stamp = (mine.op_count(), other.op_count(), decided_count)
+        cached = self._cache.get(other.cluster_id)
+        if cached is None or cached[0] != stamp:
+            cached = self._cache[other.cluster_id] = (stamp, reunion_report(mine, other))
+        return cached[1]
+
+
+def read_view(
+    core: LineageCoordinator,
+    replica: AgreementReplica,
+    agreement: Agreement,
+    *,
+    joined: bool = False,
+    busy: frozenset[bytes] = frozenset(),
+    homeward: bool = False,
+    reports: ReportCache | None = None,
+) -> View:
+    """The facts for `tick`, or (joined) for `tick_joined`: the reports of joined lineages
+    without a marker are computed only then (they are not cheap)."""
+    row = replica.row
+    ledger = agreement.ledger
+    found: dict[bytes, Any] = {}
+    parent_voters: frozenset[NodeId] = frozenset()
+    for cid, other in replica.lineages().items() if joined else ():
+        assert isinstance(other, AgreementReplica)
+        if row(INTERNAL, (report_key(cid),)) is None:
+            found[cid] = (reports or ReportCache())(replica, other, ledger.decided_count)
+        if cid == core.mine.parent:
+            parent_voters = frozenset(other.ledger.membership.voters)
+    cids = [*core.met, replica.cluster_id]
+    return View(
+        policy=agreement.policy(),
+        voter=core.me in agreement.membership().voters,
+        member_now=replica.is_member_now(),
+        decided=reunion_decisions(agreement, core.met),
+        decided_count=ledger.decided_count,
+        announced=frozenset(c for c in core.met if row(INTERNAL, (genesis_key(c),)) is not None),
+        reported=frozenset(c for c in cids if row(INTERNAL, (report_key(c),)) is not None),
+        busy=busy,
+        reports=found,
+        parent_voters=parent_voters,
+        homeward=homeward,
+    )
+
+
+def announced_geneses(rows: Iterable[RowUpdate]) -> list[bytes]:
+    """Raw geneses announced in a Ready's row updates (kv `genesis/<id>`): lineages to meet."""
+    out: list[bytes] = []
+    for row in rows:
+        if row.table == INTERNAL and str(row.key[0]).startswith(GENESIS_PREFIX):
+            raw = (row.values or {}).get("value")
+            if isinstance(raw, bytes) and raw:
+                out.append(raw)
+    return out
+
+
+def held_announcements(replica: AgreementReplica) -> list[bytes]:
+    """Raw geneses the replica's kv `genesis/<id>` rows hold (met again on start)."""
+    out: list[bytes] = []
+    for (key,), values in sorted(replica.rows(INTERNAL).items(), key=lambda kv: str(kv[0])):
+        raw = values.get("value")
+        if str(key).startswith(GENESIS_PREFIX) and isinstance(raw, bytes) and raw:
+            out.append(raw)
+    return out
+
+
+def fork_copy_due(genesis: Genesis, me: bytes, own_seq: int) -> bytes | None:
+    """The parent's cluster id when this node (public key `me`) must write the fork copy
+    now: it founded a seceded lineage and has written nothing in it yet (decision 0018);
+    else None. The copy itself: report.fork_copy_writes."""
+    parent = lineage_of(genesis).parent
+    if parent is None or genesis.founder != me or own_seq > 0:
+        return None
+    return parent
+
+
+# ---------------------------------------------------------------------- what actions write
+def announce_mutations(geneses: Iterable[Genesis]) -> list[Upsert]:
+    """AnnounceGenesis: kv `genesis/<id>` rows."""
+    return [Upsert(INTERNAL, (genesis_key(g.cluster_id),), {"value": g.raw}) for g in geneses]
+
+
+def report_mutations(cluster_id: bytes, report: Report) -> list[Upsert]:
+    """WriteReport: the report's entries and its marker row, in one op."""
+    value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
+    return [
+        *conflict_mutations(report.entries),
+        Upsert(INTERNAL, (report_key(cluster_id),), {"value": value}),
+    ]
+
+
+def late_mutations(mine: AgreementReplica, other: AgreementReplica) -> list[Upsert]:
+    """WriteLateEntries: entries for kept-lineage slots decided after the report (see
+    late_slot_conflicts) that the conflicts table does not hold yet."""
+    rows = mine.rows(CONFLICTS.name)
+    todo = [e for e in late_slot_conflicts(mine, other) if (e.id,) not in rows]
+    return conflict_mutations(todo)

@@ -20,6 +20,7 @@ from typing import Any
 
 from controller.agreement import Agreement, Decision, Proposal, Refused, Status
 from controller.agreement import UsageError as AgreementUsageError
+from controller.agreement.coordinator import announced_geneses
 from controller.replication import (
     Genesis,
     Invitation,
@@ -34,7 +35,7 @@ from controller.replication import (
     Value,
     parse_invitation,
 )
-from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
+from controller.replication.reserved import INTERNAL, peer_of_key
 from controller.store import SqliteStore
 
 from .errors import NodeBaseError
@@ -461,9 +462,9 @@ class Engine:
                     address = (row.values or {}).get("value")
                     if node_id and isinstance(address, bytes) and node_id != self.node_id:
                         self._emit(PeerAddress(node_id, address.decode(errors="replace")))
-                    elif self.keeper is not None and str(row.key[0]).startswith(GENESIS_PREFIX):
-                        if isinstance(address, bytes):
-                            self.keeper.meet(address)
+            if self.keeper is not None:
+                for raw in announced_geneses(rd.rows):
+                    self.keeper.meet(raw)
             self.metrics.inc("ops_stored", len(rd.ops))
             for op in rd.ops:
                 if op.body.kind != "rows":

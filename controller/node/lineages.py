@@ -33,9 +33,9 @@ from typing import Any
 
 from controller.agreement import (
     Agreement,
+    AgreementReplica,
     Proposal,
     Refused,
-    conflict_mutations,
     lineage_of,
     relate,
     reunion_slot,
@@ -49,28 +49,32 @@ from controller.agreement.coordinator import (
     LineageCoordinator,
     NotReturning,
     ProposeReunion,
+    ReportCache,
     ReturnHome,
     View,
     WriteLateEntries,
     WriteReport,
+    announce_mutations,
+    held_announcements,
+    late_mutations,
+    read_view,
+    report_mutations,
+    reunion_decisions,
 )
 from controller.agreement.lineage import MERGE, Lineage
-from controller.agreement.messages import value_key
-from controller.agreement.report import late_slot_conflicts, reunion_report
+from controller.agreement.report import Report
 from controller.replication import (
     DEFAULT_SCHEMA,
     Genesis,
     Identity,
     Message,
     NodeId,
-    Replica,
-    Upsert,
     decode,
     decode_genesis,
     encode,
 )
 from controller.replication.errors import Rejected
-from controller.replication.reserved import INTERNAL, genesis_key, report_key
+from controller.replication.reserved import INTERNAL, report_key
 from controller.store import SqliteStore
 
 from .datadir import DataDir, DataDirError, make_dirs
@@ -202,7 +206,7 @@ def check_notice(current: Genesis, new: Genesis, me: NodeId, caller: NodeId) -> 
 # ---------------------------------------------------------------------- the keeper
 @dataclass
 class _Joined:
-    replica: Replica
+    replica: AgreementReplica
     store: SqliteStore
 
 
@@ -215,9 +219,9 @@ class Keeper:
         self,
         d: DataDir,
         identity: Identity,
-        replica: Replica,
+        replica: AgreementReplica,
         agreement: Agreement,
-        open_lineage: Callable[[SqliteStore, Genesis], Replica],
+        open_lineage: Callable[[SqliteStore, Genesis], AgreementReplica],
         *,
         propose_timeout_ms: int = 10_000,
         retry_ms: int = 5_000,
@@ -237,7 +241,7 @@ class Keeper:
             cid: _members_of(d, g) for cid, g in self.core.held.items()
         }
         self.joined: dict[bytes, _Joined] = {}
-        self._reports: dict[bytes, tuple[tuple[int, int, int], Any]] = {}  # cid -> (stamp, report)
+        self._reports = ReportCache()
         self.proposals: dict[bytes, Proposal] = {}
         self.counters: dict[str, int] = {}
         self.on_change: Callable[[], None] = lambda: None  # members changed (set by engine)
@@ -310,63 +314,32 @@ class Keeper:
         return out
 
     # -------------------------------------------------------------- the round
-    def _decided(self, cids: Any) -> dict[bytes, bool]:
-        """This side's reunion decisions about `cids` (True: merge), undecided left out."""
-        out: dict[bytes, bool] = {}
-        for cid in cids:
-            d = self.agreement.decided(reunion_slot(cid))
-            if d is not None:
-                out[cid] = value_key(d.value) == value_key(MERGE)
-        return out
-
-    def _report(self, cid: bytes, other: Replica) -> Any:
-        """The reunion report with lineage cid: a function of both logs and the decisions,
-        so it is computed again only when one of them grew (not every round while the
-        side that does not write it stays joined)."""
-        stamp = (self.replica.op_count(), other.op_count(), self.agreement.ledger.decided_count)
-        cached = self._reports.get(cid)
-        if cached is None or cached[0] != stamp:
-            cached = self._reports[cid] = (stamp, reunion_report(self.replica, other))  # type: ignore[arg-type]
-        return cached[1]
-
     def _view(self, joined: bool = False) -> View:
-        """The facts for tick, or (joined) for tick_joined: the reports of joined lineages
-        are computed only then (they are not cheap)."""
-        policy = self.agreement.policy()
-        row = self.replica.row
-        cids = [*self.core.met, self.replica.cluster_id]
-        reports: dict[bytes, Any] = {}
-        parent_voters: frozenset[NodeId] = frozenset()
-        for cid, j in self.joined.items() if joined else ():
-            if row(INTERNAL, (report_key(cid),)) is None:
-                reports[cid] = self._report(cid, j.replica)
-            if cid == self.mine.parent:
-                parent_voters = frozenset(j.replica.ledger.membership.voters)
-        return View(
-            policy=policy,
-            voter=self.identity.node_id in self.agreement.membership().voters,
-            member_now=self.replica.is_member_now(),
-            decided=self._decided(self.core.met),
-            decided_count=self.agreement.ledger.decided_count,
-            announced=frozenset(
-                c for c in self.core.met if row(INTERNAL, (genesis_key(c),)) is not None
-            ),
-            reported=frozenset(c for c in cids if row(INTERNAL, (report_key(c),)) is not None),
-            busy=frozenset(c for c, p in self.proposals.items() if not p.done),
-            reports=reports,
-            parent_voters=parent_voters,
+        busy = frozenset(c for c, p in self.proposals.items() if not p.done)
+        return read_view(
+            self.core,
+            self.replica,
+            self.agreement,
+            joined=joined,
+            busy=busy,
             homeward=self.on_return is not None,
+            reports=self._reports,
         )
 
     def rejoin(self) -> None:
-        """On start: join again every lineage this side decided to merge with."""
-        for action in self.core.restart(self._decided(self.core.held)):
+        """On start: meet the lineages announced in kv rows, and join again every lineage
+        this side decided to merge with."""
+        for raw in held_announcements(self.replica):
+            self.meet(raw)
+        for action in self.core.restart(reunion_decisions(self.agreement, self.core.held)):
             self._carry_out(action, 0)
 
     def step(self, now_ms: int) -> None:
         """Announce lineages met, join where this side decided merge, propose merge where
         policy says so (the coordinator's tick); then write the report of a joined lineage
         once both decisions are held, and go home once ours is written (tick_joined)."""
+        if self.core.idle:
+            return
         for action in self.core.tick(now_ms, self._view()):
             self._carry_out(action, now_ms)
         if self.core.joined:
@@ -379,10 +352,7 @@ class Keeper:
                 keep_genesis(self.d, g)
                 self.members[g.cluster_id] = dict(g.member_ids)
             case AnnounceGenesis(geneses=gs):
-                self.replica.write(
-                    [Upsert(INTERNAL, (genesis_key(g.cluster_id),), {"value": g.raw}) for g in gs],
-                    now_ms,
-                )
+                self.replica.write(announce_mutations(gs), now_ms)
             case ProposeReunion():
                 self._propose(action, now_ms)
             case JoinLineage(genesis=g):
@@ -425,7 +395,7 @@ class Keeper:
         store = SqliteStore(path / "store.db", NODE_SCHEMA)
         try:
             other = self.open_lineage(store, g)
-            self.replica.join_lineage(other)  # type: ignore[call-arg]
+            self.replica.join_lineage(other)
         except (Refused, Rejected, DataDirError) as exc:
             store.close()
             self.core.join_refused(cid, f"join: {exc}")
@@ -449,13 +419,10 @@ class Keeper:
     def _late(self, cid: bytes, now_ms: int) -> None:
         """Add report entries for kept-lineage slots decided after the report (see
         late_slot_conflicts); the coordinator asks once per new decision learned."""
-        j = self.joined[cid]
-        late = late_slot_conflicts(self.replica, j.replica)  # type: ignore[arg-type]
-        rows = self.replica.rows("conflicts")
-        todo = [e for e in late if (e.id,) not in rows]
+        todo = late_mutations(self.replica, self.joined[cid].replica)
         if not todo:
             return
-        self.replica.write(conflict_mutations(todo), now_ms)
+        self.replica.write(todo, now_ms)
         self._count("reunion_late_entries")
         log.info("reunion with %s: %d late report entries", cid.hex()[:16], len(todo))
 
@@ -465,15 +432,8 @@ class Keeper:
         for j in self.joined.values():
             j.replica.set_peers(everyone)
 
-    def _write_report(self, cid: bytes, report: Any, now_ms: int) -> None:
-        value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
-        self.replica.write(
-            [
-                *conflict_mutations(report.entries),
-                Upsert(INTERNAL, (report_key(cid),), {"value": value}),
-            ],
-            now_ms,
-        )
+    def _write_report(self, cid: bytes, report: Report, now_ms: int) -> None:
+        self.replica.write(report_mutations(cid, report), now_ms)
         self._count("reunion_reports")
         log.info(
             "reunion with %s: conflict report written (%d entries)",

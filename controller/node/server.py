@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.agreement import Agreement, AgreementConfig, lineage_of, secede
+from controller.agreement.coordinator import fork_copy_due
 from controller.agreement.report import fork_copy_writes
 from controller.replication import Config as ReplicationCoreConfig
 from controller.replication import InvitePolicy, Upsert
-from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, peer_of_key
+from controller.replication.reserved import INTERNAL, peer_of_key
 from controller.store import SqliteStore, StoreError, open_replica, persist
 
 from .api import Api, servicers
@@ -219,10 +220,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         keeper = Keeper(d, identity, replica, agreement, open_lineage,
                         propose_timeout_ms=cfg.agreement.propose_timeout_ms)
         engine.set_keeper(keeper)
-        for (key,), values in replica.rows(INTERNAL).items():  # lineages another node met
-            if isinstance(key, str) and key.startswith(GENESIS_PREFIX):
-                keeper.meet(values.get("value") or b"")
-        keeper.rejoin()
+        keeper.rejoin()  # meets the lineages other nodes announced, joins where merge
     links = PeerLinks(engine, cfg.peer, peer_creds, metrics)
     if not cfg.peer.advertise:
         links.advertise = f"{cfg.peer.listen.rpartition(':')[0]}:{peer_port}"
@@ -502,13 +500,12 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
     version of the parent beats them when the two DAGs meet again (a parent write the
     founder had not received at the fork must not lose to its copy) and every write made
     apart beats them too."""
-    lin = lineage_of(replica.genesis)
-    if lin.parent is None or replica.genesis.founder != identity.public_key:
-        return
-    if replica.version_vector().get(identity.node_id, 0) > 0:
-        return  # copied already
-    parent_dir = lineage_dir(d, lin.parent)
-    parent_genesis = held_lineages(d).get(lin.parent)
+    own_seq = replica.version_vector().get(identity.node_id, 0)
+    parent_id = fork_copy_due(replica.genesis, identity.public_key, own_seq)
+    if parent_id is None:
+        return  # not a seceded lineage's founder, or copied already
+    parent_dir = lineage_dir(d, parent_id)
+    parent_genesis = held_lineages(d).get(parent_id)
     if parent_genesis is None or not (parent_dir / "store.db").exists():
         raise NodeError(f"{parent_dir}: the parent lineage's store is missing; "
                         "cannot start the seceded lineage")
@@ -519,7 +516,7 @@ def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_line
     finally:
         parent_store.close()
     now = 1  # the lowest time: the copy loses to every real version (see above)
-    for chunk in fork_copy_writes(rows, lin.parent, replica.config.mutations_max):
+    for chunk in fork_copy_writes(rows, parent_id, replica.config.mutations_max):
         replica.write(chunk, now)
     persist(store, replica)
     log.info("seceded lineage %s starts with %d rows of its parent",

@@ -20,9 +20,15 @@ from controller.agreement.coordinator import (
     View,
     WriteLateEntries,
     WriteReport,
+    announce_mutations,
+    announced_geneses,
+    fork_copy_due,
+    report_mutations,
 )
 from controller.agreement.lineage import reunion_slot
-from controller.replication import Identity, make_genesis
+from controller.agreement.report import Report
+from controller.replication import Identity, RowUpdate, decode, make_genesis
+from controller.replication.reserved import INTERNAL, genesis_key, report_key
 
 IDS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(3)]
 N0, N1, N2 = (i.node_id for i in IDS)
@@ -232,3 +238,42 @@ def test_the_parent_never_goes_home():
     core.joined_lineage(C.cluster_id)
     v = view(reported=frozenset({P.cluster_id}), homeward=True, parent_voters=frozenset({N0}))
     assert core.tick_joined(v) == []
+
+
+# ---------------------------------------------------------------------- shared helpers
+# What the node's Keeper and the reunion simulator both call around the coordinator.
+@pytest.mark.parametrize(
+    ("genesis", "me", "own_seq", "due"),
+    [
+        (C, IDS[2].public_key, 0, P.cluster_id),  # the founder of a seceded lineage, fresh
+        (C, IDS[2].public_key, 1, None),  # copied already
+        (C, IDS[1].public_key, 0, None),  # not its founder
+        (P, IDS[0].public_key, 0, None),  # not a seceded lineage
+    ],
+)
+def test_fork_copy_due(genesis, me, own_seq, due):
+    assert fork_copy_due(genesis, me, own_seq) == due
+
+
+def test_announced_geneses_are_read_from_internal_rows_only():
+    rows = [
+        RowUpdate(INTERNAL, (genesis_key(C.cluster_id),), {"value": C.raw}, b""),
+        RowUpdate(INTERNAL, (genesis_key(OTHER.cluster_id),), None, b""),  # deleted
+        RowUpdate(INTERNAL, ("peer/x",), {"value": b"127.0.0.1:1"}, b""),
+        RowUpdate("kv", (genesis_key(P.cluster_id),), {"value": P.raw}, b""),  # a user row
+    ]
+    assert announced_geneses(rows) == [C.raw]
+
+
+def test_the_report_and_its_marker_are_one_write():
+    mutations = report_mutations(C.cluster_id, Report(P.cluster_id, []))
+    assert [(m.table, m.key) for m in mutations] == [(INTERNAL, (report_key(C.cluster_id),))]
+    assert decode(mutations[0].values["value"]) == {"entries": 0, "kept": P.cluster_id.hex()}
+    assert announce_mutations([C])[0].values == {"value": C.raw}
+
+
+def test_idle_until_a_lineage_is_met():
+    core = in_parent()
+    assert core.idle
+    core.meet(C, N1)
+    assert not core.idle
