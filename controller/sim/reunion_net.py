@@ -24,6 +24,27 @@ from controller.agreement import (
     verify_certificate,
     with_conflicts_table,
 )
+from controller.agreement.coordinator import (
+    Action,
+    AnnounceGenesis,
+    JoinLineage,
+    KeepGenesis,
+    LineageCoordinator,
+    NotReturning,
+    ProposeReunion,
+    ReportCache,
+    ReturnHome,
+    WriteLateEntries,
+    WriteReport,
+    announce_mutations,
+    announced_geneses,
+    held_announcements,
+    late_mutations,
+    read_view,
+    report_mutations,
+    reunion_decisions,
+)
+from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
 from controller.replication import (
     DEFAULT_SCHEMA,
@@ -32,8 +53,10 @@ from controller.replication import (
     Identity,
     NodeId,
     Op,
+    Rejected,
     RowState,
     Upsert,
+    decode_genesis,
     encode_message,
     make_genesis,
 )
@@ -165,8 +188,19 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         self.writes: list[Write] = []
         self.restarts = 0
         self.cluster: dict[NodeId, Genesis] = {}
-        self.partner: dict[NodeId, Genesis] = {}  # after the merge: the lineage a node joined
         self.stores: dict[tuple[NodeId, bytes], MemoryStore] = {}
+        # Each node's lineage coordinator (controller.agreement.coordinator, the object the
+        # node's Keeper drives), rebuilt at every start from what the node keeps "on disk":
+        # the other lineages it holds (held). What it did, for the checks: the lineages it
+        # proposed merge with by policy, and the report ops it wrote.
+        self.cores: dict[NodeId, LineageCoordinator] = {}
+        self.held: dict[NodeId, dict[bytes, Genesis]] = {}
+        self.reunion_proposals: dict[NodeId, dict[bytes, Proposal]] = {}
+        self.report_caches: dict[NodeId, ReportCache] = {}
+        self.auto_proposed: set[tuple[NodeId, bytes]] = set()
+        self.report_ops: list[tuple[NodeId, bytes, Op]] = []  # writer, its lineage, op
+        self.returned: dict[NodeId, int] = {}  # moved home to the parent (at ms)
+        self.not_returning: set[NodeId] = set()  # told NotReturning (no longer a voter)
         self._verified: set[tuple] = set()  # certificates verified, with their membership
         self.findings: list[str] = []
         for node in self.nodes.values():
@@ -175,9 +209,13 @@ class ReunionNet(SimNet[ReunionSimConfig]):
 
     # -------------------------------------------------------------- nodes and lineages
     def move(self, node: SimNode, genesis: Genesis) -> None:
-        """(Re)start a node in a cluster, on that cluster's store of the node."""
+        """(Re)start a node in a cluster, on that cluster's store of the node; the cluster
+        it leaves is kept as another lineage (as begin_move keeps it on disk)."""
         if node.replica is not None:
             self.crash(node)
+        old = self.cluster.get(node.id)
+        if old is not None and old.cluster_id != genesis.cluster_id:
+            self.held.setdefault(node.id, {})[old.cluster_id] = old
         self.cluster[node.id] = genesis
         key = (node.id, genesis.cluster_id)
         node.store = self.stores.setdefault(key, MemoryStore(node.id, SCHEMA))
@@ -189,9 +227,18 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         node.replica = self._recover(node, self.cluster[node.id], rng)
         node.agreement = Agreement(node.replica, rng, self.agreement_config)
         node.watch = node.agreement.watch("")
-        if node.id in self.partner:
-            self.join(node)
         self._learn(node)
+        # The node's Keeper on start (Keeper.rejoin): meet the lineages announced in kv
+        # rows, join again the ones this side decided to merge with.
+        core = self.cores[node.id] = LineageCoordinator(
+            self.cluster[node.id], node.id, self.held.get(node.id, {})
+        )
+        self.reunion_proposals[node.id] = {}
+        self.report_caches[node.id] = ReportCache()
+        for raw in held_announcements(node.replica):
+            self.meet(node, raw)
+        for action in core.restart(reunion_decisions(node.agreement, core.held)):
+            self._carry_out(node, action)
         self.pump(node)
 
     def _recover(self, node: SimNode, genesis: Genesis, rng: random.Random) -> AgreementReplica:
@@ -217,10 +264,90 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         rng = random.Random(f"{self.config.seed}-{node.id}-{node.incarnation}-joined")
         return self._recover(node, genesis, rng)
 
-    def join(self, node: SimNode) -> None:
-        """Join the partner lineage's DAG (the node's side decided merge; refused otherwise)."""
-        assert node.replica is not None
-        node.replica.join_lineage(self.shadow(node, self.partner[node.id]))
+    # -------------------------------------------------------------- the lineage coordinator
+    def meet(self, node: SimNode, genesis: Genesis | bytes, via: NodeId = "") -> None:
+        """The node meets another lineage: a peer's Hello (via) or a kv genesis row (raw)."""
+        if isinstance(genesis, bytes):
+            try:
+                genesis = decode_genesis(genesis)
+            except Rejected as exc:
+                raise self.fail(f"lineage: {node.id[:8]} read a bad genesis row: {exc}") from None
+        for action in self.cores[node.id].meet(genesis, via):
+            self._carry_out(node, action)
+
+    def lineage_round(self, node: SimNode) -> None:
+        """The node's Keeper in its engine's round: the coordinator's tick, then (joined)
+        tick_joined, each action carried out as the Keeper does, from one View each."""
+        r, a, core = node.replica, node.agreement, self.cores[node.id]
+        assert r is not None and a is not None
+        if core.idle:
+            return
+        busy = frozenset(c for c, p in self.reunion_proposals[node.id].items() if not p.done)
+        for action in core.tick(self.now(), read_view(core, r, a, busy=busy)):
+            self._carry_out(node, action)
+        if core.joined:
+            view = read_view(
+                core, r, a, joined=True, reports=self.report_caches[node.id], homeward=True
+            )
+            for action in core.tick_joined(view):
+                self._carry_out(node, action)
+                if isinstance(action, ReturnHome):
+                    return  # the node started again, in the parent
+        self.pump(node)
+
+    def _carry_out(self, node: SimNode, action: Action) -> None:
+        r, core = node.replica, self.cores[node.id]
+        assert r is not None
+        match action:
+            case KeepGenesis(genesis=g):
+                self.held.setdefault(node.id, {})[g.cluster_id] = g
+            case AnnounceGenesis(geneses=gs):
+                r.write(announce_mutations(gs), self.now())
+            case ProposeReunion(cluster_id=cid, slot=slot):
+                try:
+                    p = self.propose(node.id, slot, MERGE, self.agreement_config.timeout_ms)
+                except Refused as exc:
+                    core.propose_refused(cid, str(exc))
+                    return
+                if p is not None:
+                    self.reunion_proposals[node.id][cid] = p
+                    self.auto_proposed.add((node.id, cid))
+            case JoinLineage(genesis=g):
+                try:
+                    r.join_lineage(self.shadow(node, g))
+                except Refused as exc:  # the node logs it and never retries: a stuck merge
+                    raise self.fail(f"join of {g.name} at {node.id[:8]} refused: {exc}") from None
+                core.joined_lineage(g.cluster_id)
+            case WriteReport(cluster_id=cid, report=report):
+                op = r.write(report_mutations(cid, report), self.now())
+                self.report_ops.append((node.id, r.cluster_id, op))
+            case WriteLateEntries(cluster_id=cid):
+                other = r.lineages()[cid]
+                assert isinstance(other, AgreementReplica)
+                todo = late_mutations(r, other)
+                if todo:
+                    self.report_ops.append((node.id, r.cluster_id, r.write(todo, self.now())))
+            case ReturnHome(genesis=g):
+                # As the node's server: stop cleanly (effects made durable), keep the
+                # seceded lineage, start again in the parent on its store of it.
+                self.returned[node.id] = self.time_ms
+                self.flush(node)
+                self.move(node, g)
+            case NotReturning():
+                self.not_returning.add(node.id)
+
+    def joined(self, node_id: NodeId, cluster_id: bytes) -> bool:
+        r = self.nodes[node_id].replica
+        return r is not None and cluster_id in r.lineages()
+
+    def durable(self, node: SimNode) -> None:
+        """As the shared net; then, as the node's engine does, meet the lineages announced
+        in the rows just stored."""
+        rows = node.in_flight.rows if node.in_flight is not None else ()
+        super().durable(node)
+        if node.replica is not None:
+            for raw in announced_geneses(rows):
+                self.meet(node, raw)
 
     def pump(self, node: SimNode) -> None:
         """As the shared net; a joined lineage's effects are committed to the node's store
@@ -271,10 +398,8 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         return self.cluster[src].cluster_id
 
     def _accepts(self, dst: NodeId, tag: bytes) -> bool:
-        partner = self.partner.get(dst)
-        return self.cluster[dst].cluster_id == tag or (
-            partner is not None and partner.cluster_id == tag
-        )
+        """A node takes messages of its cluster and of the lineages it joined."""
+        return self.cluster[dst].cluster_id == tag or self.joined(dst, tag)
 
     def record(self, node: SimNode, op: Op, fork: bool = False) -> None:
         """Note the kv writes an op the simulator made carries (the oracle reads them)."""
@@ -330,6 +455,7 @@ class ReunionNet(SimNet[ReunionSimConfig]):
                 if node.replica is not None:
                     node.replica.tick(self.now())
                     self.step(node)
+                    self.lineage_round(node)
             self.at(self.time_ms + self.config.tick_ms, "tick")
         elif kind == "deliver":
             self.deliver(*payload)

@@ -193,6 +193,22 @@ def silent_overrides(x: Mapping[str, bytes], y: Mapping[str, bytes], report: Rep
     ]
 
 
+def causal_vector(find: Callable[[bytes], Op | None], heads: Iterable[Op]) -> dict[NodeId, int]:
+    """{author: highest seq} of the ops' causal past, themselves included, walked through
+    their parents (find: an op by id; an op not held ends the walk there)."""
+    out: dict[NodeId, int] = {}
+    seen: set[bytes] = set()
+    todo = list(heads)
+    while todo:
+        op = todo.pop()
+        if op.id in seen:
+            continue
+        seen.add(op.id)
+        out[op.author] = max(out.get(op.author, 0), op.seq)
+        todo += [p for pid in op.parents if (p := find(pid)) is not None]
+    return out
+
+
 def decided_within(
     decisions: Mapping[str, Decision], vector: Mapping[NodeId, int]
 ) -> dict[str, bytes]:

@@ -9,17 +9,16 @@ the join and `reunion_report` (then `late_slot_conflicts`) after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from controller.agreement import (
     AgreementReplica,
+    Decision,
     Lineage,
     Reason,
     Refused,
     Relation,
     Status,
     check_reunion,
-    conflict_mutations,
     lineage_of,
     relate,
     reunion_slot,
@@ -28,11 +27,13 @@ from controller.agreement import (
     slot_conflicts,
     winner,
 )
-from controller.agreement.coordinator import LineageCoordinator, ProposeReunion, View
+from controller.agreement.certificate import certificate_ops
+from controller.agreement.coordinator import fork_copy_due
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
 from controller.agreement.report import fork_copy_writes, late_slot_conflicts, reunion_report
 from controller.replication import Genesis, NodeId, Upsert, decode
+from controller.replication.reserved import INTERNAL, report_key
 
 from . import reunion_oracle as oracle
 from .reunion_net import SCHEMA, ReunionNet, ReunionSimConfig
@@ -55,6 +56,8 @@ class ReunionSimResult:
     # Siblings: keys both fork copies hold with different values and neither side wrote
     # since; the merge keeps the copy with the larger (hlc, founder), reported nowhere.
     unordered_copies: int
+    late_entries: int = 0  # report entries for decisions completed after the report
+    returned: int = 0  # seceded nodes that moved home into the parent after the report
     counters: dict[str, int] = field(default_factory=dict)
     # Faults diagnosed in other layers; only with strict=False (strict fails on the first).
     findings: list[str] = field(default_factory=list)
@@ -130,8 +133,8 @@ class ReunionSim:
         self._secede()
         self._apart()
         x, y = self.pair
-        auto = self._reunite(x, y)
         self._resolve(x, y)
+        auto = self._reunite(x, y)
         merged_ms = self._merge(x, y)
         report = self.report
         counters: dict[str, int] = {}
@@ -150,6 +153,8 @@ class ReunionSim:
             net.agreement(self.sides["A"].nodes[0]).ledger.mv,
             self._split_one_side(),
             oracle.unordered_fork_copies(self.records[x.name], self.records[y.name]),
+            self.late_entries,
+            len(net.returned),
             counters,
             net.findings,
         )
@@ -242,8 +247,17 @@ class ReunionSim:
         # 'oldest': at hlc 1 (a fresh lineage's clock), below every version of the parent.
         at_ms = 0 if self.config.fork_copy == "oldest" else net.now()
         r = net.replica(founder.id)
+        for n in side.nodes:  # as the node on start: only the founder, only once
+            node = net.nodes[n]
+            own = net.replica(n).version_vector().get(n, 0)
+            due = fork_copy_due(side.genesis, node.identity.public_key, own)
+            if due != (net.genesis.cluster_id if node is founder else None):
+                raise net.fail(f"fork copy: {n[:8]} is told {due!r}")
         for writes in fork_copy_writes(fork_rows, net.genesis.cluster_id, r.config.mutations_max):
             net.record(founder, r.write(writes, at_ms), fork=True)
+        own = r.version_vector().get(founder.id, 0)
+        if fork_copy_due(side.genesis, founder.identity.public_key, own) is not None:
+            raise net.fail("fork copy: still due once written")
         net.pump(founder)
         side.base = net.snapshot(founder.id)
 
@@ -323,9 +337,11 @@ class ReunionSim:
         ]
 
     def _reunite(self, x: Side, y: Side) -> bool:
-        """Each side relates the lineages and decides merge in its reunion slot, proposed
-        by its policy (auto_merge='related', never for siblings) or by an operator.
-        True: by policy on both sides."""
+        """The network heals and each side's nodes meet the other lineage (a peer's Hello);
+        from then on each node's lineage coordinator decides, as in the node: it proposes
+        merge in its reunion slot where the policy says so (auto_merge='related', never for
+        siblings), an operator proposes it otherwise, and once this side decided merge the
+        coordinator joins the other DAG. True: proposed by policy on both sides."""
         net = self.net
         for side, other in ((x, y), (y, x)):  # no decided merge yet: joining is refused
             node = net.nodes[side.nodes[0]]
@@ -336,33 +352,54 @@ class ReunionSim:
                     raise net.fail(f"join before the merge: {exc}") from None
             else:
                 raise net.fail("join before the merge: accepted")
-        auto = True
+        # A third side meets again too, but only the pair meets (its Hello is scripted):
+        # the third lineage stays apart.
+        net.groups = None
+        relation = check_reunion(x.lineage, y.lineage)
+        auto = self.config.auto_merge and relation in (Relation.A_FROM_B, Relation.B_FROM_A)
         for side, other in ((x, y), (y, x)):
-            relation = check_reunion(side.lineage, other.lineage)
-            policy = net.agreement(side.nodes[0]).ledger.policy
-            proposer = net.voting(side.nodes)[0]
-            # The node's decision (its Keeper's coordinator): propose merge by policy?
-            core = LineageCoordinator(net.cluster[proposer], proposer, {})
-            core.meet(other.genesis, other.nodes[0])
-            wanted = ProposeReunion(other.cluster, reunion_slot(other.cluster))
-            actions = core.tick(net.time_ms, View(policy, voter=True, member_now=True))
-            proposed = wanted in actions
-            related = relation in (Relation.A_FROM_B, Relation.B_FROM_A)
-            if proposed != (self.config.auto_merge and related):
-                raise net.fail(f"auto-merge: {policy.auto_merge}, {relation} gave {actions!r}")
-            auto = auto and proposed
-            # Not proposed by policy: an operator proposes merge in the same slot.
-            net.propose(proposer, wanted.slot, MERGE, self.config.quiet_ms_max)
+            for n in side.nodes:
+                net.meet(net.nodes[n], other.genesis, other.nodes[0])
+            if not auto:  # the policy does not propose: an operator does, in the same slot
+                proposer = net.voting(side.nodes)[0]
+                slot = reunion_slot(other.cluster)
+                net.propose(proposer, slot, MERGE, self.config.quiet_ms_max)
+        # Each side's nodes decide in their lineage; a node may already be home in the
+        # parent by then (the report about its side written): its seceded lineage is
+        # joined there.
+        def decided() -> bool:
+            return net.done_proposals() and all(
+                net.nodes[n].replica is not None
+                and self._decided_in(n, side).get(reunion_slot(other.cluster)) is not None
+                for side, other in ((x, y), (y, x))
+                for n in side.nodes
+            )
+
+        if not net.advance(net.time_ms + self.config.quiet_ms_max, decided):
+            raise net.fail("termination: the reunion slots not decided on every node")
         for side, other in ((x, y), (y, x)):
-            slot = reunion_slot(other.cluster)
-            net.settle(side.nodes, slot, net.all_decided(side.nodes, slot))
-            d = net.agreement(side.nodes[0]).decided(slot)
-            if d is None or d.value != MERGE:
+            d = self._decided_in(side.nodes[0], side)[reunion_slot(other.cluster)]
+            if d.value != MERGE:
                 raise net.fail(f"reunion: {side.name} decided {d}")
+            by_policy = sorted(n[:8] for n in side.nodes if (n, other.cluster) in net.auto_proposed)
+            if bool(by_policy) != auto:
+                policy = net.agreement(side.nodes[0]).ledger.policy.auto_merge
+                raise net.fail(f"auto-merge: {policy}, {relation}: proposed by {by_policy}")
+        # What each side held when it decided merge: the causal past of its certificate
+        # (its cut), and the decisions inside it (a slot left open at the split may have
+        # completed while the sides decided).
+        for side, other in ((x, y), (y, x)):
+            ref = side.nodes[0]
+            r, held = self._held(net.replica(ref), side), self._decided_in(ref, side)
+            d = held[reunion_slot(other.cluster)]
+            cut = oracle.causal_vector(r.dag.find, certificate_ops(d.certificate))
+            decided = oracle.decided_within(held, cut)
+            self.records[side.name] = replace(self.records[side.name], decided=decided)
+            self.held[side.name] = cut
         return auto
 
     def _resolve(self, x: Side, y: Side) -> None:
-        """Before the join: the winner checks the other side's decisions alone (from its
+        """Before the sides meet: the winner checks the other side's decisions alone (from its
         genesis), and the report computed from the two sides' states (lineage.py) must hold
         exactly what the oracle predicts from the simulator's record."""
         net = self.net
@@ -401,28 +438,35 @@ class ReunionSim:
         self.kept, self.report = kept, report
 
     def _merge(self, x: Side, y: Side) -> int:
-        """Every node of both sides joins the other lineage's DAG; the winner computes the
-        report from the two lineages it then holds (reunion_report, as a node does) and
-        writes it; every node must reach one op set and one state. Returns ms."""
+        """Every node's coordinator has joined (or joins) the other lineage's DAG; on the
+        kept side the coordinators write the report once they can compute it (from the two
+        lineages held, reunion_report) and late entries as later decisions come; a crash
+        and restart joins again from the node's store. Every node must reach one op set,
+        one state and the report, which must be the oracle's. Returns ms (from the sides'
+        decided merges until all is settled)."""
         net = self.net
         merged_at = net.time_ms
-        net.groups = None  # a third side meets again too, but its lineage stays apart
         both = sorted(x.nodes + y.nodes)
-        for side, other in ((x, y), (y, x)):
-            for n in side.nodes:
-                net.partner[n] = other.genesis
-        for n in both:
-            node = net.nodes[n]
-            net.join(node)
-            net.pump(node)
-        report = self._write_report(x, y)
+        pair = {x.cluster, y.cluster}
+        lost = y if self._winner() is x else x
+        marker = (report_key(lost.cluster),)
+
+        def merged() -> bool:  # its own lineage (home, maybe) and the other one joined
+            return all(
+                all(net.joined(n, c) for c in pair - {net.cluster[n].cluster_id})
+                and net.replica(n).row(INTERNAL, marker) is not None
+                for n in both
+            )
+
         if self.config.crashes:  # a restart re-joins the other lineage from its store
             victim = net.rng.choice(both)
             at = net.time_ms + net.rng.randint(10, 500)
             net.at(at, "crash", victim)
             net.at(at + net.rng.randint(0, 1_000), "restart", victim)
-        net.settle(both, "the merged cluster", one_lineage=False)
-        report = self._write_late(both, report)
+        net.settle(both, "the merged cluster", merged, one_lineage=False)
+        report = self._check_report(x, y)
+        self._check_writers()
+        self._check_home(x, y)
         self._check_merge(x, y, report)
         return net.time_ms - merged_at
 
@@ -456,22 +500,17 @@ class ReunionSim:
         assert child.fork_vector is not None
         return oracle.rows_within(self.net.replica(side.nodes[0]).log(), child.fork_vector)
 
-    def _write_report(self, x: Side, y: Side) -> Report:
-        """The winner computes the report from the two lineages it holds once joined
-        (reunion_report, as a node does), checks it against the oracle, and writes it."""
+    def _check_report(self, x: Side, y: Side) -> Report:
+        """The report a node computes from the two lineages it holds (reunion_report, what
+        the kept side's coordinators wrote) against the oracle; with the late entries the
+        kept lineage's later decisions add (late_slot_conflicts), what every node's
+        conflicts table must hold."""
         net = self.net
-        writer = net.nodes[self._winner().nodes[0]]
-        computed: list[Any] = []
-
-        def ready() -> bool:
-            r = net.replica(writer.id)
-            computed[:] = [reunion_report(r, *r.lineages().values())]  # type: ignore[arg-type]
-            return computed[0] is not None
-
-        if not net.advance(net.time_ms + self.config.quiet_ms_max, ready):
-            raise net.fail("termination: the winner cannot compute the report")
+        r = net.replica(self._winner().nodes[0])
+        got = reunion_report(r, *r.lineages().values())  # type: ignore[arg-type]
+        if got is None:
+            raise net.fail("termination: the report cannot be computed once merged")
         report = self.report = self._joined_report(x, y)
-        got = computed[0]
         entries = {entry_of(c) for c in got.entries}
         extra, missing = entries - report.entries, report.entries - entries
         records = self.records.values()
@@ -487,11 +526,45 @@ class ReunionSim:
             for c in got.entries:
                 if c.kind == "row":
                     authors[c.key] = (c.kept_author, c.lost_author)
-            report = self.report = Report(frozenset(entries), authors)
-        if got.entries:
-            net.replica(writer.id).write(conflict_mutations(got.entries), net.now())
-            net.pump(writer)
+            report = Report(frozenset(entries), authors)
+        late = late_slot_conflicts(r, *r.lineages().values())  # type: ignore[arg-type]
+        self.late_entries = len(late)
+        report = self.report = Report(report.entries | {entry_of(c) for c in late}, report.authors)
         return report
+
+    def _check_writers(self) -> None:
+        """Only nodes of the kept lineage wrote report entries or markers (their
+        coordinators' WriteReport and WriteLateEntries), and at least one did."""
+        net, kept = self.net, self._winner()
+        if not net.report_ops:
+            raise net.fail("report writers: none")
+        for writer, cluster, _ in net.report_ops:
+            if cluster != kept.cluster:
+                raise net.fail(f"report writers: {writer[:8]} wrote from another lineage "
+                               f"than the kept side {kept.name}")
+
+    def _check_home(self, x: Side, y: Side) -> None:
+        """Once the report about a seceded side is written (its parent kept), each of its
+        nodes still a voter of the parent has moved home into it (ReturnHome); the others
+        stay in their seceded lineage, told once (NotReturning). No one else moved."""
+        net = self.net
+        a = self.sides["A"]
+        child = y if a is x else x if a is y else None
+        home = set()
+        if child is not None and self._winner() is a:
+            voters = net.agreement(a.nodes[0]).membership().voters
+            home = {n for n in child.nodes if n in voters}
+            for n in child.nodes:
+                now = net.cluster[n].cluster_id
+                if now != (a.cluster if n in home else child.cluster):
+                    raise net.fail(f"home: {n[:8]} is in {now.hex()[:8]}")
+            if set(child.nodes) - home != net.not_returning & set(child.nodes):
+                raise net.fail("home: NotReturning not told to the non-voters alone")
+            for n in home:  # a voter of the parent again, its own chain continued
+                if not net.replica(n).is_member_now():
+                    raise net.fail(f"home: {n[:8]} moved home but may not write there")
+        if set(net.returned) != home:
+            raise net.fail(f"home: moved {sorted(n[:8] for n in net.returned)}")
 
     def _joined_report(self, x: Side, y: Side) -> Report:
         """The oracle once the DAGs are joined: the parent's decisions also count those its
@@ -511,23 +584,6 @@ class ReunionSim:
             self.records[a.name] = replace(old, decided={**completed, **old.decided})
         lost = y if kept is x else x
         return oracle.expected_report(self.records[kept.name], self.records[lost.name])
-
-    def _write_late(self, both: list[NodeId], report: Report) -> Report:
-        """A slot the kept lineage decided only after the report (a pre-split ballot the
-        join brought) that the other side decided otherwise: the winner adds its entry
-        (late_slot_conflicts, as a node's keeper does), and it must reach every node."""
-        net = self.net
-        writer = net.nodes[self._winner().nodes[0]]
-        r = net.replica(writer.id)
-        late = late_slot_conflicts(r, *r.lineages().values())  # type: ignore[arg-type]
-        if not late:
-            return report
-        self.late_entries += len(late)
-        r.write(conflict_mutations(late), net.now())
-        net.pump(writer)
-        report = self.report = Report(report.entries | {entry_of(c) for c in late}, report.authors)
-        net.settle(both, "the merged cluster with late report entries", one_lineage=False)
-        return report
 
     # -------------------------------------------------------------- checks of the merge
     def _check_merge(self, x: Side, y: Side, report: Report) -> None:
@@ -551,6 +607,13 @@ class ReunionSim:
         for n in both:
             self._check_merged(n, x, y, report, final)
 
+    def _decided_in(self, node_id: NodeId, side: Side) -> dict[str, Decision]:
+        """The decisions of side's lineage held by a node: its own, or (once it moved home
+        to the parent) the seceded lineage it joined there."""
+        ledger = self._held(self.net.replica(node_id), side).ledger
+        ledger.catch_up()
+        return {s: r.decided for s, r in ledger.slots.items() if r.decided is not None}
+
     @staticmethod
     def _held(r: AgreementReplica, side: Side) -> AgreementReplica:
         """The node's replica of side's lineage: its own, or the one it joined."""
@@ -564,7 +627,7 @@ class ReunionSim:
         r = net.replica(node_id)
         # Both DAGs, whole: the other lineage's vector here equals its own nodes' vectors.
         for side in (x, y):
-            home = net.replica(side.nodes[0])
+            home = self._held(net.replica(side.nodes[0]), side)
             held = r if r.cluster_id == side.cluster else r.lineages().get(side.cluster)
             if held is None or held.version_vector() != home.version_vector():
                 raise net.fail(f"joined DAG at {node_id[:8]}: lineage {side.name} differs")
@@ -604,7 +667,7 @@ class ReunionSim:
         chain = net.verify_all(decisions, side.genesis, who)
         if chain != ledger.memberships:
             raise net.fail(f"membership chain ({who}): the ledger's differs")
-        home = net.decisions(side.nodes[0])
+        home = self._decided_in(side.nodes[0], side)
         if {s: value_key(d.value) for s, d in decisions.items()} != {
             s: value_key(d.value) for s, d in home.items()
         }:

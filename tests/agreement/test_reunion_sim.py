@@ -177,6 +177,57 @@ def test_siblings_never_merge_by_policy(monkeypatch):
     assert "auto-merge" in found and "siblings" in found
 
 
+# The simulator drives each node's lineage coordinator (the object the node's Keeper
+# drives): a fault put into the coordinator must fail seeds.
+def test_the_coordinators_write_the_report(monkeypatch):
+    monkeypatch.setattr(coordinator.LineageCoordinator, "_report", lambda self, cid, view: [])
+    found = failures([2, 3])
+    assert len(found) == 2 and all("merged cluster not settled" in f for f in found)
+
+
+def test_only_the_kept_side_writes_the_report(monkeypatch):
+    original = coordinator.LineageCoordinator._report
+
+    def either_side(self, cid, view):
+        report = view.reports.get(cid)
+        if report is not None and cid not in view.reported and view.member_now:
+            return [coordinator.WriteReport(cid, report)]  # the kept check left out
+        return original(self, cid, view)
+
+    monkeypatch.setattr(coordinator.LineageCoordinator, "_report", either_side)
+    found = failures([2, 3, 4])
+    assert found and all("report writers" in f for f in found)
+
+
+def test_a_restarted_node_joins_again(monkeypatch):
+    """Seed 2 crashes a node after the merge. On start its coordinator joins again from
+    the decisions (restart) or, failing that, from the lineages announced in kv rows (met,
+    then joined at the next tick); without both the node stays apart."""
+    from controller.sim import reunion_net
+
+    assert ReunionSimConfig.from_seed(2).crashes
+    monkeypatch.setattr(coordinator.LineageCoordinator, "restart", lambda self, decided: [])
+    assert not failures([2])
+    monkeypatch.setattr(reunion_net, "held_announcements", lambda replica: [])
+    (found,) = failures([2])
+    assert "not settled" in found
+
+
+def test_the_fork_copy_is_written_once_by_the_founder(monkeypatch):
+    monkeypatch.setattr(coordinator, "fork_copy_due", lambda genesis, me, own_seq: None)
+    from controller.sim import reunion_story
+
+    monkeypatch.setattr(reunion_story, "fork_copy_due", coordinator.fork_copy_due)
+    (found,) = failures([2])
+    assert "fork copy" in found
+
+
+def test_the_move_home_is_the_coordinators(monkeypatch):
+    monkeypatch.setattr(coordinator.LineageCoordinator, "_return", lambda self, cid, view: [])
+    (found,) = failures([322])
+    assert "home:" in found
+
+
 def test_the_checks_bite(monkeypatch):
     """A join that takes the other lineage's ops but not their rows must be caught."""
 
@@ -209,13 +260,33 @@ def test_a_decision_is_learned_only_once_durable(seed, siblings):
     assert not result.findings
 
 
-@pytest.mark.parametrize("seed", [322, 462, 482, 583])
+@pytest.mark.parametrize("seed", [322, 462, 482])
 def test_a_decision_completed_after_the_report_gets_a_late_entry(seed):
     """After the join a parent acceptor votes on a pre-split ballot of a seceded proposer
-    it receives only then, completing a parent decision after the report; the winner adds
-    its entry then (late_slot_conflicts), so no decision is overridden silently."""
+    it receives only then, completing a parent decision after the report; the kept side's
+    coordinators add its entry then (WriteLateEntries), so no decision is overridden
+    silently."""
     result = run_reunion_seed(seed)
     assert not result.findings
+    assert result.late_entries >= 1
+
+
+def test_late_entries_are_written_by_the_coordinators(monkeypatch):
+    original = coordinator.LineageCoordinator._report
+
+    def no_late_entries(self, cid, view):
+        return [] if cid in view.reported else original(self, cid, view)
+
+    monkeypatch.setattr(coordinator.LineageCoordinator, "_report", no_late_entries)
+    found = failures([322, 462, 482])
+    assert len(found) == 3 and all("conflicts table" in f for f in found)
+
+
+def test_seceded_voters_move_home_once_reported():
+    """Seed 322: the parent is kept; the seceded side's voters (still the parent's) move
+    home into it (ReturnHome), and can write there (checked in the run)."""
+    result = run_reunion_seed(322)
+    assert result.returned == 2
 
 
 @pytest.mark.parametrize("seed", [3355, 5410, 5783])
