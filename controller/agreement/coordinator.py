@@ -16,11 +16,12 @@ node, rebuilt at every start from the lineages the node keeps; both build its Vi
 `read_view`, call `tick` then `tick_joined` in every round, and carry out each action with
 the same writes (`announce_mutations`, `report_mutations`, `late_mutations`). The founder
 of a seceded lineage writes the fork copy when `fork_copy_due` says so
-(report.fork_copy_writes), in both. What only one side does: the node meets lineages
-through peers' Hello, its server plans a secession and moves the node's directories (the
-simulator scripts the Hello of the reunited pair and the secession); `ReturnHome` needs a
-server to move (View.homeward), so the simulator, which has none, never gets it. Only in
-the simulator: the oracle's checks.
+(report.fork_copy_writes), in both. Opening a lineage is
+`plan_secession` (the founder) and `check_notice` (each other seceding voter), in both.
+`ReturnHome` is carried out by a move: the node's server moves its directories and starts
+again; the simulator flushes the node and starts it again in the parent. What only one
+side does: the node meets lineages through peers' Hello (the simulator scripts the Hello
+of the reunited pair), and only the simulator runs the oracle's checks.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.replication import Genesis, NodeId, RowUpdate, Upsert, encode
+from controller.replication import Genesis, Identity, NodeId, RowUpdate, Upsert, encode
 from controller.replication.reserved import GENESIS_PREFIX, INTERNAL, genesis_key, report_key
 
 from .engine import Agreement
+from .errors import AgreementError
 from .lineage import (
     CONFLICTS,
     MERGE,
@@ -42,7 +44,9 @@ from .lineage import (
     lineage_of,
     relate,
     reunion_slot,
+    secede,
 )
+from .membership import Membership
 from .messages import value_key
 from .policy import AgreementReplica
 from .rbac import AccessPolicy
@@ -54,6 +58,7 @@ __all__ = [
     "Action",
     "AnnounceGenesis",
     "ReportCache",
+    "SecessionRefused",
     "JoinLineage",
     "KeepGenesis",
     "LineageCoordinator",
@@ -64,6 +69,8 @@ __all__ = [
     "WriteLateEntries",
     "WriteReport",
     "announce_mutations",
+    "check_notice",
+    "plan_secession",
     "announced_geneses",
     "fork_copy_due",
     "held_announcements",
@@ -436,3 +443,69 @@ def late_mutations(mine: AgreementReplica, other: AgreementReplica) -> list[Upse
     rows = mine.rows(CONFLICTS.name)
     todo = [e for e in late_slot_conflicts(mine, other) if (e.id,) not in rows]
     return conflict_mutations(todo)
+
+
+# ---------------------------------------------------------------------- opening a lineage
+class SecessionRefused(AgreementError):
+    """A secession (or a notice to join one) that cannot be taken; the message says why."""
+
+
+def plan_secession(
+    identity: Identity,
+    genesis: Genesis,
+    membership: Membership,
+    policy: AccessPolicy,
+    vector: Mapping[NodeId, int],
+    voters: Iterable[str],
+    confirmed_by: str,
+    now_ms: int,
+) -> Genesis:
+    """The genesis of the lineage `identity` founds with `voters` (ids or unique prefixes
+    of 8+ characters; the founder always secedes) out of `genesis`, forked at `vector`,
+    with the parent's access policy. Checked: confirmed by an operator, each name one
+    voter, and a minority of `membership` (a majority decides without seceding)."""
+    if not confirmed_by.strip():
+        raise SecessionRefused("a secession must be confirmed by an operator (confirmed_by)")
+    staying: set[NodeId] = set()
+    for v in [*voters, identity.node_id]:
+        hits = [n for n in membership.voters if n.startswith(v)] if len(v) >= 8 else []
+        if len(hits) != 1:
+            names = ", ".join(sorted(n[:12] for n in membership.voters))
+            raise SecessionRefused(
+                f"{v!r} is not one voter of membership {membership.version} (voters: {names})"
+            )
+        staying.add(hits[0])
+    if len(staying) >= membership.quorum:
+        raise SecessionRefused(
+            f"{len(staying)} of {len(membership.voters)} voters are a majority: they decide "
+            "without seceding (secession is for a minority cut off from the rest)"
+        )
+    access = policy.to_value()
+    access.pop("version", None)
+    return secede(
+        identity,
+        genesis,
+        membership.voters,
+        sorted(staying),
+        vector,
+        now_ms,
+        confirmed_by=confirmed_by.strip(),
+        access=access,
+    )
+
+
+def check_notice(current: Genesis, new: Genesis, me: NodeId, caller: NodeId) -> None:
+    """May this node (of `current`) move into `new`, as told by `caller`, another seceding
+    voter? SecessionRefused says why not."""
+    lin = lineage_of(new)
+    if lin.parent != current.cluster_id:
+        raise SecessionRefused(
+            f"the new lineage {new.cluster_id.hex()[:16]} did not secede from this node's "
+            f"cluster {current.cluster_id.hex()[:16]}"
+        )
+    if not lin.confirmed_by:
+        raise SecessionRefused("the secession carries no operator confirmation")
+    if me not in new.member_ids:
+        raise SecessionRefused(f"this node {me} is not among the seceding voters")
+    if caller not in new.member_ids:
+        raise SecessionRefused(f"the caller {caller} is not among the seceding voters")

@@ -36,6 +36,7 @@ from controller.agreement import (
     AgreementReplica,
     Proposal,
     Refused,
+    coordinator,
     lineage_of,
     relate,
     reunion_slot,
@@ -189,18 +190,10 @@ def finish_move(d: DataDir) -> Genesis | None:
 
 def check_notice(current: Genesis, new: Genesis, me: NodeId, caller: NodeId) -> None:
     """May this node move into `new`, as told by `caller`? LineageError says why not."""
-    lin = lineage_of(new)
-    if lin.parent != current.cluster_id:
-        raise LineageError(
-            f"the new lineage {new.cluster_id.hex()[:16]} did not secede from this node's "
-            f"cluster {current.cluster_id.hex()[:16]}"
-        )
-    if not lin.confirmed_by:
-        raise LineageError("the secession carries no operator confirmation")
-    if me not in new.member_ids:
-        raise LineageError(f"this node {me} is not among the seceding voters")
-    if caller not in new.member_ids:
-        raise LineageError(f"the caller {caller} is not among the seceding voters")
+    try:
+        coordinator.check_notice(current, new, me, caller)
+    except coordinator.SecessionRefused as exc:
+        raise LineageError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------- the keeper

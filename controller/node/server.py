@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
-from controller.agreement import Agreement, AgreementConfig, lineage_of, secede
+from controller.agreement import Agreement, AgreementConfig, coordinator, lineage_of
 from controller.agreement.coordinator import fork_copy_due
 from controller.agreement.report import fork_copy_writes
 from controller.replication import Config as ReplicationCoreConfig
@@ -321,29 +321,16 @@ class _Secession:
 
 
 def plan_secession(core: _Core, identity, voters: list[str], confirmed_by: str):
-    """The new lineage's genesis (checked: confirmed, a minority of the voters, this node
-    among them). LineageError says what is wrong."""
+    """The new lineage's genesis (coordinator.plan_secession: confirmed, a minority of the
+    voters, this node among them). LineageError says what is wrong."""
     if core.agreement is None:
         raise LineageError("secession needs the agreement layer (agreement.enabled)")
-    if not confirmed_by.strip():
-        raise LineageError("a secession must be confirmed by an operator (confirmed_by)")
-    m = core.agreement.membership()
-    staying = set()
-    for v in [*voters, identity.node_id]:
-        hits = [n for n in m.voters if n.startswith(v)] if len(v) >= 8 else []
-        if len(hits) != 1:
-            raise LineageError(f"{v!r} is not one voter of membership {m.version} "
-                               f"(voters: {', '.join(sorted(n[:12] for n in m.voters))})")
-        staying.add(hits[0])
-    if len(staying) >= m.quorum:
-        raise LineageError(
-            f"{len(staying)} of {len(m.voters)} voters are a majority: they decide without "
-            "seceding (secession is for a minority cut off from the rest)")
-    access = core.agreement.policy().to_value()
-    access.pop("version", None)
-    return secede(identity, core.genesis, m.voters, sorted(staying),
-                  core.replica.version_vector(), int(time.time() * 1000),
-                  confirmed_by=confirmed_by.strip(), access=access)
+    try:
+        return coordinator.plan_secession(
+            identity, core.genesis, core.agreement.membership(), core.agreement.policy(),
+            core.replica.version_vector(), voters, confirmed_by, int(time.time() * 1000))
+    except coordinator.SecessionRefused as exc:
+        raise LineageError(str(exc)) from None
 
 
 async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,

@@ -23,12 +23,11 @@ from controller.agreement import (
     relate,
     reunion_slot,
     row_conflicts,
-    secede,
     slot_conflicts,
     winner,
 )
 from controller.agreement.certificate import certificate_ops
-from controller.agreement.coordinator import fork_copy_due
+from controller.agreement.coordinator import check_notice, fork_copy_due, plan_secession
 from controller.agreement.lineage import MERGE
 from controller.agreement.messages import value_key
 from controller.agreement.report import fork_copy_writes, late_slot_conflicts, reunion_report
@@ -225,19 +224,24 @@ class ReunionSim:
             net.flush(net.nodes[n])
         r = net.replica(founder.id)
         fork_rows = [Upsert(t, k, v) for t in SCHEMA.names for k, v in r.rows(t).items()]
-        voters = net.agreement(founder.id).membership().voters
+        a = net.agreement(founder.id)
+        voters = a.membership().voters
         side.fork_vector = r.version_vector()
-        access = {"roles": {n: "admin" for n in side.nodes}, "auto_merge": net.auto}
-        side.genesis = secede(
+        # As the node's LineageService.Secede: planned and checked by the coordinator's
+        # plan_secession (the parent's policy carries over), then each other seceding
+        # voter checks the founder's notice (check_notice) before it moves.
+        side.genesis = plan_secession(
             founder.identity,
             net.genesis,
-            voters,
-            side.nodes,
+            a.membership(),
+            a.policy(),
             side.fork_vector,
+            side.nodes,
+            "operator@sim",
             net.now(),
-            confirmed_by="operator@sim",
-            access=access,
         )
+        for n in side.nodes[1:]:
+            check_notice(net.genesis, side.genesis, n, founder.id)
         lin = side.lineage
         if lin.parent != net.genesis.cluster_id or set(lin.left) != set(voters) - set(side.nodes):
             raise net.fail(f"secession: lineage {lin}")

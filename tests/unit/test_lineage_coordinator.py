@@ -17,15 +17,19 @@ from controller.agreement.coordinator import (
     NotReturning,
     ProposeReunion,
     ReturnHome,
+    SecessionRefused,
     View,
     WriteLateEntries,
     WriteReport,
     announce_mutations,
     announced_geneses,
+    check_notice,
     fork_copy_due,
+    plan_secession,
     report_mutations,
 )
-from controller.agreement.lineage import reunion_slot
+from controller.agreement.lineage import lineage_of, reunion_slot
+from controller.agreement.membership import Membership
 from controller.agreement.report import Report
 from controller.replication import Identity, RowUpdate, decode, make_genesis
 from controller.replication.reserved import INTERNAL, genesis_key, report_key
@@ -277,3 +281,37 @@ def test_idle_until_a_lineage_is_met():
     assert core.idle
     core.meet(C, N1)
     assert not core.idle
+
+
+# ---------------------------------------------------------------------- opening a lineage
+M0 = Membership(0, {i.node_id: i.public_key for i in IDS}, {})
+
+
+@pytest.mark.parametrize(
+    ("founder", "voters", "confirmed", "error"),
+    [
+        (IDS[2], [], "ops", None),  # the founder alone: 1 of 3
+        (IDS[2], [N2[:8]], "ops", None),  # itself by prefix
+        (IDS[2], [N0], "ops", "majority"),  # 2 of 3 decide without seceding
+        (IDS[2], [], "  ", "confirmed"),
+        (IDS[2], ["abc"], "ops", "is not one voter"),  # a prefix under 8 characters
+        (IDS[2], ["ffffffffff"], "ops", "is not one voter"),
+    ],
+)
+def test_plan_secession(founder, voters, confirmed, error):
+    plan = lambda: plan_secession(  # noqa: E731
+        founder, P, M0, MERGING, {N0: 2, N2: 3}, voters, confirmed, 7
+    )
+    if error:
+        with pytest.raises(SecessionRefused, match=error):
+            plan()
+        return
+    g = plan()
+    lin = lineage_of(g)
+    assert lin.parent == P.cluster_id and set(g.member_ids) == {founder.node_id}
+    assert lin.fork_vector == {N0: 2, N2: 3} and lin.confirmed_by == "ops"
+    check_notice(P, g, founder.node_id, founder.node_id)
+    with pytest.raises(SecessionRefused, match="not among the seceding voters"):
+        check_notice(P, g, N1, founder.node_id)  # N1 stays in the parent
+    with pytest.raises(SecessionRefused, match="did not secede from"):
+        check_notice(OTHER, g, founder.node_id, founder.node_id)
