@@ -390,15 +390,16 @@ class ReunionSim:
                 policy = net.agreement(side.nodes[0]).ledger.policy.auto_merge
                 raise net.fail(f"auto-merge: {policy}, {relation}: proposed by {by_policy}")
         # What each side held when it decided merge: the causal past of its certificate
-        # (its cut), and the decisions inside it (a slot left open at the split may have
-        # completed while the sides decided).
+        # (its cut), the writes and decisions inside it (the sides meet before they decide:
+        # a seceded node that joined the parent's DAG relays the pre-split ops it held, and
+        # a slot left open at the split may complete meanwhile).
         for side, other in ((x, y), (y, x)):
             ref = side.nodes[0]
             r, held = self._held(net.replica(ref), side), self._decided_in(ref, side)
             d = held[reunion_slot(other.cluster)]
             cut = oracle.causal_vector(r.dag.find, certificate_ops(d.certificate))
             decided = oracle.decided_within(held, cut)
-            self.records[side.name] = replace(self.records[side.name], decided=decided)
+            self.records[side.name] = self._record_of(side, x, y, cut, decided)
             self.held[side.name] = cut
         return auto
 
@@ -475,8 +476,16 @@ class ReunionSim:
         return net.time_ms - merged_at
 
     # -------------------------------------------------------------- the report
-    def _record_of(self, side: Side, x: Side, y: Side) -> SideRecord:
-        """What the side's reference node held, for the oracle."""
+    def _record_of(
+        self,
+        side: Side,
+        x: Side,
+        y: Side,
+        cut: dict[NodeId, int] | None = None,
+        decided: dict[str, bytes] | None = None,
+    ) -> SideRecord:
+        """What the side's reference node held, for the oracle: now, or (cut) the writes
+        and decisions inside the cut it decided merge at."""
         ref = side.nodes[0]
         r = self.net.replica(ref)
         if side.fork_vector is None:  # the parent: 'before the fork' is inside the child's vector
@@ -491,8 +500,13 @@ class ReunionSim:
                 return w.fork
 
         writes = self.net.writes
-        latest = oracle.latest_writes(writes, {side.cluster}, lambda w: r.dag.holds(w.op.id))
-        learned = dict(self.net.learned_at[(side.cluster, ref)])
+        if cut is None:
+            latest = oracle.latest_writes(writes, {side.cluster}, lambda w: r.dag.holds(w.op.id))
+        else:
+            latest = oracle.latest_writes(
+                writes, {side.cluster}, lambda w: w.op.seq <= cut.get(w.op.author, 0)
+            )
+        learned = dict(self.net.learned_at[(side.cluster, ref)]) if decided is None else decided
         return SideRecord(side.cluster, learned, latest, pre_fork)
 
     def _base(self, side: Side, x: Side, y: Side) -> Rows:

@@ -282,6 +282,16 @@ def test_late_entries_are_written_by_the_coordinators(monkeypatch):
     assert len(found) == 3 and all("conflicts table" in f for f in found)
 
 
+@pytest.mark.parametrize("seed", [1734, 1835])
+def test_the_oracle_reads_what_a_side_held_at_its_cut(seed):
+    """Found by the wide sweep once the sides meet before they decide: a seceded node that
+    joined the parent's DAG relays its pre-split ops to the parent, whose cut then holds a
+    pre-fork write that supersedes the parent's own write apart. The node's report rightly
+    lists no entry; the oracle had read what the parent held before they met."""
+    result = run_reunion_seed(seed)
+    assert not result.findings
+
+
 def test_seceded_voters_move_home_once_reported():
     """Seed 322: the parent is kept; the seceded side's voters (still the parent's) move
     home into it (ReturnHome), and can write there (checked in the run)."""
