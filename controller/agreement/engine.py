@@ -10,8 +10,10 @@ from typing import Any
 from controller.replication import NodeId, OpId, Rejected
 from controller.replication import UsageError as ReplicationUsageError
 from controller.replication.encoding import check_plain
+from controller.replication.identity import hash32
 
 from .certificate import Decision, certificate_ops
+from .checkpoint import CHECKPOINT, Checkpoints, checkpoint_number_of, checkpoint_slot
 from .errors import Reason, Refused, UsageError
 from .ledger import Indexed, Ledger
 from .membership import (
@@ -54,6 +56,13 @@ class AgreementConfig:
     expel_equivocators: bool = True
     expel_attempts_max: int = 3  # proposals per offender per membership version
     expel_retry_ms: int = 2_000  # after an attempt that ended without removing the offender
+    # Agreed checkpoints (decision 0070): a voter proposes `checkpoint/<n>` once this many
+    # ops were added since the latest one (0: never by count), or this long after it when
+    # any op was (0: never by time). Voters take turns by a per-n rank: the k-th waits
+    # k * checkpoint_stagger_ms after it first found one due, so one usually proposes.
+    checkpoint_ops: int = 0
+    checkpoint_ms: int = 0
+    checkpoint_stagger_ms: int = 2_000
 
 
 class Status(StrEnum):
@@ -145,6 +154,11 @@ class Agreement:
         self._now_ms = 0
         self._held: list[Decision] = []  # decided, waiting for our votes to be durable
         self._durable_slots: set[str] = set()
+        self.checkpoints = Checkpoints(replica, self.ledger)
+        self._checkpoint: Proposal | None = None  # our live checkpoint proposal
+        self._checkpoint_due: tuple[int, int] | None = None  # (n, since ms) once one is due
+        self._checkpoint_at = 0  # when the latest checkpoint was noticed decided here
+        self._checkpoint_n = 0
         self._sync_peers()
 
     # ------------------------------------------------------------------ queries
@@ -278,7 +292,40 @@ class Agreement:
             ledger.catch_up()
         if self.config.expel_equivocators:
             self._expel(now_ms)
+        if self.config.checkpoint_ops or self.config.checkpoint_ms:
+            self._maybe_checkpoint(now_ms)
         self._drive(now_ms)
+
+    def _maybe_checkpoint(self, now_ms: int) -> None:
+        """Propose the next checkpoint when one is due and it is this voter's turn."""
+        cps, cfg = self.checkpoints, self.config
+        latest = cps.latest()
+        if latest != self._checkpoint_n:
+            self._checkpoint_n, self._checkpoint_at = latest, now_ms
+            cps.advance()
+        if self._checkpoint is not None and not self._checkpoint.done:
+            return
+        voters = self.ledger.membership.voters
+        if self.node_id not in voters:
+            return
+        since = cps.ops_since()
+        due = (cfg.checkpoint_ops and since >= cfg.checkpoint_ops) or (
+            cfg.checkpoint_ms and since > 0 and now_ms - self._checkpoint_at >= cfg.checkpoint_ms
+        )
+        n = latest + 1
+        if not due:
+            self._checkpoint_due = None
+            return
+        if self._checkpoint_due is None or self._checkpoint_due[0] != n:
+            self._checkpoint_due = (n, now_ms)
+        rank = sorted(voters, key=lambda v: hash32(f"{n}:{v}".encode())).index(self.node_id)
+        if now_ms < self._checkpoint_due[1] + rank * cfg.checkpoint_stagger_ms:
+            return
+        cp = cps.next()
+        if cp is None:
+            return
+        self._checkpoint = self._add_proposal(checkpoint_slot(cp.n), cp.to_value(), now_ms, None)
+        self.counters["checkpoint_proposals"] += 1
 
     def _sync_peers(self) -> None:
         voters = set(self.ledger.membership.voters) - {self.node_id}
@@ -330,6 +377,10 @@ class Agreement:
                 )
 
     def _check_proposer(self, slot: str, author: NodeId) -> None:
+        if slot_kind(slot) == CHECKPOINT:  # the voters' own, whatever the policy says
+            if author not in self.ledger.membership.voters:
+                raise Refused(Reason.FORBIDDEN, f"{author[:8]} is not a voter: no checkpoints")
+            return
         if not self.ledger.policy.can_propose(author, slot_kind(slot)):
             raise Refused(Reason.FORBIDDEN, f"{author[:8]} may not propose {slot_kind(slot)}")
 
@@ -349,6 +400,11 @@ class Agreement:
             if current is None:
                 raise Refused(Reason.BAD_POLICY, f"policy v{pversion - 1} unknown here")
             check_policy(current, value, proposer, frozenset(ledger.membership.voters))
+        n = checkpoint_number_of(slot)
+        if n is not None:
+            self.checkpoints.check(n, value)
+        elif slot_kind(slot) == CHECKPOINT:
+            raise Refused(Reason.BAD_CHECKPOINT, f"{slot}: not checkpoint/<n>, n >= 1")
 
     def _emit(self, msg: VoteMessage) -> None:
         if self.node_id not in self.ledger.membership.voters:

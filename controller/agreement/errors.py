@@ -28,6 +28,8 @@ class Reason(StrEnum):
     NO_MERGE = "no_merge"  # joining another lineage's ops without a decided merge about it
     NO_QUORUM = "no_quorum"  # the proposal timed out: no majority of voters answered
     DECIDED = "decided"  # the slot is already decided
+    BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint whose chain or digests differ from ours
+    CHECKPOINT_AHEAD = "checkpoint_ahead"  # a checkpoint whose cut or predecessor we lack
 
 
 class AgreementError(Exception):

@@ -14,6 +14,7 @@ from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_g
 
 import controller
 from controller.agreement import lineage_of
+from controller.agreement.checkpoint import CHECKPOINT
 from controller.forwarding.reports import TOPOLOGY_TABLES as REPORT_TABLES
 from controller.replication import Upsert, decode, encode
 from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key
@@ -474,6 +475,11 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             return await self._join(request, context)
         kind = request.slot.partition("/")[0]
         async with self.api.call(context, Role.VIEWER, "Propose") as record:
+            if kind == CHECKPOINT:  # the voters' own (decision 0070): nobody proposes them
+                raise Denied(
+                    "permission_denied",
+                    f"{request.slot}: checkpoint slots are proposed by the nodes themselves",
+                )
             self.api.access.propose(record.role, kind)
             await self._need_agreement(context)
             try:

@@ -112,6 +112,10 @@ class AgreementSettings:
     retry_ms: int = 600  # a ballot that made no progress for this long is retried
     backoff_ms_min: int = 20  # random back-off between ballots of dueling proposers
     backoff_ms_max: int = 1_600
+    # Agreed checkpoints (decision 0070): proposed once this many ops were added since the
+    # latest one, or this long after it if any was; 0 turns either trigger off.
+    checkpoint_ops: int = 10_000
+    checkpoint_ms: int = 300_000
 
 
 @dataclass(frozen=True)

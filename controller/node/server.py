@@ -170,6 +170,8 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
                     backoff_ms_min=cfg.agreement.backoff_ms_min,
                     backoff_ms_max=cfg.agreement.backoff_ms_max,
                     timeout_ms=cfg.agreement.propose_timeout_ms,
+                    checkpoint_ops=cfg.agreement.checkpoint_ops,
+                    checkpoint_ms=cfg.agreement.checkpoint_ms,
                 ),
             )
         else:

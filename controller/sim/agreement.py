@@ -20,10 +20,12 @@ from controller.agreement import (
     membership_version_of,
     verify_certificate,
 )
+from controller.agreement.checkpoint import Checkpoint, checkpoint_number_of
 from controller.agreement.membership import EQUIVOCATION
 from controller.agreement.messages import value_key
 from controller.replication import (
     Config,
+    Ecmh,
     Identity,
     NodeId,
     OpBatch,
@@ -32,8 +34,11 @@ from controller.replication import (
     RowsBody,
     Upsert,
     make_genesis,
+    point_of,
+    row_version_bytes,
     sign_op,
 )
+from controller.replication.crdt import Tables
 
 from .net import SimNet, SimNode
 
@@ -73,6 +78,9 @@ class AgreementSimConfig:
     # (decision 0017). Not derived from the seed: test_sim runs its own seeds with it.
     equivocators: int = 0
     equivocator_online: bool = False  # it keeps voting after its fork (else taken offline)
+    # Voters propose `checkpoint/<n>` by themselves every this many ops (0: never); each
+    # decided one is checked against a replica rebuilt from the ops inside its cut.
+    checkpoint_ops: int = 0
     tick_ms: int = 50
 
     @classmethod
@@ -92,6 +100,7 @@ class AgreementSimConfig:
             crashes=rng.randint(0, 2),
         )
         derived["joins"] = derived["spares"]
+        derived["checkpoint_ops"] = rng.choice([0, 0, 12, 40])
         derived.update(overrides)
         return cls(seed=seed, **derived)
 
@@ -124,6 +133,7 @@ class AgreementSimResult:
     restarts: int
     messages: int
     no_quorum: int  # proposals that timed out (expected during partitions)
+    checkpoints: int = 0  # checkpoint decisions learned and checked against a rebuilt replica
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -143,7 +153,14 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         self.founders = [i.node_id for i in founders]
         self.spares = [i.node_id for i in ids[config.nodes :]]
         self.replica_config = Config(push_fanout=total, sync_interval_ms=150)
-        self.agreement_config = AgreementConfig(retry_ms=500, timeout_ms=4_000)
+        self.agreement_config = AgreementConfig(
+            retry_ms=500,
+            timeout_ms=4_000,
+            checkpoint_ops=config.checkpoint_ops,
+            checkpoint_stagger_ms=300,
+        )
+        self.checkpoints_checked = 0
+        self.checkpoints_unverified = 0  # decided knowing fewer forks than the learner
         self.proposed: dict[str, set[bytes]] = {}
         self.learned: dict[str, tuple[bytes, NodeId]] = {}
         self.proposals: list[tuple[NodeId, Proposal]] = []
@@ -186,9 +203,43 @@ class AgreementSim(SimNet[AgreementSimConfig]):
                     f"agreement: {d.slot} decided {d.value!r} at {node.id[:8]}, "
                     f"another value at {first[1][:8]}"
                 )
-            if key not in self.proposed.get(d.slot, set()) and not self._expulsion(node, d):
+            n = checkpoint_number_of(d.slot)
+            if n is not None:
+                self._check_checkpoint(node, n, d.value)
+            elif key not in self.proposed.get(d.slot, set()) and not self._expulsion(node, d):
                 raise self.fail(f"validity: {d.slot} decided {d.value!r}, never proposed")
             self.last_learned_ms = self.time_ms
+
+    def _check_checkpoint(self, node: SimNode, n: int, value: Any) -> None:
+        """A checkpoint an engine proposed by itself: its digests must be those computed
+        afresh from the learner's ops inside its cut (it holds them all: they are in the
+        causal past of the votes that decided it), leaving out a proven equivocator's ops
+        from its fork on. A learner that knows a fork below the cut the deciding quorum may
+        not have known computes otherwise: tolerated only then, and counted."""
+        r = node.replica
+        assert r is not None
+        try:
+            cp = Checkpoint.from_value(n, value)
+        except Refused as exc:
+            raise self.fail(f"checkpoint: {exc}") from None
+        tables = Tables(r.schema)
+        opset, state, count = Ecmh(), Ecmh(), 0
+        for op in r.log():
+            if op.seq > cp.cut.get(op.author, 0) or r.dag.excluded(op):
+                continue
+            count += 1
+            opset.add(point_of(op.id, person=b"synod-opset"))
+            if isinstance(op.body, RowsBody):
+                for m in op.body.mutations:
+                    tables.merge(m, op.hlc, op.author)
+        for t, k, row in tables.all_rows():
+            state.add(point_of(row_version_bytes(t, k, row)))
+        if (state.value, opset.value, count) == (cp.state, cp.ops, cp.count):
+            self.checkpoints_checked += 1
+        elif any(fork <= cp.cut.get(a, 0) for a, fork in r.forks().items()):
+            self.checkpoints_unverified += 1
+        else:
+            raise self.fail(f"checkpoint/{n} at {node.id[:8]}: not the state at its cut")
 
     def _expulsion(self, node: SimNode, d: Decision) -> bool:
         """Validity of a value an engine proposed by itself: the removal of a voter the
@@ -450,6 +501,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.restarts,
             self.messages,
             self.no_quorum,
+            self.checkpoints_checked,
             counters,
         )
 

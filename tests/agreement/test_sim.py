@@ -84,3 +84,28 @@ def test_a_failure_names_its_replay_command():
     msg = str(sim.fail("example"))
     assert msg.startswith("seed 11: example")
     assert "python -m controller.sim.agreement --seed 11" in msg
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_checkpoints_decided_under_faults_hold_the_state_at_their_cut(seed):
+    """Voters propose checkpoints by themselves every 12 ops through partitions, crashes
+    and duels; each one learned is checked against the state computed afresh from the
+    learner's ops inside its cut (AgreementSim._check_checkpoint)."""
+    result = run_agreement_seed(seed, checkpoint_ops=12)
+    assert result.checkpoints > 0
+
+
+def test_a_wrong_checkpoint_that_gets_decided_is_caught(monkeypatch):
+    """If acceptors did not check the digests and a proposer's were wrong, the simulator's
+    own computation must catch the decided checkpoint."""
+    from dataclasses import replace
+
+    from controller.agreement.checkpoint import Checkpoints
+
+    right = Checkpoints.next
+    monkeypatch.setattr(Checkpoints, "check", lambda self, n, value: None)
+    monkeypatch.setattr(
+        Checkpoints, "next", lambda self: (cp := right(self)) and replace(cp, count=cp.count + 1)
+    )
+    with pytest.raises(AgreementSimFailure, match="not the state at its cut"):
+        run_agreement_seed(1, checkpoint_ops=12)

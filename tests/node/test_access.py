@@ -77,6 +77,9 @@ def test_default_policy_viewer_reads_operator_writes_admin_keeps_its_slots(solo)
         got = admin.call(admin.rows.Get, nb.GetRequest(table="flows",
                                                        key=[value_pb(DP1), value_pb("f1")]))
         assert not got.found
+        # Checkpoints are the nodes' own (decision 0070): not even an admin proposes one.
+        _denied(lambda: _propose(admin, "checkpoint/1", {}),
+                "checkpoint slots are proposed by the nodes themselves")
 
 
 def test_a_decided_policy_change_applies_at_once(tmp_path, monkeypatch):

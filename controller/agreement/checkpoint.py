@@ -1,0 +1,301 @@
+"""Agreed checkpoints (issue 12, decision 0070): the state at a cut, decided like any slot.
+
+A checkpoint `checkpoint/<n>` names a cut (a version vector of this lineage's DAG), the
+ECMH digest of the rows made by the ops inside it, the ECMH digest of those ops' ids, how
+many ops that is, and the hash of checkpoint n-1's value (a chain, like memberships). An
+acceptor votes for it only when it holds every op inside the cut and computes the same
+two digests itself (`Checkpoints.check`); so a decided checkpoint's certificate proves, to
+anyone who can check the membership chain, the state of the lineage at that cut.
+
+The state at a cut is computed here from the replica's log, incrementally: `CutState` is
+the rows and digests at one cut, and `extend` adds the ops between it and a later cut,
+copying only the rows those ops touch. `Checkpoints` keeps the state at the latest decided
+checkpoint it verified (the base) and the last few computed, so an acceptor answering
+many Accepts for one value computes it once.
+
+Only this lineage's own ops count (a joined lineage is another DAG with its own
+checkpoints), and an op of a proven equivocator from its fork on counts in no digest and
+not in `count` (the replica's tables leave it out too; nodes may hold different branches
+of the fork, so neither its rows nor its id can be agreed on): fork knowledge is part of
+the state, and a proposer cuts a forked author's chain before its fork. Decision 0070 says
+what a fork found below a decided checkpoint means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.replication import NodeId, Op, RowsBody, RowState, row_version_bytes
+from controller.replication.crdt import RowKey
+from controller.replication.digest import Ecmh, point_of
+from controller.replication.encoding import encode
+from controller.replication.identity import hash32
+
+from .errors import Reason, Refused
+
+__all__ = [
+    "CHECKPOINT",
+    "Checkpoint",
+    "Checkpoints",
+    "CutState",
+    "checkpoint_number_of",
+    "checkpoint_slot",
+]
+
+CHECKPOINT = "checkpoint"  # the slot kind; proposed by voters, never through the API
+NO_PREVIOUS = bytes(32)  # checkpoint 1's `prev`
+_OPSET = b"synod-opset"  # the person of an op id's point, as Replica.op_digest
+
+
+def checkpoint_slot(n: int) -> str:
+    return f"{CHECKPOINT}/{n}"
+
+
+def checkpoint_number_of(slot: str) -> int | None:
+    kind, _, rest = slot.partition("/")
+    if kind != CHECKPOINT or not rest.isdigit() or rest != str(int(rest)) or int(rest) < 1:
+        return None
+    return int(rest)
+
+
+def covers(a: Mapping[NodeId, int], b: Mapping[NodeId, int]) -> bool:
+    """Does vector a hold every op of vector b?"""
+    return all(a.get(n, 0) >= s for n, s in b.items())
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The value decided in `checkpoint/<n>`."""
+
+    n: int
+    cut: Mapping[NodeId, int]
+    state: bytes  # ECMH of the row versions made by the ops inside the cut
+    ops: bytes  # ECMH of the ids of the ops inside the cut
+    count: int  # ops inside the cut
+    prev: bytes  # hash of checkpoint n-1's value; NO_PREVIOUS for n = 1
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "cut": dict(sorted(self.cut.items())),
+            "state": self.state,
+            "ops": self.ops,
+            "count": self.count,
+            "prev": self.prev,
+        }
+
+    def hash(self) -> bytes:
+        """What checkpoint n+1's `prev` names."""
+        return hash32(encode([self.n, self.to_value()]), person=b"synod-checkpoint")
+
+    @classmethod
+    def from_value(cls, n: int, value: Any) -> Checkpoint:
+        """Validate the shape (not the digests: Checkpoints.check does that)."""
+        where = checkpoint_slot(n)
+
+        def bad(why: str) -> Refused:
+            return Refused(Reason.BAD_CHECKPOINT, f"{where}: {why}")
+
+        if not isinstance(value, dict) or set(value) != {"cut", "state", "ops", "count", "prev"}:
+            raise bad("a map of cut, state, ops, count and prev")
+        cut = value["cut"]
+        if not isinstance(cut, dict) or not cut:
+            raise bad("cut: a non-empty map of node id to seq")
+        for node, seq in cut.items():
+            if not isinstance(node, str) or type(seq) is not int or seq < 1:
+                raise bad(f"cut: {node!r}: {seq!r} is not a node id and a seq >= 1")
+        for name in ("state", "ops", "prev"):
+            if not isinstance(value[name], bytes) or len(value[name]) != 32:
+                raise bad(f"{name}: 32 bytes")
+        count = value["count"]
+        if type(count) is not int or count < 1:
+            raise bad("count: an int >= 1")
+        return cls(n, dict(cut), value["state"], value["ops"], count, value["prev"])
+
+
+@dataclass
+class CutState:
+    """The rows and digests made by the ops inside `cut` (see the module docstring)."""
+
+    cut: dict[NodeId, int] = field(default_factory=dict)
+    rows: dict[RowKey, RowState] = field(default_factory=dict)
+    points: dict[RowKey, bytes] = field(default_factory=dict)
+    state: Ecmh = field(default_factory=Ecmh)
+    opset: Ecmh = field(default_factory=Ecmh)
+    count: int = 0
+
+    def extend(self, ops: Iterable[Op], excluded: Callable[[Op], bool]) -> CutState:
+        """A new state with `ops` (each above this cut, in a causal order) added; this one
+        is left as it is."""
+        new = CutState(
+            dict(self.cut),
+            dict(self.rows),
+            dict(self.points),
+            self.state.copy(),
+            self.opset.copy(),
+            self.count,
+        )
+        touched: set[RowKey] = set()
+        for op in ops:
+            if op.seq != new.cut.get(op.author, 0) + 1:
+                raise ValueError(f"op {op.author[:8]}/{op.seq} does not extend the cut")
+            new.cut[op.author] = op.seq
+            if excluded(op):  # a proven equivocator's, from its fork on: in no digest
+                continue
+            new.count += 1
+            new.opset.add(point_of(op.id, person=_OPSET))
+            if not isinstance(op.body, RowsBody):
+                continue
+            for m in op.body.mutations:
+                rk = (m.table, m.key)
+                if rk not in touched:
+                    touched.add(rk)
+                    old = new.rows.get(rk)
+                    row = RowState()
+                    if old is not None:
+                        row.cl, row.cols = old.cl, dict(old.cols)
+                    new.rows[rk] = row
+                new.rows[rk].merge(m, op.hlc, op.author)
+        for rk in touched:
+            old_point = new.points.get(rk)
+            if old_point is not None:
+                new.state.sub(old_point)
+            point = new.points[rk] = point_of(row_version_bytes(rk[0], rk[1], new.rows[rk]))
+            new.state.add(point)
+        return new
+
+
+class Checkpoints:
+    """One node's checkpoints: computes states at cuts from its replica, checks proposed
+    values, and builds the next one to propose. Sans-I/O; the ledger says what is decided."""
+
+    def __init__(self, replica: Any, ledger: Any, memo_max: int = 4) -> None:
+        self.replica = replica
+        self.ledger = ledger
+        self.base = CutState()  # the state at the latest decided checkpoint verified here
+        self.base_n = 0
+        self.memo_max = memo_max
+        self._memo: dict[bytes, CutState] = {}
+        self._forks: dict[NodeId, int] = {}  # the forks known when base and memo were made
+
+    # -------------------------------------------------------------- decided
+    def decided(self, n: int) -> Checkpoint | None:
+        d = self.ledger.decided(checkpoint_slot(n))
+        return None if d is None else Checkpoint.from_value(n, d.value)
+
+    def latest(self) -> int:
+        """The highest n with checkpoint/<n> decided (they are decided in order)."""
+        n = self.base_n
+        while self.ledger.decided(checkpoint_slot(n + 1)) is not None:
+            n += 1
+        return n
+
+    # -------------------------------------------------------------- the state at a cut
+    def at(self, cut: Mapping[NodeId, int]) -> CutState | None:
+        """The state at `cut`, or None while this replica does not hold all of it."""
+        if not covers(self.replica.version_vector(), cut):
+            return None
+        forks = self.replica.forks()
+        if forks != self._forks:  # a fork found: states made without knowing it are wrong
+            self._forks = forks
+            self._memo.clear()
+            self.base, self.base_n = CutState(), 0
+        key = encode(dict(sorted(cut.items())))
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        base = self.base if covers(cut, self.base.cut) else CutState()
+        dag = self.replica.dag
+        ops = [op for op in dag.missing_for(base.cut) if op.seq <= cut.get(op.author, 0)]
+        state = base.extend(ops, dag.excluded)
+        if len(self._memo) >= self.memo_max:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = state
+        return state
+
+    def advance(self) -> None:
+        """Move the base to the latest decided checkpoint this replica holds."""
+        n = self.latest()
+        while n > self.base_n:
+            cp = self.decided(n)
+            assert cp is not None
+            state = self.at(cp.cut)
+            if state is not None:
+                self.base, self.base_n = state, n
+                self._memo.clear()
+                return
+            n -= 1
+
+    # -------------------------------------------------------------- proposing and checking
+    def check(self, n: int, value: Any) -> Checkpoint:
+        """Refused unless `value` is what this node computes for checkpoint n: the chain
+        (n-1 decided here, prev its hash, the cut above its cut) and both digests."""
+        cp = Checkpoint.from_value(n, value)
+        prev_cut: Mapping[NodeId, int] = {}
+        prev_hash = NO_PREVIOUS
+        if n > 1:
+            prev = self.decided(n - 1)
+            if prev is None:
+                raise Refused(Reason.CHECKPOINT_AHEAD, f"checkpoint/{n - 1} is not decided here")
+            prev_cut, prev_hash = prev.cut, prev.hash()
+        if cp.prev != prev_hash:
+            raise Refused(Reason.BAD_CHECKPOINT, f"checkpoint/{n}: prev is not checkpoint/{n - 1}")
+        if not covers(cp.cut, prev_cut) or dict(cp.cut) == dict(prev_cut):
+            raise Refused(Reason.BAD_CHECKPOINT, f"checkpoint/{n}: cut not above the previous")
+        state = self.at(cp.cut)
+        if state is None:
+            raise Refused(Reason.CHECKPOINT_AHEAD, f"checkpoint/{n}: ops of the cut not held")
+        got = (state.state.value, state.opset.value, state.count)
+        if got != (cp.state, cp.ops, cp.count):
+            raise Refused(
+                Reason.BAD_CHECKPOINT,
+                f"checkpoint/{n}: digests differ from this node's at that cut "
+                f"({state.count} ops here, {cp.count} named)",
+            )
+        return cp
+
+    def next(self) -> Checkpoint | None:
+        """The checkpoint to propose now: n = latest decided + 1, cut = everything held;
+        None when nothing but checkpoint votes was added since the latest one."""
+        n = self.latest()
+        prev = self.decided(n) if n else None
+        cut = self.replica.version_vector()
+        for author, fork in self.replica.forks().items():  # beyond a fork: branches differ
+            if author in cut:
+                cut[author] = min(cut[author], fork - 1)
+        cut = {a: s for a, s in cut.items() if s > 0}
+        if not cut or (prev is not None and (self.ops_since() == 0 or cut == dict(prev.cut))):
+            return None
+        state = self.at(cut)
+        assert state is not None
+        return Checkpoint(
+            n + 1,
+            dict(cut),
+            state.state.value,
+            state.opset.value,
+            state.count,
+            prev.hash() if prev is not None else NO_PREVIOUS,
+        )
+
+    def ops_since(self) -> int:
+        """Ops held above the latest decided checkpoint, less the votes on checkpoint slots
+        themselves (deciding one adds votes: an idle cluster must not checkpoint for ever)."""
+        n = self.latest()
+        prev = self.decided(n) if n else None
+        held = sum(self.replica.version_vector().values())
+        since = held - (prev.count if prev is not None else 0)
+        return max(0, since - self._votes(n) - self._votes(n + 1))
+
+    def _votes(self, n: int) -> int:
+        """Vote ops seen on checkpoint/<n> (0 for n = 0)."""
+        rec = self.ledger.slots.get(checkpoint_slot(n)) if n else None
+        if rec is None:
+            return 0
+        return (
+            len(rec.prepares)
+            + sum(len(p) for p in rec.promises.values())
+            + len(rec.accepts)
+            + sum(len(a) for by_value in rec.accepted.values() for a in by_value.values())
+            + sum(len(r) for r in rec.refusals.values())
+        )

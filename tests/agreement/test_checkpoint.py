@@ -1,0 +1,192 @@
+"""Agreed checkpoints (controller/agreement/checkpoint.py, decision 0070): the state at a
+cut computed from the log, checked by every acceptor, decided in a chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.agreement import Refused, Status
+from controller.agreement.checkpoint import (
+    NO_PREVIOUS,
+    Checkpoint,
+    CutState,
+    checkpoint_number_of,
+    checkpoint_slot,
+)
+from controller.agreement.errors import Reason
+from controller.replication import Delete, Upsert
+
+from .conftest import Net
+
+
+def churn(net: Net, node: int, start: int, count: int, keys: int = 5) -> None:
+    """Writes that overwrite and delete a few keys (so rows are rewritten and tombstoned)."""
+    r = net[node].replica
+    for i in range(start, start + count):
+        key = (f"k{i % keys}",)
+        if i % 7 == 3:
+            r.write([Delete("kv", key)], net.now_ms)
+        else:
+            r.write([Upsert("kv", key, {"value": f"v{i}".encode()})], net.now_ms)
+
+
+def settled(net: Net) -> bool:
+    return len({n.replica.state_digest() for n in net.nodes}) == 1 and len(
+        {tuple(sorted(n.replica.version_vector().items())) for n in net.nodes}
+    ) == 1
+
+
+def test_slot_names():
+    assert checkpoint_slot(3) == "checkpoint/3"
+    assert [checkpoint_number_of(s) for s in ("checkpoint/1", "checkpoint/12")] == [1, 12]
+    for bad in ("checkpoint/0", "checkpoint/01", "checkpoint/x", "master/1", "checkpoint"):
+        assert checkpoint_number_of(bad) is None
+
+
+def test_the_state_at_everything_held_is_the_replicas_state(net3: Net):
+    churn(net3, 0, 0, 30)
+    churn(net3, 1, 30, 20)
+    net3.run(until=lambda: settled(net3))
+    r = net3[2].replica
+    state = net3[2].agreement.checkpoints.at(r.version_vector())
+    assert state is not None
+    assert state.state.value == r.state_digest()
+    assert state.opset.value == r.op_digest()
+    assert state.count == len(r.log())
+
+
+def test_extending_a_cut_equals_computing_it_at_once(net3: Net):
+    churn(net3, 0, 0, 40)
+    net3.run(until=lambda: settled(net3))
+    r = net3[0].replica
+    log = r.log()
+    half = CutState().extend(log[:17], r.dag.excluded)
+    whole = half.extend(log[17:], r.dag.excluded)
+    once = CutState().extend(log, r.dag.excluded)
+    assert (whole.state.value, whole.opset.value, whole.count) == (
+        once.state.value,
+        once.opset.value,
+        once.count,
+    )
+    assert half.count == 17 and half.state.value != whole.state.value  # not changed by extend
+    with pytest.raises(ValueError, match="does not extend"):
+        half.extend(log[18:], r.dag.excluded)
+
+
+def decide_next(net: Net, proposer: int = 0) -> Checkpoint:
+    cp = net[proposer].agreement.checkpoints.next()
+    assert cp is not None
+    p = net[proposer].agreement.propose(checkpoint_slot(cp.n), cp.to_value(), net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome is not None and p.outcome.status is Status.DECIDED, p.outcome
+    return cp
+
+
+def test_checkpoints_are_decided_in_a_chain(net3: Net):
+    churn(net3, 0, 0, 20)
+    net3.run(until=lambda: settled(net3))
+    first = decide_next(net3)
+    assert first.n == 1 and first.prev == NO_PREVIOUS
+    churn(net3, 1, 20, 10)
+    net3.run(until=lambda: settled(net3))
+    second = decide_next(net3, proposer=2)
+    assert second.n == 2 and second.prev == first.hash()
+    for node in net3.nodes:
+        cps = node.agreement.checkpoints
+        assert cps.latest() == 2
+        assert cps.decided(2) == second
+    # Nothing new since: nothing to propose.
+    net3.run(until=lambda: settled(net3))
+    assert net3[1].agreement.checkpoints.next() is None
+
+
+def refused(net: Net, slot: str, value) -> str:
+    p = net[0].agreement.propose(slot, value, net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome is not None and p.outcome.status is Status.REFUSED
+    return p.outcome.reason
+
+
+def test_a_wrong_checkpoint_is_refused_by_its_own_proposer(net3: Net):
+    churn(net3, 0, 0, 10)
+    net3.run(until=lambda: settled(net3))
+    cp = net3[0].agreement.checkpoints.next()
+    assert cp is not None
+    value = cp.to_value()
+    assert "bad_checkpoint" in refused(net3, "checkpoint/1", {**value, "state": bytes(32)})
+    assert "bad_checkpoint" in refused(net3, "checkpoint/1", {**value, "count": cp.count + 1})
+    assert "bad_checkpoint" in refused(net3, "checkpoint/1", {**value, "prev": b"x" * 32})
+    assert "bad_checkpoint" in refused(net3, "checkpoint/1", {**value, "extra": 1})
+    assert "checkpoint_ahead" in refused(net3, "checkpoint/2", value)  # 1 not decided
+    ahead = {**value, "cut": {**cp.cut, net3[0].id: cp.cut[net3[0].id] + 5}}
+    assert "checkpoint_ahead" in refused(net3, "checkpoint/1", ahead)  # ops not held
+    assert "bad_checkpoint" in refused(net3, "checkpoint/x", value)
+
+
+def test_acceptors_refuse_a_digest_that_is_not_theirs(net3: Net):
+    """A proposer whose value the others compute differently decides nothing: the
+    acceptors answer bad_checkpoint (a proposer skipping its own check stands for a node
+    whose state is wrong)."""
+    churn(net3, 0, 0, 10)
+    net3.run(until=lambda: settled(net3))
+    a = net3[0].agreement
+    cp = a.checkpoints.next()
+    assert cp is not None
+    a.checkpoints.check = lambda n, value: None  # type: ignore[method-assign]
+    p = a.propose("checkpoint/1", {**cp.to_value(), "state": bytes(32)}, net3.now_ms, 2_000)
+    net3.run(rounds=400, until=lambda: p.done)
+    assert p.outcome is not None and p.outcome.status is Status.NO_QUORUM
+    for node in net3.nodes[1:]:
+        assert node.agreement.counters[Reason.BAD_CHECKPOINT] >= 1
+        assert node.agreement.checkpoints.latest() == 0
+
+
+def test_an_acceptor_missing_ops_of_the_cut_votes_once_it_has_them():
+    net = Net(3)
+    net.cut = {net[2].id}
+    churn(net, 0, 0, 10)
+    net.run(rounds=20)
+    cp = net[0].agreement.checkpoints.next()
+    assert cp is not None
+    # Node 2 holds none of it: it refuses while it lacks the cut.
+    with pytest.raises(Refused) as exc:
+        net[2].agreement.checkpoints.check(1, cp.to_value())
+    assert exc.value.reason is Reason.CHECKPOINT_AHEAD
+    net.cut = set()
+    net.run(until=lambda: settled(net))
+    assert net[2].agreement.checkpoints.check(1, cp.to_value()) == cp
+
+
+def test_only_voters_propose_checkpoints_whatever_the_policy():
+    """The slot kind is the voters' own: a policy that lets no role propose it does not
+    stop them, and the API refuses it for every client (tests/node)."""
+    net = Net(3, access={"roles": {}, "slots": {"node": ["master"]}})
+    churn(net, 0, 0, 5)
+    net.run(until=lambda: settled(net))
+    decide_next(net, proposer=1)
+
+
+def test_voters_propose_checkpoints_by_themselves():
+    net = Net(3, checkpoint_ops=25, checkpoint_stagger_ms=50)
+    churn(net, 0, 0, 30)
+    net.run(rounds=200, until=lambda: all(n.agreement.checkpoints.latest() >= 1 for n in net.nodes))
+    churn(net, 1, 30, 30)
+    net.run(rounds=200, until=lambda: all(n.agreement.checkpoints.latest() >= 2 for n in net.nodes))
+    proposals = sum(n.agreement.counters["checkpoint_proposals"] for n in net.nodes)
+    assert proposals <= 4  # turns: usually one proposer per checkpoint
+    for node in net.nodes:
+        cps = node.agreement.checkpoints
+        assert cps.base_n == 2  # the base follows the decided chain
+        cp = cps.decided(2)
+        assert cp is not None and cps.check(2, cp.to_value()) == cp
+
+
+def test_a_restarted_node_checks_the_chain_from_its_log(net3: Net):
+    churn(net3, 0, 0, 12)
+    net3.run(until=lambda: settled(net3))
+    cp = decide_next(net3)
+    net3.crash(1)
+    net3.restart(1)
+    cps = net3[1].agreement.checkpoints
+    assert cps.latest() == 1 and cps.decided(1) == cp
+    assert cps.check(1, cp.to_value()) == cp
