@@ -296,7 +296,7 @@ class Engine:
                 self.metrics.inc("quorum_timeouts")
                 raise QuorumTimeout(result, timeout_ms) from None
         result.ack = ack
-        self.metrics.observe(f"write_{ack}", (time.perf_counter() - started) * 1000)
+        self.metrics.observe(f"write_{ack}", time.perf_counter() - started)
         return result
 
     async def emit(self, kind: str, data: Any) -> WriteResult:
@@ -324,7 +324,7 @@ class Engine:
         started = time.perf_counter()
         # The agreement engine answers at its own deadline; this one only guards the wait.
         value = await asyncio.wait_for(item.future, timeout_ms / 1000 + 5)
-        self.metrics.observe("propose", (time.perf_counter() - started) * 1000)
+        self.metrics.observe("propose", time.perf_counter() - started)
         return value
 
     def decided(self, slot: str) -> Decision | None:
@@ -452,7 +452,7 @@ class Engine:
             if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
                 started = time.perf_counter()
                 await loop.run_in_executor(self._commits, self.store.commit, rd)
-                self.metrics.observe("commit", (time.perf_counter() - started) * 1000)
+                self.metrics.observe("commit", time.perf_counter() - started)
             for out in rd.messages:
                 self.send(out.to, out.message)
             self._notify(rd.rows, rd.replace_rows)

@@ -35,6 +35,7 @@ from .datadir import DataDir, DataDirError
 from .engine import Engine
 from .errors import NodeBaseError
 from .grpclog import relay_grpc_log
+from .grpcmetrics import CallMetrics
 from .guard import Guard, Limits, fit_fd_limit
 from .join import JoinError, read_bundle
 from .lineages import (
@@ -346,7 +347,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     peer_creds = grpc.ssl_channel_credentials(ca, tls_key, tls_cert)
 
     api_conns, peer_conns = _fit_connections(cfg)
-    peer_server = grpc.aio.server(options=_server_options(cfg.peer, peer_conns))
+    peer_server = grpc.aio.server(options=_server_options(cfg.peer, peer_conns),
+                                  interceptors=[CallMetrics(metrics)])
     peer_creds_srv = grpc.ssl_server_credentials(
         [(tls_key, tls_cert)], root_certificates=ca, require_client_auth=True
     )
@@ -375,7 +377,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     gauges(core)
     health_servicer = health.aio.HealthServicer()
 
-    api_server = grpc.aio.server(options=_server_options(cfg.api, api_conns))
+    api_server = grpc.aio.server(options=_server_options(cfg.api, api_conns),
+                                 interceptors=[CallMetrics(metrics)])
     names = servicers(api, api_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, api_server)
     reflection.enable_server_reflection(
@@ -389,21 +392,25 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
             lambda a: api_server.add_secure_port(a, creds), cfg.api.listen, "api.listen"
         )
 
-    def render() -> str:
+    def cores() -> dict[str, dict]:
+        c = secession.core  # the lineage this node serves now (it changes on secession)
+        assert c is not None
+        return {"replica": c.replica.counters,
+                "agreement": c.agreement.counters if c.agreement is not None else {},
+                "lineage": c.keeper.counters if c.keeper is not None else {}}
+
+    def node_info() -> dict[str, str]:
         c = secession.core
         assert c is not None
-        extra = {f"replica_{k}": v for k, v in c.replica.counters.items()}
-        if c.agreement is not None:
-            extra.update({f"agreement|{k}": v for k, v in c.agreement.counters.items()})
-        if c.keeper is not None:
-            extra.update({f"lineage|{k}": v for k, v in c.keeper.counters.items()})
-        return metrics.render(extra)
+        return {"node_id": identity.node_id, "cluster": c.genesis.name,
+                "cluster_id": c.genesis.cluster_id.hex()}
 
+    metrics.cores, metrics.node_info = cores, node_info
     metrics_server = None
     if cfg.metrics.listen:
         host, _, port = cfg.metrics.listen.rpartition(":")
         try:
-            metrics_server = await serve_metrics(host, int(port), render)
+            metrics_server = await serve_metrics(host, int(port), metrics.registry())
         except OSError as exc:
             raise NodeError(f"metrics.listen {cfg.metrics.listen}: {exc.strerror}") from None
 
