@@ -17,6 +17,7 @@ APT_PACKAGES=(
   mininet openvswitch-switch                              # the emulated network
   iputils-ping ethtool iproute2 procps                    # ping, offloads, netns, pgrep
   spin libc6-dev                                          # Spin model check (pan.c needs libc6-dev)
+  jq                                                      # the CLI's --json, as scripts read it
 )
 VENV=.venv
 STAMP="$VENV/.synod-installed"

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 an error (one line on stderr) or a failed scenario, 2 u
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from typing import NoReturn
 import click
 
 import controller
+from controller.node.commands import client_done, client_options
 
 __all__ = ["cli", "main"]
 
@@ -27,8 +29,17 @@ class CliError(click.ClickException):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(controller.__version__, prog_name=PROG)
-def cli() -> None:
-    """Synod: a partition-tolerant, decentralised SDN control plane for cloud-edge sites."""
+@client_options
+@click.pass_context
+def cli(ctx: click.Context, **connection: object) -> None:
+    """Synod: a partition-tolerant, decentralised SDN control plane for cloud-edge sites.
+
+    The connection options work before or after a command (`synod --server A status`);
+    unset, each comes from SYNOD_SERVER, SYNOD_TOKEN, SYNOD_CA, SYNOD_INSECURE,
+    SYNOD_TIMEOUT, then the client config file ($SYNOD_CONFIG or
+    ~/.config/synod/client.toml). See docs/operations.md.
+    """
+    ctx.obj = connection
 
 
 @cli.command()
@@ -104,6 +115,12 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
         sys.exit(1)
 
 
+def _as_json(flag: bool | None) -> bool:
+    """--json after the command, else before it (`synod --json init ...`)."""
+    root = click.get_current_context().find_root().obj or {}
+    return bool(flag if flag is not None else root.get("as_json"))
+
+
 # ---------------------------------------------------------------------------- node daemon
 def _node_errors():
     from controller.node.config import ConfigError
@@ -126,14 +143,16 @@ def _node_errors():
               help="the operator's CA private key (PEM), with --ca-cert")
 @click.option("--host", "hosts", multiple=True,
               help="extra DNS name or IP address for the node certificates")
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--json", "as_json", is_flag=True, default=None, help="print the summary as JSON")
 def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
-         ca_cert: str | None, ca_key: str | None, hosts: tuple[str, ...], as_json: bool) -> None:
+         ca_cert: str | None, ca_key: str | None, hosts: tuple[str, ...],
+         as_json: bool | None) -> None:
     """Create node data directories: Ed25519 key, CA and TLS certificate, and a genesis.
 
     Without --new-cluster the nodes are prepared (key and certificate) but in no cluster.
-    With it, every --data node is a founding member, the first signs the genesis, and an
-    admin token is written to the first directory's admin.token.
+    With it, every --data node is a founding member, the first signs the genesis, an
+    admin token is written to the first directory's admin.token, and settings for the
+    synod CLI (server, CA, that token) to its client.toml: `export SYNOD_CONFIG=...`.
     """
     import json
     from pathlib import Path
@@ -157,7 +176,7 @@ def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
         raise CliError(str(e)) from None
     except ValueError as e:  # an unreadable CA key or certificate
         raise CliError(f"CA: {e}") from None
-    if as_json:
+    if _as_json(as_json):
         click.echo(json.dumps(summary, indent=2))
         return
     for path, node_id in summary["nodes"].items():  # type: ignore[union-attr]
@@ -165,23 +184,27 @@ def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
     if new_cluster:
         click.echo(f"cluster {new_cluster} {summary['cluster_id']}")
         click.echo(f"admin token in {summary['admin_token_file']}")
+        click.echo(f"CLI settings in {summary['client_config']} "
+                   f"(export SYNOD_CONFIG={Path(str(summary['client_config'])).resolve()})")
 
 
 @cli.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="the joining node's data directory (from synod init with the cluster's CA)")
-@click.option("--via", required=True, metavar="HOST:PORT",
-              help="API address of any member of the cluster")
+@click.option("--via", default=None, metavar="HOST:PORT",
+              help="API address of any member of the cluster [default: the client's server: "
+                   "--server, SYNOD_SERVER or the config file]")
 @click.option("--advertise", required=True, metavar="HOST:PORT",
               help="this node's peer address, as the members will dial it")
-@click.option("--token", envvar="SYNOD_TOKEN", default="",
+@click.option("--token", default=None,
               help="an admin bearer token, or @FILE [env SYNOD_TOKEN]")
-@click.option("--insecure", is_flag=True, help="plaintext (a member run with --insecure-loopback)")
-@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True,
-              help="seconds to wait for the member")
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def join(data: str, via: str, advertise: str, token: str, insecure: bool, timeout_s: float,
-         as_json: bool) -> None:
+@click.option("--insecure", is_flag=True, default=None,
+              help="plaintext (a member run with --insecure-loopback) [env SYNOD_INSECURE]")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="seconds to wait for the member [env SYNOD_TIMEOUT; default 10]")
+@click.option("--json", "as_json", is_flag=True, default=None, help="print the summary as JSON")
+def join(data: str, via: str | None, advertise: str, token: str | None, insecure: bool | None,
+         timeout_s: float | None, as_json: bool | None) -> None:
     """Join a running cluster: a member signs an invitation for this node's key.
 
     Prepare the directory first with `synod init --data DIR --ca-dir MEMBER_DIR` (or
@@ -191,19 +214,21 @@ def join(data: str, via: str, advertise: str, token: str, insecure: bool, timeou
     import json
     from pathlib import Path
 
+    from controller.node.commands import given, quiet_grpc
+
+    quiet_grpc()
+    from controller.node.clientconf import ClientConfigError, resolve
     from controller.node.join import JoinError, join_cluster
 
-    if token.startswith("@"):
-        try:
-            token = Path(token[1:]).read_text().strip()
-        except OSError as e:
-            raise CliError(f"{token[1:]}: {e.strerror}") from None
+    flags = given({"server": via, "token": token, "ca": None, "insecure": insecure,
+                   "timeout_s": timeout_s, "as_json": as_json})
     try:
-        summary = join_cluster(Path(data), via, token, advertise, insecure=insecure,
-                               timeout_s=timeout_s)
-    except (JoinError, *_node_errors()) as e:
+        s = resolve(flags)
+        summary = join_cluster(Path(data), s.server, s.token, advertise, insecure=s.insecure,
+                               timeout_s=s.timeout_s)
+    except (JoinError, ClientConfigError, *_node_errors()) as e:
         raise CliError(str(e)) from None
-    if as_json:
+    if flags["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"node {summary['node_id']} invited into {summary['cluster']} "
@@ -335,11 +360,22 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.UsageError as e:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else " (see --help)"
         click.echo(f"{PROG}: error: {e.format_message()}{hint}", err=True)
-        sys.exit(2)
+        _exit(2, argv)
     except click.ClickException as e:
         click.echo(f"{PROG}: error: {e.format_message()}", err=True)
-        sys.exit(1)
+        _exit(1, argv)
     except (KeyboardInterrupt, click.Abort):
         click.echo(f"{PROG}: interrupted", err=True)
-        sys.exit(130)
-    sys.exit(0)
+        _exit(130, argv)
+    _exit(0, argv)
+
+
+def _exit(code: int, argv: Sequence[str] | None) -> NoReturn:
+    """Leave with code. After a client command, as a process of its own (argv None), skip
+    the interpreter's teardown: it only unloads gRPC and the modules, and took 20-30 ms of a
+    `synod get` (docs/operations.md, per-call time). Output is flushed first."""
+    if argv is None and client_done():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -14,6 +14,22 @@ import pytest
 pytest_plugins = ["tests.sim.plugin"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The `synod` CLI reads SYNOD_* variables, ~/.config/synod/client.toml and keeps a
+    schema cache in ~/.cache/synod (docs/operations.md): tests see none of the
+    developer's, and leave nothing in their home."""
+    import shutil
+    import tempfile
+
+    for var in ("SYNOD_SERVER", "SYNOD_TOKEN", "SYNOD_CA", "SYNOD_INSECURE", "SYNOD_TIMEOUT",
+                "SYNOD_CONFIG"):
+        os.environ.pop(var, None)
+    home = tempfile.mkdtemp(prefix="synod-test-home-")
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(home, "config")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(home, "cache")
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="also run the long checks marked `slow`")

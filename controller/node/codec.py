@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from synod.v1 import local_pb2, northbound_pb2, peer_pb2
 
 from controller.replication import Delete, Schema, Upsert, Value
 from controller.replication.errors import Rejected
 
+from . import codec_lite
 from .errors import NodeBaseError
 
 __all__ = [
@@ -58,37 +58,15 @@ def clip(text: str, limit: int = ECHO_CHARS_MAX) -> str:
     return f"{text[:head]}…[{len(text) - head - tail} chars cut]…{text[len(text) - tail:]}"
 
 
-def json_plain(v: Any) -> Any:
-    """A value (CBOR-plain: bytes, lists, maps, …) as JSON-able: bytes become hex. The one
-    bytes-to-hex rule of the API's JSON output (CLI --json, Conflict values)."""
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, list | tuple):
-        return [json_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): json_plain(x) for k, x in v.items()}
-    return v
+json_plain = codec_lite.json_plain  # the one bytes-to-hex rule, kept with the CLI's JSON
+value_from_pb = codec_lite.value
 
 
 def value_pb(v: Value) -> northbound_pb2.Value:
-    if v is None:
-        return pb.Value()
-    if isinstance(v, bool):
-        return pb.Value(bool_value=v)
-    if isinstance(v, int):
-        return pb.Value(int_value=v)
-    if isinstance(v, float):
-        return pb.Value(real_value=v)
-    if isinstance(v, str):
-        return pb.Value(text_value=v)
-    if isinstance(v, bytes):
-        return pb.Value(blob_value=v)
-    raise CodecError(f"value of type {type(v).__name__} has no protobuf form")
-
-
-def value_from_pb(v: northbound_pb2.Value) -> Value:
-    kind = v.WhichOneof("kind")
-    return None if kind is None else getattr(v, kind)
+    try:
+        return codec_lite.value_pb(v)
+    except TypeError as exc:
+        raise CodecError(str(exc)) from None
 
 
 def values_from_pb(vs: Iterable[northbound_pb2.Value]) -> tuple[Value, ...]:

@@ -1,7 +1,9 @@
 """The `synod` client commands (status, rows, SQL, flows, services, tokens) over the API.
 
-Every command takes --server, --token, --ca, --insecure and --json; errors are one line.
-Imports of gRPC happen inside the commands, so `synod --help` stays quick.
+Every command takes --server, --token, --ca, --insecure, --timeout and --json, before or
+after the subcommand, with SYNOD_* variables and a client config file behind them
+(controller/node/clientconf.py); errors are one line. gRPC is imported inside the
+commands, so `synod --help` stays quick.
 """
 
 from __future__ import annotations
@@ -9,82 +11,89 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import click
 
 from controller.node import codec_lite as cl
 
-__all__ = ["register"]
+__all__ = ["client_done", "client_options", "given", "quiet_grpc", "register"]
 
 
-def _client_options(f: Callable) -> Callable:
+def client_options(f: Callable) -> Callable:
+    """The connection options, for the `synod` group and each client command alike. They
+    default to None (not given), so that clientconf.resolve can tell a flag from a
+    variable, the config file or the default."""
     options = [
-        click.option(
-            "--server",
-            envvar="SYNOD_SERVER",
-            default="127.0.0.1:7000",
-            show_default=True,
-            help="node API address [env SYNOD_SERVER]",
-        ),
-        click.option(
-            "--token",
-            envvar="SYNOD_TOKEN",
-            default="",
-            help="bearer token, or @FILE to read it [env SYNOD_TOKEN]",
-        ),
-        click.option(
-            "--ca",
-            "ca_file",
-            envvar="SYNOD_CA",
-            default=None,
-            help="CA certificate to verify the node [env SYNOD_CA]",
-        ),
-        click.option(
-            "--insecure",
-            is_flag=True,
-            envvar="SYNOD_INSECURE",
-            help="plaintext (a node run with --insecure-loopback)",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="print JSON"),
-        click.option(
-            "--timeout",
-            "timeout_s",
-            type=float,
-            default=10.0,
-            show_default=True,
-            help="seconds to wait for an answer",
-        ),
+        click.option("--server", default=None, metavar="HOST:PORT",
+                     help="node API address [env SYNOD_SERVER; default 127.0.0.1:7000]"),
+        click.option("--token", default=None,
+                     help="bearer token, or @FILE to read it [env SYNOD_TOKEN]"),
+        click.option("--ca", "ca", default=None, metavar="FILE",
+                     help="CA certificate to verify the node [env SYNOD_CA]"),
+        click.option("--insecure", is_flag=True, default=None,
+                     help="plaintext (a node run with --insecure-loopback) [env SYNOD_INSECURE]"),
+        click.option("--json", "as_json", is_flag=True, default=None,
+                     help="print JSON (every field; docs/operations.md)"),
+        click.option("--timeout", "timeout_s", type=float, default=None, metavar="SECONDS",
+                     help="seconds to wait for an answer [env SYNOD_TIMEOUT; default 10]"),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
+_SETTINGS = ("server", "token", "ca", "insecure", "timeout_s")
+
+
+def given(kw: dict) -> dict:
+    """Connection flags given after the subcommand, else before it (on the `synod` group)."""
+    ctx = click.get_current_context(silent=True)
+    before = (ctx.find_root().obj or {}) if ctx is not None else {}
+    return {k: kw[k] if kw.get(k) is not None else before.get(k)
+            for k in (*_SETTINGS, "as_json")}
+
+
+_RAN: list[bool] = []  # a client command ran in this process (cli.main leaves fast then)
+
+
+def client_done() -> bool:
+    """Whether a client command ran: nothing of it is left to tidy but the interpreter."""
+    return bool(_RAN)
+
+
+def quiet_grpc() -> None:
+    """Before gRPC is imported: its core prints its own lines (a failed TLS handshake) to
+    stderr, and the CLI explains the failure in its one error line instead
+    (Client.explain). GRPC_VERBOSITY set by the user still wins. Once gRPC is loaded (a
+    command run inside another program, e.g. a test) the setting could only leak into
+    that program's children, so it is left alone."""
+    if "grpc" not in sys.modules:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 class _Ctx:
     def __init__(self, kw: dict, error: type[click.ClickException]) -> None:
         from controller.node.client import Client, ClientError
+        from controller.node.clientconf import ClientConfigError, resolve
 
         self.error = error
-        token = kw.pop("token")
-        if token.startswith("@"):
-            try:
-                token = Path(token[1:]).read_text().strip()
-            except OSError as e:
-                raise error(f"{token[1:]}: {e.strerror}") from None
-        self.as_json = kw.pop("as_json")
+        flags = given(kw)
+        for k in (*_SETTINGS, "as_json"):
+            kw.pop(k)
+        self.as_json = bool(flags.pop("as_json"))
         try:
-            self.client = Client(
-                kw.pop("server"), token, kw.pop("ca_file"), kw.pop("insecure"), kw.pop("timeout_s")
-            )
-        except ClientError as e:
+            s = resolve(flags)
+            self.client = Client(s.server, s.token, s.ca or None, s.insecure, s.timeout_s,
+                                 origin=s.origin, schema_cache=True)
+        except (ClientError, ClientConfigError) as e:
             raise error(str(e)) from None
 
     def out(self, plain, human: Callable[[], None]) -> None:
         if self.as_json:
-            click.echo(json.dumps(plain, indent=2, default=str))
+            click.echo(cl.dumps(plain))
         else:
             human()
 
@@ -136,18 +145,27 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
 
 
 def command(group: click.Group | None = None, name: str | None = None, **kw):
-    """A client command: the client options, a connected client in ctx, errors as one line."""
+    """A client command: the client options, a connected client in ctx, errors as one line.
+    A failure that a stale cached schema explains runs the command once more with the
+    node's schema (nothing was written: the request was refused before)."""
 
     def wrap(f):
-        @_client_options
+        @client_options
         @functools.wraps(f)
         def run(**kwargs):
+            quiet_grpc()
+            _RAN.append(True)
             from controller.node.client import ClientError
 
             ctx = _Ctx(kwargs, _ERROR[0])
             try:
                 with ctx.client:
-                    f(ctx, **kwargs)
+                    try:
+                        f(ctx, **kwargs)
+                    except ClientError as e:
+                        if not ctx.client.schema_changed(e):
+                            raise
+                        f(ctx, **kwargs)
             except ClientError as e:
                 raise _ERROR[0](str(e)) from None
 
@@ -164,7 +182,7 @@ def command(group: click.Group | None = None, name: str | None = None, **kw):
 def status(ctx) -> None:
     """This node's identity, cluster, progress, digests and peers."""
     s = ctx.client.call(ctx.client.cluster.GetStatus, cl.pb().GetStatusRequest())
-    plain = cl.plain(s)
+    plain = cl.message_plain(s)
 
     def human():
         click.echo(f"node      {s.node_id}")
@@ -190,21 +208,14 @@ def members(ctx) -> None:
         }
         for m in r.members
     ]
-    ctx.out(cl.plain(r), lambda: _table(rows))
+    ctx.out([cl.message_plain(m) for m in r.members], lambda: _table(rows))
 
 @command()
 def digest(ctx) -> None:
     """The node's 32-byte state digest (equal digests: equal state)."""
     d = ctx.client.call(ctx.client.cluster.GetDigest, cl.pb().GetDigestRequest())
-    ctx.out(
-        {
-            "node_id": d.node_id,
-            "state_digest": d.state_digest.hex(),
-            "op_digest": d.op_digest.hex(),
-            "ops": d.ops,
-        },
-        lambda: click.echo(f"{d.state_digest.hex()}  {d.ops} ops  {d.node_id}"),
-    )
+    ctx.out(cl.message_plain(d),
+            lambda: click.echo(f"{d.state_digest.hex()}  {d.ops} ops  {d.node_id}"))
 
 @command()
 @click.argument("statement")
@@ -229,9 +240,8 @@ def _put(ctx, table, key, assignments, quorum):
         ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
     )
     r = ctx.client.call(ctx.client.rows.Put, req)
-    ctx.out(
-        cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq} held by {r.holders}")
-    )
+    ctx.out(cl.message_plain(r),
+            lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq} held by {r.holders}"))
 
 @command()
 @click.argument("table")
@@ -329,9 +339,11 @@ def _import(ctx, table, source, quorum, batch_rows) -> None:
             done += len(batch)
             if show_bar:
                 bar.update(len(batch))
-    plain = {"table": table, "rows": done, "batches": len(batches)}
+    # The last write's fields (null when the file held no row), as `put` prints them.
+    plain = {"table": table, "rows": done, "batches": len(batches),
+             "op_id": None, "seq": None, "ack": None, "holders": None}
     if last is not None:
-        plain.update(op_id=last.op_id, seq=last.seq, holders=last.holders)
+        plain.update(cl.message_plain(last))
     ctx.out(
         plain,
         lambda: click.echo(f"ok {done} row(s) into {table} in {len(batches)} write(s)"),
@@ -339,10 +351,16 @@ def _import(ctx, table, source, quorum, batch_rows) -> None:
 
 def _rows_out(ctx, table, rows, extra=None) -> None:
     """Print rows; `extra(plain_row) -> {column: value}` adds computed columns."""
+    from .client import SchemaMiss
+
     keys, values = ctx.client.columns(table)
     names = [c.name for c in keys] + [c.name for c in values]
     plain = []
     for row in rows:
+        unknown = set(row.values) - set(names)
+        if unknown or len(row.key) != len(keys):
+            raise SchemaMiss(f"{table}: the node's rows do not fit the schema this client "
+                             "has of it")
         d = {c.name: cl.value(v) for c, v in zip(keys, row.key, strict=True)}
         d.update(
             {
@@ -385,7 +403,7 @@ def delete(ctx, table, keys, quorum) -> None:
         ack=cl.pb().ACK_QUORUM if quorum else cl.pb().ACK_LOCAL,
     )
     r = ctx.client.call(ctx.client.rows.Delete, req)
-    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
+    ctx.out(cl.message_plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
 
 @command(name="list")
 @click.argument("table")
@@ -411,7 +429,7 @@ def conflicts(ctx) -> None:
     """Conflicts on record: equivocations, and each reunion's report (slots decided on
     both sides, columns written on both sides while apart: what was kept, what lost)."""
     r = ctx.client.call(ctx.client.cluster.ListConflicts, cl.pb().ListConflictsRequest())
-    rows = [cl.plain(c) for c in r.conflicts]
+    rows = [cl.message_plain(c) for c in r.conflicts]
     ctx.out(rows, lambda: [click.echo(f"{c.kind}: {c.description}") for c in r.conflicts]
             or click.echo("no conflicts"))
 
@@ -419,7 +437,7 @@ def conflicts(ctx) -> None:
 def lineage(ctx) -> None:
     """This node's lineage (its cluster, where it seceded from) and the lineages it met."""
     r = ctx.client.call(ctx.client.lineage.GetLineage, cl.pb().GetLineageRequest())
-    plain = cl.plain(r)
+    plain = cl.message_plain(r)
 
     def human() -> None:
         lin = r.lineage
@@ -453,8 +471,7 @@ def secede(ctx, voters, confirmed_by, yes) -> None:
         click.confirm("Fork a new lineage with these voters?", abort=True)
     request = cl.pb().SecedeRequest(voters=list(voters), confirmed_by=confirmed_by)
     r = ctx.client.call(ctx.client.lineage.Secede, request, max(ctx.client.timeout_s, 90))
-    plain = cl.plain(r)
-    plain.pop("genesis", None)
+    plain = cl.message_plain(r)
 
     def human() -> None:
         click.echo(f"new lineage {r.cluster_id}")
@@ -463,6 +480,13 @@ def secede(ctx, voters, confirmed_by, yes) -> None:
             click.echo(f"  not reached (run this again to retry): {u}")
 
     ctx.out(plain, human)
+
+def _slot_plain(r, decoded) -> dict:
+    """A Slot answer as JSON: every field, the value decoded from CBOR (bytes as hex; a
+    value that is not CBOR, a join bundle, as its hex), the certificate as hex."""
+    plain = cl.message_plain(r)
+    plain["value"] = decoded
+    return plain
 
 @command()
 @click.argument("decision", type=click.Choice(["merge", "stay-apart"]))
@@ -490,8 +514,8 @@ def reunion(ctx, decision, cluster, propose_timeout_ms) -> None:
     wait_s = max((propose_timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
     r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
     decided = decode(r.value)
-    ctx.out({"slot": slot, "decided": decided},
-            lambda: click.echo(f"{slot}: decided {decided!r}"))
+    ctx.out(_slot_plain(r, decided),
+            lambda: click.echo(f"{slot}: decided {json.dumps(cl.json_plain(decided))}"))
 
 @command()
 @click.argument("slot")
@@ -527,15 +551,13 @@ def slots(ctx, slot, proposal, propose_timeout_ms) -> None:
         decoded = decode(r.value) if r.decided else None
     except Exception:  # noqa: BLE001 - not CBOR (a join bundle): show the bytes
         decoded = r.value
-    plain = cl.plain(r)
-    plain.pop("certificate", None)
-    plain["value"] = decoded
+    plain = _slot_plain(r, decoded)
 
     def human() -> None:
         if not r.decided:
             click.echo(f"{r.slot}: not decided (here)")
             return
-        click.echo(f"{r.slot}: decided {decoded!r}")
+        click.echo(f"{r.slot}: decided {json.dumps(cl.json_plain(decoded))}")
         click.echo(f"  ballot {r.ballot} (membership {r.membership_version})")
         click.echo(f"  certificate: accepted by {len(r.voters)} voters: {', '.join(r.voters)}")
 
@@ -603,7 +625,7 @@ def flows_del(ctx, dpid, flow_id):
         table="flows", keys=[cl.pb().KeyList(key=cl.values([dpid, flow_id]))]
     )
     r = ctx.client.call(ctx.client.rows.Delete, req)
-    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+    ctx.out(cl.message_plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
 
 # ------------------------------------------------------------------ services
 @click.group()
@@ -648,7 +670,7 @@ def services_rm(ctx, name):
         ctx.client.rows.Delete,
         cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),
     )
-    ctx.out(cl.plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
+    ctx.out(cl.message_plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
 
 # ------------------------------------------------------------------ tokens
 @click.group()
@@ -679,7 +701,7 @@ def token_create(ctx, role, description, expires):
         cl.pb().CreateTokenRequest(role=role, description=description,
                                    expires_ms=expires_ms),
     )
-    ctx.out(cl.plain(r), lambda: click.echo(r.token))
+    ctx.out(cl.message_plain(r), lambda: click.echo(r.token))
 
 @command(token, "list")
 def token_list(ctx):
@@ -687,7 +709,7 @@ def token_list(ctx):
     from controller.node.tokens import utc_text
 
     r = ctx.client.call(ctx.client.admin.ListTokens, cl.pb().ListTokensRequest())
-    rows = [cl.plain(t) for t in r.tokens]
+    rows = [cl.message_plain(t) for t in r.tokens]
 
     def human() -> None:
         shown = [{**t, "expires": (utc_text(int(t["expires_ms"])) if t.get("expires_ms")
@@ -702,5 +724,5 @@ def token_list(ctx):
 def token_revoke(ctx, token_id):
     """Revoke a token by id."""
     r = ctx.client.call(ctx.client.admin.RevokeToken, cl.pb().RevokeTokenRequest(id=token_id))
-    ctx.out(cl.plain(r), lambda: click.echo(f"revoked {r.id}"))
+    ctx.out(cl.message_plain(r), lambda: click.echo(f"revoked {r.id}"))
 

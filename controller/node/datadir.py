@@ -78,6 +78,7 @@ class DataDir:
     genesis_file = property(lambda self: self.path / "genesis.cbor")
     store_file = property(lambda self: self.path / "store.db")
     admin_token = property(lambda self: self.path / "admin.token")
+    client_config = property(lambda self: self.path / "client.toml")  # for the synod CLI
     join_file = property(lambda self: self.path / "join.cbor")  # invitation bundle (synod join)
     history_file = property(lambda self: self.path / "history.cbor")  # what the store held
 
@@ -309,12 +310,27 @@ def init_data_dirs(
         [Upsert(INTERNAL, (token_key(record.id),), {"value": record.to_row()})],
     )
     _write(DataDir(paths[0]).admin_token, token.encode() + b"\n")
+    client_config = DataDir(paths[0]).client_config
+    _write(client_config, _CLIENT_CONFIG.format(path=client_config.resolve()).encode())
     summary.update(
         cluster_id=genesis.cluster_id.hex(),
         cluster=cluster_name,
         admin_token_file=str(DataDir(paths[0]).admin_token),
+        client_config=str(client_config),
     )
     return summary
+
+
+# The synod CLI's settings for the founder's directory (controller/node/clientconf.py).
+_CLIENT_CONFIG = """\
+# Settings of the synod command line for this cluster (docs/operations.md). Use them with
+#   export SYNOD_CONFIG={path}
+# or copy this file to ~/.config/synod/client.toml. Relative paths are read from this
+# file's directory; flags and SYNOD_* variables win over these.
+server = "127.0.0.1:7000"  # a node's default api.listen: change it to your node's --api
+ca = "ca.crt"
+token = "@admin.token"
+"""
 
 
 def _seed_store(d: DataDir, identity: Identity, genesis: Genesis, mutations: list) -> None:

@@ -41,6 +41,7 @@ class NodeProcess:
         self.api_port, self.peer_port, self.peers = api_port, peer_port, peers
         self.proc: subprocess.Popen | None = None
         self.pids: list[int] = []
+        self.extra_args: list[str] = []  # more `synod node run` flags (e.g. --metrics)
 
     def start(self, timeout_s: float = 30) -> None:
         args = [*SYNOD, "node", "run", "--data", str(self.data),
@@ -48,6 +49,7 @@ class NodeProcess:
                 "--peer-listen", f"127.0.0.1:{self.peer_port}"]
         for p in self.peers:
             args += ["--peer", p]
+        args += self.extra_args
         logf = open(self.log, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=logf,
                                      start_new_session=True)

@@ -122,8 +122,8 @@ def test_secede_decide_apart_then_reunite_with_a_conflict_report(make_cluster):
     met = {m.lineage.cluster_id: m for m in _lineage(cluster, 0).met}
     assert met[b_id].relation == "b_seceded_from_a" and not met[b_id].joined
     assert _get(cluster, 0, "only-b") is None  # nothing merges before both sides decide
-    assert _cli(cluster, 0, "reunion", "merge", b_id[:12])["decided"] == "merge"
-    assert _cli(cluster, 2, "reunion", "merge", a_id[:12])["decided"] == "merge"
+    assert _cli(cluster, 0, "reunion", "merge", b_id[:12])["value"] == "merge"
+    assert _cli(cluster, 2, "reunion", "merge", a_id[:12])["value"] == "merge"
 
     # One op set and one state everywhere; the report names both conflicts.
     assert wait_for(lambda: len(_digests(cluster)) == 1, 30), _digests(cluster)

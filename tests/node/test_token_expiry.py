@@ -110,7 +110,7 @@ def test_synod_token_create_expires_and_list(solo):
     done = run("token", "create", "--role", "viewer", "--expires", "2099-01-01", "--json")
     assert done.returncode == 0, done.stderr
     made = json.loads(done.stdout)
-    assert made["info"]["expires_ms"] == "4070908800000"
+    assert made["info"]["expires_ms"] == 4070908800000  # a JSON number, not a string
     done = run("token", "list")
     assert done.returncode == 0, done.stderr
     header, *lines = done.stdout.splitlines()
