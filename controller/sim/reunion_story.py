@@ -487,7 +487,7 @@ class ReunionSim:
         """What the side's reference node held, for the oracle: now, or (cut) the writes
         and decisions inside the cut it decided merge at."""
         ref = side.nodes[0]
-        r = self.net.replica(ref)
+        r = self._held(self.net.replica(ref), side)  # the side's lineage, wherever ref is
         if side.fork_vector is None:  # the parent: 'before the fork' is inside the child's vector
             child = y if side is x else x
             vector = child.fork_vector or {}
@@ -503,8 +503,10 @@ class ReunionSim:
         if cut is None:
             latest = oracle.latest_writes(writes, {side.cluster}, lambda w: r.dag.holds(w.op.id))
         else:
-            latest = oracle.latest_writes(
-                writes, {side.cluster}, lambda w: w.op.seq <= cut.get(w.op.author, 0)
+            latest = oracle.latest_writes(  # held (a crash may have lost it) and inside
+                writes,
+                {side.cluster},
+                lambda w: r.dag.holds(w.op.id) and w.op.seq <= cut.get(w.op.author, 0),
             )
         learned = dict(self.net.learned_at[(side.cluster, ref)]) if decided is None else decided
         return SideRecord(side.cluster, learned, latest, pre_fork)

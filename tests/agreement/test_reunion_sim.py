@@ -282,13 +282,17 @@ def test_late_entries_are_written_by_the_coordinators(monkeypatch):
     assert len(found) == 3 and all("conflicts table" in f for f in found)
 
 
-@pytest.mark.parametrize("seed", [1734, 1835])
-def test_the_oracle_reads_what_a_side_held_at_its_cut(seed):
+@pytest.mark.parametrize(
+    ("seed", "siblings"), [(1734, 0), (1835, 0), (1612, 0), (150, 1), (197, 1)]
+)
+def test_the_oracle_reads_what_a_side_held_at_its_cut(seed, siblings):
     """Found by the wide sweep once the sides meet before they decide: a seceded node that
     joined the parent's DAG relays its pre-split ops to the parent, whose cut then holds a
-    pre-fork write that supersedes the parent's own write apart. The node's report rightly
-    lists no entry; the oracle had read what the parent held before they met."""
-    result = run_reunion_seed(seed)
+    pre-fork write that supersedes the parent's own write apart (1734, 1835). The node's
+    report rightly lists no entry; the oracle had read what the parent held before they
+    met. Reading the cut alone was wrong too: a write a crash lost (its seq then reused)
+    is inside the cut by number but not held (1612, 150, 197)."""
+    result = run_reunion_seed(seed, siblings=siblings)
     assert not result.findings
 
 
