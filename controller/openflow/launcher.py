@@ -1,9 +1,10 @@
-"""synod-controller: load os-ken apps and serve OpenFlow, in place of ryu-manager.
+"""synod-controller, ryu-manager, osken-manager: load os-ken or Ryu apps and serve OpenFlow.
 
-os-ken 4 ships no manager command. This one accepts ryu-manager's usual flags
-(see docs/decisions/0001-launcher-flags.md for the mapping), uses os-ken's
-native thread hub (never eventlet), logs to stderr and exits cleanly on
-SIGTERM/SIGINT.
+os-ken 4 ships no manager command. This one behaves as ryu-manager did (flags in
+docs/decisions/0001-launcher-flags.md, Ryu apps in docs/ryu-compat.md): it imports the
+apps first and reads the options they register after, uses os-ken's native thread hub
+(never eventlet), logs to stderr, serves a REST app's WSGI context, and exits cleanly on
+SIGTERM/SIGINT. Every error before the apps run is one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import faulthandler
 import importlib.util
 import logging
+import logging.config
+import logging.handlers
 import os
 import signal
 import socket
@@ -21,16 +24,31 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import controller
+from controller.openflow import cmdline, native_hub, ryu_compat
+from controller.openflow.cmdline import (
+    DEFAULT_OFP_HOST,
+    DEFAULT_OFP_PORT,
+    OSKEN_MANAGER,
+    RYU_MANAGER,
+    SYNOD,
+    Flavour,
+    build_parser,
+)
 
-__all__ = ["DEFAULT_APPS", "DEFAULT_OFP_PORT", "LaunchError", "build_parser", "main"]
+__all__ = ["DEFAULT_APPS", "DEFAULT_OFP_PORT", "LaunchError", "build_parser", "main",
+           "osken_manager", "ryu_manager"]
 
-DEFAULT_APPS = ("controller.openflow.fabric_app",)
-DEFAULT_OFP_PORT = 6653
-DEFAULT_OFP_HOST = "0.0.0.0"
-PROG = "synod-controller"
+DEFAULT_APPS = SYNOD.default_apps
+PROG = SYNOD.prog
 # How long shutdown may take before the process exits regardless (os-ken's
 # native hub has no way to stop the blocking accept() of its server thread).
 SHUTDOWN_GRACE_S = 3.0
+# Imported before the command line is read, as ryu-manager did, so that their options
+# (--observe-links, --wsapi-port, ...) are known when looking for the apps.
+OPTION_MODULES = ("os_ken.base.app_manager",  # before os_ken.controller: import cycle
+                  "os_ken.controller.controller", "os_ken.log", "os_ken.topology.switches",
+                  "controller.openflow.ryu_wsgi")
+OFP_HANDLER = "os_ken.controller.ofp_handler"
 
 LOG = logging.getLogger("synod.controller")
 
@@ -39,115 +57,50 @@ class LaunchError(Exception):
     """The controller cannot start; the message is one line for the operator."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line and exits 2."""
+def _setup_logging(args: argparse.Namespace, prog: str) -> None:
+    """Log as ryu-manager did (os_ken.log's options), with timestamps on every line."""
+    from os_ken import cfg
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {value}")
-    return value
-
-
-def _os_ken_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("os-ken")
-    except Exception:  # pragma: no cover - metadata missing only in broken installs
-        return "unknown"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface; kept apart from main() so tests can inspect it."""
-    p = _Parser(
-        prog=PROG,
-        description=(
-            "Run os-ken OpenFlow apps (a ryu-manager replacement). With no app "
-            f"given, runs {', '.join(DEFAULT_APPS)}."
-        ),
-        epilog="Flags follow ryu-manager's; see docs/decisions/0001-launcher-flags.md.",
-    )
-    p.add_argument("apps", nargs="*", metavar="app",
-                   help="app module to load (dotted module name or path to a .py file)")
-    p.add_argument("--ofp-tcp-listen-port", type=_port, default=None, metavar="PORT",
-                   help=f"OpenFlow TCP listen port (default {DEFAULT_OFP_PORT})")
-    p.add_argument("--ofp-ssl-listen-port", type=_port, default=None, metavar="PORT",
-                   help="OpenFlow TLS listen port; needs --ctl-privkey and --ctl-cert")
-    p.add_argument("--ofp-listen-host", default=None, metavar="HOST",
-                   help=f"address to listen on (default {DEFAULT_OFP_HOST})")
-    p.add_argument("--ctl-privkey", default=None, metavar="FILE",
-                   help="controller private key for OpenFlow over TLS")
-    p.add_argument("--ctl-cert", default=None, metavar="FILE",
-                   help="controller certificate for OpenFlow over TLS")
-    p.add_argument("--ca-certs", default=None, metavar="FILE",
-                   help="CA certificates that switch certificates must chain to")
-    p.add_argument("--config-file", action="append", default=[], metavar="FILE",
-                   help="os-ken/oslo.config INI file ([DEFAULT] section); may repeat; "
-                        "command-line flags win over the file")
-    synod = p.add_argument_group("Synod controller (app controller.openflow.synod_app)")
-    synod.add_argument("--site", default=None, help="the site this controller serves")
-    synod.add_argument("--controller-index", type=int, default=None, metavar="N",
-                       help="this controller's number 0-255, unique in the cluster")
-    synod.add_argument("--controllers", default=None, metavar="SITE=HOST:PORT,...",
-                       help="every controller of the cluster, in the same order everywhere "
-                            "(ranks backups after a switch's home site)")
-    synod.add_argument("--node", default=None, metavar="HOST:PORT",
-                       help="the local Synod node's API (desired flows, topology reports)")
-    synod.add_argument("--node-token-file", default=None, metavar="FILE",
-                       help="file with the bearer token for the node's API")
-    synod.add_argument("--node-ca", default=None, metavar="FILE",
-                       help="CA certificate that the node's API certificate chains to")
-    synod.add_argument("--node-insecure", action="store_true", default=None,
-                       help="talk to the node without TLS (loopback tests only)")
-    synod.add_argument("--audit-interval-ms", type=int, default=None, metavar="MS",
-                       help="how often masters read back and repair flows (default 2000)")
-    p.add_argument("--verbose", action="store_true", help="log debug output")
-    p.add_argument("--default-log-level", type=int, default=None, metavar="LEVEL",
-                   help="numeric log level (10 debug, 20 info, 30 warning)")
-    p.add_argument("--log-file", default=None, metavar="FILE",
-                   help="also write the log to FILE (it always goes to stderr)")
-    p.add_argument("--version", action="version",
-                   version=f"{PROG} {controller.__version__} (os-ken {_os_ken_version()})")
-    return p
-
-
-def _setup_logging(args: argparse.Namespace) -> None:
+    conf = cfg.CONF
+    root = logging.getLogger()
+    root.handlers.clear()
+    if conf.log_config_file:
+        try:
+            logging.config.fileConfig(conf.log_config_file, disable_existing_loggers=False)
+        except Exception as e:  # configparser, KeyError, ValueError: all one line
+            raise LaunchError(f"bad --log-config-file {conf.log_config_file}: {e}") from None
+        return
     level = logging.INFO
     if args.default_log_level is not None:
         level = args.default_log_level
-    if args.verbose:
+    elif args.verbose:
         level = logging.DEBUG
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(fmt)
-    root.addHandler(handler)
-    if args.log_file:
-        try:
-            file_handler = logging.FileHandler(args.log_file)
-        except OSError as e:
-            raise LaunchError(f"cannot open log file {args.log_file}: {e.strerror}") from None
-        file_handler.setFormatter(fmt)
-        root.addHandler(file_handler)
+    handlers: list[logging.Handler] = []
+    if conf.use_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    log_file = args.log_file or (os.path.join(conf.log_dir, f"{prog}.log")
+                                 if conf.log_dir else None)
+    try:
+        if log_file:
+            handlers.append(logging.handlers.WatchedFileHandler(log_file))
+            os.chmod(log_file, int(conf.log_file_mode, 8))
+        if conf.use_syslog:
+            handlers.append(logging.handlers.SysLogHandler(address="/dev/log"))
+    except (OSError, ValueError) as e:
+        detail = getattr(e, "strerror", None) or e
+        raise LaunchError(f"cannot set up logging ({log_file or '/dev/log'}): {detail}") \
+            from None
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
     root.setLevel(level)
 
 
-def _configure_os_ken(args: argparse.Namespace) -> tuple[str, int]:
-    """Load os-ken's CONF from config files, then apply the command-line flags over it."""
-    # Importing the controller module registers its options (ofp_tcp_listen_port, ...).
+def _configure_os_ken(args: argparse.Namespace, flavour: Flavour) -> tuple[str, int]:
+    """Parse os-ken's CONF (config files, then the passed-through options) and apply ours."""
     import oslo_config.cfg as oslo_cfg
     from os_ken import cfg
-    from os_ken.base import app_manager  # noqa: F401  (must precede controller: import cycle)
-    from os_ken.controller import controller as _ofp_controller  # noqa: F401
 
     from controller.openflow import options
 
@@ -156,17 +109,22 @@ def _configure_os_ken(args: argparse.Namespace) -> tuple[str, int]:
         if not os.path.isfile(path):
             raise LaunchError(f"config file not found: {path}")
     try:
-        cfg.CONF(args=[], project="os_ken", version=controller.__version__,
+        cfg.CONF(args=list(args.oslo_args), project="os_ken", prog=flavour.prog,
+                 version=cmdline.version_text(flavour),
                  default_config_files=list(args.config_file))
     except (oslo_cfg.Error, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LaunchError(f"bad config file: {first_line}") from None
+        raise LaunchError(f"bad config file or option: {first_line}") from None
+    except SystemExit:  # oslo's parser already printed why; the flags were checked before
+        raise LaunchError("oslo.config refused the options above") from None
     conf = cfg.CONF
     for flag in ("ofp_tcp_listen_port", "ofp_ssl_listen_port", "ofp_listen_host",
-                 "ctl_privkey", "ctl_cert", "ca_certs"):
+                 "ctl_privkey", "ctl_cert", "ca_certs", "log_file", "default_log_level"):
         value = getattr(args, flag)
         if value is not None:
             conf.set_override(flag, value)
+    if args.verbose:
+        conf.set_override("verbose", True)
     synod_flags = {"site": "synod_site", "controller_index": "synod_controller_index",
                    "node": "synod_node", "node_token_file": "synod_node_token_file",
                    "node_ca": "synod_node_ca", "node_insecure": "synod_node_insecure",
@@ -208,30 +166,115 @@ def check_port_free(host: str, port: int) -> None:
             raise LaunchError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
 
 
-def _check_apps(apps: Sequence[str]) -> None:
+def _check_apps(apps: Sequence[str], unknown_option: str | None) -> None:
+    # An option registered by an app is unknown until the app is imported: its value may
+    # have been taken for an app name.
+    hint = (f" (if it is the value of {unknown_option}, write {unknown_option}=VALUE)"
+            if unknown_option else "")
     for app in apps:
         if app.endswith(".py"):
             if not os.path.isfile(app):
-                raise LaunchError(f"cannot load app {app!r}: no such file")
+                raise LaunchError(f"cannot load app {app!r}: no such file{hint}")
             continue
         try:
             found = importlib.util.find_spec(app)
         except (ImportError, ValueError) as e:
-            raise LaunchError(f"cannot load app {app!r}: {e}") from None
+            why = ryu_compat.explain(e) or str(e)
+            raise LaunchError(f"cannot load app {app!r}: {why}{hint}") from None
         if found is None:
-            raise LaunchError(f"cannot load app {app!r}: no module named {app!r}")
+            why = ryu_compat.explain(ModuleNotFoundError(name=app)) or f"no module named {app!r}"
+            raise LaunchError(f"cannot load app {app!r}: {why}{hint}")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _import_user_flags(path: str) -> None:
+    """ryu-manager's --user-flags: a Python file that registers options, imported first."""
+    if not os.path.isfile(path):
+        raise LaunchError(f"--user-flags file not found: {path}")
+    spec = importlib.util.spec_from_file_location("synod_user_flags", path)
+    if spec is None or spec.loader is None:
+        raise LaunchError(f"--user-flags {path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise LaunchError(f"cannot import --user-flags {path}: {type(e).__name__}: {e}") \
+            from None
+
+
+def _why_app_failed(e: BaseException) -> str:
+    why = ryu_compat.explain(e, uses_ryu="ryu" in sys.modules)
+    if why is not None:
+        return why
+    if isinstance(e, SyntaxError):
+        return f"SyntaxError: {e.msg} ({e.filename}:{e.lineno})"
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return f"it imports {e.name}, which is not installed"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _load_apps(manager, apps: Sequence[str]) -> None:
+    """Import the apps (and the apps they require) one by one, naming the one that fails."""
+    for app in apps:
+        try:
+            manager.load_apps([app])
+        except Exception as e:
+            raise LaunchError(f"cannot load app {app}: {_why_app_failed(e)}") from None
+    manager.load_apps([OFP_HANDLER])
+    # One module reached under two names (ryu.X and os_ken.X) is one app, not two.
+    by_class: dict[type, list[str]] = {}
+    for name, cls in manager.applications_cls.items():
+        by_class.setdefault(cls, []).append(name)
+    for names in by_class.values():
+        keep = next((n for n in names if n == ryu_compat.canonical_app(n)), names[0])
+        for name in names:
+            if name != keep:
+                del manager.applications_cls[name]
+    for cls in [*manager.applications_cls.values(), *manager.contexts_cls.values()]:
+        ryu_compat.guard_handlers(cls)
+
+
+def _parse(argv: Sequence[str], flavour: Flavour, manager) -> tuple[argparse.Namespace,
+                                                                     list[str]]:
+    """Read the command line, import the apps, read it again with their options known."""
+    first, extras = build_parser(flavour, registered=True).parse_known_intermixed_args(
+        argv)
+    if first.user_flags:
+        _import_user_flags(first.user_flags)
+    apps = [ryu_compat.canonical_app(a) for a in cmdline.apps_of(first, flavour)]
+    ryu_compat.set_app_dirs(sorted({os.path.dirname(os.path.abspath(a))
+                                    for a in apps if a.endswith(".py")}))
+    _check_apps(apps, cmdline.first_unknown_option(extras))
+    _load_apps(manager, apps)
+    parser = build_parser(flavour, registered=True)
+    args = parser.parse_intermixed_args(argv)
+    if args.help:
+        parser.print_help()
+        raise SystemExit(0)
+    if [ryu_compat.canonical_app(a) for a in cmdline.apps_of(args, flavour)] != apps:
+        raise LaunchError("an app's option took a value that was read as an app name: "
+                          "write the app's options as --name=VALUE")
+    return args, apps
+
+
+def _run(argv: Sequence[str], flavour: Flavour) -> int:
     if os.environ.get("OSKEN_HUB_TYPE", "native") != "native":
         raise LaunchError("OSKEN_HUB_TYPE must be unset or 'native' (Synod needs native threads)")
-    _setup_logging(args)
-    apps = list(args.apps) or list(DEFAULT_APPS)
-    _check_apps(apps)
-    host, port = _configure_os_ken(args)
-    check_port_free(host, port)
-
+    native_hub.install()  # before the apps: os-ken's native hub ignores its timeouts
+    ryu_compat.install()
+    for name in OPTION_MODULES:
+        importlib.import_module(name)
     from os_ken.base.app_manager import AppManager
+
+    from controller.openflow import ryu_wsgi
+
+    manager = AppManager.get_instance()
+    args, apps = _parse(argv, flavour, manager)
+    host, port = _configure_os_ken(args, flavour)
+    _setup_logging(args, flavour.prog)
+    if args.enable_debugger:
+        LOG.info("--enable-debugger has no effect: os-ken's native threads are not patched")
+    check_port_free(host, port)
 
     stop = threading.Event()
 
@@ -244,32 +287,55 @@ def _run(args: argparse.Namespace) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for diagnosing a stuck app.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
-    manager = AppManager.get_instance()
     try:
-        manager.load_apps(apps + ["os_ken.controller.ofp_handler"])
         contexts = manager.create_contexts()
         manager.instantiate_apps(**contexts)
     except Exception as e:
         raise LaunchError(f"cannot start apps: {type(e).__name__}: {e}") from None
-    LOG.info("%s %s listening for OpenFlow on %s:%d, apps: %s",
-             PROG, controller.__version__, host, port, ", ".join(apps))
+    try:
+        rest = ryu_wsgi.start_service(contexts)
+    except OSError as e:
+        from os_ken import cfg
+
+        raise LaunchError(f"cannot listen for REST on {cfg.CONF.wsapi_host}:"
+                          f"{cfg.CONF.wsapi_port}: {e.strerror} (pick --wsapi-port)") from None
+    if args.pid_file:
+        _write_pid_file(args.pid_file)
+    LOG.info("%s %s listening for OpenFlow on %s:%d, apps: %s", flavour.prog,
+             controller.__version__, host, port, ", ".join(apps) or OFP_HANDLER)
     while not stop.wait(0.5):
         pass
+    if rest is not None:
+        rest.stop()
     closer = threading.Thread(target=manager.close, name="close-apps", daemon=True)
     closer.start()
     closer.join(SHUTDOWN_GRACE_S)
+    if args.pid_file:
+        try:
+            os.unlink(args.pid_file)
+        except OSError:
+            pass
     LOG.info("stopped")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of the synod-controller console script."""
-    args = build_parser().parse_args(argv)
+def _write_pid_file(path: str) -> None:
     try:
-        code = _run(args)
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as e:
+        raise LaunchError(f"cannot write --pid-file {path}: {e.strerror}") from None
+
+
+def main(argv: Sequence[str] | None = None, flavour: Flavour = SYNOD) -> NoReturn:
+    """Entry point of the synod-controller console script."""
+    try:
+        code = _run(list(sys.argv[1:] if argv is None else argv), flavour)
     except LaunchError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{flavour.prog}: error: {e}", file=sys.stderr)
         code = 1
+    except SystemExit as e:  # --help, --version, usage errors (argparse printed them)
+        code = e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt:
         code = 0
     logging.shutdown()
@@ -278,6 +344,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # os-ken's server and datapath threads are not daemons and block in accept()/recv():
     # leave without waiting for them.
     os._exit(code)
+
+
+def ryu_manager(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ryu-manager console script: Ryu apps, unmodified."""
+    main(argv, RYU_MANAGER)
+
+
+def osken_manager(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the osken-manager console script."""
+    main(argv, OSKEN_MANAGER)
 
 
 if __name__ == "__main__":

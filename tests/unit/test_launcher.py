@@ -18,7 +18,10 @@ RYU_MANAGER_FLAGS = ["--ofp-tcp-listen-port", "--ofp-ssl-listen-port", "--ofp-li
                      "--ctl-privkey", "--ctl-cert", "--ca-certs", "--config-file",
                      "--verbose", "--default-log-level", "--log-file", "--version", "--help",
                      "--site", "--controller-index", "--controllers", "--node",
-                     "--node-token-file", "--node-ca", "--node-insecure", "--audit-interval-ms"]
+                     "--node-token-file", "--node-ca", "--node-insecure", "--audit-interval-ms",
+                     "--app-lists", "--pid-file", "--user-flags", "--enable-debugger",
+                     "--observe-links", "--wsapi-host", "--wsapi-port", "--use-syslog",
+                     "--log-dir", "--log-config-file"]
 START_TIMEOUT_S = 20
 
 
@@ -145,3 +148,135 @@ def test_refuses_eventlet_hub():
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
+
+
+# --- options registered by the apps, ryu-manager's commands (issue 15) -----------------
+
+RYU_MANAGER = [sys.executable, "-c",
+               "from controller.openflow.launcher import ryu_manager; ryu_manager()"]
+APP_WITH_OPTION = """
+from os_ken import cfg
+from os_ken.base import app_manager
+
+cfg.CONF.register_cli_opts([cfg.IntOpt("knob-size", default=1, help="an app's own option")])
+
+
+class Knobbed(app_manager.OSKenApp):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logger.info("knob-size is %d", cfg.CONF.knob_size)
+"""
+
+
+def _run_until_listening(cmd: list[str], port: int) -> str:
+    """Start, wait until it listens, stop with SIGTERM; its output (it must exit 0)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_listening(proc, port)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+    return out
+
+
+def test_topology_switches_loads_with_observe_links_and_wsapi_flags():
+    """The ArgsAlreadyParsedError of issue 15: os-ken's own topology app registers options."""
+    port = _free_port()
+    out = _run_until_listening(
+        LAUNCHER + ["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(port),
+                    "--observe-links", "--wsapi-host", "127.0.0.1", "--wsapi-port",
+                    str(_free_port()), "os_ken.topology.switches"], port)
+    assert "instantiating app os_ken.topology.switches of Switches" in out
+
+
+@pytest.mark.parametrize("spelling", [["--knob-size=7", "APP"], ["APP", "--knob-size", "7"],
+                                      ["--knob-size", "7", "APP"]])
+def test_an_apps_own_option_is_read_after_the_app_is_imported(tmp_path, spelling):
+    app = tmp_path / "knobbed.py"
+    app.write_text(APP_WITH_OPTION)
+    port = _free_port()
+    args = [str(app) if a == "APP" else a for a in spelling]
+    cmd = LAUNCHER + ["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(port)]
+    if spelling[0] == "--knob-size" and spelling[1] == "7":
+        # Before the app is imported nothing says --knob-size takes a value: "7" looks
+        # like an app. The error says how to write it.
+        done = subprocess.run(cmd + args, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "if it is the value of --knob-size, write --knob-size=VALUE" in done.stderr
+        return
+    assert "knob-size is 7" in _run_until_listening(cmd + args, port)
+
+
+def test_an_apps_option_is_checked_and_listed_in_help(tmp_path):
+    app = tmp_path / "knobbed.py"
+    app.write_text(APP_WITH_OPTION)
+    done = _run("--knob-size=big", str(app))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--knob-size" in done.stderr and "big" in done.stderr
+    done = _run("--help", str(app))
+    assert done.returncode == 0 and "an app's own option" in done.stdout
+    assert "--observe-links" in done.stdout and "--wsapi-port" in done.stdout
+
+
+RYU_APP_MISSING = {
+    "wants_websocket.py": ("from ryu.app.wsgi import websocket\n",
+                           "ryu.app.wsgi.websocket has no os-ken counterpart"),
+    "wants_cmd.py": ("from ryu.cmd import manager\n", "ryu.cmd has no os-ken counterpart"),
+    "wants_attr.py": ("from ryu.base import app_manager\n"
+                      "class A(app_manager.RyuApp):\n"
+                      "    X = app_manager.NoSuchThing\n",
+                      "ryu.base.app_manager.NoSuchThing has no os-ken counterpart"),
+    "wants_package.py": ("import networkx_not_here\n",
+                         "it imports networkx_not_here, which is not installed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RYU_APP_MISSING))
+def test_a_ryu_app_using_what_os_ken_lacks_is_one_line_naming_app_and_name(tmp_path, name):
+    source, needle = RYU_APP_MISSING[name]
+    app = tmp_path / name
+    app.write_text(source)
+    done = subprocess.run(RYU_MANAGER + ["--ofp-tcp-listen-port", str(_free_port()), str(app)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"ryu-manager: error: cannot load app {app}: {needle}")
+
+
+def test_ryu_manager_command_is_named_for_mn_c_and_writes_its_pid(tmp_path):
+    """`mn -c` stops controllers with `killall ryu-manager`: the process must bear that name."""
+    script = os.path.join(os.path.dirname(sys.executable), "ryu-manager")
+    if not os.path.exists(script):
+        pytest.fail("no ryu-manager console script: reinstall with pip install -e .",
+                    pytrace=False)
+    port, pid_file = _free_port(), tmp_path / "ryu.pid"
+    proc = subprocess.Popen([script, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+                             str(port), "--pid-file", str(pid_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_listening(proc, port)
+        with open(f"/proc/{proc.pid}/comm") as f:
+            assert f.read().strip() == "ryu-manager"
+        assert pid_file.read_text().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, out
+    # No app given: only os-ken's OpenFlow handler, as ryu-manager did.
+    assert "apps: os_ken.controller.ofp_handler" in out
+    assert not pid_file.exists()
+
+
+def test_ryu_manager_version_names_the_ryu_interface():
+    done = subprocess.run(RYU_MANAGER + ["--version"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0 and "ryu-manager" in done.stdout
+    assert "Ryu 4.34 app interface" in done.stdout
