@@ -34,6 +34,8 @@ from mininet.topo import Topo
 
 __all__ = [
     "CLOUD",
+    "OWNER_ENV",
+    "OWNER_KEY",
     "CloudEdgeTopo",
     "SiteInfo",
     "SiteSwitch",
@@ -49,6 +51,11 @@ __all__ = [
 ]
 
 CLOUD = "cloud"
+# What Synod starts carries its owner's pid, so a cleanup touches only what a dead run
+# left (never a live run's, never other software's): processes in their environment,
+# OVS bridges in external-ids.
+OWNER_ENV = "SYNOD_EMULATION_OWNER"
+OWNER_KEY = "synod-owner"
 SITES_MAX = 250  # site index lands in one byte of the DPID and the IP address
 HOSTS_PER_SITE_MAX = 250
 SWITCHES_PER_SITE_MAX = 250
@@ -80,10 +87,11 @@ class SiteSwitch(OVSSwitch):
 
     OpenFlow's description reply carries OVS's `other-config:dp-desc`; Synod's controller
     reads "synod-site=<site>" from it to know which controller is the switch's home.
+    The bridge also carries its creator's pid (external-ids:synod-owner), for --cleanup.
     """
 
     def bridgeOpts(self):
-        opts = OVSSwitch.bridgeOpts(self)
+        opts = OVSSwitch.bridgeOpts(self) + f" external-ids:{OWNER_KEY}={os.getpid()}"
         site = self.params.get("site")
         if site and re.fullmatch(r"[A-Za-z0-9_.-]+", site):
             opts = opts.replace(f"other-config:dp-desc={self.name}",
@@ -124,6 +132,7 @@ class WanRelay(Switch):
              "--delay-ms", str(self.delay_ms), "--rate-mbit", str(self.rate_mbit),
              "--loss-pct", str(self.loss_pct), "--seed", str(self.seed)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}),  # for --cleanup
         )
 
     def stop(self, deleteIntfs=True):

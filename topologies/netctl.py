@@ -22,7 +22,7 @@ from functools import partial
 
 from mininet.net import Mininet
 
-from topologies.cloud_edge import SiteSwitch, SynodRemote, WanRelay
+from topologies.cloud_edge import OWNER_ENV, OWNER_KEY, SiteSwitch, SynodRemote, WanRelay
 
 __all__ = [
     "CONVERGE_TIMEOUT_S",
@@ -49,7 +49,6 @@ CONTROLLER_READY_TIMEOUT_S = 20
 PING_TIMEOUT_S = 3
 CONVERGE_TIMEOUT_S = 30
 PR_SET_PDEATHSIG = 1
-OWNER_ENV = "SYNOD_EMULATION_OWNER"
 
 Progress = Callable[[str], None]
 
@@ -133,21 +132,31 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _controller_command() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "synod-controller")
+# The launcher's commands (console scripts) and the entry point each runs.
+_LAUNCHERS = {"synod-controller": "main", "ryu-manager": "ryu_manager",
+              "osken-manager": "osken_manager"}
+
+
+def _controller_command(command: str = "synod-controller") -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), command)
     if os.path.exists(script):
         return [script]
-    return [sys.executable, "-m", "controller.openflow.launcher"]
+    return [sys.executable, "-c",
+            f"from controller.openflow.launcher import {_LAUNCHERS[command]}; "
+            f"{_LAUNCHERS[command]}()"]
 
 
 def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
-                     apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
-                     ) -> subprocess.Popen:
-    """Start a synod-controller subprocess and wait (bounded) until it listens."""
+                     apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+                     command: str = "synod-controller") -> subprocess.Popen:
+    """Start a controller (synod-controller, ryu-manager, osken-manager); wait until it listens."""
+    if command not in _LAUNCHERS:
+        raise ValueError(f"unknown controller command {command!r}")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            _controller_command() + ["--ofp-listen-host", host,
-                                     "--ofp-tcp-listen-port", str(port), *extra_args, *apps],
+            _controller_command(command) + ["--ofp-listen-host", host,
+                                            "--ofp-tcp-listen-port", str(port), *extra_args,
+                                            *apps],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             # Marks it as ours, so --cleanup can find it without touching other controllers.
@@ -156,7 +165,7 @@ def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
     deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise EmulationError(f"synod-controller exited with {proc.returncode}: "
+            raise EmulationError(f"{command} exited with {proc.returncode}: "
                                  f"see {log_path}")
         try:
             socket.create_connection((host, port), timeout=0.5).close()
@@ -164,7 +173,7 @@ def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
         except OSError:
             if time.monotonic() > deadline:
                 stop_process(proc)
-                raise EmulationError(f"synod-controller did not listen on {host}:{port} "
+                raise EmulationError(f"{command} did not listen on {host}:{port} "
                                      f"within {CONTROLLER_READY_TIMEOUT_S}s: see "
                                      f"{log_path}") from None
             time.sleep(0.2)
@@ -172,10 +181,10 @@ def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
 
 @contextmanager
 def controller_process(port: int, log_path: str, host: str = "127.0.0.1",
-                       apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
-                       ) -> Iterator[subprocess.Popen]:
-    """A synod-controller subprocess listening on host:port, stopped on exit."""
-    proc = start_controller(port, log_path, host, apps, extra_args)
+                       apps: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+                       command: str = "synod-controller") -> Iterator[subprocess.Popen]:
+    """A controller subprocess listening on host:port, stopped on exit."""
+    proc = start_controller(port, log_path, host, apps, extra_args, command)
     try:
         yield proc
     finally:
@@ -332,24 +341,26 @@ def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
 
 
 def cleanup_leftovers(progress: Progress) -> list[str]:
-    """Remove bridges and processes a crashed emulation may have left; return what went."""
+    """Remove bridges and processes a crashed emulation may have left; return what went.
+
+    Only what Synod started and whose run is gone: bridges named as Synod names them
+    and not owned by a live process (external-ids:synod-owner), their links, and
+    processes marked with OWNER_ENV whose owner is dead. Nothing is killed by name.
+    """
     removed = []
-    bridges = {b for b in _existing_bridges() if _looks_like_ours(b)}
+    live = {b for b in _existing_bridges() if _owner_alive(_bridge_owner(b))}
+    bridges = {b for b in _existing_bridges() if _looks_like_ours(b)} - live
     _delete_bridges(bridges)
     removed += [f"bridge {b}" for b in sorted(bridges)]
     ours = {name for name in _all_interface_nodes() if _looks_like_ours(name)
-            or (name.startswith("w") and name[1:].isdigit())}
+            or (name.startswith("w") and name[1:].isdigit())} - live
     leftover = _leftover_interfaces(ours)
     _delete_interfaces(leftover)
     removed += [f"interface {i}" for i in leftover]
-    done = subprocess.run(["pkill", "-TERM", "-f", "topologies/wanrelay.py"],
-                          capture_output=True, timeout=10, check=False)
-    if done.returncode == 0:
-        removed.append("WAN relay processes")
-    for pid in _orphaned_emulation_controllers():
+    for pid in _orphaned_emulation_processes():
         try:
             os.kill(pid, signal.SIGTERM)
-            removed.append(f"emulation process (node or controller) pid {pid}")
+            removed.append(f"emulation process (node, controller or WAN relay) pid {pid}")
         except ProcessLookupError:
             pass
     for item in removed:
@@ -357,8 +368,20 @@ def cleanup_leftovers(progress: Progress) -> list[str]:
     return removed
 
 
-def _orphaned_emulation_controllers() -> list[int]:
-    """Nodes and controllers started by an emulation whose process is gone."""
+def _bridge_owner(bridge: str) -> int | None:
+    done = subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "get", "bridge", bridge,
+                           f"external-ids:{OWNER_KEY}"], capture_output=True, text=True,
+                          timeout=10, check=False)
+    owner = done.stdout.strip().strip('"')
+    return int(owner) if owner.isdigit() else None
+
+
+def _owner_alive(pid: int | None) -> bool:
+    return pid is not None and os.path.exists(f"/proc/{pid}")
+
+
+def _orphaned_emulation_processes() -> list[int]:
+    """Nodes, controllers and WAN relays started by an emulation whose process is gone."""
     marker = OWNER_ENV.encode() + b"="
     found = []
     for entry in os.listdir("/proc"):

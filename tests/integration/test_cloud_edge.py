@@ -192,6 +192,34 @@ def test_cleanup_removes_what_a_killed_emulation_left(ovs):
                        check=False)
 
 
+def test_cleanup_spares_a_live_runs_bridge_and_processes_it_did_not_start(ovs, tmp_path):
+    """--cleanup touches only what a dead Synod run left: not a live run's bridge, not a
+    process that merely looks like ours by name (it used to `pkill -f wanrelay.py`)."""
+    from topologies.emulate import OWNER_ENV
+
+    dead = subprocess.Popen(["true"])
+    dead.wait(timeout=10)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    orphan = subprocess.Popen(sleeper, env=dict(os.environ, **{OWNER_ENV: str(dead.pid)}))
+    lookalike = subprocess.Popen(sleeper + ["topologies/wanrelay.py"])
+    subprocess.run(["ovs-vsctl", "add-br", "e96s1", "--", "set", "bridge", "e96s1",
+                    "datapath_type=netdev", f"external-ids:synod-owner={os.getpid()}"],
+                   check=True, timeout=30)
+    try:
+        done = subprocess.run(SYNOD + ["emulate", "--cleanup"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert orphan.wait(timeout=10) is not None, "the orphaned emulation process lives on"
+        assert lookalike.poll() is None, "a process was killed for its name"
+        assert "e96s1" in _bridges(), "a live run's bridge was deleted"
+    finally:
+        for proc in (orphan, lookalike):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", "e96s1"], timeout=30, check=False)
+
+
 def test_fabric_app_on_a_ring_has_no_storm_and_survives_a_link_cut(ovs, tmp_path):
     from topologies.classic import make_topo
     from topologies.emulate import free_port as _free_port
