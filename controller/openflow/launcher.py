@@ -47,7 +47,7 @@ SHUTDOWN_GRACE_S = 3.0
 # (--observe-links, --wsapi-port, ...) are known when looking for the apps.
 OPTION_MODULES = ("os_ken.base.app_manager",  # before os_ken.controller: import cycle
                   "os_ken.controller.controller", "os_ken.log", "os_ken.topology.switches",
-                  "controller.openflow.ryu_wsgi")
+                  "controller.openflow.ryu_wsgi", "controller.openflow.metrics")
 OFP_HANDLER = "os_ken.controller.ofp_handler"
 
 LOG = logging.getLogger("synod.controller")
@@ -271,6 +271,9 @@ def _run(argv: Sequence[str], flavour: Flavour) -> int:
     manager = AppManager.get_instance()
     args, apps = _parse(argv, flavour, manager)
     host, port = _configure_os_ken(args, flavour)
+    from controller.openflow.metrics import load_if_wanted  # --synod-metrics-listen (issue 15)
+
+    load_if_wanted(manager)
     _setup_logging(args, flavour.prog)
     if args.enable_debugger:
         LOG.info("--enable-debugger has no effect: os-ken's native threads are not patched")

@@ -1,13 +1,12 @@
 """os-ken app: the controller's Prometheus metrics over HTTP, off unless a listen address is set.
 
-Load it beside the other apps (`synod-controller controller.openflow.metrics ...`, or by the
-launcher itself) and give `synod_metrics_listen = HOST:PORT` in the config file or
-`--synod-metrics-listen HOST:PORT` where the launcher passes app options through, as
-Faucet serves its controllers' metrics on a port. Families: OpenFlow switches connected
-(with their DPIDs), connections and disconnections, packet-ins, error messages by type,
-port-status messages by reason, plus process_*, python_* and synod_build_info
-(docs/operations.md). The handlers only count; `SwitchCounts` holds the numbers and turns
-them into families, with no os-ken in it.
+`synod-controller --synod-metrics-listen=HOST:PORT` (or `synod_metrics_listen = HOST:PORT`
+in its config file) loads it beside the other apps (load_if_wanted), as Faucet serves its
+controllers' metrics on a port; it can also be named as an app. Families: OpenFlow
+switches connected (with their DPIDs), connections and disconnections, packet-ins, error
+messages by type, port-status messages by reason, plus process_*, python_* and
+synod_build_info (docs/operations.md). The handlers only count; `SwitchCounts` holds the
+numbers and turns them into families, with no os-ken in it.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ from os_ken.controller.handler import (
 
 import controller
 
-__all__ = ["DPIDS_MAX", "ControllerMetrics", "SwitchCounts", "listen_address", "register"]
+__all__ = ["DPIDS_MAX", "ControllerMetrics", "SwitchCounts", "listen_address",
+           "load_if_wanted", "register"]
 
 LOG = logging.getLogger("synod.controller.metrics")
 
@@ -159,6 +159,15 @@ def register() -> None:
         pass
 
 
+def load_if_wanted(manager) -> None:
+    """For the launcher, once the options are read: load this app when a listen address
+    is set, so `--synod-metrics-listen=HOST:PORT` is all it takes (off unless set)."""
+    from os_ken import cfg
+
+    if getattr(cfg.CONF, OPTION.replace("-", "_")):
+        manager.load_apps([__name__])
+
+
 def listen_address(text: str) -> tuple[str, int]:
     """HOST:PORT as (host, port); ValueError naming the option when it is not."""
     host, colon, port = text.rpartition(":")
@@ -186,7 +195,10 @@ class ControllerMetrics(app_manager.OSKenApp):
     def _serve(self, host: str, port: int):
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(port, host, self.counts.registry())
+        try:
+            server, _thread = start_http_server(port, host, self.counts.registry())
+        except OSError as exc:  # the launcher reports it in one line: name the option
+            raise OSError(exc.errno, f"{OPTION} {host}:{port}: {exc.strerror}") from None
         LOG.info("metrics on http://%s:%d/metrics", host, server.server_port)
         return server
 

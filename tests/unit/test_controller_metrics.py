@@ -101,7 +101,7 @@ class FakeSwitch:
 
     def packet_in(self) -> None:
         frame = bytes.fromhex("ffffffffffff" "020000000001" "0800") + bytes(46)
-        match = struct.pack("!HH4x", 1, 4)  # an empty OXM match, padded to 8
+        match = struct.pack("!HHII4x", 1, 12, 0x80000004, 1)  # OXM in_port=1, padded to 16
         body = struct.pack("!IHBBQ", 0xFFFFFFFF, len(frame), 0, 0, 0) + match + bytes(2)
         self.sock.sendall(self._header(10, 8 + len(body) + len(frame), 7) + body + frame)
 
@@ -128,14 +128,19 @@ def _until(port: int, family: str, name: str, want: float, **labels) -> dict:
         time.sleep(0.05)
 
 
-def test_a_controller_process_serves_its_metrics(tmp_path):
+@pytest.mark.parametrize("how", ["flag", "config file, app named"])
+def test_a_controller_process_serves_its_metrics(tmp_path, how):
     of_port, metrics_port = _free_port(), _free_port()
-    conf = tmp_path / "controller.conf"
-    conf.write_text(f"[DEFAULT]\nsynod_metrics_listen = 127.0.0.1:{metrics_port}\n")
-    proc = subprocess.Popen(
-        [*LAUNCHER, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port),
-         "--config-file", str(conf), "controller.openflow.metrics"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = ["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port)]
+    if how == "flag":  # the launcher loads the app itself
+        args += [f"--synod-metrics-listen=127.0.0.1:{metrics_port}",
+                 "controller.openflow.l2_switch"]
+    else:
+        conf = tmp_path / "controller.conf"
+        conf.write_text(f"[DEFAULT]\nsynod_metrics_listen = 127.0.0.1:{metrics_port}\n")
+        args += ["--config-file", str(conf), "controller.openflow.metrics"]
+    proc = subprocess.Popen([*LAUNCHER, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     switch = None
     try:
         deadline = time.monotonic() + 20
@@ -175,3 +180,40 @@ def test_a_controller_process_serves_its_metrics(tmp_path):
             proc.kill()
             out, _ = proc.communicate(timeout=10)
     assert "Traceback" not in out, out
+
+
+def test_off_unless_an_address_is_set():
+    """Without the option the app is not even loaded: no port, nothing in the log."""
+    of_port = _free_port()
+    proc = subprocess.Popen([*LAUNCHER, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+                             str(of_port), "--verbose", "controller.openflow.l2_switch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                socket.create_connection(("127.0.0.1", of_port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "controller did not listen within 20 s"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert "controller.openflow.metrics" not in out and "metrics on http" not in out
+
+
+def test_a_busy_address_stops_the_launch_in_one_line_naming_the_option():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        done = subprocess.run(
+            [*LAUNCHER, "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port",
+             str(_free_port()), f"--synod-metrics-listen=127.0.0.1:{taken}",
+             "controller.openflow.l2_switch"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"synod-metrics-listen 127.0.0.1:{taken}: Address already in use" in last
+    assert "Traceback" not in done.stderr
