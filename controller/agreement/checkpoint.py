@@ -175,6 +175,10 @@ class Checkpoints:
         self.ledger = ledger
         self.base = CutState()  # the state at the latest decided checkpoint verified here
         self.base_n = 0
+        # The state at the checkpoint the replica was compacted to: final (a fork found
+        # later below it does not change it), and the floor of every later computation.
+        self.final = CutState()
+        self.final_n = 0
         self.memo_max = memo_max
         self._memo: dict[bytes, CutState] = {}
         self._forks: dict[NodeId, int] = {}  # the forks known when base and memo were made
@@ -200,12 +204,14 @@ class Checkpoints:
         if forks != self._forks:  # a fork found: states made without knowing it are wrong
             self._forks = forks
             self._memo.clear()
-            self.base, self.base_n = CutState(), 0
+            self.base, self.base_n = self.final, self.final_n
+        if not covers(cut, self.final.cut):
+            return None  # below the compacted checkpoint: its ops are gone
         key = encode(dict(sorted(cut.items())))
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        base = self.base if covers(cut, self.base.cut) else CutState()
+        base = self.base if covers(cut, self.base.cut) else self.final
         dag = self.replica.dag
         ops = [op for op in dag.missing_for(base.cut) if op.seq <= cut.get(op.author, 0)]
         state = base.extend(ops, dag.excluded)
@@ -226,6 +232,43 @@ class Checkpoints:
                 self._memo.clear()
                 return
             n -= 1
+
+    # -------------------------------------------------------------- compaction
+    def stable(self, cut: Mapping[NodeId, int]) -> bool:
+        """May the ops inside cut be pruned here (decision 0070)? This replica holds the
+        cut; every other voter authored an op whose causal past covers it — it holds the
+        cut durably (its op was stored after everything in its past), and every op it
+        will author names only ops above the cut or an author's last one inside it; and
+        every other peer (authoring no ops) reported a vector covering it."""
+        replica, ledger = self.replica, self.ledger
+        if not covers(replica.version_vector(), cut):
+            return False
+        voters = set(ledger.membership.voters)
+        dag = replica.dag
+        for voter in voters - {replica.node_id}:
+            tip = dag.at(voter, dag.last_seq(voter))
+            if tip is None or not covers(ledger.vector(tip.id), cut):
+                return False
+        for peer in set(replica.peers) - voters:
+            reported = replica.peer_vectors.get(peer)
+            if reported is None or not covers(reported, cut):
+                return False
+        return True
+
+    def compact(self) -> int:
+        """Prune the replica to the base checkpoint if it is stable; returns ops pruned."""
+        if self.base_n <= self.final_n or not self.stable(self.base.cut):
+            return 0
+        self.ledger.catch_up()  # every op is indexed before it goes
+        dag = self.replica.dag
+        for author, seq in self.base.cut.items():  # the frontier's causal pasts, while whole
+            last = dag.at(author, seq)
+            if last is not None:
+                self.ledger.vector(last.id)
+        gone = self.replica.compact(self.base.cut, self.base.rows)
+        self.ledger.forget(gone, keep=[op.id for op in self.replica.dag.frontier.values()])
+        self.final, self.final_n = self.base, self.base_n
+        return len(gone)
 
     # -------------------------------------------------------------- proposing and checking
     def check(self, n: int, value: Any) -> Checkpoint:
@@ -262,8 +305,8 @@ class Checkpoints:
         prev = self.decided(n) if n else None
         cut = self.replica.version_vector()
         for author, fork in self.replica.forks().items():  # beyond a fork: branches differ
-            if author in cut:
-                cut[author] = min(cut[author], fork - 1)
+            if author in cut:  # (but what a compacted checkpoint holds is final)
+                cut[author] = max(min(cut[author], fork - 1), self.final.cut.get(author, 0))
         cut = {a: s for a, s in cut.items() if s > 0}
         if not cut or (prev is not None and (self.ops_since() == 0 or cut == dict(prev.cut))):
             return None

@@ -63,6 +63,8 @@ class AgreementConfig:
     checkpoint_ops: int = 0
     checkpoint_ms: int = 0
     checkpoint_stagger_ms: int = 2_000
+    # Prune the ops below the latest decided checkpoint once it is stable (decision 0070).
+    compact: bool = False
 
 
 class Status(StrEnum):
@@ -157,7 +159,7 @@ class Agreement:
         self.checkpoints = Checkpoints(replica, self.ledger)
         self._checkpoint: Proposal | None = None  # our live checkpoint proposal
         self._checkpoint_due: tuple[int, int] | None = None  # (n, since ms) once one is due
-        self._checkpoint_at = 0  # when the latest checkpoint was noticed decided here
+        self._checkpoint_at: int | None = None  # when the latest was noticed (or we started)
         self._checkpoint_n = 0
         self._sync_peers()
 
@@ -300,9 +302,16 @@ class Agreement:
         """Propose the next checkpoint when one is due and it is this voter's turn."""
         cps, cfg = self.checkpoints, self.config
         latest = cps.latest()
+        if self._checkpoint_at is None:
+            self._checkpoint_at = now_ms
         if latest != self._checkpoint_n:
             self._checkpoint_n, self._checkpoint_at = latest, now_ms
             cps.advance()
+        if cfg.compact and cps.base_n > cps.final_n:
+            pruned = cps.compact()
+            if pruned:
+                self.counters["compactions"] += 1
+                self.counters["ops_pruned"] += pruned
         if self._checkpoint is not None and not self._checkpoint.done:
             return
         voters = self.ledger.membership.voters

@@ -9,11 +9,12 @@ Because it is a pure function of the log, it survives restarts by construction.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.replication import CustomBody, Genesis, NodeId, Op, OpId
+from controller.replication.dag import Dag
 
 from .certificate import Certificate, Decision
 from .errors import Reason, Refused
@@ -102,7 +103,7 @@ class Ledger:
         self.frozen: set[int] = set()  # mv where this node accepted membership/mv+1
         self.decided_count = 0  # slots decided so far (cheap change detection for callers)
         self._vectors: dict[OpId, dict[NodeId, int]] = {}
-        self._log: list[OpId] | None = None
+        self._log: Dag | None = None
         self._source: LogSource | None = None
         self._cursor = 0
         self._evidence: Mapping[OpId, Op] | None = None
@@ -110,25 +111,27 @@ class Ledger:
         self._evidence_mark: tuple[int, OpId | None] = (0, None)
 
     # ------------------------------------------------------------------ feeding
-    def bind(
-        self, log: list[OpId], source: LogSource, evidence: Mapping[OpId, Op] | None = None
-    ) -> None:
-        """Read the replica's log (a list the replica appends to) and ops through source;
-        and the votes among the ops it keeps as evidence (a forked author's other branch):
-        every node counts the same votes once both branches reach it, so an equivocator
-        that keeps voting does not split the learners."""
-        self._log, self._source, self._evidence = log, source, evidence
+    def bind(self, dag: Dag, source: LogSource, evidence: Mapping[OpId, Op] | None = None) -> None:
+        """Read the replica's log (its DAG's, by absolute position: pruning keeps them) and
+        ops through source; and the votes among the ops it keeps as evidence (a forked
+        author's other branch): every node counts the same votes once both branches reach
+        it, so an equivocator that keeps voting does not split the learners."""
+        self._log, self._source, self._evidence = dag, source, evidence
 
     def catch_up(self) -> None:
         """Index every op the replica applied since the last call (idempotent, cheap)."""
-        log, source = self._log, self._source
-        if log is None or source is None:
+        dag, source = self._log, self._source
+        if dag is None or source is None:
             return
-        while self._cursor < len(log):
-            op = source.op(log[self._cursor])
-            self._cursor += 1
-            assert op is not None
-            self._index(op)
+        while self._cursor < dag.log_end():
+            for position, op_id in dag.log_from(self._cursor):
+                self._cursor = position + 1
+                if op_id is None:  # pruned: the engine catches up before it compacts
+                    continue
+                op = source.op(op_id)
+                assert op is not None
+                self._index(op)
+
         evidence = self._evidence
         if evidence:
             mark = (len(evidence), next(reversed(evidence)))
@@ -139,6 +142,15 @@ class Ledger:
                         self._evidence_seen.add(op_id)
                         self.counters["evidence_ops_read"] += 1
                         self._index(op)
+
+    def forget(self, op_ids: Iterable[OpId], keep: Iterable[OpId] = ()) -> None:
+        """Pruned ops (decision 0070): drop their memoised vectors, but those of `keep`
+        (the frontier: later ops may name them as parents)."""
+        kept = set(keep)
+        vectors = self._vectors
+        for op_id in op_ids:
+            if op_id not in kept:
+                vectors.pop(op_id, None)
 
     def _index(self, op: Op) -> None:
         if not isinstance(op.body, CustomBody) or op.body.kind not in VOTE_KINDS:

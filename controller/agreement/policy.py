@@ -68,7 +68,7 @@ class AgreementReplica(Replica):
         self.ledger = Ledger(genesis, identity.node_id)
         kwargs["policy"] = AgreementPolicy(self.ledger)
         super().__init__(identity, genesis, rng, **kwargs)
-        self.ledger.bind(self.dag.log, self, self.dag.evidence)
+        self.ledger.bind(self.dag, self, self.dag.evidence)
 
     def join_lineage(
         self, other: Replica, votes: tuple[ReunionVote, ReunionVote] | None = None

@@ -49,17 +49,30 @@ class Past:
 class Dag:
     """Ops applied in log order, plus ops waiting for parents and ops kept as evidence.
 
-    Invariants: every op in the log has all its parents earlier in the log or in evidence;
-    chains[a] lists author a's logged ops by seq with no gap (seq = index + 1).
+    Invariants: every op in the log has all its parents earlier in the log, in evidence or
+    in the frontier; chains[a] lists author a's logged ops by seq with no gap
+    (seq = base[a] + index + 1).
+
+    After `prune(cut)` (below an agreed, stable checkpoint: decision 0070) the ops inside
+    the cut are gone: per author, base[a] counts them and its last one stays as the
+    frontier (a later op may name it as a parent; nothing below it can be named). The log
+    keeps absolute positions: log_start counts the entries dropped from its front, and a
+    pruned op further in is a None entry.
     """
 
     def __init__(self, pending_ops_max: int, evidence_ops_max: int) -> None:
         self.pending_ops_max = pending_ops_max
         self.evidence_ops_max = evidence_ops_max
         self.ops: dict[OpId, Op] = {}
-        self.pos: dict[OpId, int] = {}
-        self.log: list[OpId] = []
+        self.pos: dict[OpId, int] = {}  # absolute log position
+        self.log: list[OpId | None] = []
+        self.log_start = 0  # absolute position of log[0]
         self.chains: dict[NodeId, list[OpId]] = {}
+        self.base: dict[NodeId, int] = {}  # per author: seqs pruned (1..base[a])
+        self.frontier: dict[NodeId, Op] = {}  # per author, the last op pruned
+        self._frontier_ids: dict[OpId, Op] = {}
+        self._proofs: dict[OpId, Op] = {}  # pruned ops that are half of a fork proof
+        self.pruned = 0  # ops pruned in all
         self.heads: set[OpId] = set()
         # Waiting for parents: insertion-ordered so the oldest is evicted first when full.
         self.pending: OrderedDict[OpId, Op] = OrderedDict()
@@ -70,19 +83,55 @@ class Dag:
 
     # -- lookups --------------------------------------------------------------------
     def find(self, op_id: OpId) -> Op | None:
-        return self.ops.get(op_id) or self.evidence.get(op_id)
+        return (
+            self.ops.get(op_id)
+            or self.evidence.get(op_id)
+            or self._frontier_ids.get(op_id)
+            or self._proofs.get(op_id)
+        )
 
     def holds(self, op_id: OpId) -> bool:
-        return op_id in self.ops or op_id in self.evidence
+        return op_id in self.ops or op_id in self.evidence or op_id in self._frontier_ids
 
     def at(self, author: NodeId, seq: int) -> Op | None:
+        """The logged op (author, seq); below the base only the frontier op is known."""
+        base = self.base.get(author, 0)
+        if seq <= base:
+            op = self.frontier.get(author)
+            return op if op is not None and op.seq == seq else None
         chain = self.chains.get(author)
-        if chain is None or not 1 <= seq <= len(chain):
+        if chain is None or seq > base + len(chain):
             return None
-        return self.ops[chain[seq - 1]]
+        return self.ops[chain[seq - base - 1]]
+
+    def last_seq(self, author: NodeId) -> int:
+        return self.base.get(author, 0) + len(self.chains.get(author, ()))
+
+    def below_base(self, author: NodeId, seq: int) -> bool:
+        """Is (author, seq) inside a pruned cut (known only as applied once)?"""
+        return seq <= self.base.get(author, 0)
 
     def vector(self) -> dict[NodeId, int]:
-        return {a: len(c) for a, c in self.chains.items()}
+        out = dict(self.base)
+        for a, c in self.chains.items():
+            out[a] = out.get(a, 0) + len(c)
+        return {a: s for a, s in out.items() if s}
+
+    def tail(self) -> Iterator[Op]:
+        """The logged ops still held, in log order."""
+        ops = self.ops
+        for op_id in self.log:
+            if op_id is not None:
+                yield ops[op_id]
+
+    def log_from(self, position: int) -> Iterator[tuple[int, OpId | None]]:
+        """(absolute position, op id or None once pruned) from position on."""
+        start = max(position, self.log_start)
+        for i in range(start - self.log_start, len(self.log)):
+            yield self.log_start + i, self.log[i]
+
+    def log_end(self) -> int:
+        return self.log_start + len(self.log)
 
     def excluded(self, op: Op) -> bool:
         """Ops of an equivocating author from its first fork on never reach the tables."""
@@ -91,7 +140,7 @@ class Dag:
 
     # -- log --------------------------------------------------------------------------
     def append(self, op: Op) -> None:
-        self.pos[op.id] = len(self.log)
+        self.pos[op.id] = self.log_start + len(self.log)
         self.log.append(op.id)
         self.ops[op.id] = op
         self.chains.setdefault(op.author, []).append(op.id)
@@ -101,10 +150,13 @@ class Dag:
     def choose_parents(self, author: NodeId, parents_max: int) -> tuple[OpId, ...]:
         """Parents for a new op: own previous op first, then up to parents_max newest heads."""
         chain = self.chains.get(author)
-        prev = chain[-1] if chain else None
+        prev: OpId | None = chain[-1] if chain else None
+        if prev is None and author in self.frontier:
+            prev = self.frontier[author].id
         others = [h for h in self.heads if h != prev]
         if len(others) > parents_max:
-            others = heapq.nlargest(parents_max, others, key=lambda h: (self.ops[h].hlc, h))
+            find = self.find
+            others = heapq.nlargest(parents_max, others, key=lambda h: (find(h).hlc, h))  # type: ignore[union-attr]
         others.sort()
         return ((prev,) if prev else ()) + tuple(others)
 
@@ -112,11 +164,49 @@ class Dag:
         """Logged ops not covered by vector, in log (hence causal) order."""
         slices = []
         for author, chain in self.chains.items():
-            have = vector.get(author, 0)
-            if len(chain) > have:
-                slices.append((self.pos[i], i) for i in islice(chain, max(have, 0), None))
+            skip = max(vector.get(author, 0) - self.base.get(author, 0), 0)
+            if len(chain) > skip:
+                slices.append((self.pos[i], i) for i in islice(chain, skip, None))
         for _, op_id in heapq.merge(*slices):
             yield self.ops[op_id]
+
+    def lacks_pruned(self, vector: dict[NodeId, int]) -> bool:
+        """Does a holder of vector lack ops pruned here (it needs a snapshot, not ops)?"""
+        return any(vector.get(a, 0) < b for a, b in self.base.items())
+
+    # -- pruning ----------------------------------------------------------------------
+    def prune(self, cut: dict[NodeId, int]) -> list[OpId]:
+        """Forget the logged ops inside cut (see the class docstring); returns their ids.
+        The caller keeps what validation still needs (decision 0070)."""
+        gone: list[OpId] = []
+        for author, seq in sorted(cut.items()):
+            base = self.base.get(author, 0)
+            chain = self.chains.get(author, [])
+            k = min(seq, base + len(chain)) - base
+            if k <= 0:
+                continue
+            ids, self.chains[author] = chain[:k], chain[k:]
+            old = self.frontier.get(author)
+            if old is not None:
+                del self._frontier_ids[old.id]
+            last = self.ops[ids[-1]]
+            self.frontier[author] = self._frontier_ids[last.id] = last
+            proofs = {i for pair in self.fork_proof.values() for i in pair}
+            for op_id in ids:
+                self.log[self.pos.pop(op_id) - self.log_start] = None
+                op = self.ops.pop(op_id)
+                if op_id in proofs:  # a peer may still need the proof of the fork
+                    self._proofs[op_id] = op
+            self.base[author] = base + k
+            gone += ids
+        drop = 0
+        while drop < len(self.log) and self.log[drop] is None:
+            drop += 1
+        if drop:
+            del self.log[:drop]
+            self.log_start += drop
+        self.pruned += len(gone)
+        return gone
 
     # -- waiting for parents ----------------------------------------------------------
     def buffer(self, op: Op, missing: list[OpId]) -> Op | None:
@@ -154,7 +244,7 @@ class Dag:
 
     # -- evidence -------------------------------------------------------------------
     def keep_evidence(self, op: Op) -> bool:
-        if op.id in self.evidence or op.id in self.ops:
+        if op.id in self.evidence or op.id in self.ops or op.id in self._frontier_ids:
             return False
         if len(self.evidence) >= self.evidence_ops_max:
             return False

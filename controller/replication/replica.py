@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 import nacl.exceptions
 import nacl.signing
 
-from .crdt import RowKey, Tables, row_version_bytes
+from .crdt import RowKey, RowState, Tables, row_version_bytes
 from .dag import Dag, Past
 from .digest import Ecmh, point_of
 from .encoding import check_plain, encode
@@ -192,6 +192,11 @@ class Replica:
         # whose applied ops also join this replica's tables and op set (join_lineage).
         self._lineages: dict[bytes, Replica] = {}
         self._host: Replica | None = None
+        # Compaction (decision 0070): the rows at the pruned checkpoint (a fork found later
+        # rebuilds the tables from them), and each peer's vector as its last sync request
+        # reported it (what it holds, for peers that author no ops).
+        self._base_rows: dict[RowKey, RowState] = {}
+        self.peer_vectors: dict[NodeId, dict[NodeId, int]] = {}
 
     # ------------------------------------------------------------------ local changes
     def write(self, mutations: Sequence[Mutation], now_ms: int) -> Op:
@@ -246,7 +251,7 @@ class Replica:
     def _author(self, body: Body, now_ms: int) -> Op:
         if self._host is not None:
             raise UsageError("a joined lineage is read-only: write through its host replica")
-        chain = self.dag.chains.get(self.node_id, [])
+        seq = self.dag.last_seq(self.node_id) + 1
         parents = self.dag.choose_parents(self.node_id, self.config.parents_max)
         try:  # what a peer (and our own recovery) would refuse is never signed
             if isinstance(body, RowsBody):
@@ -257,9 +262,9 @@ class Replica:
             raise UsageError(f"peers would refuse this op: {exc}") from None
         hlc = self.clock.send(now_ms)
         for p in parents:  # hlc must not be below any parent's, whatever our wall clock says
-            hlc = max(hlc, self.dag.ops[p].hlc + 1)
+            hlc = max(hlc, self.dag.find(p).hlc + 1)  # type: ignore[union-attr]
         self.clock.last = hlc
-        op = sign_op(self.identity, self.cluster_id, len(chain) + 1, hlc, parents, body)
+        op = sign_op(self.identity, self.cluster_id, seq, hlc, parents, body)
         if len(op.raw) > self.config.op_bytes_max:
             raise UsageError(f"op of {len(op.raw)} bytes exceeds op_bytes_max")
         self._apply(op)
@@ -342,6 +347,9 @@ class Replica:
             self._future_ids.add(op.id)
             self.counters["held_future"] += 1
             return
+        if dag.below_base(op.author, op.seq):  # inside a pruned checkpoint: applied there
+            self.counters["below_checkpoint"] += 1
+            return
         held = dag.at(op.author, op.seq)
         if held is not None:  # same (author, seq), different bytes: signed proof of a fork
             self._equivocation(held, op)
@@ -375,8 +383,11 @@ class Replica:
         if any(op.hlc < p.hlc for p in others):  # type: ignore[union-attr]
             raise Rejected(Reason.HLC_REGRESSION, repr(op))
         self._check_policy(op.author, op.body, Past(dag, op.parents))
-        chain = dag.chains.get(op.author, [])
-        if own is not None and (len(chain) != op.seq - 1 or chain[-1] != own.id):
+        if own is not None and (
+            dag.last_seq(op.author) != op.seq - 1
+            or (prev := dag.at(op.author, op.seq - 1)) is None
+            or prev.id != own.id
+        ):
             # The previous op is evidence, not our log: this op continues a forked branch.
             if dag.keep_evidence(op):
                 self._out_evidence.append(op)
@@ -473,10 +484,13 @@ class Replica:
             self._rebuild_tables()
 
     def _rebuild_tables(self) -> None:
-        """Recompute all rows from the log (after a fork excluded some ops)."""
+        """Recompute all rows from the log (after a fork excluded some ops): from the rows
+        at the pruned checkpoint, if any, then the ops held."""
         self.tables.clear()
-        for op_id in self.dag.log:
-            op = self.dag.ops[op_id]
+        for (table, key), row in self._base_rows.items():
+            copy = self.tables.rows[table][key] = RowState()
+            copy.cl, copy.cols = row.cl, dict(row.cols)
+        for op in self.dag.tail():
             if isinstance(op.body, RowsBody) and not self.dag.excluded(op):
                 for m in op.body.mutations:
                     self.tables.merge(m, op.hlc, op.author)
@@ -562,6 +576,10 @@ class Replica:
         return False
 
     def _answer(self, req: SyncRequest, now_ms: int) -> None:
+        if req.sender in self.peers:
+            self.peer_vectors[req.sender] = dict(req.vector)
+        if self.dag.lacks_pruned(dict(req.vector)):
+            self.counters["snapshot_needed"] += 1  # it lacks ops pruned here (decision 0070)
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
         ops = [op.raw for op in wanted if op is not None]
         more = self._batch(req.sender, req.vector, ops, now_ms)
@@ -691,8 +709,8 @@ class Replica:
         return self.dag.vector()
 
     def op_count(self) -> int:
-        """Number of ops in the log."""
-        return len(self.dag.log)
+        """Number of ops in the log (pruned ones included)."""
+        return self.dag.pruned + len(self.dag.ops)
 
     def forks(self) -> dict[NodeId, int]:
         """Authors proven to equivocate, with the lowest forked seq (their ops from it on
@@ -703,8 +721,8 @@ class Replica:
         return self.dag.find(op_id)
 
     def log(self) -> list[Op]:
-        """All applied ops in log order (a causal order)."""
-        return [self.dag.ops[i] for i in self.dag.log]
+        """The applied ops held, in log order (a causal order); pruned ones are gone."""
+        return list(self.dag.tail())
 
     def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
         """Alive rows of a table: primary key -> non-key column values."""
@@ -805,6 +823,23 @@ class Replica:
         replica._out_replace, replica._out_acked = False, []
         replica.counters.clear()
         return replica
+
+    def compact(self, cut: Mapping[NodeId, int], rows: Mapping[RowKey, RowState]) -> list[OpId]:
+        """Forget the ops inside cut, whose rows are `rows` (the state at an agreed checkpoint
+        every peer holds: the caller decides that; decision 0070). Returns the pruned ids.
+
+        `rows` are kept as given (never changed here: copied before a rebuild merges into
+        them). A fork found later below the cut excludes the author from the cut on."""
+        cut = {a: s for a, s in cut.items() if s > self.dag.base.get(a, 0)}
+        if not cut:
+            return []
+        vector = self.dag.vector()
+        if any(vector.get(a, 0) < s for a, s in cut.items()):
+            raise UsageError("compact: the cut holds ops this replica lacks")
+        self._base_rows = dict(rows)
+        gone = self.dag.prune(dict(cut))
+        self.counters["pruned"] += len(gone)
+        return gone
 
     def rematerialise(self) -> None:
         """Ask for every row to be written afresh (when the stored tables disagree)."""

@@ -24,15 +24,18 @@ from controller.agreement.checkpoint import Checkpoint, checkpoint_number_of
 from controller.agreement.membership import EQUIVOCATION
 from controller.agreement.messages import value_key
 from controller.replication import (
+    DEFAULT_SCHEMA,
     Config,
     Ecmh,
     Identity,
     NodeId,
+    Op,
     OpBatch,
     OpId,
     RowMutation,
     RowsBody,
     Upsert,
+    decode_op,
     make_genesis,
     point_of,
     row_version_bytes,
@@ -81,6 +84,7 @@ class AgreementSimConfig:
     # Voters propose `checkpoint/<n>` by themselves every this many ops (0: never); each
     # decided one is checked against a replica rebuilt from the ops inside its cut.
     checkpoint_ops: int = 0
+    compact: bool = False  # and prune the ops below a stable one (decision 0070)
     tick_ms: int = 50
 
     @classmethod
@@ -101,6 +105,7 @@ class AgreementSimConfig:
         )
         derived["joins"] = derived["spares"]
         derived["checkpoint_ops"] = rng.choice([0, 0, 12, 40])
+        derived["compact"] = derived["checkpoint_ops"] > 0 and rng.random() < 0.5
         derived.update(overrides)
         return cls(seed=seed, **derived)
 
@@ -158,6 +163,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             timeout_ms=4_000,
             checkpoint_ops=config.checkpoint_ops,
             checkpoint_stagger_ms=300,
+            compact=config.compact,
         )
         self.checkpoints_checked = 0
         self.checkpoints_unverified = 0  # decided knowing fewer forks than the learner
@@ -224,7 +230,12 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             raise self.fail(f"checkpoint: {exc}") from None
         tables = Tables(r.schema)
         opset, state, count = Ecmh(), Ecmh(), 0
-        for op in r.log():
+        # The whole log: what the node stored (a compacted replica holds only the tail),
+        # what is on its way to the store (taken in a Ready, or not yet), what it holds.
+        whole = {op.id: op for op in map(self._decode, node.store.load().log)}
+        on_the_way = [*(node.in_flight.ops if node.in_flight else ()), *r._out_ops]
+        whole.update((op.id, op) for op in [*on_the_way, *r.log()])
+        for op in sorted(whole.values(), key=lambda o: (o.hlc, o.author, o.seq)):
             if op.seq > cp.cut.get(op.author, 0) or r.dag.excluded(op):
                 continue
             count += 1
@@ -240,6 +251,10 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.checkpoints_unverified += 1
         else:
             raise self.fail(f"checkpoint/{n} at {node.id[:8]}: not the state at its cut")
+
+    def _decode(self, raw: bytes) -> Op:
+        cfg = self.replica_config
+        return decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
 
     def _expulsion(self, node: SimNode, d: Decision) -> bool:
         """Validity of a value an engine proposed by itself: the removal of a voter the

@@ -190,3 +190,68 @@ def test_a_restarted_node_checks_the_chain_from_its_log(net3: Net):
     cps = net3[1].agreement.checkpoints
     assert cps.latest() == 1 and cps.decided(1) == cp
     assert cps.check(1, cp.to_value()) == cp
+
+
+# ---------------------------------------------------------------------- compaction
+def compacted(net: Net, n: int) -> bool:
+    return all(node.agreement.checkpoints.final_n >= n for node in net.nodes)
+
+
+def test_a_stable_checkpoint_prunes_the_log_and_writing_goes_on():
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 30)
+    churn(net, 1, 30, 10)
+    net.run(rounds=300, until=lambda: compacted(net, 1))
+    counts = {n.replica.op_count() for n in net.nodes}
+    for node in net.nodes:
+        r = node.replica
+        assert r.dag.pruned > 0 and len(r.log()) < r.op_count()
+        assert node.agreement.counters["ops_pruned"] == r.dag.pruned
+    # Every node goes on writing from its frontier, and the cluster converges.
+    for i in range(3):
+        churn(net, i, 100 + 10 * i, 5)
+    net.run(rounds=300, until=lambda: settled(net))
+    assert len({n.replica.op_digest() for n in net.nodes}) == 1
+    assert min(n.replica.op_count() for n in net.nodes) > max(counts)
+    # The next checkpoint builds on the pruned one.
+    churn(net, 2, 200, 25)
+    net.run(rounds=400, until=lambda: compacted(net, 2))
+    net.run(rounds=300, until=lambda: settled(net))
+
+
+def test_compaction_waits_for_every_voter_to_hold_the_cut():
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 25)
+    net.run(until=lambda: settled(net))
+    net.cut = {net[2].id}  # cut off before the checkpoint: it never votes on it
+    churn(net, 0, 25, 25)
+    net.run(rounds=300, until=lambda: net[0].agreement.checkpoints.latest() >= 1)
+    net.run(rounds=50)
+    latest = net[0].agreement.checkpoints.decided(net[0].agreement.checkpoints.latest())
+    assert latest is not None and latest.count > 25  # a checkpoint node 2 does not hold
+    # Nodes 0 and 1 decided it, but node 2 has not shown it holds the cut: no pruning.
+    assert net[0].agreement.checkpoints.final_n < net[0].agreement.checkpoints.latest()
+    net.cut = set()
+    net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
+
+
+def test_an_op_from_below_the_pruned_checkpoint_is_not_applied_again():
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 30)
+    old = net[0].replica.log()[0]
+    net.run(rounds=300, until=lambda: compacted(net, 1))
+    r = net[1].replica
+    assert r.op(old.id) is None
+    before = r.state_digest()
+    assert r.receive_op(old.raw, net.now_ms) is None
+    assert r.counters["below_checkpoint"] == 1 and r.state_digest() == before
+
+
+def test_by_time_a_checkpoint_waits_a_period_from_the_start():
+    """checkpoint_ms counts from the node's start (or the latest checkpoint), not from 0:
+    a node that just started does not checkpoint at once."""
+    net = Net(3, checkpoint_ms=1_000, checkpoint_stagger_ms=50)
+    churn(net, 0, 0, 5)
+    net.run(rounds=50)  # 500 ms
+    assert all(n.agreement.counters["checkpoint_proposals"] == 0 for n in net.nodes)
+    net.run(rounds=300, until=lambda: all(n.agreement.checkpoints.latest() >= 1 for n in net.nodes))

@@ -109,3 +109,14 @@ def test_a_wrong_checkpoint_that_gets_decided_is_caught(monkeypatch):
     )
     with pytest.raises(AgreementSimFailure, match="not the state at its cut"):
         run_agreement_seed(1, checkpoint_ops=12)
+
+
+@pytest.mark.parametrize("seed", range(1, 13))
+def test_compaction_under_faults(seed):
+    """As above, and each node prunes its log below the latest checkpoint once stable
+    (decision 0070): agreement, validity, termination and every checkpoint's state hold
+    with pruned logs, a fork proven below a pruned cut included."""
+    for extra in ({}, {"equivocators": 1, "equivocator_online": True}):
+        result = run_agreement_seed(seed, checkpoint_ops=12, compact=True, **extra)
+        assert result.checkpoints > 0
+        assert result.counters.get("ops_pruned", 0) > 0
