@@ -116,6 +116,10 @@ class AgreementSettings:
     # latest one, or this long after it if any was; 0 turns either trigger off.
     checkpoint_ops: int = 10_000
     checkpoint_ms: int = 300_000
+    # Prune the ops below the latest stable checkpoint from memory (decision 0070). Off by
+    # default: a node that joins later, or one that lost its store, needs the pruned ops
+    # and there is no snapshot catch-up yet; the store keeps every op either way.
+    compact: bool = False
 
 
 @dataclass(frozen=True)

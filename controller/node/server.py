@@ -173,6 +173,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
                     timeout_ms=cfg.agreement.propose_timeout_ms,
                     checkpoint_ops=cfg.agreement.checkpoint_ops,
                     checkpoint_ms=cfg.agreement.checkpoint_ms,
+                    compact=cfg.agreement.compact,
                 ),
             )
         else:

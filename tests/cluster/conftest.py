@@ -17,11 +17,14 @@ def _seed() -> int:
 def make_cluster(tmp_path):
     made: list[Cluster] = []
 
-    def make(n: int, seed: int | None = None) -> Cluster:
-        """seed: a fixed schedule (CI); None: SYNOD_CLUSTER_SEED or a random one."""
+    def make(n: int, seed: int | None = None, extra_args: list[str] | None = None) -> Cluster:
+        """seed: a fixed schedule (CI); None: SYNOD_CLUSTER_SEED or a random one.
+        extra_args: more `synod node run` flags for every node (e.g. --config FILE)."""
         seed = _seed() if seed is None or os.environ.get("SYNOD_CLUSTER_SEED") else seed
         print(f"cluster seed {seed} (replay: SYNOD_CLUSTER_SEED={seed})")
         c = Cluster(tmp_path / f"c{len(made)}", n, seed)
+        for node in c.nodes:
+            node.extra_args = list(extra_args or [])
         made.append(c)
         c.start()
         return c
