@@ -161,6 +161,9 @@ class Agreement:
         self._checkpoint_due: tuple[int, int] | None = None  # (n, since ms) once one is due
         self._checkpoint_at: int | None = None  # when the latest was noticed (or we started)
         self._checkpoint_n = 0
+        # Set by the node while it holds another lineage (a seceded side, a parent, one met):
+        # a reunion report needs both sides' ops from the fork on (decision 0070).
+        self.compaction_paused = False
         self._sync_peers()
 
     # ------------------------------------------------------------------ queries
@@ -307,7 +310,7 @@ class Agreement:
         if latest != self._checkpoint_n:
             self._checkpoint_n, self._checkpoint_at = latest, now_ms
             cps.advance()
-        if cfg.compact and cps.base_n > cps.final_n:
+        if cfg.compact and not self.compaction_paused and cps.base_n > cps.final_n:
             pruned = cps.compact()
             if pruned:
                 self.counters["compactions"] += 1

@@ -233,6 +233,9 @@ class Keeper:
         self.members: dict[bytes, dict[NodeId, bytes]] = {
             cid: _members_of(d, g) for cid, g in self.core.held.items()
         }
+        # A reunion needs both sides' ops from the fork on: no pruning while another
+        # lineage is held (decision 0070).
+        agreement.compaction_paused = bool(self.core.held)
         self.joined: dict[bytes, _Joined] = {}
         self._reports = ReportCache()
         self.proposals: dict[bytes, Proposal] = {}
@@ -344,6 +347,7 @@ class Keeper:
             case KeepGenesis(genesis=g):
                 keep_genesis(self.d, g)
                 self.members[g.cluster_id] = dict(g.member_ids)
+                self.agreement.compaction_paused = True
             case AnnounceGenesis(geneses=gs):
                 self.replica.write(announce_mutations(gs), now_ms)
             case ProposeReunion():

@@ -133,3 +133,28 @@ def test_secede_refusals_say_why(tmp_path):
         assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         node.stop()
+
+
+def test_no_compaction_while_another_lineage_is_held(datadir):
+    """A reunion report needs both sides' ops from the fork on (decision 0070): a node
+    holding another lineage (met, seceded from, or its own child) pauses compaction."""
+    import random
+
+    from controller.agreement import Agreement, AgreementConfig, AgreementReplica
+    from controller.node.lineages import NODE_SCHEMA, Keeper, keep_genesis
+
+    g, me = datadir.genesis(), datadir.identity()
+
+    def keeper() -> Keeper:
+        replica = AgreementReplica(me, g, random.Random(1), schema=NODE_SCHEMA)
+        agreement = Agreement(replica, random.Random(2), AgreementConfig(compact=True))
+        return Keeper(datadir, me, replica, agreement, lambda store, gen: None)  # type: ignore[arg-type,return-value]
+
+    k = keeper()
+    assert not k.agreement.compaction_paused
+    stranger = Identity.from_seed(b"o" * 32)
+    other = make_genesis(stranger, "other", [stranger.public_key], 0)
+    k.meet(other.raw, "someone")
+    assert k.agreement.compaction_paused
+    keep_genesis(datadir, _child(datadir))  # on disk at the next start
+    assert keeper().agreement.compaction_paused
