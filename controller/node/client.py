@@ -50,7 +50,8 @@ class Client:
     ca_file: str | None = None
     insecure: bool = False
     timeout_s: float = 10.0
-    # Where each setting came from (clientconf.ClientSettings.origin), for error hints.
+    # Where each setting came from (clientconf.ClientSettings.origin): the CLI's; error
+    # lines then name the flag or variable to fix. Empty for other programs' clients.
     origin: Mapping[str, str] = field(default_factory=dict)
     # Keep the schema in $XDG_CACHE_HOME/synod/ between calls (the CLI does): a `put` or a
     # `get` then costs one call, not two. A stale schema is refreshed (schema_changed).
@@ -132,6 +133,8 @@ class Client:
         name = code.name.lower()
         if code == grpc.StatusCode.UNAVAILABLE and "no quorum reachable" not in details:
             return f"{name}: {self._unreachable(details)}"
+        if not self.origin:  # a program's client (the controller's node link): no CLI flags
+            return f"{name}: {details}"
         if code == grpc.StatusCode.UNAUTHENTICATED:
             if not self.token:
                 return (f"{name}: {details}: {self.server} needs a token: give --token TOKEN "
@@ -145,6 +148,10 @@ class Client:
         return f"{name}: {details}"
 
     def _unreachable(self, details: str) -> str:
+        first = details.splitlines()[0] if details else ""
+        first = re.sub(r"^failed to connect to all addresses; last error: ", "", first)
+        if not self.origin:
+            return f"cannot reach {self.server}: {first.removesuffix(': OK')}"
         at = f"{self.server} (from {self._from('server')})"
         if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details:
             if not self.ca_file:
@@ -166,8 +173,6 @@ class Client:
         if "Connection refused" in details:
             return (f"nothing answers at {at}: is the node running there? Give its API "
                     "address with --server or SYNOD_SERVER")
-        first = details.splitlines()[0] if details else ""
-        first = re.sub(r"^failed to connect to all addresses; last error: ", "", first)
         return f"cannot reach {at}: {first.removesuffix(': OK')}"
 
     # ---------------------------------------------------------------- rows, typed by schema
@@ -191,6 +196,11 @@ class Client:
         if self.schema_cache and changed:
             _save_schema(self.server, fresh)
         return changed
+
+    def fresh_schema(self) -> None:
+        """Use the node's schema, not the cache: for a command that cannot simply be run
+        again (an import reads its input once)."""
+        self._fetch_schema()
 
     def schema_changed(self, error: ClientError) -> bool:
         """After a failure that a stale cached schema could explain (a table, column or key

@@ -147,7 +147,8 @@ def register(cli: click.Group, error: type[click.ClickException]) -> None:
 def command(group: click.Group | None = None, name: str | None = None, **kw):
     """A client command: the client options, a connected client in ctx, errors as one line.
     A failure that a stale cached schema explains runs the command once more with the
-    node's schema (nothing was written: the request was refused before)."""
+    node's schema: the refused request wrote nothing (an import, which writes in batches
+    and reads its input once, uses the node's schema from the start)."""
 
     def wrap(f):
         @client_options
@@ -280,6 +281,7 @@ def _import(ctx, table, source, quorum, batch_rows) -> None:
     from .client import ClientError
 
     name = getattr(source, "name", "-")
+    ctx.client.fresh_schema()  # the input is read once: no second try on a stale cache
     keys, values = ctx.client.columns(table)
     key_names = [c.name for c in keys]
     by_name = {c.name: c for c in [*keys, *values]}
