@@ -277,6 +277,9 @@ def row_plain(row) -> dict:
 
 
 # ---------------------------------------------------------------------- the schema cache
+SCHEMA_CACHE_FILES_MAX = 64  # servers remembered; the least recently written go first
+
+
 def _cache_file(server: str) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "synod" / "schema" / (re.sub(r"[^A-Za-z0-9.-]", "_", server) + ".json")
@@ -301,5 +304,10 @@ def _save_schema(server: str, schema: dict[str, list[Column]]) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
+        # Emulations and tests start nodes on fresh ports: keep the directory bounded.
+        others = sorted((f for f in path.parent.glob("*.json") if f != path),
+                        key=lambda f: f.stat().st_mtime_ns)
+        for old in others[:max(0, len(others) - SCHEMA_CACHE_FILES_MAX + 1)]:
+            old.unlink(missing_ok=True)
     except OSError:
         pass  # a cache that cannot be written only costs the next call one GetSchema

@@ -70,3 +70,15 @@ def test_a_cache_with_a_wrong_type_is_refreshed_after_the_node_refuses(solo):
 def test_an_unknown_table_is_an_error_once_the_schema_is_fresh(solo):
     r = _run(solo, "get", "nope", "x")
     assert r.exit_code == 1 and "unknown table 'nope'" in r.output
+
+
+def test_the_cache_keeps_a_bounded_number_of_servers(tmp_path, monkeypatch):
+    from controller.node import client
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(client, "SCHEMA_CACHE_FILES_MAX", 3)
+    for port in range(10):
+        client._save_schema(f"127.0.0.1:{port}", {"kv": [client.Column("key", "text", True)]})
+    kept = sorted(p.name for p in (tmp_path / "synod" / "schema").glob("*.json"))
+    assert len(kept) == 3 and "127.0.0.1_9.json" in kept
+    assert client._load_schema("127.0.0.1:9") == {"kv": [client.Column("key", "text", True)]}
