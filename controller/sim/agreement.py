@@ -167,6 +167,8 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         )
         self.checkpoints_checked = 0
         self.checkpoints_unverified = 0  # decided knowing fewer forks than the learner
+        self._checkpoints_verified: set[int] = set()
+        self._decoded: dict[NodeId, tuple[int, dict[OpId, Op]]] = {}
         self.proposed: dict[str, set[bytes]] = {}
         self.learned: dict[str, tuple[bytes, NodeId]] = {}
         self.proposals: list[tuple[NodeId, Proposal]] = []
@@ -224,6 +226,8 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         not have known computes otherwise: tolerated only then, and counted."""
         r = node.replica
         assert r is not None
+        if n in self._checkpoints_verified:  # one value per slot (checked by _learn)
+            return
         try:
             cp = Checkpoint.from_value(n, value)
         except Refused as exc:
@@ -232,7 +236,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         opset, state, count = Ecmh(), Ecmh(), 0
         # The whole log: what the node stored (a compacted replica holds only the tail),
         # what is on its way to the store (taken in a Ready, or not yet), what it holds.
-        whole = {op.id: op for op in map(self._decode, node.store.load().log)}
+        whole = dict(self._stored_ops(node))
         on_the_way = [*(node.in_flight.ops if node.in_flight else ()), *r._out_ops]
         whole.update((op.id, op) for op in [*on_the_way, *r.log()])
         for op in sorted(whole.values(), key=lambda o: (o.hlc, o.author, o.seq)):
@@ -247,14 +251,24 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             state.add(point_of(row_version_bytes(t, k, row)))
         if (state.value, opset.value, count) == (cp.state, cp.ops, cp.count):
             self.checkpoints_checked += 1
+            self._checkpoints_verified.add(n)
         elif any(fork <= cp.cut.get(a, 0) for a, fork in r.forks().items()):
             self.checkpoints_unverified += 1
         else:
             raise self.fail(f"checkpoint/{n} at {node.id[:8]}: not the state at its cut")
 
-    def _decode(self, raw: bytes) -> Op:
+    def _stored_ops(self, node: SimNode) -> dict[OpId, Op]:
+        """The ops node's store holds, decoded once (the store's log only grows)."""
+        seen, ops = self._decoded.setdefault(node.id, (0, {}))
+        log = node.store.load().log
+        if len(log) < seen:  # a rewritten store (repair): decode it all again
+            seen, ops = 0, {}
         cfg = self.replica_config
-        return decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
+        for raw in log[seen:]:
+            op = decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
+            ops[op.id] = op
+        self._decoded[node.id] = (len(log), ops)
+        return ops
 
     def _expulsion(self, node: SimNode, d: Decision) -> bool:
         """Validity of a value an engine proposed by itself: the removal of a voter the
