@@ -11,7 +11,10 @@ never ends. What that breaks in os-ken's own code, seen here:
   joins a BPDU sender looping forever), so simple_switch_stp_13 never forwards;
 - os_ken.topology.switches: LLDP goes out only when a port appears, never
   periodically, and links never expire (its loops wait with a timeout);
-- os_ken.lib.ofctl_utils: a stats request that gets no reply waits forever (ofctl_rest).
+- os_ken.lib.ofctl_utils: a stats request that gets no reply waits forever (ofctl_rest);
+- os_ken.controller.controller: a switch whose connection closes is never reported dead
+  (no DEAD_DISPATCHER event): Datapath.serve kills and joins its send thread, which sits
+  in hub.Queue.get() for good, so the switch stays "connected" to every app.
 
 install() puts eventlet's semantics, carried over to threads, into os_ken.lib.hub:
 
@@ -20,17 +23,18 @@ install() puts eventlet's semantics, carried over to threads, into os_ken.lib.hu
   in hub.sleep (the places os-ken blocks under one); blocked anywhere else (a socket),
   the thread gets it when the Timeout's `with` block ends, as before;
 - kill(thread) raises ThreadKilled in a thread that waits on a hub Event or sleeps in
-  hub.sleep, now or at its next such wait; a hub thread ends quietly on it (the hub
-  treats every Exception as a task exit). A thread blocked elsewhere (a queue, a socket)
-  is not interrupted, as before.
+  hub.sleep or hub.Queue.get, now or at its next such wait; a hub thread ends quietly on
+  it (the hub treats every Exception as a task exit). A thread blocked elsewhere (a
+  socket) is not interrupted, as before.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
-__all__ = ["Event", "ThreadKilled", "Timeout", "install", "kill", "sleep"]
+__all__ = ["Event", "Queue", "ThreadKilled", "Timeout", "install", "kill", "sleep"]
 
 _ARMED = threading.local()
 
@@ -173,6 +177,36 @@ class Event:
                 vars(me)["_synod_waiting_on"] = None
 
 
+class Queue(queue.Queue):
+    """hub.Queue whose blocking get() kill() interrupts (os-ken's send loop waits in it)."""
+
+    def _wake(self) -> None:
+        with self.mutex:
+            self.not_empty.notify_all()
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        if not block:
+            return super().get(block=False)
+        me = threading.current_thread()
+        killed = _killed(me)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.not_empty:
+            vars(me)["_synod_waiting_on"] = self  # kill() wakes us through it
+            try:
+                while not self._qsize():
+                    if killed.is_set():
+                        raise ThreadKilled()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise queue.Empty
+                    self.not_empty.wait(left)
+                item = self._get()
+                self.not_full.notify()
+                return item
+            finally:
+                vars(me)["_synod_waiting_on"] = None
+
+
 def sleep(seconds: float = 0) -> None:
     """hub.sleep that an armed Timeout or kill() interrupts."""
     killed = _killed(threading.current_thread())
@@ -188,7 +222,7 @@ def sleep(seconds: float = 0) -> None:
 
 
 def kill(thread) -> None:
-    """Stop a hub thread at its next hub wait or sleep (wake it if it is in one now)."""
+    """Stop a hub thread at its next hub wait, sleep or queue get (wake it if in one)."""
     if isinstance(thread, threading.Timer):  # hub.spawn_after's
         thread.cancel()
         return
@@ -211,6 +245,7 @@ def install() -> bool:
     if hub.HUB_TYPE != "native":
         return False
     hub.Event = Event
+    hub.Queue = Queue
     hub.Timeout = Timeout
     hub.sleep = sleep
     hub.kill = kill

@@ -6,6 +6,7 @@ and not long after", never a tight latency figure.
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from controller.openflow.native_hub import Event, ThreadKilled, Timeout, kill, sleep
+from controller.openflow.native_hub import Event, Queue, ThreadKilled, Timeout, kill, sleep
 
 SLACK_S = 2.0  # scheduling slack on a busy machine
 
@@ -150,7 +151,68 @@ def test_kill_cancels_a_spawn_after_timer():
 def test_install_patches_only_the_native_hub():
     code = ("from controller.openflow import native_hub; from os_ken.lib import hub; "
             "print(native_hub.install(), hub.Event is native_hub.Event, "
+            "hub.Queue is native_hub.Queue, "
             "hub.Event().wait(timeout=0.1))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=True)
-    assert done.stdout.split() == ["True", "True", "False"]
+    assert done.stdout.split() == ["True", "True", "True", "False"]
+
+
+def test_queue_gets_in_order_and_times_out():
+    q = Queue(4)
+    q.put("a")
+    q.put("b")
+    assert q.get() == "a" and q.get(timeout=1) == "b"
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    _, took = _elapsed(lambda: pytest.raises(queue.Empty, q.get, timeout=0.2))
+    assert 0.19 <= took < 0.2 + SLACK_S
+
+
+def test_kill_ends_a_thread_blocked_in_queue_get():
+    q, ended = Queue(16), []
+
+    def getter():
+        try:
+            q.get()
+        except ThreadKilled:
+            ended.append(True)
+
+    t = threading.Thread(target=getter)
+    t.start()
+    time.sleep(0.2)  # let it block
+    kill(t)
+    t.join(5)
+    assert ended == [True] and not t.is_alive()
+
+
+# os-ken's own connection handling, on a real TCP connection whose peer (the "switch")
+# closes it: does os-ken get to DEAD_DISPATCHER, the state its apps learn a switch is gone?
+_DEAD_PROBE = """
+import socket, sys, threading, time
+if sys.argv[1] == "repaired":
+    from controller.openflow import native_hub
+    native_hub.install()
+from os_ken import cfg
+from os_ken.base import app_manager  # noqa: F401 - os-ken's own import order
+from os_ken.controller import controller
+cfg.CONF([], project="os_ken")
+listener = socket.create_server(("127.0.0.1", 0))
+switch = socket.create_connection(listener.getsockname())
+conn, addr = listener.accept()
+done = threading.Event()
+def serve():
+    controller.datapath_connection_factory(conn, addr)  # what os-ken's server runs
+    done.set()
+threading.Thread(target=serve, daemon=True).start()
+time.sleep(0.3)
+switch.close()
+print("dead" if done.wait(3) else "hung")
+"""
+
+
+@pytest.mark.parametrize("hub, expected", [("stock", "hung"), ("repaired", "dead")])
+def test_a_closed_switch_connection_reaches_dead_only_with_the_repair(hub, expected):
+    done = subprocess.run([sys.executable, "-c", _DEAD_PROBE, hub], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.split() == [expected], done.stderr
