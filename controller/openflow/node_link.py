@@ -17,7 +17,8 @@ from controller.forwarding.flowspec import FlowSpec, FlowSpecError, spec_from_ro
 from controller.forwarding.reports import ERROR_CHARS_MAX
 from controller.replication.reserved import FLOW_ERRORS
 
-__all__ = ["NodeLink", "row_dict"]
+__all__ = ["NodeLink", "TopologySync", "remote_view", "row_dict", "switch_row_changes",
+           "topology_rows"]
 
 LOG = logging.getLogger("synod.controller.node_link")
 BACKOFF_S_MIN = 0.2
@@ -251,6 +252,34 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
     return rows
 
 
+def switch_row_changes(ours: dict[tuple, tuple[str, list, dict]], table: list[dict],
+                       site: str) -> tuple[list, list]:
+    """What to write to the switches table so it says what this controller sees.
+
+    `ours`: the switches rows of topology_rows() (the switches we master now); `table`:
+    the replicated switches rows (row_plain form). Returns (rows to put, keys to retract):
+    put each of ours that the table lacks or holds differently (another writer, or a
+    retraction that raced our report, is overwritten next round); retract each row that
+    names this site as master for a switch we no longer master (its connection died, a
+    better controller took it, or an earlier run of ours wrote it). A row naming another
+    master is that master's to keep or retract. Convergent: called every round with a
+    fresh read, a lost race costs one round.
+    """
+    present = {}
+    for row in table:
+        if isinstance(row.get("key0"), str):
+            present[row["key0"]] = row
+    put = []
+    for (_, dpid), (table_name, key, values) in ours.items():
+        now = present.get(dpid)
+        if now is None or any(now.get(name) != value for name, value in values.items()):
+            put.append((table_name, key, values))
+    mine = {dpid for (_, dpid) in ours}
+    retract = [("switches", [dpid], {}) for dpid, row in sorted(present.items())
+               if row.get("master") == site and dpid not in mine]
+    return put, retract
+
+
 def flow_status_rows(errors: dict[tuple[int, str], str]) -> dict[tuple, tuple[str, list, dict]]:
     """flow_errors rows (dpid, flow id) -> the switch's error, shown by `flows list`."""
     return {(FLOW_ERRORS, _hex(dpid), flow_id): (FLOW_ERRORS, [_hex(dpid), flow_id],
@@ -314,8 +343,18 @@ class TopologySync:
 
         observed = self.observe()
         rows = topology_rows(observed)
+        switches = {k: r for k, r in rows.items() if r[0] == "switches"}
+        rows = {k: r for k, r in rows.items() if r[0] != "switches"}
         changed = [r for k, r in rows.items() if self.reported.get(k) != r]
-        gone = [r for k, r in self.reported.items() if k not in rows and r[0] != "switches"]
+        gone = [r for k, r in self.reported.items() if k not in rows]
+        listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="switches"))
+        put, retract = switch_row_changes(switches, [row_plain(r) for r in listed.rows],
+                                          observed.get("site", ""))
+        for _table, key, _ in retract:
+            LOG.info("switch %s is no longer ours: retracting its row", key[0])
+        changed += put
+        gone += retract
+
         def pb(table, key, values=None):
             row = northbound_pb2.Row(table=table, key=[codec.value_pb(v) for v in key])
             for name, value in (values or {}).items():

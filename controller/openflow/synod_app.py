@@ -131,7 +131,7 @@ class SynodController(app_manager.OSKenApp):
             errors = self.flows.flow_errors()
             ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
-                "flow_errors": errors, "host_ips": ips}
+                "flow_errors": errors, "host_ips": ips, "site": self.opts.site}
 
     def _on_remote(self, ports, links, hosts) -> None:
         with self._lock:

@@ -1,0 +1,43 @@
+"""controller/openflow/node_link.py switch_row_changes: the switches table follows mastership."""
+
+from __future__ import annotations
+
+from controller.openflow.node_link import switch_row_changes, topology_rows
+
+DP1, DP2, DP3 = "0000000000000001", "0000000000000002", "0000000000000003"
+
+
+def _ours(*dpids: int, site: str = "edge1", generation: int = 5) -> dict:
+    report = {"ports": {}, "links": [], "hosts": {},
+              "switches": {d: ("edge1", site, generation) for d in dpids}}
+    return {k: r for k, r in topology_rows(report).items() if r[0] == "switches"}
+
+
+def _row(dpid: str, master: str, generation: int = 5, connected: bool = True) -> dict:
+    return {"key0": dpid, "connected": connected, "generation_id": generation,
+            "master": master, "name": "", "site": "edge1"}
+
+
+def test_a_switch_we_master_is_written_once_then_left_alone():
+    put, retract = switch_row_changes(_ours(1), [], "edge1")
+    assert [(t, k) for t, k, _ in put] == [("switches", [DP1])] and retract == []
+    assert put[0][2]["connected"] is True and put[0][2]["master"] == "edge1"
+    assert switch_row_changes(_ours(1), [_row(DP1, "edge1")], "edge1") == ([], [])
+
+
+def test_a_switch_that_went_away_is_retracted_by_its_master():
+    put, retract = switch_row_changes(_ours(), [_row(DP1, "edge1"), _row(DP2, "edge1")],
+                                      "edge1")
+    assert put == [] and [k for _, k, _ in retract] == [[DP1], [DP2]]
+
+
+def test_rows_of_another_master_are_theirs():
+    assert switch_row_changes(_ours(1), [_row(DP1, "edge1"), _row(DP3, "edge2")],
+                              "edge1") == ([], [])
+
+
+def test_a_row_overwritten_or_retracted_by_a_racing_controller_is_rewritten():
+    put, _ = switch_row_changes(_ours(1, generation=7), [_row(DP1, "edge2", 6)], "edge1")
+    assert [k for _, k, _ in put] == [[DP1]] and put[0][2]["generation_id"] == 7
+    put, _ = switch_row_changes(_ours(1), [_row(DP1, "edge1", connected=False)], "edge1")
+    assert [k for _, k, _ in put] == [[DP1]]
