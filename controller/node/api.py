@@ -367,9 +367,11 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
     async def List(self, request, context):
         async with self.api.call(context, Role.VIEWER, "List") as record:
             schema = self.api.schema
-            codec.table_of(schema, request.table)
+            table = codec.table_of(schema, request.table)
             self.api.check_read(record, request.table)
-            prefix = codec.values_from_pb(request.key_prefix)
+            prefix = codec.canonical_key(request.table,
+                                         codec.values_from_pb(request.key_prefix),
+                                         table.key_columns)
             limit = min(
                 request.limit or self.api.config.list_rows_max, self.api.config.list_rows_max
             )
@@ -606,12 +608,13 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                     )
             mutations: list = []
             if request.rows:
-                mutations += codec.put_mutations(self.api.schema, request.rows)
+                mutations += codec.put_mutations(self.api.schema, request.rows,
+                                                 canonical=False)
                 _check_report(mutations)
             for row in request.gone:
                 mutations += codec.delete_mutations(
-                    self.api.schema, row.table, [northbound_pb2.KeyList(key=row.key)]
-                )
+                    self.api.schema, row.table, [northbound_pb2.KeyList(key=row.key)],
+                    canonical=False)
             if not mutations:
                 raise codec.CodecError("report has no rows")
             if any(m.table == FLOW_ERRORS for m in mutations):

@@ -13,6 +13,9 @@ from . import codec_lite
 from .errors import NodeBaseError
 
 __all__ = [
+    "DPID_KEY_PARTS",
+    "canonical_dpid",
+    "canonical_key",
     "json_plain",
     "CodecError",
     "clip",
@@ -82,9 +85,44 @@ def table_of(schema: Schema, name: str):
         ) from None
 
 
-def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value]) -> tuple:
+# Datapath-id key columns: written in one form (16 lowercase hex digits) whatever the
+# client sent (3, 0x3, 0000000000000003), so one switch is one row. By position in the key.
+DPID_KEY_PARTS = {"flows": (0,), "flow_errors": (0,), "switches": (0,), "ports": (0,),
+                  "links": (0, 2)}
+
+
+def canonical_dpid(table: str, column: str, value: Value) -> str:
+    """A datapath id as 16 lowercase hex digits (controller/forwarding/flowspec.py
+    parse_dpid reads it), or CodecError naming the table, column and value."""
+    from controller.forwarding.flowspec import FlowSpecError, parse_dpid
+
+    try:
+        return f"{parse_dpid(value):016x}"
+    except FlowSpecError as exc:
+        raise CodecError(f"{table}.{column}: {clip(str(exc))} (a datapath id: 3, 0x3 or "
+                         "0000000000000003)") from None
+
+
+def canonical_key(table: str, key: tuple, columns) -> tuple:
+    """`key` with its datapath-id parts in canonical form (see DPID_KEY_PARTS)."""
+    parts = DPID_KEY_PARTS.get(table, ())
+    if not parts:
+        return key
+    out = list(key)
+    for i in parts:
+        if i < len(out) and i < len(columns):
+            out[i] = canonical_dpid(table, columns[i].name, out[i])
+    return tuple(out)
+
+
+def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value],
+                canonical: bool = True) -> tuple:
+    """The key, type-checked; datapath ids in canonical form unless `canonical` is False
+    (controllers' reports: they send the canonical form, and any other is their bug)."""
     t = table_of(schema, table)
     values = values_from_pb(key)
+    if canonical:
+        values = canonical_key(table, values, t.key_columns)
     try:
         return t.check_key(values)
     except Rejected as exc:
@@ -92,25 +130,30 @@ def key_from_pb(schema: Schema, table: str, key: Sequence[northbound_pb2.Value])
         raise CodecError(f"{clip(exc.detail)} (key of {table} is {cols})") from None
 
 
-def put_mutations(schema: Schema, rows: Sequence[northbound_pb2.Row]) -> list[Upsert]:
+def put_mutations(schema: Schema, rows: Sequence[northbound_pb2.Row],
+                  canonical: bool = True) -> list[Upsert]:
     if not rows:
         raise CodecError("put needs at least one row")
     out = []
     for i, row in enumerate(rows):
-        key = key_from_pb(schema, row.table, row.key)
+        key = key_from_pb(schema, row.table, row.key, canonical)
         values = {name: value_from_pb(v) for name, v in row.values.items()}
         try:
             table_of(schema, row.table).check_values(values)
         except Rejected as exc:
             raise CodecError(f"rows[{i}]: {clip(exc.detail)}") from None
+        if canonical and row.table == "hosts" and isinstance(values.get("dpid"), str) \
+                and values["dpid"]:
+            values["dpid"] = canonical_dpid("hosts", "dpid", values["dpid"])
         out.append(Upsert(row.table, key, values))
     return out
 
 
-def delete_mutations(schema: Schema, table: str, keys: Sequence) -> list[Delete]:
+def delete_mutations(schema: Schema, table: str, keys: Sequence,
+                     canonical: bool = True) -> list[Delete]:
     if not keys:
         raise CodecError("delete needs at least one key")
-    return [Delete(table, key_from_pb(schema, table, k.key)) for k in keys]
+    return [Delete(table, key_from_pb(schema, table, k.key, canonical)) for k in keys]
 
 
 def ack_level(ack: int) -> str:

@@ -275,3 +275,44 @@ def test_flows_for_unknown_switches_and_ports_are_refused_once_the_fabric_is_kno
         with pytest.raises(ClientError, match="has no port 9"):
             _put(c, "flows", ["0000000000000101", "f"], actions="output:9")
         _put(c, "flows", ["0000000000000101", "f"], match="in_port=1", actions="output:2")
+
+
+@pytest.mark.parametrize("spelling", [3, "3", "0x3", "0X03", "0000000000000003"])
+def test_a_dpid_is_stored_in_one_form_however_it_is_written(solo, spelling):
+    """One switch is one row: 3, 0x3 and 0000000000000003 name the same key, for put, get,
+    list and delete alike."""
+    canonical = "0000000000000003"
+    with solo.client() as c:
+        _put(c, "switches", [spelling], name="s3")
+        _put(c, "ports", [spelling, 1], up=True)
+        _put(c, "links", [spelling, 1, "0x4", 2], up=True)
+        _put(c, "hosts", ["00:00:00:00:00:03"], dpid=spelling if isinstance(spelling, str)
+             else "3", port_no=1)
+        keys = {t: [[k.WhichOneof("kind") and getattr(k, k.WhichOneof("kind")) for k in r.key]
+                    for r in c.call(c.rows.List, nb.ListRequest(table=t)).rows]
+                for t in ("switches", "ports", "links")}
+        assert keys == {"switches": [[canonical]], "ports": [[canonical, 1]],
+                        "links": [[canonical, 1, "0000000000000004", 2]]}
+        host = c.call(c.rows.Get, nb.GetRequest(table="hosts",
+                                                key=[value_pb("00:00:00:00:00:03")]))
+        assert host.row.values["dpid"].text_value == canonical
+        got = c.call(c.rows.Get, nb.GetRequest(table="switches", key=[value_pb("0x3")]))
+        assert got.found and got.row.values["name"].text_value == "s3"
+        listed = c.call(c.rows.List, nb.ListRequest(table="ports", key_prefix=[value_pb(3)]))
+        assert len(listed.rows) == 1
+        c.call(c.rows.Delete, nb.DeleteRequest(table="switches",
+                                               keys=[nb.KeyList(key=[value_pb(3)])]))
+        assert not c.call(c.rows.Get, nb.GetRequest(table="switches",
+                                                    key=[value_pb(canonical)])).found
+
+
+@pytest.mark.parametrize("key, needle", [
+    (["zz"], "switches.dpid: dpid 'zz' is not a number"),
+    (["0"], "switches.dpid: dpid '0' is out of range"),
+    (["0x10000000000000000"], "is out of range"),
+])
+def test_a_malformed_dpid_is_refused_naming_it(solo, key, needle):
+    with solo.client() as c, pytest.raises(ClientError) as raised:
+        _put(c, "switches", key, name="x")
+    assert _code(raised) == grpc.StatusCode.INVALID_ARGUMENT and needle in str(raised.value)
+
