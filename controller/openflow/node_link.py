@@ -229,7 +229,8 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
     """(table, key) -> (table, key values, column values) for what a controller observes.
 
     `report` holds: ports {dpid: {port: up}}, links [(src PortRef, dst PortRef)],
-    hosts {mac: PortRef}, switches {dpid: (home site, master site, generation id)}.
+    hosts {mac: PortRef}, switches {dpid: (home site, master site, generation id)}, and
+    optionally port_ids {dpid: {port: (name, MAC)}} from port-desc and port-status.
     """
     rows: dict[tuple, tuple[str, list, dict]] = {}
     for dpid, (home, master, generation) in report["switches"].items():
@@ -237,10 +238,12 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
         rows[("switches", *key)] = ("switches", key, {
             "name": "", "site": home or "", "master": master, "generation_id": generation,
             "connected": True})
+    port_ids = report.get("port_ids", {})
     for dpid, ports in report["ports"].items():
         for port, up in ports.items():
             key = [_hex(dpid), port]
-            rows[("ports", *key)] = ("ports", key, {"name": "", "mac": "", "up": bool(up)})
+            name, mac = port_ids.get(dpid, {}).get(port, ("", ""))
+            rows[("ports", *key)] = ("ports", key, {"name": name, "mac": mac, "up": bool(up)})
     for src, dst in report["links"]:
         key = [_hex(src.dpid), src.port, _hex(dst.dpid), dst.port]
         rows[("links", *key)] = ("links", key, {"up": True, "latency_ms": 0.0})

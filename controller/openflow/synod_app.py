@@ -47,7 +47,7 @@ from controller.forwarding.reconciler import (
 from controller.openflow import options
 from controller.openflow.node_link import NodeLink, TopologySync
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
-from controller.openflow.shim import guarded, now_ms, port_is_up
+from controller.openflow.shim import guarded, now_ms, port_identity, port_is_up
 
 __all__ = ["SynodController", "failed_flow_cookie", "home_site_from_desc"]
 
@@ -84,6 +84,7 @@ class SynodController(app_manager.OSKenApp):
         # connection's replies start it, and the old one's death must not undo that.
         self._latest: dict[int, Any] = {}
         self.ports: dict[int, dict[int, bool]] = {}
+        self.port_ids: dict[int, dict[int, tuple[str, str]]] = {}  # dpid -> port -> name, MAC
         self.home: dict[int, str | None] = {}
         self._ports_done: set[int] = set()
         self._bundle_id = 0
@@ -131,7 +132,8 @@ class SynodController(app_manager.OSKenApp):
             errors = self.flows.flow_errors()
             ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
-                "flow_errors": errors, "host_ips": ips, "site": self.opts.site}
+                "flow_errors": errors, "host_ips": ips, "site": self.opts.site,
+                "port_ids": {dpid: dict(self.port_ids.get(dpid, {})) for dpid in ports}}
 
     def _on_remote(self, ports, links, hosts) -> None:
         with self._lock:
@@ -285,6 +287,8 @@ class SynodController(app_manager.OSKenApp):
             ports = self.ports.setdefault(dp.id, {})
             ports.update({p.port_no: port_is_up(ofp, p) for p in ev.msg.body
                           if p.port_no <= ofp.OFPP_MAX})
+            self.port_ids.setdefault(dp.id, {}).update(
+                {p.port_no: port_identity(p) for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX})
             if not ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
                 self._maybe_start(dp, ports_done=True)
 
@@ -351,6 +355,11 @@ class SynodController(app_manager.OSKenApp):
         up = msg.reason != ofp.OFPPR_DELETE and port_is_up(ofp, msg.desc)
         with self._lock:
             self.ports.setdefault(dp.id, {})[msg.desc.port_no] = up
+            ids = self.port_ids.setdefault(dp.id, {})
+            if msg.reason == ofp.OFPPR_DELETE:
+                ids.pop(msg.desc.port_no, None)
+            else:
+                ids[msg.desc.port_no] = port_identity(msg.desc)
             if self.mastership.is_master(dp.id):
                 self._send(self.fabric.port_changed(dp.id, msg.desc.port_no, up, now_ms()))
 

@@ -60,7 +60,8 @@ def _desc(app, dp) -> None:
 
 
 def _port_desc(app, dp) -> None:
-    port = SimpleNamespace(port_no=1, state=0, config=0)
+    port = SimpleNamespace(port_no=1, state=0, config=0, name=b"s1-eth1",
+                           hw_addr="aa:00:00:00:00:01")
     app._on_port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=[port], flags=0)))
 
 

@@ -19,7 +19,7 @@ from controller.forwarding.mastership import UNDEFINED_GENERATION
 from controller.forwarding.ranking import PROBE_FAILURES_DEAD
 from controller.openflow import synod_app
 from controller.openflow.options import ControllerOptions
-from tests.unit.test_synod_app_reconnect import DPID, FakeDatapath, _connect
+from tests.unit.test_synod_app_reconnect import DPID, FakeDatapath, _connect, _desc, _features
 
 CONTROLLERS = (("edge1", "127.0.0.1", 1), ("cloud", "127.0.0.1", 2))
 
@@ -161,3 +161,45 @@ def test_a_backup_starting_up_does_not_claim_before_its_first_probe(monkeypatch,
     app._send(app.mastership.better_alive(DPID, app._better_alive(DPID), clock.ms))
     role_reply(app, dp, ROLE_SLAVE, UNDEFINED_GENERATION)  # to its request to be SLAVE
     assert [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+
+
+def _port(no: int, name: bytes, mac: str, down: bool = False):
+    ofp = ofproto_v1_3
+    return ofproto_v1_3_parser.OFPPort(
+        port_no=no, hw_addr=mac, name=name, config=0,
+        state=ofp.OFPPS_LINK_DOWN if down else 0, curr=0, advertised=0, supported=0,
+        peer=0, curr_speed=0, max_speed=0)
+
+
+def test_port_rows_carry_names_macs_and_state_from_port_desc_and_status(monkeypatch, clock):
+    from controller.openflow.node_link import topology_rows
+
+    app = make_app(monkeypatch, "edge1", 1)
+    dp = FakeDatapath()
+    _features(app, dp)
+    _desc(app, dp)
+    body = [_port(1, b"e1s1-eth1\x00\x00", "AA:00:00:00:00:01"),
+            _port(2, b"e1s1-eth2", "aa:00:00:00:00:02"),
+            _port(ofproto_v1_3.OFPP_LOCAL, b"e1s1", "aa:00:00:00:00:ff")]
+    app._on_port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=body, flags=0)))
+    role_reply(app, dp, ROLE_EQUAL, UNDEFINED_GENERATION)
+    claim = [r for r in dp.role_requests() if r.role == ROLE_MASTER]
+    role_reply(app, dp, ROLE_MASTER, claim[-1].generation_id)
+
+    def ports() -> dict:
+        return {k[2]: v[2] for k, v in topology_rows(app._observe()).items()
+                if k[0] == "ports"}
+
+    assert ports() == {1: {"name": "e1s1-eth1", "mac": "aa:00:00:00:00:01", "up": True},
+                       2: {"name": "e1s1-eth2", "mac": "aa:00:00:00:00:02", "up": True}}
+    ofp = ofproto_v1_3
+    for reason, port in [(ofp.OFPPR_MODIFY, _port(2, b"e1s1-eth2", "aa:00:00:00:00:02",
+                                                  down=True)),
+                         (ofp.OFPPR_ADD, _port(3, b"e1s1-eth3", "aa:00:00:00:00:03")),
+                         (ofp.OFPPR_DELETE, _port(1, b"e1s1-eth1", "aa:00:00:00:00:01"))]:
+        app._on_port_status(SimpleNamespace(msg=SimpleNamespace(datapath=dp, reason=reason,
+                                                                desc=port)))
+    got = ports()
+    assert got[2] == {"name": "e1s1-eth2", "mac": "aa:00:00:00:00:02", "up": False}
+    assert got[3] == {"name": "e1s1-eth3", "mac": "aa:00:00:00:00:03", "up": True}
+    assert got[1] == {"name": "", "mac": "", "up": False}  # deleted: down, no name left
