@@ -117,6 +117,8 @@ def _cell(v) -> str:
         return v.hex()
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, list):
+        return ",".join(_cell(x) for x in v) or "-"
     return str(v)
 
 
@@ -406,6 +408,55 @@ def delete(ctx, table, keys, quorum) -> None:
     )
     r = ctx.client.call(ctx.client.rows.Delete, req)
     ctx.out(cl.message_plain(r), lambda: click.echo(f"ok op {r.op_id[:16]} seq {r.seq}"))
+
+def _plain_rows(ctx, table: str) -> list[dict]:
+    """Every row of a table as {column: value} (key columns by name)."""
+    keys, values = ctx.client.columns(table)
+    r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table=table))
+    out = []
+    for row in r.rows:
+        d = {c.name: cl.value(v) for c, v in zip(keys, row.key, strict=False)}
+        d.update({c.name: cl.value(row.values[c.name]) for c in values if c.name in row.values})
+        out.append(d)
+    return out
+
+
+def _view(ctx, rows: list[dict]) -> None:
+    ctx.out([{k: cl.json_plain(v) for k, v in d.items()} for d in rows],
+            lambda: _table(rows))
+
+
+@command()
+def devices(ctx) -> None:
+    """Switches a controller masters now (ONOS `devices`), with their port counts."""
+    from controller.node import views
+
+    _view(ctx, views.devices(_plain_rows(ctx, "switches"), _plain_rows(ctx, "ports")))
+
+
+@command()
+def links(ctx) -> None:
+    """Links between switches, one row per direction (ONOS `links`)."""
+    from controller.node import views
+
+    _view(ctx, views.links(_plain_rows(ctx, "links")))
+
+
+@command()
+def hosts(ctx) -> None:
+    """Hosts by MAC and where they were seen (ONOS `hosts`)."""
+    from controller.node import views
+
+    _view(ctx, views.hosts(_plain_rows(ctx, "hosts")))
+
+
+@command()
+def masters(ctx) -> None:
+    """Each controller site and the switches it masters (ONOS `masters`)."""
+    from controller.node import views
+
+    _view(ctx, views.masters(_plain_rows(ctx, "switches")))
+
 
 @command(name="list")
 @click.argument("table")
