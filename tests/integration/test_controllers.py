@@ -314,6 +314,76 @@ def test_edge_keeps_working_through_a_wan_partition_and_merges_on_heal(sites):
     assert "local" in sites.synod(0, "flows", "list", "--dpid", EDGE_DPID)
     assert converge(net, everyone, WAIT_S) is not None, "cross-site pings did not return"
 
+# --- the topology tables against what OVS says -----------------------------------------
+
+
+def _ovs_view(bridges: list[str]) -> tuple[dict, dict]:
+    """What OVS says: dpid -> bridge for bridges with a connected controller, and
+    (dpid, OpenFlow port) -> {name, mac, up} for those bridges' ports (LOCAL excepted)."""
+    switches, ports = {}, {}
+    for bridge in bridges:
+        dpid = _sh("ovs-vsctl", "get", "bridge", bridge, "datapath_id").strip().strip('"')
+        uuids = _sh("ovs-vsctl", "get", "bridge", bridge, "controller").strip(" []\n")
+        connected = [_sh("ovs-vsctl", "get", "controller", u, "is_connected").strip()
+                     for u in uuids.split(", ") if u]
+        if "true" not in connected:
+            continue
+        switches[dpid] = bridge
+        listed = json.loads(_sh("ovs-vsctl", "--format=json", "--columns=name,ofport,"
+                                "mac_in_use,link_state,admin_state", "list", "interface",
+                                *_sh("ovs-vsctl", "list-ifaces", bridge).split()))
+        for name, ofport, mac, link, admin in listed["data"]:
+            ports[(dpid, ofport)] = {"name": name, "mac": mac,
+                                     "up": link == "up" and admin == "up"}
+    return switches, ports
+
+
+def _synod_view(sites, node: int) -> tuple[dict, dict, set]:
+    """The replicated tables as seen at one node: switches, ports and the dpids links name."""
+    def rows(table):
+        return json.loads(sites.synod(node, "list", table, "--json"))
+
+    switches = {r["dpid"]: r for r in rows("switches")}
+    ports = {(r["dpid"], r["port_no"]): {"name": r["name"], "mac": r["mac"], "up": r["up"]}
+             for r in rows("ports")}
+    linked = {r[end] for r in rows("links") for end in ("src_dpid", "dst_dpid")}
+    return switches, ports, linked
+
+
+def test_topology_tables_follow_a_switch_that_disconnects_and_returns(sites):
+    bridges = ["cs1", "e1s1"]
+    masters = {CLOUD_DPID: "cloud", EDGE_DPID: "edge1"}
+    last: dict = {}
+
+    def agrees(expected_masters: dict, node: int = 0) -> bool:
+        ovs_switches, ovs_ports = _ovs_view(bridges)
+        switches, ports, linked = _synod_view(sites, node)
+        last.update(ovs=(ovs_switches, ovs_ports), synod=(switches, ports, linked))
+        return (set(ovs_switches) == set(expected_masters) == set(switches)
+                and all(switches[d]["master"] == m and switches[d]["connected"]
+                        for d, m in expected_masters.items())
+                and ports == ovs_ports and linked <= set(switches))
+
+    assert wait_for(lambda: agrees(masters), WAIT_S), last
+    assert all(p["name"] and p["mac"] for p in last["synod"][1].values()), last
+    # Any spelling of a datapath id names the one row.
+    got = json.loads(sites.synod(0, "get", "switches", "0x101", "--json"))
+    assert [(r["dpid"], r["master"]) for r in got] == [(EDGE_DPID, "edge1")]
+
+    targets = _sh("ovs-vsctl", "get-controller", "e1s1").split()
+    _sh("ovs-vsctl", "del-controller", "e1s1")  # both controllers see the connection close
+    gone = time.time()
+    try:
+        assert wait_for(lambda: agrees({CLOUD_DPID: "cloud"}), WAIT_S), last
+        assert wait_for(lambda: agrees({CLOUD_DPID: "cloud"}, node=1), WAIT_S), last
+    finally:
+        _sh("ovs-vsctl", "set-controller", "e1s1", *targets)
+    # The test's own reads take seconds (CLI processes); the master's log has the moment.
+    retracted_s = _logged_at(sites.logs["edge1"], f"switch {EDGE_DPID} is no longer ours") - gone
+    assert wait_for(lambda: agrees(masters), WAIT_S), last
+    assert 0 < retracted_s < 3, f"switch row retracted {retracted_s:.1f} s after it went"
+    print(f"switch row retracted {retracted_s:.2f} s after its connections closed")
+
 
 def test_redundant_wan_ring_across_controller_domains(tmp_path):
     """Three sites, each edge with two ways out (the cloud, and the other edge): a loop
