@@ -663,9 +663,17 @@ def flows_list(ctx, dpid):
         value = cl.value(row.values["error"]) if "error" in row.values else ""
         errors[key] = str(value)
 
+    # A flow can only be on a switch that a controller masters now (switch rows are
+    # retracted when their switch goes): the others are pending.
+    mastered = {str(cl.value(row.key[0])).lower() for row in ctx.client.call(
+        ctx.client.rows.List, cl.pb().ListRequest(table="switches")).rows}
+
     def status(d):
-        err = errors.get(f"{str(d.get('dpid', '')).lower()}/{str(d.get('flow_id')).lower()}")
-        return {"status": f"failed: {err}" if err else "ok"}
+        dpid = str(d.get("dpid", "")).lower()
+        err = errors.get(f"{dpid}/{str(d.get('flow_id')).lower()}")
+        if err:
+            return {"status": f"failed: {err}"}
+        return {"status": "ok" if dpid in mastered else "pending: no controller has the switch"}
 
     _rows_out(ctx, "flows", r.rows, status)
 

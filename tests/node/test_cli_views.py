@@ -66,3 +66,16 @@ def test_views_as_tables(solo):
     assert lines[1].split() == ["edge1", "2", f"{DP1},{DP2}"]
     assert _run(solo, "devices").stdout.splitlines()[1].split() == [
         DP1, "true", "edge1", "edge1", "5", "2", "1"]
+
+
+def test_flows_list_says_pending_for_a_switch_no_controller_has(solo):
+    _report(solo)
+    for dpid in (DP1, DP2):
+        added = _run(solo, "flows", "add", dpid, "f1", "--match", "in_port=1",
+                     "--actions", "output:1")
+        assert added.exit_code == 0, added.output
+    with solo.client() as c:  # DP2 disconnects: its master retracts its row
+        c.call(c.local.ReportTopology, local_pb2.TopologyReport(gone=[_row("switches", [DP2])]))
+    listed = {r["dpid"]: r["status"] for r in json.loads(_run(solo, "flows", "list",
+                                                               "--json").stdout)}
+    assert listed == {DP1: "ok", DP2: "pending: no controller has the switch"}
