@@ -256,15 +256,17 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
 
 
 def switch_row_changes(ours: dict[tuple, tuple[str, list, dict]], table: list[dict],
-                       site: str) -> tuple[list, list]:
+                       site: str, connected: frozenset[str] = frozenset()) -> tuple[list, list]:
     """What to write to the switches table so it says what this controller sees.
 
     `ours`: the switches rows of topology_rows() (the switches we master now); `table`:
     the replicated switches rows (row_plain form). Returns (rows to put, keys to retract):
     put each of ours that the table lacks or holds differently (another writer, or a
     retraction that raced our report, is overwritten next round); retract each row that
-    names this site as master for a switch we no longer master (its connection died, a
-    better controller took it, or an earlier run of ours wrote it). A row naming another
+    names this site as master for a switch we neither master nor are `connected` to (dpid
+    texts): its connections died, or an earlier run of ours wrote the row. A switch still
+    connected to us that another controller took over keeps its row until the new master
+    overwrites it, so the row never goes missing during a takeover. A row naming another
     master is that master's to keep or retract. Convergent: called every round with a
     fresh read, a lost race costs one round.
     """
@@ -279,7 +281,7 @@ def switch_row_changes(ours: dict[tuple, tuple[str, list, dict]], table: list[di
             put.append((table_name, key, values))
     mine = {dpid for (_, dpid) in ours}
     retract = [("switches", [dpid], {}) for dpid, row in sorted(present.items())
-               if row.get("master") == site and dpid not in mine]
+               if row.get("master") == site and dpid not in mine and dpid not in connected]
     return put, retract
 
 
@@ -352,7 +354,8 @@ class TopologySync:
         gone = [r for k, r in self.reported.items() if k not in rows]
         listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="switches"))
         put, retract = switch_row_changes(switches, [row_plain(r) for r in listed.rows],
-                                          observed.get("site", ""))
+                                          observed.get("site", ""),
+                                          frozenset(map(_hex, observed.get("connected", ()))))
         for _table, key, _ in retract:
             LOG.info("switch %s is no longer ours: retracting its row", key[0])
         changed += put

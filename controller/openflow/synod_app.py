@@ -133,6 +133,7 @@ class SynodController(app_manager.OSKenApp):
             ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
                 "flow_errors": errors, "host_ips": ips, "site": self.opts.site,
+                "connected": list(self.datapaths),
                 "port_ids": {dpid: dict(self.port_ids.get(dpid, {})) for dpid in ports}}
 
     def _on_remote(self, ports, links, hosts) -> None:

@@ -41,3 +41,10 @@ def test_a_row_overwritten_or_retracted_by_a_racing_controller_is_rewritten():
     assert [k for _, k, _ in put] == [[DP1]] and put[0][2]["generation_id"] == 7
     put, _ = switch_row_changes(_ours(1), [_row(DP1, "edge1", connected=False)], "edge1")
     assert [k for _, k, _ in put] == [[DP1]]
+
+
+def test_a_switch_taken_over_while_still_connected_keeps_its_row_for_the_new_master():
+    table = [_row(DP1, "edge1")]
+    assert switch_row_changes(_ours(), table, "edge1", frozenset({DP1})) == ([], [])
+    _, retract = switch_row_changes(_ours(), table, "edge1", frozenset({DP2}))
+    assert [k for _, k, _ in retract] == [[DP1]]
