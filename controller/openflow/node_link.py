@@ -217,6 +217,7 @@ class NodeLink:
 
 
 TOPOLOGY_INTERVAL_S = 1.0
+FINAL_ROUND_S = 1.0  # per call of the last report at stop (the launcher gives apps 3 s)
 TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
 
 
@@ -340,19 +341,34 @@ class TopologySync:
                 LOG.info("topology sync: %s", e)
                 self.reported, self.status = {}, {}  # resend everything after a reconnect
 
-    def _round(self, client) -> None:
+    def final_round(self) -> None:
+        """One last report as the controller stops (bounded by FINAL_ROUND_S per call): the
+        rows of switches already gone (a network torn down just before its controllers)
+        are retracted instead of naming this controller for good. Switches still connected
+        keep their rows for the controller that takes them over."""
+        client = self.link.client()
+        if client is None:
+            return
+        try:
+            self._round(client, final=True)
+        except Exception as e:  # stopping anyway: say why the rows may be left
+            LOG.info("topology sync at stop: %s", e)
+
+    def _round(self, client, final: bool = False) -> None:
         from synod.v1 import local_pb2, northbound_pb2
 
         from controller.node import codec
         from controller.node.client import row_plain
 
+        timeout_s = FINAL_ROUND_S if final else None
         observed = self.observe()
         rows = topology_rows(observed)
         switches = {k: r for k, r in rows.items() if r[0] == "switches"}
         rows = {k: r for k, r in rows.items() if r[0] != "switches"}
         changed = [r for k, r in rows.items() if self.reported.get(k) != r]
         gone = [r for k, r in self.reported.items() if k not in rows]
-        listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="switches"))
+        listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="switches"),
+                             timeout_s)
         put, retract = switch_row_changes(switches, [row_plain(r) for r in listed.rows],
                                           observed.get("site", ""),
                                           frozenset(map(_hex, observed.get("connected", ()))))
@@ -369,8 +385,11 @@ class TopologySync:
 
         if changed or gone:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
-                rows=[pb(*r) for r in changed], gone=[pb(t, k) for t, k, _ in gone]))
+                rows=[pb(*r) for r in changed], gone=[pb(t, k) for t, k, _ in gone]),
+                timeout_s)
             self.reported = rows
+        if final:
+            return
         status = flow_status_rows(observed.get("flow_errors", {}))
         new_status = [r for k, r in status.items() if self.status.get(k) != r]
         cleared = [r for k, r in self.status.items() if k not in status]

@@ -105,6 +105,8 @@ class SynodController(app_manager.OSKenApp):
                          self.sites)
 
     def stop(self):
+        if self.node_link is not None:
+            self.topology_sync.final_round()  # before the link closes with _stopping
         self._stopping.set()
         super().stop()
 

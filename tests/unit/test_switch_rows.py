@@ -48,3 +48,54 @@ def test_a_switch_taken_over_while_still_connected_keeps_its_row_for_the_new_mas
     assert switch_row_changes(_ours(), table, "edge1", frozenset({DP1})) == ([], [])
     _, retract = switch_row_changes(_ours(), table, "edge1", frozenset({DP2}))
     assert [k for _, k, _ in retract] == [[DP1]]
+
+
+class _FakeClient:
+    """The two calls a topology round makes of the node API, recorded."""
+
+    def __init__(self, table_rows) -> None:
+        from types import SimpleNamespace
+
+        self.table_rows, self.reports, self.timeouts = table_rows, [], []
+        self.rows = SimpleNamespace(List=self._list)
+        self.local = SimpleNamespace(ReportTopology=self.reports.append)
+
+    def _list(self, request):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rows=self.table_rows if request.table == "switches" else [])
+
+    def call(self, method, request, timeout_s=None):
+        self.timeouts.append(timeout_s)
+        return method(request)
+
+
+def _sync(client, connected):
+    import threading
+    from types import SimpleNamespace
+
+    from controller.openflow.node_link import TopologySync
+
+    link = SimpleNamespace(client=lambda: client, stopping=threading.Event())
+    observed = {"ports": {}, "links": [], "hosts": {}, "switches": {}, "site": "edge1",
+                "connected": connected}
+    remote = []
+    return TopologySync(link, lambda: observed, lambda *a: remote.append(a)), remote
+
+
+def test_a_stopping_controller_retracts_the_rows_of_switches_already_gone():
+    from synod.v1 import northbound_pb2 as nb
+
+    from controller.node.codec import value_pb
+
+    row = nb.Row(table="switches", key=[value_pb(DP1)])
+    row.values["master"].CopyFrom(value_pb("edge1"))
+    client = _FakeClient([row])
+    sync, remote = _sync(client, connected=[])
+    sync.final_round()
+    assert [[k.text_value for k in g.key] for r in client.reports for g in r.gone] == [[DP1]]
+    assert remote == [] and set(client.timeouts) == {1.0}  # bounded, no remote read
+    client = _FakeClient([row])
+    sync, _ = _sync(client, connected=[1])  # still connected: the next master's to rewrite
+    sync.final_round()
+    assert client.reports == []
