@@ -281,8 +281,9 @@ def switch_row_changes(ours: dict[tuple, tuple[str, list, dict]], table: list[di
         if now is None or any(now.get(name) != value for name, value in values.items()):
             put.append((table_name, key, values))
     mine = {dpid for (_, dpid) in ours}
-    retract = [("switches", [dpid], {}) for dpid, row in sorted(present.items())
-               if row.get("master") == site and dpid not in mine and dpid not in connected]
+    retract: list[tuple[str, list, dict]] = [
+        ("switches", [dpid], {}) for dpid, row in sorted(present.items())
+        if row.get("master") == site and dpid not in mine and dpid not in connected]
     return put, retract
 
 
