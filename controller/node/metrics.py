@@ -253,19 +253,9 @@ class Metrics:
     def registry(self):
         """A prometheus_client registry of this node's families plus the process's
         (process_*, python_*); one per node, so in-process test nodes do not mix."""
-        from prometheus_client import (
-            CollectorRegistry,
-            GCCollector,
-            PlatformCollector,
-            ProcessCollector,
-        )
+        from controller.prometheus import process_registry
 
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(self)  # type: ignore[arg-type]
-        ProcessCollector(registry=reg)
-        PlatformCollector(registry=reg)
-        GCCollector(registry=reg)
-        return reg
+        return process_registry(self)
 
 
 async def serve_metrics(host: str, port: int, registry) -> asyncio.Server:

@@ -125,19 +125,9 @@ class SwitchCounts:
 
     def registry(self):
         """A registry of these families plus the process's (process_*, python_*)."""
-        from prometheus_client import (
-            CollectorRegistry,
-            GCCollector,
-            PlatformCollector,
-            ProcessCollector,
-        )
+        from controller.prometheus import process_registry
 
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(self)  # type: ignore[arg-type]
-        ProcessCollector(registry=reg)
-        PlatformCollector(registry=reg)
-        GCCollector(registry=reg)
-        return reg
+        return process_registry(self)
 
 
 def register() -> None:
