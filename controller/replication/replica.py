@@ -837,6 +837,7 @@ class Replica:
         if any(vector.get(a, 0) < s for a, s in cut.items()):
             raise UsageError("compact: the cut holds ops this replica lacks")
         self._base_rows = dict(rows)
+        self.op_digest()  # fold the ids waiting for the op digest: they would pile up
         gone = self.dag.prune(dict(cut))
         self.counters["pruned"] += len(gone)
         return gone
