@@ -337,16 +337,14 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         self.at(cfg.chaos_ms + 1, "final")
 
     def _handle(self, kind: str, payload: Any) -> None:
+        if self.handle_common(kind, payload):
+            return
         cfg, rng = self.config, self.rng
         if kind == "tick":
             for node in self.nodes.values():
                 if node.replica is not None:
                     node.replica.tick(self.now())
                     self.step(node)
-        elif kind == "deliver":
-            self.deliver(*payload)
-        elif kind == "durable":
-            self.handle_durable(payload)
         elif kind == "propose":
             slot, value = payload
             self.propose(rng.choice(self._voters()), slot, value, rng.randint(1_000, 4_000))
@@ -364,14 +362,6 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.groups = [set(ids[:cut]), set(ids[cut:])]
         elif kind == "heal":
             self.groups = None
-        elif kind == "isolate":
-            self.isolated = payload
-        elif kind == "rejoin":
-            self.isolated = None
-        elif kind == "crash":
-            node = self.nodes[payload]
-            if node.replica is not None:
-                self.crash(node)
         elif kind == "restart":
             node = self.nodes[payload]
             if node.replica is None and node.id not in self.silenced:

@@ -148,6 +148,25 @@ class SimNet(Generic[C]):
         node.replica.receive(msg, self.now())
         self.step(node)
 
+    def handle_common(self, kind: str, payload: Any) -> bool:
+        """The events every simulator schedules the same way: a delivery, a Ready made
+        durable, a node isolated and back, a crash. False: not one of them."""
+        if kind == "deliver":
+            self.deliver(*payload)
+        elif kind == "durable":
+            self.handle_durable(payload)
+        elif kind == "isolate":
+            self.isolated = payload
+        elif kind == "rejoin":
+            self.isolated = None
+        elif kind == "crash":
+            node = self.nodes[payload]
+            if node.replica is not None:
+                self.crash(node)
+        else:
+            return False
+        return True
+
     def handle_durable(self, payload: tuple[NodeId, int]) -> None:
         """A 'durable' event: only for the incarnation that took the Ready."""
         node = self.nodes[payload[0]]

@@ -450,6 +450,8 @@ class ReunionNet(SimNet[ReunionSimConfig]):
         ]
 
     def _handle(self, kind: str, payload: Any) -> None:
+        if self.handle_common(kind, payload):
+            return
         if kind == "tick":
             for node in self.nodes.values():
                 if node.replica is not None:
@@ -457,10 +459,6 @@ class ReunionNet(SimNet[ReunionSimConfig]):
                     self.step(node)
                     self.lineage_round(node)
             self.at(self.time_ms + self.config.tick_ms, "tick")
-        elif kind == "deliver":
-            self.deliver(*payload)
-        elif kind == "durable":
-            self.handle_durable(payload)
         elif kind == "write":
             self._write(*payload)
         elif kind == "propose":
@@ -473,14 +471,6 @@ class ReunionNet(SimNet[ReunionSimConfig]):
             live = self.voting(parent, admins=True)
             if live:
                 self.change(self.rng.choice(live), change, subject, self.rng.randint(1_000, 4_000))
-        elif kind == "isolate":
-            self.isolated = payload
-        elif kind == "rejoin":
-            self.isolated = None
-        elif kind == "crash":
-            node = self.nodes[payload]
-            if node.replica is not None:
-                self.crash(node)
         elif kind == "restart":
             self.restart(payload)
 
