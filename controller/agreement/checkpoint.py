@@ -182,11 +182,19 @@ class Checkpoints:
         self.memo_max = memo_max
         self._memo: dict[bytes, CutState] = {}
         self._forks: dict[NodeId, int] = {}  # the forks known when base and memo were made
+        self._decided: dict[int, Checkpoint] = {}
 
     # -------------------------------------------------------------- decided
     def decided(self, n: int) -> Checkpoint | None:
-        d = self.ledger.decided(checkpoint_slot(n))
-        return None if d is None else Checkpoint.from_value(n, d.value)
+        """checkpoint/<n>'s value once decided (parsed once: a decision is final; the
+        engine asks every step)."""
+        cp = self._decided.get(n)
+        if cp is None:
+            d = self.ledger.decided(checkpoint_slot(n))
+            if d is None:
+                return None
+            cp = self._decided[n] = Checkpoint.from_value(n, d.value)
+        return cp
 
     def latest(self) -> int:
         """The highest n with checkpoint/<n> decided (they are decided in order)."""
