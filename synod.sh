@@ -18,6 +18,10 @@ APT_PACKAGES=(
   iputils-ping ethtool iproute2 procps                    # ping, offloads, netns, pgrep
   spin libc6-dev                                          # Spin model check (pan.c needs libc6-dev)
   jq                                                      # the CLI's --json, as scripts read it
+  qemu-system-x86 qemu-utils busybox-static               # the edge agent's microVMs (TCG)
+  nix-bin                                                 # NixOS renderer checks (parse/eval, offline)
+  chromium chromium-driver python3-selenium               # the web view's browser tests
+  vagrant vagrant-libvirt shellcheck                      # vagrant validate, provisioning lint
 )
 VENV=.venv
 STAMP="$VENV/.synod-installed"
