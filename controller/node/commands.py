@@ -694,43 +694,131 @@ def services() -> None:
     """Services run as VMs by edge agents (rows of the services table)."""
 
 @command(services, "deploy")
-@click.argument("name")
-@click.option("--image", required=True)
-@click.option("--vcpus", default="1", show_default=True)
-@click.option("--memory-mb", default="128", show_default=True)
-@click.option("--placement", default="", help="site or node id")
-@click.option("--restart-policy", default="always", show_default=True)
-def services_deploy(ctx, name, image, vcpus, memory_mb, placement, restart_policy):
-    """Declare a service (desired state: running)."""
-    _put(
-        ctx,
-        "services",
-        name,
-        [
-            f"image={image}",
-            f"vcpus={vcpus}",
-            f"memory_mb={memory_mb}",
-            f"placement={placement}",
-            f"restart_policy={restart_policy}",
-            "desired_state=running",
-        ],
-        False,
-    )
+@click.argument("target", metavar="FILE.yaml|NAME")
+@click.option("--image", default=None,
+              help="the old flag form: declare service NAME (no NICs) instead of a spec file")
+@click.option("--vcpus", default="1", show_default=True, help="(flag form)")
+@click.option("--memory-mb", default="128", show_default=True, help="(flag form)")
+@click.option("--placement", default="", help="(flag form) site or node id")
+@click.option("--restart-policy", default="always", show_default=True, help="(flag form)")
+def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_policy):
+    """Declare a service from a spec file (YAML or JSON, - for stdin; docs/edge-agent.md).
+
+    The spec is validated (unknown keys and bad values named by their path), checked
+    against the other services (MAC and IPv4 clashes) and against the declared capacity
+    and bridges of the node it is placed on; on any problem nothing is written. The
+    service row and its placement are written together, in one op."""
+    if image is not None:
+        _put(ctx, "services", target,
+             [f"image={image}", f"vcpus={vcpus}", f"memory_mb={memory_mb}",
+              f"placement={placement}", f"restart_policy={restart_policy}",
+              "desired_state=running"], False)
+        return
+    from edge_agent.spec import SpecError, parse_spec
+
+    raw = _spec_file(ctx, target)
+    try:
+        spec = parse_spec(raw)
+        plan = _plan(ctx, spec)
+    except SpecError as e:
+        raise ctx.error(f"{target}: {e}") from None
+    rows = [_pb_row("services", spec.name, plan.service),
+            _pb_row("placements", spec.name,
+                    {"node": plan.node, "generation": plan.generation,
+                     **({"state": "pending"} if plan.moved else {})})]
+    r = ctx.client.call(ctx.client.rows.Put,
+                        cl.pb().PutRequest(rows=rows, ack=cl.pb().ACK_LOCAL))
+    plain = {**cl.message_plain(r), "service": spec.name, "node": plan.node,
+             "generation": plan.generation}
+    ctx.out(plain, lambda: click.echo(
+        f"ok {spec.name} placed on {plan.node[:16]} (generation {plan.generation}), "
+        f"op {r.op_id[:16]}"))
+
+
+def _spec_file(ctx, target: str):
+    import yaml
+
+    try:
+        text = sys.stdin.read() if target == "-" else open(target, encoding="utf-8").read()
+    except OSError as e:
+        hint = " (or give --image for the flag form)" if not os.path.exists(target) else ""
+        raise ctx.error(f"{target}: cannot read: {e.strerror}{hint}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ctx.error(f"{target}: not valid YAML{line}: "
+                        f"{getattr(e, 'problem', None) or e}") from None
+
+
+def _plan(ctx, spec):
+    """The rows to write for spec, from the services, placements and agent rows the node
+    holds (edge_agent/deploy.py); SpecError when nothing may be written."""
+    from edge_agent.deploy import AGENT_KEY_PREFIX, AgentInfo, plan_deploy
+
+    def table(name: str) -> dict:
+        r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table=name))
+        return {str(cl.value(row.key[0])): {k: cl.value(v) for k, v in row.values.items()}
+                for row in r.rows}
+
+    q = ctx.client.call(ctx.client.rows.Query, cl.pb().QueryRequest(
+        sql="SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+        params=cl.values([AGENT_KEY_PREFIX, AGENT_KEY_PREFIX[:-1] + "0"])))
+    agents = {}
+    for row in q.rows:
+        key, value = (cl.value(v) for v in row.values)
+        node = str(key)[len(AGENT_KEY_PREFIX):]
+        try:
+            agents[node] = AgentInfo.decode(node, value)
+        except (ValueError, KeyError, TypeError):
+            continue  # not an agent's row: its agent rewrites it when it starts
+    return plan_deploy(spec, table("services"), table("placements"), agents)
+
+
+def _pb_row(table: str, key: str, values: dict):
+    row = cl.pb().Row(table=table, key=cl.values([key]))
+    for name, v in values.items():
+        row.values[name].CopyFrom(cl.value_pb(v))
+    return row
 
 @command(services, "list")
 def services_list(ctx):
-    """List declared services."""
+    """List declared services with their placement and the state their agent reports."""
     r = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="services"))
-    _rows_out(ctx, "services", r.rows)
+    p = ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(table="placements"))
+    placed = {str(cl.value(row.key[0])): {k: cl.value(v) for k, v in row.values.items()}
+              for row in p.rows}
+
+    def where(d):
+        at = placed.get(str(d.get("name")), {})
+        return {"node": at.get("node"), "generation": at.get("generation"),
+                "state": at.get("state") or "pending: not placed"}
+
+    if ctx.as_json:
+        _rows_out(ctx, "services", r.rows, where)
+        return
+    shown = []
+    for row in r.rows:
+        d = {"name": cl.value(row.key[0]),
+             **{k: cl.value(row.values[k]) for k in ("image", "vcpus", "memory_mb", "placement")
+                if k in row.values}}
+        d.update(where(d))
+        d["node"] = str(d.get("node") or "-")[:16]
+        shown.append(d)
+    _table(shown, ["name", "image", "vcpus", "memory_mb", "placement", "node", "generation",
+                   "state"])
 
 @command(services, "rm")
 @click.argument("name")
 def services_rm(ctx, name):
-    """Remove a service."""
+    """Remove a service (its agent stops the VM) and its placement."""
     r = ctx.client.call(
         ctx.client.rows.Delete,
         cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),
     )
+    ctx.client.call(ctx.client.rows.Delete, cl.pb().DeleteRequest(
+        table="placements", keys=[cl.pb().KeyList(key=cl.values([name]))]))
     ctx.out(cl.message_plain(r), lambda: click.echo(f"ok op {r.op_id[:16]}"))
 
 # ------------------------------------------------------------------ tokens

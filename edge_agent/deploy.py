@@ -1,0 +1,133 @@
+"""Deploy planning: from a validated spec and the rows the cluster holds, the rows to write
+(the service and its placement) or a SpecError saying why nothing may be written. Pure.
+
+Agents declare what their node offers in a `kv` row `agent/<node id>` (AgentInfo, canonical
+JSON): site, vCPUs, memory and the OVS bridges they may attach NICs to. A placement names a
+node (`node:`), one of a site's agents (`site:`) or any agent (`any`); among several the
+one with the most free memory is chosen (ties by node id), and a service already placed on
+an eligible node stays there (same generation). The placement row is written by the
+deploying client here; agreeing on it in a slot (`placement/<service>/<generation>`) so two
+nodes never both own a service is the next step (docs/decisions/0081-placement-leases.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge_agent.spec import (
+    Capacity,
+    ServiceSpec,
+    SpecError,
+    check_capacity,
+    check_clashes,
+    from_row,
+    to_row,
+)
+
+__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "plan_deploy"]
+
+AGENT_KEY_PREFIX = "agent/"
+
+
+def agent_key(node_id: str) -> str:
+    return f"{AGENT_KEY_PREFIX}{node_id}"
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    node: str
+    site: str
+    capacity: Capacity
+    bridges: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return json.dumps({"site": self.site, "vcpus": self.capacity.vcpus,
+                           "memory_mb": self.capacity.memory_mb, "bridges": list(self.bridges)},
+                          sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, node: str, value: bytes | str) -> AgentInfo:
+        d = json.loads(value)
+        return cls(node, str(d["site"]), Capacity(int(d["vcpus"]), int(d["memory_mb"])),
+                   tuple(str(b) for b in d.get("bridges", ())))
+
+
+@dataclass(frozen=True)
+class Plan:
+    service: dict[str, Any]  # the services row's values (key: spec.name)
+    node: str
+    generation: int
+    moved: bool  # a new node (generation counted up) rather than the one it had
+
+
+def _others(services: Mapping[str, Mapping[str, Any]], name: str) -> list[ServiceSpec]:
+    out = []
+    for other, values in sorted(services.items()):
+        if other == name:
+            continue
+        try:
+            out.append(from_row(other, values))
+        except SpecError:
+            continue  # an invalid row runs nowhere; its agent reports why
+    return out
+
+
+def plan_deploy(spec: ServiceSpec, services: Mapping[str, Mapping[str, Any]],
+                placements: Mapping[str, Mapping[str, Any]],
+                agents: Mapping[str, AgentInfo]) -> Plan:
+    """The rows to write for spec, or SpecError (nothing is to be written)."""
+    others = _others(services, spec.name)
+    check_clashes(spec, others)
+    if spec.placement == "node":
+        if spec.placement_target not in agents:
+            raise SpecError(f"placement.node: no edge agent has reported for node "
+                            f"{spec.placement_target[:16]!r} (kv row agent/<node id>)")
+        candidates = [agents[spec.placement_target]]
+    elif spec.placement == "site":
+        candidates = [a for a in agents.values() if a.site == spec.placement_target]
+        if not candidates:
+            sites = sorted({a.site for a in agents.values()}) or ["none"]
+            raise SpecError(f"placement.site: no edge agent in site {spec.placement_target!r} "
+                            f"(sites with agents: {', '.join(sites)})")
+    else:
+        candidates = list(agents.values())
+        if not candidates:
+            raise SpecError("placement: no edge agent has reported its capacity yet")
+    placed_on = {n: str(p.get("node") or "") for n, p in placements.items()}
+    by_node: dict[str, list[ServiceSpec]] = {}
+    for o in others:
+        by_node.setdefault(placed_on.get(o.name, ""), []).append(o)
+
+    def fits(agent: AgentInfo) -> str | None:
+        for i, nic in enumerate(spec.nics):
+            if nic.switch not in agent.bridges:
+                return (f"nics[{i}].switch: node {agent.node[:16]} (site {agent.site}) has no "
+                        f"bridge {nic.switch!r} (it has {', '.join(agent.bridges) or 'none'})")
+        if spec.state == "running":
+            try:
+                check_capacity(spec, agent.capacity, agent.node, by_node.get(agent.node, []))
+            except SpecError as e:
+                return str(e)
+        return None
+
+    reasons = {a.node: fits(a) for a in candidates}
+    eligible = [a for a in candidates if reasons[a.node] is None]
+    if not eligible:
+        raise SpecError(reasons[sorted(reasons)[0]] if len(reasons) == 1 else
+                        "placement: no node fits: " + "; ".join(
+                            str(reasons[n]) for n in sorted(reasons)))
+    current = placements.get(spec.name) or {}
+    generation = int(current.get("generation") or 0)
+    here = str(current.get("node") or "")
+    if here in {a.node for a in eligible}:
+        return Plan(to_row(spec), here, max(generation, 1), moved=False)
+
+    def free_mb(a: AgentInfo) -> int:
+        return a.capacity.memory_mb - sum(o.memory_mb for o in by_node.get(a.node, [])
+                                          if o.state == "running")
+
+    chosen = min(eligible, key=lambda a: (-free_mb(a), a.node))
+    return Plan(to_row(spec), chosen.node, generation + 1, moved=True)
