@@ -252,6 +252,8 @@ def node() -> None:
 @click.option("--peer", "peers", multiple=True, help="another member's peer address (repeat)")
 @click.option("--metrics", "metrics_listen", default=None,
               help="serve Prometheus metrics on HOST:PORT")
+@click.option("--web", "web_listen", default=None,
+              help="serve the read-only web view on HOST:PORT (docs/web.md)")
 @click.option("--insecure-loopback", is_flag=True,
               help="plaintext API on 127.0.0.1 (tests only; tokens still required)")
 @click.option("--start-empty", is_flag=True,
@@ -259,7 +261,7 @@ def node() -> None:
                    "one (it catches up from its peers); this start only")
 def node_run(data: str, config_file: str | None, api_listen: str | None,
              peer_listen: str | None, peers: tuple[str, ...], metrics_listen: str | None,
-             insecure_loopback: bool, start_empty: bool) -> None:
+             web_listen: str | None, insecure_loopback: bool, start_empty: bool) -> None:
     """Run the node: replication, storage, peer sync and the gRPC APIs, until SIGTERM."""
     import os
 
@@ -285,6 +287,8 @@ def node_run(data: str, config_file: str | None, api_listen: str | None,
         overrides["peer"] = peer
     if metrics_listen:
         overrides["metrics"] = {"listen": metrics_listen}
+    if web_listen:
+        overrides["web"] = {"listen": web_listen}
     try:
         run_node(load_config(config_file, overrides), start_empty=start_empty)
     except _node_errors() as e:

@@ -22,6 +22,7 @@ __all__ = [
     "NodeConfig",
     "PeerConfig",
     "ReplicationConfig",
+    "WebConfig",
     "load_config",
     "parse_config",
 ]
@@ -128,6 +129,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The read-only web view (controller/web, docs/web.md): viewer tokens, TLS as the API."""
+
+    listen: str = ""  # "HOST:PORT" serves the page; "" = off
+    clients_max: int = 16  # live pages (server-sent event streams) open at once
+    connections_max: int = 64  # open HTTP connections, all clients
+    update_interval_ms: int = 250  # changes are folded into one update per interval
+    refresh_interval_ms: int = 1_000  # reachability and digests are looked at this often
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json | text
@@ -142,6 +154,7 @@ class NodeConfig:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     agreement: AgreementSettings = field(default_factory=AgreementSettings)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -150,7 +163,7 @@ _CHOICES = {
     "log.level": ("debug", "info", "warning", "error"),
     "log.format": ("json", "text"),
 }
-_LISTEN = {"api.listen", "peer.listen", "metrics.listen"}  # port 0: any free port
+_LISTEN = {"api.listen", "peer.listen", "metrics.listen", "web.listen"}  # port 0: any free port
 _ADDRESSES = {*_LISTEN, "peer.advertise"}  # and peer.peers (a list)
 
 
@@ -224,6 +237,9 @@ def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     for key in ("sql_workers", "sql_per_token_max", "sql_value_bytes_max"):
         if getattr(cfg.api, key) < 1:
             raise ConfigError(f"api.{key}: expected at least 1, got {getattr(cfg.api, key)}")
+    for key in ("clients_max", "connections_max", "update_interval_ms", "refresh_interval_ms"):
+        if getattr(cfg.web, key) < 1:
+            raise ConfigError(f"web.{key}: expected at least 1, got {getattr(cfg.web, key)}")
     return cfg
 
 

@@ -414,6 +414,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
             metrics_server = await serve_metrics(host, int(port), metrics.registry())
         except OSError as exc:
             raise NodeError(f"metrics.listen {cfg.metrics.listen}: {exc.strerror}") from None
+    web = await _start_web(cfg, api, d)
 
     core.start()
     await api_server.start()
@@ -441,6 +442,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
                 "api_port": api_port,
                 "peer_port": peer_port,
                 "metrics_port": metrics_server.sockets[0].getsockname()[1] if metrics_server else 0,
+                "web_port": web[1] if web else 0,
                 "ops": core.replica.op_count(),
             }
         )
@@ -486,9 +488,28 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         await core.close()
         if metrics_server is not None:
             metrics_server.close()
+        if web is not None:
+            await web[0].close()
         log.info("node %s stopped", identity.node_id)
     if failed is not None:
         raise NodeError(f"engine failed: {failed}")
+
+
+async def _start_web(cfg: NodeConfig, api: Api, d: DataDir):
+    """The read-only web view (controller/web, docs/web.md) when web.listen is set: (server,
+    port), or None. TLS with the API's certificate unless the API is plaintext on loopback."""
+    if not cfg.web.listen:
+        return None
+    from controller.web import WebServer, tls_context
+
+    tls = None if cfg.api.insecure_loopback else tls_context(str(d.tls_cert), str(d.tls_key))
+    web = WebServer(cfg.web, api, site=cfg.site, tls=tls)
+    try:
+        port = await web.start(cfg.web.listen)
+    except OSError as exc:
+        raise NodeError(f"web.listen {cfg.web.listen}: {exc.strerror}") from None
+    log.info("web view on %s://%s:%d/", web.url_scheme, cfg.web.listen.rpartition(":")[0], port)
+    return web, port
 
 
 def write_fork_copy(d: DataDir, identity, replica, store: SqliteStore, open_lineage) -> None:
