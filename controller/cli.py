@@ -17,6 +17,7 @@ import click
 
 import controller
 from controller.node.commands import client_done, client_options
+from controller.sitefile import SiteError, site_options
 
 __all__ = ["cli", "main"]
 
@@ -144,15 +145,17 @@ def _node_errors():
 @click.option("--host", "hosts", multiple=True,
               help="extra DNS name or IP address for the node certificates")
 @click.option("--json", "as_json", is_flag=True, default=None, help="print the summary as JSON")
+@site_options
 def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
          ca_cert: str | None, ca_key: str | None, hosts: tuple[str, ...],
-         as_json: bool | None) -> None:
+         as_json: bool | None, **site: object) -> None:
     """Create node data directories: Ed25519 key, CA and TLS certificate, and a genesis.
 
     Without --new-cluster the nodes are prepared (key and certificate) but in no cluster.
     With it, every --data node is a founding member, the first signs the genesis, an
     admin token is written to the first directory's admin.token, and settings for the
     synod CLI (server, CA, that token) to its client.toml: `export SYNOD_CONFIG=...`.
+    With --site, also a site file for `synod up` (docs/deploy.md); again, it keeps the node.
     """
     import json
     from pathlib import Path
@@ -171,7 +174,16 @@ def init(data: tuple[str, ...], new_cluster: str | None, ca_dir: str | None,
         except OSError as e:
             raise CliError(f"{e.filename}: {e.strerror}") from None
     try:
+        if site["site"]:
+            from controller.sitefile import init_site
+
+            for line in init_site(data, new_cluster, lambda: init_data_dirs(
+                    [Path(d) for d in data], new_cluster, ca, hosts), **site):
+                click.echo(line)
+            return
         summary = init_data_dirs([Path(d) for d in data], new_cluster, ca, hosts)
+    except SiteError as e:
+        raise CliError(str(e)) from None
     except _node_errors() as e:
         raise CliError(str(e)) from None
     except ValueError as e:  # an unreadable CA key or certificate
@@ -348,6 +360,11 @@ def config_check(file: str) -> None:
 from controller.node.commands import register as _register_client_commands  # noqa: E402
 
 _register_client_commands(cli, CliError)
+
+from controller.up import down_command, up_command  # noqa: E402
+
+cli.add_command(up_command)
+cli.add_command(down_command)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

@@ -15,13 +15,16 @@ from .errors import NodeBaseError
 
 __all__ = [
     "AgreementSettings",
+    "AgentConfig",
     "ApiConfig",
     "ConfigError",
+    "ControllerConfig",
     "LogConfig",
     "MetricsConfig",
     "NodeConfig",
     "PeerConfig",
     "ReplicationConfig",
+    "UpConfig",
     "WebConfig",
     "load_config",
     "parse_config",
@@ -145,6 +148,42 @@ class LogConfig:
     format: str = "json"  # json | text
 
 
+# The site's other daemons, which `synod up` starts beside the node (controller/up.py,
+# docs/deploy.md); the node itself ignores these tables. Relative paths are read from `data`.
+@dataclass(frozen=True)
+class ControllerConfig:
+    enabled: bool = False
+    listen: str = "127.0.0.1:6653"  # OpenFlow listen address of the site controller
+    index: int = 1  # unique in the cluster, 1..255 (low bits of its generation ids)
+    controllers: tuple[str, ...] = ()  # every controller as SITE=HOST:PORT, same order everywhere
+    token_file: str = "controller.token"  # the node API token it uses (operator role)
+    apps: tuple[str, ...] = ("controller.openflow.synod_app",)
+    args: tuple[str, ...] = ()  # more synod-controller flags
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    enabled: bool = False
+    # `synod agent run` and its flags; {site}, {api}, {data}, {ca} and {token_file} are
+    # filled in from this file
+    args: tuple[str, ...] = ("--site", "{site}", "--node", "{api}", "--node-token-file",
+                             "{token_file}", "--node-ca", "{ca}")
+    token_file: str = "controller.token"
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    """How `synod up` supervises the site's daemons (controller/supervise.py)."""
+
+    log_dir: str = "logs"  # one log per daemon
+    ready_timeout_ms: int = 60_000  # spawn to ready, else the start failed
+    backoff_ms_min: int = 500  # first restart delay after a crash, doubled per crash
+    backoff_ms_max: int = 30_000
+    stable_ms: int = 60_000  # a daemon ready this long has its crash count reset
+    restarts_max: int = 10  # crashes in a row before up gives up (0: never)
+    stop_timeout_ms: int = 10_000  # SIGTERM to SIGKILL
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     data: str = ""
@@ -156,6 +195,9 @@ class NodeConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    up: UpConfig = field(default_factory=UpConfig)
 
 
 _CHOICES = {
@@ -164,7 +206,9 @@ _CHOICES = {
     "log.format": ("json", "text"),
 }
 _LISTEN = {"api.listen", "peer.listen", "metrics.listen", "web.listen"}  # port 0: any free port
-_ADDRESSES = {*_LISTEN, "peer.advertise"}  # and peer.peers (a list)
+_ADDRESSES = {*_LISTEN, "peer.advertise", "controller.listen"}  # and the lists below
+_ADDRESS_LISTS = {"peer.peers"}
+_SITE_ADDRESS_LISTS = {"controller.controllers"}  # SITE=HOST:PORT
 
 
 def _build(cls: type, raw: Mapping[str, Any], path: str) -> Any:
@@ -201,7 +245,13 @@ def _value(f: dataclasses.Field, value: Any, key: str) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings")
         for v in value:
-            _check_address(v, key)
+            if key in _ADDRESS_LISTS:
+                _check_address(v, key)
+            elif key in _SITE_ADDRESS_LISTS:
+                site, sep, address = v.partition("=")
+                if not sep or not site:
+                    raise ConfigError(f"{key}: {v!r} is not SITE=HOST:PORT")
+                _check_address(address, key)
         value = tuple(value)
     elif isinstance(default, str):
         if not isinstance(value, str):
@@ -240,6 +290,8 @@ def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     for key in ("clients_max", "connections_max", "update_interval_ms", "refresh_interval_ms"):
         if getattr(cfg.web, key) < 1:
             raise ConfigError(f"web.{key}: expected at least 1, got {getattr(cfg.web, key)}")
+    if not 1 <= cfg.controller.index <= 255:
+        raise ConfigError(f"controller.index: expected 1 to 255, got {cfg.controller.index}")
     return cfg
 
 
