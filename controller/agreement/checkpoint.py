@@ -268,15 +268,55 @@ class Checkpoints:
         if self.base_n <= self.final_n or not self.stable(self.base.cut):
             return 0
         self.ledger.catch_up()  # every op is indexed before it goes
-        dag = self.replica.dag
-        for author, seq in self.base.cut.items():  # the frontier's causal pasts, while whole
+        dag, cut = self.replica.dag, self.base.cut
+        # The pruned ops that stay (the new frontier, and those held ops name): their
+        # causal pasts, computed while whole, are what a ledger needs of the pruned part
+        # (besides the votes the replica retains), here and rebuilt from the store.
+        kept = dict(dag.frontier)
+        for author, seq in cut.items():
             last = dag.at(author, seq)
             if last is not None:
-                self.ledger.vector(last.id)
-        gone = self.replica.compact(self.base.cut, self.base.rows)
-        self.ledger.forget(gone, keep=[op.id for op in self.replica.dag.frontier.values()])
+                kept[author] = last
+        stay = {op.id: op for op in kept.values()}
+        stay.update(dag.named_inside(dict(cut)))
+        vectors = [[i, dict(sorted(self.ledger.vector(i).items()))] for i in sorted(stay)]
+        extra = encode({"checkpoint": self.base_n, "vectors": vectors})
+        gone = self.replica.compact(cut, self.base.rows, points=self.base.points, extra=extra)
+        self.ledger.forget(gone, keep=stay)
         self.final, self.final_n = self.base, self.base_n
         return len(gone)
+
+    def restore(self) -> None:
+        """After recover() read a compacted store back: the rows of the checkpoint it was
+        compacted to are the base and the floor (final) again, once they are checked
+        against that checkpoint's certified digest and cut. Refused (BAD_CHECKPOINT, with
+        the reason) when they do not match: the store is not what was compacted."""
+        replica = self.replica
+        n = getattr(replica, "restored_checkpoint", 0)
+        if not n:
+            return
+        where = f"the store was compacted to checkpoint/{n}"
+        cp = self.decided(n)
+        if cp is None:
+            raise Refused(Reason.BAD_CHECKPOINT, f"{where}, which its retained votes do not decide")
+        if dict(replica.dag.base) != dict(cp.cut):
+            raise Refused(Reason.BAD_CHECKPOINT, f"{where}, whose cut is not the pruned one")
+        points = replica._base_points or {}
+        state = Ecmh()
+        for point in points.values():
+            state.add(point)
+        if state.value != cp.state:
+            raise Refused(
+                Reason.BAD_CHECKPOINT,
+                f"{where}: its {len(points)} stored rows do not add up to the certified digest",
+            )
+        final = CutState(
+            dict(cp.cut), replica._base_rows, dict(points), state, Ecmh(cp.ops), cp.count
+        )
+        replica._base_points = None
+        self.final = self.base = final
+        self.final_n = self.base_n = n
+        self._memo.clear()
 
     # -------------------------------------------------------------- proposing and checking
     def check(self, n: int, value: Any) -> Checkpoint:

@@ -157,6 +157,7 @@ class Agreement:
         self._held: list[Decision] = []  # decided, waiting for our votes to be durable
         self._durable_slots: set[str] = set()
         self.checkpoints = Checkpoints(replica, self.ledger)
+        self.checkpoints.restore()  # a compacted store: its checkpoint is the floor again
         self._checkpoint: Proposal | None = None  # our live checkpoint proposal
         self._checkpoint_due: tuple[int, int] | None = None  # (n, since ms) once one is due
         self._checkpoint_at: int | None = None  # when the latest was noticed (or we started)

@@ -103,6 +103,7 @@ class Ledger:
         self.frozen: set[int] = set()  # mv where this node accepted membership/mv+1
         self.decided_count = 0  # slots decided so far (cheap change detection for callers)
         self._vectors: dict[OpId, dict[NodeId, int]] = {}
+        self._certificates: dict[str, frozenset[bytes]] = {}  # decided slot -> its vote ops
         self._log: Dag | None = None
         self._source: LogSource | None = None
         self._cursor = 0
@@ -151,6 +152,45 @@ class Ledger:
         for op_id in op_ids:
             if op_id not in kept:
                 vectors.pop(op_id, None)
+
+    def retains(self, op: Op) -> bool:
+        """Must this vote op, pruned below a checkpoint, still be indexed by a ledger
+        rebuilt from the store (decision 0070)? The votes of a slot not decided here (this
+        node's acceptor state, a quorum in progress), a decided slot's certificate, every
+        accepted vote of a decided membership or policy, and both halves of conflicting
+        votes (evidence against their author)."""
+        if not isinstance(op.body, CustomBody) or op.body.kind not in VOTE_KINDS:
+            return False
+        if any(op.id in c.ops for c in self.conflicts):
+            return True
+        try:
+            msg = from_body(op.body.kind, op.body.data)
+        except Refused:
+            return False
+        rec = self.slots.get(msg.slot)
+        if rec is None or rec.decided is None:
+            return True
+        if isinstance(msg, Accepted) and (
+            membership_version_of(msg.slot) is not None or policy_version_of(msg.slot) is not None
+        ):
+            # decided_in() counts any ballot's quorum inside an op's past: keep them all, or
+            # an op checked once against one quorum would be checked again against another
+            return True
+        raws = self._certificates.get(msg.slot)
+        if raws is None:
+            raws = self._certificates[msg.slot] = frozenset(rec.decided.certificate.ops)
+        return op.raw in raws
+
+    def restore(self, op: Op) -> None:
+        """Index a vote op read back with a compaction (in log order, before the tail)."""
+        self._index(op)
+
+    def restore_vectors(self, vectors: Mapping[OpId, Mapping[NodeId, int]]) -> None:
+        """The causal-past vectors of the frontier (the last pruned op of each author),
+        read back with a compaction: later ops name them as parents, and their pasts are
+        gone (Ledger.vector would answer a gap)."""
+        for op_id, vector in vectors.items():
+            self._vectors[op_id] = dict(vector)
 
     def _index(self, op: Op) -> None:
         if not isinstance(op.body, CustomBody) or op.body.kind not in VOTE_KINDS:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.replication import CausalPast, Genesis, Identity, NodeId, RandomSource, Replica
+from controller.replication import (
+    CausalPast,
+    Genesis,
+    Identity,
+    NodeId,
+    Op,
+    RandomSource,
+    Rejected,
+    Replica,
+    decode,
+)
+from controller.replication import Reason as ReplicationReason
 
 from .errors import Reason, Refused
 from .ledger import Ledger
@@ -66,9 +77,38 @@ class AgreementReplica(Replica):
         self, identity: Identity, genesis: Genesis, rng: RandomSource, **kwargs: Any
     ) -> None:
         self.ledger = Ledger(genesis, identity.node_id)
+        self.restored_checkpoint = 0  # the checkpoint recover() read back (0: none)
         kwargs["policy"] = AgreementPolicy(self.ledger)
         super().__init__(identity, genesis, rng, **kwargs)
         self.ledger.bind(self.dag, self, self.dag.evidence)
+
+    # -------------------------------------------------------------- compaction (0070)
+    def _retain(self, op: Op) -> bool:
+        return super()._retain(op) or self.ledger.retains(op)
+
+    def _restore_retained(self, op: Op) -> None:
+        self.ledger.restore(op)
+
+    def _restore_extra(self, extra: bytes) -> None:
+        """The checkpoint the store was compacted to and the frontier's past vectors
+        (Checkpoints.compact writes them; Checkpoints.restore reads restored_checkpoint)."""
+        try:
+            plain = decode(extra)
+            n, vectors = plain["checkpoint"], plain["vectors"]
+            if type(n) is not int or n < 1 or not isinstance(vectors, list):
+                raise ValueError("checkpoint: an int >= 1, vectors: a list")
+            parsed = {}
+            for op_id, v in vectors:
+                if not isinstance(op_id, bytes) or not isinstance(v, dict) or not all(
+                    isinstance(a, str) and type(s) is int for a, s in v.items()
+                ):
+                    raise ValueError("vectors: [op id, {node: seq}] pairs")
+                parsed[op_id] = v
+        except Exception as exc:
+            why = f"compaction extra: {exc!r}"[:200]
+            raise Rejected(ReplicationReason.MALFORMED, why) from None
+        self.restored_checkpoint = n
+        self.ledger.restore_vectors(parsed)
 
     def join_lineage(
         self, other: Replica, votes: tuple[ReunionVote, ReunionVote] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from controller.replication import Config, InvitePolicy, Replica
 from controller.store import SqliteStore
@@ -27,13 +28,13 @@ def repair_node(cfg: NodeConfig, *, drop_votes: bool) -> tuple[Path | None, Repa
         raise ValueError(f"{d.genesis_file}: missing; nothing to repair")
     core = Config(message_bytes_max=cfg.peer.message_bytes_max)
 
-    def recover(log: tuple[bytes, ...], evidence: tuple[bytes, ...]) -> Replica:
+    def recover(log: tuple[bytes, ...], evidence: tuple[bytes, ...], compaction: Any) -> Replica:
         kwargs: dict = {"config": core, "schema": NODE_SCHEMA}
         cls: type[Replica] = NodeReplica
         if not cfg.agreement.enabled:
             cls, kwargs["policy"] = Replica, InvitePolicy.from_genesis(genesis)
         return cls.recover(identity, genesis, random.Random(), log, evidence,
-                           verify="all", **kwargs)
+                           verify="all", compaction=compaction, **kwargs)
 
     backup = d.store_file.with_name(f"store.db.before-repair-{time.strftime('%Y%m%dT%H%M%S')}")
     store = SqliteStore(d.store_file, NODE_SCHEMA)

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
-from controller.agreement import Agreement, AgreementConfig, coordinator, lineage_of
+from controller.agreement import Agreement, AgreementConfig, Refused, coordinator, lineage_of
 from controller.agreement.coordinator import fork_copy_due
 from controller.agreement.report import fork_copy_writes
 from controller.replication import Config as ReplicationCoreConfig
@@ -191,6 +191,8 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
             persist(store, replica)  # rewritten from the log before anyone reads them
     except StoreError as exc:
         raise NodeError(str(exc)) from None
+    except Refused as exc:  # a compacted store whose checkpoint does not check out
+        raise NodeError(f"{d.store_file}: {exc}") from None
     own_seq = replica.version_vector().get(identity.node_id, 0)
     try:
         if not start_empty:

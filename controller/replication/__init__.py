@@ -32,6 +32,7 @@ from .policy import (
     parse_invitation,
 )
 from .replica import (
+    Compaction,
     Config,
     Delete,
     LogError,
@@ -74,6 +75,7 @@ __all__ = [
     "ROWS",
     "RandomSource",
     "Ready",
+    "Compaction",
     "Reason",
     "Rejected",
     "Replica",

@@ -22,6 +22,10 @@ class Past:
 
     def includes(self, op_id: OpId) -> bool:
         dag = self._dag
+        if op_id in dag.retained:
+            # Pruned below a stable checkpoint (an invitation kept for the policy): every
+            # op still applied here has the whole pruned cut in its past (decision 0070).
+            return True
         target = dag.ops.get(op_id)
         # A logged op's hlc is never below its parents' (validation), so no logged op with
         # an hlc below the target's can have it as an ancestor: the walk stops there.
@@ -72,6 +76,8 @@ class Dag:
         self.frontier: dict[NodeId, Op] = {}  # per author, the last op pruned
         self._frontier_ids: dict[OpId, Op] = {}
         self._proofs: dict[OpId, Op] = {}  # pruned ops that are half of a fork proof
+        self._named: dict[OpId, Op] = {}  # pruned ops a logged op names as a parent
+        self.retained: dict[OpId, Op] = {}  # pruned ops a policy or the ledger still reads
         self.pruned = 0  # ops pruned in all
         self.heads: set[OpId] = set()
         # Waiting for parents: insertion-ordered so the oldest is evicted first when full.
@@ -87,11 +93,17 @@ class Dag:
             self.ops.get(op_id)
             or self.evidence.get(op_id)
             or self._frontier_ids.get(op_id)
+            or self._named.get(op_id)
             or self._proofs.get(op_id)
         )
 
     def holds(self, op_id: OpId) -> bool:
-        return op_id in self.ops or op_id in self.evidence or op_id in self._frontier_ids
+        return (
+            op_id in self.ops
+            or op_id in self.evidence
+            or op_id in self._frontier_ids
+            or op_id in self._named
+        )
 
     def at(self, author: NodeId, seq: int) -> Op | None:
         """The logged op (author, seq); below the base only the frontier op is known."""
@@ -175,10 +187,11 @@ class Dag:
         return any(vector.get(a, 0) < b for a, b in self.base.items())
 
     # -- pruning ----------------------------------------------------------------------
-    def prune(self, cut: dict[NodeId, int]) -> list[OpId]:
-        """Forget the logged ops inside cut (see the class docstring); returns their ids.
+    def prune(self, cut: dict[NodeId, int]) -> list[Op]:
+        """Forget the logged ops inside cut (see the class docstring); returns them.
         The caller keeps what validation still needs (decision 0070)."""
-        gone: list[OpId] = []
+        gone: list[Op] = []
+        named = self.named_inside(cut)
         for author, seq in sorted(cut.items()):
             base = self.base.get(author, 0)
             chain = self.chains.get(author, [])
@@ -197,8 +210,12 @@ class Dag:
                 op = self.ops.pop(op_id)
                 if op_id in proofs:  # a peer may still need the proof of the fork
                     self._proofs[op_id] = op
+                gone.append(op)
             self.base[author] = base + k
-            gone += ids
+        # Ops above the cut that were logged before it was stable may name ops inside it
+        # besides the frontier: those stay too (a store reopened from its tail checks the
+        # ops that name them again); ops logged from now on name only the frontier.
+        self._named = {i: op for i, op in named.items() if i not in self._frontier_ids}
         drop = 0
         while drop < len(self.log) and self.log[drop] is None:
             drop += 1
@@ -207,6 +224,47 @@ class Dag:
             self.log_start += drop
         self.pruned += len(gone)
         return gone
+
+    def named_inside(self, cut: dict[NodeId, int]) -> dict[OpId, Op]:
+        """Logged ops inside cut (held, or kept by an earlier pruning) that a logged op
+        above the cut names as a parent."""
+        out: dict[OpId, Op] = {}
+        for op in self.ops.values():
+            if op.seq <= cut.get(op.author, 0):
+                continue
+            for p in op.parents:
+                parent = self.ops.get(p) or self._named.get(p) or self._frontier_ids.get(p)
+                if parent is not None and parent.seq <= cut.get(parent.author, 0):
+                    out[p] = parent
+        return out
+
+    def named(self) -> list[Op]:
+        """The pruned ops kept because a logged op names them (besides the frontier)."""
+        return list(self._named.values())
+
+    def restore(
+        self,
+        base: dict[NodeId, int],
+        frontier: list[Op],
+        named: list[Op],
+        proofs: list[Op],
+        pruned: int,
+    ) -> None:
+        """Start from a pruned state read back from a store (before any op is logged)."""
+        if self.ops or self.base:
+            raise ValueError("restore: the DAG is not empty")
+        self.base = dict(base)
+        for op in frontier:
+            self.frontier[op.author] = self._frontier_ids[op.id] = op
+        self._named = {op.id: op for op in named}
+        for op in proofs:
+            self._proofs[op.id] = op
+        self.pruned = pruned
+        self.heads = {op.id for op in frontier}
+
+    def proofs(self) -> list[Op]:
+        """The pruned ops kept as half of a fork proof."""
+        return list(self._proofs.values())
 
     # -- waiting for parents ----------------------------------------------------------
     def buffer(self, op: Op, missing: list[OpId]) -> Op | None:
@@ -244,7 +302,7 @@ class Dag:
 
     # -- evidence -------------------------------------------------------------------
     def keep_evidence(self, op: Op) -> bool:
-        if op.id in self.evidence or op.id in self.ops or op.id in self._frontier_ids:
+        if self.holds(op.id):
             return False
         if len(self.evidence) >= self.evidence_ops_max:
             return False

@@ -13,7 +13,7 @@ import nacl.signing
 from .crdt import RowKey, RowState, Tables, row_version_bytes
 from .dag import Dag, Past
 from .digest import Ecmh, point_of
-from .encoding import check_plain, encode
+from .encoding import check_plain, decode, encode
 from .errors import Reason, Rejected, ReplicationError, UsageError
 from .hlc import HybridClock
 from .identity import Genesis, Identity, NodeId, hash32
@@ -32,7 +32,7 @@ from .op import (
     sign_op,
 )
 from .op import op_signing_message as _signing_message
-from .policy import Policy, StaticPolicy
+from .policy import INVITE, Policy, StaticPolicy
 from .schema import DEFAULT_SCHEMA, Schema, Value
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Delete",
     "Mutation",
     "RowUpdate",
+    "Compaction",
     "Ready",
     "Replica",
     "RandomSource",
@@ -107,6 +108,18 @@ class RowUpdate:
 
 
 @dataclass(frozen=True)
+class Compaction:
+    """What a compaction changed (decision 0070), persisted in the same transaction as the
+    Ready's ops: delete the logged ops of each author up to `base[author]`, write `rows`
+    (the checkpoint's rows that changed since the last compaction: table, key, merge meta,
+    ECMH point) and keep `record` (Replica.compaction_record's encoding) for recover()."""
+
+    base: Mapping[NodeId, int]
+    rows: tuple[tuple[str, tuple, bytes, bytes], ...]
+    record: bytes
+
+
+@dataclass(frozen=True)
 class Ready:
     """Effects to carry out, in this order:
 
@@ -122,10 +135,12 @@ class Ready:
     replace_rows: bool = False
     messages: tuple[Outbound, ...] = ()
     acked: tuple[OpId, ...] = ()
+    compaction: Compaction | None = None
 
     def __bool__(self) -> bool:
         return any(
-            (self.ops, self.evidence, self.rows, self.replace_rows, self.messages, self.acked)
+            (self.ops, self.evidence, self.rows, self.replace_rows, self.messages, self.acked,
+             self.compaction)
         )
 
 
@@ -196,6 +211,9 @@ class Replica:
         # rebuilds the tables from them), and each peer's vector as its last sync request
         # reported it (what it holds, for peers that author no ops).
         self._base_rows: dict[RowKey, RowState] = {}
+        self._base_points: dict[RowKey, bytes] | None = None  # read back by recover()
+        self._pruned_opset = Ecmh()  # the ids of the pruned ops
+        self._out_compaction: Compaction | None = None
         self.peer_vectors: dict[NodeId, dict[NodeId, int]] = {}
 
     # ------------------------------------------------------------------ local changes
@@ -618,6 +636,7 @@ class Replica:
             or self._out_replace
             or self._out_messages
             or self._out_acked
+            or self._out_compaction is not None
         )
 
     def ready(self) -> Ready:
@@ -638,9 +657,11 @@ class Replica:
             self._out_replace,
             tuple(self._out_messages),
             tuple(self._out_acked),
+            self._out_compaction,
         )
         self._out_ops, self._out_evidence, self._out_rows = [], [], {}
         self._out_replace, self._out_messages, self._out_acked = False, [], []
+        self._out_compaction = None
         self._in_flight = True
         me = self.node_id
         self._in_flight_own = max((op.seq for op in rd.ops if op.author == me), default=0)
@@ -770,6 +791,7 @@ class Replica:
         *,
         verify: Verify = "all",
         sample_every: int = 16,
+        compaction: tuple[bytes, Iterable[tuple[str, tuple, bytes, bytes]]] | None = None,
         **kwargs: Any,
     ) -> Replica:
         """Rebuild a replica from its stored log (in log order) and evidence.
@@ -777,9 +799,19 @@ class Replica:
         Checks the hash links, seq contiguity, hlc order and policy of every op, and the
         signatures of all ops, every `sample_every`-th op ('sample'), or none. Raises
         LogError naming the position of the first bad op. Produces no effects.
+
+        `compaction` is a store's (record, checkpoint rows) after a compaction: the log is
+        then the tail above it (signatures of what the record holds are checked unless
+        verify is 'none'; a bad record is a LogError at position -2).
         """
         replica = cls(identity, genesis, rng, **kwargs)
         cfg = replica.config
+        restored: list[Op] = []
+        if compaction is not None:
+            try:
+                restored = replica._restore(compaction[0], compaction[1], verify != "none")
+            except Rejected as exc:
+                raise LogError(-2, exc) from None
         # Evidence first: a logged op may name the other branch of a fork as a parent
         # (it was applied once that branch arrived as evidence); forks are noted after.
         kept: list[Op] = []
@@ -815,32 +847,168 @@ class Replica:
                 replica.dag.note_fork(op.author, op.seq, other, op.id)
         if replica.dag.forks:
             replica._rebuild_tables()
-        own = replica.dag.chains.get(replica.node_id)
-        if own:
-            replica.clock.last = max(replica.clock.last, replica.dag.ops[own[-1]].hlc)
-            replica.durable_seq = len(own)  # a logged op was stored
+        if verify != "none":
+            try:
+                for op in restored:
+                    replica._verify(op)
+            except Rejected as exc:
+                raise LogError(-2, exc) from None
+        last_own = replica.dag.at(replica.node_id, replica.dag.last_seq(replica.node_id))
+        if last_own is not None:
+            replica.clock.last = max(replica.clock.last, last_own.hlc)
+            replica.durable_seq = last_own.seq  # a logged op was stored
         replica._out_ops, replica._out_evidence, replica._out_rows = [], [], {}
         replica._out_replace, replica._out_acked = False, []
         replica.counters.clear()
         return replica
 
-    def compact(self, cut: Mapping[NodeId, int], rows: Mapping[RowKey, RowState]) -> list[OpId]:
+    def compact(
+        self,
+        cut: Mapping[NodeId, int],
+        rows: Mapping[RowKey, RowState],
+        *,
+        points: Mapping[RowKey, bytes] | None = None,
+        extra: bytes = b"",
+    ) -> list[OpId]:
         """Forget the ops inside cut, whose rows are `rows` (the state at an agreed checkpoint
         every peer holds: the caller decides that; decision 0070). Returns the pruned ids.
 
         `rows` are kept as given (never changed here: copied before a rebuild merges into
-        them). A fork found later below the cut excludes the author from the cut on."""
-        cut = {a: s for a, s in cut.items() if s > self.dag.base.get(a, 0)}
+        them); `points` are their ECMH points (computed here when missing). A fork found
+        later below the cut excludes the author from the cut on. The next Ready carries a
+        Compaction for the store; `extra` is kept in its record for a subclass
+        (_restore_extra). Pruned ops that _retain() wants stay readable (dag.retained)."""
+        dag = self.dag
+        cut = {a: s for a, s in cut.items() if s > dag.base.get(a, 0)}
         if not cut:
             return []
-        vector = self.dag.vector()
+        vector = dag.vector()
         if any(vector.get(a, 0) < s for a, s in cut.items()):
             raise UsageError("compact: the cut holds ops this replica lacks")
-        self._base_rows = dict(rows)
+        old_rows, self._base_rows = self._base_rows, dict(rows)
         self.op_digest()  # fold the ids waiting for the op digest: they would pile up
-        gone = self.dag.prune(dict(cut))
+        gone = dag.prune(dict(cut))
+        self._fold_pruned_opset(gone)
+        retain = self._retain
+        kept = {i: op for i, op in dag.retained.items() if retain(op)}
+        kept.update((op.id, op) for op in gone if retain(op))
+        dag.retained = kept
+        changed: dict[RowKey, tuple[str, tuple, bytes, bytes]] = {}
+        if self._out_compaction is not None:  # two compactions before one Ready
+            changed = {(t, k): (t, k, m, p) for t, k, m, p in self._out_compaction.rows}
+        for rk, row in self._base_rows.items():
+            if old_rows.get(rk) is not row:
+                point = points.get(rk) if points is not None else None
+                if point is None:
+                    point = point_of(row_version_bytes(rk[0], rk[1], row))
+                changed[rk] = (rk[0], rk[1], encode(row.to_plain()), point)
+        self._out_compaction = Compaction(
+            dict(dag.base), tuple(changed.values()), self.compaction_record(extra)
+        )
         self.counters["pruned"] += len(gone)
-        return gone
+        return [op.id for op in gone]
+
+    def _fold_pruned_opset(self, gone: list[Op]) -> None:
+        """Add the pruned ids to the pruned op-set digest, from whichever side is smaller:
+        the pruned ops, or the whole set (op_digest, just folded) less the ops still held."""
+        person = b"synod-opset"
+        if len(gone) <= len(self.dag.ops):
+            for op in gone:
+                self._pruned_opset.add(point_of(op.id, person=person))
+            return
+        acc = self._opset.copy()
+        for op_id in self.dag.ops:
+            acc.sub(point_of(op_id, person=person))
+        self._pruned_opset = acc
+
+    def _retain(self, op: Op) -> bool:
+        """Must this pruned op stay readable (and be stored with the compaction)? The
+        invitations a policy still reads; subclasses add what they need (their votes)."""
+        return isinstance(op.body, CustomBody) and op.body.kind == INVITE
+
+    def compaction_record(self, extra: bytes = b"") -> bytes:
+        """What recover() needs besides the checkpoint's rows and the tail of the log: per
+        author the seqs pruned and its last pruned op (the frontier), the other pruned ops
+        logged ops name (Dag.named), the pruned halves of fork proofs, the forks, how many
+        ops were pruned, their op-set digest, the retained ops, and the subclass's
+        `extra`."""
+        dag = self.dag
+        return encode(
+            {
+                "base": dict(sorted(dag.base.items())),
+                "frontier": [op.raw for _, op in sorted(dag.frontier.items())],
+                "named": [op.raw for op in dag.named()],
+                "proofs": [op.raw for op in dag.proofs()],
+                "forks": dict(sorted(dag.forks.items())),
+                "fork_proof": {a: list(p) for a, p in sorted(dag.fork_proof.items())},
+                "pruned": dag.pruned,
+                "opset": self._pruned_opset.value,
+                "retained": [op.raw for op in dag.retained.values()],
+                "extra": extra,
+            }
+        )
+
+    def _restore(
+        self, record: bytes, base_rows: Iterable[tuple[str, tuple, bytes, bytes]], verify: bool
+    ) -> list[Op]:
+        """Start from a compaction read back from a store (recover(), before the tail)."""
+        try:
+            plain = decode(record)
+            base, pruned, opset = plain["base"], plain["pruned"], plain["opset"]
+            forks, fork_proof, extra = plain["forks"], plain["fork_proof"], plain["extra"]
+            raws = {k: plain[k] for k in ("frontier", "named", "proofs", "retained")}
+        except Exception as exc:
+            raise Rejected(Reason.MALFORMED, f"compaction record: {exc!r}"[:200]) from None
+        if not (
+            isinstance(base, dict) and all(isinstance(a, str) and type(n) is int and n > 0
+                                           for a, n in base.items())
+            and type(pruned) is int and isinstance(opset, bytes) and len(opset) == 32
+            and isinstance(extra, bytes) and isinstance(forks, dict)
+            and isinstance(fork_proof, dict)
+            and all(isinstance(v, list) and all(isinstance(r, bytes) for r in v)
+                    for v in raws.values())
+        ):
+            raise Rejected(Reason.MALFORMED, "compaction record: bad shape")
+        cfg, dag = self.config, self.dag
+        ops = {
+            k: [decode_op(r, self.schema, cfg.parents_max, cfg.mutations_max) for r in v]
+            for k, v in raws.items()
+        }
+        for op in ops["retained"]:
+            dag.retained[op.id] = op
+            if self._observe is not None:
+                self._observe(op)
+            self._restore_retained(op)
+        for op in ops["frontier"] + ops["named"] + ops["proofs"]:
+            if op.seq > base.get(op.author, 0):
+                raise Rejected(Reason.BAD_PARENTS, f"kept op {op!r} above the pruned cut")
+        dag.restore(base, ops["frontier"], ops["named"], ops["proofs"], pruned)
+        dag.forks = dict(forks)
+        dag.fork_proof = {a: (p[0], p[1]) for a, p in fork_proof.items()}
+        points: dict[RowKey, bytes] = {}
+        for table, key, meta, point in base_rows:
+            rk = (table, tuple(key))
+            row = self._base_rows[rk] = RowState.from_plain(decode(meta))
+            live = self.tables.rows[table][rk[1]] = RowState()
+            live.cl, live.cols = row.cl, dict(row.cols)
+            if verify:  # the sum is checked against the certified checkpoint by the caller
+                point = point_of(row_version_bytes(table, rk[1], row))
+            points[rk] = point
+            self._digest.add(point)
+        self._row_points = dict(points)
+        self._base_points = points
+        self._pruned_opset = Ecmh(opset)
+        self._opset = Ecmh(opset)
+        self._restore_extra(extra)
+        # Signatures are checked once the evidence and the tail are read too (recover): a
+        # voter's key comes from a decided membership whose votes may be anywhere in them.
+        return [op for k in ("retained", "frontier", "named", "proofs") for op in ops[k]]
+
+    def _restore_retained(self, op: Op) -> None:
+        """A retained op read back by recover() (subclasses index their votes here)."""
+
+    def _restore_extra(self, extra: bytes) -> None:
+        """The `extra` of the compaction record read back by recover()."""
 
     def rematerialise(self) -> None:
         """Ask for every row to be written afresh (when the stored tables disagree)."""
@@ -852,7 +1020,7 @@ class LogError(ReplicationError):
     """A stored log failed verification; position is its index in the log (-1: evidence)."""
 
     def __init__(self, position: int, cause: Rejected) -> None:
-        where = "evidence" if position < 0 else f"op #{position}"
+        where = {-1: "evidence", -2: "compaction record"}.get(position, f"op #{position}")
         super().__init__(f"{where}: {cause}")
         self.position = position
         self.cause = cause

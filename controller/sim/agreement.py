@@ -24,18 +24,15 @@ from controller.agreement.checkpoint import Checkpoint, checkpoint_number_of
 from controller.agreement.membership import EQUIVOCATION
 from controller.agreement.messages import value_key
 from controller.replication import (
-    DEFAULT_SCHEMA,
     Config,
     Ecmh,
     Identity,
     NodeId,
-    Op,
     OpBatch,
     OpId,
     RowMutation,
     RowsBody,
     Upsert,
-    decode_op,
     make_genesis,
     point_of,
     row_version_bytes,
@@ -168,7 +165,6 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         self.checkpoints_checked = 0
         self.checkpoints_unverified = 0  # decided knowing fewer forks than the learner
         self._checkpoints_verified: set[int] = set()
-        self._decoded: dict[NodeId, tuple[int, dict[OpId, Op]]] = {}
         self.proposed: dict[str, set[bytes]] = {}
         self.learned: dict[str, tuple[bytes, NodeId]] = {}
         self.proposals: list[tuple[NodeId, Proposal]] = []
@@ -192,6 +188,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             rng,
             stored.log,
             stored.evidence,
+            compaction=stored.compaction,
             verify="sample",
             config=self.replica_config,
             peers=sorted(self.nodes),
@@ -234,9 +231,9 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             raise self.fail(f"checkpoint: {exc}") from None
         tables = Tables(r.schema)
         opset, state, count = Ecmh(), Ecmh(), 0
-        # The whole log: what the node stored (a compacted replica holds only the tail),
-        # what is on its way to the store (taken in a Ready, or not yet), what it holds.
-        whole = dict(self._stored_ops(node))
+        # The whole log: what the node made durable (a compacted node holds only the
+        # tail), what is on its way to the store (taken in a Ready, or not yet), what it holds.
+        whole = dict(node.archive)
         on_the_way = [*(node.in_flight.ops if node.in_flight else ()), *r._out_ops]
         whole.update((op.id, op) for op in [*on_the_way, *r.log()])
         for op in sorted(whole.values(), key=lambda o: (o.hlc, o.author, o.seq)):
@@ -256,19 +253,6 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.checkpoints_unverified += 1
         else:
             raise self.fail(f"checkpoint/{n} at {node.id[:8]}: not the state at its cut")
-
-    def _stored_ops(self, node: SimNode) -> dict[OpId, Op]:
-        """The ops node's store holds, decoded once (the store's log only grows)."""
-        seen, ops = self._decoded.setdefault(node.id, (0, {}))
-        log = node.store.load().log
-        if len(log) < seen:  # a rewritten store (repair): decode it all again
-            seen, ops = 0, {}
-        cfg = self.replica_config
-        for raw in log[seen:]:
-            op = decode_op(raw, DEFAULT_SCHEMA, cfg.parents_max, cfg.mutations_max)
-            ops[op.id] = op
-        self._decoded[node.id] = (len(log), ops)
-        return ops
 
     def _expulsion(self, node: SimNode, d: Decision) -> bool:
         """Validity of a value an engine proposed by itself: the removal of a voter the

@@ -10,6 +10,8 @@ from controller.agreement import Agreement, AgreementReplica, Watch
 from controller.replication import (
     Identity,
     NodeId,
+    Op,
+    OpId,
     Ready,
     Rejected,
     decode_message,
@@ -49,6 +51,9 @@ class SimNode:
         self.watch: Watch | None = None
         self.in_flight: Ready | None = None
         self.incarnation = 0
+        # Every op this node ever made durable: the checkers' copy of its whole log (the
+        # store keeps only the tail once it compacts).
+        self.archive: dict[OpId, Op] = {}
 
 
 class SimNet(Generic[C]):
@@ -112,6 +117,7 @@ class SimNet(Generic[C]):
         ready, r = node.in_flight, node.replica
         assert ready is not None and r is not None
         node.store.commit(ready)
+        node.archive.update((op.id, op) for op in ready.ops)
         for out in ready.messages:
             self.send(node.id, out.to, encode_message(out.message))
         node.in_flight = None

@@ -28,6 +28,8 @@ class MemoryStore:
         self.evidence: dict[bytes, bytes] = {}
         self.tables: dict[str, dict[tuple, dict[str, Value]]] = {n: {} for n in schema.names}
         self.metas: dict[tuple[str, tuple], bytes] = {}
+        self.compaction: bytes | None = None
+        self.base: dict[tuple[str, tuple], tuple[str, tuple, bytes, bytes]] = {}
         self.fail_commits = 0
         self._ids: set[bytes] = set()
         self._author_seq: set[tuple[str, int]] = set()
@@ -38,7 +40,10 @@ class MemoryStore:
         self.genesis = genesis.raw
 
     def load(self) -> Stored:
-        return Stored(self.genesis, tuple(self.log), tuple(self.evidence.values()))
+        compaction = None
+        if self.compaction is not None:
+            compaction = (self.compaction, tuple(v for _, v in sorted(self.base.items())))
+        return Stored(self.genesis, tuple(self.log), tuple(self.evidence.values()), compaction)
 
     def commit(self, ready: Ready) -> None:
         if self.fail_commits:
@@ -62,6 +67,20 @@ class MemoryStore:
             else:
                 self.tables[row.table][row.key] = dict(row.values)
             self.metas[(row.table, row.key)] = row.meta
+        if ready.compaction is not None:
+            base = ready.compaction.base
+            keep = []
+            for raw in self.log:
+                author, seq = _op_author_seq(raw)
+                if seq <= base.get(author, 0):
+                    self._author_seq.discard((author, seq))
+                    self._ids.discard(hash32(raw, person=OP_ID_PERSON))
+                else:
+                    keep.append(raw)
+            self.log = keep
+            for entry in ready.compaction.rows:
+                self.base[(entry[0], entry[1])] = entry
+            self.compaction = ready.compaction.record
 
     def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
         self.schema.table(table)
@@ -74,7 +93,7 @@ class MemoryStore:
     def drop_chain(self, author: str, seq_from: int) -> int:
         keep, gone = [], 0
         for raw in self.log:
-            op_author, seq = decode(decode(raw)[0])[:2]
+            op_author, seq = _op_author_seq(raw)
             if op_author == author and seq >= seq_from:
                 gone += 1
                 self._author_seq.discard((op_author, seq))
@@ -86,3 +105,8 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+def _op_author_seq(raw: bytes) -> tuple[str, int]:
+    op_author, seq = decode(decode(raw)[0])[:2]
+    return op_author, seq

@@ -20,8 +20,11 @@ class Stored:
     """What a store holds, as needed to recover a replica."""
 
     genesis: bytes | None
-    log: tuple[bytes, ...]  # op bytes in log order (a causal order)
+    log: tuple[bytes, ...]  # op bytes in log order (a causal order); the tail if compacted
     evidence: tuple[bytes, ...]
+    # After a compaction (decision 0070): its record and the checkpoint's rows (table, key,
+    # merge meta, ECMH point), as Replica.recover(compaction=...) takes them.
+    compaction: tuple[bytes, tuple[tuple[str, tuple, bytes, bytes], ...]] | None = None
 
 
 class Store(Protocol):
@@ -39,7 +42,10 @@ class Store(Protocol):
 
     def load(self) -> Stored: ...
 
-    def commit(self, ready: Ready) -> None: ...
+    def commit(self, ready: Ready) -> None:
+        """Carry out a Ready's storage effects (ops, evidence, rows, and a compaction:
+        prune the log, write the checkpoint's rows and record) in one transaction."""
+        ...
 
     def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
         """Materialised alive rows of a table: key -> non-key values."""

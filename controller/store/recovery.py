@@ -116,7 +116,8 @@ def open_replica(
         genesis = held
     try:
         replica = replica_cls.recover(
-            identity, genesis, rng, stored.log, stored.evidence, verify=verify, **kwargs
+            identity, genesis, rng, stored.log, stored.evidence, verify=verify,
+            compaction=stored.compaction, **kwargs
         )
     except LogError as exc:
         raise StoreError(f"{store.name}: log verification failed at {exc}") from None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.replication import (
     Config,
@@ -60,7 +61,7 @@ class RepairResult:
 
 def repair_log(
     store: Store,
-    recover: Callable[[tuple[bytes, ...], tuple[bytes, ...]], Replica],
+    recover: Callable[[tuple[bytes, ...], tuple[bytes, ...], Any], Replica],
     node_id: str,
     config: Config,
     schema: Schema,
@@ -69,18 +70,20 @@ def repair_log(
     now_ms: int,
     before_change: Callable[[], None] = lambda: None,
 ) -> tuple[Replica, RepairResult]:
-    """Repair store in place (see the module docstring). `recover(log, evidence)` rebuilds
-    a replica as the node does (raising LogError); `before_change()` runs once the repair
-    is known to be possible, just before the store is changed (e.g. to back it up).
+    """Repair store in place (see the module docstring). `recover(log, evidence,
+    compaction)` rebuilds a replica as the node does (raising LogError);
+    `before_change()` runs once the repair is known to be possible, just before the store
+    is changed (e.g. to back it up).
     Returns the replica and what was done; a clean log is left untouched. Raises
     StoreError when the log cannot be repaired here."""
     stored = store.load()
     try:
-        return recover(stored.log, stored.evidence), RepairResult()
+        return recover(stored.log, stored.evidence, stored.compaction), RepairResult()
     except LogError as exc:
         refused, position = str(exc), exc.position
     if position < 0:
-        raise StoreError(f"{store.name}: the evidence is refused ({refused}); not repairable")
+        what = "evidence" if position == -1 else "compaction record"
+        raise StoreError(f"{store.name}: the {what} is refused ({refused}); not repairable")
     lenient = dataclasses.replace(config, mutations_max=_LENIENT, op_bytes_max=_LENIENT)
     bad = _read(stored.log[position], schema, lenient)
     if bad is None or bad.author != node_id:
@@ -102,7 +105,9 @@ def repair_log(
             "seen; repair again with --drop-votes to drop them as if never cast"
         )
     gone = {op.raw for op in dropped}
-    replica = recover(tuple(raw for raw in stored.log if raw not in gone), stored.evidence)
+    replica = recover(
+        tuple(raw for raw in stored.log if raw not in gone), stored.evidence, stored.compaction
+    )
     # ^ raises LogError when more than our own chain is wrong: nothing was changed yet.
     before_change()
     store.drop_chain(node_id, bad.seq)

@@ -6,6 +6,11 @@ from controller.replication import Schema, Table
 
 __all__ = [
     "FORMAT_VERSION",
+    "FORMAT_COMPACTED",
+    "FORMATS_READ",
+    "PRUNE_CHAIN",
+    "PUT_BASE_ROW",
+    "SELECT_BASE_ROWS",
     "PRAGMAS",
     "DDL",
     "table_ddl",
@@ -31,6 +36,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+# A store that was compacted (decision 0070) holds only the tail of its log: an older
+# Synod, which would replay it from nothing, must refuse it by its format.
+FORMAT_COMPACTED = 2
+FORMATS_READ = (FORMAT_VERSION, FORMAT_COMPACTED)
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -49,6 +58,10 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS _synod_rows ("
     " tbl TEXT NOT NULL, pk BLOB NOT NULL, meta BLOB NOT NULL, PRIMARY KEY (tbl, pk))"
     " WITHOUT ROWID",
+    # The rows at the checkpoint the log was compacted to, with their ECMH points.
+    "CREATE TABLE IF NOT EXISTS _synod_base ("
+    " tbl TEXT NOT NULL, pk BLOB NOT NULL, meta BLOB NOT NULL, point BLOB NOT NULL,"
+    " PRIMARY KEY (tbl, pk)) WITHOUT ROWID",
 )
 
 _SQL_TYPES = {"int": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "bool": "INTEGER"}
@@ -106,6 +119,9 @@ SELECT_EVIDENCE = "SELECT raw FROM _synod_evidence ORDER BY author, seq, id"
 PUT_ROW_META = "INSERT OR REPLACE INTO _synod_rows (tbl, pk, meta) VALUES (?, ?, ?)"
 SELECT_ROW_METAS = "SELECT tbl, pk, meta FROM _synod_rows"
 CLEAR_ROW_METAS = "DELETE FROM _synod_rows"
+PRUNE_CHAIN = "DELETE FROM _synod_ops WHERE author = ? AND seq <= ?"
+PUT_BASE_ROW = "INSERT OR REPLACE INTO _synod_base (tbl, pk, meta, point) VALUES (?, ?, ?, ?)"
+SELECT_BASE_ROWS = "SELECT tbl, pk, meta, point FROM _synod_base ORDER BY tbl, pk"
 QUICK_CHECK = "PRAGMA quick_check"
 READ_ONLY_PRAGMA = "PRAGMA query_only=ON"
 

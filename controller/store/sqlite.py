@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.replication import (
     DEFAULT_SCHEMA,
+    Compaction,
     Genesis,
     Ready,
     Schema,
@@ -60,8 +61,10 @@ class SqliteStore:
             version = self._get_meta("format")
             if version is None:
                 self._conn.execute(sql.PUT_META, ("format", sql.FORMAT_VERSION))
-            elif version != sql.FORMAT_VERSION:
-                raise StoreError(f"{self.name}: format {version}, expected {sql.FORMAT_VERSION}")
+            elif version not in sql.FORMATS_READ:
+                raise StoreError(
+                    f"{self.name}: format {version}, expected one of {list(sql.FORMATS_READ)}"
+                )
             self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.name}: not a usable Synod database: {exc}") from None
@@ -85,7 +88,15 @@ class SqliteStore:
         try:
             log = tuple(r[0] for r in self._conn.execute(sql.SELECT_LOG))
             evidence = tuple(r[0] for r in self._conn.execute(sql.SELECT_EVIDENCE))
-            return Stored(self._get_meta("genesis"), log, evidence)
+            record = self._get_meta("compaction")
+            compaction = None
+            if record is not None:
+                base = tuple(
+                    (tbl, tuple(decode(pk)), meta, point)
+                    for tbl, pk, meta, point in self._conn.execute(sql.SELECT_BASE_ROWS)
+                )
+                compaction = (record, base)
+            return Stored(self._get_meta("genesis"), log, evidence, compaction)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.name}: cannot read the log: {exc}") from None
 
@@ -118,6 +129,19 @@ class SqliteStore:
             for table, params in upserts.items():
                 conn.executemany(self._upsert[table], params)
             conn.executemany(sql.PUT_ROW_META, metas)
+            if ready.compaction is not None:
+                self._compact(ready.compaction)
+
+    def _compact(self, compaction: Compaction) -> None:
+        """Inside commit's transaction: prune the log to the tail, keep the checkpoint."""
+        conn = self._conn
+        conn.executemany(sql.PRUNE_CHAIN, sorted(compaction.base.items()))
+        conn.executemany(
+            sql.PUT_BASE_ROW,
+            ((t, encode(list(k)), meta, point) for t, k, meta, point in compaction.rows),
+        )
+        conn.execute(sql.PUT_META, ("compaction", compaction.record))
+        conn.execute(sql.PUT_META, ("format", sql.FORMAT_COMPACTED))
 
     def backup_to(self, path: str | Path) -> None:
         """A consistent copy of the whole store in one file (SQLite's online backup)."""

@@ -9,7 +9,7 @@ import pytest
 
 from controller.agreement import Agreement, AgreementConfig, AgreementReplica
 from controller.replication import DEFAULT_SCHEMA, Config, Genesis, Identity, Schema, make_genesis
-from controller.store import MemoryStore
+from controller.store import MemoryStore, SqliteStore
 
 
 class Node:
@@ -17,7 +17,7 @@ class Node:
         self.net = net
         self.identity = identity
         self.id = identity.node_id
-        self.store = MemoryStore(self.id, net.schema)
+        self.store = net.make_store(self.id)
         self.up = True
         self.start()
 
@@ -31,6 +31,7 @@ class Node:
             rng,
             stored.log,
             stored.evidence,
+            compaction=stored.compaction,
             config=self.net.replica_config,
             peers=[i.node_id for i in self.net.identities],
             schema=self.net.schema,
@@ -51,6 +52,7 @@ class Net:
         identities: list[Identity] | None = None,
         genesis: Genesis | None = None,
         schema: Schema = DEFAULT_SCHEMA,
+        store_dir: Any = None,
         **config: Any,
     ) -> None:
         self.identities = identities or [
@@ -63,6 +65,7 @@ class Net:
             founders[0], "test", [i.public_key for i in founders], 0, {"access": access}
         )
         self.schema = schema
+        self.store_dir = store_dir  # SQLite files there; MemoryStores when None
         self.groups: list[set[str]] | None = None
         self.replica_config = Config(push_fanout=n + spares, sync_interval_ms=100)
         self.agreement_config = AgreementConfig(**config)
@@ -72,6 +75,11 @@ class Net:
         self.in_flight: list[tuple[str, str, Any]] = []
         self.rounds = 0
         self.sent = 0
+
+    def make_store(self, node_id: str) -> Any:
+        if self.store_dir is None:
+            return MemoryStore(node_id, self.schema)
+        return SqliteStore(self.store_dir / f"{node_id[:8]}.db", self.schema)
 
     def __getitem__(self, i: int) -> Node:
         return self.nodes[i]

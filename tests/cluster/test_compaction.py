@@ -5,7 +5,9 @@ restarts from its store."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 
 import pytest
 from synod.v1 import northbound_pb2 as nb
@@ -68,12 +70,23 @@ def test_checkpoints_prune_and_the_cluster_goes_on(make_cluster, tmp_path):
         dict(_status(cluster, i).counters) for i in range(3)]
     assert wait_for(lambda: _same_state(cluster), 30)
     assert _slots(cluster, 0, "checkpoint/"), "no checkpoint decided"
-    # A node killed with SIGKILL restarts from its store (every op is still there) and
-    # the cluster converges again, writes included.
+    # A node killed with SIGKILL restarts from its compacted store (the checkpoint's rows
+    # plus the tail of the log) and the cluster converges again, writes included.
+    ops_before = _status(cluster, 2).ops
     cluster.nodes[2].signal(signal.SIGKILL)
     cluster.nodes[2].proc.wait(10)
+    logged, has_record = _stored(cluster.nodes[2].data / "store.db")
+    assert has_record and logged < ops_before, (logged, ops_before)
     _put(cluster, 0, 120, 30)
     cluster.nodes[2].start()
     _put(cluster, 2, 150, 30)
     assert wait_for(lambda: _same_state(cluster), 60)
     assert _status(cluster, 0).ops >= 180
+
+
+def _stored(path) -> tuple[int, bool]:
+    """(ops in the store's log, whether it holds a compaction record), read-only."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        logged = conn.execute("SELECT count(*) FROM _synod_ops").fetchone()[0]
+        record = conn.execute("SELECT 1 FROM _synod_meta WHERE key = 'compaction'").fetchone()
+    return logged, record is not None

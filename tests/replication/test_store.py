@@ -217,9 +217,9 @@ def test_repair_drops_a_refused_own_chain_and_writes_its_rows_again(
     persist(store, loose)
     strict = Config(mutations_max=10)
 
-    def recover(log, evidence=()):
+    def recover(log, evidence=(), compaction=None):
         return Replica.recover(me, n.genesis, random.Random(0), log, evidence, verify="all",
-                               config=strict)
+                               config=strict, compaction=compaction)
 
     with pytest.raises(Exception, match="too_large"):
         recover(store.load().log)
