@@ -226,8 +226,11 @@ class Dag:
         return gone
 
     def named_inside(self, cut: dict[NodeId, int]) -> dict[OpId, Op]:
-        """Logged ops inside cut (held, or kept by an earlier pruning) that a logged op
-        above the cut names as a parent."""
+        """Logged ops inside cut or the pruned base (held, or kept by an earlier pruning)
+        that a logged op above both names as a parent."""
+        cut = {a: max(s, cut.get(a, 0)) for a, s in self.base.items()} | {
+            a: s for a, s in cut.items() if s > self.base.get(a, 0)
+        }
         out: dict[OpId, Op] = {}
         for op in self.ops.values():
             if op.seq <= cut.get(op.author, 0):

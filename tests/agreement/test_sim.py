@@ -111,6 +111,16 @@ def test_a_wrong_checkpoint_that_gets_decided_is_caught(monkeypatch):
         run_agreement_seed(1, checkpoint_ops=12)
 
 
+def test_a_store_reopened_after_compactions_keeps_the_ops_the_tail_names():
+    """Seed 15: an equivocator's op above every cut names an op pruned two compactions
+    ago; the later compaction (whose cut no longer lists that author) must keep it, or
+    the node cannot reopen its store."""
+    result = run_agreement_seed(
+        15, checkpoint_ops=12, compact=True, equivocators=1, equivocator_online=True
+    )
+    assert result.counters.get("ops_pruned", 0) > 0 and result.restarts > 0
+
+
 @pytest.mark.parametrize("seed", range(1, 13))
 def test_compaction_under_faults(seed):
     """As above, and each node prunes its log below the latest checkpoint once stable
