@@ -654,24 +654,44 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 p = engine.row("placements", (name,))
                 return p is not None and p.get("node") == me
 
+            # A placement change sends its service again (deleted when it moved away), so
+            # an agent learns of a service placed on it after the service was written.
             def wanted(table, key, values):
-                return table == "services" and placed_here(key[0])
+                return (table == "services" and placed_here(key[0])) or table == "placements"
 
             def snapshot():
                 for key, values in sorted(engine.rows("services").items()):
                     if placed_here(key[0]):
                         yield "services", key, values
+                yield "", (), None  # the end of the snapshot
 
-            async for event in self.api.stream(
-                context, wanted, snapshot, lambda t, k, v, s: codec.service_event_pb(k, v, s)
-            ):
-                yield event
+            def event(table, key, values, snap):
+                if not table:
+                    return local_pb2.ServiceEvent(snapshot_done=True)
+                placement = engine.row("placements", key)
+                if table == "placements":
+                    values = engine.row("services", key) if placed_here(key[0]) else None
+                out = codec.service_event_pb(key, values, snap)
+                if placement is not None:
+                    out.placement.CopyFrom(codec.row_pb("placements", key, placement))
+                return out
+
+            async for ev in self.api.stream(context, wanted, snapshot, event):
+                yield ev
 
     async def ReportServiceState(self, request, context):
         async with self.api.call(context, Role.OPERATOR, "ReportServiceState") as record:
             if not request.service or not request.state:
                 raise codec.CodecError("service and state are required")
             self.api.access.write(record.role, ["placements"])
+            placed = self.api.engine.row("placements", (request.service,))
+            if placed is not None and placed.get("node") not in (None, "",
+                                                                 self.api.engine.node_id):
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"service {codec.clip(request.service, 64)!r} is placed on node "
+                    f"{str(placed.get('node'))[:16]}, not here: its state is that node's "
+                    "to report")
             done = await self.api.write(
                 [
                     Upsert(

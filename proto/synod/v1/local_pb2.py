@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from synod.v1 import northbound_pb2 as synod_dot_v1_dot_northbound__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14synod/v1/local.proto\x12\x08synod.v1\x1a\x19synod/v1/northbound.proto\"\"\n\x11WatchFlowsRequest\x12\r\n\x05\x64pids\x18\x01 \x03(\t\"K\n\tFlowEvent\x12\x1b\n\x04\x66low\x18\x01 \x01(\x0b\x32\r.synod.v1.Row\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\"J\n\x0eTopologyReport\x12\x1b\n\x04rows\x18\x01 \x03(\x0b\x32\r.synod.v1.Row\x12\x1b\n\x04gone\x18\x02 \x03(\x0b\x32\r.synod.v1.Row\"-\n\x0eReportResponse\x12\r\n\x05op_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\r\"z\n\x0f\x46lowStatsReport\x12\x0c\n\x04\x64pid\x18\x01 \x01(\t\x12\x17\n\x0f\x66lows_installed\x18\x02 \x01(\r\x12\x15\n\rflows_missing\x18\x03 \x01(\r\x12\x18\n\x10\x66lows_unexpected\x18\x04 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\x0c\"\x16\n\x14WatchServicesRequest\"Q\n\x0cServiceEvent\x12\x1e\n\x07service\x18\x01 \x01(\x0b\x32\r.synod.v1.Row\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\"H\n\x12ServiceStateReport\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x32\xf7\x02\n\x0cLocalService\x12@\n\nWatchFlows\x12\x1b.synod.v1.WatchFlowsRequest\x1a\x13.synod.v1.FlowEvent0\x01\x12\x44\n\x0eReportTopology\x12\x18.synod.v1.TopologyReport\x1a\x18.synod.v1.ReportResponse\x12\x46\n\x0fReportFlowStats\x12\x19.synod.v1.FlowStatsReport\x1a\x18.synod.v1.ReportResponse\x12I\n\rWatchServices\x12\x1e.synod.v1.WatchServicesRequest\x1a\x16.synod.v1.ServiceEvent0\x01\x12L\n\x12ReportServiceState\x12\x1c.synod.v1.ServiceStateReport\x1a\x18.synod.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14synod/v1/local.proto\x12\x08synod.v1\x1a\x19synod/v1/northbound.proto\"\"\n\x11WatchFlowsRequest\x12\r\n\x05\x64pids\x18\x01 \x03(\t\"K\n\tFlowEvent\x12\x1b\n\x04\x66low\x18\x01 \x01(\x0b\x32\r.synod.v1.Row\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\"J\n\x0eTopologyReport\x12\x1b\n\x04rows\x18\x01 \x03(\x0b\x32\r.synod.v1.Row\x12\x1b\n\x04gone\x18\x02 \x03(\x0b\x32\r.synod.v1.Row\"-\n\x0eReportResponse\x12\r\n\x05op_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\r\"z\n\x0f\x46lowStatsReport\x12\x0c\n\x04\x64pid\x18\x01 \x01(\t\x12\x17\n\x0f\x66lows_installed\x18\x02 \x01(\r\x12\x15\n\rflows_missing\x18\x03 \x01(\r\x12\x18\n\x10\x66lows_unexpected\x18\x04 \x01(\r\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\x0c\"\x16\n\x14WatchServicesRequest\"\x8a\x01\n\x0cServiceEvent\x12\x1e\n\x07service\x18\x01 \x01(\x0b\x32\r.synod.v1.Row\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12 \n\tplacement\x18\x04 \x01(\x0b\x32\r.synod.v1.Row\x12\x15\n\rsnapshot_done\x18\x05 \x01(\x08\"H\n\x12ServiceStateReport\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x32\xf7\x02\n\x0cLocalService\x12@\n\nWatchFlows\x12\x1b.synod.v1.WatchFlowsRequest\x1a\x13.synod.v1.FlowEvent0\x01\x12\x44\n\x0eReportTopology\x12\x18.synod.v1.TopologyReport\x1a\x18.synod.v1.ReportResponse\x12\x46\n\x0fReportFlowStats\x12\x19.synod.v1.FlowStatsReport\x1a\x18.synod.v1.ReportResponse\x12I\n\rWatchServices\x12\x1e.synod.v1.WatchServicesRequest\x1a\x16.synod.v1.ServiceEvent0\x01\x12L\n\x12ReportServiceState\x12\x1c.synod.v1.ServiceStateReport\x1a\x18.synod.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,10 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLOWSTATSREPORT']._serialized_end=419
   _globals['_WATCHSERVICESREQUEST']._serialized_start=421
   _globals['_WATCHSERVICESREQUEST']._serialized_end=443
-  _globals['_SERVICEEVENT']._serialized_start=445
-  _globals['_SERVICEEVENT']._serialized_end=526
-  _globals['_SERVICESTATEREPORT']._serialized_start=528
-  _globals['_SERVICESTATEREPORT']._serialized_end=600
-  _globals['_LOCALSERVICE']._serialized_start=603
-  _globals['_LOCALSERVICE']._serialized_end=978
+  _globals['_SERVICEEVENT']._serialized_start=446
+  _globals['_SERVICEEVENT']._serialized_end=584
+  _globals['_SERVICESTATEREPORT']._serialized_start=586
+  _globals['_SERVICESTATEREPORT']._serialized_end=658
+  _globals['_LOCALSERVICE']._serialized_start=661
+  _globals['_LOCALSERVICE']._serialized_end=1036
 # @@protoc_insertion_point(module_scope)

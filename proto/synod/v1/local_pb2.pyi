@@ -58,14 +58,18 @@ class WatchServicesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServiceEvent(_message.Message):
-    __slots__ = ("service", "deleted", "snapshot")
+    __slots__ = ("service", "deleted", "snapshot", "placement", "snapshot_done")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DONE_FIELD_NUMBER: _ClassVar[int]
     service: _northbound_pb2.Row
     deleted: bool
     snapshot: bool
-    def __init__(self, service: _Optional[_Union[_northbound_pb2.Row, _Mapping]] = ..., deleted: _Optional[bool] = ..., snapshot: _Optional[bool] = ...) -> None: ...
+    placement: _northbound_pb2.Row
+    snapshot_done: bool
+    def __init__(self, service: _Optional[_Union[_northbound_pb2.Row, _Mapping]] = ..., deleted: _Optional[bool] = ..., snapshot: _Optional[bool] = ..., placement: _Optional[_Union[_northbound_pb2.Row, _Mapping]] = ..., snapshot_done: _Optional[bool] = ...) -> None: ...
 
 class ServiceStateReport(_message.Message):
     __slots__ = ("service", "state", "generation")

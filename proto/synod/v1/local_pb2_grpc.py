@@ -91,14 +91,18 @@ class LocalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchServices(self, request, context):
-        """Services placed on this node (placements.node == this node id): a snapshot, then changes.
+        """Services placed on this node (placements.node == this node id): a snapshot, one event
+        with snapshot_done, then changes. A change of a service's placement sends the service
+        again: deleted when it is no longer placed here (docs/edge-agent.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReportServiceState(self, request, context):
-        """Report the actual state of services running here (placements.state).
+        """Report the actual state of services running here (placements.state). Refused
+        (FAILED_PRECONDITION) for a service placed on another node: an agent never takes a
+        placement over by reporting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
