@@ -361,6 +361,10 @@ from controller.node.commands import register as _register_client_commands  # no
 
 _register_client_commands(cli, CliError)
 
+from edge_agent.daemon import agent as _agent_group  # noqa: E402
+
+cli.add_command(_agent_group)
+
 from controller.up import down_command, up_command  # noqa: E402
 
 cli.add_command(up_command)

@@ -49,8 +49,9 @@ STEP_TIMEOUT_S = 300
 # The guest's /init. Parameters (kernel command line):
 #   synod.name=NAME                 answered at http://IP:HTTP_PORT/
 #   synod.nic<i>=MAC,IP/PREFIX[,VLAN]  one per NIC, matched to the interface by MAC
-#   synod.http=PORT synod.health=PORT  (health answers "ok" at /)
-# It prints "synod-microvm: ready" on the serial console once both servers listen.
+#   synod.http=PORT synod.health=PORT synod.healthpath=/PATH  (health answers "ok" there)
+# On the serial console it prints "synod-microvm: ready ..." once both servers listen, then
+# "synod-microvm: health ok|fail" whenever its own check of the health URL changes.
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev /tmp /www /health
@@ -61,12 +62,13 @@ for m in $(cat /modules.order); do
   insmod /modules/$m || echo "synod-microvm: insmod $m failed"
 done
 ip link set lo up
-name=unnamed http=80 health=8080
+name=unnamed http=80 health=8080 hpath=/
 for p in $(cat /proc/cmdline); do
   case "$p" in
     synod.name=*) name="${p#synod.name=}" ;;
     synod.http=*) http="${p#synod.http=}" ;;
     synod.health=*) health="${p#synod.health=}" ;;
+    synod.healthpath=*) hpath="${p#synod.healthpath=}" ;;
   esac
 done
 for p in $(cat /proc/cmdline); do
@@ -95,11 +97,22 @@ for p in $(cat /proc/cmdline); do
   esac
 done
 echo "$name" > /www/index.html
-echo ok > /health/index.html
+hroot=/health
+[ "$health" = "$http" ] && hroot=/www
+case "$hpath" in
+  */) mkdir -p "$hroot$hpath"; echo ok > "$hroot${hpath}index.html" ;;
+  *) mkdir -p "$hroot${hpath%/*}"; echo ok > "$hroot$hpath" ;;
+esac
 httpd -p "$http" -h /www
 [ "$health" != "$http" ] && httpd -p "$health" -h /health
-echo "synod-microvm: ready $name http $http health $health"
-while true; do sleep 3600; done
+echo "synod-microvm: ready $name http $http health $health$hpath"
+# The health check, from inside the guest: its result on the console when it changes.
+last=""
+while true; do
+  if timeout 2 wget -q -O /dev/null "http://127.0.0.1:$health$hpath"; then s=ok; else s=fail; fi
+  [ "$s" != "$last" ] && echo "synod-microvm: health $s" && last=$s
+  sleep 2
+done
 """
 
 
@@ -115,11 +128,12 @@ class Image:
 
 
 def kernel_cmdline(name: str, nics: list[tuple[str, str, int | None]], http_port: int,
-                   health_port: int) -> str:
+                   health_port: int, health_path: str = "/") -> str:
     """The guest's command line: console on the serial port, reboot (QEMU exits, -no-reboot)
     one second after a panic, and the synod.* parameters the /init reads."""
     parts = ["console=ttyS0", "panic=1", "quiet", f"synod.name={name}",
-             f"synod.http={http_port}", f"synod.health={health_port}"]
+             f"synod.http={http_port}", f"synod.health={health_port}",
+             f"synod.healthpath={health_path}"]
     for i, (mac, cidr, vlan) in enumerate(nics):
         parts.append(f"synod.nic{i}={mac},{cidr}" + (f",{vlan}" if vlan is not None else ""))
     return " ".join(parts)
@@ -184,6 +198,7 @@ def build(cache_dir: Path = DEFAULT_CACHE, busybox: Path = BUSYBOX) -> Image:
     out = cache_dir / key
     image = Image(out / "vmlinuz", out / "initrd.img", key)
     if (out / STAMP).is_file() and image.kernel.is_file() and image.initrd.is_file():
+        _prune(cache_dir, key)
         return image
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="synod-microvm-", dir=cache_dir) as tmp_text:
@@ -230,7 +245,12 @@ def build(cache_dir: Path = DEFAULT_CACHE, busybox: Path = BUSYBOX) -> Image:
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
-    for old in cache_dir.iterdir():  # earlier builds (other inputs): a VM holds its own copy
+    _prune(cache_dir, key)
+    return image
+
+
+def _prune(cache_dir: Path, key: str) -> None:
+    """Remove earlier builds (other inputs); a running QEMU read its kernel at launch."""
+    for old in cache_dir.iterdir():
         if old.name != key and (old / STAMP).is_file():
             shutil.rmtree(old, ignore_errors=True)
-    return image

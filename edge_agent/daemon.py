@@ -1,0 +1,448 @@
+"""`synod agent run`: the edge agent daemon. Each round it takes the services placed on its
+node (edge_agent/link.py), the VMs it owns (edge_agent/qemu.py), asks the reconciler what to
+do (edge_agent/reconcile.py), does it and reports the states back through the node.
+
+Conventions of the node's daemons: one JSON line {"event": "ready", ...} on stdout once it
+serves, JSON (or text) log lines on stderr, one-line errors, a clean stop on SIGTERM (the
+VMs keep running: they are the services, and a restarted agent adopts them), Prometheus
+metrics on --metrics HOST:PORT. See docs/edge-agent.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from edge_agent.deploy import AgentInfo, agent_key
+from edge_agent.microvm import DEFAULT_CACHE, Image, ImageError, build
+from edge_agent.qemu import Runtime, RuntimeError_, probe_accel
+from edge_agent.reconcile import (
+    Actual,
+    Build,
+    Desired,
+    Limits,
+    Report,
+    Restart,
+    Start,
+    Stop,
+    failed,
+    reconcile,
+    state_text,
+)
+from edge_agent.spec import Capacity, SpecError, from_row, spec_hash
+
+__all__ = ["AgentError", "AgentOptions", "agent", "run_agent"]
+
+LOG = logging.getLogger("synod.agent")
+OWNER_FILE = "owner"  # the node id this state folder belongs to
+IMAGE_RETRY_MS = 30_000
+
+
+class AgentError(Exception):
+    """The agent cannot start; one line naming the flag, file or program."""
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    site: str
+    node: str
+    token_file: str
+    ca_file: str = ""
+    insecure: bool = False
+    state_dir: Path = Path("/run/synod-agent")
+    image_cache: Path = DEFAULT_CACHE
+    vcpus: int = 0  # 0: the host's CPUs
+    memory_mb: int = 0  # 0: the host's memory less 512 MB
+    bridges: tuple[str, ...] = ()  # empty: every OVS bridge
+    accel: str = "auto"  # auto | kvm | tcg
+    interval_ms: int = 1_000
+    metrics: str = ""
+    limits: Limits = field(default_factory=Limits)
+
+
+def _host_capacity(o: AgentOptions) -> Capacity:
+    vcpus = o.vcpus or (os.cpu_count() or 1)
+    memory_mb = o.memory_mb
+    if not memory_mb:
+        try:
+            total_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                            if line.startswith("MemTotal:"))
+            memory_mb = max(total_kb // 1024 - 512, 128)
+        except (OSError, StopIteration, ValueError):
+            memory_mb = 1024
+    return Capacity(vcpus, memory_mb)
+
+
+def _bridges(o: AgentOptions) -> tuple[str, ...]:
+    if o.bridges:
+        return tuple(sorted(o.bridges))
+    import subprocess
+
+    try:
+        out = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return tuple(sorted(out.split()))
+
+
+class _Collector:
+    """Prometheus families of the agent (prometheus_client imported when served)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        a = self.agent
+        g = GaugeMetricFamily("synod_agent_vms", "VMs this agent owns, by state",
+                              labels=["state"])
+        for state, n in sorted(a.vm_counts.items()):
+            g.add_metric([state], n)
+        yield g
+        yield GaugeMetricFamily("synod_agent_services_desired",
+                                "services placed on this node", value=a.desired_count)
+        yield GaugeMetricFamily("synod_agent_node_connected", "1 while the node link is up",
+                                value=1 if a.link.connected.is_set() else 0)
+        c = CounterMetricFamily("synod_agent_actions", "actions applied", labels=["action",
+                                                                                  "result"])
+        for (kind, result), n in sorted(a.actions.items()):
+            c.add_metric([kind, result], n)
+        yield c
+        yield CounterMetricFamily("synod_agent_rounds", "reconcile rounds", value=a.rounds)
+        yield GaugeMetricFamily("synod_agent_round_seconds_last",
+                                "time of the last reconcile round", value=a.round_s)
+
+
+class Agent:
+    """The driver: one thread runs rounds; the link thread only fills `link.desired`."""
+
+    def __init__(self, o: AgentOptions, link, owner: str) -> None:
+        from edge_agent.link import NodeLink
+
+        self.o = o
+        self.link: NodeLink = link
+        self.owner = owner
+        self.runtime = Runtime(o.state_dir, owner, accel="tcg")
+        self.image: Image | None = None
+        self.image_error = ""
+        self.image_retry_ms = 0
+        self.tracks: dict = {}
+        self.unsent: dict[str, Report] = {}
+        self.stopping = threading.Event()
+        self.vm_counts: dict[str, int] = {}
+        self.desired_count = 0
+        self.actions: dict[tuple[str, str], int] = {}
+        self.rounds = 0
+        self.round_s = 0.0
+        self.info_sent = False
+
+    def _count(self, kind: str, result: str) -> None:
+        self.actions[(kind, result)] = self.actions.get((kind, result), 0) + 1
+
+    def build_image(self, now_ms: int) -> None:
+        try:
+            self.image = build(self.o.image_cache)
+            self.image_error = ""
+            self._count("build", "ok")
+        except ImageError as e:
+            self.image_error, self.image_retry_ms = str(e), now_ms + IMAGE_RETRY_MS
+            self._count("build", "failed")
+            LOG.error("image: %s (retrying in %d s)", e, IMAGE_RETRY_MS // 1000)
+            return
+        if self.o.accel == "auto":
+            accel, why = probe_accel(self.image)
+        else:
+            accel, why = self.o.accel, "--accel"
+        self.runtime.accel = accel
+        LOG.info("image %s ready; accelerator %s (%s)", self.image.key[:12], accel, why)
+
+    def desired(self) -> dict[str, Desired]:
+        with self.link.lock:
+            rows = dict(self.link.desired.rows)
+            generations = dict(self.link.desired.generations)
+        image_key = self.image.key if self.image is not None else ""
+        out = {}
+        for name, values in rows.items():
+            g = generations.get(name, 0)
+            try:
+                spec = from_row(name, values)
+            except SpecError as e:
+                out[name] = Desired(name, None, "", f"invalid spec: {e}", g)
+                continue
+            if spec.image == "nixos":
+                out[name] = Desired(name, None, "", _nixos_unavailable(), g)
+                continue
+            h = hashlib.blake2b(f"{spec_hash(spec)}/{image_key}".encode(),
+                                digest_size=32).hexdigest()
+            out[name] = Desired(name, spec, h, "", g)
+        return out
+
+    def round(self, now_ms: int) -> None:
+        started = time.monotonic()
+        if self.image is None and now_ms >= self.image_retry_ms:
+            self.build_image(now_ms)  # before any service needs it: deploy -> boot sooner
+        if not self.link.desired.synced:
+            desired_or_none = None  # never seen the node: touch nothing
+        else:
+            desired_or_none = self.desired()
+        found = self.runtime.scan()
+        self.vm_counts = {}
+        for v in found.values():
+            key = "running" if v.alive and v.ready else ("booting" if v.alive else "exited")
+            self.vm_counts[key] = self.vm_counts.get(key, 0) + 1
+        if desired_or_none is None:
+            return
+        desired = desired_or_none
+        self.desired_count = len(desired)
+        actual = {n: Actual(n, v.hash, v.alive, v.ready, v.healthy, v.started_ms, v.exit_reason)
+                  for n, v in found.items()}
+        image_ready = self.image is not None
+        plan = reconcile(desired, actual, self.tracks, now_ms, image_ready, self.o.limits)
+        self.tracks = plan.tracks
+        for action in plan.actions:
+            if self.stopping.is_set():
+                break
+            self.apply(action, desired, now_ms)
+        self._flush_reports()
+        self.rounds += 1
+        self.round_s = time.monotonic() - started
+
+    def apply(self, action, desired: dict[str, Desired], now_ms: int) -> None:
+        if isinstance(action, Build):
+            if self.image is None and now_ms >= self.image_retry_ms:
+                self.build_image(now_ms)
+            if self.image is None and self.image_error:
+                for name, d in desired.items():
+                    self._fail(name, f"image_unavailable: {self.image_error}", d.generation,
+                               now_ms)
+        elif isinstance(action, Stop):
+            how = self.runtime.stop(action.name)
+            self._count("stop", "ok")
+            LOG.info("stopped %s (%s): %s", action.name, how, action.reason)
+        elif isinstance(action, Start | Restart):
+            if isinstance(action, Restart):
+                how = self.runtime.stop(action.name)
+                LOG.info("restarting %s (%s): %s", action.name, how, action.reason)
+            assert self.image is not None, "the reconciler starts only with an image"
+            try:
+                pid = self.runtime.start(action.spec, self.image, action.hash, now_ms)
+            except RuntimeError_ as e:
+                self._count("start", "failed")
+                LOG.error("start %s: %s", action.name, e)
+                self._fail(action.name, str(e), desired[action.name].generation, now_ms)
+                return
+            self._count("start", "ok")
+            LOG.info("started %s: pid %d, hash %s", action.name, pid, action.hash[:16])
+        elif isinstance(action, Report):
+            self.unsent[action.name] = action
+
+    def _fail(self, name: str, reason: str, generation: int, now_ms: int) -> None:
+        self.tracks = failed(self.tracks, name, reason, now_ms, self.o.limits)
+        text = state_text("failed", reason)
+        t = self.tracks[name]
+        if t.reported != text:
+            from dataclasses import replace
+
+            self.tracks[name] = replace(t, reported=text)
+            self.unsent[name] = Report(name, text, generation)
+
+    def _flush_reports(self) -> None:
+        if not self.link.connected.is_set():
+            return
+        if not self.info_sent:
+            info = AgentInfo(self.owner, self.o.site, _host_capacity(self.o), _bridges(self.o))
+            err = self.link.put_kv(agent_key(self.owner), info.encode())
+            if err is None:
+                self.info_sent = True
+                LOG.info("declared capacity: %d vCPUs, %d MB, bridges %s", info.capacity.vcpus,
+                         info.capacity.memory_mb, ", ".join(info.bridges) or "none")
+            else:
+                LOG.warning("could not declare capacity: %s", err)
+        for name, r in list(self.unsent.items()):
+            err = self.link.report(name, r.state, r.generation)
+            if err is None or "not here" in err:
+                self.unsent.pop(name, None)
+                self._count("report", "ok" if err is None else "refused")
+                if err is not None:
+                    LOG.info("report for %s refused: %s", name, err)
+            else:
+                self._count("report", "failed")
+                break  # the node is away: the rest waits for the next round
+
+
+def _nixos_unavailable() -> str:
+    if shutil.which("nix-build") is None:
+        return "image_unavailable: nixos images need nix-build with nixpkgs; this node has " \
+               "no nix-build"
+    return "image_unavailable: nixos images are rendered and built by a later version of " \
+           "the agent (docs/edge-agent.md); nothing was started"
+
+
+def _owner(o: AgentOptions, link) -> str:
+    """The node id this state folder belongs to: from the node, kept in the folder so a
+    restart adopts its VMs even while the node is away."""
+    path = o.state_dir / OWNER_FILE
+    kept = path.read_text().strip() if path.is_file() else ""
+    from synod.v1 import northbound_pb2 as nb
+
+    from controller.node.client import ClientError
+
+    deadline = time.monotonic() + (2 if kept else 30)
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with link.client() as c:
+                node_id = c.call(c.cluster.GetStatus, nb.GetStatusRequest()).node_id
+            break
+        except (ClientError, OSError) as e:
+            last = str(e)
+            time.sleep(0.5)
+    else:
+        if kept:
+            return kept
+        raise AgentError(f"node {o.node}: {last or 'no answer'} (the agent learns its node id "
+                         "from its node once)")
+    if kept and kept != node_id:
+        raise AgentError(f"{path}: this state folder belongs to node {kept[:16]}, but "
+                         f"{o.node} is node {node_id[:16]}: give another --state-dir")
+    path.write_text(node_id + "\n")
+    return node_id
+
+
+def _setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        class _Json(logging.Formatter):
+            def format(self, r: logging.LogRecord) -> str:
+                return json.dumps({"ts": round(r.created, 3), "level": r.levelname.lower(),
+                                   "logger": r.name, "msg": r.getMessage()})
+        handler.setFormatter(_Json())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("synod")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def run_agent(o: AgentOptions) -> None:
+    """Run until SIGTERM/SIGINT (KeyboardInterrupt); VMs keep running after it returns."""
+    from edge_agent.link import NodeLink
+
+    if not o.token_file or not Path(o.token_file).is_file():
+        raise AgentError(f"--node-token-file {o.token_file or '(none)'}: no such file (an "
+                         "operator token for the node API)")
+    if shutil.which("qemu-system-x86_64") is None:
+        raise AgentError("qemu-system-x86_64 is not installed (apt-get install -y "
+                         "qemu-system-x86)")
+    try:
+        o.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AgentError(f"--state-dir {o.state_dir}: {e.strerror}") from None
+    link = NodeLink(o.node, o.token_file, o.ca_file, o.insecure)
+    owner = _owner(o, link)
+    agent = Agent(o, link, owner)
+    metrics_port = 0
+    if o.metrics:
+        from prometheus_client import start_http_server
+
+        from controller.prometheus import process_registry
+
+        host, _, port = o.metrics.rpartition(":")
+        try:
+            server, _thread = start_http_server(int(port), host or "127.0.0.1",
+                                                process_registry(_Collector(agent)))
+        except (OSError, ValueError) as e:
+            raise AgentError(f"--metrics {o.metrics}: {e}") from None
+        metrics_port = server.server_port
+    link.start()
+    found = agent.runtime.scan()
+    print(json.dumps({"event": "ready", "site": o.site, "node_id": owner,
+                      "state_dir": str(o.state_dir), "vms_adopted": sorted(found),
+                      "metrics_port": metrics_port, "pid": os.getpid(),
+                      "host": socket.gethostname()}), flush=True)
+    LOG.info("agent for node %s (site %s) running; %d VM(s) adopted", owner[:16], o.site,
+             len(found))
+    try:
+        while True:
+            link.changed.wait(o.interval_ms / 1000)
+            link.changed.clear()
+            try:
+                agent.round(int(time.time() * 1000))
+            except Exception:  # noqa: BLE001 - one bad round must not stop the others
+                LOG.exception("round failed; next one in %d ms", o.interval_ms)
+    finally:
+        agent.stopping.set()
+        link.stop()
+        LOG.info("agent stopped; its VMs keep running")
+
+
+@click.group()
+def agent() -> None:
+    """The edge agent: runs the services placed on this node as VMs on the site's switch."""
+
+
+@agent.command("run")
+@click.option("--site", required=True, help="this site's name (declared with the capacity)")
+@click.option("--node", "node", default="127.0.0.1:7000", show_default=True,
+              metavar="HOST:PORT", help="the local node's API")
+@click.option("--node-token-file", required=True, type=click.Path(dir_okay=False),
+              help="file holding an operator token for the node API")
+@click.option("--node-ca", default="", help="CA certificate of the node's API")
+@click.option("--node-insecure", is_flag=True, help="plaintext to a --insecure-loopback node")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="pidfiles, QMP sockets, console logs  [default: /run/synod-agent/SITE]")
+@click.option("--image-cache", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE),
+              show_default=True, help="where the microvm image is built")
+@click.option("--vcpus", type=click.IntRange(0, 4096), default=0,
+              help="vCPUs offered to services  [default: the host's]")
+@click.option("--memory-mb", type=click.IntRange(0), default=0,
+              help="memory offered to services  [default: the host's less 512 MB]")
+@click.option("--bridge", "bridges", multiple=True,
+              help="an OVS bridge NICs may join (repeat)  [default: every bridge]")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
+              show_default=True, help="auto: KVM only if a probe VM boots under it")
+@click.option("--interval-ms", type=click.IntRange(50, 60_000), default=1_000,
+              show_default=True, help="reconcile at least this often")
+@click.option("--boot-timeout-ms", type=click.IntRange(1_000), default=30_000,
+              show_default=True, help="launch to the guest's ready line")
+@click.option("--metrics", default="", metavar="HOST:PORT", help="serve Prometheus metrics")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json",
+              show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def agent_run(site: str, node: str, node_token_file: str, node_ca: str, node_insecure: bool,
+              state_dir: str | None, image_cache: str, vcpus: int, memory_mb: int,
+              bridges: tuple[str, ...], accel: str, interval_ms: int, boot_timeout_ms: int,
+              metrics: str, log_format: str, log_level: str) -> None:
+    """Run the edge agent until SIGTERM (its VMs keep running; a restart adopts them)."""
+    _setup_logging(log_format, log_level)
+    o = AgentOptions(site=site, node=node, token_file=node_token_file, ca_file=node_ca,
+                     insecure=node_insecure,
+                     state_dir=Path(state_dir or f"/run/synod-agent/{site}"),
+                     image_cache=Path(image_cache), vcpus=vcpus, memory_mb=memory_mb,
+                     bridges=bridges, accel=accel, interval_ms=interval_ms, metrics=metrics,
+                     limits=Limits(boot_ms_max=boot_timeout_ms))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run_agent(o)
+    except AgentError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
