@@ -305,17 +305,22 @@ class Runtime:
         if existing is not None:
             self._teardown(name)
         d.mkdir(parents=True, exist_ok=True)
-        taps = [(tap_name(name, i), n.switch) for i, n in enumerate(spec.nics)]
+        taps: list[tuple[str, str]] = []
         marker = {"owner": self.owner, "service": name, "hash": desired_hash,
                   "taps": taps, "started_ms": now_ms}
-        (d / "owner.json.tmp").write_text(json.dumps(marker))
-        os.replace(d / "owner.json.tmp", d / "owner.json")
+        self._write_marker(name, marker)
         for f in ("qemu.pid", "qmp.sock", "console.log"):
             with contextlib.suppress(FileNotFoundError):
                 (d / f).unlink()
         try:
-            for i, (tap, bridge) in enumerate(taps):
-                self._add_tap(name, i, tap, bridge)
+            for i, nic in enumerate(spec.nics):
+                tap = tap_name(name, i)
+                self._check_tap(name, i, tap, nic.switch)
+                # In the marker before it exists: a crash in between still finds it, and
+                # a tap another program holds (refused above) is never in it.
+                taps.append((tap, nic.switch))
+                self._write_marker(name, marker)
+                self._add_tap(name, i, tap, nic.switch)
             _run(self._command(spec, image), f"{name}: QEMU")
         except RuntimeError_:
             self._teardown(name)
@@ -326,7 +331,12 @@ class Runtime:
             raise RuntimeError_(f"{name}: QEMU wrote no pidfile")
         return pid
 
-    def _add_tap(self, name: str, index: int, tap: str, bridge: str) -> None:
+    def _write_marker(self, name: str, marker: dict) -> None:
+        d = self.folder(name)
+        (d / "owner.json.tmp").write_text(json.dumps(marker))
+        os.replace(d / "owner.json.tmp", d / "owner.json")
+
+    def _check_tap(self, name: str, index: int, tap: str, bridge: str) -> None:
         if subprocess.run(["ovs-vsctl", "--timeout=5", "br-exists", bridge],
                           capture_output=True, timeout=CMD_TIMEOUT_S,
                           check=False).returncode != 0:
@@ -335,6 +345,8 @@ class Runtime:
         if Path(f"/sys/class/net/{tap}").exists():
             raise RuntimeError_(f"{name}: nics[{index}]: tap {tap} exists and is not this "
                                 "VM's (another program's interface?)")
+
+    def _add_tap(self, name: str, index: int, tap: str, bridge: str) -> None:
         _run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], f"{name}: tap {tap}")
         _run(["ip", "link", "set", tap, "address", tap_mac(name, index), "up"],
              f"{name}: tap {tap} up")

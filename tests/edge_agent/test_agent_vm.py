@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ class AgentProcess:
                      "--node", f"127.0.0.1:{cluster.nodes[node].api_port}",
                      "--node-token-file", str(self.token), "--node-ca", cluster.ca,
                      "--state-dir", str(root / "state"), "--bridge", bridge,
-                     "--interval-ms", "500", "--log-format", "text"]
+                     "--interval-ms", "500", "--log-format", "text",
+                     "--metrics", "127.0.0.1:0"]
         self.proc: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -193,6 +195,10 @@ def test_deploy_reach_from_another_site_adopt_after_kill_and_remove(site_net, tm
         print(f"deploy -> answered from edge2: {time.monotonic() - deployed_at:.1f} s")
         before = qemu_pids(state)
         assert len(before) == 1
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{ready['metrics_port']}/metrics", timeout=5).read().decode()
+        assert 'synod_agent_vms{state="running"} 1.0' in metrics
+        assert 'synod_agent_actions_total{action="start",result="ok"} 1.0' in metrics
 
         # kill -9 the agent: the VM keeps running; a new agent adopts it, starts no other
         agent.kill()
