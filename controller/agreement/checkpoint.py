@@ -280,7 +280,13 @@ class Checkpoints:
         stay = {op.id: op for op in kept.values()}
         stay.update(dag.named_inside(dict(cut)))
         vectors = [[i, dict(sorted(self.ledger.vector(i).items()))] for i in sorted(stay)]
-        extra = encode({"checkpoint": self.base_n, "vectors": vectors})
+        # The certificate of the checkpoint itself: its votes came after its cut, so they
+        # are in no compaction's retained ops, and a node that gets this checkpoint as a
+        # snapshot (without the tail) needs them to see it decided.
+        decision = self.ledger.decided(checkpoint_slot(self.base_n))
+        assert decision is not None
+        extra = encode({"checkpoint": self.base_n, "vectors": vectors,
+                        "certificate": list(decision.certificate.ops)})
         gone = self.replica.compact(cut, self.base.rows, points=self.base.points, extra=extra)
         self.ledger.forget(gone, keep=stay)
         self.final, self.final_n = self.base, self.base_n

@@ -14,6 +14,7 @@ from controller.replication import (
     Rejected,
     Replica,
     decode,
+    decode_op,
 )
 from controller.replication import Reason as ReplicationReason
 
@@ -89,14 +90,19 @@ class AgreementReplica(Replica):
     def _restore_retained(self, op: Op) -> None:
         self.ledger.restore(op)
 
-    def _restore_extra(self, extra: bytes) -> None:
-        """The checkpoint the store was compacted to and the frontier's past vectors
-        (Checkpoints.compact writes them; Checkpoints.restore reads restored_checkpoint)."""
+    def _restore_extra(self, extra: bytes) -> list[Op]:
+        """The checkpoint the store was compacted to, its certificate's votes (indexed;
+        returned for recover() to verify) and the kept ops' past vectors (Checkpoints.compact
+        writes them; Checkpoints.restore reads restored_checkpoint)."""
         try:
             plain = decode(extra)
-            n, vectors = plain["checkpoint"], plain["vectors"]
+            n, vectors, votes = plain["checkpoint"], plain["vectors"], plain["certificate"]
             if type(n) is not int or n < 1 or not isinstance(vectors, list):
                 raise ValueError("checkpoint: an int >= 1, vectors: a list")
+            if not isinstance(votes, list) or not all(isinstance(v, bytes) for v in votes):
+                raise ValueError("certificate: a list of vote ops")
+            cfg = self.config
+            ops = [decode_op(v, self.schema, cfg.parents_max, cfg.mutations_max) for v in votes]
             parsed = {}
             for op_id, v in vectors:
                 if not isinstance(op_id, bytes) or not isinstance(v, dict) or not all(
@@ -109,6 +115,9 @@ class AgreementReplica(Replica):
             raise Rejected(ReplicationReason.MALFORMED, why) from None
         self.restored_checkpoint = n
         self.ledger.restore_vectors(parsed)
+        for op in ops:
+            self.ledger.restore(op)
+        return ops
 
     def join_lineage(
         self, other: Replica, votes: tuple[ReunionVote, ReunionVote] | None = None

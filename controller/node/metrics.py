@@ -64,6 +64,8 @@ COUNTERS: dict[str, Family] = {
                                   name="synod_sync_received_bytes_total"),
     "secessions": Family("secessions this node carried out"),
     "secessions_refused": Family("secession requests or notices refused"),
+    "snapshots_served": Family("checkpoint snapshots streamed to peers that lacked pruned ops"),
+    "snapshots_installed": Family("checkpoint snapshots fetched, checked and installed at start"),
     "writes_refused": Family("rows of writes refused by the engine: queue_full, not_member",
                              "reason"),
     "quorum_timeouts": Family("quorum writes that timed out waiting for a majority"),

@@ -15,7 +15,7 @@ from synod.v1 import peer_pb2, peer_pb2_grpc
 from controller.replication import Genesis, Message, decode_genesis, decode_message, encode_message
 from controller.replication.errors import Rejected
 
-from . import codec, pki
+from . import codec, pki, snapshot
 from .auth import TokenBucket
 from .config import PeerConfig
 from .engine import (
@@ -154,6 +154,7 @@ def _why(exc: BaseException) -> str:
 
 PARKED_MAX = 1_024  # addresses remembered for nodes that are not members yet
 KNOWN_CERTS_MAX = 1_024  # peer certificates whose node id is cached
+SNAPSHOTS_AT_ONCE = 2  # Snapshot streams served at once (each reads the checkpoint whole)
 
 
 class PeerLinks:
@@ -263,6 +264,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self._known: dict[bytes, str] = {}
         self._inflight: dict[str, int] = {}
         self._buckets: dict[str, TokenBucket] = {}  # per calling node: messages per second
+        self._snapshots = 0  # Snapshot streams being served
         # async (genesis, caller): move into a seceded lineage (set by the server)
         self.on_secede: Callable[[Genesis, str], Awaitable[None]] | None = None
 
@@ -345,6 +347,29 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         out = codec.deliver_pb(vector, rejected)
         out.cluster_id = self.engine.cluster_id
         return out
+
+    async def Snapshot(self, request, context):
+        """The checkpoint this node's store was compacted to, for a caller lacking pruned
+        ops (see controller/node/snapshot.py); an empty stream when it lacks none."""
+        await self._caller(context)
+        if self._snapshots >= SNAPSHOTS_AT_ONCE:
+            self.metrics.inc("peer_refused|inflight")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "snapshots in flight")
+        self._snapshots += 1
+        try:
+            got = await asyncio.to_thread(snapshot.read_compaction, self.engine.store.name)
+            if got is None:
+                return
+            record, rows = got
+            vector = codec.vector_from_pb(request.version_vector)
+            if all(vector.get(a, 0) >= s for a, s in snapshot.base_of(record).items()):
+                return
+            self.metrics.inc("snapshots_served")
+            size = min(snapshot.CHUNK_BYTES, self.config.message_bytes_max // 2)
+            for chunk in snapshot.chunks(record, rows, size):
+                yield chunk
+        finally:
+            self._snapshots -= 1
 
     async def Secede(self, request, context):
         """Another voter founded a lineage with us among its voters: check it, move in."""

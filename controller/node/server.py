@@ -29,6 +29,7 @@ from controller.replication import InvitePolicy, Upsert
 from controller.replication.reserved import INTERNAL, peer_of_key
 from controller.store import SqliteStore, StoreError, open_replica, persist
 
+from . import snapshot
 from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
@@ -117,6 +118,32 @@ class _Core:
         self.store.close()
 
 
+def _catch_up_by_snapshot(cfg: NodeConfig, bundle, store, identity, genesis, core_cfg,
+                          peer_creds, metrics: Metrics) -> None:
+    """A node with nothing stored yet (it just joined) whose peers pruned their logs starts
+    from the checkpoint they were compacted to (decision 0070): fetched, checked against
+    its certificate, installed; then the tail comes by sync as usual."""
+    addresses = list(cfg.peer.peers) or (list(bundle.peers) if bundle is not None else [])
+    addresses = [a for a in addresses if a not in (cfg.peer.listen, cfg.peer.advertise)]
+    if not addresses:
+        return
+    got = snapshot.fetch(
+        addresses, peer_creds, {},
+        message_bytes_max=cfg.peer.message_bytes_max,
+        bytes_max=snapshot.SNAPSHOT_BYTES_MAX,
+        timeout_s=snapshot.FETCH_TIMEOUT_S,
+        check_one=lambda record, rows: snapshot.check(record, rows, identity, genesis,
+                                                      config=core_cfg),
+    )
+    if got is None:
+        return
+    record, rows, replica = got
+    snapshot.install(store, replica, record, rows)
+    metrics.inc("snapshots_installed")
+    log.info("started from checkpoint/%d (%d rows, %d ops pruned) fetched from a peer",
+             replica.restored_checkpoint, len(rows), replica.dag.pruned)
+
+
 def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_creds,
                peer_port: int, *, start_empty: bool = False) -> tuple[_Core, NodeConfig]:
     """Open the store and replica of the node's lineage (finishing a recorded secession
@@ -159,6 +186,9 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
 
     try:
         store = SqliteStore(d.store_file, NODE_SCHEMA)
+        if cfg.agreement.enabled and store.is_empty():
+            _catch_up_by_snapshot(cfg, bundle, store, identity, genesis, core_cfg, peer_creds,
+                                  metrics)
         if cfg.agreement.enabled:
             # Membership and policy from decided slots, plus invitations (decision 0032).
             replica = open_lineage(store, genesis)

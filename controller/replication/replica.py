@@ -986,9 +986,17 @@ class Replica:
         dag.forks = dict(forks)
         dag.fork_proof = {a: (p[0], p[1]) for a, p in fork_proof.items()}
         points: dict[RowKey, bytes] = {}
-        for table, key, meta, point in base_rows:
+        names = set(self.schema.names)
+        for i, (table, key, meta, point) in enumerate(base_rows):
             rk = (table, tuple(key))
-            row = self._base_rows[rk] = RowState.from_plain(decode(meta))
+            if table not in names or not isinstance(point, bytes) or len(point) != 32:
+                raise Rejected(Reason.MALFORMED, f"checkpoint row {i}: table or point")
+            try:
+                row = RowState.from_plain(decode(meta))
+                check_plain(list(rk[1]))
+            except Exception as exc:  # noqa: BLE001 - stored or received bytes
+                raise Rejected(Reason.MALFORMED, f"checkpoint row {i}: {exc!r}"[:200]) from None
+            self._base_rows[rk] = row
             live = self.tables.rows[table][rk[1]] = RowState()
             live.cl, live.cols = row.cl, dict(row.cols)
             if verify:  # the sum is checked against the certified checkpoint by the caller
@@ -999,16 +1007,18 @@ class Replica:
         self._base_points = points
         self._pruned_opset = Ecmh(opset)
         self._opset = Ecmh(opset)
-        self._restore_extra(extra)
+        more = self._restore_extra(extra)
         # Signatures are checked once the evidence and the tail are read too (recover): a
         # voter's key comes from a decided membership whose votes may be anywhere in them.
-        return [op for k in ("retained", "frontier", "named", "proofs") for op in ops[k]]
+        return [op for k in ("retained", "frontier", "named", "proofs") for op in ops[k]] + more
 
     def _restore_retained(self, op: Op) -> None:
         """A retained op read back by recover() (subclasses index their votes here)."""
 
-    def _restore_extra(self, extra: bytes) -> None:
-        """The `extra` of the compaction record read back by recover()."""
+    def _restore_extra(self, extra: bytes) -> list[Op]:
+        """The `extra` of the compaction record read back by recover(); returns the ops it
+        carries, for recover() to verify."""
+        return []
 
     def rematerialise(self) -> None:
         """Ask for every row to be written afresh (when the stored tables disagree)."""

@@ -84,6 +84,12 @@ class SqliteStore:
         with self._transaction():
             self._conn.execute(sql.PUT_META, ("genesis", genesis.raw))
 
+    def is_empty(self) -> bool:
+        """Holds no op and no compaction (a node that has not synced anything yet)."""
+        if self._get_meta("compaction") is not None:
+            return False
+        return self._conn.execute("SELECT 1 FROM _synod_ops LIMIT 1").fetchone() is None
+
     def load(self) -> Stored:
         try:
             log = tuple(r[0] for r in self._conn.execute(sql.SELECT_LOG))

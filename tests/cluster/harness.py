@@ -110,7 +110,7 @@ class Cluster:
         for node in self.nodes:
             node.start()
 
-    def join_node(self, via: int = 0) -> NodeProcess:
+    def join_node(self, via: int = 0, extra_args: list[str] | None = None) -> NodeProcess:
         """Prepare a new node with the cluster's CA, `synod join` it through node `via`
         (a real CLI process), start it with the peers from its invitation; it is then
         nodes[-1] (stopped with the rest). Does not change n (the nemesis's range)."""
@@ -121,6 +121,7 @@ class Cluster:
         peer_port = free_port()
         self.joined = self.run_join(data, via, peer_port)
         node = NodeProcess(i, data, free_port(), peer_port, [], self.root / f"n{i}.log")
+        node.extra_args = list(extra_args or [])
         self.nodes.append(node)
         self.dirs.append(data)
         node.start()

@@ -54,8 +54,8 @@ def _slots(cluster, i: int, prefix: str) -> list:
         return out
 
 
-def _same_state(cluster) -> bool:
-    statuses = [_status(cluster, i) for i in range(3)]
+def _same_state(cluster, n: int = 3) -> bool:
+    statuses = [_status(cluster, i) for i in range(n)]
     return len({s.state_digest for s in statuses}) == 1 and len({s.ops for s in statuses}) == 1
 
 
@@ -90,3 +90,24 @@ def _stored(path) -> tuple[int, bool]:
         logged = conn.execute("SELECT count(*) FROM _synod_ops").fetchone()[0]
         record = conn.execute("SELECT 1 FROM _synod_meta WHERE key = 'compaction'").fetchone()
     return logged, record is not None
+
+
+def test_a_node_joining_a_compacted_cluster_starts_from_a_snapshot(make_cluster, tmp_path):
+    """The three founders pruned their logs; a fourth node joins, fetches the checkpoint
+    they were compacted to (checked against its certificate), then only the tail by sync,
+    and holds the same state as everyone."""
+    config = tmp_path / "compact.toml"
+    config.write_text(CONFIG)
+    cluster = make_cluster(3, seed=11, extra_args=["--config", str(config)])
+    _put(cluster, 0, 0, 90)
+    assert wait_for(lambda: all(_counter(_status(cluster, i), "pruned") > 0
+                                for i in range(3)), 60)
+    node = cluster.join_node(via=1, extra_args=["--config", str(config)])
+    assert wait_for(lambda: _same_state(cluster, 4), 60)
+    log = node.log.read_text()
+    assert "fetched from a peer" in log, log[-2000:]
+    logged, has_record = _stored(node.data / "store.db")
+    assert has_record and logged < _status(cluster, 3).ops
+    # It writes, and its writes reach everyone.
+    _put(cluster, 3, 1000, 10)
+    assert wait_for(lambda: _same_state(cluster, 4), 60)

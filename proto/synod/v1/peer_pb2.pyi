@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -65,3 +65,40 @@ class SecedeAck(_message.Message):
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     cluster_id: bytes
     def __init__(self, cluster_id: _Optional[bytes] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("version_vector",)
+    class VersionVectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    version_vector: _containers.ScalarMap[str, int]
+    def __init__(self, version_vector: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class SnapshotRow(_message.Message):
+    __slots__ = ("table", "key", "meta", "point")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    key: bytes
+    meta: bytes
+    point: bytes
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., meta: _Optional[bytes] = ..., point: _Optional[bytes] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("record", "rows_total", "rows", "last")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    record: bytes
+    rows_total: int
+    rows: _containers.RepeatedCompositeFieldContainer[SnapshotRow]
+    last: bool
+    def __init__(self, record: _Optional[bytes] = ..., rows_total: _Optional[int] = ..., rows: _Optional[_Iterable[_Union[SnapshotRow, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...

@@ -51,6 +51,11 @@ class PeerServiceStub:
                 request_serializer=synod_dot_v1_dot_peer__pb2.SecedeNotice.SerializeToString,
                 response_deserializer=synod_dot_v1_dot_peer__pb2.SecedeAck.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/synod.v1.PeerService/Snapshot',
+                request_serializer=synod_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=synod_dot_v1_dot_peer__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -84,6 +89,17 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """The checkpoint this node's log was compacted to (decision 0070), for a caller that
+        lacks ops pruned here (a node that joined after): the compaction record, then the
+        checkpoint's rows in bounded chunks. Nothing (an empty stream) when the caller's
+        version vector already covers the pruned cut or nothing was pruned. The caller
+        checks the rows against the checkpoint's certificate before it uses any of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +117,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Secede,
                     request_deserializer=synod_dot_v1_dot_peer__pb2.SecedeNotice.FromString,
                     response_serializer=synod_dot_v1_dot_peer__pb2.SecedeAck.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=synod_dot_v1_dot_peer__pb2.SnapshotRequest.FromString,
+                    response_serializer=synod_dot_v1_dot_peer__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +207,33 @@ class PeerService:
             '/synod.v1.PeerService/Secede',
             synod_dot_v1_dot_peer__pb2.SecedeNotice.SerializeToString,
             synod_dot_v1_dot_peer__pb2.SecedeAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/synod.v1.PeerService/Snapshot',
+            synod_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
+            synod_dot_v1_dot_peer__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

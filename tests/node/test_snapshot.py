@@ -1,0 +1,119 @@
+"""Snapshot catch-up (controller/node/snapshot.py, decision 0070 part 3): the stream's
+framing, and the checks a joining node makes before it starts from a peer's checkpoint."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controller.agreement import AgreementReplica
+from controller.node import snapshot
+from controller.node.snapshot import SnapshotError
+from controller.replication import DEFAULT_SCHEMA, Identity, decode, encode
+from controller.store import SqliteStore
+from tests.agreement.conftest import Net
+from tests.agreement.test_checkpoint import churn, compacted
+
+JOINER = Identity.from_seed(b"\x09" * 32)  # a node that is not a member yet
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A 3-voter cluster compacted to a checkpoint; what its node 0 would serve, and the
+    checkpoint."""
+    tmp = tmp_path_factory.mktemp("snap")
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True, store_dir=tmp)
+    churn(net, 0, 0, 40, keys=12)
+    churn(net, 1, 40, 10, keys=12)
+    net.run(rounds=300, until=lambda: compacted(net, 1))
+    cps = net[0].agreement.checkpoints
+    got = snapshot.read_compaction(tmp / f"{net[0].id[:8]}.db")
+    assert got is not None
+    return net, got, cps.decided(cps.final_n)
+
+
+def _check(net, record, rows):
+    return snapshot.check(record, rows, JOINER, net.genesis,
+                          replica_cls=AgreementReplica, schema=DEFAULT_SCHEMA)
+
+
+def test_a_served_checkpoint_checks_out_and_installs(served, tmp_path):
+    net, (record, rows), cp = served
+    replica = _check(net, record, rows)
+    assert replica.restored_checkpoint == cp.n and dict(replica.dag.base) == dict(cp.cut)
+    assert replica.state_digest() == cp.state and replica.op_count() == cp.count
+    store = SqliteStore(tmp_path / "joiner.db")
+    store.init(net.genesis)
+    assert store.is_empty()
+    snapshot.install(store, replica, record, rows)
+    assert not store.is_empty()
+    stored = store.load()
+    again = AgreementReplica.recover(JOINER, net.genesis, random.Random(0),
+                                     stored.log, stored.evidence, compaction=stored.compaction)
+    assert again.state_digest() == cp.state
+    assert store.rows("kv") == again.rows("kv")  # the materialised tables were written
+    store.close()
+
+
+def test_chunks_round_trip_and_bounded(served):
+    _, (record, rows), _ = served
+    parts = list(snapshot.chunks(record, rows, chunk_bytes=200))
+    assert len(parts) > 2 and parts[-1].last and not any(p.last for p in parts[:-1])
+    assert all(p.ByteSize() < 200 + 400 for p in parts[1:])  # one row may overshoot
+    assert snapshot.collect(iter(parts), 1 << 30) == (record, rows)
+    assert snapshot.collect(iter([]), 1 << 30) is None  # the peer had nothing to give
+
+
+@pytest.mark.parametrize("cut, why", [
+    (lambda p: p[:-1], "cut short"),
+    (lambda p: [*p, p[-1]], "after the last"),
+    (lambda p: p[1:], "no compaction record"),
+])
+def test_a_truncated_or_padded_stream_is_refused(served, cut, why):
+    _, (record, rows), _ = served
+    parts = list(snapshot.chunks(record, rows, chunk_bytes=200))
+    with pytest.raises(SnapshotError, match=why):
+        snapshot.collect(iter(cut(parts)), 1 << 30)
+
+
+def test_an_oversized_stream_is_refused(served):
+    _, (record, rows), _ = served
+    with pytest.raises(SnapshotError, match="larger than"):
+        snapshot.collect(snapshot.chunks(record, rows, chunk_bytes=200), 300)
+
+
+def test_forged_rows_are_refused(served):
+    net, (record, rows), _ = served
+    table, key, meta, point = rows[0]
+    plain = decode(meta)
+    plain[0] += 2  # another version of that row
+    forged = ((table, key, encode(plain), point), *rows[1:])
+    with pytest.raises(SnapshotError, match="certified digest"):
+        _check(net, record, forged)
+    with pytest.raises(SnapshotError, match="certified digest"):
+        _check(net, record, rows[1:])  # a row left out
+
+
+def test_a_record_without_its_certificate_is_refused(served):
+    """The checkpoint must be decided by votes the joiner can verify: strip them and the
+    snapshot is only a peer's claim."""
+    net, (record, rows), _ = served
+    plain = decode(record)
+    extra = decode(plain["extra"])
+    extra["certificate"] = []
+    plain["extra"] = encode(extra)
+    with pytest.raises(SnapshotError, match="do not decide"):
+        _check(net, encode(plain), rows)
+
+
+def test_a_forged_vote_in_the_record_is_refused(served):
+    net, (record, rows), _ = served
+    plain = decode(record)
+    extra = decode(plain["extra"])
+    vote = bytearray(extra["certificate"][0])
+    vote[-1] ^= 1  # the signature's last byte
+    extra["certificate"][0] = bytes(vote)
+    plain["extra"] = encode(extra)
+    with pytest.raises(SnapshotError, match="bad_signature|do not decide"):
+        _check(net, encode(plain), rows)
