@@ -9,7 +9,7 @@ the three nodes before each round. The churn is seeded: flows (3/4 of --keys) an
 (1/4) are added, overwritten and deleted over a bounded key set, so the live tables stay
 bounded and only history grows. Checkpoints are proposed by the voters by op count
 (AgreementConfig.checkpoint_ops); with --compact each replica prunes the ops below the
-latest stable checkpoint, in memory (the store still keeps every op: decision 0070).
+latest stable checkpoint, in memory and in its store (decision 0070).
 
 Every --every percent of the ops it prints the process's RSS (VmRSS after gc.collect();
 all three nodes live in this process), the ops each replica still holds and has pruned,
@@ -20,7 +20,8 @@ the way `synod node` does (a fresh interpreter: SqliteStore, open_node_replica w
 verify="sample" and "all", Agreement, first step), and the cost of a checkpoint (CPU to
 compute the state at the final cut, bytes of its value and of the vote ops that decided
 the latest one). --tracemalloc names the allocation sites that grew from the first report
-to the last (slow: diagnosis only).
+to the last (slow: diagnosis only). Then the time a node joining by snapshot takes with
+node 0's checkpoint (serve, check against the certificate, install, open; no network).
 Figures are measured and printed, never checked against targets; JSON goes to
 bench/results/.
 """
@@ -339,6 +340,63 @@ def measure_open(db: str, genesis_file: str, seed: int, node: int, verify: str,
     store.close()
 
 
+def measure_join(db: str, genesis_file: str, seed: int, work: str) -> None:
+    """In a fresh interpreter: what a node joining this cluster does with node 0's
+    checkpoint (controller/node/snapshot.py): read it as a peer serves it, frame it in
+    chunks and read them back, check it against its certificate, install it into a new
+    store, then open that store as `synod node` does. The network is left out. JSON."""
+    from controller.node import snapshot as snap
+
+    genesis = decode_genesis(Path(genesis_file).read_bytes())
+    joiner = Identity.from_seed(bytes([seed % 251 + 1]) * 31 + b"\xfe")
+    t0 = time.perf_counter()
+    got = snap.read_compaction(db)
+    if got is None:
+        print(json.dumps({"snapshot": False}))
+        return
+    parts = list(snap.chunks(*got))
+    t1 = time.perf_counter()
+    record, rows = snap.collect(iter(parts), snap.SNAPSHOT_BYTES_MAX)  # type: ignore[misc]
+    replica = snap.check(record, rows, joiner, genesis, config=replica_config())
+    t2 = time.perf_counter()
+    store = SqliteStore(Path(work) / "joiner.db", NODE_SCHEMA)
+    store.init(genesis)
+    snap.install(store, replica, record, rows)
+    t3 = time.perf_counter()
+    opened = open_node_replica(store, joiner, random.Random(0), genesis, verify="all",
+                               config=replica_config(), schema=NODE_SCHEMA)
+    t4 = time.perf_counter()
+    print(json.dumps({
+        "snapshot": True,
+        "rows": len(rows),
+        "chunks": len(parts),
+        "bytes": sum(p.ByteSize() for p in parts),
+        "pruned_ops": opened.dag.pruned,
+        "serve_s": round(t1 - t0, 3),
+        "check_s": round(t2 - t1, 3),
+        "install_s": round(t3 - t2, 3),
+        "open_s": round(t4 - t3, 3),
+        "total_s": round(t4 - t0, 3),
+        "rss_peak_mb": round(proc_status_kb("VmHWM") / 1024, 1),
+    }))
+    store.close()
+
+
+def join_in_child(cluster: Cluster, seed: int, root: Path) -> dict:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from bench.soak import measure_join; "
+        "measure_join(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])"
+    )
+    work = Path(tempfile.mkdtemp(prefix="join-", dir=root))
+    argv = [sys.executable, "-c", code, str(ROOT), str(cluster.nodes[0].db),
+            str(cluster.genesis_file), str(seed), str(work)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=OPEN_TIMEOUT_S,
+                          check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"joining by snapshot failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def open_in_child(cluster: Cluster, seed: int, verify: str, args: argparse.Namespace) -> dict:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from bench.soak import measure_open; "
@@ -434,6 +492,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     result["disk_closed"] = [sum(disk_bytes(n.db)) for n in cluster.nodes]
     del churn
     result["open"] = [open_in_child(cluster, args.seed, v, args) for v in args.open_verify]
+    result["join"] = join_in_child(cluster, args.seed, root)
     return result
 
 
@@ -475,6 +534,16 @@ def report_lines(args: argparse.Namespace, info: dict, r: dict) -> list[str]:
             f"{o['rss_opened_mb']:.1f} MB opened (+{o['rss_opened_mb'] - o['rss_before_mb']:.1f})"
             f", {o['rss_after_step_mb']:.1f} MB after the step, peak {o['rss_peak_mb']:.1f} MB"
         )
+    j = r["join"]
+    if j.get("snapshot"):
+        lines.append(
+            f"join by snapshot (no network): {j['total_s']:.2f} s = serve {j['serve_s']:.2f} "
+            f"({j['rows']:,} rows, {j['chunks']} chunks, {j['bytes'] / 1e6:.1f} MB) + check "
+            f"{j['check_s']:.2f} + install {j['install_s']:.2f} + open {j['open_s']:.2f}; "
+            f"{j['pruned_ops']:,} ops never sent; peak RSS {j['rss_peak_mb']:.1f} MB"
+        )
+    else:
+        lines.append("join by snapshot: node 0 never compacted (run with --compact)")
     c = r["checkpoint"]
     for name in ("incremental", "from_floor"):
         x = c[name]
@@ -510,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                         "once this many ops were added since the latest (default 10,000; 0: none)")
     parser.add_argument("--compact", action="store_true",
                         help="AgreementConfig.compact: prune the ops below the latest stable "
-                        "checkpoint in memory (the store keeps every op either way)")
+                        "checkpoint, in memory and on disk")
     parser.add_argument("--keys", type=int, default=2_000,
                         help="bounded key set of the churn: 3/4 flows, 1/4 kv (default 2,000)")
     parser.add_argument("--rows-per-op", type=int, default=1,
