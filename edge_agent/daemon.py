@@ -184,7 +184,7 @@ class Agent:
                 out[name] = Desired(name, None, "", f"invalid spec: {e}", g)
                 continue
             if spec.image == "nixos":
-                out[name] = Desired(name, None, "", _nixos_unavailable(), g)
+                out[name] = Desired(name, None, "", self._nixos(spec), g)
                 continue
             h = hashlib.blake2b(f"{spec_hash(spec)}/{image_key}".encode(),
                                 digest_size=32).hexdigest()
@@ -284,12 +284,42 @@ class Agent:
                 break  # the node is away: the rest waits for the next round
 
 
-def _nixos_unavailable() -> str:
-    if shutil.which("nix-build") is None:
-        return "image_unavailable: nixos images need nix-build with nixpkgs; this node has " \
-               "no nix-build"
-    return "image_unavailable: nixos images are rendered and built by a later version of " \
-           "the agent (docs/edge-agent.md); nothing was started"
+    def _nixos(self, spec) -> str:
+        """Render the service's NixOS configuration into the state dir; why no VM is
+        built from it on this node (never a pretend success)."""
+        from edge_agent.nixos import render, state_object
+
+        path = self.o.state_dir / "nixos" / spec.name / "configuration.nix"
+        text = render(spec)
+        try:
+            if not path.is_file() or path.read_text() != text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        except OSError as e:
+            return f"image_unavailable: cannot write {path}: {e.strerror}"
+        digest = state_object(spec).digest.hex()[:16]
+        return f"image_unavailable: {_nixpkgs_missing()}; configuration rendered to {path} " \
+               f"(state object {digest})"
+
+
+_NIXPKGS: list[str] = []
+
+
+def _nixpkgs_missing() -> str:
+    """Why this node cannot build NixOS VMs (looked up once)."""
+    if not _NIXPKGS:
+        import subprocess
+
+        if shutil.which("nix-build") is None:
+            _NIXPKGS.append("no nix-build on this node (apt-get install nix-bin, and nixpkgs)")
+        else:
+            found = subprocess.run(["nix-instantiate", "--find-file", "nixpkgs"],
+                                   capture_output=True, text=True, timeout=30, check=False)
+            _NIXPKGS.append("no nixpkgs in the Nix search path (NIX_PATH)"
+                            if found.returncode != 0 else
+                            "building NixOS VMs (nix-build '<nixpkgs/nixos>' -A vm) is not "
+                            "implemented in this agent yet")
+    return _NIXPKGS[0]
 
 
 def _owner(o: AgentOptions, link) -> str:
