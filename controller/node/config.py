@@ -139,7 +139,7 @@ class WebConfig:
     clients_max: int = 16  # live pages (server-sent event streams) open at once
     connections_max: int = 64  # open HTTP connections, all clients
     update_interval_ms: int = 250  # changes are folded into one update per interval
-    refresh_interval_ms: int = 1_000  # reachability and digests are looked at this often
+    refresh_interval_ms: int = 500  # reachability and digests are looked at this often
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,9 @@ def cluster_view(
 ) -> dict[str, Any]:
     """The cluster panel. A member's digest is `equal` when its version vector equals ours:
     equal op sets give equal tables and equal digests (the CRDT merge is deterministic),
-    and the vector names the op set exactly (docs/replication.md)."""
+    and the vector names the op set exactly (docs/replication.md). A member this node does
+    not reach now is `unknown` (what it wrote since is not known here), with `last_known`
+    the comparison from the vector it last sent."""
     sites_of: dict[str, list[str]] = {}
     for site, node in site_nodes.items():
         sites_of.setdefault(node, []).append(site)
@@ -173,8 +175,12 @@ def cluster_view(
             digest = "equal" if theirs == own else "differs"
             behind = sum(max(0, s - theirs.get(a, 0)) for a, s in own.items())
             ahead = sum(max(0, s - own.get(a, 0)) for a, s in theirs.items())
+        last_known = digest
+        if not m.self and not m.up:
+            digest = "unknown"
         out.append({"node_id": m.node_id, "self": m.self, "up": m.up,
                     "sites": sorted(sites_of.get(m.node_id, [])), "digest": digest,
+                    "last_known": last_known,
                     "ops_behind": behind, "ops_ahead": ahead,
                     "last_seen_ms_ago": m.last_seen_ms_ago})
     return {"me": me, "members": out, "lineage": dict(lineage), "slots": list(slots),

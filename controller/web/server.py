@@ -143,9 +143,11 @@ class WebServer:
                     watcher = Watcher(lambda r: r.table in WATCHED_TABLES,
                                       asyncio.Queue(WATCH_QUEUE_MAX))
                     engine.watchers.add(watcher)
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(watcher.queue.get(), refresh_s)
-                await asyncio.sleep(update_s)  # changes in this window go out as one
+                    await asyncio.sleep(update_s)  # changes in this window go out as one
+                except TimeoutError:
+                    pass  # the periodic look: reachability and vectors change without rows
                 while not watcher.queue.empty():
                     watcher.queue.get_nowait()
                 try:

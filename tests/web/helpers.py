@@ -141,6 +141,7 @@ def chromium(width: int = 1400, height: int = 900):
 def open_view(driver, url: str, token: str, timeout_s: float = 20) -> float:
     """Load the page with the token in its fragment; seconds until the first snapshot was
     drawn (window.synod.updates >= 1)."""
+    driver.get("about:blank")  # a new document even if only the fragment differs
     started = time.monotonic()
     driver.get(f"{url}/#token={token}")
     wait_until(driver, "return window.synod && window.synod.updates >= 1", timeout_s)

@@ -96,11 +96,16 @@ def test_members_digest_is_equal_exactly_when_vectors_are():
                Member("c", False, False, {"a": 2, "b": 3, "c": 4}),
                Member("d", False, False, None)]
     c = cluster_view("a", members, own, {"cloud": "a", "edge1": "c"}, {"name": "x"}, [], [])
-    got = {m["node_id"]: (m["digest"], m["ops_behind"], m["ops_ahead"], m["sites"])
-           for m in c["members"]}
-    assert got == {"a": ("equal", 0, 0, ["cloud"]), "b": ("equal", 0, 0, []),
-                   "c": ("differs", 3, 4, ["edge1"]), "d": ("unknown", 0, 0, [])}
+    got = {m["node_id"]: (m["digest"], m["last_known"], m["ops_behind"], m["ops_ahead"],
+                          m["sites"]) for m in c["members"]}
+    assert got == {"a": ("equal", "equal", 0, 0, ["cloud"]), "b": ("equal", "equal", 0, 0, []),
+                   "c": ("unknown", "differs", 3, 4, ["edge1"]),
+                   "d": ("unknown", "unknown", 0, 0, [])}
     assert (c["all_equal"], c["reachable"], c["total"]) == (False, 2, 4)
     assert c["members"][0]["self"]  # this node first
     healed = cluster_view("a", members[:2], own, {}, {}, [], [])
     assert healed["all_equal"]
+    # Cut off with the same vector as ours: not known to be equal any more.
+    cut = cluster_view("a", [members[0], Member("b", False, False, own)], own, {}, {}, [], [])
+    assert ([m["digest"] for m in cut["members"]], cut["all_equal"]) == (
+        ["equal", "unknown"], False)

@@ -11,6 +11,7 @@ const PALETTE = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#ad1457
 const state = { cy: null, view: null, updates: 0, renderedAt: 0, firstRenderMs: 0,
                 expanded: new Set(), collapsed: false, shape: "", retries: 0, abort: null };
 window.synod = state; // for tests and the curious: what the page last drew
+state.redraw = () => { state.shape = ""; draw(state.view); };
 
 const $ = (id) => document.getElementById(id);
 
@@ -180,8 +181,9 @@ function elements(view, colour) {
   return els;
 }
 
-// Positions without a physics layout: sites in a grid, switches in a grid inside their
-// site, hosts and services under them. Deterministic and O(n), for 200 switches too.
+// Positions without a physics layout: the first site (the cloud) in the middle, the others
+// on a circle around it, so a WAN link to the cloud never crosses another site; switches in a
+// grid inside their site, hosts and services under them. Deterministic and O(n).
 function positions(view) {
   const topo = view.topology, pos = {};
   const bySite = {};
@@ -190,10 +192,12 @@ function positions(view) {
   for (const h of topo.hosts) (hostsOf[h.dpid] = hostsOf[h.dpid] || []).push(h);
   const svcOf = {};
   for (const s of topo.services) if (s.site) (svcOf[s.site] = svcOf[s.site] || []).push(s);
-  const cols = Math.max(1, Math.ceil(Math.sqrt(topo.sites.length)));
-  const cellW = 520, cellH = 420;
+  const others = Math.max(1, topo.sites.length - 1);
+  const radius = Math.max(340, (others * 420) / (2 * Math.PI));
   topo.sites.forEach((site, i) => {
-    const cx = (i % cols) * cellW, cy = Math.floor(i / cols) * cellH;
+    const angle = Math.PI + (2 * Math.PI * (i - 1)) / others; // from the left, clockwise
+    const cx = i === 0 ? 0 : Math.round(1.4 * radius * Math.cos(angle)); // a wide screen
+    const cy = i === 0 ? 0 : Math.round(radius * Math.sin(angle));
     pos["site:" + site.name] = { x: cx, y: cy };
     const sws = bySite[site.name] || [];
     const per = Math.max(1, Math.ceil(Math.sqrt(sws.length)));
@@ -226,7 +230,10 @@ const STYLE = [
       "background-color": "#8e24aa", "font-size": 9 } },
   { selector: "edge", style: { "width": 2, "line-color": "#607d8b", "curve-style": "bezier",
       "label": "data(label)", "font-size": 9 } },
-  { selector: "edge.wan", style: { "width": 3, "line-color": "#37474f" } },
+  // Bowed, so a WAN link never runs straight through a switch between its ends.
+  { selector: "edge.wan", style: { "width": 3, "line-color": "#37474f",
+      "curve-style": "unbundled-bezier", "control-point-distances": [50],
+      "control-point-weights": [0.5] } },
   { selector: "edge.cut", style: { "line-color": "#d32f2f", "line-style": "dashed",
       "line-dash-pattern": [6, 4], "width": 3, "target-arrow-shape": "tee",
       "source-arrow-shape": "tee", "target-arrow-color": "#d32f2f", "source-arrow-color": "#d32f2f" } },
@@ -288,7 +295,12 @@ function panel(view) {
   const parts = [];
   parts.push(cuts.length ? cuts.length + " link" + (cuts.length > 1 ? "s" : "") + " cut" : "all links up");
   if (separated.length) parts.push("separated from this node: " + separated.join(", "));
-  parts.push(c.all_equal ? "digests equal on every member" : "digests differ");
+  const unknown = c.members.filter((m) => m.digest === "unknown").length;
+  const differ = c.members.filter((m) => m.digest === "differs").length;
+  parts.push(c.all_equal ? "digests equal on every member"
+    : [differ ? differ + " member" + (differ > 1 ? "s" : "") + " with another digest" : "",
+       unknown ? unknown + " member" + (unknown > 1 ? "s" : "") + " not reached (digest unknown)" : ""]
+      .filter(Boolean).join(", "));
   banner.textContent = parts.join(" · ");
   banner.dataset.cut = String(cuts.length);
   banner.dataset.separated = separated.join(",");
@@ -309,7 +321,8 @@ function panel(view) {
     tr.append(el("td", short(m.node_id) + (m.self ? " (this)" : ""), "mono"),
               el("td", m.sites.join(", ")),
               el("td", m.up ? "yes" : "no", m.up ? "yes" : "no"),
-              el("td", m.digest, m.digest),
+              el("td", m.digest === "unknown" && m.last_known !== "unknown"
+                       ? "unknown (last: " + m.last_known + ")" : m.digest, m.digest),
               el("td", m.digest === "unknown" ? "" : String(m.ops_behind)));
     body.append(tr);
   }
