@@ -71,10 +71,15 @@ def cli(ctx: click.Context, **connection: object) -> None:
 @click.option("--cleanup", is_flag=True,
               help="only remove bridges and processes a crashed emulation left behind")
 @click.option("-v", "--verbose", is_flag=True, help="show Mininet's own log")
+@click.option("--web", is_flag=True,
+              help="pause before the cut and the heal, then keep running with the web view "
+                   "live until Ctrl-C (docs/web.md)")
+@click.option("--web-pause-s", type=click.FloatRange(0, 3600), default=15.0,
+              show_default=True, help="with --web: the pause before the cut and the heal")
 def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
             wan_delay_ms: float, wan_rate_mbit: float, wan_loss_pct: float, cut_site: str,
             controllers: str, of_port: int, log_dir: str | None, cleanup: bool,
-            verbose: bool) -> None:
+            verbose: bool, web: bool, web_pause_s: float) -> None:
     """Emulate a cloud-edge network (Mininet, userspace OVS) with a real synod-controller.
 
     Brings the topology up, pings every host pair, cuts and heals one edge site's
@@ -105,12 +110,16 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
                                switches_per_site=switches_per_site, wan_delay_ms=wan_delay_ms,
                                wan_rate_mbit=wan_rate_mbit, wan_loss_pct=wan_loss_pct,
                                cut_site=cut_site, of_port=of_port, verbose=verbose,
-                               controllers=controllers)
+                               controllers=controllers, web=web,
+                               web_pause_s=web_pause_s if web else 0.0)
         log_dir = log_dir or tempfile.mkdtemp(prefix="synod-emulate-")
-        report = run_scenario(opts, progress, log_dir)
+        shown: list = []  # with --web the report is printed before the hold
+        report = run_scenario(opts, progress, log_dir,
+                              lambda r: (click.echo(r.render()), shown.append(r)))
     except (EmulationError, TopologyError) as e:
         raise CliError(str(e)) from None
-    click.echo(report.render())
+    if not shown:
+        click.echo(report.render())
     progress("done: nothing left running")
     if not report.passed:
         sys.exit(1)

@@ -59,11 +59,16 @@ __all__ = [
     "stop_process",
 ]
 
-def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
-    """Bring the network up, ping, cut and heal one edge WAN link, tear down, report."""
+def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str,
+                 on_report=None) -> Report:
+    """Bring the network up, ping, cut and heal one edge WAN link, tear down, report.
+    With opts.web, on_report(report) is called before the hold until Ctrl-C."""
     topo = _validated_topo(opts)
     if opts.controllers not in ("sdn", "single"):
         raise EmulationError(f"--controllers must be sdn or single, got {opts.controllers!r}")
+    if opts.web and not (opts.topo == "cloudedge" and opts.controllers == "sdn"):
+        raise EmulationError("--web needs the cloudedge topology with --controllers sdn "
+                             "(the page is served by each site's node)")
     ensure_root()
     if shutil.which("ping") is None:
         raise EmulationError("ping is not installed (Mininet would report 100% loss): "
@@ -75,7 +80,7 @@ def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str) -> Rep
         from topologies.sdn_scenario import run_sdn
 
         with deferred_signals():
-            return run_sdn(topo, opts, progress, log_dir)
+            return run_sdn(topo, opts, progress, log_dir, on_report)
     port = opts.of_port or free_port("127.0.0.1")
     log_path = os.path.join(log_dir, "synod-controller.log")
     progress(f"starting synod-controller on 127.0.0.1:{port} (log: {log_path})")

@@ -22,6 +22,8 @@ class ScenarioOptions:
     of_port: int = 0  # 0: pick a free port
     verbose: bool = False
     controllers: str = "sdn"  # sdn: a node and a controller per site; single: one controller
+    web: bool = False  # keep running with the web view live until Ctrl-C (docs/web.md)
+    web_pause_s: float = 0.0  # before the cut and before the heal: time to watch the page
 
 
 @dataclass

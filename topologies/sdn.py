@@ -61,6 +61,8 @@ class SdnCluster:
         self.proxies: dict[tuple[str, str], WanProxy] = {}  # (from site, to site)
         self.token_file = self.dirs[sites[0]] / "admin.token"
         self.ca = self.dirs[sites[0]] / "ca.crt"
+        self.web = {s: _free_port() for s in sites}  # each node's read-only web view
+        self.viewer_token = ""  # made once the nodes run (web_url)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class SdnCluster:
         log = open(self.workdir / f"node-{site}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [*_synod(), "node", "run", "--data", str(self.dirs[site]),
-             "--api", f"127.0.0.1:{self.api[site]}",
+             "--api", f"127.0.0.1:{self.api[site]}", "--web", f"127.0.0.1:{self.web[site]}",
              "--peer-listen", f"127.0.0.1:{self.peer[site]}", *peers],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
             env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}))  # for --cleanup
@@ -187,6 +189,15 @@ class SdnCluster:
         if done.returncode != 0:
             raise EmulationError(f"synod {' '.join(args)} at {site}: {done.stderr.strip()}")
         return done.stdout
+
+    def web_url(self, site: str, with_token: bool = True) -> str:
+        """The site node's web view (docs/web.md); with a viewer token in the fragment,
+        which the browser keeps in the tab and never sends to a server."""
+        if not self.viewer_token:
+            self.viewer_token = self.synod(site, "token", "create", "--role", "viewer",
+                                           "--description", "synod emulate web view").strip()
+        url = f"https://127.0.0.1:{self.web[site]}/"
+        return f"{url}#token={self.viewer_token}" if with_token else url
 
     def digest(self, site: str) -> str:
         return json.loads(self.synod(site, "digest", "--json"))["state_digest"]

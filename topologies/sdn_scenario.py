@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from topologies.cloud_edge import cut_wan, heal_wan, sites
@@ -57,7 +58,8 @@ def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
     return f"{what} in {seconds:.2f} s", True
 
 
-def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Report:
+def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
+            on_report=None) -> Report:
     site_names = ["cloud"] + [f"edge{i}" for i in range(1, opts.sites + 1)]
     cut = opts.cut_site
     cut_index = int(cut[4:])
@@ -66,6 +68,7 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
     with SdnCluster(site_names, Path(log_dir), progress) as cluster, \
             running_network(topo, 0, progress, targets_for=cluster.controller_targets) as net:
         checkpoint()
+        progress(f"web view of the cloud node: {cluster.web_url('cloud')}")
         site_map = sites(net)
         site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
         pairs = [(a, b) for a in site_of_host for b in site_of_host if a != b]
@@ -104,6 +107,7 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
                             FLOW_WAIT_S))
         checkpoint()
 
+        _pause(opts, progress, f"cutting the WAN of {cut}")
         progress(f"cutting the WAN of {cut} (data plane, node links, backup controller links)")
         cut_wan(net, cut)
         cluster.cut(cut)
@@ -133,6 +137,7 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
                            ("" if edge_ok else
                             f": {', '.join(r.disagreement() for r in edge_rows)}"),
                            edge_ok))
+            _pause(opts, progress, f"healing the WAN of {cut}")
         finally:
             progress(f"healing the WAN of {cut}")
             cluster.heal(cut)
@@ -154,7 +159,35 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str) -> Re
         report.phases.append(after)
         checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
         report.notes.append(f"logs: {log_dir} (node-*.log, controller-*.log)")
+        if opts.web:
+            report.notes.append("web view: " + ", ".join(
+                f"{s} {cluster.web_url(s, with_token=False)}" for s in site_names))
+            if on_report is not None:
+                on_report(report)
+            _hold(progress, cluster.web_url("cloud"))
         return report
+
+
+def _pause(opts: ScenarioOptions, progress: Progress, what: str) -> None:
+    """With --web: time to look at the page before the next step (Ctrl-C still stops)."""
+    if opts.web_pause_s <= 0:
+        return
+    progress(f"{what} in {opts.web_pause_s:g} s (watch the web view)")
+    deadline = time.monotonic() + opts.web_pause_s
+    while time.monotonic() < deadline:
+        checkpoint()
+        time.sleep(0.2)
+
+
+def _hold(progress: Progress, url: str) -> None:
+    """Keep everything running, the page live, until Ctrl-C (or SIGTERM); then tear down."""
+    progress(f"the emulation keeps running; web view: {url} (Ctrl-C stops and tears down)")
+    try:
+        while True:
+            checkpoint()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        progress("stopping")
 
 
 def _mastership(cluster: SdnCluster, table_site: str,
