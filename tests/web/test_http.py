@@ -269,3 +269,16 @@ def test_a_revoked_token_ends_its_stream_and_gets_nothing_more(node):
     finally:
         stream.close()
     assert node.get("/api/snapshot", token=made.token)[0] == 401
+
+
+def test_decided_slots_show_newest_first(node):
+    from controller.replication import encode
+
+    with node.client() as c:
+        for n in (1, 2):
+            c.call(c.slots.Propose, nb.ProposeRequest(slot=f"alloc/vlan/{n}",
+                                                      value=encode(f"site-{n}"),
+                                                      timeout_ms=5_000), 10)
+    slots = json.loads(node.get("/api/snapshot", token=node.viewer)[2])["cluster"]["slots"]
+    assert [(s["slot"], s["value"], s["voters"]) for s in slots[:2]] == [
+        ("alloc/vlan/2", "'site-2'", 1), ("alloc/vlan/1", "'site-1'", 1)]
