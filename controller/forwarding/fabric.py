@@ -23,7 +23,7 @@ from controller.forwarding.intents import (
     PacketOut,
 )
 from controller.forwarding.learning import parse_ethernet
-from controller.forwarding.lldp import ETH_TYPE_LLDP, build_lldp, parse_lldp
+from controller.forwarding.lldp import ETH_TYPE_LLDP, Stamp, build_lldp, parse_lldp, parse_stamp
 from controller.forwarding.topology import PortRef, Topology
 
 __all__ = ["FABRIC_COOKIE", "Fabric", "FabricConfig"]
@@ -63,7 +63,12 @@ def _is_group(mac: str) -> bool:
 class Fabric:
     """Forwarding logic for all switches of one controller. Events in, intents out."""
 
-    def __init__(self, config: FabricConfig | None = None) -> None:
+    def __init__(self, config: FabricConfig | None = None, origin: bytes | None = None) -> None:
+        """`origin`: 8 bytes naming this controller in LLDP stamps (random per process);
+        None sends unstamped probes and measures no latency."""
+        if origin is not None and len(origin) != 8:
+            raise ValueError("origin: 8 bytes")
+        self.origin = origin
         self.config = config or FabricConfig()
         self.topology = Topology(self.config.link_ttl_ms, self.config.hosts_max)
         self._installed: dict[tuple[int, str], int] = {}  # (dpid, mac) -> out port
@@ -102,7 +107,7 @@ class Fabric:
         if now_ms >= self._next_lldp_ms:
             self._next_lldp_ms = now_ms + self.config.lldp_interval_ms
             for dpid in sorted(self.topology.ports):
-                intents += self._probe(dpid)
+                intents += self._probe(dpid, now_ms=now_ms)
         if self.topology.expire(now_ms):
             intents += self._reprogram()
         return intents
@@ -118,10 +123,17 @@ class Fabric:
         here = PortRef(dpid, in_port)
         if ethertype == ETH_TYPE_LLDP:
             origin = parse_lldp(frame)
-            if origin is not None and self.topology.saw_link(PortRef(*origin), here, now_ms):
+            if origin is None:
+                return []
+            src = PortRef(*origin)
+            new = self.topology.saw_link(src, here, now_ms)
+            echo = self._latency_sample(src, here, parse_stamp(frame), now_ms)
+            if new or echo is not None:
                 # Probe straight back so the reverse direction is known one trip later,
-                # not at the next LLDP round: a healed link carries traffic sooner.
-                return self._probe(dpid, [in_port]) + self._reprogram()
+                # not at the next LLDP round (a healed link carries traffic sooner), and
+                # so a foreign sender can time the round trip on its own clock.
+                out = self._probe(dpid, [in_port], now_ms=now_ms, echo=echo)
+                return out + self._reprogram() if new else out
             return []
         intents: list[Intent] = []
         if not _is_group(src) and self.topology.is_edge_port(here):
@@ -160,10 +172,32 @@ class Fabric:
 
     # --- path programming --------------------------------------------------------------
 
-    def _probe(self, dpid: int, ports: list[int] | None = None) -> list[Intent]:
+    def _probe(self, dpid: int, ports: list[int] | None = None, *, now_ms: int = 0,
+               echo: tuple[bytes, int] | None = None) -> list[Intent]:
         chosen = ports if ports is not None else sorted(self.topology.ports.get(dpid, {}))
-        return [PacketOut(dpid, PORT_CONTROLLER, (Output(p),), NO_BUFFER, build_lldp(dpid, p))
+        stamp = Stamp(self.origin, now_ms, echo) if self.origin is not None else None
+        return [PacketOut(dpid, PORT_CONTROLLER, (Output(p),), NO_BUFFER,
+                          build_lldp(dpid, p, stamp=stamp))
                 for p in chosen if self.topology.ports.get(dpid, {}).get(p)]
+
+    def _latency_sample(self, src: PortRef, here: PortRef, stamp: Stamp | None,
+                        now_ms: int) -> tuple[bytes, int] | None:
+        """Time the link src -> here from a probe's stamp (decision 0036); returns the echo
+        to send back when the probe came from another controller and asks for one."""
+        if stamp is None or self.origin is None:
+            return None
+        if stamp.origin == self.origin:  # our own probe, sent and received on our clock
+            self.topology.note_latency(src, here, now_ms - stamp.sent_ms)
+            return None
+        if stamp.echo is not None:  # another controller answered a probe of ours
+            if stamp.echo[0] == self.origin:
+                self.topology.note_latency(src, here, (now_ms - stamp.echo[1]) / 2)
+            return None
+        return (stamp.origin, stamp.sent_ms)  # a foreign probe: echo it back
+
+    def latencies(self) -> dict[PortRef, float]:
+        """The reported latency of each link this controller discovered (by its src), ms."""
+        return {src: self.topology.latency_ms(src) for src in self.topology.links}
 
     def desired_host_flows(self) -> dict[tuple[int, str], int]:
         """(dpid, host mac) -> out port, for every switch that can reach every host."""

@@ -30,6 +30,11 @@ class HostLocation:
     ip: str = ""  # the IPv4 address it last used as a sender (ARP or IPv4), if any
 
 
+LATENCY_EWMA = 0.25  # weight of a new latency sample in the moving average
+LATENCY_STEP_MS = 0.5  # the reported latency changes when the average moved more than
+LATENCY_STEP_FRACTION = 0.1  # this, or this fraction of the reported value
+
+
 class Topology:
     """Switches and their ports, directed links (frames out of src arrive at dst), hosts."""
 
@@ -45,6 +50,11 @@ class Topology:
         self.remote_links: dict[PortRef, PortRef] = {}
         self.remote_hosts: dict[str, PortRef] = {}
         self.version = 0  # bumps on every change that can alter paths
+        # Link latency (decision 0036), per link by its src: a moving average of the
+        # samples, and the value reported (changed only when the average moved enough, so
+        # a jittery link does not rewrite its replicated row every LLDP round).
+        self._latency: dict[PortRef, float] = {}
+        self._latency_reported: dict[PortRef, float] = {}
 
     # --- changes; each returns True if the graph changed -------------------------------
 
@@ -88,16 +98,34 @@ class Topology:
         self.links[src] = (dst, now_ms)
         if previous is not None and previous[0] == dst:
             return False
+        self._forget_latency(src)  # a new link, or the port now leads elsewhere
         # A port that joins the fabric is no longer a host port.
         for mac in [m for m, h in self.hosts.items() if h.at in (src, dst)]:
             del self.hosts[mac]
         self.version += 1
         return True
 
+    def note_latency(self, src: PortRef, dst: PortRef, sample_ms: float) -> None:
+        """A latency sample for the link src -> dst (ignored unless that link is known)."""
+        seen = self.links.get(src)
+        if seen is None or seen[0] != dst or sample_ms < 0:
+            return
+        old = self._latency.get(src)
+        est = sample_ms if old is None else old + LATENCY_EWMA * (sample_ms - old)
+        self._latency[src] = est
+        shown = self._latency_reported.get(src)
+        if shown is None or abs(est - shown) > max(LATENCY_STEP_MS, LATENCY_STEP_FRACTION * shown):
+            self._latency_reported[src] = round(est, 1)
+
+    def latency_ms(self, src: PortRef) -> float:
+        """The reported latency of the link out of src, ms (0.0 until measured)."""
+        return self._latency_reported.get(src, 0.0)
+
     def expire(self, now_ms: int) -> bool:
         stale = [s for s, (_, seen) in self.links.items() if now_ms - seen > self.link_ttl_ms]
         for src in stale:
             del self.links[src]
+            self._forget_latency(src)
         if stale:
             self.version += 1
         return bool(stale)
@@ -155,6 +183,11 @@ class Topology:
     def _drop_links(self, doomed) -> None:
         for src in [s for s, (d, _) in self.links.items() if doomed(s, d)]:
             del self.links[src]
+            self._forget_latency(src)
+
+    def _forget_latency(self, src: PortRef) -> None:
+        self._latency.pop(src, None)
+        self._latency_reported.pop(src, None)
 
     # --- queries -----------------------------------------------------------------------
 

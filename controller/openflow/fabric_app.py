@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -33,7 +34,7 @@ class FabricApp(app_manager.OSKenApp):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.logic = Fabric()
+        self.logic = Fabric(origin=os.urandom(8))  # stamps LLDP probes (link latency)
         self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath
         # Handlers run on several native threads; the logic and the map need one lock.
         self._lock = threading.Lock()

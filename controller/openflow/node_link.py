@@ -229,7 +229,8 @@ def _hex(dpid: int) -> str:
 def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
     """(table, key) -> (table, key values, column values) for what a controller observes.
 
-    `report` holds: ports {dpid: {port: up}}, links [(src PortRef, dst PortRef)],
+    `report` holds: ports {dpid: {port: up}}, links [(src PortRef, dst PortRef)] and
+    optionally their latency {src PortRef: ms},
     hosts {mac: PortRef}, switches {dpid: (home site, master site, generation id)}, and
     optionally port_ids {dpid: {port: (name, MAC)}} from port-desc and port-status.
     """
@@ -245,9 +246,11 @@ def topology_rows(report: dict) -> dict[tuple, tuple[str, list, dict]]:
             key = [_hex(dpid), port]
             name, mac = port_ids.get(dpid, {}).get(port, ("", ""))
             rows[("ports", *key)] = ("ports", key, {"name": name, "mac": mac, "up": bool(up)})
+    latency = report.get("latency", {})
     for src, dst in report["links"]:
         key = [_hex(src.dpid), src.port, _hex(dst.dpid), dst.port]
-        rows[("links", *key)] = ("links", key, {"up": True, "latency_ms": 0.0})
+        rows[("links", *key)] = ("links", key, {"up": True,
+                                                "latency_ms": float(latency.get(src, 0.0))})
     ips = report.get("host_ips", {})
     for mac, at in report["hosts"].items():
         rows[("hosts", mac)] = ("hosts", [mac], {

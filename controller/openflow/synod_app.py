@@ -11,6 +11,7 @@ docs/controller.md.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
@@ -72,7 +73,7 @@ class SynodController(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.opts = options.load()
         self.sites = [s for s, _, _ in self.opts.controllers]
-        self.fabric = Fabric()
+        self.fabric = Fabric(origin=os.urandom(8))  # stamps LLDP probes (link latency)
         self.mastership = Mastership(self.opts.index)
         # Without a node, the desired set is whatever set_desired is given: known at once.
         self.flows = FlowReconciler(ReconcilerConfig(self.opts.audit_interval_ms),
@@ -128,12 +129,14 @@ class SynodController(app_manager.OSKenApp):
     def _observe(self) -> dict:
         with self._lock:
             ports, links, hosts = self.fabric.report()
+            latency = self.fabric.latencies()
             switches = {dpid: (self.home.get(dpid), self.opts.site,
                                self.mastership.generation(dpid))
                         for dpid in self.mastership.masters()}
             errors = self.flows.flow_errors()
             ips = self.fabric.host_ips()
-        return {"ports": ports, "links": links, "hosts": hosts, "switches": switches,
+        return {"ports": ports, "links": links, "latency": latency, "hosts": hosts,
+                "switches": switches,
                 "flow_errors": errors, "host_ips": ips, "site": self.opts.site,
                 "connected": list(self.datapaths),
                 "port_ids": {dpid: dict(self.port_ids.get(dpid, {})) for dpid in ports}}

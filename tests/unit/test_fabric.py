@@ -262,3 +262,67 @@ def test_hosts_are_learned_with_their_ipv4_address():
     net.send("h1", arp_frame(mac(1), "10.1.0.1"))
     net.send("h2", ipv4_frame(mac(2), mac(9), "10.2.0.7"))  # unknown dst: via the controller
     assert net.logic.host_ips() == {mac(1): "10.1.0.1", mac(2): "10.2.0.7"}
+
+
+# ---------------------------------------------------------------------- link latency
+def _lldp_outs(intents):
+    from controller.forwarding.intents import PacketOut
+
+    return [i for i in intents if isinstance(i, PacketOut) and i.data[12:14] == b"\x88\xcc"]
+
+
+def test_a_stamp_round_trips_and_a_bad_one_is_ignored():
+    from controller.forwarding.lldp import Stamp, parse_stamp
+
+    for stamp in (Stamp(b"A" * 8, 12_345), Stamp(b"B" * 8, 7, (b"A" * 8, 5))):
+        frame = build_lldp(3, 4, stamp=stamp)
+        assert parse_lldp(frame) == (3, 4) and parse_stamp(frame) == stamp
+    assert parse_stamp(build_lldp(3, 4)) is None
+    cut = build_lldp(3, 4, stamp=Stamp(b"A" * 8, 1))
+    assert parse_stamp(cut[:-6]) is None  # truncated inside the stamp
+
+
+def test_a_link_between_our_switches_is_timed_on_our_clock():
+    from controller.forwarding.fabric import Fabric
+    from controller.forwarding.topology import PortRef
+
+    f = Fabric(origin=b"O" * 8)
+    f.switch_connected(1, {1: True}, 0)
+    f.switch_connected(2, {1: True}, 0)
+    probes = {(p.dpid, p.actions[0].port): p.data for p in _lldp_outs(f.tick(1_000))}
+    f.packet_in(2, 1, probes[(1, 1)], 1_007)  # 1:1 -> 2:1 took 7 ms
+    assert f.latencies()[PortRef(1, 1)] == 7.0
+    # A sample within the step keeps the reported value (no row rewrite per round) ...
+    probes = {(p.dpid, p.actions[0].port): p.data for p in _lldp_outs(f.tick(2_000))}
+    f.packet_in(2, 1, probes[(1, 1)], 2_007 + 1)
+    assert f.latencies()[PortRef(1, 1)] == 7.0
+    # ... a lasting change moves it.
+    for t in range(3_000, 12_000, 1_000):
+        probes = {(p.dpid, p.actions[0].port): p.data for p in _lldp_outs(f.tick(t))}
+        f.packet_in(2, 1, probes[(1, 1)], t + 30)
+    assert 25 <= f.latencies()[PortRef(1, 1)] <= 30
+
+
+def test_a_link_to_another_controller_is_timed_by_an_echo():
+    """A's probe reaches B's switch 5 ms later (B's clock is elsewhere); B echoes it at
+    once; it reaches A 5 ms after that: A's link B->A is 5 ms (half the round trip)."""
+    from controller.forwarding.fabric import Fabric
+    from controller.forwarding.topology import PortRef
+
+    a, b = Fabric(origin=b"A" * 8), Fabric(origin=b"B" * 8)
+    a.switch_connected(1, {1: True}, 0)
+    b.switch_connected(2, {1: True}, 900_000)
+    probe = _lldp_outs(a.tick(1_000))[0].data
+    echo = _lldp_outs(b.packet_in(2, 1, probe, 900_005))
+    assert len(echo) == 1 and echo[0].actions[0].port == 1
+    back = a.packet_in(1, 1, echo[0].data, 1_010)
+    assert a.latencies()[PortRef(2, 1)] == 5.0
+    from controller.forwarding.lldp import parse_stamp
+
+    # A's answer, if any, is the new-link probe, carrying no echo: no ping-pong.
+    assert all(parse_stamp(p.data).echo is None for p in _lldp_outs(back))
+    # An echo is not echoed again (no ping-pong), and unstamped fabrics measure nothing.
+    plain = Fabric()
+    plain.switch_connected(1, {1: True}, 0)
+    assert parse_lldp(_lldp_outs(plain.tick(0))[0].data) == (1, 1)
+    assert plain.latencies() == {}
