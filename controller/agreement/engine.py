@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -11,6 +12,7 @@ from controller.replication import NodeId, OpId, Rejected
 from controller.replication import UsageError as ReplicationUsageError
 from controller.replication.encoding import check_plain
 from controller.replication.identity import hash32
+from controller.replication.schema import SCHEMA_VERSION
 
 from .certificate import Decision, certificate_ops
 from .checkpoint import CHECKPOINT, Checkpoints, checkpoint_number_of, checkpoint_slot
@@ -38,6 +40,7 @@ from .messages import (
 from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result
 from .rbac import AccessPolicy, check_policy, policy_slot, policy_version_of
+from .upgrade import SCHEMA, check_schema, schema_slot, schema_value
 
 __all__ = ["AgreementConfig", "Agreement", "Expulsion", "Outcome", "Proposal", "Status", "Watch"]
 
@@ -65,6 +68,9 @@ class AgreementConfig:
     checkpoint_stagger_ms: int = 2_000
     # Prune the ops below the latest decided checkpoint once it is stable (decision 0070).
     compact: bool = False
+    # Schema versions (decision 0037): the newest this node reads; it proposes the next
+    # `schema/<v>` up to that once every member reads it (Agreement.members_read).
+    schema_version: int = SCHEMA_VERSION
 
 
 class Status(StrEnum):
@@ -165,6 +171,14 @@ class Agreement:
         # Set by the node while it holds another lineage (a seceded side, a parent, one met):
         # a reunion report needs both sides' ops from the fork on (decision 0070).
         self.compaction_paused = False
+        # Set by the node: the lowest schema version every member said it reads (decision
+        # 0037); None: never propose a schema version.
+        self.members_read: Callable[[], int] | None = None
+        # The version a write waited for (the node sets it when one is refused): a cluster
+        # that never writes a newer table never spends a slot on it.
+        self.upgrade_wanted = 1
+        self._schema: Proposal | None = None
+        self._schema_next_ms = 0
         self._sync_peers()
 
     # ------------------------------------------------------------------ queries
@@ -300,7 +314,35 @@ class Agreement:
             self._expel(now_ms)
         if self.config.checkpoint_ops or self.config.checkpoint_ms:
             self._maybe_checkpoint(now_ms)
+        if self.members_read is not None:
+            self._maybe_upgrade(now_ms)
         self._drive(now_ms)
+
+    def decided_schema(self) -> int:
+        """The newest schema version decided (1 when none was: the tables before 0037)."""
+        version = 1
+        while self.ledger.decided(schema_slot(version + 1)) is not None:
+            version += 1
+        return version
+
+    def _maybe_upgrade(self, now_ms: int) -> None:
+        """Propose the next schema version once a write waits for it and every member
+        reads it (decision 0037)."""
+        if self._schema is not None and not self._schema.done:
+            return
+        if now_ms < self._schema_next_ms or self.node_id not in self.ledger.membership.voters:
+            return
+        nxt = self.decided_schema() + 1
+        assert self.members_read is not None
+        if nxt > min(self.upgrade_wanted, self.config.schema_version, self.members_read()):
+            return
+        if len([p for p in self.proposals if not p.done]) >= self.config.proposals_max:
+            return
+        # After one that ended undecided (another voter's won, or no quorum), wait a
+        # proposal's time: a refusing acceptor must not make this a loop.
+        self._schema_next_ms = now_ms + self.config.timeout_ms
+        self._schema = self._add_proposal(schema_slot(nxt), schema_value(nxt), now_ms, None)
+        self.counters["schema_proposals"] += 1
 
     def _maybe_checkpoint(self, now_ms: int) -> None:
         """Propose the next checkpoint when one is due and it is this voter's turn."""
@@ -390,9 +432,9 @@ class Agreement:
                 )
 
     def _check_proposer(self, slot: str, author: NodeId) -> None:
-        if slot_kind(slot) == CHECKPOINT:  # the voters' own, whatever the policy says
+        if slot_kind(slot) in (CHECKPOINT, SCHEMA):  # the voters' own, whatever the policy
             if author not in self.ledger.membership.voters:
-                raise Refused(Reason.FORBIDDEN, f"{author[:8]} is not a voter: no checkpoints")
+                raise Refused(Reason.FORBIDDEN, f"{author[:8]} is not a voter: not {slot}")
             return
         if not self.ledger.policy.can_propose(author, slot_kind(slot)):
             raise Refused(Reason.FORBIDDEN, f"{author[:8]} may not propose {slot_kind(slot)}")
@@ -418,6 +460,8 @@ class Agreement:
             self.checkpoints.check(n, value)
         elif slot_kind(slot) == CHECKPOINT:
             raise Refused(Reason.BAD_CHECKPOINT, f"{slot}: not checkpoint/<n>, n >= 1")
+        if slot_kind(slot) == SCHEMA:
+            check_schema(slot, value, self.config.schema_version, self.decided_schema())
 
     def _emit(self, msg: VoteMessage) -> None:
         if self.node_id not in self.ledger.membership.voters:

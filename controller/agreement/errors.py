@@ -30,6 +30,8 @@ class Reason(StrEnum):
     DECIDED = "decided"  # the slot is already decided
     BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint whose chain or digests differ from ours
     CHECKPOINT_AHEAD = "checkpoint_ahead"  # a checkpoint whose cut or predecessor we lack
+    SCHEMA_AHEAD = "schema_ahead"  # a schema version this node's code does not read
+    BAD_SCHEMA = "bad_schema"  # a schema slot out of order, or naming other tables
 
 
 class AgreementError(Exception):

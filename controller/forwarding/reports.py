@@ -1,6 +1,6 @@
 """Checks of a controller's topology report (LocalService.ReportTopology), as flows are
 checked (flowspec.py): every row the controller writes into `switches`, `ports`, `links`,
-`hosts` and `flow_errors` names real datapaths and OpenFlow ports, and holds values in
+`hosts`, `flow_errors` and `flow_state` names real datapaths and OpenFlow ports, and holds values in
 range, or the whole report is refused naming the row and the field.
 
 The rules (values a report leaves out, or gives as null, are not checked):
@@ -15,6 +15,9 @@ The rules (values a report leaves out, or gives as null, are not checked):
   links.latency_ms                                          a finite number >= 0
   names (switch name, site, master, port name)              at most 256 characters
   flow_errors: flow_id, error                               1..256 and 0..1000 characters
+  flow_state: state                                         installed, missing, pending or
+                                                            "failed: <error>"
+  flow_state: packets, bytes, seen_ms                       0..2^63-1
 
 Sans-I/O: rows in, ReportError out. Messages never quote more than a few dozen characters
 of a value.
@@ -29,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from controller.forwarding.flowspec import PORT_MAX, FlowSpecError, is_mac, parse_dpid
 from controller.replication import DEFAULT_SCHEMA
 from controller.replication.reserved import FLOW_ERRORS
+from controller.replication.schema import FLOW_STATE
 
 __all__ = [
     "NAME_CHARS_MAX",
@@ -38,7 +42,8 @@ __all__ = [
     "check_report_row",
 ]
 
-TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", FLOW_ERRORS})
+TOPOLOGY_TABLES = frozenset({"switches", "ports", "links", "hosts", FLOW_ERRORS, FLOW_STATE})
+FLOW_STATES = ("installed", "missing", "pending")  # or "failed: <the switch's error>"
 NAME_CHARS_MAX = 256
 FLOW_ID_CHARS_MAX = 256
 ERROR_CHARS_MAX = 1_000  # what a controller keeps of a switch's error (node_link.py uses it)
@@ -108,6 +113,13 @@ def _ip(value: object, field: str) -> None:
         raise ReportError(f"{field} {_show(value)} is not an IP address") from None
 
 
+def _flow_state(value: object, field: str) -> None:
+    _text(value, field, ERROR_CHARS_MAX + 8, 1)
+    if value not in FLOW_STATES and not str(value).startswith("failed: "):
+        raise ReportError(f"{field} {_show(value)} is not one of {', '.join(FLOW_STATES)} "
+                          "or 'failed: <reason>'")
+
+
 def _latency(value: object, field: str) -> None:
     if (not isinstance(value, int | float) or isinstance(value, bool)
             or not math.isfinite(value) or value < 0):
@@ -122,6 +134,7 @@ _KEYS = {
     "links": (_dpid, _port, _dpid, _port),
     "hosts": (_mac,),
     FLOW_ERRORS: (_dpid, lambda v, f: _text(v, f, FLOW_ID_CHARS_MAX, 1)),
+    FLOW_STATE: (_dpid, lambda v, f: _text(v, f, FLOW_ID_CHARS_MAX, 1)),
 }
 _VALUES = {
     "switches": {
@@ -145,6 +158,12 @@ _VALUES = {
         "last_seen_ms": lambda v, f: _int(v, f, INT63_MAX),
     },
     FLOW_ERRORS: {"error": lambda v, f: _text(v, f, ERROR_CHARS_MAX)},
+    FLOW_STATE: {
+        "state": _flow_state,
+        "packets": lambda v, f: _int(v, f, INT63_MAX),
+        "bytes": lambda v, f: _int(v, f, INT63_MAX),
+        "seen_ms": lambda v, f: _int(v, f, INT63_MAX),
+    },
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from controller.replication.schema import FLOW_ERRORS, INTERNAL, RESERVED_TABLES
+from controller.replication.schema import FLOW_ERRORS, FLOW_STATE, INTERNAL, RESERVED_TABLES
 
 from .auth import Denied
 from .tokens import Role
@@ -26,6 +26,8 @@ _RESERVED_WHY = {
     "met, markers): no client writes it; tokens are managed with AdminService",
     FLOW_ERRORS: "table 'flow_errors' is written by the nodes from their controllers' "
     "reports (LocalService.ReportTopology), not by clients",
+    FLOW_STATE: "table 'flow_state' is written by the nodes from their controllers' audits "
+    "(LocalService.ReportTopology), not by clients",
     "conflicts": "table 'conflicts' is the reunion's report, written by the nodes alone",
 }
 assert set(_RESERVED_WHY) == RESERVED_TABLES

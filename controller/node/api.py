@@ -15,9 +15,11 @@ from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_g
 import controller
 from controller.agreement import lineage_of
 from controller.agreement.checkpoint import CHECKPOINT
+from controller.agreement.upgrade import SCHEMA
 from controller.forwarding.reports import TOPOLOGY_TABLES as REPORT_TABLES
 from controller.replication import Upsert, decode, encode
 from controller.replication.reserved import FLOW_ERRORS, INTERNAL, flow_stats_key
+from controller.replication.schema import FLOW_STATE
 
 from . import codec
 from .access import AccessCheck
@@ -30,6 +32,7 @@ from .engine import (
     NoQuorum,
     NotMember,
     QuorumTimeout,
+    SchemaNotDecided,
     SlotRefused,
     SlotWatcher,
     Watcher,
@@ -176,7 +179,7 @@ class Api:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except NoQuorum as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except SlotRefused as exc:
+        except (SlotRefused, SchemaNotDecided) as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except WriteRefused as exc:
             self.metrics.inc("api_bad_request")
@@ -477,10 +480,10 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             return await self._join(request, context)
         kind = request.slot.partition("/")[0]
         async with self.api.call(context, Role.VIEWER, "Propose") as record:
-            if kind == CHECKPOINT:  # the voters' own (decision 0070): nobody proposes them
+            if kind in (CHECKPOINT, SCHEMA):  # the voters' own (decisions 0070, 0037)
                 raise Denied(
                     "permission_denied",
-                    f"{request.slot}: checkpoint slots are proposed by the nodes themselves",
+                    f"{request.slot}: {kind} slots are proposed by the nodes themselves",
                 )
             self.api.access.propose(record.role, kind)
             await self._need_agreement(context)
@@ -617,9 +620,10 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                     canonical=False)
             if not mutations:
                 raise codec.CodecError("report has no rows")
-            if any(m.table == FLOW_ERRORS for m in mutations):
-                self.api.access.report(record.role, "flow errors")
-            self.api.check_write(record, [m for m in mutations if m.table != FLOW_ERRORS])
+            reported = (FLOW_ERRORS, FLOW_STATE)  # reserved tables only reports write
+            if any(m.table in reported for m in mutations):
+                self.api.access.report(record.role, "flow errors and flow state")
+            self.api.check_write(record, [m for m in mutations if m.table not in reported])
             done = await self.api.write(mutations, northbound_pb2.ACK_LOCAL, 0)
             return local_pb2.ReportResponse(op_id=done.op_id, rows=len(mutations))
 

@@ -36,6 +36,7 @@ from controller.replication import (
     parse_invitation,
 )
 from controller.replication.reserved import INTERNAL, peer_of_key
+from controller.replication.schema import SCHEMA_VERSION, TABLES_SINCE
 from controller.store import SqliteStore
 
 from .errors import NodeBaseError
@@ -74,6 +75,11 @@ class NotMember(EngineError):
 class WriteRefused(EngineError):
     """The write breaks a limit every peer enforces (op size, rows per op, a reserved row's
     shape): nothing was signed; the message names the limit."""
+
+
+class SchemaNotDecided(EngineError):
+    """A write to a table added in a schema version not decided yet (decision 0037):
+    nothing was signed; a member that does not read the table would refuse the op."""
 
 
 class NoQuorum(EngineError):
@@ -221,6 +227,10 @@ class Engine:
         self.metrics = metrics
         self.node_id = replica.node_id
         self.members: dict[str, bytes] = {}
+        # What each peer said it reads in its hello (decision 0037); see members_read.
+        self.peer_schema: dict[str, int] = {}
+        if agreement is not None:
+            agreement.members_read = self.members_read
         self.quorum_size = 1
         # (node id, peer address) from a kv row "peer/<node id>" (a decided join); set by server
         self._subscribers: list[Callable[[EngineEvent], None]] = []
@@ -276,6 +286,7 @@ class Engine:
         """Queue validated mutations; return once durable here (and held by a quorum)."""
         if self._stopping:
             raise EngineError("node is stopping")
+        self.check_schema({m.table for m in mutations})
         if self._pending_rows + len(mutations) > self.pending_writes_max:
             self.metrics.inc("writes_refused|queue_full")
             raise EngineError(f"write queue full ({self.pending_writes_max} rows pending)")
@@ -374,6 +385,35 @@ class Engine:
         self.keeper = keeper
         keeper.on_change = self._update_members
         self._update_members()
+
+    def members_read(self) -> int:
+        """The newest schema version every member said it reads (this node's own code
+        included); 0 while a member has not said (decision 0037)."""
+        others = [self.peer_schema.get(n, 0) for n in self.members if n != self.node_id]
+        return min([SCHEMA_VERSION, *others])
+
+    def decided_schema(self) -> int:
+        """The newest schema version decided (1 without agreement: no new table is written)."""
+        return 1 if self.agreement is None else self.agreement.decided_schema()
+
+    def check_schema(self, tables) -> None:
+        """WriteRefused unless every table may be written under the decided schema."""
+        decided = None
+        for table in tables:
+            since = TABLES_SINCE.get(table)
+            if since is None:
+                continue
+            if decided is None:
+                decided = self.decided_schema()
+            if since > decided:
+                if self.agreement is not None:  # ask for it: proposed once every member reads it
+                    self.agreement.upgrade_wanted = max(self.agreement.upgrade_wanted, since)
+                    self._wake.set()
+                raise SchemaNotDecided(
+                    f"table {table} is written once schema/{since} is decided (proposed now; "
+                    f"decided once every member runs a Synod that reads it; decided here: "
+                    f"{decided})"
+                )
 
     def peer_keys(self) -> dict[str, bytes]:
         """Nodes that may call or answer us: members, and nodes of lineages we hold."""

@@ -14,6 +14,7 @@ from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.replication import Genesis, Message, decode_genesis, decode_message, encode_message
 from controller.replication.errors import Rejected
+from controller.replication.schema import SCHEMA_VERSION
 
 from . import codec, pki, snapshot
 from .auth import TokenBucket
@@ -96,7 +97,7 @@ class _Link:
         if not self.node_id:  # first contact: any cluster node may answer, then pin it
             async with self._channel("node.synod") as probe:
                 hello = await peer_pb2_grpc.PeerServiceStub(probe).Hello(
-                    peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
+                    _hello_request(engine.node_id), timeout=timeout
                 )
             if hello.node_id not in engine.peer_keys() or hello.node_id == engine.node_id:
                 raise _LinkError(f"{self.address} is {hello.node_id!r}, not another member")
@@ -105,8 +106,9 @@ class _Link:
             raise _Duplicate(f"{self.address}: node {self.node_id} has a link already")
         channel = self._channel(pki.node_dns_name(self.node_id))
         hello = await peer_pb2_grpc.PeerServiceStub(channel).Hello(
-            peer_pb2.HelloRequest(node_id=engine.node_id), timeout=timeout
+            _hello_request(engine.node_id), timeout=timeout
         )
+        engine.peer_schema[self.node_id] = hello.schema_version
         if hello.cluster_id == engine.cluster_id:
             engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
         elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
@@ -136,6 +138,10 @@ class _Link:
             self.links.metrics.inc("sync_bytes_sent", size)
             if resp.cluster_id in (b"", engine.cluster_id):
                 engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+
+
+def _hello_request(node_id: str) -> peer_pb2.HelloRequest:
+    return peer_pb2.HelloRequest(node_id=node_id, schema_version=SCHEMA_VERSION)
 
 
 class _LinkError(NodeBaseError):
@@ -299,8 +305,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         caller = await self._caller(context)
         self.engine.last_seen[caller] = asyncio.get_running_loop().time()
         e = self.engine
+        e.peer_schema[caller] = request.schema_version
         out = codec.hello_pb(e.node_id, e.cluster_id, e.version_vector())
         out.genesis = e.genesis.raw
+        out.schema_version = SCHEMA_VERSION
         return out
 
     async def Deliver(self, request, context):

@@ -15,8 +15,11 @@ __all__ = [
     "Schema",
     "DEFAULT_SCHEMA",
     "FLOW_ERRORS",
+    "FLOW_STATE",
     "INTERNAL",
     "RESERVED_TABLES",
+    "SCHEMA_VERSION",
+    "TABLES_SINCE",
     "Value",
 ]
 
@@ -130,7 +133,14 @@ def _t(name: str, key: str, cols: str) -> Table:
 
 INTERNAL = "internal"  # node-internal records: tokens, peer addresses, lineages met, …
 FLOW_ERRORS = "flow_errors"  # a switch's refusal of a flow, reported by its controller
-RESERVED_TABLES = frozenset({INTERNAL, FLOW_ERRORS, "conflicts"})  # only nodes write these
+FLOW_STATE = "flow_state"  # what the audit sees of each flow on its switch, with counters
+RESERVED_TABLES = frozenset({INTERNAL, FLOW_ERRORS, FLOW_STATE, "conflicts"})  # nodes only
+
+# Schema versions (decision 0037): a node reads every table below, but writes a table added
+# in version v only once the slot `schema/<v>` is decided — proposed by a voter when every
+# member said it reads v — so a node that does not know the table never meets it in an op.
+SCHEMA_VERSION = 2  # the newest version this code reads
+TABLES_SINCE = {FLOW_STATE: 2}  # tables added after version 1, and the version that added them
 
 DEFAULT_SCHEMA = Schema(
     (
@@ -167,5 +177,10 @@ DEFAULT_SCHEMA = Schema(
         # Reserved (controller/replication/reserved.py): nodes write them, clients never.
         _t(INTERNAL, "key", "key:text value:blob"),
         _t(FLOW_ERRORS, "dpid flow_id", "dpid:text flow_id:text error:text"),
+        _t(
+            FLOW_STATE,
+            "dpid flow_id",
+            "dpid:text flow_id:text state:text packets:int bytes:int seen_ms:int",
+        ),
     )
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from synod.v1 import northbound_pb2 as nb
 
 from controller.node.client import ClientError
 from controller.node.codec import value_pb
+from controller.replication import encode
 
 from .conftest import InProcessNode
 
@@ -316,3 +318,38 @@ def test_a_malformed_dpid_is_refused_naming_it(solo, key, needle):
         _put(c, "switches", key, name="x")
     assert _code(raised) == grpc.StatusCode.INVALID_ARGUMENT and needle in str(raised.value)
 
+
+
+def test_flow_state_waits_for_its_schema_version_then_is_written(solo):
+    """flow_state is a table of schema 2 (decision 0037): the first report of it is
+    refused with the reason, which asks the voters for `schema/2`; once every member reads
+    it (here: this node alone) it is decided and the report goes through."""
+    row = nb.Row(table="flow_state", key=[value_pb(DP1), value_pb("f1")],
+                 values={"state": value_pb("installed"), "packets": value_pb(3),
+                         "bytes": value_pb(180), "seen_ms": value_pb(1)})
+    with solo.client() as c:
+        with pytest.raises(ClientError) as e:
+            c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[row]))
+        assert _code(e) == grpc.StatusCode.FAILED_PRECONDITION
+        assert "schema/2" in str(e.value)
+
+        def decided():
+            s = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="schema/2"))
+            return s.decided
+
+        deadline = time.monotonic() + 10
+        while not decided() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert decided(), "schema/2 was not decided"
+        assert c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[row])).rows == 1
+        got = c.call(c.rows.Get, nb.GetRequest(table="flow_state",
+                                               key=[value_pb(DP1), value_pb("f1")]))
+        assert got.row.values["packets"].int_value == 3
+        bad = nb.Row(table="flow_state", key=[value_pb(DP1), value_pb("f2")],
+                     values={"state": value_pb("great")})
+        with pytest.raises(ClientError, match="not one of installed"):
+            c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[bad]))
+        with pytest.raises(ClientError, match="proposed by the nodes themselves"):
+            c.call(c.slots.Propose, nb.ProposeRequest(slot="schema/3", value=encode({})))
+        with pytest.raises(ClientError, match="not by clients"):
+            _put(c, "flow_state", [DP1, "f3"], state="installed")

@@ -7,13 +7,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HelloRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "schema_version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    schema_version: int
+    def __init__(self, node_id: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "version_vector", "genesis")
+    __slots__ = ("node_id", "cluster_id", "version_vector", "genesis", "schema_version")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,11 +27,13 @@ class HelloResponse(_message.Message):
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
     GENESIS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster_id: bytes
     version_vector: _containers.ScalarMap[str, int]
     genesis: bytes
-    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ...) -> None: ...
+    schema_version: int
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("messages",)

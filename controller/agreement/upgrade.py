@@ -1,0 +1,56 @@
+"""Schema versions decided in slots (decision 0037).
+
+A table added to the replicated schema must not reach a node that does not know it: that
+node refuses the op (bad_body) and every op built on it, and replication with it stops.
+So a node *reads* every table its code knows, but *writes* a table added in version v only
+once `schema/<v>` is decided. A voter proposes `schema/<v>` (v = the decided version + 1)
+when every member has said, in its peer hello, that it reads v; an acceptor votes for it
+only if it reads v itself, `schema/<v-1>` is decided (v > 2), and the value names exactly
+the tables its own code added in v. Version 1 (the tables before any of this) needs no
+slot.
+
+Sans-I/O: the node tells the engine what the members read (`Agreement.members_read`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.replication.schema import TABLES_SINCE
+
+from .errors import Reason, Refused
+
+__all__ = ["SCHEMA", "schema_slot", "schema_version_of", "schema_value", "check_schema"]
+
+SCHEMA = "schema"  # the slot kind; proposed by voters, never through the API
+
+
+def schema_slot(version: int) -> str:
+    return f"{SCHEMA}/{version}"
+
+
+def schema_version_of(slot: str) -> int | None:
+    kind, _, rest = slot.partition("/")
+    if kind != SCHEMA or not rest.isdigit() or rest != str(int(rest)) or int(rest) < 2:
+        return None
+    return int(rest)
+
+
+def schema_value(version: int) -> dict[str, Any]:
+    """What `schema/<version>` decides: the version and the tables it adds."""
+    return {"version": version,
+            "tables": sorted(t for t, v in TABLES_SINCE.items() if v == version)}
+
+
+def check_schema(slot: str, value: Any, reads: int, decided: int) -> None:
+    """Refused unless this node (reading up to `reads`, with `decided` the highest decided
+    version) may vote for `value` in `slot`."""
+    version = schema_version_of(slot)
+    if version is None:
+        raise Refused(Reason.BAD_SCHEMA, f"{slot}: not schema/<v>, v >= 2")
+    if version > reads:
+        raise Refused(Reason.SCHEMA_AHEAD, f"{slot}: this node reads schema up to {reads}")
+    if version != decided + 1:
+        raise Refused(Reason.BAD_SCHEMA, f"{slot}: schema/{decided + 1} comes first")
+    if value != schema_value(version):
+        raise Refused(Reason.BAD_SCHEMA, f"{slot}: not the tables this node adds in {version}")
