@@ -62,7 +62,7 @@ for m in $(cat /modules.order); do
   insmod /modules/$m || echo "synod-microvm: insmod $m failed"
 done
 ip link set lo up
-name=unnamed http=80 health=8080 hpath=/
+name=unnamed http=80 health=8080 hpath=
 for p in $(cat /proc/cmdline); do
   case "$p" in
     synod.name=*) name="${p#synod.name=}" ;;
@@ -99,17 +99,23 @@ done
 echo "$name" > /www/index.html
 hroot=/health
 [ "$health" = "$http" ] && hroot=/www
-case "$hpath" in
-  */) mkdir -p "$hroot$hpath"; echo ok > "$hroot${hpath}index.html" ;;
-  *) mkdir -p "$hroot${hpath%/*}"; echo ok > "$hroot$hpath" ;;
-esac
+# A health path of its own answers "ok"; a TCP check (no path) or the service's own page
+# is checked as it is, never overwritten.
+hfile="$hroot$hpath"
+case "$hpath" in */) hfile="${hfile}index.html" ;; esac
+if [ -z "$hpath" ]; then
+  [ "$health" != "$http" ] && echo ok > /health/index.html
+elif [ ! -e "$hfile" ]; then
+  mkdir -p "${hfile%/*}"; echo ok > "$hfile"
+fi
 httpd -p "$http" -h /www
 [ "$health" != "$http" ] && httpd -p "$health" -h /health
 echo "synod-microvm: ready $name http $http health $health$hpath"
 # The health check, from inside the guest: its result on the console when it changes.
 last=""
 while true; do
-  if timeout 2 wget -q -O /dev/null "http://127.0.0.1:$health$hpath"; then s=ok; else s=fail; fi
+  if timeout 2 wget -q -O /dev/null "http://127.0.0.1:$health${hpath:-/}"; then s=ok
+  else s=fail; fi
   [ "$s" != "$last" ] && echo "synod-microvm: health $s" && last=$s
   sleep 2
 done
@@ -128,12 +134,12 @@ class Image:
 
 
 def kernel_cmdline(name: str, nics: list[tuple[str, str, int | None]], http_port: int,
-                   health_port: int, health_path: str = "/") -> str:
+                   health_port: int, health_path: str = "") -> str:
     """The guest's command line: console on the serial port, reboot (QEMU exits, -no-reboot)
     one second after a panic, and the synod.* parameters the /init reads."""
     parts = ["console=ttyS0", "panic=1", "quiet", f"synod.name={name}",
              f"synod.http={http_port}", f"synod.health={health_port}",
-             f"synod.healthpath={health_path}"]
+             *([f"synod.healthpath={health_path}"] if health_path else [])]
     for i, (mac, cidr, vlan) in enumerate(nics):
         parts.append(f"synod.nic{i}={mac},{cidr}" + (f",{vlan}" if vlan is not None else ""))
     return " ".join(parts)

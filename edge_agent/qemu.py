@@ -362,7 +362,7 @@ class Runtime:
                "-name", f"synod-{spec.name}",
                "-kernel", str(image.kernel), "-initrd", str(image.initrd),
                "-append", kernel_cmdline(spec.name, nics, spec.http_port, spec.health.port,
-                                         spec.health.path or "/"),
+                                         spec.health.path),
                "-serial", f"file:{d / 'console.log'}",
                "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
                "-daemonize", "-pidfile", str(d / "qemu.pid")]
