@@ -304,15 +304,18 @@ class Runtime:
             raise RuntimeError_(f"{name}: a VM of it already runs (pid {existing.pid})")
         if existing is not None:
             self._teardown(name)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RuntimeError_(f"{name}: cannot create {d}: {e.strerror}") from None
         taps: list[tuple[str, str]] = []
         marker = {"owner": self.owner, "service": name, "hash": desired_hash,
                   "taps": taps, "started_ms": now_ms}
-        self._write_marker(name, marker)
         for f in ("qemu.pid", "qmp.sock", "console.log"):
             with contextlib.suppress(FileNotFoundError):
                 (d / f).unlink()
         try:
+            self._write_marker(name, marker)
             for i, nic in enumerate(spec.nics):
                 tap = tap_name(name, i)
                 self._check_tap(name, i, tap, nic.switch)
@@ -333,8 +336,12 @@ class Runtime:
 
     def _write_marker(self, name: str, marker: dict) -> None:
         d = self.folder(name)
-        (d / "owner.json.tmp").write_text(json.dumps(marker))
-        os.replace(d / "owner.json.tmp", d / "owner.json")
+        try:
+            (d / "owner.json.tmp").write_text(json.dumps(marker))
+            os.replace(d / "owner.json.tmp", d / "owner.json")
+        except OSError as e:  # a full disk, a read-only state dir
+            raise RuntimeError_(f"{name}: cannot write {d / 'owner.json'}: {e.strerror}") \
+                from None
 
     def _check_tap(self, name: str, index: int, tap: str, bridge: str) -> None:
         if subprocess.run(["ovs-vsctl", "--timeout=5", "br-exists", bridge],

@@ -210,6 +210,15 @@ def test_deploy_reach_from_another_site_adopt_after_kill_and_remove(site_net, tm
         assert placement_state(cluster).startswith("running")
         assert fetch() == "web"
 
+        # the node away (paused): the VM is left as it is and keeps answering
+        cluster.nodes[0].signal(signal.SIGSTOP)
+        try:
+            time.sleep(3)
+            assert qemu_pids(state) == before and fetch() == "web"
+        finally:
+            cluster.nodes[0].signal(signal.SIGCONT)
+        assert agent.proc is not None and agent.proc.poll() is None
+
         # drift: a new spec restarts the VM (a new QEMU process), still exactly one
         spec.write_text(SPEC.replace("memory_mb: 128", "memory_mb: 160"))
         synod(cluster, "services", "deploy", str(spec))
