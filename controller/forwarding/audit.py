@@ -30,6 +30,8 @@ class InstalledFlow:
     actions: tuple[Output, ...]
     idle_timeout_s: int = 0
     hard_timeout_s: int = 0
+    packets: int = 0  # the switch's counters for the flow
+    bytes: int = 0
 
 
 @dataclass

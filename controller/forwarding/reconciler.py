@@ -71,6 +71,15 @@ class FlowRefused:
 
 
 @dataclass(frozen=True)
+class FlowState:
+    """One desired flow as the last audit saw it (the flow_state table's row)."""
+
+    state: str  # installed, missing, pending, or "failed: <the switch's error>"
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
 class Audited:
     """An audit of `dpid` finished; its repairs, if any, follow in the same list."""
 
@@ -109,6 +118,8 @@ class FlowReconciler:
         self._mastered: dict[int, _Mastered] = {}
         self._errors: dict[tuple[int, str], str] = {}  # (dpid, flow id) -> switch's error
         self._audits: dict[int, Audited] = {}
+        # Per switch we master, what the last audit saw of each desired flow (flow_state).
+        self._states: dict[int, dict[str, FlowState]] = {}
 
     # --- queries -----------------------------------------------------------------------
 
@@ -124,6 +135,10 @@ class FlowReconciler:
 
     def last_audit(self, dpid: int) -> Audited | None:
         return self._audits.get(dpid)
+
+    def flow_states(self) -> dict[int, dict[str, FlowState]]:
+        """dpid -> flow id -> what the last audit of that switch (one we master) saw."""
+        return {d: dict(s) for d, s in self._states.items() if d in self._mastered}
 
     # --- the desired set ---------------------------------------------------------------
 
@@ -189,6 +204,7 @@ class FlowReconciler:
         """We no longer master the switch. An audit in flight is forgotten: its reply
         (if any) is not waited for when we become master again."""
         self._mastered.pop(dpid, None)
+        self._states.pop(dpid, None)
         return []
 
     # --- the switch --------------------------------------------------------------------
@@ -252,6 +268,8 @@ class FlowReconciler:
             for cookie, spec in desired.items():
                 if cookie in installed and spec.flow_id not in changed:
                     self._errors.pop((dpid, spec.flow_id), None)  # the switch holds it now
+        self._states[dpid] = _states(dpid, desired, collected, result, state.sent_ms,
+                                     self._errors)
         done = Audited(dpid, result.installed, tuple(result.missing), tuple(result.changed),
                        tuple(result.unexpected))
         self._audits[dpid] = done
@@ -266,6 +284,30 @@ class FlowReconciler:
                 intent.cookie & FLOW_COOKIE_MASK == FLOW_COOKIE_SPACE, intent
             state.sent_ms[intent.cookie] = now_ms
         return list(intents)
+
+
+def _states(dpid: int, desired: Mapping[int, FlowSpec], collected: list[InstalledFlow],
+            result, sent_ms: Mapping[int, int],
+            errors: Mapping[tuple[int, str], str]) -> dict[str, FlowState]:
+    """What an audit saw of each desired flow: installed as desired (with its counters),
+    refused by the switch, just sent (pending), or missing/different (re-sent now)."""
+    seen = {f.cookie: f for f in collected}
+    repaired = set(result.missing) | set(result.changed)
+    out: dict[str, FlowState] = {}
+    for cookie, spec in desired.items():
+        error = errors.get((dpid, spec.flow_id))
+        flow = seen.get(cookie)
+        if error is not None:
+            out[spec.flow_id] = FlowState(f"failed: {error}")
+        elif spec.flow_id in repaired:
+            out[spec.flow_id] = FlowState("missing")
+        elif flow is not None:
+            out[spec.flow_id] = FlowState("installed", flow.packets, flow.bytes)
+        elif cookie in sent_ms:
+            out[spec.flow_id] = FlowState("pending")
+        else:  # expired (a flow with timeouts is installed once): not on the switch
+            out[spec.flow_id] = FlowState("missing")
+    return out
 
 
 def _check(dpid: int, cookie: int, spec: FlowSpec) -> None:

@@ -663,6 +663,14 @@ def flows_list(ctx, dpid):
         value = cl.value(row.values["error"]) if "error" in row.values else ""
         errors[key] = str(value)
 
+    # What the switch's master saw in its last audit (flow_state: installed, missing,
+    # pending, failed), with the switch's counters.
+    seen = {}
+    for row in ctx.client.call(ctx.client.rows.List, cl.pb().ListRequest(
+            table="flow_state", key_prefix=pre)).rows:
+        key = "/".join(str(cl.value(k)).lower() for k in row.key)
+        seen[key] = {n: cl.value(row.values[n]) for n in ("state", "packets", "bytes")
+                     if n in row.values}
     # A flow can only be on a switch that a controller masters now (switch rows are
     # retracted when their switch goes): the others are pending.
     mastered = {str(cl.value(row.key[0])).lower() for row in ctx.client.call(
@@ -670,10 +678,16 @@ def flows_list(ctx, dpid):
 
     def status(d):
         dpid = str(d.get("dpid", "")).lower()
-        err = errors.get(f"{dpid}/{str(d.get('flow_id')).lower()}")
+        key = f"{dpid}/{str(d.get('flow_id')).lower()}"
+        audit = seen.get(key, {})
+        counters = {"packets": audit.get("packets"), "bytes": audit.get("bytes")}
+        err = errors.get(key)
         if err:
-            return {"status": f"failed: {err}"}
-        return {"status": "ok" if dpid in mastered else "pending: no controller has the switch"}
+            return {"status": f"failed: {err}", **counters}
+        if dpid not in mastered:
+            return {"status": "pending: no controller has the switch", **counters}
+        state = audit.get("state") or "pending: not audited yet"
+        return {"status": state, **counters}
 
     _rows_out(ctx, "flows", r.rows, status)
 
@@ -714,6 +728,7 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
               f"placement={placement}", f"restart_policy={restart_policy}",
               "desired_state=running"], False)
         return
+    from edge_agent.deploy import placement_slot
     from edge_agent.spec import SpecError, parse_spec
 
     raw = _spec_file(ctx, target)
@@ -722,6 +737,8 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
         plan = _plan(ctx, spec)
     except SpecError as e:
         raise ctx.error(f"{target}: {e}") from None
+    if placement_slot(spec, plan.generation) is not None:
+        plan = _decide_placement(ctx, spec, plan)
     rows = [_pb_row("services", spec.name, plan.service),
             _pb_row("placements", spec.name,
                     {"node": plan.node, "generation": plan.generation,
@@ -733,6 +750,26 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
     ctx.out(plain, lambda: click.echo(
         f"ok {spec.name} placed on {plan.node[:16]} (generation {plan.generation}), "
         f"op {r.op_id[:16]}"))
+
+
+def _decide_placement(ctx, spec, plan):
+    """A service that may move (`any`, `failover-after`) gets its node from the slot
+    placement/<service>/<generation>: the decided node, whoever proposed it, is written."""
+    import dataclasses
+
+    from controller.replication import decode, encode
+    from edge_agent.deploy import placement_slot
+
+    slot = placement_slot(spec, plan.generation)
+    r = ctx.client.call(ctx.client.slots.Propose, cl.pb().ProposeRequest(
+        slot=slot, value=encode({"node": plan.node})), max(15.0, ctx.client.timeout_s))
+    decided = decode(r.value) if r.decided else None
+    if not isinstance(decided, dict) or not isinstance(decided.get("node"), str):
+        raise ctx.error(f"{slot}: not decided ({decided!r}); nothing written")
+    if decided["node"] != plan.node:
+        click.echo(f"{slot} was decided for node {decided['node'][:16]} (another deploy); "
+                   "placing it there", err=True)
+    return dataclasses.replace(plan, node=decided["node"])
 
 
 def _spec_file(ctx, target: str):

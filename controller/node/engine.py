@@ -397,7 +397,7 @@ class Engine:
         return 1 if self.agreement is None else self.agreement.decided_schema()
 
     def check_schema(self, tables) -> None:
-        """WriteRefused unless every table may be written under the decided schema."""
+        """SchemaNotDecided unless every table may be written under the decided schema."""
         decided = None
         for table in tables:
             since = TABLES_SINCE.get(table)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from controller.forwarding.flowspec import FlowSpec, FlowSpecError, spec_from_row
 from controller.forwarding.reports import ERROR_CHARS_MAX
+from controller.openflow.shim import now_ms
 from controller.replication.reserved import FLOW_ERRORS
 
 __all__ = ["NodeLink", "TopologySync", "remote_view", "row_dict", "switch_row_changes",
@@ -297,6 +299,39 @@ def flow_status_rows(errors: dict[tuple[int, str], str]) -> dict[tuple, tuple[st
             for (dpid, flow_id), text in errors.items()}
 
 
+FLOW_COUNTERS_MS = 10_000  # a flow's packet and byte counters are reported this often
+FLOW_STATE_RETRY_MS = 5_000  # after the node refused flow_state (schema/2 not decided yet)
+REPORT_ROWS_MAX = 2_000  # rows per ReportTopology call (one op each; mutations_max 10,000)
+
+
+def flow_state_changes(states: dict, sent: dict, now_ms: int, wall_ms: int,
+                       counters_ms: int = FLOW_COUNTERS_MS) -> tuple[list, list, dict]:
+    """What to write to flow_state so it says what our audits see (decision 0037's table).
+
+    `states`: dpid -> flow id -> FlowState (the switches we master); `sent`: (dpid text,
+    flow id) -> (state, packets, bytes, when sent) as last reported. A row is written when
+    its state changed, or its counters changed and were last written `counters_ms` ago or
+    more (counters move with every packet: reporting each audit would rewrite every row
+    every two seconds); rows of flows no longer ours are retracted. Returns (rows to put,
+    rows to retract, the new `sent`)."""
+    rows, new_sent = [], {}
+    for dpid, flows in states.items():
+        for flow_id, st in flows.items():
+            key = (_hex(dpid), flow_id)
+            last = sent.get(key)
+            if (last is None or last[0] != st.state
+                    or ((last[1], last[2]) != (st.packets, st.bytes)
+                        and now_ms - last[3] >= counters_ms)):
+                rows.append(("flow_state", list(key), {
+                    "state": st.state[:ERROR_CHARS_MAX], "packets": st.packets,
+                    "bytes": st.bytes, "seen_ms": wall_ms}))
+                new_sent[key] = (st.state, st.packets, st.bytes, now_ms)
+            else:
+                new_sent[key] = last
+    gone = [("flow_state", list(k), {}) for k in sent if k not in new_sent]
+    return rows, gone, new_sent
+
+
 def remote_view(tables: dict[str, list[dict]]):
     """The replicated topology tables as (ports, links, hosts) for Fabric.set_remote."""
     from controller.forwarding.topology import PortRef
@@ -333,6 +368,8 @@ class TopologySync:
         self.link, self.observe, self.on_remote = link, observe, on_remote
         self.reported: dict[tuple, tuple[str, list, dict]] = {}
         self.status: dict[tuple, tuple[str, list, dict]] = {}
+        self.flow_state: dict[tuple, tuple] = {}  # see flow_state_changes
+        self._flow_state_at = 0  # monotonic ms before which flow_state is not reported
 
     def run(self) -> None:
         while not self.link.stopping.wait(TOPOLOGY_INTERVAL_S):
@@ -344,6 +381,7 @@ class TopologySync:
             except Exception as e:  # the node may go away between rounds: try next time
                 LOG.info("topology sync: %s", e)
                 self.reported, self.status = {}, {}  # resend everything after a reconnect
+                self.flow_state = {}
 
     def final_round(self) -> None:
         """One last report as the controller stops (bounded by FINAL_ROUND_S per call): the
@@ -357,6 +395,31 @@ class TopologySync:
             self._round(client, final=True)
         except Exception as e:  # stopping anyway: say why the rows may be left
             LOG.info("topology sync at stop: %s", e)
+
+    def _report_flow_state(self, client, states: dict, pb) -> None:
+        from synod.v1 import local_pb2
+
+        from controller.node.client import ClientError
+
+        now = now_ms()
+        if now < self._flow_state_at:
+            return
+        rows, gone, sent = flow_state_changes(states, self.flow_state, now,
+                                              int(time.time() * 1000))
+        try:
+            for i in range(0, max(len(rows), len(gone)), REPORT_ROWS_MAX):
+                put, drop = rows[i:i + REPORT_ROWS_MAX], gone[i:i + REPORT_ROWS_MAX]
+                client.call(client.local.ReportTopology, local_pb2.TopologyReport(
+                    rows=[pb(*r) for r in put], gone=[pb(t, k) for t, k, _ in drop]))
+        except ClientError as e:
+            if not str(e).startswith("failed_precondition"):
+                raise
+            # The cluster has not decided the schema version that has flow_state: our
+            # report asked for it; try again shortly (decision 0037).
+            LOG.info("flow state not reported yet: %s", e)
+            self._flow_state_at = now + FLOW_STATE_RETRY_MS
+            return
+        self.flow_state = sent
 
     def _round(self, client, final: bool = False) -> None:
         from synod.v1 import local_pb2, northbound_pb2
@@ -401,6 +464,7 @@ class TopologySync:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                 rows=[pb(*r) for r in new_status], gone=[pb(t, k) for t, k, _ in cleared]))
         self.status = status
+        self._report_flow_state(client, observed.get("flow_states", {}), pb)
         tables = {}
         for table in TOPOLOGY_TABLES:
             listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table))

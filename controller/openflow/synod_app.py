@@ -134,10 +134,12 @@ class SynodController(app_manager.OSKenApp):
                                self.mastership.generation(dpid))
                         for dpid in self.mastership.masters()}
             errors = self.flows.flow_errors()
+            states = self.flows.flow_states()
             ips = self.fabric.host_ips()
         return {"ports": ports, "links": links, "latency": latency, "hosts": hosts,
                 "switches": switches,
-                "flow_errors": errors, "host_ips": ips, "site": self.opts.site,
+                "flow_errors": errors, "flow_states": states, "host_ips": ips,
+                "site": self.opts.site,
                 "connected": list(self.datapaths),
                 "port_ids": {dpid: dict(self.port_ids.get(dpid, {})) for dpid in ports}}
 
@@ -388,7 +390,8 @@ class SynodController(app_manager.OSKenApp):
         ofp = dp.ofproto
         flows = [InstalledFlow(s.cookie, s.table_id, s.priority, match_from_ofp(s.match),
                                outputs_from_instructions(ofp, s.instructions),
-                               s.idle_timeout, s.hard_timeout) for s in msg.body]
+                               s.idle_timeout, s.hard_timeout, s.packet_count, s.byte_count)
+                 for s in msg.body]
         more = bool(msg.flags & ofp.OFPMPF_REPLY_MORE)
         with self._lock:
             self._send(self.flows.flow_stats(dp.id, flows, more, now_ms()))

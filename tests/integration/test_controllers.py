@@ -147,6 +147,16 @@ def test_flow_added_at_cloud_reaches_edge_switch_and_audit_repairs_it(sites):
     assert "sent" in sent, sent
     assert wait_for(lambda: re.search(r"n_packets=3,.*nw_dst=10\.9\.9\.9", flows("e1s1")),
                     WAIT_S), flows("e1s1")
+    # The edge master's audit reports it installed with the switch's counters, seen at the
+    # other node too (flow_state: the first report decides schema/2; counters every 10 s).
+    seen: list = []
+
+    def audited() -> bool:
+        listed = json.loads(sites.synod(1, "flows", "list", "--dpid", EDGE_DPID, "--json"))
+        seen[:] = [r for r in listed if r["flow_id"] == "f1"]
+        return bool(seen) and (seen[0]["status"], seen[0]["packets"]) == ("installed", 3)
+
+    assert wait_for(audited, WAIT_S + 15), seen
     cookie = re.search(r"cookie=(0x[0-9a-f]+).*nw_dst=10\.9\.9\.9", flows("e1s1")).group(1)
     assert int(cookie, 16) >> 48 == 0x5346  # the replicated-flow cookie space
     _sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "e1s1", f"cookie={cookie}/-1")

@@ -4,12 +4,14 @@ against an in-process node (rows written as a controller's report would be)."""
 from __future__ import annotations
 
 import json
+import time
 
 from click.testing import CliRunner
 from synod.v1 import local_pb2
 from synod.v1 import northbound_pb2 as nb
 
 from controller.cli import cli
+from controller.node.client import ClientError
 from controller.node.codec import value_pb
 
 DP1, DP2 = "0000000000000001", "0000000000000002"
@@ -78,4 +80,22 @@ def test_flows_list_says_pending_for_a_switch_no_controller_has(solo):
         c.call(c.local.ReportTopology, local_pb2.TopologyReport(gone=[_row("switches", [DP2])]))
     listed = {r["dpid"]: r["status"] for r in json.loads(_run(solo, "flows", "list",
                                                                "--json").stdout)}
-    assert listed == {DP1: "ok", DP2: "pending: no controller has the switch"}
+    assert listed == {DP1: "pending: not audited yet",
+                      DP2: "pending: no controller has the switch"}
+    # The master's audit saw it installed: the status says so, with the switch's counters
+    # (flow_state needs schema/2: the first report asks for it, a later one goes through).
+    state = local_pb2.TopologyReport(rows=[_row("flow_state", [DP1, "f1"], state="installed",
+                                                 packets=7, bytes=420, seen_ms=1)])
+    deadline = time.monotonic() + 10
+    with solo.client() as c:
+        while True:
+            try:
+                c.call(c.local.ReportTopology, state)
+                break
+            except ClientError:
+                assert time.monotonic() < deadline, "flow_state never accepted"
+                time.sleep(0.05)
+    listed = {r["dpid"]: r for r in json.loads(_run(solo, "flows", "list", "--json").stdout)}
+    assert (listed[DP1]["status"], listed[DP1]["packets"], listed[DP1]["bytes"]) == (
+        "installed", 7, 420)
+    assert listed[DP2]["packets"] is None

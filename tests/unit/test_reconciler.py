@@ -367,3 +367,52 @@ def test_config_rejects_nonsense():
         ReconcilerConfig(audit_interval_ms=0)
     with pytest.raises(ValueError):
         ReconcilerConfig(audit_grace_ms=-1)
+
+
+# --- flow_state: what the audit saw of each flow -------------------------------------------
+
+def test_the_audit_reports_each_flow_installed_missing_or_failed_with_counters():
+    rig = Rig()
+    keep, lost, bad = spec("keep"), spec("lost"), spec("bad")
+    rig.table.refuse.add(bad.cookie)
+    rig.feed(rig.rec.set_desired(DP, specs(keep, lost, bad), 0))
+    rig.master()
+    rig.at(3_000)
+    states = rig.rec.flow_states()[DP]
+    assert states["keep"].state == "installed" and states["lost"].state == "installed"
+    assert states["bad"].state.startswith("failed: type 5 code 9")
+    # The switch's counters come with an installed flow; a flow someone deleted is missing
+    # (and re-sent) at the audit that finds it.
+    rig.table.stats = lambda req: [InstalledFlow(f.cookie, 0, f.priority, f.match,
+                                                 f.actions, packets=4, bytes=240)
+                                   for f in rig.table.flows if f.cookie != lost.cookie]
+    rig.at(rig.rec._mastered[DP].next_audit_ms)
+    states = rig.rec.flow_states()[DP]
+    assert (states["keep"].packets, states["keep"].bytes) == (4, 240)
+    assert states["lost"].state == "missing"
+    # Only switches we master are reported.
+    rig.rec.lost_master(DP)
+    assert rig.rec.flow_states() == {}
+
+
+def test_flow_state_rows_follow_states_and_report_counters_at_most_every_interval():
+    from controller.forwarding.reconciler import FlowState
+    from controller.openflow.node_link import flow_state_changes
+
+    key = ("0000000000000101", "f")
+    rows, gone, sent = flow_state_changes({DP: {"f": FlowState("installed", 1, 60)}}, {},
+                                          0, 111)
+    assert [r[1] for r in rows] == [list(key)] and not gone
+    assert rows[0][2] == {"state": "installed", "packets": 1, "bytes": 60, "seen_ms": 111}
+    # Counters moved 2 s later: not yet; 10 s later: yes; a state change: at once.
+    rows, _, sent2 = flow_state_changes({DP: {"f": FlowState("installed", 5, 300)}}, sent,
+                                        2_000, 0)
+    assert rows == [] and sent2 == sent
+    rows, _, sent3 = flow_state_changes({DP: {"f": FlowState("installed", 9, 540)}}, sent,
+                                        10_000, 0)
+    assert rows[0][2]["packets"] == 9
+    rows, _, sent4 = flow_state_changes({DP: {"f": FlowState("missing")}}, sent3, 10_001, 0)
+    assert rows[0][2]["state"] == "missing"
+    # A flow no longer ours (or deleted) is retracted.
+    rows, gone, _ = flow_state_changes({}, sent4, 10_002, 0)
+    assert rows == [] and [g[1] for g in gone] == [list(key)]
