@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from edge_agent.deploy import AgentInfo, agent_key
+from edge_agent.deploy import AgentInfo, agent_key, placement_slot
 from edge_agent.microvm import DEFAULT_CACHE, Image, ImageError, build
 from edge_agent.qemu import Runtime, RuntimeError_, probe_accel
 from edge_agent.reconcile import (
@@ -149,6 +149,7 @@ class Agent:
         self.rounds = 0
         self.round_s = 0.0
         self.info_sent = False
+        self.placements: dict[str, str] = {}  # decided placement slots: slot -> node
 
     def _count(self, kind: str, result: str) -> None:
         self.actions[(kind, result)] = self.actions.get((kind, result), 0) + 1
@@ -183,6 +184,14 @@ class Agent:
             except SpecError as e:
                 out[name] = Desired(name, None, "", f"invalid spec: {e}", g)
                 continue
+            slot = placement_slot(spec, g)
+            if slot is not None:
+                owner = self._placement(slot)
+                if owner != self.owner:
+                    why = f"pending: {slot} not decided yet" if owner is None else \
+                        f"{slot} was decided for node {owner[:16]}, not this one"
+                    out[name] = Desired(name, None, "", why, g)
+                    continue
             if spec.image == "nixos":
                 out[name] = Desired(name, None, "", self._nixos(spec), g)
                 continue
@@ -190,6 +199,17 @@ class Agent:
                                 digest_size=32).hexdigest()
             out[name] = Desired(name, spec, h, "", g)
         return out
+
+    def _placement(self, slot: str) -> str | None:
+        """The node a placement slot decided (a decision never changes: kept), or None."""
+        node = self.placements.get(slot)
+        if node is None:
+            node, why = self.link.decided_node(slot)
+            if node is None:
+                LOG.debug("%s: %s", slot, why)
+                return None
+            self.placements[slot] = node
+        return node
 
     def round(self, now_ms: int) -> None:
         started = time.monotonic()

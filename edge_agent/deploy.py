@@ -5,9 +5,11 @@ Agents declare what their node offers in a `kv` row `agent/<node id>` (AgentInfo
 JSON): site, vCPUs, memory and the OVS bridges they may attach NICs to. A placement names a
 node (`node:`), one of a site's agents (`site:`) or any agent (`any`); among several the
 one with the most free memory is chosen (ties by node id), and a service already placed on
-an eligible node stays there (same generation). The placement row is written by the
-deploying client here; agreeing on it in a slot (`placement/<service>/<generation>`) so two
-nodes never both own a service is the next step (docs/decisions/0081-placement-leases.md).
+an eligible node stays there (same generation). A service that may move (`any`, or
+`failover-after`) has its node decided in the slot `placement/<service>/<generation>` (the
+client proposes, any concurrent deploy gets the same decision) and an agent starts it only
+for a decision naming its own node; the owner's lease and failover are still to come
+(docs/decisions/0081-placement-slots-and-leases.md).
 """
 
 from __future__ import annotations
@@ -27,13 +29,23 @@ from edge_agent.spec import (
     to_row,
 )
 
-__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "plan_deploy"]
+__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "placement_slot",
+           "plan_deploy"]
 
 AGENT_KEY_PREFIX = "agent/"
 
 
 def agent_key(node_id: str) -> str:
     return f"{AGENT_KEY_PREFIX}{node_id}"
+
+
+def placement_slot(spec: ServiceSpec, generation: int) -> str | None:
+    """The agreement slot deciding the node of a service that may move (placement `any`
+    or restart `failover-after`), None for one pinned by its spec (a node, or a site's
+    `local-only` service): placement/<service>/<generation>."""
+    if spec.placement == "any" or spec.restart == "failover-after":
+        return f"placement/{spec.name}/{generation}"
+    return None
 
 
 @dataclass(frozen=True)

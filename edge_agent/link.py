@@ -163,6 +163,30 @@ class NodeLink:
             return str(e)
         return None
 
+    def decided_node(self, slot: str) -> tuple[str | None, str]:
+        """(the node a placement slot decided, "") or (None, why not: undecided, or the
+        node not reachable)."""
+        from synod.v1 import northbound_pb2 as nb
+
+        from controller.node.client import ClientError
+        from controller.replication import decode
+
+        c = self._client
+        if c is None or not self.connected.is_set():
+            return None, "node not connected"
+        try:
+            r = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot=slot))
+        except ClientError as e:
+            return None, str(e)
+        if not r.decided:
+            return None, "not decided yet"
+        try:
+            value = decode(r.value)
+        except Exception:  # noqa: BLE001 - not CBOR: not a placement decision
+            return None, "its decided value is not a placement"
+        node = value.get("node") if isinstance(value, dict) else None
+        return (node, "") if isinstance(node, str) else (None, "its value names no node")
+
     def put_kv(self, key: str, value: bytes) -> str | None:
         """Write the agent's own kv row (its capacity); None when written, else why not."""
         from synod.v1 import northbound_pb2 as nb

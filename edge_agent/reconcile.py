@@ -18,7 +18,8 @@ fails is fed back with `failed(tracks, name, reason, now_ms, limits)`. Rules, pe
 - desired stopped: `Stop` if it runs, report `stopped`;
 - a VM runs that is not desired here (removed, placed elsewhere, or an orphan of ours):
   `Stop`, nothing reported (the service is not this node's to report);
-- a spec this node cannot run (invalid, or a MAC/IP another service here has): `failed: ...`.
+- a spec this node cannot run (invalid, or a MAC/IP another service here has): `failed: ...`;
+  one waiting for its placement decision: `pending: ...` (the error given as it is).
 Reports are emitted only when the text changes.
 """
 
@@ -196,7 +197,9 @@ def reconcile(desired: Mapping[str, Desired], actual: Mapping[str, Actual],
         if d.spec is None or name in clashes:
             if a is not None:
                 stops.append(Stop(name, "cannot run here"))
-            report(name, state_text("failed", d.error or clashes[name]), d.generation)
+            why = d.error or clashes[name]
+            report(name, why if why.startswith("pending") else state_text("failed", why),
+                   d.generation)
             continue
         if d.spec.state == "stopped":
             if a is not None:

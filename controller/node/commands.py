@@ -728,6 +728,7 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
               f"placement={placement}", f"restart_policy={restart_policy}",
               "desired_state=running"], False)
         return
+    from edge_agent.deploy import placement_slot
     from edge_agent.spec import SpecError, parse_spec
 
     raw = _spec_file(ctx, target)
@@ -736,6 +737,8 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
         plan = _plan(ctx, spec)
     except SpecError as e:
         raise ctx.error(f"{target}: {e}") from None
+    if placement_slot(spec, plan.generation) is not None:
+        plan = _decide_placement(ctx, spec, plan)
     rows = [_pb_row("services", spec.name, plan.service),
             _pb_row("placements", spec.name,
                     {"node": plan.node, "generation": plan.generation,
@@ -747,6 +750,26 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
     ctx.out(plain, lambda: click.echo(
         f"ok {spec.name} placed on {plan.node[:16]} (generation {plan.generation}), "
         f"op {r.op_id[:16]}"))
+
+
+def _decide_placement(ctx, spec, plan):
+    """A service that may move (`any`, `failover-after`) gets its node from the slot
+    placement/<service>/<generation>: the decided node, whoever proposed it, is written."""
+    import dataclasses
+
+    from controller.replication import decode, encode
+    from edge_agent.deploy import placement_slot
+
+    slot = placement_slot(spec, plan.generation)
+    r = ctx.client.call(ctx.client.slots.Propose, cl.pb().ProposeRequest(
+        slot=slot, value=encode({"node": plan.node})), max(15.0, ctx.client.timeout_s))
+    decided = decode(r.value) if r.decided else None
+    if not isinstance(decided, dict) or not isinstance(decided.get("node"), str):
+        raise ctx.error(f"{slot}: not decided ({decided!r}); nothing written")
+    if decided["node"] != plan.node:
+        click.echo(f"{slot} was decided for node {decided['node'][:16]} (another deploy); "
+                   "placing it there", err=True)
+    return dataclasses.replace(plan, node=decided["node"])
 
 
 def _spec_file(ctx, target: str):

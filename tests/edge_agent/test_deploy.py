@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.deploy import AgentInfo, plan_deploy
+from edge_agent.deploy import AgentInfo, placement_slot, plan_deploy
 from edge_agent.spec import Capacity, SpecError, parse_spec, to_row
 
 A = AgentInfo("nodeA", "edge1", Capacity(2, 512), ("e1s1",))
@@ -75,3 +75,11 @@ def test_capacity_counts_services_already_on_the_node_and_clashes_are_refused():
 
 def test_agent_info_round_trip():
     assert AgentInfo.decode("nodeA", A.encode()) == A
+
+
+def test_services_that_may_move_have_a_placement_slot():
+    assert placement_slot(parse_spec({"name": "a"}), 1) == "placement/a/1"  # any
+    assert placement_slot(parse_spec({"name": "a", "placement": "site:e1",
+                                      "restart": "failover-after:30"}), 2) == "placement/a/2"
+    assert placement_slot(parse_spec({"name": "a", "placement": "site:e1"}), 1) is None
+    assert placement_slot(parse_spec({"name": "a", "placement": "node:n1"}), 1) is None

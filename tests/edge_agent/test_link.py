@@ -4,6 +4,10 @@ deletes it, and a report for a service placed elsewhere is refused."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,8 +15,10 @@ from synod.v1 import northbound_pb2 as nb
 
 from controller.node.codec import value_pb
 from controller.node.datadir import init_data_dirs
+from controller.replication import decode
+from edge_agent.deploy import AgentInfo, agent_key
 from edge_agent.link import NodeLink
-from edge_agent.spec import parse_spec, to_row
+from edge_agent.spec import Capacity, parse_spec, to_row
 from tests.node.conftest import InProcessNode
 
 
@@ -70,5 +76,37 @@ def test_services_follow_their_placement(node, tmp_path):
             got = c.call(c.rows.Get, nb.GetRequest(table="placements",
                                                    key=[value_pb("early")]))
             assert got.row.values["node"].text_value == "someone-else"
+        finally:
+            link.stop()
+
+
+def test_deploy_decides_the_node_of_a_service_that_may_move(node, tmp_path):
+    token = (node.data / "admin.token").read_text().strip()
+    with node.client() as c:
+        me = c.call(c.cluster.GetStatus, nb.GetStatusRequest()).node_id
+        _put(c, "kv", agent_key(me), value=AgentInfo(me, "edge1", Capacity(2, 1024),
+                                                     ("br0",)).encode())
+        spec = tmp_path / "any.yaml"
+        spec.write_text("name: roamer\nplacement: any\nrestart: {failover-after: 20}\n")
+        env = {**os.environ, "SYNOD_SERVER": node.api, "SYNOD_TOKEN": token,
+               "SYNOD_INSECURE": "1"}
+        done = subprocess.run([sys.executable, "-c", "from controller.cli import main; main()",
+                               "services", "deploy", str(spec), "--json"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["node"] == me
+        slot = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="placement/roamer/1"))
+        assert slot.decided and decode(slot.value) == {"node": me}
+        got = c.call(c.rows.Get, nb.GetRequest(table="placements", key=[value_pb("roamer")]))
+        assert got.row.values["node"].text_value == me
+        # what the agent asks before it starts such a service
+        token_file = tmp_path / "token"
+        token_file.write_text(token)
+        link = NodeLink(node.api, str(token_file), "", insecure=True)
+        link.start()
+        try:
+            assert link.connected.wait(10)
+            assert link.decided_node("placement/roamer/1") == (me, "")
+            assert link.decided_node("placement/roamer/2") == (None, "not decided yet")
         finally:
             link.stop()

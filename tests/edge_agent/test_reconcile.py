@@ -62,6 +62,9 @@ CASES = [
     ("desired stopped", want(STOPPED), vm(), {}, 1, True,
      [Stop("web", "desired stopped"), Report("web", "stopped", 2)]),
     ("not placed here any more", {}, vm(), {}, 1, True, [Stop("web", "not placed on this node")]),
+    ("placement not decided", want(None, error="pending: placement/web/2 not decided yet"),
+     vm(), {}, 1, True, [Stop("web", "cannot run here"),
+                         Report("web", "pending: placement/web/2 not decided yet", 2)]),
     ("invalid spec", want(None, error="invalid spec: image: 'x'"), vm(), {}, 1, True,
      [Stop("web", "cannot run here"), Report("web", "failed: invalid spec: image: 'x'", 2)]),
 ]

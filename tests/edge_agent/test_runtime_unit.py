@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.microvm import Image, kernel_cmdline
-from edge_agent.qemu import Runtime, RuntimeError_, _pid_is_ours, console_facts, tap_mac, \
-    tap_name
+from edge_agent.qemu import Runtime, RuntimeError_, _pid_is_ours, console_facts, tap_mac, tap_name
 from edge_agent.spec import parse_spec
 
 
