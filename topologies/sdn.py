@@ -1,7 +1,8 @@
 """A Synod cluster for an emulation: one node and one controller per site, a cuttable WAN.
 
 Every site (cloud, edge1, ...) gets a `synod node` (its own data directory, mTLS to
-its peers) and a `synod-controller` running the Synod app. Everything listens on
+its peers) and a `synod-controller` running the Synod app, both started and supervised
+by the site's own `synod up` from a site file, as on a real site. Everything listens on
 loopback; what crosses a site boundary goes through a WanProxy (topologies.mgmt):
 node-to-node links, and each switch's connection to its backup controller at
 another site. Cutting a site's WAN cuts those, plus its Mininet WAN link.
@@ -24,7 +25,6 @@ from topologies.netctl import (
     OWNER_ENV,
     EmulationError,
     Progress,
-    start_controller,
     stop_process,
 )
 
@@ -56,8 +56,7 @@ class SdnCluster:
         self.peer = {s: _free_port() for s in sites}
         self.of = {s: _free_port() for s in sites}
         self.dirs = {s: workdir / s for s in sites}
-        self.nodes: dict[str, subprocess.Popen] = {}
-        self.controllers: dict[str, subprocess.Popen] = {}
+        self.ups: dict[str, subprocess.Popen] = {}  # each site's `synod up`
         self.proxies: dict[tuple[str, str], WanProxy] = {}  # (from site, to site)
         self.token_file = self.dirs[sites[0]] / "admin.token"
         self.ca = self.dirs[sites[0]] / "ca.crt"
@@ -90,24 +89,38 @@ class SdnCluster:
                 if a != b and (CLOUD in (a, b)):
                     self.proxies[(a, b)] = WanProxy(self.peer[b])
         for site in self.sites:
-            self._start_node(site)
+            self._write_site_file(site)
         for site in self.sites:
-            self.start_controller(site)
+            self._up(site)
 
-    def _start_node(self, site: str) -> None:
+    def _write_site_file(self, site: str) -> None:
+        """`synod init --site` on the directory made above: it keeps the node and writes
+        the site file (loopback ports, peers through the WAN relays, the controllers)."""
         peers = []
         for other in self.sites:
             if (site, other) in self.proxies:
                 peers += ["--peer", f"127.0.0.1:{self.proxies[(site, other)].port}"]
-        log = open(self.workdir / f"node-{site}.log", "ab")  # noqa: SIM115 - the child owns it
+        controllers = ",".join(f"{s}=127.0.0.1:{self.of[s]}" for s in self.sites)
+        done = subprocess.run(
+            [*_synod(), "init", "--site", site, "--data", str(self.dirs[site]),
+             "--api", f"127.0.0.1:{self.api[site]}",
+             "--peer-listen", f"127.0.0.1:{self.peer[site]}", *peers,
+             "--of-listen", f"127.0.0.1:{self.of[site]}", "--controllers", controllers,
+             "--controller-index", str(self.index[site]),
+             "--controller-token", str(self.token_file.resolve())],
+            capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise EmulationError(f"synod init --site {site} failed: {done.stderr.strip()}")
+        with open(self.dirs[site] / "site.toml", "a") as f:
+            f.write(f'\n[web]\nlisten = "127.0.0.1:{self.web[site]}"\n')
+
+    def _up(self, site: str) -> None:
+        """The site's `synod up`, in the foreground (it stops its daemons on SIGTERM)."""
         proc = subprocess.Popen(
-            [*_synod(), "node", "run", "--data", str(self.dirs[site]),
-             "--api", f"127.0.0.1:{self.api[site]}", "--web", f"127.0.0.1:{self.web[site]}",
-             "--peer-listen", f"127.0.0.1:{self.peer[site]}", *peers],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            [*_synod(), "up", "--config", str(self.dirs[site] / "site.toml")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}))  # for --cleanup
-        log.close()
-        self.nodes[site] = proc
+        self.ups[site] = proc
         line: list[bytes] = []
         stdout = proc.stdout
         assert stdout is not None  # stdout=PIPE above
@@ -115,29 +128,24 @@ class SdnCluster:
         reader.start()
         reader.join(NODE_READY_TIMEOUT_S)
         if not line or not line[0].startswith(b"{"):
-            raise EmulationError(f"node {site} did not start: see {self.workdir}/node-{site}.log")
-        self.progress(f"node {site} up (api 127.0.0.1:{self.api[site]})")
-
-    def start_controller(self, site: str) -> None:
-        controllers = ",".join(f"{s}=127.0.0.1:{self.of[s]}" for s in self.sites)
-        self.controllers[site] = start_controller(
-            self.of[site], str(self.workdir / f"controller-{site}.log"),
-            apps=("controller.openflow.synod_app",),
-            extra_args=("--site", site, "--controller-index", str(self.index[site]),
-                        "--controllers", controllers,
-                        "--node", f"127.0.0.1:{self.api[site]}",
-                        "--node-token-file", str(self.token_file),
-                        "--node-ca", str(self.ca)))
+            stop_process(proc)
+            assert proc.stderr is not None
+            said = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise EmulationError(f"site {site} did not start: {said[0] if said else ''} "
+                                 f"(logs in {self.dirs[site] / 'logs'})")
+        # its stderr (the supervisor's JSON lines) goes on filling a pipe nobody reads
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+        self.progress(f"site {site} up: node and controller (api 127.0.0.1:{self.api[site]}, "
+                      f"OpenFlow 127.0.0.1:{self.of[site]})")
 
     def stop(self) -> None:
-        for proc in self.controllers.values():
-            stop_process(proc)
-        for proc in self.nodes.values():
+        for proc in self.ups.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.nodes.values():
+        for proc in self.ups.values():
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=30)  # it waits for its daemons (SIGKILL after 10 s)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
