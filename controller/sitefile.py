@@ -92,6 +92,7 @@ token_file = {_toml(controller_token)}
 
 [agent]
 enabled = {_toml(agent)}
+token_file = {_toml(controller_token)}
 
 [up]
 log_dir = "logs"  # one log per daemon, in the data directory

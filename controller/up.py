@@ -108,6 +108,8 @@ def site_daemons(cfg: NodeConfig, config_path: Path) -> list[Daemon]:
         except (KeyError, IndexError, ValueError) as exc:
             raise UpError(f"{config_path}: agent.args: unknown placeholder {exc} "
                           f"(known: {', '.join('{' + k + '}' for k in fill)})") from None
+        if cfg.api.insecure_loopback:
+            args.append("--node-insecure")
         daemons.append(Daemon("agent", (_bin("synod"), "agent", "run", *args)))
     return daemons
 

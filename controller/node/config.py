@@ -167,7 +167,7 @@ class AgentConfig:
     # `synod agent run` and its flags; {site}, {api}, {data}, {ca} and {token_file} are
     # filled in from this file
     args: tuple[str, ...] = ("--site", "{site}", "--node", "{api}", "--node-token-file",
-                             "{token_file}", "--node-ca", "{ca}")
+                             "{token_file}", "--node-ca", "{ca}", "--state-dir", "{data}/agent")
     token_file: str = "controller.token"
 
 

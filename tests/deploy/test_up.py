@@ -223,3 +223,34 @@ def test_a_node_in_no_cluster_is_named_with_the_fix(tmp_path):
     r = synod("up", "--config", str(data / "site.toml"))
     assert r.returncode == 1
     assert "site e1: step check:" in r.stderr and "synod join" in r.stderr
+
+
+def test_the_agent_runs_only_when_the_site_file_enables_it(site):
+    data, config, _, started = site
+    cfg = load_config(config)
+    assert [d.name for d in site_daemons(cfg, config)] == ["node", "controller"]
+    config.write_text(config.read_text().replace("[agent]\nenabled = false",
+                                                 "[agent]\nenabled = true"))
+    cfg = load_config(config)
+    agent = site_daemons(cfg, config)[-1]
+    assert agent.name == "agent" and agent.ready_tcp is None  # ready = its JSON line
+    assert agent.argv[1:3] == ("agent", "run")
+    assert agent.argv[agent.argv.index("--node-token-file") + 1] == str(data / "admin.token")
+    assert agent.argv[agent.argv.index("--state-dir") + 1] == f"{data}/agent"
+    r = synod("up", "--config", str(config), "--detach")
+    assert r.returncode == 0, r.stderr
+    assert ", agent pid " in r.stdout, r.stdout
+    pids = pids_of(data)
+    started += pids.values()
+    assert set(pids) == {"node", "controller", "agent"}
+    assert (data / "logs" / "agent.log").stat().st_size > 0
+    down = synod("down", "--config", str(config))
+    assert down.returncode == 0 and not any(alive(p) for p in pids.values())
+
+
+def test_a_bad_agent_placeholder_is_named(site):
+    _, config, _, _ = site
+    config.write_text(config.read_text().replace(
+        "[agent]\nenabled = false", '[agent]\nenabled = true\nargs = ["--site", "{sight}"]'))
+    r = synod("up", "--config", str(config))
+    assert r.returncode == 1 and "agent.args: unknown placeholder 'sight'" in r.stderr
