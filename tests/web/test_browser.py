@@ -21,9 +21,9 @@ from tests.web.helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None
-                                or shutil.which("chromedriver") is None,
-                                reason="needs chromium and chromium-driver (synod.sh installs them)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+    reason="needs chromium and chromium-driver (synod.sh installs them)")
 
 
 @pytest.fixture(scope="module")

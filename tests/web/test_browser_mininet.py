@@ -52,6 +52,22 @@ def _pairs(link_ids: list[str]) -> set[tuple[str, str]]:
     return out
 
 
+def _statuses(cluster: SdnCluster) -> dict[str, tuple[dict, str]]:
+    """site -> (version vector, state digest), read from every node back to back."""
+    from synod.v1 import northbound_pb2 as nb
+
+    from controller.node.client import Client
+
+    out = {}
+    for site in SITES:
+        with Client(f"127.0.0.1:{cluster.api[site]}", cluster.token_file.read_text().strip(),
+                    ca_file=str(cluster.ca)) as c:
+            st = c.call(c.cluster.GetStatus, nb.GetStatusRequest())
+            out[site] = ({a: s for a, s in st.version_vector.items() if s},
+                         st.state_digest.hex())
+    return out
+
+
 def _artefacts(tmp_path) -> str:
     where = os.environ.get("SYNOD_ARTEFACTS") or str(tmp_path)
     os.makedirs(where, exist_ok=True)
@@ -132,10 +148,24 @@ def test_page_shows_the_emulation_a_wan_cut_and_the_heal(tmp_path):
                 assert time.monotonic() - healed_at < HEAL_S, dump(s)
                 time.sleep(0.2)
             heal_shown_s = time.monotonic() - healed_at
-            # The nodes agree too. Controllers keep reporting LLDP rows after the heal, so
-            # three sequential reads may straddle a write: read until they agree, bounded.
-            assert cluster.wait(lambda: len({cluster.digest(site) for site in SITES}) == 1,
-                                HEAL_S) is not None, "the nodes' digests never agreed"
+            # The nodes agree too, and the page's inference holds: equal version vectors,
+            # equal state digests. Controllers keep writing after a heal (LLDP, stats), so
+            # the three are read back to back over gRPC until they agree, bounded.
+            samples = []
+            deadline = time.monotonic() + HEAL_S
+            while True:
+                now = _statuses(cluster)
+                samples.append(now)
+                vectors = {site: v for site, (v, _) in now.items()}
+                for a in SITES:
+                    for b in SITES:
+                        if vectors[a] == vectors[b]:
+                            assert now[a][1] == now[b][1], (
+                                f"equal vectors, different digests: {a} {b} {now}")
+                if len({d for _, d in now.values()}) == 1:
+                    break
+                assert time.monotonic() < deadline, f"never agreed: {samples[-3:]}"
+                time.sleep(0.1)
             driver.save_screenshot(os.path.join(artefacts, "web-after-heal.png"))
             print(f"cut shown in {shown_s:.2f} s; heal (equal digests, link up) shown in "
                   f"{heal_shown_s:.2f} s; screenshots in {artefacts}")
