@@ -97,3 +97,20 @@ def test_node_going_away_is_shown_and_the_page_reconnects(node, browser):
     # The same page (no reload) drew the new node's state again.
     wait_until(browser, f"return window.synod.updates > {before}", 5)
     assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+
+
+def test_services_show_their_state_and_where_they_run(node, browser):
+    from synod.v1 import northbound_pb2 as nb
+
+    open_view(browser, node.url, node.viewer)
+    me = node.proc.info["node_id"]
+    with node.client() as c:
+        c.call(c.rows.Put, nb.PutRequest(rows=[
+            row("placements", ["dns"], node=me, generation=1, state="running")]))
+        c.call(c.rows.Put, nb.PutRequest(rows=[row("services", ["dns"], image="microvm")]))
+    text = wait_until(browser, "const t = document.getElementById('services').textContent; "
+                               "return t.includes('dns: running on') && t", 10)
+    assert "unplaced" not in text
+    drawn = browser.execute_script(
+        "return window.synod.cy.nodes('.service').map(n => n.data('label'))")
+    assert drawn == ["dns\nrunning"]
