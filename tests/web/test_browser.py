@@ -114,3 +114,25 @@ def test_services_show_their_state_and_where_they_run(node, browser):
     drawn = browser.execute_script(
         "return window.synod.cy.nodes('.service').map(n => n.data('label'))")
     assert drawn == ["dns\nrunning"]
+
+
+def test_many_switches_collapse_into_sites_and_a_site_opens_on_click(tmp_path, browser):
+    with WebNode(tmp_path) as big:
+        fill(big.client(), sites=4, switches_per_site=16, flows=0)  # 64 switches: over 60
+        with big.client() as c:  # edge2's WAN link reported down
+            c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[
+                row("links", ["0000000000000001", 4, "0000000000000201", 4], up=False,
+                    latency_ms=20.0)]))
+        open_view(browser, big.url, big.token("viewer"))
+        s = shown(browser)
+        assert (s["sites"], s["switches"]) == (["cloud", "edge1", "edge2", "edge3"], []), dump(s)
+        edges = browser.execute_script(
+            "return window.synod.cy.edges().map(e => [e.source().id(), e.target().id(), "
+            "e.hasClass('cut')]).sort()")
+        assert edges == [["site:cloud", "site:edge1", False], ["site:cloud", "site:edge2", True],
+                         ["site:cloud", "site:edge3", False]]
+        browser.execute_script("window.synod.cy.getElementById('site:edge2').emit('tap')")
+        wait_until(browser, "return window.synod.cy.nodes('.switch').length == 16", 5)
+        opened = browser.execute_script(
+            "return window.synod.cy.nodes('.switch').map(n => n.parent().id())")
+        assert set(opened) == {"site:edge2"}
