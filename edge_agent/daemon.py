@@ -85,9 +85,19 @@ def _host_capacity(o: AgentOptions) -> Capacity:
     return Capacity(vcpus, memory_mb)
 
 
+def bridge_map(o: AgentOptions) -> dict[str, str]:
+    """--bridge NAME or NAME=LOCAL: the switch names specs may use -> this host's bridges
+    (one name, e.g. `svc`, can mean each site's own bridge, so a service can move)."""
+    out = {}
+    for b in o.bridges:
+        name, _, local = b.partition("=")
+        out[name] = local or name
+    return out
+
+
 def _bridges(o: AgentOptions) -> tuple[str, ...]:
     if o.bridges:
-        return tuple(sorted(o.bridges))
+        return tuple(sorted(bridge_map(o)))
     import subprocess
 
     try:
@@ -136,7 +146,7 @@ class Agent:
         self.o = o
         self.link: NodeLink = link
         self.owner = owner
-        self.runtime = Runtime(o.state_dir, owner, accel="tcg")
+        self.runtime = Runtime(o.state_dir, owner, accel="tcg", bridges=bridge_map(o))
         self.image: Image | None = None
         self.image_error = ""
         self.image_retry_ms = 0
@@ -150,6 +160,10 @@ class Agent:
         self.round_s = 0.0
         self.info_sent = False
         self.placements: dict[str, str] = {}  # decided placement slots: slot -> node
+        self.contacts: list | None = None  # the members as the node saw them ...
+        self.contacts_at_ms = 0  # ... at this time
+        self.takeover_at_ms = 0  # next look for failover services whose owner is silent
+        self.lost: set[tuple[str, int]] = set()  # (service, generation) whose lease ran out
 
     def _count(self, kind: str, result: str) -> None:
         self.actions[(kind, result)] = self.actions.get((kind, result), 0) + 1
@@ -171,7 +185,19 @@ class Agent:
         self.runtime.accel = accel
         LOG.info("image %s ready; accelerator %s (%s)", self.image.key[:12], accel, why)
 
-    def desired(self) -> dict[str, Desired]:
+    def _lease_lost(self, failover_after_s: int, now_ms: int) -> str:
+        """Why this owner must not run a failover service now ("" while its lease holds)."""
+        from edge_agent.lease import lease_until_ms, owner_deadline_ms
+
+        if self.contacts is None:
+            return "lease lost: no member list from the node yet"
+        until = lease_until_ms(self.contacts, self.contacts_at_ms, failover_after_s)
+        if now_ms < until:
+            return ""
+        return (f"lease lost: no majority heard for {owner_deadline_ms(failover_after_s)} ms "
+                f"(failover-after {failover_after_s} s); stopped so another node may take over")
+
+    def desired(self, now_ms: int = 0) -> dict[str, Desired]:
         with self.link.lock:
             rows = dict(self.link.desired.rows)
             generations = dict(self.link.desired.generations)
@@ -191,6 +217,18 @@ class Agent:
                     why = f"pending: {slot} not decided yet" if owner is None else \
                         f"{slot} was decided for node {owner[:16]}, not this one"
                     out[name] = Desired(name, None, "", why, g)
+                    continue
+            if spec.restart == "failover-after":
+                if (name, g) in self.lost:
+                    # Never again under this generation: after a heal its row may still
+                    # name this node before the next generation's arrives.
+                    out[name] = Desired(name, None, "", f"pending: lease lost for generation "
+                                        f"{g}; waiting for placement/{name}/{g + 1}", g)
+                    continue
+                lost = self._lease_lost(spec.failover_after_s, now_ms)
+                if lost:
+                    self.lost.add((name, g))
+                    out[name] = Desired(name, None, "", lost, g)
                     continue
             if spec.image == "nixos":
                 out[name] = Desired(name, None, "", self._nixos(spec), g)
@@ -218,7 +256,10 @@ class Agent:
         if not self.link.desired.synced:
             desired_or_none = None  # never seen the node: touch nothing
         else:
-            desired_or_none = self.desired()
+            members = self.link.members()
+            if members is not None:
+                self.contacts, self.contacts_at_ms = members, now_ms
+            desired_or_none = self.desired(now_ms)
         found = self.runtime.scan()
         self.vm_counts = {}
         for v in found.values():
@@ -238,6 +279,9 @@ class Agent:
                 break
             self.apply(action, desired, now_ms)
         self._flush_reports()
+        if now_ms >= self.takeover_at_ms:
+            self.takeover_at_ms = now_ms + 2_000
+            self._take_over(now_ms)
         self.rounds += 1
         self.round_s = time.monotonic() - started
 
@@ -250,7 +294,7 @@ class Agent:
                     self._fail(name, f"image_unavailable: {self.image_error}", d.generation,
                                now_ms)
         elif isinstance(action, Stop):
-            how = self.runtime.stop(action.name)
+            how = self.runtime.stop(action.name, urgent=action.urgent)
             self._count("stop", "ok")
             LOG.info("stopped %s (%s): %s", action.name, how, action.reason)
         elif isinstance(action, Start | Restart):
@@ -268,6 +312,10 @@ class Agent:
             self._count("start", "ok")
             LOG.info("started %s: pid %d, hash %s", action.name, pid, action.hash[:16])
         elif isinstance(action, Report):
+            if "lease lost" in action.state:
+                # not this node's to report any more: the row may belong to a new owner
+                LOG.warning("%s: %s", action.name, action.state)
+                return
             self.unsent[action.name] = action
 
     def _fail(self, name: str, reason: str, generation: int, now_ms: int) -> None:
@@ -279,6 +327,63 @@ class Agent:
 
             self.tracks[name] = replace(t, reported=text)
             self.unsent[name] = Report(name, text, generation)
+
+    def _take_over(self, now_ms: int) -> None:
+        """Propose this node for failover services whose owner this node has not heard
+        from for their failover-after (lease.may_take_over), if the spec allows and this
+        node fits them; the slot placement/<service>/<generation+1> picks one taker."""
+        from edge_agent.deploy import plan_deploy
+        from edge_agent.lease import may_take_over
+
+        if self.contacts is None or now_ms - self.contacts_at_ms > 5_000:
+            return
+        services, placements = self.link.table("services"), self.link.table("placements")
+        if services is None or placements is None:
+            return
+        ages = {c.node: c.age_ms for c in self.contacts}
+        me = AgentInfo(self.owner, self.o.site, _host_capacity(self.o), _bridges(self.o))
+        for name, values in sorted(services.items()):
+            try:
+                spec = from_row(name, values)
+            except SpecError:
+                continue
+            p = placements.get(name) or {}
+            owner, g = str(p.get("node") or ""), int(p.get("generation") or 0)
+            if spec.restart != "failover-after" or spec.state != "running" or not owner:
+                continue
+            if owner == self.owner:
+                # Its own lease ran out and it hears a majority again: the next generation
+                # decides whether someone took over meanwhile, or it takes it back itself.
+                if (name, g) not in self.lost or self._lease_lost(spec.failover_after_s,
+                                                                  now_ms):
+                    continue
+            elif owner not in ages or not may_take_over(ages[owner], spec.failover_after_s):
+                continue
+            if spec.placement == "node" or (spec.placement == "site" and
+                                            spec.placement_target != self.o.site):
+                continue
+            others = {n: pl for n, pl in placements.items() if n != name}
+            try:
+                plan_deploy(spec, services, others, {self.owner: me})
+            except SpecError as e:
+                LOG.info("%s: owner %s silent, but this node cannot take it: %s", name,
+                         owner[:16], e)
+                continue
+            slot = f"placement/{name}/{g + 1}"
+            decided = self.link.propose_placement(slot, self.owner)
+            if decided is None:
+                continue
+            # The state is the owner's to write: only a winner says it is pending.
+            row = {"node": decided, "generation": g + 1}
+            if decided == self.owner:
+                row["state"] = "pending"
+            err = self.link.put_row("placements", name, row)
+            if err is None:
+                self.lost.discard((name, g))
+            LOG.info("%s: owner %s silent %d ms; %s decided for %s%s", name, owner[:16],
+                     ages[owner], slot, decided[:16], f" (row not written: {err})" if err
+                     else "")
+            self._count("takeover", "won" if decided == self.owner else "lost")
 
     def _flush_reports(self) -> None:
         if not self.link.connected.is_set():
@@ -462,8 +567,9 @@ def agent() -> None:
               help="vCPUs offered to services  [default: the host's]")
 @click.option("--memory-mb", type=click.IntRange(0), default=0,
               help="memory offered to services  [default: the host's less 512 MB]")
-@click.option("--bridge", "bridges", multiple=True,
-              help="an OVS bridge NICs may join (repeat)  [default: every bridge]")
+@click.option("--bridge", "bridges", multiple=True, metavar="NAME[=BRIDGE]",
+              help="a switch name specs may use, and the local OVS bridge it means (repeat)"
+                   "  [default: every bridge by its own name]")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
               show_default=True, help="auto: KVM only if a probe VM boots under it")
 @click.option("--interval-ms", type=click.IntRange(50, 60_000), default=1_000,

@@ -187,6 +187,78 @@ class NodeLink:
         node = value.get("node") if isinstance(value, dict) else None
         return (node, "") if isinstance(node, str) else (None, "its value names no node")
 
+    def members(self) -> list | None:
+        """The members as this node sees them (lease.Contact), or None (node away)."""
+        from synod.v1 import northbound_pb2 as nb
+
+        from controller.node.client import ClientError
+        from edge_agent.lease import Contact
+
+        c = self._client
+        if c is None or not self.connected.is_set():
+            return None
+        try:
+            r = c.call(c.cluster.ListMembers, nb.ListMembersRequest())
+        except ClientError:
+            return None
+        return [Contact(m.node_id, int(m.last_seen_ms_ago), bool(m.self))
+                for m in r.members]
+
+    def table(self, name: str) -> dict[str, dict[str, Any]] | None:
+        """Every row of a one-column-key table (services, placements), or None."""
+        from synod.v1 import northbound_pb2 as nb
+
+        from controller.node import codec_lite as cl
+        from controller.node.client import ClientError
+
+        c = self._client
+        if c is None or not self.connected.is_set():
+            return None
+        try:
+            r = c.call(c.rows.List, nb.ListRequest(table=name))
+        except ClientError:
+            return None
+        return {str(cl.value(row.key[0])): {k: cl.value(v) for k, v in row.values.items()}
+                for row in r.rows}
+
+    def propose_placement(self, slot: str, node: str) -> str | None:
+        """Propose node for a placement slot; the node decided (maybe another), or None."""
+        from synod.v1 import northbound_pb2 as nb
+
+        from controller.node.client import ClientError
+        from controller.replication import decode, encode
+
+        c = self._client
+        if c is None:
+            return None
+        try:
+            r = c.call(c.slots.Propose, nb.ProposeRequest(
+                slot=slot, value=encode({"node": node}), timeout_ms=5_000), 10.0)
+        except ClientError as e:
+            LOG.info("%s: %s", slot, e)
+            return None
+        value = decode(r.value) if r.decided else None
+        return value.get("node") if isinstance(value, dict) else None
+
+    def put_row(self, table: str, key: str, values: dict[str, Any]) -> str | None:
+        """Write one row's columns; None when written, else why not."""
+        from synod.v1 import northbound_pb2 as nb
+
+        from controller.node import codec_lite as cl
+        from controller.node.client import ClientError
+
+        c = self._client
+        if c is None:
+            return "node not connected"
+        row = nb.Row(table=table, key=cl.values([key]))
+        for k, v in values.items():
+            row.values[k].CopyFrom(cl.value_pb(v))
+        try:
+            c.call(c.rows.Put, nb.PutRequest(rows=[row], ack=nb.ACK_LOCAL))
+        except ClientError as e:
+            return str(e)
+        return None
+
     def put_kv(self, key: str, value: bytes) -> str | None:
         """Write the agent's own kv row (its capacity); None when written, else why not."""
         from synod.v1 import northbound_pb2 as nb

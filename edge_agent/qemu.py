@@ -67,15 +67,16 @@ def _digest(*parts: str) -> bytes:
     return hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
 
 
-def tap_name(service: str, index: int) -> str:
-    """`sv` + 8 hex digits of the service name's hash + the NIC index: 11-12 characters
-    (an interface name has at most 15), the same on every start."""
-    return f"sv{_digest(service).hex()[:8]}n{index}"
+def tap_name(service: str, index: int, owner: str = "") -> str:
+    """`sv` + 8 hex digits of a hash of the owner (the agent's node id) and the service
+    name + the NIC index: 11-12 characters (an interface name has at most 15), the same on
+    every start, and different for two agents on one host (an emulation) running it."""
+    return f"sv{_digest(owner, service).hex()[:8]}n{index}"
 
 
-def tap_mac(service: str, index: int) -> str:
-    """The host side's MAC: locally administered, unicast, from the service and index."""
-    b = bytearray(_digest(service, str(index))[:6])
+def tap_mac(service: str, index: int, owner: str = "") -> str:
+    """The host side's MAC: locally administered, unicast, from owner, service and index."""
+    b = bytearray(_digest(owner, service, str(index))[:6])
     b[0] = (b[0] & 0xFC) | 0x02
     return ":".join(f"{x:02x}" for x in b)
 
@@ -225,11 +226,12 @@ class Runtime:
     """Starts, finds and stops this agent's VMs. Not thread-safe: one driver calls it."""
 
     def __init__(self, state_dir: Path, owner: str, accel: str = "tcg", qemu: str = QEMU,
-                 stop_grace_s: float = 2.0) -> None:
+                 stop_grace_s: float = 2.0, bridges: dict[str, str] | None = None) -> None:
         self.root = state_dir / "vms"
         self.root.mkdir(parents=True, exist_ok=True)
         self.owner, self.accel, self.qemu = owner, accel, qemu
         self.stop_grace_s = stop_grace_s
+        self.bridges = dict(bridges or {})  # a spec's switch name -> this host's bridge
 
     def folder(self, name: str) -> Path:
         return self.root / name
@@ -317,13 +319,14 @@ class Runtime:
         try:
             self._write_marker(name, marker)
             for i, nic in enumerate(spec.nics):
-                tap = tap_name(name, i)
-                self._check_tap(name, i, tap, nic.switch)
+                tap = tap_name(name, i, self.owner)
+                bridge = self.bridges.get(nic.switch, nic.switch)
+                self._check_tap(name, i, tap, bridge)
                 # In the marker before it exists: a crash in between still finds it, and
                 # a tap another program holds (refused above) is never in it.
-                taps.append((tap, nic.switch))
+                taps.append((tap, bridge))
                 self._write_marker(name, marker)
-                self._add_tap(name, i, tap, nic.switch)
+                self._add_tap(name, i, tap, bridge)
             _run(self._command(spec, image), f"{name}: QEMU")
         except RuntimeError_:
             self._teardown(name)
@@ -355,7 +358,7 @@ class Runtime:
 
     def _add_tap(self, name: str, index: int, tap: str, bridge: str) -> None:
         _run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], f"{name}: tap {tap}")
-        _run(["ip", "link", "set", tap, "address", tap_mac(name, index), "up"],
+        _run(["ip", "link", "set", tap, "address", tap_mac(name, index, self.owner), "up"],
              f"{name}: tap {tap} up")
         _run(["ovs-vsctl", "--timeout=5", "--may-exist", "add-port", bridge, tap, "--", "set",
               "interface", tap, f"external_ids:synod-agent={self.owner}"],
@@ -374,23 +377,27 @@ class Runtime:
                "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off",
                "-daemonize", "-pidfile", str(d / "qemu.pid")]
         for i, _nic in enumerate(spec.nics):
-            cmd += ["-netdev", f"tap,id=n{i},ifname={tap_name(spec.name, i)},script=no,"
+            cmd += ["-netdev", f"tap,id=n{i},ifname={tap_name(spec.name, i, self.owner)},"
+                    "script=no,"
                     "downscript=no",
                     "-device", f"virtio-net-pci,netdev=n{i},mac={spec.nics[i].mac},"
                     "csum=off,guest_csum=off,romfile="]
         return cmd
 
     # --------------------------------------------------------------------- stop
-    def stop(self, name: str) -> str:
-        """Stop the VM (system_powerdown, then quit, then SIGKILL, each bounded) and remove
-        its taps and folder; how it ended."""
+    def stop(self, name: str, urgent: bool = False) -> str:
+        """Stop the VM (system_powerdown, then quit, then SIGKILL, each bounded; urgent:
+        no powerdown, as for a lost lease) and remove its taps and folder; how it ended."""
         d = self.folder(name)
         pidfile = d / "qemu.pid"
         pid = _read_pid(pidfile)
         how = "not running"
         if pid is not None and _pid_is_ours(pid, pidfile):
             how = "killed"
-            for command, grace_s in (("system_powerdown", self.stop_grace_s), ("quit", 3.0)):
+            steps = [("quit", 3.0)]
+            if not urgent:
+                steps.insert(0, ("system_powerdown", self.stop_grace_s))
+            for command, grace_s in steps:
                 try:
                     q = Qmp(d / "qmp.sock")
                     try:
@@ -425,7 +432,7 @@ class Runtime:
     def _owned_ports(self, name: str) -> set[tuple[str, str]]:
         """(tap, bridge) of OVS ports tagged with this owner and named for this service:
         the taps of a VM whose marker was lost."""
-        prefix = tap_name(name, 0)[:-1]
+        prefix = tap_name(name, 0, self.owner)[:-1]
         try:
             out = _run(["ovs-vsctl", "--timeout=5", "--format=json", "--columns=name", "find",
                         "interface", f"external_ids:synod-agent={self.owner}"], "ovs-vsctl find")

@@ -108,6 +108,7 @@ class Start:
 class Stop:
     name: str
     reason: str
+    urgent: bool = False  # no graceful powerdown (a lost lease: the time is bounded)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def reconcile(desired: Mapping[str, Desired], actual: Mapping[str, Actual],
         new[name] = t
         if d.spec is None or name in clashes:
             if a is not None:
-                stops.append(Stop(name, "cannot run here"))
+                lost = d.error.startswith("lease lost")
+                stops.append(Stop(name, d.error if lost else "cannot run here", lost))
             why = d.error or clashes[name]
             report(name, why if why.startswith("pending") else state_text("failed", why),
                    d.generation)

@@ -58,6 +58,7 @@ MEMORY_MB_MIN = 128
 MEMORY_MB_MAX = 1 << 20
 NICS_MAX = 8
 NIXOS_BYTES_MAX = 64 << 10
+FAILOVER_S_MIN = 15  # the owner must be able to stop before a taker may start (lease.py)
 FAILOVER_S_MAX = 86_400
 
 
@@ -254,8 +255,8 @@ def _restart(value: Any) -> tuple[str, int]:
     if isinstance(value, Mapping):
         _unknown(value, {"failover-after"}, "restart")
         if "failover-after" in value:
-            return "failover-after", _int(value["failover-after"], "restart.failover-after", 1,
-                                          FAILOVER_S_MAX)
+            return "failover-after", _int(value["failover-after"], "restart.failover-after",
+                                          FAILOVER_S_MIN, FAILOVER_S_MAX)
     raise SpecError("restart: expected local-only or {failover-after: SECONDS}")
 
 

@@ -696,18 +696,13 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                     f"service {codec.clip(request.service, 64)!r} is placed on node "
                     f"{str(placed.get('node'))[:16]}, not here: its state is that node's "
                     "to report")
+            # Only the state, once the row exists: node and generation are the placement's
+            # (decided elsewhere), and a report merged later must not move them back.
+            values = {"state": request.state} if placed is not None else {
+                "node": self.api.engine.node_id, "state": request.state,
+                "generation": request.generation}
             done = await self.api.write(
-                [
-                    Upsert(
-                        "placements",
-                        (request.service,),
-                        {
-                            "node": self.api.engine.node_id,
-                            "state": request.state,
-                            "generation": request.generation,
-                        },
-                    )
-                ],
+                [Upsert("placements", (request.service,), values)],
                 northbound_pb2.ACK_LOCAL,
                 0,
             )

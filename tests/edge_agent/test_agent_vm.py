@@ -40,7 +40,8 @@ placement: {{site: edge1}}
 
 
 class AgentProcess:
-    def __init__(self, cluster: Cluster, node: int, site: str, bridge: str, root: Path) -> None:
+    def __init__(self, cluster: Cluster, node: int, site: str, bridge: str, root: Path,
+                 *extra: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.token = root / "token"
@@ -50,7 +51,7 @@ class AgentProcess:
                      "--node-token-file", str(self.token), "--node-ca", cluster.ca,
                      "--state-dir", str(root / "state"), "--bridge", bridge,
                      "--interval-ms", "500", "--log-format", "text",
-                     "--metrics", "127.0.0.1:0"]
+                     "--metrics", "127.0.0.1:0", *extra]
         self.proc: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -227,7 +228,7 @@ def test_deploy_reach_from_another_site_adopt_after_kill_and_remove(site_net, tm
         assert len(qemu_pids(state)) == 1
 
         synod(cluster, "services", "rm", "web")
-        tap = Path(f"/sys/class/net/{tap_name('web', 0)}")
+        tap = Path(f"/sys/class/net/{tap_name('web', 0, ready['node_id'])}")
         assert wait_for(lambda: not qemu_pids(state) and not tap.exists(), 30, 0.2), \
             "VM not stopped, or its tap left, after rm"
         assert not (state / "vms" / "web").exists()
@@ -236,7 +237,7 @@ def test_deploy_reach_from_another_site_adopt_after_kill_and_remove(site_net, tm
         agent.kill()
         for pid in qemu_pids(state):
             os.kill(pid, signal.SIGKILL)
-        tap = tap_name("web", 0)
+        tap = tap_name("web", 0, agent.ready.get("node_id", ""))
         subprocess.run(["ovs-vsctl", "--if-exists", "del-port", tap], capture_output=True,
                        check=False)
         subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)

@@ -16,6 +16,7 @@ from edge_agent.spec import parse_spec
 def test_tap_names_and_macs_are_deterministic_short_and_unicast():
     assert tap_name("web", 0) == tap_name("web", 0) != tap_name("web", 1)
     assert tap_name("web", 0) != tap_name("db", 0)
+    assert tap_name("web", 0, "node-a") != tap_name("web", 0, "node-b")  # two agents, one host
     assert all(len(tap_name("a" * 32, i)) <= 15 for i in range(8))
     mac = tap_mac("web", 0)
     assert mac == tap_mac("web", 0) != tap_mac("web", 1)

@@ -41,7 +41,7 @@ def spec(name: str, switch: str = BRIDGE):
 
 def _nothing_left(rt: Runtime, name: str) -> None:
     assert rt.scan() == {}
-    assert not Path(f"/sys/class/net/{tap_name(name, 0)}").exists()
+    assert not Path(f"/sys/class/net/{tap_name(name, 0, 'owner-1')}").exists()
     assert not rt.folder(name).exists()
 
 
@@ -69,7 +69,7 @@ def test_kernel_panic_is_reported_with_its_reason(bridge, tmp_path):
 def test_a_taken_tap_or_a_missing_bridge_starts_nothing(bridge, tmp_path):
     image = build()
     rt = Runtime(tmp_path / "state", "owner-1")
-    tap = tap_name("taken", 0)
+    tap = tap_name("taken", 0, "owner-1")
     sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")
     try:
         with pytest.raises(RuntimeError_, match=f"tap {tap} exists and is not this VM's"):

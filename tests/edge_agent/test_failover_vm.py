@@ -1,0 +1,112 @@
+"""Failover of a `failover-after` service, end to end (decision 0081): three real nodes,
+Mininet with a controller, an agent on edge1 and one on edge2, real QEMU. Root; about a
+minute. Edge1's node is cut off from the others (not killed): its agent stops the VM when
+its lease runs out, edge2's agent takes the service over through a decided slot only after
+that, the service answers again, and after the heal it runs exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from edge_agent.qemu import tap_name
+from tests.cluster.harness import Cluster, wait_for
+from tests.edge_agent.test_agent_vm import AgentProcess, qemu_pids, synod
+
+pytestmark = [pytest.mark.mininet, pytest.mark.vm]
+VM_IP = "10.1.0.60"
+FAILOVER_S = 15
+SPEC = f"""\
+name: roam
+nics: [{{switch: svc, mac: "52:54:00:00:01:3c", ipv4: {VM_IP}/8}}]
+restart: {{failover-after: {FAILOVER_S}}}
+placement: any
+"""
+
+
+@pytest.fixture
+def three_sites(tmp_path):
+    from topologies.cloud_edge import CloudEdgeTopo
+    from topologies.emulate import controller_process, ensure_ovs, running_network
+    from topologies.emulate import free_port as _free_port
+
+    ensure_ovs(lambda _msg: None)
+    cluster = Cluster(tmp_path / "cluster", 3, seed=81)
+    try:
+        cluster.start()
+        port = _free_port("127.0.0.1")
+        topo = CloudEdgeTopo(sites=2, hosts_per_site=1, wan_delay_ms=1)
+        with controller_process(port, str(tmp_path / "controller.log")), \
+                running_network(topo, port, lambda _msg: None) as net:
+            yield cluster, net
+    finally:
+        leaked = cluster.stop()
+        assert not leaked, f"node processes left running: {leaked}"
+
+
+def test_cut_off_owner_stops_before_the_takeover_and_it_runs_once_after_heal(three_sites,
+                                                                             tmp_path):
+    cluster, net = three_sites
+    a = AgentProcess(cluster, 0, "edge1", "svc=e1s1", tmp_path / "a", "--memory-mb", "4096")
+    b = AgentProcess(cluster, 1, "edge2", "svc=e2s1", tmp_path / "b", "--memory-mb", "2048")
+    state_a, state_b = tmp_path / "a" / "state", tmp_path / "b" / "state"
+    host = net.get("e2h1")
+    host.cmd(f"ethtool -K {host.defaultIntf().name} tx off >/dev/null 2>&1")
+
+    def fetch() -> str:
+        return host.cmd(f"timeout 3 wget -q -O - http://{VM_IP}/").strip()
+
+    try:
+        a.start()
+        b.start()
+        assert wait_for(lambda: synod(cluster, "sql", "SELECT count(*) FROM kv WHERE key "
+                                      "LIKE 'agent/%'").stdout.split()[-1] == "2", 30)
+        spec = tmp_path / "roam.yaml"
+        spec.write_text(SPEC)
+        out = json.loads(synod(cluster, "services", "deploy", str(spec), "--json").stdout)
+        assert out["node"] == a.ready["node_id"]  # the most free memory
+        assert wait_for(lambda: len(qemu_pids(state_a)) == 1 and fetch() == "roam", 60, 0.5), \
+            a.log()[-2000:]
+
+        cut = time.monotonic()
+        cluster.isolate(0)  # edge1's node hears no other member (its agent still does)
+        gone_at = started_at = None
+        while time.monotonic() - cut < FAILOVER_S + 30:
+            if gone_at is None and not qemu_pids(state_a):
+                gone_at = time.monotonic() - cut
+            if started_at is None and qemu_pids(state_b):
+                started_at = time.monotonic() - cut
+                assert gone_at is not None, "edge2 started the service while edge1 still ran it"
+            if started_at is not None and fetch() == "roam":
+                break
+            time.sleep(0.2)
+        answered_at = time.monotonic() - cut
+        print(f"after the cut: edge1's VM gone {gone_at} s, edge2's started {started_at} s, "
+              f"answering {answered_at:.1f} s (failover-after {FAILOVER_S} s)")
+        assert gone_at is not None and gone_at < FAILOVER_S, b.log()[-1500:]
+        assert started_at is not None and started_at >= FAILOVER_S, b.log()[-3000:]
+        assert answered_at <= FAILOVER_S + 15, "no answer from the new owner in time"
+
+        cluster.heal()
+        time.sleep(6)  # several rounds of both agents with the merged rows
+        assert qemu_pids(state_a) == [] and len(qemu_pids(state_b)) == 1
+        rows = json.loads(synod(cluster, "services", "list", "--json").stdout)  # at edge1
+        row = next(r for r in rows if r["name"] == "roam")
+        assert (row["node"], row["generation"]) == (b.ready["node_id"], 2), row
+        assert str(row["state"]).startswith("running"), row
+        assert fetch() == "roam"
+    finally:
+        for agent, state in ((a, state_a), (b, state_b)):
+            agent.kill()
+            for pid in qemu_pids(state):
+                os.kill(pid, signal.SIGKILL)
+        for agent in (a, b):
+            tap = tap_name("roam", 0, agent.ready.get("node_id", ""))
+            for cmd in (["ovs-vsctl", "--if-exists", "del-port", tap],
+                        ["ip", "link", "del", tap]):
+                subprocess.run(cmd, capture_output=True, check=False)
