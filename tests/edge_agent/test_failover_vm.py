@@ -2,7 +2,8 @@
 Mininet with a controller, an agent on edge1 and one on edge2, real QEMU. Root; about a
 minute. Edge1's node is cut off from the others (not killed): its agent stops the VM when
 its lease runs out, edge2's agent takes the service over through a decided slot only after
-that, the service answers again, and after the heal it runs exactly once."""
+that, the service answers again, and after the heal it runs exactly once; a local-only
+service of edge1 keeps running and answering inside the site throughout."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ name: roam
 nics: [{{switch: svc, mac: "52:54:00:00:01:3c", ipv4: {VM_IP}/8}}]
 restart: {{failover-after: {FAILOVER_S}}}
 placement: any
+"""
+LOCAL_IP = "10.1.0.61"
+LOCAL = f"""\
+name: local
+nics: [{{switch: svc, mac: "52:54:00:00:01:3d", ipv4: {LOCAL_IP}/8}}]
+restart: local-only
+placement: {{site: edge1}}
 """
 
 
@@ -70,14 +78,25 @@ def test_cut_off_owner_stops_before_the_takeover_and_it_runs_once_after_heal(thr
         spec.write_text(SPEC)
         out = json.loads(synod(cluster, "services", "deploy", str(spec), "--json").stdout)
         assert out["node"] == a.ready["node_id"]  # the most free memory
-        assert wait_for(lambda: len(qemu_pids(state_a)) == 1 and fetch() == "roam", 60, 0.5), \
-            a.log()[-2000:]
+        local = tmp_path / "local.yaml"
+        local.write_text(LOCAL)
+        synod(cluster, "services", "deploy", str(local))
+        inside = net.get("e1h1")  # a host of the site that will be cut off
+        inside.cmd(f"ethtool -K {inside.defaultIntf().name} tx off >/dev/null 2>&1")
+
+        def fetch_local() -> str:
+            return inside.cmd(f"timeout 3 wget -q -O - http://{LOCAL_IP}/").strip()
+
+        assert wait_for(lambda: len(qemu_pids(state_a)) == 2 and fetch() == "roam"
+                        and fetch_local() == "local", 60, 0.5), a.log()[-2000:]
+        local_pid = [p for p in qemu_pids(state_a)
+                     if b"synod-local" in open(f"/proc/{p}/cmdline", "rb").read()]
 
         cut = time.monotonic()
         cluster.isolate(0)  # edge1's node hears no other member (its agent still does)
         gone_at = started_at = None
         while time.monotonic() - cut < FAILOVER_S + 30:
-            if gone_at is None and not qemu_pids(state_a):
+            if gone_at is None and qemu_pids(state_a) == local_pid:
                 gone_at = time.monotonic() - cut
             if started_at is None and qemu_pids(state_b):
                 started_at = time.monotonic() - cut
@@ -91,10 +110,12 @@ def test_cut_off_owner_stops_before_the_takeover_and_it_runs_once_after_heal(thr
         assert gone_at is not None and gone_at < FAILOVER_S, b.log()[-1500:]
         assert started_at is not None and started_at >= FAILOVER_S, b.log()[-3000:]
         assert answered_at <= FAILOVER_S + 15, "no answer from the new owner in time"
+        # the local-only service on the cut-off site was left alone and answers inside it
+        assert qemu_pids(state_a) == local_pid and fetch_local() == "local"
 
         cluster.heal()
         time.sleep(6)  # several rounds of both agents with the merged rows
-        assert qemu_pids(state_a) == [] and len(qemu_pids(state_b)) == 1
+        assert qemu_pids(state_a) == local_pid and len(qemu_pids(state_b)) == 1
         rows = json.loads(synod(cluster, "services", "list", "--json").stdout)  # at edge1
         row = next(r for r in rows if r["name"] == "roam")
         assert (row["node"], row["generation"]) == (b.ready["node_id"], 2), row
