@@ -118,12 +118,16 @@ def test_services_show_their_state_and_where_they_run(node, browser):
 
 def test_many_switches_collapse_into_sites_and_a_site_opens_on_click(tmp_path, browser):
     with WebNode(tmp_path) as big:
+        fill(big.client(), sites=4, switches_per_site=2, flows=0)
+        open_view(browser, big.url, big.token("viewer"))
+        assert len(shown(browser)["switches"]) == 8  # small: every switch drawn
         fill(big.client(), sites=4, switches_per_site=16, flows=0)  # 64 switches: over 60
         with big.client() as c:  # edge2's WAN link reported down
             c.call(c.local.ReportTopology, local_pb2.TopologyReport(rows=[
                 row("links", ["0000000000000001", 4, "0000000000000201", 4], up=False,
                     latency_ms=20.0)]))
-        open_view(browser, big.url, big.token("viewer"))
+        wait_until(browser, "return window.synod.view.topology.links.some("
+                            "l => l.state == 'cut') && window.synod.collapsed", 10)
         s = shown(browser)
         assert (s["sites"], s["switches"]) == (["cloud", "edge1", "edge2", "edge3"], []), dump(s)
         edges = browser.execute_script(

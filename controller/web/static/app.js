@@ -3,13 +3,15 @@
 "use strict";
 
 const TOKEN_KEY = "synod.viewer.token";
-const COLLAPSE_AT = 60; // more switches than this: sites start collapsed into one node each
+// More switches (or hosts) than this: sites start collapsed into one node each.
+const COLLAPSE_AT = 60, COLLAPSE_HOSTS_AT = 240;
 const RETRY_MS = [1000, 2000, 4000, 5000];
 const PALETTE = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#ad1457", "#4e342e",
                  "#558b2f", "#283593", "#00695c", "#9e9d24", "#5d4037"];
 
 const state = { cy: null, view: null, updates: 0, renderedAt: 0, firstRenderMs: 0,
-                expanded: new Set(), collapsed: false, shape: "", retries: 0, abort: null };
+                expanded: new Set(), collapsed: false, big: null, shape: "", retries: 0,
+                abort: null };
 window.synod = state; // for tests and the curious: what the page last drew
 state.redraw = () => { state.shape = ""; draw(state.view); };
 
@@ -243,8 +245,16 @@ const STYLE = [
 function draw(view) {
   const colour = colours(view);
   const n = view.topology.switches.length;
+  // Collapsed when the picture would be too big; decided again only when the size crosses
+  // the line, so a site the user opened stays open while rows come and go.
+  const big = n > COLLAPSE_AT || view.topology.hosts.length > COLLAPSE_HOSTS_AT;
+  if (big !== state.big) {
+    state.big = big;
+    state.collapsed = big;
+    state.expanded.clear();
+    state.shape = "";
+  }
   if (state.cy === null) {
-    state.collapsed = n > COLLAPSE_AT;
     state.cy = cytoscape({ container: $("cy"), style: STYLE, elements: [], wheelSensitivity: 0.3,
                            autoungrabify: true, boxSelectionEnabled: false });
     state.cy.on("tap", "node.site", (ev) => {
