@@ -68,7 +68,8 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
     with SdnCluster(site_names, Path(log_dir), progress) as cluster, \
             running_network(topo, 0, progress, targets_for=cluster.controller_targets) as net:
         checkpoint()
-        progress(f"web view of the cloud node: {cluster.web_url('cloud')}")
+        progress(f"web view of the cloud node: {cluster.web_url('cloud')} (TLS certificate "
+                 f"signed by the cluster CA {cluster.ca})")
         site_map = sites(net)
         site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
         pairs = [(a, b) for a in site_of_host for b in site_of_host if a != b]
