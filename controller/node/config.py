@@ -138,6 +138,7 @@ class WebConfig:
     listen: str = ""  # "HOST:PORT" serves the page; "" = off
     clients_max: int = 16  # live pages (server-sent event streams) open at once
     connections_max: int = 64  # open HTTP connections, all clients
+    connections_per_source_max: int = 16  # open HTTP connections of one client address
     update_interval_ms: int = 250  # changes are folded into one update per interval
     refresh_interval_ms: int = 500  # reachability and digests are looked at this often
 
@@ -287,7 +288,8 @@ def parse_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     for key in ("sql_workers", "sql_per_token_max", "sql_value_bytes_max"):
         if getattr(cfg.api, key) < 1:
             raise ConfigError(f"api.{key}: expected at least 1, got {getattr(cfg.api, key)}")
-    for key in ("clients_max", "connections_max", "update_interval_ms", "refresh_interval_ms"):
+    for key in ("clients_max", "connections_max", "connections_per_source_max",
+                "update_interval_ms", "refresh_interval_ms"):
         if getattr(cfg.web, key) < 1:
             raise ConfigError(f"web.{key}: expected at least 1, got {getattr(cfg.web, key)}")
     if not 1 <= cfg.controller.index <= 255:

@@ -23,6 +23,7 @@ from typing import Any
 from controller.node.auth import Denied
 from controller.node.config import WebConfig
 from controller.node.engine import Watcher
+from controller.node.loglimit import RateLimitedLog
 from controller.node.tokens import Role
 
 from .gather import snapshot
@@ -86,6 +87,8 @@ class WebServer:
         self.memory = LinkMemory()
         self.streams: set[_Stream] = set()
         self.connections = 0
+        self.sources: dict[str, int] = {}  # client address -> its open connections
+        self.errors = RateLimitedLog(log, "web view", 5, 60.0)
         self.counters = {"requests": 0, "refused": 0, "denied": 0, "updates": 0,
                          "streams_refused": 0}
         self._writers: set[asyncio.StreamWriter] = set()
@@ -152,8 +155,8 @@ class WebServer:
                     watcher.queue.get_nowait()
                 try:
                     data = self.build()
-                except Exception:  # a bug in the view must not take the node down
-                    log.exception("web: building the view failed")
+                except Exception as exc:  # a bug in the view must not take the node down
+                    self.errors.log(logging.ERROR, "web: building the view failed: %r", exc)
                     continue
                 if data != self._latest:
                     self._latest = data
@@ -167,12 +170,20 @@ class WebServer:
 
     # ------------------------------------------------------------------ HTTP
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        source = self._peer_ip(writer)
         self.connections += 1
+        self.sources[source] = self.sources.get(source, 0) + 1
         self._writers.add(writer)
         try:
             if self.connections > self.config.connections_max:
                 self.counters["refused"] += 1
                 await self._send(writer, 503, b"too many connections\n", "text/plain",
+                                 extra=(("Retry-After", "5"),))
+                return
+            if self.sources[source] > self.config.connections_per_source_max:
+                self.counters["refused"] += 1
+                await self._send(writer, 503, b"too many connections from this address "
+                                 b"(web.connections_per_source_max)\n", "text/plain",
                                  extra=(("Retry-After", "5"),))
                 return
             try:
@@ -193,6 +204,9 @@ class WebServer:
             pass
         finally:
             self.connections -= 1
+            self.sources[source] -= 1
+            if not self.sources[source]:
+                del self.sources[source]
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()

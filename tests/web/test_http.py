@@ -15,6 +15,7 @@ from controller.web.http import HttpError, parse_head
 from tests.web.helpers import WebNode, fill, row
 
 CLIENTS_MAX = 2
+PER_SOURCE_MAX = 6
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("web-http")
     n = WebNode(root)
     conf = root / "node.toml"
-    conf.write_text(f"[web]\nclients_max = {CLIENTS_MAX}\nupdate_interval_ms = 50\n")
+    conf.write_text(f"[web]\nclients_max = {CLIENTS_MAX}\nupdate_interval_ms = 50\n"
+                    f"connections_per_source_max = {PER_SOURCE_MAX}\n")
     n.proc.extra_args += ["--config", str(conf)]
     with n:
         fill(n.client(), sites=2, switches_per_site=2, flows=4)
@@ -282,3 +284,21 @@ def test_decided_slots_show_newest_first(node):
     slots = json.loads(node.get("/api/snapshot", token=node.viewer)[2])["cluster"]["slots"]
     assert [(s["slot"], s["value"], s["voters"]) for s in slots[:2]] == [
         ("alloc/vlan/2", "'site-2'", 1), ("alloc/vlan/1", "'site-1'", 1)]
+
+
+def test_connections_of_one_address_are_bounded(node):
+    ctx = ssl.create_default_context(cafile=str(node.data / "ca.crt"))
+    idle = []
+    try:
+        for _ in range(PER_SOURCE_MAX):  # connected, saying nothing (a slow client)
+            raw = socket.create_connection(("127.0.0.1", node.web_port), timeout=10)
+            idle.append(ctx.wrap_socket(raw, server_hostname="127.0.0.1"))
+        status, headers, body = node.get("/")
+        assert status == 503 and b"web.connections_per_source_max" in body
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 5  # closed ones free their places
+    while node.get("/")[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
