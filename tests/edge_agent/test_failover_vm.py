@@ -3,7 +3,8 @@ Mininet with a controller, an agent on edge1 and one on edge2, real QEMU. Root; 
 minute. Edge1's node is cut off from the others (not killed): its agent stops the VM when
 its lease runs out, edge2's agent takes the service over through a decided slot only after
 that, the service answers again, and after the heal it runs exactly once; a local-only
-service of edge1 keeps running and answering inside the site throughout."""
+service of edge1 keeps running and answering inside the site throughout. Then the new
+owner's node is killed with SIGKILL, and the service comes back on edge1."""
 
 from __future__ import annotations
 
@@ -121,6 +122,25 @@ def test_cut_off_owner_stops_before_the_takeover_and_it_runs_once_after_heal(thr
         assert (row["node"], row["generation"]) == (b.ready["node_id"], 2), row
         assert str(row["state"]).startswith("running"), row
         assert fetch() == "roam"
+
+        # kill -9 the new owner's node: its agent loses its member list, its lease runs
+        # out and it stops the VM; edge1 takes the service back in generation 3
+        killed = time.monotonic()
+        cluster.nodes[1].kill()
+        gone_at = started_at = None
+        while time.monotonic() - killed < FAILOVER_S + 30:
+            if gone_at is None and not qemu_pids(state_b):
+                gone_at = time.monotonic() - killed
+            if started_at is None and len(qemu_pids(state_a)) == 2:
+                started_at = time.monotonic() - killed
+                assert gone_at is not None, "edge1 started the service while edge2 ran it"
+            if started_at is not None and fetch() == "roam":
+                break
+            time.sleep(0.2)
+        print(f"after kill -9 of edge2's node: its VM gone {gone_at} s, edge1's started "
+              f"{started_at} s, answering {time.monotonic() - killed:.1f} s")
+        assert gone_at is not None and started_at is not None and started_at >= FAILOVER_S
+        assert fetch() == "roam" and qemu_pids(state_b) == []
     finally:
         for agent, state in ((a, state_a), (b, state_b)):
             agent.kill()
