@@ -225,6 +225,10 @@ class Agent:
                     out[name] = Desired(name, None, "", f"pending: lease lost for generation "
                                         f"{g}; waiting for placement/{name}/{g + 1}", g)
                     continue
+                if self.contacts is None:  # not a lost lease: none was ever checked
+                    out[name] = Desired(name, None, "", "pending: no member list from the "
+                                        "node yet (the lease cannot be checked)", g)
+                    continue
                 lost = self._lease_lost(spec.failover_after_s, now_ms)
                 if lost:
                     self.lost.add((name, g))
