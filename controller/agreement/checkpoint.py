@@ -34,6 +34,7 @@ from controller.replication.encoding import encode
 from controller.replication.identity import hash32
 
 from .errors import Reason, Refused
+from .membership import DECOMMISSIONED, EQUIVOCATION
 
 __all__ = [
     "CHECKPOINT",
@@ -261,7 +262,31 @@ class Checkpoints:
             reported = replica.peer_vectors.get(peer)
             if reported is None or not covers(reported, cut):
                 return False
+        # A voter removed without saying it is gone for good may be a seceded side that
+        # comes back to reunite; the reunion report needs this lineage's ops from its fork
+        # on, and its fork holds at least what its last op covers: never prune past that.
+        for departed in self.departed():
+            tip = dag.at(departed, dag.last_seq(departed))  # None: it never wrote here
+            if tip is not None and not covers(ledger.vector(tip.id), cut):
+                return False
         return True
+
+    def departed(self) -> set[NodeId]:
+        """Voters removed by a decided membership change that named no reason for good
+        (neither equivocation nor decommissioned) and are not voters again."""
+        ledger = self.ledger
+        out: set[NodeId] = set()
+        for version in sorted(ledger.memberships):
+            m, previous = ledger.memberships[version], ledger.memberships.get(version - 1)
+            if previous is None:
+                continue
+            gone = set(previous.voters) - set(m.voters)
+            if m.reason in (EQUIVOCATION, DECOMMISSIONED):
+                out -= gone
+            else:
+                out |= gone
+            out -= set(m.voters)
+        return out - set(ledger.membership.voters)
 
     def compact(self) -> int:
         """Prune the replica to the base checkpoint if it is stable; returns ops pruned."""

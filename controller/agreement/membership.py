@@ -12,6 +12,7 @@ from .errors import Reason, Refused
 from .quorum import majority
 
 __all__ = [
+    "DECOMMISSIONED",
     "EQUIVOCATION",
     "LEAVE_REASONS",
     "Membership",
@@ -22,7 +23,10 @@ __all__ = [
 
 MEMBERSHIP = "membership"
 EQUIVOCATION = "equivocation"  # the voter signed two ops for one (author, seq), or two votes
-LEAVE_REASONS = (EQUIVOCATION,)  # why a voter was removed, when a removal names a reason
+# The operator says the voter will never come back, not even as a seceded side to reunite
+# with: the ops it might need for a reunion report may then be compacted (decision 0070).
+DECOMMISSIONED = "decommissioned"
+LEAVE_REASONS = (EQUIVOCATION, DECOMMISSIONED)  # why a voter was removed, when one is named
 EVIDENCE_OPS_MAX = 4  # op ids a removal may cite (one proof is a pair)
 _BASE_KEYS = frozenset({"version", "voters", "roles"})
 
@@ -114,6 +118,10 @@ class Membership:
 def _check_reason(reason: Any, evidence: Any) -> None:
     if reason not in LEAVE_REASONS:
         raise Refused(Reason.BAD_MEMBERSHIP, f"reason: one of {', '.join(LEAVE_REASONS)}")
+    if reason == DECOMMISSIONED:
+        if evidence != []:
+            raise Refused(Reason.BAD_MEMBERSHIP, "evidence: none for a decommissioned voter")
+        return
     ok = (
         isinstance(evidence, list)
         and 1 <= len(evidence) <= EVIDENCE_OPS_MAX

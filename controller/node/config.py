@@ -104,7 +104,9 @@ class ReplicationConfig:
     push_fanout: int = 3
     tick_interval_ms: int = 20
     group_commit_rows_max: int = 5_000  # rows folded into one op
-    verify_on_start: str = "sample"  # all | sample | none (signatures checked at recovery)
+    # all | sample | none: signatures checked at recovery (the tail above the latest
+    # compacted checkpoint, and what the compaction kept; decision 0070)
+    verify_on_start: str = "all"
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,10 @@ class AgreementSettings:
     # latest one, or this long after it if any was; 0 turns either trigger off.
     checkpoint_ops: int = 10_000
     checkpoint_ms: int = 300_000
-    # Prune the ops below the latest stable checkpoint from memory (decision 0070). Off by
-    # default: a node that joins later, or one that lost its store, needs the pruned ops
-    # and there is no snapshot catch-up yet; the store keeps every op either way.
-    compact: bool = False
+    # Prune the ops below the latest stable checkpoint, from memory and the store (decision
+    # 0070): a joining node starts from a peer's checkpoint; a voter removed without the
+    # reason "decommissioned" pins it at its last op (it may come back to reunite).
+    compact: bool = True
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,10 @@ class _Core:
 
 def _catch_up_by_snapshot(cfg: NodeConfig, bundle, store, identity, genesis, core_cfg,
                           peer_creds, metrics: Metrics) -> None:
-    """A node with nothing stored yet (it just joined) whose peers pruned their logs starts
-    from the checkpoint they were compacted to (decision 0070): fetched, checked against
-    its certificate, installed; then the tail comes by sync as usual."""
+    """A node that joined (it has an invitation) and holds nothing yet, whose peers pruned
+    their logs, starts from the checkpoint they were compacted to (decision 0070): fetched,
+    checked against its certificate, installed; then the tail comes by sync as usual. The
+    founders of a new cluster never ask (there is nothing to catch up with)."""
     addresses = list(cfg.peer.peers) or (list(bundle.peers) if bundle is not None else [])
     addresses = [a for a in addresses if a not in (cfg.peer.listen, cfg.peer.advertise)]
     if not addresses:
@@ -186,7 +187,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
 
     try:
         store = SqliteStore(d.store_file, NODE_SCHEMA)
-        if cfg.agreement.enabled and store.is_empty():
+        if cfg.agreement.enabled and bundle is not None and store.is_empty():
             _catch_up_by_snapshot(cfg, bundle, store, identity, genesis, core_cfg, peer_creds,
                                   metrics)
         if cfg.agreement.enabled:

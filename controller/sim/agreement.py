@@ -20,8 +20,8 @@ from controller.agreement import (
     membership_version_of,
     verify_certificate,
 )
-from controller.agreement.checkpoint import Checkpoint, checkpoint_number_of
-from controller.agreement.membership import EQUIVOCATION
+from controller.agreement.checkpoint import Checkpoint, checkpoint_number_of, covers
+from controller.agreement.membership import DECOMMISSIONED, EQUIVOCATION
 from controller.agreement.messages import value_key
 from controller.replication import (
     Config,
@@ -389,6 +389,18 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.crash(node)
             self.silenced.add(node.id)
 
+    def _check_departed(self, node: SimNode) -> None:
+        """Compaction never passes what a voter removed without a reason for good last
+        acknowledged (it may come back as a seceded side to reunite: decision 0070)."""
+        a, r = node.agreement, node.replica
+        assert a is not None and r is not None
+        cut = a.checkpoints.final.cut
+        for gone in a.checkpoints.departed():
+            tip = r.dag.at(gone, r.dag.last_seq(gone))
+            if tip is not None and not covers(a.ledger.vector(tip.id), cut):
+                raise self.fail(f"compaction at {node.id[:8]} passed departed voter "
+                                f"{gone[:8]}'s last op")
+
     def _membership_change(self, subject: NodeId, join: bool) -> None:
         voters = [v for v in self._voters() if self.nodes[v].agreement is not None]
         if not voters:
@@ -398,7 +410,10 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         m = proposer.agreement.membership()
         if join and subject in m.voters:
             return
-        new = m.joined(self.nodes[subject].identity.public_key) if join else m.left(subject)
+        if join:
+            new = m.joined(self.nodes[subject].identity.public_key)
+        else:  # half the leaves are for good (by the subject's id: no draw from the seed)
+            new = m.left(subject, DECOMMISSIONED if int(subject[-1], 16) % 2 else "")
         slot = f"membership/{m.version + 1}"
         self.propose(proposer.id, slot, new.to_value(), 4_000)
 
@@ -486,6 +501,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             if a.ledger.counters["safety_violation"]:
                 raise self.fail(f"agreement: two quorums for different values at {node.id[:8]}")
             self._check_certificates(node.id, a)
+            self._check_departed(node)
         self.no_quorum = sum(
             1 for _, p in self.proposals if p.outcome and p.outcome.status is Status.NO_QUORUM
         )

@@ -343,3 +343,55 @@ def test_a_compaction_whose_commit_fails_leaves_the_store_whole():
     net.run(rounds=400, until=lambda: compacted(net, 2))
     net.run(rounds=300, until=lambda: settled(net))
     assert node.store.load().compaction is not None
+
+
+# ---------------------------------------------------------------------- departed voters
+def _remove(net: Net, node: int, reason: str = "") -> None:
+    from controller.agreement.membership import membership_slot
+
+    a = net[0].agreement
+    m = a.ledger.membership
+    p = a.propose(membership_slot(m.version + 1),
+                  m.left(net[node].id, reason).to_value(), net.now_ms)
+    net.run(rounds=200, until=lambda: p.done)
+    assert p.outcome.status == Status.DECIDED, p.outcome
+    stay = [n.id for i, n in enumerate(net.nodes) if i != node]
+    for i, n in enumerate(net.nodes):  # as the node daemon does: members are its peers
+        if i != node:
+            n.replica.set_peers(stay)
+
+
+def test_a_voter_removed_without_a_reason_pins_compaction_at_its_last_op():
+    """It may be a seceded side that comes back to reunite (decision 0070): the ops above
+    what it last acknowledged stay, whatever checkpoints the others decide."""
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 25)
+    churn(net, 2, 50, 5)
+    net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
+    net.crash(2)
+    cps = net[0].agreement.checkpoints
+    before, tip = cps.final_n, net[0].replica.version_vector()[net[2].id]
+    past = dict(net[0].agreement.ledger.vector(net[0].replica.dag.at(net[2].id, tip).id))
+    _remove(net, 2)
+    churn(net, 0, 100, 60)
+    churn(net, 1, 200, 20)
+    net.run(rounds=600, until=lambda: cps.latest() >= before + 2)
+    net.run(rounds=50)
+    assert cps.departed() == {net[2].id}
+    assert cps.final_n == before  # decided, not compacted: their cuts pass node 2's op
+    assert all(s <= past.get(a, 0) for a, s in cps.final.cut.items())
+
+
+def test_a_decommissioned_voter_does_not_pin_compaction():
+    from controller.agreement.membership import DECOMMISSIONED
+
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 10)
+    net.run(rounds=100, until=lambda: settled(net))
+    net.crash(2)
+    _remove(net, 2, DECOMMISSIONED)
+    churn(net, 0, 100, 60)
+    churn(net, 1, 200, 20)
+    cps = net[0].agreement.checkpoints
+    net.run(rounds=600, until=lambda: cps.final_n >= 2)
+    assert cps.departed() == set() and net[0].replica.dag.pruned > 40

@@ -125,8 +125,17 @@ def test_a_store_reopened_after_compactions_keeps_the_ops_the_tail_names():
 def test_compaction_under_faults(seed):
     """As above, and each node prunes its log below the latest checkpoint once stable
     (decision 0070): agreement, validity, termination and every checkpoint's state hold
-    with pruned logs, a fork proven below a pruned cut included."""
+    with pruned logs, a fork proven below a pruned cut included. No voter leaves here: a
+    voter removed without a reason for good pins compaction (the next test)."""
     for extra in ({}, {"equivocators": 1, "equivocator_online": True}):
-        result = run_agreement_seed(seed, checkpoint_ops=12, compact=True, **extra)
+        result = run_agreement_seed(seed, checkpoint_ops=12, compact=True, leaves=0, **extra)
         assert result.checkpoints > 0
         assert result.counters.get("ops_pruned", 0) > 0
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_compaction_never_passes_a_departed_voters_last_op(seed):
+    """With a voter leaving (for good or not, by its id), the simulator's check holds: no
+    node compacts past what a voter removed without a reason last acknowledged."""
+    result = run_agreement_seed(seed, checkpoint_ops=12, compact=True, leaves=1)
+    assert result.checkpoints > 0
