@@ -35,6 +35,7 @@ from controller.replication.identity import hash32
 
 from .errors import Reason, Refused
 from .membership import DECOMMISSIONED, EQUIVOCATION
+from .messages import slot_number
 
 __all__ = [
     "CHECKPOINT",
@@ -55,10 +56,7 @@ def checkpoint_slot(n: int) -> str:
 
 
 def checkpoint_number_of(slot: str) -> int | None:
-    kind, _, rest = slot.partition("/")
-    if kind != CHECKPOINT or not rest.isdigit() or rest != str(int(rest)) or int(rest) < 1:
-        return None
-    return int(rest)
+    return slot_number(slot, CHECKPOINT)
 
 
 def covers(a: Mapping[NodeId, int], b: Mapping[NodeId, int]) -> bool:

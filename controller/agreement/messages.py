@@ -48,6 +48,15 @@ def slot_kind(slot: str) -> str:
     return slot.split("/", 1)[0]
 
 
+def slot_number(slot: str, kind: str, least: int = 1) -> int | None:
+    """n for '<kind>/<n>' with n written canonically (no sign, no leading zero) and n >=
+    least; else None."""
+    head, _, rest = slot.partition("/")
+    if head != kind or not rest.isdigit() or rest != str(int(rest)) or int(rest) < least:
+        return None
+    return int(rest)
+
+
 def value_key(value: Any) -> bytes:
     """Values are plain CBOR (maybe unhashable): compare and group them by canonical bytes."""
     return encode(value)

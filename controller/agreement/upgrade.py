@@ -19,6 +19,7 @@ from typing import Any
 from controller.replication.schema import TABLES_SINCE
 
 from .errors import Reason, Refused
+from .messages import slot_number
 
 __all__ = ["SCHEMA", "schema_slot", "schema_version_of", "schema_value", "check_schema"]
 
@@ -30,10 +31,7 @@ def schema_slot(version: int) -> str:
 
 
 def schema_version_of(slot: str) -> int | None:
-    kind, _, rest = slot.partition("/")
-    if kind != SCHEMA or not rest.isdigit() or rest != str(int(rest)) or int(rest) < 2:
-        return None
-    return int(rest)
+    return slot_number(slot, SCHEMA, least=2)
 
 
 def schema_value(version: int) -> dict[str, Any]:
