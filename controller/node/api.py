@@ -659,9 +659,15 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 return p is not None and p.get("node") == me
 
             # A placement change sends its service again (deleted when it moved away), so
-            # an agent learns of a service placed on it after the service was written.
+            # an agent learns of a service placed on it after the service was written; only
+            # placements naming this node, or of services this stream has sent, are looked at.
+            sent: set = set()
+
             def wanted(table, key, values):
-                return (table == "services" and placed_here(key[0])) or table == "placements"
+                if table == "services":
+                    return placed_here(key[0])
+                return table == "placements" and (
+                    key[0] in sent or (values is not None and values.get("node") == me))
 
             def snapshot():
                 for key, values in sorted(engine.rows("services").items()):
@@ -676,6 +682,7 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 if table == "placements":
                     values = engine.row("services", key) if placed_here(key[0]) else None
                 out = codec.service_event_pb(key, values, snap)
+                (sent.discard if values is None else sent.add)(key[0])
                 if placement is not None:
                     out.placement.CopyFrom(codec.row_pb("placements", key, placement))
                 return out
