@@ -565,8 +565,9 @@ def agent() -> None:
 @click.option("--node-insecure", is_flag=True, help="plaintext to a --insecure-loopback node")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="pidfiles, QMP sockets, console logs  [default: /run/synod-agent/SITE]")
-@click.option("--image-cache", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE),
-              show_default=True, help="where the microvm image is built")
+@click.option("--image-cache", type=click.Path(file_okay=False), default=None,
+              help="where the microvm image is built  [default: the checkout's .cache/microvm "
+                   "if writable, else STATE_DIR/images]")
 @click.option("--vcpus", type=click.IntRange(0, 4096), default=0,
               help="vCPUs offered to services  [default: the host's]")
 @click.option("--memory-mb", type=click.IntRange(0), default=0,
@@ -586,14 +587,17 @@ def agent() -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def agent_run(site: str, node: str, node_token_file: str, node_ca: str, node_insecure: bool,
-              state_dir: str | None, image_cache: str, vcpus: int, memory_mb: int,
+              state_dir: str | None, image_cache: str | None, vcpus: int, memory_mb: int,
               bridges: tuple[str, ...], accel: str, interval_ms: int, boot_timeout_ms: int,
               metrics: str, log_format: str, log_level: str) -> None:
     """Run the edge agent until SIGTERM (its VMs keep running; a restart adopts them)."""
     _setup_logging(log_format, log_level)
+    state = Path(state_dir or f"/run/synod-agent/{site}")
+    if image_cache is None:  # e.g. under systemd's ProtectSystem=strict the checkout is not
+        existing = next(p for p in (DEFAULT_CACHE, *DEFAULT_CACHE.parents) if p.exists())
+        image_cache = str(DEFAULT_CACHE if os.access(existing, os.W_OK) else state / "images")
     o = AgentOptions(site=site, node=node, token_file=node_token_file, ca_file=node_ca,
-                     insecure=node_insecure,
-                     state_dir=Path(state_dir or f"/run/synod-agent/{site}"),
+                     insecure=node_insecure, state_dir=state,
                      image_cache=Path(image_cache), vcpus=vcpus, memory_mb=memory_mb,
                      bridges=bridges, accel=accel, interval_ms=interval_ms, metrics=metrics,
                      limits=Limits(boot_ms_max=boot_timeout_ms))
