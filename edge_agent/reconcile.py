@@ -3,7 +3,7 @@ the actions that bring one to the other, out. Pure: time is a parameter, no I/O.
 
     plan = reconcile(desired, actual, tracks, now_ms, image_ready, limits)
 
-The driver (edge_agent/daemon.py) applies `plan.actions` in order, then keeps `plan.tracks`
+The driver (edge_agent/driver.py) applies `plan.actions` in order, then keeps `plan.tracks`
 for the next call (the back-off and what was last reported per service); an action that
 fails is fed back with `failed(tracks, name, reason, now_ms, limits)`. Rules, per service:
 

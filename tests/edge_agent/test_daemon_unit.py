@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edge_agent.daemon import Agent, AgentOptions
+from edge_agent.driver import Agent, AgentOptions
 from edge_agent.link import Desired as Rows
 from edge_agent.nixos import render
 from edge_agent.spec import parse_spec, to_row
