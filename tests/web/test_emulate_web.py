@@ -69,16 +69,28 @@ def test_emulate_web_stays_live_until_ctrl_c(tmp_path):
         seen(r"the emulation keeps running; web view: https://", RUN_TIMEOUT_S)
         time.sleep(1)
         assert proc.poll() is None  # held, the page still live
-        status, body = _get(url.group(1), str(tmp_path / "cloud" / "ca.crt"), url.group(2))
-        view = json.loads(body)
-        assert status == 200 and len(view["topology"]["switches"]) == 3
-        assert view["cluster"]["all_equal"]
+        deadline = time.monotonic() + 30  # controllers still write now and then: bounded
+        while True:
+            status, body = _get(url.group(1), str(tmp_path / "cloud" / "ca.crt"),
+                                url.group(2))
+            view = json.loads(body)
+            assert status == 200 and len(view["topology"]["switches"]) == 3
+            if view["cluster"]["all_equal"] and view["cluster"]["reachable"] == 3:
+                break
+            assert time.monotonic() < deadline, view["cluster"]
+            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+        if proc.poll() is None:  # a failure above: let it tear down as Ctrl-C does
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate(timeout=30)
+                subprocess.run([*SYNOD, "emulate", "--cleanup"], capture_output=True,
+                               timeout=120, check=False)
     assert proc.returncode == 0, out + "".join(lines)[-3000:]
     assert "result: PASS" in out and "web view: cloud https://127.0.0.1:" in out
     assert out.count("result: PASS") == 1  # printed once, before the hold
