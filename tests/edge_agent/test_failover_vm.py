@@ -147,7 +147,9 @@ def test_cut_off_owner_stops_before_the_takeover_and_it_runs_once_after_heal(thr
             for pid in qemu_pids(state):
                 os.kill(pid, signal.SIGKILL)
         for agent in (a, b):
-            tap = tap_name("roam", 0, agent.ready.get("node_id", ""))
-            for cmd in (["ovs-vsctl", "--if-exists", "del-port", tap],
-                        ["ip", "link", "del", tap]):
-                subprocess.run(cmd, capture_output=True, check=False)
+            for service in ("roam", "local"):
+                tap = tap_name(service, 0, agent.ready.get("node_id", ""))
+                for cmd in (["ovs-vsctl", "--if-exists", "del-port", tap],
+                            ["ip", "link", "del", tap]):
+                    subprocess.run(cmd, capture_output=True, check=False)
+                assert not os.path.exists(f"/sys/class/net/{tap}"), f"tap {tap} left"
