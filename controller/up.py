@@ -468,11 +468,16 @@ def up_command(config_file: str, detach: bool, only: str | None) -> None:
         if detach:
             click.echo(up_detached(config_file))
             return
-        code = up(config_file, lambda line: click.echo(line) or sys.stdout.flush())
+        code = up(config_file, _announce)
     except UpError as exc:
         raise click.ClickException(str(exc)) from None
     if code:
         sys.exit(code)
+
+
+def _announce(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()  # a pipe (--detach, the emulation) waits for this line
 
 
 @click.command("down")

@@ -91,7 +91,9 @@ step_bridge() {
       other-config:datapath-id="$(printf '%016x' "$((16#${dpid#0x}))")" \
       other-config:dp-desc="$BRIDGE,synod-site=$SITE" \
     || die "cannot create $BRIDGE (datapath $datapath); on a machine without the OVS kernel module use --datapath netdev"
-  if [ "${#targets[@]}" -gt 0 ]; then
+  # set-controller drops every connection: only when the targets changed
+  if [ "${#targets[@]}" -gt 0 ] && [ "$(ovs-vsctl get-controller "$BRIDGE" | sort)" \
+      != "$(printf '%s\n' "${targets[@]}" | sort)" ]; then
     ovs-vsctl set-controller "$BRIDGE" "${targets[@]}"
   fi
   if [ "$datapath" = netdev ]; then
