@@ -102,6 +102,8 @@ def test_bad_step_arguments_are_one_line(tmp_path):
         (["bridge", "--site", "e1", "--dpid", "0x1", "--datapath", "dpdk"],
          "synod-site: e1: step bridge: --datapath dpdk: use system or netdev"),
         (["join", "--site", "e1"], "synod-site: e1: step join: --ip is required"),
+        (["check", "--site", "e1", "--memory-mb-min", "99999999"],
+         "synod-site: e1: step check: "),
         (["found", "--site", "cloud", "--ip", "1.2.3.4", "--controllers", "x",
           "--bootstrap", str(tmp_path)], "synod-site: cloud: step found: SYNOD_SECRET is not set"),
     ]:
