@@ -51,6 +51,7 @@ log = logging.getLogger("synod.snapshot")
 CHUNK_BYTES = 1 << 20  # rows per chunk: about this many bytes
 SNAPSHOT_BYTES_MAX = 4 << 30  # a larger snapshot is refused
 FETCH_TIMEOUT_S = 120.0  # one peer's whole stream
+CONNECT_TIMEOUT_S = 5.0  # to reach a peer before asking it
 
 
 class SnapshotError(NodeBaseError):
@@ -204,8 +205,14 @@ def fetch(
     for address in addresses:
         try:
             with grpc.secure_channel(address, credentials, options=options) as channel:
+                # A peer that does not answer must not hold the start for the whole
+                # stream's deadline: connect first, briefly.
+                grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
                 stub = peer_pb2_grpc.PeerServiceStub(channel)
                 got = collect(stub.Snapshot(request, timeout=timeout_s), bytes_max)
+        except grpc.FutureTimeoutError:
+            log.warning("snapshot from %s: not reachable in %.0f s", address, CONNECT_TIMEOUT_S)
+            continue
         except grpc.RpcError as exc:
             log.warning("snapshot from %s: %s", address, exc.details() or exc.code().name)
             continue

@@ -412,10 +412,9 @@ class TopologySync:
                 client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                     rows=[pb(*r) for r in put], gone=[pb(t, k) for t, k, _ in drop]))
         except ClientError as e:
-            if not str(e).startswith("failed_precondition"):
-                raise
-            # The cluster has not decided the schema version that has flow_state: our
-            # report asked for it; try again shortly (decision 0037).
+            # Never let it hold up the topology: it is reported last in a round, and any
+            # refusal waits a few seconds. Most likely: the cluster has not decided the
+            # schema version that has flow_state yet (our report asked for it: 0037).
             LOG.info("flow state not reported yet: %s", e)
             self._flow_state_at = now + FLOW_STATE_RETRY_MS
             return
@@ -464,9 +463,9 @@ class TopologySync:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                 rows=[pb(*r) for r in new_status], gone=[pb(t, k) for t, k, _ in cleared]))
         self.status = status
-        self._report_flow_state(client, observed.get("flow_states", {}), pb)
         tables = {}
         for table in TOPOLOGY_TABLES:
             listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table))
             tables[table] = [row_plain(r) for r in listed.rows]
         self.on_remote(*remote_view(tables))
+        self._report_flow_state(client, observed.get("flow_states", {}), pb)
