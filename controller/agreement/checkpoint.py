@@ -339,6 +339,13 @@ class Checkpoints:
                 Reason.BAD_CHECKPOINT,
                 f"{where}: its {len(points)} stored rows do not add up to the certified digest",
             )
+        if not replica.forks() and (replica.dag.pruned, replica._pruned_opset.value) != (
+                cp.count, cp.ops):
+            raise Refused(
+                Reason.BAD_CHECKPOINT,
+                f"{where}: the record's pruned ops ({replica.dag.pruned}) or their op-set "
+                f"digest differ from the certified ones ({cp.count})",
+            )
         final = CutState(
             dict(cp.cut), replica._base_rows, dict(points), state, Ecmh(cp.ops), cp.count
         )

@@ -170,6 +170,10 @@ class Ledger:
         rec = self.slots.get(msg.slot)
         if rec is None or rec.decided is None:
             return True
+        if msg.slot.startswith("checkpoint/"):
+            # Only the newest checkpoint's certificate is needed (the compaction record
+            # carries it); keeping each one would grow the record with history.
+            return False
         if isinstance(msg, Accepted) and (
             membership_version_of(msg.slot) is not None or policy_version_of(msg.slot) is not None
         ):

@@ -49,7 +49,7 @@ __all__ = ["SnapshotError", "read_compaction", "chunks", "fetch", "check", "inst
 log = logging.getLogger("synod.snapshot")
 
 CHUNK_BYTES = 1 << 20  # rows per chunk: about this many bytes
-SNAPSHOT_BYTES_MAX = 4 << 30  # a larger snapshot is refused
+SNAPSHOT_BYTES_MAX = 1 << 30  # a larger snapshot is refused (rows are held in memory)
 FETCH_TIMEOUT_S = 120.0  # one peer's whole stream
 CONNECT_TIMEOUT_S = 5.0  # to reach a peer before asking it
 
@@ -161,11 +161,20 @@ def check(
             identity, genesis, random.Random(), (), (), verify="all",
             compaction=(record, rows), schema=schema, **replica_kwargs,
         )
+        points = dict(replica._base_points or {})  # recomputed from the rows (verify="all")
         Checkpoints(replica, replica.ledger).restore()
     except (LogError, Refused, Rejected) as exc:
         raise SnapshotError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a peer's bytes must not stop our start
+        raise SnapshotError(f"unreadable: {type(exc).__name__}: {exc}"[:300]) from None
     if not replica.restored_checkpoint:
         raise SnapshotError("the record names no checkpoint")
+    if replica.forks():
+        # A fork below the checkpoint is proven by evidence a snapshot does not carry: the
+        # joiner could not check it, so it is not taken (decision 0070).
+        raise SnapshotError("the record names forks, whose evidence a snapshot does not carry")
+    replica._snapshot_rows = tuple(  # what install writes: our own points, not the peer's
+        (t, k, meta, points[(t, tuple(k))]) for t, k, meta, _ in rows)
     return replica
 
 
@@ -174,6 +183,7 @@ def install(store: Any, replica: AgreementReplica, record: bytes, rows: Rows) ->
     tables, the checkpoint's rows and the compaction record."""
     replica.rematerialise()
     ready = replica.ready()
+    rows = getattr(replica, "_snapshot_rows", rows)
     store.commit(
         Ready(
             rows=ready.rows,

@@ -964,7 +964,11 @@ class Replica:
                                            for a, n in base.items())
             and type(pruned) is int and isinstance(opset, bytes) and len(opset) == 32
             and isinstance(extra, bytes) and isinstance(forks, dict)
-            and isinstance(fork_proof, dict)
+            and all(isinstance(a, str) and type(n) is int and n > 0 for a, n in forks.items())
+            and isinstance(fork_proof, dict) and set(fork_proof) == set(forks)
+            and all(isinstance(p, list) and len(p) == 2
+                    and all(isinstance(i, bytes) and len(i) == 32 for i in p) and p[0] != p[1]
+                    for p in fork_proof.values())
             and all(isinstance(v, list) and all(isinstance(r, bytes) for r in v)
                     for v in raws.values())
         ):
@@ -982,16 +986,23 @@ class Replica:
         for op in ops["frontier"] + ops["named"] + ops["proofs"]:
             if op.seq > base.get(op.author, 0):
                 raise Rejected(Reason.BAD_PARENTS, f"kept op {op!r} above the pruned cut")
+        # The frontier is each pruned author's last op, exactly: later ops name it.
+        if sorted((op.author, op.seq) for op in ops["frontier"]) != sorted(base.items()):
+            raise Rejected(Reason.BAD_PARENTS, "compaction record: the frontier is not one "
+                           "op per pruned author at its pruned seq")
         dag.restore(base, ops["frontier"], ops["named"], ops["proofs"], pruned)
         dag.forks = dict(forks)
         dag.fork_proof = {a: (p[0], p[1]) for a, p in fork_proof.items()}
         points: dict[RowKey, bytes] = {}
         names = set(self.schema.names)
         for i, (table, key, meta, point) in enumerate(base_rows):
-            rk = (table, tuple(key))
             if table not in names or not isinstance(point, bytes) or len(point) != 32:
                 raise Rejected(Reason.MALFORMED, f"checkpoint row {i}: table or point")
             try:
+                if not all(isinstance(k, int | float | str | bytes | bool) or k is None
+                           for k in key):
+                    raise ValueError("a key value that is not a scalar")
+                rk = (table, tuple(key))
                 row = RowState.from_plain(decode(meta))
                 check_plain(list(rk[1]))
             except Exception as exc:  # noqa: BLE001 - stored or received bytes

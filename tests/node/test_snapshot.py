@@ -117,3 +117,50 @@ def test_a_forged_vote_in_the_record_is_refused(served):
     plain["extra"] = encode(extra)
     with pytest.raises(SnapshotError, match="bad_signature|do not decide"):
         _check(net, encode(plain), rows)
+
+
+def _forge(record: bytes, **changes) -> bytes:
+    plain = decode(record)
+    plain.update(changes)
+    return encode(plain)
+
+
+@pytest.mark.parametrize("change", [
+    {"fork_proof": {"x": 5}, "forks": {"x": 1}},
+    {"fork_proof": {"x": [b"a"]}, "forks": {"x": 1}},
+    {"pruned": 12_345},
+    {"opset": bytes(32)},
+    {"frontier": []},
+])
+def test_a_record_a_peer_forged_is_refused_not_a_crash(served, change):
+    net, (record, rows), _ = served
+    with pytest.raises(SnapshotError):
+        _check(net, _forge(record, **change), rows)
+
+
+def test_forks_in_a_snapshot_are_refused_and_keys_must_be_scalars(served):
+    net, (record, rows), _ = served
+    voter = net[0].id
+    forged = _forge(record, forks={voter: 1}, fork_proof={voter: [b"\x01" * 32, b"\x02" * 32]})
+    with pytest.raises(SnapshotError, match="forks"):
+        _check(net, forged, rows)
+    table, key, meta, point = rows[0]
+    with pytest.raises(SnapshotError, match="scalar"):
+        _check(net, record, ((table, (["a"],), meta, point), *rows[1:]))
+
+
+def test_the_record_does_not_grow_with_old_checkpoints(tmp_path):
+    """Only the newest checkpoint's certificate travels (in the record's extra): after
+    several compactions the retained votes hold no older checkpoint's."""
+    from controller.agreement.messages import from_body
+    from controller.replication import decode_op
+
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True, store_dir=tmp_path)
+    for start in (0, 100, 200):
+        churn(net, 0, start, 30, keys=12)
+        net.run(rounds=400, until=lambda: compacted(net, 1 + start // 100))
+    record, _ = snapshot.read_compaction(tmp_path / f"{net[0].id[:8]}.db")
+    retained = [decode_op(r, DEFAULT_SCHEMA, 16, 10_000) for r in decode(record)["retained"]]
+    slots = {from_body(op.body.kind, op.body.data).slot for op in retained
+             if getattr(op.body, "kind", "") in ("accepted", "promise", "prepare", "accept")}
+    assert not any(s.startswith("checkpoint/") for s in slots), slots
