@@ -59,6 +59,9 @@ def test_secession_and_reunion_in_the_cluster_panel(tmp_path):
         ids = [n.info["node_id"] for n in cluster.nodes]
         a_id = _view(cluster, 0)["cluster"]["lineage"]["cluster_id"]
         assert wait_for(lambda: _view(cluster, 0)["cluster"]["reachable"] == 3, 15)
+        # Node 2 must hold the admin token's record before it is cut off (it comes by
+        # replication): the secession below is asked of node 2 with that token.
+        assert wait_for(lambda: _view(cluster, 2)["cluster"]["reachable"] == 3, 15)
 
         cluster.isolate(2)
         b_id = _cli(cluster, 2, "secede", "--confirmed-by", "ops@site-2", "--yes")["cluster_id"]
