@@ -128,6 +128,13 @@ def sites(tmp_path):
             s.net = net
             assert wait_for(lambda: s.master_of("e1s1") == "edge1", WAIT_S), s.roles("e1s1")
             assert wait_for(lambda: s.master_of("cs1") == "cloud", WAIT_S), s.roles("cs1")
+            # Flows are checked against the replicated fabric: wait until both nodes hold
+            # both switches' rows (the masters report them about once a second).
+            def known(node: int) -> bool:
+                rows = json.loads(s.synod(node, "list", "switches", "--json"))
+                return {r["dpid"] for r in rows} >= {CLOUD_DPID, EDGE_DPID}
+
+            assert wait_for(lambda: known(0) and known(1), WAIT_S)
             yield s
     finally:
         s.stop_all()
