@@ -1,18 +1,22 @@
-"""Benchmark: a 3-node Synod cluster on loopback beside etcd (and pysyncobj, if installed).
+"""Benchmark: a 3-node Synod cluster on loopback beside etcd, pysyncobj and the gRPC floor.
 
 Run: .venv/bin/python bench/cluster.py [--quick] [--seconds S] [--heal-writes N]
-     [--load-procs N] [--systems synod etcd pysyncobj] [--cells-only] [--rss-ops N N ...]
+     [--load-procs N] [--systems synod etcd pysyncobj floor] [--cells-only] [--rss-ops N N ...]
 
 Measures, on this machine, in one run: write throughput and p50/p99 latency at `local` and
 `quorum` acknowledgement with 1, 16 and 64 concurrent clients (asyncio gRPC clients in one
 process, or split over --load-procs processes; 100-byte values, plaintext loopback for every
 system); replication lag (time until all 3 nodes hold a write); heal time after a partition
 with N writes on each side. etcd runs as a throwaway 3-member cluster (Debian `etcd-server`),
-driven over the same gRPC client. pysyncobj (`.venv/bin/pip install pysyncobj`) runs as 3
+driven over the same gRPC client. pysyncobj (`.venv/bin/pip install -e '.[bench]'`) runs as 3
 processes with batched appends, its load generated inside the leader's process (no RPC per
-write, no fsync), so its column is a reference, not a like-for-like comparison.
+write, no fsync), so its column is a reference, not a like-for-like comparison. `floor` is
+one Python grpc.aio process answering Put at once (no auth, engine, disk or peers): the most
+a Python node's API can take on this machine, measured beside the others.
 --rss-ops measures a node's RSS after opening stores of that many ops and extrapolates to
-1 million. Prints a table and JSON; figures are measured, never targets.
+1 million. Prints a table and JSON; figures are measured, never targets. A system asked for
+(by default all of them) that could not run makes the run fail (exit status 1, naming it and
+why), so no column is left silently empty.
 """
 
 from __future__ import annotations
@@ -372,6 +376,57 @@ class EtcdCluster:
                 p.wait(10)
 
 
+# ---------------------------------------------------------------------------- gRPC floor
+def serve_floor(port: int) -> None:
+    """One Python process serving RowService.Put with an immediate answer: no auth, no
+    engine, no disk. What any Python grpc.aio unary server reaches on this machine, the
+    ceiling Synod's node (one such process taking the writes) cannot pass."""
+
+    class Floor(northbound_pb2_grpc.RowServiceServicer):
+        async def Put(self, request, context):
+            return nb.WriteResponse(op_id="0", seq=1, ack=request.ack, holders=1)
+
+    async def go() -> None:
+        server = grpc.aio.server()
+        northbound_pb2_grpc.add_RowServiceServicer_to_server(Floor(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(go())
+
+
+async def floor_writes(tmp: Path, clients_list: list[int], seconds: float,
+                       procs: int) -> dict:
+    port = free_port()
+    log = open(tmp / "floor.log", "ab")  # noqa: SIM115
+    p = subprocess.Popen([sys.executable, "-c",
+                          f"from bench.cluster import serve_floor; serve_floor({port})"],
+                         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                         stderr=log, start_new_session=True)
+    log.close()
+    out: dict = {}
+    try:
+        if p.stdout.readline().strip() != b"ready":  # type: ignore[union-attr]
+            return {"error": f"the floor server did not start; see {tmp}/floor.log"}
+        for clients in clients_list:
+            if procs > 1 and clients > 1:
+                r = await asyncio.to_thread(drive_procs, "synod", port, "", nb.ACK_QUORUM,
+                                            clients, seconds, procs)
+            else:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    stub = northbound_pb2_grpc.RowServiceStub(ch)
+                    r = await drive(lambda req, stub=stub: stub.Put(req, timeout=10),
+                                    synod_put(nb.ACK_QUORUM), clients, seconds)
+            out[f"floor/{clients}"] = r
+            print(f"grpc floor {clients:3} clients: {r}", file=sys.stderr)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    return out
+
+
 # ---------------------------------------------------------------------------- pysyncobj
 PYSYNCOBJ_TICK_S = 0.002  # autoTickPeriod and appendEntriesPeriod: batches leave every 2 ms
 
@@ -513,6 +568,8 @@ async def run(args: argparse.Namespace) -> dict:
         await run_synod(args, tmp, out)
     if args.rss_ops:
         out["synod"]["rss_vs_ops"] = rss_vs_ops(tmp / "rss", args.rss_ops)
+    if "floor" in args.systems:
+        out["floor"] = await floor_writes(tmp, args.clients, args.seconds, args.load_procs)
     if "etcd" not in args.systems:
         out["etcd"] = "not run (--systems)"
     elif shutil.which("etcd"):
@@ -575,6 +632,7 @@ def render(res: dict) -> str:
     rows += [("etcd", k, v) for k, v in etcd.items()]
     if isinstance(res["pysyncobj"], dict):
         rows += [("pysyncobj", k, v) for k, v in res["pysyncobj"].items() if isinstance(v, dict)]
+    rows += [("py-floor", k, v) for k, v in res.get("floor", {}).items() if isinstance(v, dict)]
     unlike = False
     for system, k, v in rows:
         ack, clients = k.split("/")
@@ -585,6 +643,9 @@ def render(res: dict) -> str:
             ratio, unlike = ratio + "*", True
         lines.append(f"{system:10} {ack:7} {clients:>7} {v['ops_per_s']:>8} {v['p50_ms']:>8} "
                      f"{v['p99_ms']:>8} {ratio:>8}")
+    if res.get("floor"):
+        lines.append("py-floor: one Python grpc.aio process answering Put at once (no auth, "
+                     "engine, disk or peers): the most a Python node's API can take here")
     if unlike:
         lines.append("* a local ack (durable on one node) against etcd's quorum writes: "
                      "not like for like")
@@ -628,8 +689,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--load-procs", type=int, default=1,
                     help="client processes generating the load (clients split between them)")
-    ap.add_argument("--systems", nargs="*", default=["synod", "etcd", "pysyncobj"],
-                    choices=["synod", "etcd", "pysyncobj"])
+    ap.add_argument("--systems", nargs="*", default=["synod", "etcd", "pysyncobj", "floor"],
+                    choices=["synod", "etcd", "pysyncobj", "floor"],
+                    help="floor: a Python gRPC server answering Put at once (no auth, engine "
+                         "or disk), the ceiling of one Python process here")
     ap.add_argument("--rss-ops", type=int, nargs="*", default=[],
                     help="also measure node RSS after opening stores of these many ops "
                          "(two or more counts: extrapolated linearly to 1 million)")
@@ -644,6 +707,28 @@ def main() -> None:
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     (results / time.strftime("cluster-%Y%m%d-%H%M%S.json")).write_text(json.dumps(res, indent=2))
+    missing = missing_peers(res, args.systems)
+    if missing:
+        sys.exit("bench/cluster.py: FAILED: no figures for " + "; ".join(missing))
+
+
+def missing_peers(res: dict, systems: list[str]) -> list[str]:
+    """Each system asked for whose column stayed empty or holds an error, with why."""
+    out = []
+    for name in ("etcd", "pysyncobj", "floor"):
+        if name not in systems:
+            continue
+        got = res.get(name)
+        if isinstance(got, str):
+            out.append(f"{name} ({got})")
+        elif not got:
+            out.append(f"{name} (no result)")
+        else:
+            why = [v if isinstance(v, str) else v.get("error") for v in got.values()
+                   if isinstance(v, str) or "error" in v]
+            if why:
+                out.append(f"{name} ({why[0]})")
+    return out
 
 
 if __name__ == "__main__":

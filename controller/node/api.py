@@ -327,6 +327,8 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
     def _check_flows(self, mutations) -> None:
         """Refuse a flow a switch could not take (controller/forwarding/flowspec.py rules):
         bad match fields or actions, a switch the fabric does not have, a port it lacks."""
+        if not any(m.table == "flows" for m in mutations):
+            return
         from controller.forwarding.flowspec import FlowSpecError, parse_dpid, spec_from_row
 
         engine = self.api.engine

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -245,7 +247,9 @@ class Engine:
         self._writes: list[_Write] = []
         self._pending_rows = 0
         self._inbound: list[_Inbound] = []
-        self._quorum: list[_Quorum] = []
+        self._quorum: list[tuple[int, int, _Quorum]] = []  # a heap by seq
+        self._quorum_order = itertools.count()  # ties broken by arrival, never by _Quorum
+        self._quorum_dead = 0  # answered by a timeout, still in the heap
         self._sync_with: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -297,15 +301,18 @@ class Engine:
         self._wake.set()
         result: WriteResult = await w.future
         if ack == "quorum" and result.holders < self.quorum_size:
-            q = _Quorum(result.seq, asyncio.get_running_loop().create_future(), result)
-            self._quorum.append(q)
+            loop = asyncio.get_running_loop()
+            q = _Quorum(result.seq, loop.create_future(), result)
+            heapq.heappush(self._quorum, (q.seq, next(self._quorum_order), q))
             self._check_quorum()
+            # One timer per waiting write (wait_for + shield cost a task and two futures).
+            timer = loop.call_later(timeout_ms / 1000, self._quorum_expired, q, timeout_ms)
             try:
-                await asyncio.wait_for(asyncio.shield(q.future), timeout_ms / 1000)
-            except TimeoutError:
-                self._quorum.remove(q)
-                self.metrics.inc("quorum_timeouts")
-                raise QuorumTimeout(result, timeout_ms) from None
+                await q.future
+            finally:
+                timer.cancel()
+                if q.future.cancelled():  # the caller went away
+                    self._quorum_dead += 1
         result.ack = ack
         self.metrics.observe(f"write_{ack}", time.perf_counter() - started)
         return result
@@ -435,16 +442,33 @@ class Engine:
         return 1 + sum(1 for v in self.peer_vectors.values() if v.get(me, 0) >= seq)
 
     def _check_quorum(self) -> None:
-        still = []
-        for q in self._quorum:
-            n = self.holders(q.seq)
-            q.result.holders = n
-            if n >= self.quorum_size:
-                if not q.future.done():
-                    q.future.set_result(None)
-            else:
-                still.append(q)
-        self._quorum = still
+        """Answer the quorum writes a majority now holds. Held counts grow with seq going
+        down, so the waiting writes (a heap by seq) are answered from the lowest seq up to
+        the highest seq held by quorum_size nodes (this one holds all of its own)."""
+        me, waiting = self.node_id, self._quorum
+        held = sorted((v.get(me, 0) for v in self.peer_vectors.values()), reverse=True)
+        need = self.quorum_size - 1  # peers that must hold a seq besides this node
+        if need <= 0:
+            top = float("inf")
+        else:
+            top = held[need - 1] if need <= len(held) else 0
+        while waiting and waiting[0][0] <= top:
+            _, _, q = heapq.heappop(waiting)
+            if not q.future.done():
+                q.result.holders = 1 + sum(1 for x in held if x >= q.seq)
+                q.future.set_result(None)
+        if self._quorum_dead * 2 > len(waiting):  # timed out or cancelled: drop them
+            self._quorum = [x for x in waiting if not x[2].future.done()]
+            heapq.heapify(self._quorum)
+            self._quorum_dead = 0
+
+    def _quorum_expired(self, q: _Quorum, timeout_ms: int) -> None:
+        if q.future.done():
+            return
+        q.result.holders = self.holders(q.seq)
+        self.metrics.inc("quorum_timeouts")
+        q.future.set_exception(QuorumTimeout(q.result, timeout_ms))
+        self._quorum_dead += 1
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -680,7 +704,7 @@ class Engine:
         for item in self._inbound:
             if not item.future.done():
                 item.future.set_exception(exc)
-        for q in self._quorum:
+        for _, _, q in self._quorum:
             if not q.future.done():
                 q.future.set_exception(exc)
         for item in [*self._proposals_in, *self._proposing]:

@@ -48,13 +48,24 @@ class CallMetrics(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # The wrapped handler of each method, made once: gRPC asks for it on every call.
+        self._wrapped: dict[str, tuple[object, object]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED itself
             return None
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, handler_call_details.method)
+        if len(self._wrapped) < 256:  # the services' methods; unknown names get None above
+            self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler, full_method: str):
         kind = _TYPES[(handler.request_streaming, handler.response_streaming)]
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        service, _, method = full_method.lstrip("/").rpartition("/")
         labels = (kind, service, method)
         behaviour = getattr(handler, _BEHAVIOURS[kind])
         wrapped = (self._stream if inspect.isasyncgenfunction(behaviour) else self._call)(

@@ -636,8 +636,15 @@ def run_node(cfg: NodeConfig, *, start_empty: bool = False) -> None:
         await serve(cfg, stop, lambda line: print(line, flush=True), start_empty=start_empty)
 
     started = time.monotonic()
+    profile_to = os.environ.get("SYNOD_PROFILE")  # bench/: a cProfile of the node's loop
     try:
-        asyncio.run(main())
+        if profile_to:
+            import cProfile
+
+            cProfile.runctx("asyncio.run(main())", globals(), {"main": main},
+                            f"{profile_to}.{os.getpid()}")
+        else:
+            asyncio.run(main())
     except DataDirError as exc:
         raise NodeError(str(exc)) from None
     log.info("ran %.1f s", time.monotonic() - started)
