@@ -20,7 +20,7 @@ from controller.openflow.shim import now_ms
 from controller.replication.reserved import FLOW_ERRORS
 
 __all__ = ["NodeLink", "TopologySync", "remote_view", "row_dict", "switch_row_changes",
-           "topology_rows"]
+           "topology_changes", "topology_rows"]
 
 LOG = logging.getLogger("synod.controller.node_link")
 BACKOFF_S_MIN = 0.2
@@ -221,6 +221,7 @@ class NodeLink:
 TOPOLOGY_INTERVAL_S = 1.0
 FINAL_ROUND_S = 1.0  # per call of the last report at stop (the launcher gives apps 3 s)
 TOPOLOGY_TABLES = ("ports", "links", "hosts", "switches")
+KEY_COLUMNS = {"ports": 2, "links": 4, "hosts": 1}  # of the tables topology_changes writes
 
 
 
@@ -292,6 +293,53 @@ def switch_row_changes(ours: dict[tuple, tuple[str, list, dict]], table: list[di
     return put, retract
 
 
+def _switch_of(table: str, key: tuple, values: dict) -> object:
+    """The switch (dpid text) a topology row describes: its port's, the link's receiving
+    end (the controller that hears the LLDP reports it), the host's attachment."""
+    if table == "ports":
+        return key[0]
+    if table == "links":
+        return key[2]
+    return values.get("dpid")
+
+
+def topology_changes(ours: dict[tuple, tuple[str, list, dict]],
+                     reported: dict[tuple, tuple[str, list, dict]],
+                     tables: dict[str, list[dict]], site: str) -> tuple[list, list]:
+    """What to write to the ports, links and hosts tables so they say what we observe.
+
+    `ours`: the rows of topology_rows() other than switches; `reported`: those of the last
+    round; `tables`: the replicated tables now (row_plain form, switches included).
+    Returns (rows to put, rows to retract). Put each of ours that the table lacks or holds
+    differently: compared with the table, not with what we sent last, because another
+    controller may have retracted or overwritten the row since (the switch's previous
+    master retracting its rows after we took over wrote the same keys; issue 17's stuck
+    ping was that race, lost for good when only our own changes were sent). Retract a row
+    we reported and no longer observe only while the table still holds our values and its
+    switch is not mastered by another site: otherwise the row is someone else's now.
+    Convergent: called every round with a fresh read, a lost race costs one round.
+    """
+    present: dict[tuple, dict] = {}
+    for table, key_len in KEY_COLUMNS.items():
+        for row in tables.get(table, []):
+            present[(table, *(row.get(f"key{i}") for i in range(key_len)))] = row
+    masters = {row.get("key0"): row.get("master") for row in tables.get("switches", [])}
+
+    def holds(k: tuple, values: dict) -> bool:
+        now = present.get(k)
+        return now is not None and all(now.get(n) == v for n, v in values.items())
+
+    put = [r for k, r in ours.items() if not holds(k, r[2])]
+    gone = []
+    for k, (table, key, values) in reported.items():
+        if k in ours or not holds(k, values):
+            continue
+        master = masters.get(_switch_of(table, tuple(key), values))
+        if master in (None, "", site):
+            gone.append((table, key, {}))
+    return put, gone
+
+
 def flow_status_rows(errors: dict[tuple[int, str], str]) -> dict[tuple, tuple[str, list, dict]]:
     """flow_errors rows (dpid, flow id) -> the switch's error, shown by `flows list`."""
     return {(FLOW_ERRORS, _hex(dpid), flow_id): (FLOW_ERRORS, [_hex(dpid), flow_id],
@@ -361,7 +409,8 @@ def remote_view(tables: dict[str, list[dict]]):
 
 
 class TopologySync:
-    """Every second: report what we observe (diffs only), read what the others observe."""
+    """Every second: read the replicated topology, write where it differs from what we
+    observe, hand what the others observe to the app."""
 
     def __init__(self, link: NodeLink, observe: Callable[[], dict],
                  on_remote: Callable[[object, object, object], None]) -> None:
@@ -421,6 +470,8 @@ class TopologySync:
         self.flow_state = sent
 
     def _round(self, client, final: bool = False) -> None:
+        """Read the replicated topology, write where it differs from what we observe
+        (switch_row_changes, topology_changes), then hand the others' part to the app."""
         from synod.v1 import local_pb2, northbound_pb2
 
         from controller.node import codec
@@ -428,15 +479,17 @@ class TopologySync:
 
         timeout_s = FINAL_ROUND_S if final else None
         observed = self.observe()
+        tables = {}
+        for table in TOPOLOGY_TABLES:
+            listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table),
+                                 timeout_s)
+            tables[table] = [row_plain(r) for r in listed.rows]
         rows = topology_rows(observed)
         switches = {k: r for k, r in rows.items() if r[0] == "switches"}
         rows = {k: r for k, r in rows.items() if r[0] != "switches"}
-        changed = [r for k, r in rows.items() if self.reported.get(k) != r]
-        gone = [r for k, r in self.reported.items() if k not in rows]
-        listed = client.call(client.rows.List, northbound_pb2.ListRequest(table="switches"),
-                             timeout_s)
-        put, retract = switch_row_changes(switches, [row_plain(r) for r in listed.rows],
-                                          observed.get("site", ""),
+        site = observed.get("site", "")
+        changed, gone = topology_changes(rows, self.reported, tables, site)
+        put, retract = switch_row_changes(switches, tables["switches"], site,
                                           frozenset(map(_hex, observed.get("connected", ()))))
         for _table, key, _ in retract:
             LOG.info("switch %s is no longer ours: retracting its row", key[0])
@@ -453,7 +506,7 @@ class TopologySync:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                 rows=[pb(*r) for r in changed], gone=[pb(t, k) for t, k, _ in gone]),
                 timeout_s)
-            self.reported = rows
+        self.reported = rows
         if final:
             return
         status = flow_status_rows(observed.get("flow_errors", {}))
@@ -463,9 +516,5 @@ class TopologySync:
             client.call(client.local.ReportTopology, local_pb2.TopologyReport(
                 rows=[pb(*r) for r in new_status], gone=[pb(t, k) for t, k, _ in cleared]))
         self.status = status
-        tables = {}
-        for table in TOPOLOGY_TABLES:
-            listed = client.call(client.rows.List, northbound_pb2.ListRequest(table=table))
-            tables[table] = [row_plain(r) for r in listed.rows]
         self.on_remote(*remote_view(tables))
         self._report_flow_state(client, observed.get("flow_states", {}), pb)
