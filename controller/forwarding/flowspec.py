@@ -75,9 +75,15 @@ class FlowSpec:
     def cookie(self) -> int:
         return flow_cookie(self.dpid, self.flow_id)
 
-    def to_intent(self) -> FlowAdd:
+    @cached_property
+    def _intent(self) -> FlowAdd:
         return FlowAdd(self.dpid, self.priority, self.match, self.actions,
                        self.idle_timeout_s, self.hard_timeout_s, self.cookie, self.table_id)
+
+    def to_intent(self) -> FlowAdd:
+        """The FlowAdd that installs this flow: the same object every time, so that the
+        shim's encoded-bytes cache (wire.FlowModCache) recognises it by identity."""
+        return self._intent
 
 
 def flow_cookie(dpid: int, flow_id: str) -> int:

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from os_ken.base import app_manager
+from os_ken.controller import event as osken_event
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (
     CONFIG_DISPATCHER,
@@ -45,12 +46,12 @@ from controller.forwarding.reconciler import (
     FlowRefused,
     ReconcilerConfig,
 )
-from controller.openflow import options
+from controller.openflow import options, rawstats
 from controller.openflow.node_link import NodeLink, TopologySync
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions, to_message
 from controller.openflow.shim import guarded, now_ms, port_identity, port_is_up
 
-__all__ = ["SynodController", "failed_flow_cookie", "home_site_from_desc"]
+__all__ = ["FlowStatsRead", "SynodController", "failed_flow_cookie", "home_site_from_desc"]
 
 TICK_S = 0.1
 JOINED_WRITE_BYTES = 64 * 1024
@@ -62,6 +63,16 @@ OFPT_HELLO = 0
 OFPT_FLOW_MOD = 14
 OFPT_EXPERIMENTER = 4
 BUNDLE_ADD_HEADER_BYTES = 24  # OpenFlow + experimenter header, bundle id, pad, flags
+
+
+class FlowStatsRead(osken_event.EventBase):
+    """A part of the reply to our flow-stats request, parsed by rawstats (in the
+    connection's receive thread) and queued to the app like os-ken's own events, so it is
+    handled in order with the switch's other messages (e.g. errors for earlier flows)."""
+
+    def __init__(self, datapath, more: bool, flows: list[InstalledFlow]) -> None:
+        super().__init__()
+        self.datapath, self.more, self.flows = datapath, more, flows
 
 
 class SynodController(app_manager.OSKenApp):
@@ -90,7 +101,11 @@ class SynodController(app_manager.OSKenApp):
         self._ports_done: set[int] = set()
         self._bundle_id = 0
         self._next_xid = 0
+        # Encoded flow-mods of the desired flows, made when they are learnt, so that a
+        # takeover (or a repair) writes bytes it already holds (decision 0098).
+        self._encoded = wire.FlowModCache()
         self._lock = threading.RLock()
+        rawstats.install()
         self._stopping = threading.Event()
         self._threads = [hub.spawn(self._tick_loop), hub.spawn(self._probe_loop)]
         self.node_link = None
@@ -117,14 +132,19 @@ class SynodController(app_manager.OSKenApp):
         """Replace the desired replicated flows of a switch (cookie -> FlowSpec)."""
         with self._lock:
             self._send(self.flows.set_desired(dpid, specs, now_ms()))
+            self._encoded.prepare(s.to_intent() for s in specs.values())
 
     def _on_flow_changes(self, changes) -> None:
         with self._lock:
             self._send(self.flows.flows_changed(changes, now_ms()))
+            # After sending: flows just sent are cache hits here, the others are encoded.
+            self._encoded.prepare(s.to_intent() for _, _, s in changes if s is not None)
 
     def _on_node_flows(self, by_dpid) -> None:
         with self._lock:
             self._send(self.flows.flows_loaded(by_dpid, now_ms()))
+            self._encoded.prepare(s.to_intent() for specs in by_dpid.values()
+                                  for s in specs.values())
 
     def _observe(self) -> dict:
         with self._lock:
@@ -178,15 +198,14 @@ class SynodController(app_manager.OSKenApp):
             dp = self.datapaths[dpid]
             ofp = dp.ofproto
             if len(intents) == 1:
-                dp.send(wire.flow_mod(self._xid(), intents[0]))
+                dp.send(wire.with_xid(self._encoded.encoded(intents[0]), self._xid()))
                 continue
             self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
             bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC
             chunk = [wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_OPEN_REQUEST, flags)]
             size = len(chunk[0])
-            for intent in intents:
-                xid = self._xid()
-                data = wire.bundle_add(xid, bid, flags, wire.flow_mod(xid, intent))
+            for data in wire.bundled_flow_mods(iter(self._xid, None), bid, flags, intents,
+                                               self._encoded):
                 chunk.append(data)
                 size += len(data)
                 if size >= JOINED_WRITE_BYTES:
@@ -229,6 +248,12 @@ class SynodController(app_manager.OSKenApp):
             fenced = isinstance(event, (PacketOut, FlowStatsRequest))
             if fenced and not self.mastership.is_master(event.dpid):
                 return  # only the confirmed master programs a switch
+            if isinstance(event, FlowStatsRequest):
+                # Our own xid, so that rawstats parses the reply from its bytes.
+                xid = self._xid()
+                rawstats.expect(dp, xid, self._flow_stats_read)
+                dp.send(wire.flow_stats_request(xid, event.cookie, event.cookie_mask))
+                return
             dp.send_msg(to_message(dp, event))
 
     def _order(self, dpid: int) -> tuple[str, ...]:
@@ -382,6 +407,18 @@ class SynodController(app_manager.OSKenApp):
             self._send(self.fabric.packet_in(dp.id, msg.match["in_port"], bytes(msg.data),
                                              now_ms(), msg.buffer_id))
 
+    def _flow_stats_read(self, dp, more: bool, flows: list[InstalledFlow]) -> None:
+        """rawstats parsed a part of our reply (receive thread): queue it for the app."""
+        self.send_event(self.name, FlowStatsRead(dp, more, flows))
+
+    @set_ev_cls(FlowStatsRead)
+    @guarded
+    def _on_flow_stats_read(self, ev):
+        with self._lock:
+            self._send(self.flows.flow_stats(ev.datapath.id, ev.flows, ev.more, now_ms()))
+
+    # Replies rawstats leaves to os-ken (a match it could not judge the same way) and
+    # replies to other apps' requests arrive parsed by os-ken.
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @guarded
     def _on_flow_stats(self, ev):
@@ -400,6 +437,7 @@ class SynodController(app_manager.OSKenApp):
     @guarded
     def _on_dead(self, ev):
         dp = ev.datapath
+        rawstats.forget(dp)
         if dp.id is None:
             return
         with self._lock:

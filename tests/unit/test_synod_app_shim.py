@@ -13,12 +13,13 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from controller.forwarding import wire
-from controller.forwarding.flowspec import spec_from_row
+from controller.forwarding.flowspec import FLOW_COOKIE_MASK, FLOW_COOKIE_SPACE, spec_from_row
 from controller.forwarding.intents import ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE
 from controller.forwarding.mastership import UNDEFINED_GENERATION
 from controller.forwarding.ranking import PROBE_FAILURES_DEAD
 from controller.openflow import synod_app
 from controller.openflow.options import ControllerOptions
+from tests.unit.ofbytes import flow_stats_entry, flow_stats_reply, osken_parse
 from tests.unit.test_synod_app_reconnect import DPID, FakeDatapath, _connect, _desc, _features
 
 CONTROLLERS = (("edge1", "127.0.0.1", 1), ("cloud", "127.0.0.1", 2))
@@ -107,6 +108,30 @@ def test_a_refused_flow_inside_a_bundle_becomes_a_flow_error_row(monkeypatch, cl
     assert app._observe()["flow_errors"] == {(DPID, "a"): "type 5 code 9"}
 
 
+def stats_requests(dp) -> list[tuple[int, int, int]]:
+    """(xid, cookie, cookie mask) of the flow-stats requests the app wrote as bytes."""
+    found = []
+    for data in (m for m in dp.sent if isinstance(m, bytes)):
+        if data[1] == ofproto_v1_3.OFPT_MULTIPART_REQUEST:
+            assert int.from_bytes(data[8:10], "big") == ofproto_v1_3.OFPMP_FLOW
+            found.append((int.from_bytes(data[4:8], "big"), int.from_bytes(data[32:40], "big"),
+                          int.from_bytes(data[40:48], "big")))
+    return found
+
+
+def receive(app, dp, data: bytes) -> None:
+    """What os-ken's receive loop and then the app's event loop do with a message."""
+    from os_ken.ofproto import ofproto_parser
+
+    queued = []
+    app.send_event = lambda name, ev: queued.append((name, ev))
+    msg = ofproto_parser.msg(dp, data[0], data[1], len(data),
+                             int.from_bytes(data[4:8], "big"), bytearray(data))
+    assert msg is None  # rawstats read it; os-ken dispatches nothing
+    assert [name for name, _ in queued] == [app.name]
+    app._on_flow_stats_read(queued[0][1])
+
+
 def test_a_stats_reply_is_audited_and_repaired(monkeypatch, clock):
     app = make_app(monkeypatch, "edge1", 1)
     a = spec("a", 1)
@@ -115,18 +140,46 @@ def test_a_stats_reply_is_audited_and_repaired(monkeypatch, clock):
     _master(app, dp)
     clock.ms += 1_000
     app._send(app.flows.tick(clock.ms))  # what the tick loop does
-    asked = [m for m in dp.sent if isinstance(m, ofproto_v1_3_parser.OFPFlowStatsRequest)]
-    assert len(asked) == 1
+    asked = stats_requests(dp)
+    assert [(c, m) for _, c, m in asked] == [(FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK)]
     dp.sent.clear()
     clock.ms += 10
     # The switch holds nothing: the flow sent 1 s ago is missing and is sent again.
-    reply = SimpleNamespace(datapath=dp, body=[], flags=0)
-    app._on_flow_stats(SimpleNamespace(msg=reply))
+    receive(app, dp, flow_stats_reply(asked[0][0], []))
     assert cookies_sent(dp) == {a.cookie}
     assert app.flows.last_audit(DPID).missing == ("a",)
 
 
-def test_the_stats_reply_is_translated_to_installed_flows(monkeypatch, clock):
+def _held(a, in_port: int = 1):
+    ofp, parser = ofproto_v1_3, ofproto_v1_3_parser
+    actions = [parser.OFPActionOutput(3, ofp.OFPCML_NO_BUFFER)]
+    return flow_stats_entry(a.cookie, 0, 300, parser.OFPMatch(in_port=in_port),
+                            [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)],
+                            packets=4, octets=400)
+
+
+def test_the_stats_reply_is_read_from_its_bytes_in_parts(monkeypatch, clock):
+    app = make_app(monkeypatch, "edge1", 1)
+    a, b = spec("a", 1), spec("b", 2)
+    app.set_desired(DPID, {a.cookie: a, b.cookie: b})
+    dp = FakeDatapath()
+    _master(app, dp)
+    clock.ms += 1_000
+    app._send(app.flows.tick(clock.ms))
+    (xid, _, _), = stats_requests(dp)
+    dp.sent.clear()
+    receive(app, dp, flow_stats_reply(xid, [_held(a, 1)], more=True))
+    assert app.flows.last_audit(DPID) is None  # waits for the last part
+    receive(app, dp, flow_stats_reply(xid, [_held(b, 2)]))
+    done = app.flows.last_audit(DPID)
+    assert done is not None and done.clean and done.installed == 2
+    assert cookies_sent(dp) == set()
+    assert app.flows.flow_states()[DPID]["a"].packets == 4
+
+
+def test_a_stats_reply_osken_parses_is_still_audited(monkeypatch, clock):
+    """A reply rawstats leaves to os-ken (or one to another app's request) arrives as
+    os-ken's objects and is translated as before."""
     app = make_app(monkeypatch, "edge1", 1)
     a = spec("a", 1)
     app.set_desired(DPID, {a.cookie: a})
@@ -134,15 +187,10 @@ def test_the_stats_reply_is_translated_to_installed_flows(monkeypatch, clock):
     _master(app, dp)
     clock.ms += 1_000
     app._send(app.flows.tick(clock.ms))
-    ofp, parser = ofproto_v1_3, ofproto_v1_3_parser
-    actions = [parser.OFPActionOutput(3, ofp.OFPCML_NO_BUFFER)]
-    held = parser.OFPFlowStats(table_id=0, priority=300, idle_timeout=0, hard_timeout=0,
-                               cookie=a.cookie, match=parser.OFPMatch(in_port=1),
-                               instructions=[parser.OFPInstructionActions(
-                                   ofp.OFPIT_APPLY_ACTIONS, actions)])
+    msg = osken_parse(flow_stats_reply(1, [_held(a, 1)]))
+    msg.datapath = dp
     dp.sent.clear()
-    app._on_flow_stats(SimpleNamespace(msg=SimpleNamespace(datapath=dp, body=[held],
-                                                           flags=0)))
+    app._on_flow_stats(SimpleNamespace(msg=msg))
     done = app.flows.last_audit(DPID)
     assert done is not None and done.clean and done.installed == 1
     assert cookies_sent(dp) == set()
