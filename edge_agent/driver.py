@@ -322,7 +322,7 @@ class Agent:
         from for their failover-after (lease.may_take_over), if the spec allows and this
         node fits them; the slot placement/<service>/<generation+1> picks one taker."""
         from edge_agent.deploy import plan_deploy
-        from edge_agent.lease import may_take_over
+        from edge_agent.lease import may_take_over, placement_value
 
         if self.contacts is None or now_ms - self.contacts_at_ms > 5_000:
             return
@@ -359,7 +359,7 @@ class Agent:
                          owner[:16], e)
                 continue
             slot = f"placement/{name}/{g + 1}"
-            decided = self.link.propose_placement(slot, self.owner)
+            decided = self.link.propose_placement(slot, placement_value(spec, self.owner))
             if decided is None:
                 continue
             # The state is the owner's to write: only a winner says it is pending.

@@ -14,14 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edge_agent.spec import FAILOVER_S_MIN
+from controller.agreement.placement import RHO, ROUND_MS_MAX, STOP_MS_MAX, PlacementValue
+from edge_agent.spec import FAILOVER_S_MIN, ServiceSpec, spec_hash
 
 __all__ = ["FAILOVER_S_MIN", "RHO", "STOP_MS_MAX", "Contact", "lease_until_ms",
-           "may_take_over", "owner_deadline_ms"]
+           "may_take_over", "owner_deadline_ms", "placement_value"]
 
-RHO = 0.01  # assumed bound on two nodes' monotonic clock rate difference (decision 0081)
-STOP_MS_MAX = 8_000  # the runtime's stop when a lease is lost: quit 3 s, then SIGKILL 5 s
-ROUND_MS_MAX = 2_000  # an agent round may notice late by this much
+# RHO (the assumed clock-rate bound), STOP_MS_MAX (the runtime's urgent stop: quit 3 s, then
+# SIGKILL 5 s) and ROUND_MS_MAX (a round may notice late by this much) are the voters' too:
+# controller/agreement/placement.py, where acceptors check the same rule.
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ def owner_deadline_ms(failover_after_s: int) -> int:
     S/(1+RHO), less the stop and one round, so the VM is gone by the time a taker's clock
     says S."""
     return int(failover_after_s * 1000 / (1 + RHO)) - STOP_MS_MAX - ROUND_MS_MAX
+
+
+def placement_value(spec: ServiceSpec, node: str) -> dict:
+    """What this node proposes in placement/<service>/<g> (decision 0081): the node, the
+    spec's hash and the owner's lease, owner_deadline_ms(S) (0 for a `local-only` service:
+    no lease, it never moves). Voters let another node own it only after
+    lease * (1 + RHO) + margin without hearing the owner, which is at most S."""
+    lease = owner_deadline_ms(spec.failover_after_s) if spec.restart == "failover-after" else 0
+    return PlacementValue(node, spec_hash(spec), lease).to_value()
 
 
 def lease_until_ms(contacts: Iterable[Contact], checked_at_ms: int,

@@ -221,8 +221,9 @@ class NodeLink:
         return {str(cl.value(row.key[0])): {k: cl.value(v) for k, v in row.values.items()}
                 for row in r.rows}
 
-    def propose_placement(self, slot: str, node: str) -> str | None:
-        """Propose node for a placement slot; the node decided (maybe another), or None."""
+    def propose_placement(self, slot: str, value: dict[str, Any]) -> str | None:
+        """Propose a placement value ({node, spec_hash, lease_ms}: lease.placement_value)
+        for a slot; the node decided (maybe another), or None."""
         from synod.v1 import northbound_pb2 as nb
 
         from controller.node.client import ClientError
@@ -233,7 +234,7 @@ class NodeLink:
             return None
         try:
             r = c.call(c.slots.Propose, nb.ProposeRequest(
-                slot=slot, value=encode({"node": node}), timeout_ms=5_000), 10.0)
+                slot=slot, value=encode(value), timeout_ms=5_000), 10.0)
         except ClientError as e:
             LOG.info("%s: %s", slot, e)
             return None

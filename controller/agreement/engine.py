@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -37,6 +37,7 @@ from .messages import (
     slot_kind,
     to_body,
 )
+from .placement import PLACEMENT, check_placement, placement_of, placement_slot
 from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result
 from .rbac import AccessPolicy, check_policy, policy_slot, policy_version_of
@@ -100,6 +101,7 @@ class Proposal:
     next_ms: int = 0
     attempts: int = 0
     best_answers: int = 0
+    refusals: dict[NodeId, str] = field(default_factory=dict)  # voter -> its latest reason
 
     @property
     def done(self) -> bool:
@@ -128,6 +130,14 @@ class Watch:
     def drain(self) -> list[Decision]:
         out, self.decisions = self.decisions, []
         return out
+
+
+def _refusals_said(refusals: Mapping[NodeId, str]) -> str:
+    """'; refused by 2 voters (lease_held)': why the voters that answered said no."""
+    if not refusals:
+        return ""
+    reasons = ", ".join(sorted(set(refusals.values())))
+    return f"; refused by {len(refusals)} voter{'s' if len(refusals) > 1 else ''} ({reasons})"
 
 
 class Agreement:
@@ -179,6 +189,9 @@ class Agreement:
         self.upgrade_wanted = 1
         self._schema: Proposal | None = None
         self._schema_next_ms = 0
+        # How long this node has not heard from each member, on its own monotonic clock
+        # (the node sets it before each step: `heard`); placement checks read it (0081 §3).
+        self._silence_ms: dict[NodeId, int] = {}
         self._sync_peers()
 
     # ------------------------------------------------------------------ queries
@@ -263,7 +276,8 @@ class Agreement:
         p = Proposal(slot, value, now_ms + timeout, next_ms=now_ms)
         self.proposals = [*live, p]
         try:
-            self._check_local(slot, value, self.node_id)
+            if self.ledger.decided(slot) is None:  # decided: the answer is its value anyway
+                self._check_local(slot, value, self.node_id)
         except Refused as exc:
             p.outcome = Outcome(slot, Status.REFUSED, None, f"{exc.reason.value}: {exc.detail}")
             self.counters[exc.reason] += 1
@@ -317,6 +331,13 @@ class Agreement:
         if self.members_read is not None:
             self._maybe_upgrade(now_ms)
         self._drive(now_ms)
+
+    def heard(self, silence_ms: Mapping[NodeId, int]) -> None:
+        """Input: for each member, the ms since this node last heard from it (any message),
+        on this node's monotonic clock. A member left out counts as just heard: a voter
+        that knows nothing of an owner never lets another node take its service."""
+        assert all(type(v) is int and v >= 0 for v in silence_ms.values()), "ms since, >= 0"
+        self._silence_ms = dict(silence_ms)
 
     def decided_schema(self) -> int:
         """The newest schema version decided (1 when none was: the tables before 0037)."""
@@ -462,6 +483,14 @@ class Agreement:
             raise Refused(Reason.BAD_CHECKPOINT, f"{slot}: not checkpoint/<n>, n >= 1")
         if slot_kind(slot) == SCHEMA:
             check_schema(slot, value, self.config.schema_version, self.decided_schema())
+        if slot_kind(slot) == PLACEMENT:
+            where = placement_of(slot)
+            before = None
+            if where is not None and where[1] > 1:
+                d = ledger.decided(placement_slot(where[0], where[1] - 1))
+                before = None if d is None else d.value
+            check_placement(slot, value, before, frozenset(ledger.membership.voters),
+                            self._silence_ms, self.node_id)
 
     def _emit(self, msg: VoteMessage) -> None:
         if self.node_id not in self.ledger.membership.voters:
@@ -560,7 +589,8 @@ class Agreement:
                 p.slot,
                 Status.NO_QUORUM,
                 None,
-                f"no quorum reachable: at best {p.best_answers} of {count} voters answered",
+                f"no quorum reachable: at best {p.best_answers} of {count} voters answered"
+                + _refusals_said(p.refusals),
             )
             self.counters[Reason.NO_QUORUM] += 1
             return
@@ -572,7 +602,9 @@ class Agreement:
         assert b is not None
         rec = ledger.slots.get(p.slot)
         voters = ledger.memberships[b.mv].voters
-        refused = set(rec.refusals.get(b, {})) if rec else set()
+        refusals = rec.refusals.get(b, {}) if rec else {}
+        refused = set(refusals)
+        p.refusals.update((a, r.reason) for a, r in refusals.items() if a in voters)
         if p.phase == "prepare":
             promises = {
                 a: m for a, m in (rec.promises.get(b, {}) if rec else {}).items() if a in voters

@@ -759,10 +759,12 @@ def _decide_placement(ctx, spec, plan):
 
     from controller.replication import decode, encode
     from edge_agent.deploy import placement_slot
+    from edge_agent.lease import placement_value
 
     slot = placement_slot(spec, plan.generation)
     r = ctx.client.call(ctx.client.slots.Propose, cl.pb().ProposeRequest(
-        slot=slot, value=encode({"node": plan.node})), max(15.0, ctx.client.timeout_s))
+        slot=slot, value=encode(placement_value(spec, plan.node))),
+        max(15.0, ctx.client.timeout_s))
     decided = decode(r.value) if r.decided else None
     if not isinstance(decided, dict) or not isinstance(decided.get("node"), str):
         raise ctx.error(f"{slot}: not decided ({decided!r}); nothing written")

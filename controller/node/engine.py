@@ -555,6 +555,7 @@ class Engine:
         carried out by this round's Ready: durable before sent)."""
         agreement = self.agreement
         assert agreement is not None
+        agreement.heard(self.silence_ms())
         incoming, self._proposals_in = self._proposals_in, []
         for item in incoming:
             try:
@@ -574,6 +575,14 @@ class Engine:
             self._update_members()
             if self._quorum:
                 self._check_quorum()
+
+    def silence_ms(self) -> dict[str, int]:
+        """Ms since this node last heard from each voter (any message; since this process
+        started for one never heard): the placement checks' input (decision 0081 §3)."""
+        assert self.agreement is not None
+        now = time.monotonic()
+        return {n: int((now - self.last_seen.get(n, self.started)) * 1000)
+                for n in self.agreement.membership().voters if n != self.node_id}
 
     def _answer_proposals(self) -> None:
         """Answer finished proposals and tell slot watchers, once the round is durable."""

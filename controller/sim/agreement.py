@@ -356,7 +356,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         elif kind == "final":  # termination: a fresh slot, dueled, once the network is quiet
             voters = self._voters()
             for d in range(min(cfg.duelers, len(voters))):
-                self.propose(voters[d], "placement/final", f"final-{d}", cfg.quiet_ms_max)
+                self.propose(voters[d], "alloc/final", f"final-{d}", cfg.quiet_ms_max)
 
     def _equivocate(self, node: SimNode) -> None:
         """node signs two ops with one seq (as a clone restored from an old backup would),
@@ -435,25 +435,25 @@ class AgreementSim(SimNet[AgreementSimConfig]):
 
     def _retry_final(self) -> None:
         """A client retries: a final proposer removed or crashed since is replaced."""
-        final = [p for _, p in self.proposals if p.slot == "placement/final"]
+        final = [p for _, p in self.proposals if p.slot == "alloc/final"]
         live = [
             p
             for who, p in self.proposals
-            if p.slot == "placement/final"
+            if p.slot == "alloc/final"
             and not p.done
             and self.nodes[who].agreement
             and p in self.nodes[who].agreement.proposals
         ]
         up = [v for v in self._voters() if self.nodes[v].agreement is not None]
         if not live and up:
-            self.propose(up[0], "placement/final", f"final-retry-{len(final)}", 5_000)
+            self.propose(up[0], "alloc/final", f"final-retry-{len(final)}", 5_000)
 
     def _settled(self) -> bool:
         """The final slot and every membership change are known to every current voter,
         and no voter is an equivocator that some voter holds the proof against."""
         voters = self._voters()
         agreements = [self.nodes[v].agreement for v in voters]
-        if any(a is None or a.decided("placement/final") is None for a in agreements):
+        if any(a is None or a.decided("alloc/final") is None for a in agreements):
             return False
         if self._convicted_voters(voters):
             return False
@@ -479,7 +479,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             state = {
                 v[:8]: (
                     self.nodes[v].agreement.ledger.mv,
-                    bool(self.nodes[v].agreement.decided("placement/final")),
+                    bool(self.nodes[v].agreement.decided("alloc/final")),
                 )
                 if self.nodes[v].agreement
                 else None

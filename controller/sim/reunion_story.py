@@ -278,7 +278,7 @@ class ReunionSim:
         contested = [f"alloc/pool/{i}" for i in range(cfg.contested)]
         slots = {s.name: [(c, f"{s.tag}{i}") for i, c in enumerate(contested)] for s in deciding}
         for i in range(cfg.one_sided):
-            slots[rng.choice(deciding).name].append((f"placement/one{i}", f"o{i}"))
+            slots[rng.choice(deciding).name].append((f"alloc/one{i}", f"o{i}"))
         for side in self.seceded:  # operators retry the slots in flight at the split
             if side.name in slots:
                 retried = ["master/0", "master/1", "master/late"]

@@ -147,9 +147,9 @@ def test_minority_proposer_times_out_with_no_quorum(net3: Net):
 
 
 def test_certificate_verifies_alone_and_forgeries_are_refused(net3: Net):
-    net3[0].agreement.propose("placement/web", {"node": "a"}, net3.now_ms)
-    net3.run(until=lambda: net3[0].agreement.decided("placement/web") is not None)
-    cert = net3[0].agreement.decided("placement/web").certificate
+    net3[0].agreement.propose("alloc/web", {"node": "a"}, net3.now_ms)
+    net3.run(until=lambda: net3[0].agreement.decided("alloc/web") is not None)
+    cert = net3[0].agreement.decided("alloc/web").certificate
     cid = net3.genesis.cluster_id
     m0 = {0: Membership.from_genesis(net3.genesis)}
     verify_certificate(cert, cid, m0.get)
@@ -163,7 +163,7 @@ def test_certificate_verifies_alone_and_forgeries_are_refused(net3: Net):
         "too few": Certificate(cert.slot, cert.ballot, cert.value, cert.ops[:1]),
         "twice one voter": Certificate(cert.slot, cert.ballot, cert.value, cert.ops[:1] * 3),
         "other value": Certificate(cert.slot, cert.ballot, {"node": "b"}, cert.ops),
-        "other slot": Certificate("placement/db", cert.ballot, cert.value, cert.ops),
+        "other slot": Certificate("alloc/db", cert.ballot, cert.value, cert.ops),
         "other ballot": Certificate(cert.slot, Ballot(0, 9, "x"), cert.value, cert.ops),
     }
     for name, forged in forgeries.items():

@@ -15,7 +15,8 @@ from synod.v1 import northbound_pb2 as nb
 
 from controller.node.codec import value_pb
 from controller.node.datadir import init_data_dirs
-from controller.replication import decode
+from controller.node.client import ClientError
+from controller.replication import decode, encode
 from edge_agent.deploy import AgentInfo, agent_key
 from edge_agent.link import NodeLink
 from edge_agent.spec import Capacity, parse_spec, to_row
@@ -96,7 +97,16 @@ def test_deploy_decides_the_node_of_a_service_that_may_move(node, tmp_path):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["node"] == me
         slot = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="placement/roamer/1"))
-        assert slot.decided and decode(slot.value) == {"node": me}
+        value = decode(slot.value)
+        assert slot.decided and value["node"] == me, value
+        # the owner's lease: S/(1+rho) less the stop and a round (lease.owner_deadline_ms)
+        assert value["lease_ms"] == int(20_000 / 1.01) - 10_000 and len(value["spec_hash"]) == 64
+        # an early next generation for another node is refused by this (only) voter,
+        # which has heard from the owner (itself) just now: decision 0081 section 3
+        with pytest.raises(ClientError) as e:
+            c.call(c.slots.Propose, nb.ProposeRequest(slot="placement/roamer/2", value=encode(
+                {**value, "node": "0" * 16}), timeout_ms=2_000))
+        assert "bad_placement" in str(e.value) and "is not a member" in str(e.value)
         got = c.call(c.rows.Get, nb.GetRequest(table="placements", key=[value_pb("roamer")]))
         assert got.row.values["node"].text_value == me
         # what the agent asks before it starts such a service
