@@ -29,8 +29,8 @@ from edge_agent.spec import (
     to_row,
 )
 
-__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "placement_slot",
-           "plan_deploy"]
+__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "agents_of", "check_rows",
+           "placement_slot", "plan_deploy"]
 
 AGENT_KEY_PREFIX = "agent/"
 
@@ -143,3 +143,52 @@ def plan_deploy(spec: ServiceSpec, services: Mapping[str, Mapping[str, Any]],
 
     chosen = min(eligible, key=lambda a: (-free_mb(a), a.node))
     return Plan(to_row(spec), chosen.node, generation + 1, moved=True)
+
+
+def agents_of(kv: Mapping[str, Any]) -> dict[str, AgentInfo]:
+    """The agents' declarations among kv rows (key -> value); rows that do not decode are
+    skipped (their agent rewrites them when it starts)."""
+    out = {}
+    for key, value in kv.items():
+        if not key.startswith(AGENT_KEY_PREFIX) or value is None:
+            continue
+        node = key[len(AGENT_KEY_PREFIX):]
+        try:
+            out[node] = AgentInfo.decode(node, value)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def check_rows(touched: set[str], services: Mapping[str, Mapping[str, Any]],
+               placements: Mapping[str, Mapping[str, Any]],
+               agents: Mapping[str, AgentInfo]) -> None:
+    """The node's check of a write to `services`/`placements` (the rows as they would be
+    after it): each touched service's spec valid, no MAC or IPv4 address of another
+    service, and, once placed and running, the node's agent has its bridges and the room.
+    SpecError naming the service; the client's plan_deploy checks the same beforehand."""
+    for name in sorted(touched):
+        values = services.get(name)
+        if values is None:
+            continue  # a placement row alone: nothing runs without its service row
+        try:
+            spec = from_row(name, values)
+            others = _others(services, name)
+            check_clashes(spec, others)
+            node = str((placements.get(name) or {}).get("node") or "")
+            if not node or spec.state != "running":
+                continue
+            agent = agents.get(node)
+            if agent is None:
+                raise SpecError(f"placement: node {node[:16]} has no edge agent (no kv row "
+                                f"agent/<node id>): its capacity is unknown")
+            for i, nic in enumerate(spec.nics):
+                if nic.switch not in agent.bridges:
+                    raise SpecError(f"nics[{i}].switch: node {node[:16]} (site {agent.site}) "
+                                    f"has no bridge {nic.switch!r} (it has "
+                                    f"{', '.join(agent.bridges) or 'none'})")
+            there = [o for o in others
+                     if str((placements.get(o.name) or {}).get("node") or "") == node]
+            check_capacity(spec, agent.capacity, node, there)
+        except SpecError as e:
+            raise SpecError(f"services/{name}: {e}") from None

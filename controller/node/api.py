@@ -322,6 +322,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             mutations = codec.put_mutations(self.api.schema, request.rows)
             self.api.check_write(record, mutations)
             self._check_flows(mutations)
+            _check_services(self.api.engine, mutations)
             return await self.api.write(mutations, request.ack, request.timeout_ms)
 
     def _check_flows(self, mutations) -> None:
@@ -716,6 +717,32 @@ class Local(local_pb2_grpc.LocalServiceServicer):
                 0,
             )
             return local_pb2.ReportResponse(op_id=done.op_id, rows=1)
+
+
+def _check_services(engine, mutations) -> None:
+    """Refuse service rows no edge agent could run, as `synod services deploy` does before
+    sending them (edge_agent/deploy.py, check_rows): the spec with its keys' paths, MAC and
+    IPv4 clashes, the placed node's bridges and capacity. Nothing is written."""
+    if not any(m.table in ("services", "placements") for m in mutations):
+        return
+    from edge_agent.deploy import AGENT_KEY_PREFIX, agents_of, check_rows
+    from edge_agent.spec import SpecError
+
+    after = {t: {str(k[0]): dict(v) for k, v in engine.rows(t).items()}
+             for t in ("services", "placements")}
+    kv = {str(k[0]): v.get("value") for k, v in engine.rows("kv").items()
+          if str(k[0]).startswith(AGENT_KEY_PREFIX)}
+    touched = set()
+    for m in mutations:
+        if m.table in after:
+            touched.add(str(m.key[0]))
+            after[m.table].setdefault(str(m.key[0]), {}).update(m.values)
+        elif m.table == "kv" and str(m.key[0]).startswith(AGENT_KEY_PREFIX):
+            kv[str(m.key[0])] = m.values.get("value")
+    try:
+        check_rows(touched, after["services"], after["placements"], agents_of(kv))
+    except SpecError as exc:
+        raise codec.CodecError(codec.clip(str(exc), 400)) from None
 
 
 def _check_report(mutations) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 from synod.v1 import northbound_pb2 as nb
 
@@ -53,6 +54,9 @@ def test_services_follow_their_placement(node, tmp_path):
     token.write_text((node.data / "admin.token").read_text())
     with node.client() as c:
         me = c.call(c.cluster.GetStatus, nb.GetStatusRequest()).node_id
+        for who in (me, "someone-else"):  # the node checks placements against agents' rows
+            _put(c, "kv", agent_key(who), value=AgentInfo(who, "edge1", Capacity(2, 1024),
+                                                          ("br0",)).encode())
         _put(c, "services", "early", **to_row(parse_spec({"name": "early"})))
         _put(c, "placements", "early", node=me, generation=1)
         link = NodeLink(node.api, str(token), "", insecure=True)
@@ -79,6 +83,82 @@ def test_services_follow_their_placement(node, tmp_path):
             assert got.row.values["node"].text_value == "someone-else"
         finally:
             link.stop()
+
+
+def _rows(c, table):
+    return {r.key[0].text_value for r in c.call(c.rows.List, nb.ListRequest(table=table)).rows}
+
+
+def test_the_node_refuses_service_rows_no_agent_could_run(node):
+    """A raw RowService.Put is checked on the node as `services deploy` checks in the
+    client: spec keys with their path, MAC/IPv4 clashes, the placed node's bridges and
+    capacity. Refused with INVALID_ARGUMENT and a reason; nothing is written."""
+    def spec(name, **kw):
+        return to_row(parse_spec({"name": name, **kw}))
+
+    def nic(mac, ip, switch="br0"):
+        return [{"switch": switch, "mac": mac, "ipv4": ip}]
+
+    def put(*rows):
+        pb = []
+        for table, key, values in rows:
+            r = nb.Row(table=table, key=[value_pb(key)])
+            for k, v in values.items():
+                r.values[k].CopyFrom(value_pb(v))
+            pb.append(r)
+        return c.call(c.rows.Put, nb.PutRequest(rows=pb))
+
+    def refused(needle, *rows):
+        before = (_rows(c, "services"), _rows(c, "placements"))
+        with pytest.raises(ClientError) as e:
+            put(*rows)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT, e.value
+        assert needle in str(e.value), str(e.value)
+        assert (_rows(c, "services"), _rows(c, "placements")) == before
+
+    with node.client() as c:
+        me = c.call(c.cluster.GetStatus, nb.GetStatusRequest()).node_id
+        put(("kv", agent_key(me), {"value": AgentInfo(me, "edge1", Capacity(2, 512),
+                                                      ("br0",)).encode()}))
+        a = spec("a", memory_mb=256, nics=nic("52:54:00:00:00:0a", "10.0.0.10/24"))
+        put(("services", "a", a), ("placements", "a", {"node": me, "generation": 1}))
+
+        bad = dict(a, desired_state=a["desired_state"].replace('"mac":"52:54:00:00:00:0a"',
+                                                                '"mac":"nope"'))
+        refused("services/b: name: the row is 'b' but its spec says 'a'", ("services", "b", a))
+        refused("services/b: nics[0].mac: not a MAC address",
+                ("services", "b", dict(bad, desired_state=bad["desired_state"].replace(
+                    '"name":"a"', '"name":"b"'))))
+        refused("services/b: colour: unknown key", ("services", "b", {
+            "desired_state": '{"name":"b","colour":"red"}'}))
+        refused("services/b: image:", ("services", "b", {"image": "img"}))
+        refused("services/b: nics[0].mac: 52:54:00:00:00:0a is already used by service 'a'",
+                ("services", "b", spec("b", nics=nic("52:54:00:00:00:0a", "10.0.0.11/24"))))
+        refused("nics[0].ipv4: 10.0.0.10 is already used by service 'a'",
+                ("services", "b", spec("b", nics=nic("52:54:00:00:00:0b", "10.0.0.10/24"))))
+        # two clashing services in one write: neither is stored
+        refused("is already used by service",
+                ("services", "b", spec("b", nics=nic("52:54:00:00:00:0b", "10.0.0.11/24"))),
+                ("services", "c", spec("c", nics=nic("52:54:00:00:00:0b", "10.0.0.12/24"))))
+        b = spec("b", memory_mb=384, nics=nic("52:54:00:00:00:0b", "10.0.0.11/24"))
+        refused(f"services/b: memory_mb: 384 more would make 640 MB on node {me[:16]}, "
+                "which offers 512 MB",
+                ("services", "b", b), ("placements", "b", {"node": me, "generation": 1}))
+        refused("has no bridge 'e9s9'", ("services", "b", spec("b", nics=nic(
+            "52:54:00:00:00:0b", "10.0.0.11/24", "e9s9"))),
+            ("placements", "b", {"node": me, "generation": 1}))
+        refused("node nobody has no edge agent", ("services", "b", spec("b")),
+                ("placements", "b", {"node": "nobody", "generation": 1}))
+        # the service row first, its placement later: checked when the placement comes
+        put(("services", "b", b))
+        refused("memory_mb: 384 more", ("placements", "b", {"node": me, "generation": 1}))
+        # stopped, it needs no room; the old flag form still works
+        put(("services", "b", dict(b, desired_state=b["desired_state"].replace(
+            '"state":"running"', '"state":"stopped"'))),
+            ("placements", "b", {"node": me, "generation": 1}))
+        put(("services", "old", {"image": "microvm", "vcpus": 1, "memory_mb": 128,
+                                 "desired_state": "running"}))
+        assert {"a", "b", "old"} <= _rows(c, "services")
 
 
 def test_deploy_decides_the_node_of_a_service_that_may_move(node, tmp_path):

@@ -92,7 +92,7 @@ def test_a_decided_policy_change_applies_at_once(tmp_path, monkeypatch):
     try:
         tokens = _tokens(node)
         with node.client(tokens["operator"]) as c:
-            _put(c, "services", ["web"], image="img")
+            _put(c, "services", ["web"], image="microvm")
             _denied(lambda: _propose(c, "reunion/abc", "merge"), "(access policy v0)")
         with node.client(tokens["viewer"]) as c:
             _denied(lambda: _put(c, "kv", ["v"], value=b"1"), "(access policy v0)")
@@ -114,7 +114,7 @@ def test_a_decided_policy_change_applies_at_once(tmp_path, monkeypatch):
                     "role viewer may not write table 'flows' (access policy v1)")
         with node.client(tokens["operator"]) as c:
             _put(c, "flows", [DP1, "f"], priority=1)
-            _denied(lambda: _put(c, "services", ["db"], image="img"),
+            _denied(lambda: _put(c, "services", ["db"], image="microvm"),
                     "role operator may not write table 'services' (access policy v1)")
             _denied(lambda: _delete(c, "services", ["web"]),
                     "role operator may not write table 'services' (access policy v1)")
@@ -133,7 +133,7 @@ def test_fixed_rules_when_agreement_is_off(tmp_path):
             _denied(lambda: _put(c, "kv", ["a"], value=b""),
                     "role viewer may not write table 'kv'", "agreement off")
         with node.client(tokens["operator"]) as c:
-            _put(c, "services", ["web"], image="img")
+            _put(c, "services", ["web"], image="microvm")
             _denied(lambda: _put(c, "internal", ["token/0123456789abcdef"], value=b"x"),
                     "table 'internal' is reserved")
             _denied(lambda: _propose(c, "policy/v1", {}), "agreement off", "needs admin")
