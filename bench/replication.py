@@ -7,8 +7,10 @@ Prints a table and writes JSON to bench/results/. Figures are measured, never ta
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import random
 import sys
 import time
@@ -111,8 +113,11 @@ def bench_apply(ops_count: int, per_op: int) -> dict:
     }
 
 
-def bench_sync(diverged: int) -> dict:
-    """Two nodes each write `diverged` ops apart, then sync until equal digests."""
+def bench_sync(diverged: int, profile: cProfile.Profile | None = None) -> dict:
+    """Two nodes each write `diverged` ops apart, then sync until equal digests.
+
+    With `profile`, only the timed part (the exchange and the first digests) is profiled.
+    """
     a, b = cluster(2, Config(push_fanout=0))
     now = 10_000_000
     for i in range(diverged):
@@ -123,6 +128,9 @@ def bench_sync(diverged: int) -> dict:
     by_id = {a.node_id: a, b.node_id: b}
     wire = 0
     messages = 0
+    load = os.getloadavg()
+    if profile is not None:
+        profile.enable()
     c0, t0 = time.process_time(), time.perf_counter()
     a.sync_with(b.node_id, now + diverged)
     queue = drain(a)
@@ -139,8 +147,11 @@ def bench_sync(diverged: int) -> dict:
     c_ops = time.process_time()
     equal = a.state_digest() == b.state_digest() and a.op_digest() == b.op_digest()
     c1, t1 = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.disable()
     return {
         "ops_each": diverged,
+        "load_avg_1m_before": load[0],
         "cpu_s": c1 - c0,
         "cpu_s_exchange": c_ops - c0,
         "cpu_s_digests": c1 - c_ops,
@@ -192,9 +203,39 @@ def bench_convergence(n: int, seed: int = 7) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument(
+        "--sync-only", action="store_true", help="only the two-node sync (the heal figure)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        default=0,
+        help="profile the sync's timed part (cProfile, CPU time) and print the top N functions",
+    )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     report = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if args.profile:
+        prof = cProfile.Profile(time.process_time)
+        s = bench_sync(10_000 // scale, prof)
+        print(
+            f"sync 2 x {s['ops_each']} under cProfile: {s['cpu_s']:.2f} s CPU "
+            f"(load {s['load_avg_1m_before']:.2f}); profiler overhead included"
+        )
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(args.profile)
+        stats.sort_stats("cumulative").print_stats(args.profile)
+        return 0
+    if args.sync_only:
+        s = bench_sync(10_000 // scale)
+        print(
+            f"sync 2 x {s['ops_each']} diverged ops: {s['cpu_s']:.2f} s CPU "
+            f"(exchange {s['cpu_s_exchange']:.2f} s, digests {s['cpu_s_digests']:.2f} s; "
+            f"{s['wall_s']:.2f} s wall; load {s['load_avg_1m_before']:.2f}) "
+            f"digests equal={s['digests_equal']}"
+        )
+        return 0
     report["ecmh"] = bench_ecmh(5_000 // scale)
     report["apply"] = [
         bench_apply(200 // scale, 100),
@@ -228,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['digests_equal']}: exchange {s['cpu_s_exchange']:.2f} s, "
         f"first digests of both nodes {s['cpu_s_digests']:.2f} s;\n  "
         f"{s['messages']} messages, {s['wire_bytes']:,} wire bytes = "
-        f"{s['wire_over_op_bytes']:.3f} x the ops' {s['op_bytes']:,} bytes"
+        f"{s['wire_over_op_bytes']:.3f} x the ops' {s['op_bytes']:,} bytes; "
+        f"load average {s['load_avg_1m_before']:.2f} (CPU time is the figure to compare)"
     )
     print("\nanti-entropy convergence (1 op per node, pull+push-back with 1 random peer/round)")
     for c in report["convergence"]:

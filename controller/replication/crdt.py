@@ -81,9 +81,16 @@ class RowState:
         return {c: (cols[c].value if c in cols else None) for c in columns}
 
 
-def row_version_bytes(table: str, key: tuple, row: RowState) -> bytes:
-    """Canonical bytes of one row version: what the state digest hashes."""
-    return encode([table, list(key), row.to_plain()])
+def row_version_bytes(table: str, key: tuple, row: RowState, meta: bytes | None = None) -> bytes:
+    """Canonical bytes of one row version: what the state digest hashes.
+
+    `meta` is encode(row.to_plain()) when the caller has it already (a RowUpdate's): a
+    canonical CBOR array is its header followed by its items' encodings, so the bytes are
+    the same as encode([table, list(key), row.to_plain()]), without encoding the row again.
+    """
+    if meta is None:
+        return encode([table, list(key), row.to_plain()])
+    return b"\x83" + encode(table) + encode(list(key)) + meta
 
 
 class Tables:

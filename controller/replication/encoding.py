@@ -46,13 +46,42 @@ def check_plain(value: Any, depth: int = 0) -> None:
     """Reject anything but the plain CBOR data model (no tags, sets, dates, bignum objects)."""
     if depth > _DEPTH_MAX:
         raise Rejected(Reason.MALFORMED, "nested too deeply")
+    if depth == _DEPTH_MAX:  # its items are too deep: let the general rule say so
+        _check_other(value, depth)
+        return
+    kind = type(value)
+    if kind is list:
+        for item in value:
+            if type(item) not in _EXACT_SCALARS:  # most items: no call, same verdict
+                check_plain(item, depth + 1)
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) not in _KEY_TYPES:
+                _check_key(key)
+            if type(item) not in _EXACT_SCALARS:
+                check_plain(item, depth + 1)
+    elif kind not in _EXACT_SCALARS:
+        _check_other(value, depth)
+
+
+# Exact types decided without isinstance; anything else (subclasses) takes the general rule.
+_EXACT_SCALARS = frozenset(_PLAIN_SCALARS)
+_KEY_TYPES = frozenset((str, int))
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        raise Rejected(Reason.MALFORMED, "map key not text or int")
+
+
+def _check_other(value: Any, depth: int) -> None:
+    """The general rule, for values whose exact type is none of the plain ones."""
     if isinstance(value, list):
         for item in value:
             check_plain(item, depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                raise Rejected(Reason.MALFORMED, "map key not text or int")
+            _check_key(key)
             check_plain(item, depth + 1)
     elif not isinstance(value, _PLAIN_SCALARS):
         raise Rejected(Reason.MALFORMED, f"unsupported type {type(value).__name__}")

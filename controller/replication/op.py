@@ -121,14 +121,24 @@ def _op_id(raw: bytes) -> OpId:
     return hash32(raw, person=OP_ID_PERSON)
 
 
-def decode_op(raw: bytes, schema: Schema, parents_max: int, mutations_max: int) -> Op:
-    """Decode and structurally validate an op (not its signature, not its dependencies)."""
-    outer = decode(raw)
-    if not (isinstance(outer, list) and len(outer) == 2):
-        raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
+def decode_op(
+    raw: bytes, schema: Schema, parents_max: int, mutations_max: int, op_id: OpId | None = None
+) -> Op:
+    """Decode and structurally validate an op (not its signature, not its dependencies).
+
+    `op_id` is the op's id when the caller hashed raw already (_op_id(raw)); it is not
+    checked here, so pass only what was computed from these very bytes."""
+    raw = bytes(raw) if isinstance(raw, bytearray | memoryview) else raw
+    outer = _split_outer(raw)
+    if outer is None:  # not the canonical [bytes, 64 bytes]: the general decoder says why
+        outer = decode(raw)
+        if not (isinstance(outer, list) and len(outer) == 2):
+            raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
+        if not (
+            isinstance(outer[0], bytes) and isinstance(outer[1], bytes) and len(outer[1]) == 64
+        ):
+            raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
     unsigned, signature = outer
-    if not (isinstance(unsigned, bytes) and isinstance(signature, bytes) and len(signature) == 64):
-        raise Rejected(Reason.MALFORMED, "op is [unsigned, signature]")
     fields = decode(unsigned)
     if not (isinstance(fields, list) and len(fields) == 5):
         raise Rejected(Reason.MALFORMED, "op has 5 fields")
@@ -158,14 +168,50 @@ def decode_op(raw: bytes, schema: Schema, parents_max: int, mutations_max: int) 
         tuple(parents),
         _decode_body(body, schema, mutations_max),
         signature,
-        bytes(raw),
+        raw,
         unsigned,
-        _op_id(bytes(raw)),
+        _op_id(raw) if op_id is None else op_id,
     )
 
 
+def _split_outer(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(unsigned, signature) when raw is exactly the canonical CBOR of [bytes, 64 bytes]
+    (what decode() followed by the shape check accepts), else None.
+
+    A canonical byte string header is the shortest one: 0x40+n below 24, then 0x58 n,
+    0x59 n16, 0x5a n32. The signature's header is 0x58 0x40."""
+    if type(raw) is not bytes or len(raw) < 68 or raw[0] != 0x82:
+        return None
+    head = raw[1]
+    if head < 0x58:
+        if head < 0x40:
+            return None
+        n, start = head - 0x40, 2
+    elif head == 0x58:
+        n, start = raw[2], 3
+        if n < 24:
+            return None
+    elif head == 0x59:
+        n, start = int.from_bytes(raw[2:4], "big"), 4
+        if n < 0x100:
+            return None
+    elif head == 0x5A:
+        n, start = int.from_bytes(raw[2:6], "big"), 6
+        if n < 0x10000:
+            return None
+    else:
+        return None
+    end = start + n
+    if len(raw) != end + 66 or raw[end] != 0x58 or raw[end + 1] != 0x40:
+        return None
+    return raw[start:end], raw[end + 2 :]
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def _is_lower_hex(s: str) -> bool:
-    return all(c in "0123456789abcdef" for c in s)
+    return _HEX_DIGITS.issuperset(s)
 
 
 def _decode_body(body: Any, schema: Schema, mutations_max: int) -> Body:

@@ -8,15 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import nacl.exceptions
-import nacl.signing
 
 from .crdt import RowKey, RowState, Tables, row_version_bytes
 from .dag import Dag, Past
-from .digest import Ecmh, point_of
+from .digest import Ecmh, point_of, points_of
 from .encoding import check_plain, decode, encode
 from .errors import Reason, Rejected, ReplicationError, UsageError
 from .hlc import HybridClock
-from .identity import Genesis, Identity, NodeId, hash32
+from .identity import Genesis, Identity, NodeId, hash32, open_signed
 from .messages import Message, OpBatch, Outbound, SyncRequest
 from .op import (
     OP_ID_PERSON,
@@ -180,7 +179,7 @@ class Replica:
         self.tables = Tables(schema)
         members = genesis.member_ids if peers is None else peers
         self.peers: list[NodeId] = sorted(p for p in members if p != self.node_id)
-        self._verify_keys: dict[NodeId, nacl.signing.VerifyKey] = {}
+        self._verify_keys: dict[NodeId, bytes] = {}  # public keys the policy gave
         self._future: list[Op] = []
         self._future_ids: set[OpId] = set()
         self._next_sync_ms: int | None = None
@@ -189,6 +188,9 @@ class Replica:
         self._digest = Ecmh()
         self._row_points: dict[RowKey, bytes] = {}
         self._digest_dirty: set[RowKey] = set()
+        # encode(row.to_plain()) of dirty rows, made by ready() for their RowUpdate and
+        # reused by state_digest(); dropped when the row changes again.
+        self._dirty_meta: dict[RowKey, bytes] = {}
         self._opset = Ecmh()
         self._opset_pending: list[OpId] = []
         # effects accumulated for the next Ready
@@ -327,9 +329,11 @@ class Replica:
         try:
             if len(raw) > self.config.op_bytes_max:
                 raise Rejected(Reason.TOO_LARGE, f"op of {len(raw)} bytes")
-            if self._known(hash32(raw, person=OP_ID_PERSON)):  # cheap: no decode for repeats
+            op_id = hash32(raw, person=OP_ID_PERSON)
+            if self._known(op_id):  # cheap: no decode for repeats
                 raise Rejected(Reason.DUPLICATE)
-            op = decode_op(raw, self.schema, self.config.parents_max, self.config.mutations_max)
+            cfg = self.config
+            op = decode_op(raw, self.schema, cfg.parents_max, cfg.mutations_max, op_id)
             self._accept(op, now_ms, verify=True)
         except Rejected as exc:
             self.counters[exc.reason] += 1
@@ -340,16 +344,16 @@ class Replica:
         return self.dag.holds(op_id) or op_id in self.dag.pending or op_id in self._future_ids
 
     def _verify(self, op: Op) -> None:
-        vk = self._verify_keys.get(op.author)
-        if vk is None:
+        key = self._verify_keys.get(op.author)
+        if key is None:
             key = self.policy.public_key(op.author)
             if key is None:
                 raise Rejected(Reason.UNKNOWN_AUTHOR, op.author)
-            vk = self._verify_keys[op.author] = nacl.signing.VerifyKey(key)
-        try:
-            vk.verify(_signing_message(self.cluster_id, op.unsigned), op.signature)
-        except nacl.exceptions.BadSignatureError:
-            raise Rejected(Reason.BAD_SIGNATURE, repr(op)) from None
+            if len(key) != 32:  # what VerifyKey refused before: a policy's bad key
+                raise nacl.exceptions.ValueError("The key must be exactly 32 bytes long")
+            self._verify_keys[op.author] = key
+        if not open_signed(key, _signing_message(self.cluster_id, op.unsigned), op.signature):
+            raise Rejected(Reason.BAD_SIGNATURE, repr(op))
 
     def _accept(self, op: Op, now_ms: int, verify: bool) -> None:
         """Validate op and apply it, buffer it, or keep it as evidence; raise Rejected."""
@@ -461,11 +465,14 @@ class Replica:
 
     def _merge(self, op: Op) -> None:
         merge, out_rows, dirty = self.tables.merge, self._out_rows, self._digest_dirty
+        metas = self._dirty_meta
         for m in op.body.mutations:  # type: ignore[union-attr]
             if merge(m, op.hlc, op.author):
                 rk = (m.table, m.key)
                 out_rows[rk] = None
                 dirty.add(rk)
+                if metas:
+                    metas.pop(rk, None)
 
     # ------------------------------------------------------------------ equivocation
     def _equivocation(self, held: Op, other: Op) -> None:
@@ -520,6 +527,7 @@ class Replica:
         self._row_points.clear()
         self._digest = Ecmh()
         self._digest_dirty = {(t, k) for t, k, _ in self.tables.all_rows()}
+        self._dirty_meta.clear()
         self._out_rows = dict.fromkeys(self._digest_dirty)
         self._out_replace = True
         self.counters["rebuilds"] += 1
@@ -644,12 +652,17 @@ class Replica:
         if self._in_flight:
             raise UsageError("ready() called again before advance()")
         rows = []
-        for table, key in self._out_rows:
-            row = self.tables.get(table, key)
-            assert row is not None
-            values = row.values(tuple(c.name for c in self.schema.table(table).value_columns))
+        tables, schema = self.tables.rows, self.schema
+        dirty, metas = self._digest_dirty, self._dirty_meta
+        for rk in self._out_rows:
+            table, key = rk
+            row = tables[table].get(key)
+            assert row is not None, rk
             meta = encode(row.to_plain())
-            rows.append(RowUpdate(table, key, values if row.alive else None, meta))
+            if rk in dirty:
+                metas[rk] = meta
+            values = row.values(schema.table(table).value_names) if row.cl % 2 == 1 else None
+            rows.append(RowUpdate(table, key, values, meta))
         rd = Ready(
             tuple(self._out_ops),
             tuple(self._out_evidence),
@@ -757,26 +770,32 @@ class Replica:
         return r.values(tuple(c.name for c in self.schema.table(table).value_columns))
 
     def state_digest(self) -> bytes:
-        """ECMH over all row versions (tombstones included); 32 bytes."""
+        """ECMH over all row versions (tombstones included); 32 bytes.
+
+        Folds the rows changed since the last call in one pass: each changed row's old
+        point out, its new point in (one point per row version, however many ops wrote it)."""
         if self._digest_dirty:
-            acc = self._digest
-            points = self._row_points
-            for rk in self._digest_dirty:
-                old = points.get(rk)
-                if old is not None:
-                    acc.sub(old)
-                row = self.tables.get(*rk)
-                assert row is not None
-                new = points[rk] = point_of(row_version_bytes(rk[0], rk[1], row))
-                acc.add(new)
+            points, tables, metas = self._row_points, self.tables.rows, self._dirty_meta
+            dirty = list(self._digest_dirty)
+            old = [p for p in map(points.get, dirty) if p is not None]
+            versions = []
+            for rk in dirty:
+                table, key = rk
+                row = tables[table].get(key)
+                assert row is not None, rk
+                versions.append(row_version_bytes(table, key, row, metas.get(rk)))
+            new = points_of(versions)
+            points.update(zip(dirty, new, strict=True))
+            self._digest.update(new, old)
             self._digest_dirty = set()
+            metas.clear()
         return self._digest.value
 
     def op_digest(self) -> bytes:
         """ECMH over the ids of the logged ops; 32 bytes."""
-        for op_id in self._opset_pending:
-            self._opset.add(point_of(op_id, person=b"synod-opset"))
-        self._opset_pending = []
+        if self._opset_pending:
+            self._opset.update(points_of(self._opset_pending, person=b"synod-opset"))
+            self._opset_pending = []
         return self._opset.value
 
     # ------------------------------------------------------------------ recovery

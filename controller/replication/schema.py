@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .errors import Reason, Rejected, UsageError
@@ -73,14 +74,24 @@ class Table:
         if not self.name.isidentifier() or self.name.startswith("_"):
             raise UsageError(f"table name {self.name!r} must be an identifier without '_' prefix")
 
-    @property
+    # Cached: a table is immutable, and these are read for every row of every op received.
+    @cached_property
     def key_columns(self) -> tuple[Column, ...]:
         by_name = {c.name: c for c in self.columns}
         return tuple(by_name[k] for k in self.primary_key)
 
-    @property
+    @cached_property
     def value_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.name not in self.primary_key)
+
+    @cached_property
+    def value_names(self) -> tuple[str, ...]:
+        """The value columns' names, in declaration order."""
+        return tuple(c.name for c in self.value_columns)
+
+    @cached_property
+    def _value_by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.value_columns}
 
     def check_key(self, key: Any) -> tuple:
         """The key as a tuple, or Rejected(BAD_BODY)."""
@@ -94,9 +105,9 @@ class Table:
 
     def check_values(self, values: Any) -> dict[str, Value]:
         """Non-key column values, type-checked, or Rejected(BAD_BODY)."""
-        if not isinstance(values, Mapping):
+        if type(values) is not dict and not isinstance(values, Mapping):  # dict: no ABC check
             raise Rejected(Reason.BAD_BODY, f"{self.name}: values must be a map")
-        cols = {c.name: c for c in self.value_columns}
+        cols = self._value_by_name
         for name, v in values.items():
             col = cols.get(name)
             if col is None:
