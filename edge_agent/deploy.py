@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from controller.agreement.lifecycle import ABSENT, LifeState, lifecycle_slot
 
 from edge_agent.spec import (
     Capacity,
@@ -26,11 +28,12 @@ from edge_agent.spec import (
     check_capacity,
     check_clashes,
     from_row,
+    spec_hash,
     to_row,
 )
 
-__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "agents_of", "check_rows",
-           "placement_slot", "plan_deploy"]
+__all__ = ["AGENT_KEY_PREFIX", "AgentInfo", "Plan", "agent_key", "agents_of", "check_life",
+           "check_rows", "object_hash", "placement_slot", "plan_deploy"]
 
 AGENT_KEY_PREFIX = "agent/"
 
@@ -160,19 +163,45 @@ def agents_of(kv: Mapping[str, Any]) -> dict[str, AgentInfo]:
     return out
 
 
+def object_hash(spec: ServiceSpec) -> str:
+    """The desired object a lifecycle slot names (decision 0082): the spec's hash with its
+    state left out (running or stopped is the slot's action, not the object)."""
+    return spec_hash(replace(spec, state="running"))
+
+
+def check_life(spec: ServiceSpec, life: LifeState) -> None:
+    """SpecError unless a services row with spec is what service/<name>/<life.n> decided:
+    the same object, running or stopped as decided, and not removed."""
+    where = lifecycle_slot(spec.name, life.n)
+    if life.phase == ABSENT:
+        raise SpecError(f"removed in {where}: `synod services deploy` decides a new deploy "
+                        "before the row is written")
+    if object_hash(spec) != life.desired or spec.state != life.phase:
+        raise SpecError(f"not what {where} decided ({life.phase} {life.desired[:16]}; this "
+                        f"row: {spec.state} {object_hash(spec)[:16]}): `synod services "
+                        "deploy` decides the next transition before it writes the row")
+
+
 def check_rows(touched: set[str], services: Mapping[str, Mapping[str, Any]],
                placements: Mapping[str, Mapping[str, Any]],
-               agents: Mapping[str, AgentInfo]) -> None:
+               agents: Mapping[str, AgentInfo],
+               lives: Mapping[str, LifeState] | None = None,
+               written: set[str] | None = None) -> None:
     """The node's check of a write to `services`/`placements` (the rows as they would be
     after it): each touched service's spec valid, no MAC or IPv4 address of another
     service, and, once placed and running, the node's agent has its bridges and the room.
-    SpecError naming the service; the client's plan_deploy checks the same beforehand."""
+    SpecError naming the service; the client's plan_deploy checks the same beforehand.
+    A services row written (in `written`) for a service whose life is decided in slots
+    (`lives`: its latest decided state, n >= 1) must be what those slots decided."""
     for name in sorted(touched):
         values = services.get(name)
         if values is None:
             continue  # a placement row alone: nothing runs without its service row
         try:
             spec = from_row(name, values)
+            life = (lives or {}).get(name)
+            if life is not None and life.n > 0 and name in (written or set()):
+                check_life(spec, life)
             others = _others(services, name)
             check_clashes(spec, others)
             node = str((placements.get(name) or {}).get("node") or "")

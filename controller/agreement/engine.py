@@ -37,6 +37,7 @@ from .messages import (
     slot_kind,
     to_body,
 )
+from .lifecycle import LIFECYCLE, check_lifecycle, lifecycle_of, lifecycle_slot
 from .placement import PLACEMENT, check_placement, placement_of, placement_slot
 from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result
@@ -491,6 +492,13 @@ class Agreement:
                 before = None if d is None else d.value
             check_placement(slot, value, before, frozenset(ledger.membership.voters),
                             self._silence_ms, self.node_id)
+        if slot_kind(slot) == LIFECYCLE:
+            life = lifecycle_of(slot)
+            before = None
+            if life is not None and life[1] > 1:
+                d = ledger.decided(lifecycle_slot(life[0], life[1] - 1))
+                before = None if d is None else d.value
+            check_lifecycle(slot, value, before)
 
     def _emit(self, msg: VoteMessage) -> None:
         if self.node_id not in self.ledger.membership.voters:

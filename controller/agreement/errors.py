@@ -35,6 +35,8 @@ class Reason(StrEnum):
     BAD_PLACEMENT = "bad_placement"  # a placement value or slot name that does not validate
     PLACEMENT_AHEAD = "placement_ahead"  # generation g while g - 1 is not decided here
     LEASE_HELD = "lease_held"  # a new owner while this voter still hears the old one
+    BAD_LIFECYCLE = "bad_lifecycle"  # a service transition that does not validate or apply
+    LIFECYCLE_AHEAD = "lifecycle_ahead"  # service/<name>/<n> while n - 1 is not decided here
 
 
 class AgreementError(Exception):

@@ -26,8 +26,8 @@ ANY = "*"
 _DEFAULT_TABLES = {"admin": [ANY], "operator": [ANY], "node": [ANY], "viewer": []}
 _DEFAULT_SLOTS = {
     "admin": [ANY],
-    "operator": ["master", "placement", "alloc"],
-    "node": ["master", "placement", "alloc", "reunion"],
+    "operator": ["master", "placement", "alloc", "service"],
+    "node": ["master", "placement", "alloc", "service", "reunion"],
     "viewer": [],
 }
 

@@ -5,7 +5,7 @@ is checked against the access policy this node holds now: `genesis.policy["acces
 (version 0) or the newest decided `policy/v<n>`. The token's role (admin, operator,
 viewer) is looked up in the policy's `tables` and `slots` grants. With agreement off the
 fixed rules of decision 0020 apply (writes need operator; operators propose master,
-placement and alloc slots, admins any kind). Decision 0034.
+placement, alloc and service slots, admins any kind). Decision 0034.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _RESERVED_WHY = {
     "conflicts": "table 'conflicts' is the reunion's report, written by the nodes alone",
 }
 assert set(_RESERVED_WHY) == RESERVED_TABLES
-FIXED_OPERATOR_KINDS = frozenset({"master", "placement", "alloc"})
+FIXED_OPERATOR_KINDS = frozenset({"master", "placement", "alloc", "service"})
 
 
 class AccessCheck:

@@ -732,17 +732,33 @@ def _check_services(engine, mutations) -> None:
              for t in ("services", "placements")}
     kv = {str(k[0]): v.get("value") for k, v in engine.rows("kv").items()
           if str(k[0]).startswith(AGENT_KEY_PREFIX)}
-    touched = set()
+    touched, written = set(), set()
     for m in mutations:
         if m.table in after:
             touched.add(str(m.key[0]))
             after[m.table].setdefault(str(m.key[0]), {}).update(m.values)
+            if m.table == "services":
+                written.add(str(m.key[0]))
         elif m.table == "kv" and str(m.key[0]).startswith(AGENT_KEY_PREFIX):
             kv[str(m.key[0])] = m.values.get("value")
+    lives = {name: _life(engine, name) for name in written}
     try:
-        check_rows(touched, after["services"], after["placements"], agents_of(kv))
+        check_rows(touched, after["services"], after["placements"], agents_of(kv), lives,
+                   written)
     except SpecError as exc:
         raise codec.CodecError(codec.clip(str(exc), 400)) from None
+
+
+def _life(engine, name: str):
+    """The latest decided service/<name>/<n> here, as a LifeState (n = 0: none)."""
+    from controller.agreement.lifecycle import LifeState, lifecycle_of, state_after
+
+    latest = LifeState()
+    for d in engine.decisions(f"service/{name}/"):
+        where = lifecycle_of(d.slot)
+        if where is not None and where[0] == name and where[1] > latest.n:
+            latest = state_after(where[1], d.value)
+    return latest
 
 
 def _check_report(mutations) -> None:

@@ -737,6 +737,7 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
         plan = _plan(ctx, spec)
     except SpecError as e:
         raise ctx.error(f"{target}: {e}") from None
+    _decide_life(ctx, spec)
     if placement_slot(spec, plan.generation) is not None:
         plan = _decide_placement(ctx, spec, plan)
     rows = [_pb_row("services", spec.name, plan.service),
@@ -750,6 +751,59 @@ def services_deploy(ctx, target, image, vcpus, memory_mb, placement, restart_pol
     ctx.out(plain, lambda: click.echo(
         f"ok {spec.name} placed on {plan.node[:16]} (generation {plan.generation}), "
         f"op {r.op_id[:16]}"))
+
+
+def _life_state(ctx, name: str):
+    """The latest decided service/<name>/<n> (decision 0082): slots are decided one after
+    another, so the first undecided n is found by doubling and then halving."""
+    from controller.agreement.lifecycle import LifeState, lifecycle_slot, state_after
+    from controller.replication import decode
+
+    def value(n: int):
+        r = ctx.client.call(ctx.client.slots.GetSlot,
+                            cl.pb().GetSlotRequest(slot=lifecycle_slot(name, n)))
+        return decode(r.value) if r.decided else None
+
+    lo, hi = 0, 1  # value(lo) decided (or lo = 0); find hi undecided
+    while value(hi) is not None:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if value(mid) is not None else (lo, mid)
+    return LifeState() if lo == 0 else state_after(lo, value(lo))
+
+
+def _decide_life(ctx, spec, remove: bool = False) -> None:
+    """Decide the transitions from the service's decided state to this spec (deploy,
+    upgrade, stop) or to removed, one slot each; a slot decided for another client's
+    transition stops here with nothing written (decision 0082)."""
+    from controller.agreement.lifecycle import (
+        ABSENT,
+        Transition,
+        lifecycle_of,
+        lifecycle_slot,
+        plan_transitions,
+    )
+    from controller.replication import decode, encode
+    from edge_agent.deploy import object_hash
+
+    name = spec if remove else spec.name
+    if lifecycle_of(lifecycle_slot(name, 1)) is None:
+        return  # not a service's name (no row by it was ever valid): nothing to decide
+    life = _life_state(ctx, name)
+    if remove:
+        steps = [] if life.phase == ABSENT else [Transition("remove", "", life.desired)]
+    else:
+        steps = plan_transitions(life, object_hash(spec), spec.state)
+    for n, step in enumerate(steps, start=life.n + 1):
+        slot = lifecycle_slot(name, n)
+        r = ctx.client.call(ctx.client.slots.Propose, cl.pb().ProposeRequest(
+            slot=slot, value=encode(step.to_value())), max(15.0, ctx.client.timeout_s))
+        decided = decode(r.value) if r.decided else None
+        if decided != step.to_value():
+            raise ctx.error(f"{slot} was decided for another change ({decided!r}), not this "
+                            f"{step.action}: nothing written; look (synod services list) and "
+                            "deploy again")
 
 
 def _decide_placement(ctx, spec, plan):
@@ -852,6 +906,7 @@ def services_list(ctx):
 @click.argument("name")
 def services_rm(ctx, name):
     """Remove a service (its agent stops the VM) and its placement."""
+    _decide_life(ctx, name, remove=True)
     r = ctx.client.call(
         ctx.client.rows.Delete,
         cl.pb().DeleteRequest(table="services", keys=[cl.pb().KeyList(key=cl.values([name]))]),

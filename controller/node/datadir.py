@@ -264,8 +264,8 @@ GENESIS_POLICY = {
     "access": {
         "slots": {
             "admin": ["*"],
-            "operator": ["master", "placement", "alloc"],
-            "node": ["master", "placement", "alloc", "reunion", "membership"],
+            "operator": ["master", "placement", "alloc", "service"],
+            "node": ["master", "placement", "alloc", "service", "reunion", "membership"],
             "viewer": [],
         }
     }

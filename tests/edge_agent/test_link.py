@@ -200,3 +200,65 @@ def test_deploy_decides_the_node_of_a_service_that_may_move(node, tmp_path):
             assert link.decided_node("placement/roamer/2") == (None, "not decided yet")
         finally:
             link.stop()
+
+
+def test_deploys_decide_the_sequence_of_a_services_states(node, tmp_path):
+    """services deploy / rm decide service/<name>/<n> before writing (decision 0082); a raw
+    Put of a row those slots did not decide is refused by the node."""
+    token = (node.data / "admin.token").read_text().strip()
+    env = {**os.environ, "SYNOD_SERVER": node.api, "SYNOD_TOKEN": token, "SYNOD_INSECURE": "1"}
+
+    def synod(*args, ok=True):
+        done = subprocess.run([sys.executable, "-c", "from controller.cli import main; main()",
+                               *args], capture_output=True, text=True, timeout=60, env=env)
+        assert (done.returncode == 0) == ok, done.stderr
+        return done
+
+    def deploy(memory_mb, state="running"):
+        f = tmp_path / "life.yaml"
+        f.write_text(f"name: life\nmemory_mb: {memory_mb}\nstate: {state}\n"
+                     "placement: {site: edge1}\n")
+        return synod("services", "deploy", str(f))
+
+    def slot(n):
+        r = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot=f"service/life/{n}"))
+        return decode(r.value) if r.decided else None
+
+    with node.client() as c:
+        me = c.call(c.cluster.GetStatus, nb.GetStatusRequest()).node_id
+        _put(c, "kv", agent_key(me), value=AgentInfo(me, "edge1", Capacity(2, 1024),
+                                                     ("br0",)).encode())
+        deploy(128)
+        first = slot(1)
+        assert first["action"] == "deploy" and first["prev"] == "" and slot(2) is None
+        deploy(128)  # the same spec again: nothing to decide
+        assert slot(2) is None
+        deploy(256)
+        assert slot(2)["action"] == "upgrade" and slot(2)["prev"] == first["desired"]
+        deploy(256, "stopped")
+        assert slot(3) == {"action": "stop", "desired": slot(2)["desired"],
+                           "prev": slot(2)["desired"]}
+        # a raw Put of another spec, or of the decided one running, is refused
+        for mem, state in ((512, "stopped"), (256, "running")):
+            row = to_row(parse_spec({"name": "life", "memory_mb": mem, "state": state,
+                                     "placement": {"site": "edge1"}}))
+            with pytest.raises(ClientError) as e:
+                _put(c, "services", "life", **row)
+            assert "services/life: not what service/life/3 decided (stopped" in str(e.value)
+        got = c.call(c.rows.Get, nb.GetRequest(table="services", key=[value_pb("life")]))
+        assert '"memory_mb":256' in got.row.values["desired_state"].text_value
+        synod("services", "rm", "life")
+        assert slot(4) == {"action": "remove", "desired": "", "prev": slot(2)["desired"]}
+        assert not c.call(c.rows.Get, nb.GetRequest(table="services",
+                                                    key=[value_pb("life")])).found
+        with pytest.raises(ClientError) as e:
+            _put(c, "services", "life", **to_row(parse_spec({"name": "life"})))
+        assert "removed in service/life/4" in str(e.value)
+        deploy(128)
+        assert slot(5)["action"] == "deploy" and slot(5)["prev"] == ""
+        # another client stopped it meanwhile: a deploy plans from the decided state
+        c.call(c.slots.Propose, nb.ProposeRequest(slot="service/life/6", value=encode(
+            {"action": "stop", "desired": slot(5)["desired"], "prev": slot(5)["desired"]})))
+        deploy(192, "running")
+        assert slot(7)["action"] == "deploy" and slot(7)["prev"] == slot(5)["desired"]
+        assert slot(8) is None
