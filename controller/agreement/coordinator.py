@@ -50,7 +50,7 @@ from .membership import Membership
 from .messages import value_key
 from .policy import AgreementReplica
 from .rbac import AccessPolicy
-from .report import Report, late_slot_conflicts, reunion_report
+from .report import Report, late_slot_conflicts, overlap_fixes, reunion_report
 
 REPORT_TABLE = CONFLICTS.name
 
@@ -433,6 +433,7 @@ def report_mutations(cluster_id: bytes, report: Report) -> list[Upsert]:
     value = encode({"entries": len(report.entries), "kept": report.kept.hex()})
     return [
         *conflict_mutations(report.entries),
+        *overlap_fixes(report.entries),  # the older of two running copies stops (0081 §4)
         Upsert(INTERNAL, (report_key(cluster_id),), {"value": value}),
     ]
 

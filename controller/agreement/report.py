@@ -16,6 +16,11 @@ them alone, the same on every node that holds both:
 - A column written apart on both sides with different values is reported (`row_conflicts`
   on the two sides' apart-only tables); a slot decided inside both cuts with different
   values is reported (`slot_conflicts`), the winner lineage's decision standing.
+- A service both sides held as running at their cuts, on different nodes or generations,
+  ran twice while apart (decision 0081 §4): `placement_overlaps` reports it (kind
+  `placement`, both nodes, generations, states and the times of their state writes), and
+  `overlap_fixes` sets its placement to the higher generation, whose owner keeps it; the
+  older one's agent sees the service placed elsewhere and stops its VM.
 """
 
 from __future__ import annotations
@@ -41,12 +46,19 @@ from .messages import value_key
 from .policy import AgreementReplica
 
 __all__ = [
+    "PLACEMENTS",
     "Report",
     "fork_copy_end",
     "fork_copy_writes",
     "late_slot_conflicts",
+    "overlap_fixes",
+    "placement_overlaps",
     "reunion_report",
 ]
+
+PLACEMENTS = "placements"  # the table of where services run and what their agents observe
+# Observed states of a VM that exists (edge_agent/reconcile.py): its copy was running.
+_RUNNING_STATES = ("starting", "running", "unhealthy")
 
 
 Vector = dict[NodeId, int]
@@ -153,6 +165,64 @@ def _same(a, b) -> bool:
     return a is not None and (a.hlc, a.author, a.value) == (b.hlc, b.author, b.value)
 
 
+def _held_placements(replica: AgreementReplica, cut: Vector) -> dict[str, RowState]:
+    """The placements rows this side held at its cut, by service."""
+    tables = Tables(replica.schema)
+    for op in replica.log():
+        if not isinstance(op.body, RowsBody) or replica.dag.excluded(op):
+            continue
+        if op.seq > cut.get(op.author, 0):
+            continue
+        for m in op.body.mutations:
+            if m.table == PLACEMENTS:
+                tables.merge(m, op.hlc, op.author)
+    return {str(k[0]): row for t, k, row in tables.all_rows()
+            if t == PLACEMENTS and k and row.cols}
+
+
+def _running(row: RowState) -> dict | None:
+    """{node, generation, state} of a placement its owner last said was running, with the
+    state write's time and author; None otherwise."""
+    cols = row.cols
+    state, node, gen = cols.get("state"), cols.get("node"), cols.get("generation")
+    if state is None or node is None or not isinstance(state.value, str):
+        return None
+    if not state.value.startswith(_RUNNING_STATES) or not isinstance(node.value, str):
+        return None
+    generation = gen.value if gen is not None and isinstance(gen.value, int) else 0
+    return {"node": node.value, "generation": generation, "state": state.value,
+            "hlc": state.hlc, "author": state.author}
+
+
+def placement_overlaps(
+    kept: tuple[Lineage, dict[str, RowState]], lost: tuple[Lineage, dict[str, RowState]]
+) -> list[ConflictEntry]:
+    """Services each side held as running at its cut on another node or generation: two
+    copies ran while apart. The higher generation is kept (on a tie, the kept lineage's)."""
+    (kl, krows), (ll, lrows) = kept, lost
+    out = []
+    for service in sorted(set(krows) & set(lrows)):
+        a, b = _running(krows[service]), _running(lrows[service])
+        if a is None or b is None or (a["node"], a["generation"]) == (b["node"], b["generation"]):
+            continue
+        (hi, hl), (lo, lol) = ((a, kl), (b, ll)) if a["generation"] >= b["generation"] \
+            else ((b, ll), (a, kl))
+        out.append(ConflictEntry(
+            "placement", PLACEMENTS, (service,), "generation",
+            {k: hi[k] for k in ("node", "generation", "state")}, hi["author"], hi["hlc"],
+            {k: lo[k] for k in ("node", "generation", "state")}, lo["author"], lo["hlc"],
+            hl.cluster_id, lol.cluster_id))
+    return out
+
+
+def overlap_fixes(entries: list[ConflictEntry]) -> list[Upsert]:
+    """For each placement overlap, the placement of the generation that stands (written
+    with the report): its owner keeps running it, the other's agent stops its copy."""
+    return [Upsert(PLACEMENTS, e.key, {"node": e.kept["node"],
+                                       "generation": e.kept["generation"]})
+            for e in entries if e.kind == "placement"]
+
+
 def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
     """The report of the merge of a's and b's lineages, or None until both sides' decided
     merges are held (a node learns the other side's decision through the joined DAG)."""
@@ -182,6 +252,9 @@ def reunion_report(a: AgreementReplica, b: AgreementReplica) -> Report | None:
     ak = _apart(rk, lk, ok, rows_cut[lk.cluster_id])
     al = _apart(rl, ll, ol, rows_cut[ll.cluster_id])
     entries += row_conflicts((lk, ak, {}), (ll, al, {}))
+    entries += placement_overlaps(
+        (lk, _held_placements(rk, rows_cut[lk.cluster_id])),
+        (ll, _held_placements(rl, rows_cut[ll.cluster_id])))
     return Report(lk.cluster_id, entries)
 
 

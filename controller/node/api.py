@@ -795,6 +795,11 @@ def _conflict_fields(v: dict) -> dict:
         what = f"slot {v['name']} was decided {_json(kept)} by lineage " \
                f"{v['kept_lineage'][:12]} and {_json(lost)} by {v['lost_lineage'][:12]}; " \
                f"{_json(kept)} stands"
+    elif v["kind"] == "placement" and isinstance(kept, dict) and isinstance(lost, dict):
+        what = f"service {_json(key)} ran twice while apart: generation " \
+               f"{kept.get('generation')} on {str(kept.get('node'))[:12]} and generation " \
+               f"{lost.get('generation')} on {str(lost.get('node'))[:12]} (decision 0081 " \
+               f"section 4); generation {kept.get('generation')} stands, the other is stopped"
     else:
         what = f"{v['name']} {_json(key)} column {v['column_name']}: {_json(kept)} " \
                f"(by {v['kept_author'][:12]}) kept, {_json(lost)} (by {v['lost_author'][:12]}) " \
