@@ -60,9 +60,10 @@ __all__ = [
 ]
 
 def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str,
-                 on_report=None) -> Report:
+                 on_report=None, on_healed=None) -> Report:
     """Bring the network up, ping, cut and heal one edge WAN link, tear down, report.
-    With opts.web, on_report(report) is called before the hold until Ctrl-C."""
+    With opts.web, on_report(report) is called before the hold until Ctrl-C; with the
+    sdn controllers, on_healed(cluster, report) after the last check (benchmarks)."""
     topo = _validated_topo(opts)
     if opts.controllers not in ("sdn", "single"):
         raise EmulationError(f"--controllers must be sdn or single, got {opts.controllers!r}")
@@ -80,7 +81,7 @@ def run_scenario(opts: ScenarioOptions, progress: Progress, log_dir: str,
         from topologies.sdn_scenario import run_sdn
 
         with deferred_signals():
-            return run_sdn(topo, opts, progress, log_dir, on_report)
+            return run_sdn(topo, opts, progress, log_dir, on_report, on_healed)
     port = opts.of_port or free_port("127.0.0.1")
     log_path = os.path.join(log_dir, "synod-controller.log")
     progress(f"starting synod-controller on 127.0.0.1:{port} (log: {log_path})")

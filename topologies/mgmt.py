@@ -29,6 +29,7 @@ class WanProxy:
         self.sock.settimeout(ACCEPT_POLL_S)
         self.port = self.sock.getsockname()[1]
         self.is_cut = False
+        self.bytes = 0  # relayed so far, both directions (benchmarks read it)
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -65,6 +66,8 @@ class WanProxy:
                 if not data:
                     break
                 dst.sendall(data)
+                with self._lock:
+                    self.bytes += len(data)
         except OSError:
             pass
         finally:

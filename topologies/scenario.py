@@ -58,6 +58,7 @@ class Report:
     phases: list[Phase] = field(default_factory=list)
     checks: list[tuple[str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)  # what took how long (benchmarks)
 
     @property
     def passed(self) -> bool:

@@ -61,6 +61,7 @@ class SdnCluster:
         self.token_file = self.dirs[sites[0]] / "admin.token"
         self.ca = self.dirs[sites[0]] / "ca.crt"
         self.web = {s: _free_port() for s in sites}  # each node's read-only web view
+        self.metrics = {s: _free_port() for s in sites}  # each node's Prometheus text
         self.viewer_token = ""  # made once the nodes run (web_url)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -112,7 +113,8 @@ class SdnCluster:
         if done.returncode != 0:
             raise EmulationError(f"synod init --site {site} failed: {done.stderr.strip()}")
         with open(self.dirs[site] / "site.toml", "a") as f:
-            f.write(f'\n[web]\nlisten = "127.0.0.1:{self.web[site]}"\n')
+            f.write(f'\n[web]\nlisten = "127.0.0.1:{self.web[site]}"\n'
+                    f'\n[metrics]\nlisten = "127.0.0.1:{self.metrics[site]}"\n')
 
     def _up(self, site: str) -> None:
         """The site's `synod up`, in the foreground (it stops its daemons on SIGTERM)."""
@@ -190,13 +192,46 @@ class SdnCluster:
     # --- the API -----------------------------------------------------------------------
 
     def synod(self, site: str, *args: str, timeout_s: float = 30) -> str:
-        done = subprocess.run(
-            [*_synod(), *args, "--server", f"127.0.0.1:{self.api[site]}",
-             "--token", f"@{self.token_file}", "--ca", str(self.ca)],
-            capture_output=True, text=True, timeout=timeout_s, check=False)
+        """One CLI call at a site's node; any failure, a timeout included, is an
+        EmulationError naming the call, the site and the cause."""
+        what = f"synod {' '.join(args)} at {site}"
+        try:
+            done = subprocess.run(
+                [*_synod(), *args, "--server", f"127.0.0.1:{self.api[site]}",
+                 "--token", f"@{self.token_file}", "--ca", str(self.ca),
+                 "--timeout", f"{timeout_s:g}"],
+                capture_output=True, text=True, timeout=timeout_s + 10, check=False)
+        except subprocess.TimeoutExpired:
+            raise EmulationError(f"{what}: no answer within {timeout_s + 10:g} s (the "
+                                 f"node's log: {self.dirs[site] / 'logs'})") from None
         if done.returncode != 0:
-            raise EmulationError(f"synod {' '.join(args)} at {site}: {done.stderr.strip()}")
+            raise EmulationError(f"{what}: {done.stderr.strip()}")
         return done.stdout
+
+    def pids(self) -> dict[str, int]:
+        """'node-SITE' / 'controller-SITE' -> pid of that daemon (children of synod up)."""
+        parent = {proc.pid: site for site, proc in self.ups.items()}
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid in parent:
+                kind = "controller" if any(b"synod-controller" in a for a in cmdline) else \
+                    "node" if b"node" in cmdline and b"run" in cmdline else ""
+                if kind:
+                    out[f"{kind}-{parent[ppid]}"] = int(entry.name)
+        return out
+
+    def wan_bytes(self) -> int:
+        """Bytes relayed so far by the node-to-node WAN links (both directions)."""
+        return sum(proxy.bytes for (a, _), proxy in self.proxies.items()
+                   if not a.startswith("switch:"))
 
     def web_url(self, site: str, with_token: bool = True) -> str:
         """The site node's web view (docs/web.md); with a viewer token in the fragment,

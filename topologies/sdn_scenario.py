@@ -48,8 +48,11 @@ MASTERSHIP_WAIT_S = 10
 
 
 def _dump(bridge: str) -> str:
-    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
-                          capture_output=True, text=True, timeout=30, check=False).stdout
+    try:
+        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+                              capture_output=True, text=True, timeout=30, check=False).stdout
+    except subprocess.TimeoutExpired:
+        raise EmulationError(f"ovs-ofctl dump-flows {bridge}: no answer within 30 s") from None
 
 
 def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
@@ -59,107 +62,30 @@ def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
 
 
 def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
-            on_report=None) -> Report:
+            on_report=None, on_healed=None) -> Report:
+    """The scenario; on_healed(cluster, report), if given, runs after the last check while
+    everything still runs (bench/sites.py measures the idle cost there). A step that fails
+    or times out (a node that does not answer, say) ends the scenario with a failed check
+    naming the step and the cause; everything is torn down either way."""
     site_names = ["cloud"] + [f"edge{i}" for i in range(1, opts.sites + 1)]
-    cut = opts.cut_site
-    cut_index = int(cut[4:])
-    edge_dpid = f"{0x100 * cut_index + 1:016x}"
-    edge_bridge = f"e{cut_index}s1"
     with SdnCluster(site_names, Path(log_dir), progress) as cluster, \
             running_network(topo, 0, progress, targets_for=cluster.controller_targets) as net:
         checkpoint()
-        progress(f"web view of the cloud node: {cluster.web_url('cloud')} (TLS certificate "
-                 f"signed by the cluster CA {cluster.ca})")
         site_map = sites(net)
-        site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
-        pairs = [(a, b) for a in site_of_host for b in site_of_host if a != b]
         report = Report(
             f"Synod emulation: 1 cloud + {opts.sites} edge sites, a node and a controller per "
             f"site, {opts.hosts_per_site} hosts per site, WAN {opts.wan_delay_ms:g} ms one-way",
             list(site_map))
-        checks = report.checks
-
-        progress("waiting for mastership and cross-site paths (LLDP + replicated topology)")
-        started = converge(net, pairs, CONVERGE_TIMEOUT_S)
-        checks.append(_took("start: every host reached every other host", started,
-                            CONVERGE_TIMEOUT_S))
-        bridges = {name: net[name].dpid for s in site_map.values() for name in s.switches}
-        progress("comparing mastership: OVS roles with the replicated switches table")
-        rows = _mastership(cluster, "cloud", bridges)
-        report.notes.append("mastership (OVS controller roles per bridge; replicated switches "
-                            "table at the cloud node):")
-        report.notes += [f"  {row.describe()}" for row in rows]
-        checks.append(agreement(rows, len(bridges), "the cloud node's"))
-        not_home = [row for row in rows if row.ovs_master != _home_of(row.dpid)]
-        checks.append(("every switch is mastered by its own site's controller (OVS roles)"
-                       + (f": not {', '.join(r.disagreement() for r in not_home)}"
-                          if not_home else ""),
-                       not not_home and len(rows) == len(bridges)))
-        before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
-        report.phases.append(before)
-        checks.append(("before: every host reaches every other host", before.loss_pct == 0))
-        checkpoint()
-
-        progress(f"adding flow 'from-cloud' for {edge_bridge} through the cloud node")
-        cluster.synod("cloud", "flows", "add", edge_dpid, "from-cloud", "--priority", "300",
-                      "--match", "eth_type=0x0800,ipv4_dst=10.250.0.1", "--actions", "drop")
-        took = cluster.wait(lambda: "nw_dst=10.250.0.1" in _dump(edge_bridge), FLOW_WAIT_S)
-        checks.append(_took(f"a flow added at the cloud reached {edge_bridge} (from its ack)", took,
-                            FLOW_WAIT_S))
-        checkpoint()
-
-        _pause(opts, progress, f"cutting the WAN of {cut}")
-        progress(f"cutting the WAN of {cut} (data plane, node links, backup controller links)")
-        cut_wan(net, cut)
-        cluster.cut(cut)
+        step = ["start"]
         try:
-            cut_side = {h: site == cut for h, site in site_of_host.items()}
-            inside = [(a, b) for a, b in pairs if cut_side[a] and cut_side[b]]
-            still = [(a, b) for a, b in pairs if cut_side[a] == cut_side[b]]
-            crossing = [(a, b) for a, b in pairs if cut_side[a] != cut_side[b]]
-            cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
-            checks.append(_took("cut: the paths that should survive did", cut_s,
-                                CONVERGE_TIMEOUT_S))
-            progress(f"adding flow 'local' for {edge_bridge} through the {cut} node, cut off")
-            cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
-                          "--match", "eth_type=0x0800,ipv4_dst=10.250.0.2", "--actions", "drop")
-            took = cluster.wait(lambda: "nw_dst=10.250.0.2" in _dump(edge_bridge), FLOW_WAIT_S)
-            checks.append(_took(f"cut off, {cut} still programs its switch (from the ack)", took,
-                                FLOW_WAIT_S))
-            during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
-            inside_ok = all(during.results[p] for p in inside)
-            checks.append((f"during: {cut} hosts still reach each other", inside_ok))
-            checks.append((f"during: no other site reaches {cut}",
-                           not any(during.results[p] for p in crossing)))
-            edge_rows = _mastership(cluster, cut, {edge_bridge: edge_dpid})
-            edge_ok = [r.ovs_master for r in edge_rows if r.agrees] == [cut]
-            checks.append((f"during: {cut}'s controller is still master of {edge_bridge} "
-                           f"(OVS, and {cut}'s table agrees)" +
-                           ("" if edge_ok else
-                            f": {', '.join(r.disagreement() for r in edge_rows)}"),
-                           edge_ok))
-            _pause(opts, progress, f"healing the WAN of {cut}")
-        finally:
-            progress(f"healing the WAN of {cut}")
-            cluster.heal(cut)
-            heal_wan(net, cut)
-        report.phases.append(during)
-        checkpoint()
-
-        progress("waiting for the nodes to merge (equal digests) and paths to return")
-        merged = cluster.wait(lambda: len({cluster.digest(s) for s in site_names}) == 1,
-                              CONVERGE_TIMEOUT_S)
-        checks.append(_took("heal: every node holds the same state (equal digests)", merged,
-                            CONVERGE_TIMEOUT_S))
-        flows_at_cloud = cluster.synod("cloud", "flows", "list", "--dpid", edge_dpid)
-        checks.append((f"heal: the cloud node has {cut}'s local flow",
-                       bool(re.search(r"\blocal\b", flows_at_cloud))))
-        healed = converge(net, pairs, CONVERGE_TIMEOUT_S)
-        checks.append(_took("heal: full reachability returned", healed, CONVERGE_TIMEOUT_S))
-        after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
-        report.phases.append(after)
-        checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
-        report.notes.append(f"logs: {log_dir} (node-*.log, controller-*.log)")
+            _scenario(cluster, net, opts, progress, report, step)
+        except EmulationError as e:
+            report.checks.append((f"{step[0]}: {e}", False))
+            report.notes.append(f"logs: {log_dir} (each site's logs/node.log, "
+                                "logs/controller.log)")
+            return report
+        if on_healed is not None:
+            on_healed(cluster, report)
         if opts.web:
             report.notes.append("web view: " + ", ".join(
                 f"{s} {cluster.web_url(s, with_token=False)}" for s in site_names))
@@ -167,6 +93,141 @@ def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
                 on_report(report)
             _hold(progress, cluster.web_url("cloud"))
         return report
+
+
+def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progress,
+              report: Report, step: list[str]) -> None:
+    """The checks, in order; step[0] names the one under way (for a failure's check)."""
+    site_names = cluster.sites
+    cut = opts.cut_site
+    cut_index = int(cut[4:])
+    edge_dpid = f"{0x100 * cut_index + 1:016x}"
+    edge_bridge = f"e{cut_index}s1"
+    site_map = sites(net)
+    site_of_host = {h: s.name for s in site_map.values() for h in s.hosts}
+    pairs = [(a, b) for a in site_of_host for b in site_of_host if a != b]
+    checks = report.checks
+    step[0] = "start: the web view's token"
+    progress(f"web view of the cloud node: {cluster.web_url('cloud')} (TLS certificate "
+             f"signed by the cluster CA {cluster.ca})")
+    step[0] = "start"
+    progress("waiting for mastership and cross-site paths (LLDP + replicated topology)")
+    started = converge(net, pairs, CONVERGE_TIMEOUT_S)
+    _timing(report, "start", started)
+    checks.append(_took("start: every host reached every other host", started,
+                        CONVERGE_TIMEOUT_S))
+    step[0] = "mastership"
+    bridges = {name: net[name].dpid for s in site_map.values() for name in s.switches}
+    progress("comparing mastership: OVS roles with the replicated switches table")
+    rows = _mastership(cluster, "cloud", bridges)
+    report.notes.append("mastership (OVS controller roles per bridge; replicated switches "
+                        "table at the cloud node):")
+    report.notes += [f"  {row.describe()}" for row in rows]
+    checks.append(agreement(rows, len(bridges), "the cloud node's"))
+    not_home = [row for row in rows if row.ovs_master != _home_of(row.dpid)]
+    checks.append(("every switch is mastered by its own site's controller (OVS roles)"
+                   + (f": not {', '.join(r.disagreement() for r in not_home)}"
+                      if not_home else ""),
+                   not not_home and len(rows) == len(bridges)))
+    step[0] = "before"
+    before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
+    report.phases.append(before)
+    checks.append(("before: every host reaches every other host", before.loss_pct == 0))
+    checkpoint()
+
+    step[0] = f"a flow added at the cloud for {edge_bridge}"
+    progress(f"adding flow 'from-cloud' for {edge_bridge} through the cloud node")
+    cluster.synod("cloud", "flows", "add", edge_dpid, "from-cloud", "--priority", "300",
+                  "--match", "eth_type=0x0800,ipv4_dst=10.250.0.1", "--actions", "drop")
+    took = cluster.wait(lambda: "nw_dst=10.250.0.1" in _dump(edge_bridge), FLOW_WAIT_S)
+    checks.append(_took(f"a flow added at the cloud reached {edge_bridge} (from its ack)", took,
+                        FLOW_WAIT_S))
+    checkpoint()
+
+    step[0] = f"cut: {cut}'s WAN"
+    _pause(opts, progress, f"cutting the WAN of {cut}")
+    progress(f"cutting the WAN of {cut} (data plane, node links, backup controller links)")
+    cut_wan(net, cut)
+    cluster.cut(cut)
+    during = None
+    try:
+        cut_side = {h: site == cut for h, site in site_of_host.items()}
+        inside = [(a, b) for a, b in pairs if cut_side[a] and cut_side[b]]
+        still = [(a, b) for a, b in pairs if cut_side[a] == cut_side[b]]
+        crossing = [(a, b) for a, b in pairs if cut_side[a] != cut_side[b]]
+        cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
+        checks.append(_took("cut: the paths that should survive did", cut_s,
+                            CONVERGE_TIMEOUT_S))
+        step[0] = f"cut off, a flow added at {cut}"
+        progress(f"adding flow 'local' for {edge_bridge} through the {cut} node, cut off")
+        cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
+                      "--match", "eth_type=0x0800,ipv4_dst=10.250.0.2", "--actions", "drop")
+        took = cluster.wait(lambda: "nw_dst=10.250.0.2" in _dump(edge_bridge), FLOW_WAIT_S)
+        checks.append(_took(f"cut off, {cut} still programs its switch (from the ack)", took,
+                            FLOW_WAIT_S))
+        step[0] = f"during {cut}'s cut"
+        during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
+        inside_ok = all(during.results[p] for p in inside)
+        checks.append((f"during: {cut} hosts still reach each other", inside_ok))
+        checks.append((f"during: no other site reaches {cut}",
+                       not any(during.results[p] for p in crossing)))
+        edge_rows = _mastership(cluster, cut, {edge_bridge: edge_dpid})
+        edge_ok = [r.ovs_master for r in edge_rows if r.agrees] == [cut]
+        checks.append((f"during: {cut}'s controller is still master of {edge_bridge} "
+                       f"(OVS, and {cut}'s table agrees)" +
+                       ("" if edge_ok else
+                        f": {', '.join(r.disagreement() for r in edge_rows)}"),
+                       edge_ok))
+        _pause(opts, progress, f"healing the WAN of {cut}")
+    finally:
+        progress(f"healing the WAN of {cut}")
+        cluster.heal(cut)
+        heal_wan(net, cut)
+    report.phases.append(during)
+    checkpoint()
+
+    step[0] = "heal"
+    progress("waiting for the nodes to merge (equal digests) and paths to return")
+    unanswered: list[str] = []
+    merged = cluster.wait(lambda: _equal_digests(cluster, site_names, unanswered),
+                          CONVERGE_TIMEOUT_S)
+    _timing(report, "heal_digests", merged)
+    text, ok = _took("heal: every node holds the same state (equal digests)", merged,
+                     CONVERGE_TIMEOUT_S)
+    if not ok and unanswered:
+        text += f" (last: {unanswered[-1]})"
+    checks.append((text, ok))
+    step[0] = f"heal: {cut}'s flow at the cloud"
+    flows_at_cloud = cluster.synod("cloud", "flows", "list", "--dpid", edge_dpid)
+    checks.append((f"heal: the cloud node has {cut}'s local flow",
+                   bool(re.search(r"\blocal\b", flows_at_cloud))))
+    step[0] = "heal: reachability"
+    healed = converge(net, pairs, CONVERGE_TIMEOUT_S)
+    _timing(report, "heal_reachability", healed)
+    checks.append(_took("heal: full reachability returned", healed, CONVERGE_TIMEOUT_S))
+    after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
+    report.phases.append(after)
+    checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
+    report.notes.append(f"logs: {cluster.workdir} (each site's logs/node.log, "
+                        "logs/controller.log)")
+
+
+def _timing(report: Report, name: str, seconds: float | None) -> None:
+    if seconds is not None:
+        report.timings_s[name] = seconds
+
+
+def _equal_digests(cluster: SdnCluster, site_names: list[str], unanswered: list[str]) -> bool:
+    """Do all nodes answer with one digest? A node that does not answer is noted (the
+    failed check names it) and the wait goes on."""
+    digests = set()
+    for site in site_names:
+        try:
+            digests.add(cluster.digest(site))
+        except EmulationError as e:
+            unanswered.append(str(e))
+            return False
+    return len(digests) == 1
 
 
 def _pause(opts: ScenarioOptions, progress: Progress, what: str) -> None:

@@ -1,0 +1,95 @@
+"""`synod emulate` (sdn): a node that does not answer is a failed check naming the step and
+the cause, never a traceback (issue 14: at 10 sites `synod flows list` timed out after
+30 s and the run ended in subprocess.TimeoutExpired)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+
+from topologies import sdn, sdn_scenario
+from topologies.cloud_edge import SiteInfo
+from topologies.netctl import EmulationError
+from topologies.scenario import ScenarioOptions
+
+
+def test_a_cli_call_that_times_out_is_an_emulation_error_naming_it(monkeypatch, tmp_path):
+    def hang(argv, **kw):
+        raise subprocess.TimeoutExpired(argv, kw["timeout"])
+
+    monkeypatch.setattr(sdn.subprocess, "run", hang)
+    cluster = sdn.SdnCluster(["cloud", "edge1"], tmp_path, lambda m: None)
+    with pytest.raises(EmulationError, match=r"synod flows list at cloud: no answer within "
+                                             r"40 s \(the node's log: .*cloud/logs\)"):
+        cluster.synod("cloud", "flows", "list")
+
+
+class _Cluster:
+    """The calls the scenario makes of SdnCluster; `synod` fails for one command."""
+
+    def __init__(self, sites, workdir, progress, failing: str) -> None:
+        self.sites, self.workdir, self.ca, self.failing = sites, workdir, "ca.crt", failing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    controller_targets = None
+
+    def web_url(self, site, with_token=True):
+        return "https://127.0.0.1:1/"
+
+    def synod(self, site, *args, timeout_s=30):
+        if " ".join(args[:2]) == self.failing:
+            raise EmulationError(f"synod {' '.join(args)} at {site}: no answer within 40 s")
+        return ""
+
+    def wait(self, predicate, timeout_s, interval_s=0.3):
+        return 0.1
+
+    def cut(self, site):
+        pass
+
+    heal = cut
+
+
+@pytest.mark.parametrize("failing, step", [
+    ("flows add", "a flow added at the cloud for e1s1"),
+    ("flows list", "heal: edge1's flow at the cloud"),
+])
+def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tmp_path,
+                                                                 failing, step):
+    net = {"cs1": SimpleNamespace(dpid="0000000000000001"),
+           "e1s1": SimpleNamespace(dpid="0000000000000101")}
+    site_map = {"cloud": SiteInfo("cloud", ("cloud-h1",), ("cs1",)),
+                "edge1": SiteInfo("edge1", ("edge1-h1",), ("e1s1",))}
+
+    @contextlib.contextmanager
+    def running_network(topo, port, progress, targets_for=None):
+        yield net
+
+    monkeypatch.setattr(sdn_scenario, "SdnCluster",
+                        lambda *a: _Cluster(*a, failing=failing))
+    monkeypatch.setattr(sdn_scenario, "running_network", running_network)
+    monkeypatch.setattr(sdn_scenario, "sites", lambda n: site_map)
+    monkeypatch.setattr(sdn_scenario, "converge", lambda *a: 0.1)
+    monkeypatch.setattr(sdn_scenario, "ping_pairs",
+                        lambda n, pairs, **kw: {p: True for p in pairs})
+    monkeypatch.setattr(sdn_scenario, "_mastership", lambda *a: [])
+    monkeypatch.setattr(sdn_scenario, "_dump", lambda bridge: "nw_dst=10.250.0.1 "
+                                                              "nw_dst=10.250.0.2")
+    monkeypatch.setattr(sdn_scenario, "cut_wan", lambda *a: None)
+    monkeypatch.setattr(sdn_scenario, "heal_wan", lambda *a: None)
+    healed = []
+    report = sdn_scenario.run_sdn(None, ScenarioOptions(sites=1), lambda m: None,
+                                  str(tmp_path), on_healed=lambda c, r: healed.append(r))
+    text, ok = report.checks[-1]
+    assert not ok and not report.passed and healed == []
+    assert text.startswith(f"{step}: synod {failing} ") and text.endswith(
+        "at cloud: no answer within 40 s"), text
+    assert "result: FAIL" in report.render()
