@@ -187,11 +187,11 @@ class Fabric:
         if stamp is None or self.origin is None:
             return None
         if stamp.origin == self.origin:  # our own probe, sent and received on our clock
-            self.topology.note_latency(src, here, now_ms - stamp.sent_ms)
+            self.topology.note_latency(src, here, now_ms - stamp.sent_ms, now_ms)
             return None
         if stamp.echo is not None:  # another controller answered a probe of ours
             if stamp.echo[0] == self.origin:
-                self.topology.note_latency(src, here, (now_ms - stamp.echo[1]) / 2)
+                self.topology.note_latency(src, here, (now_ms - stamp.echo[1]) / 2, now_ms)
             return None
         return (stamp.origin, stamp.sent_ms)  # a foreign probe: echo it back
 

@@ -31,8 +31,16 @@ class HostLocation:
 
 
 LATENCY_EWMA = 0.25  # weight of a new latency sample in the moving average
-LATENCY_STEP_MS = 0.5  # the reported latency changes when the average moved more than
-LATENCY_STEP_FRACTION = 0.1  # this, or this fraction of the reported value
+# The reported latency (the links row's latency_ms: every change is a signed op that every
+# node of the cluster stores and applies) changes when the average moved more than
+# LATENCY_STEP_MS and LATENCY_STEP_FRACTION of the reported value, and at most once per
+# LATENCY_REPORT_MS_MIN per link; the first measurement is reported at once. With the old
+# 0.5 ms / 10 % step and no interval, scheduling jitter on a loaded machine rewrote the
+# link rows every few seconds: ~2.5 ops/s at 3 edge sites, growing with the sites, each
+# stored by every node (decision 0097).
+LATENCY_STEP_MS = 1.0
+LATENCY_STEP_FRACTION = 0.25
+LATENCY_REPORT_MS_MIN = 30_000
 
 
 class Topology:
@@ -54,7 +62,7 @@ class Topology:
         # samples, and the value reported (changed only when the average moved enough, so
         # a jittery link does not rewrite its replicated row every LLDP round).
         self._latency: dict[PortRef, float] = {}
-        self._latency_reported: dict[PortRef, float] = {}
+        self._latency_reported: dict[PortRef, tuple[float, int]] = {}  # value, when (ms)
 
     # --- changes; each returns True if the graph changed -------------------------------
 
@@ -105,7 +113,7 @@ class Topology:
         self.version += 1
         return True
 
-    def note_latency(self, src: PortRef, dst: PortRef, sample_ms: float) -> None:
+    def note_latency(self, src: PortRef, dst: PortRef, sample_ms: float, now_ms: int) -> None:
         """A latency sample for the link src -> dst (ignored unless that link is known)."""
         seen = self.links.get(src)
         if seen is None or seen[0] != dst or sample_ms < 0:
@@ -114,12 +122,15 @@ class Topology:
         est = sample_ms if old is None else old + LATENCY_EWMA * (sample_ms - old)
         self._latency[src] = est
         shown = self._latency_reported.get(src)
-        if shown is None or abs(est - shown) > max(LATENCY_STEP_MS, LATENCY_STEP_FRACTION * shown):
-            self._latency_reported[src] = round(est, 1)
+        if shown is None or (
+                abs(est - shown[0]) > max(LATENCY_STEP_MS, LATENCY_STEP_FRACTION * shown[0])
+                and now_ms - shown[1] >= LATENCY_REPORT_MS_MIN):
+            self._latency_reported[src] = (round(est, 1), now_ms)
 
     def latency_ms(self, src: PortRef) -> float:
         """The reported latency of the link out of src, ms (0.0 until measured)."""
-        return self._latency_reported.get(src, 0.0)
+        shown = self._latency_reported.get(src)
+        return 0.0 if shown is None else shown[0]
 
     def expire(self, now_ms: int) -> bool:
         stale = [s for s, (_, seen) in self.links.items() if now_ms - seen > self.link_ttl_ms]
