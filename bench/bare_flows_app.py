@@ -6,7 +6,9 @@ replies come through the same event queue) builds and sends BENCH_FLOWS flow-mod
 identical to the ones Synod installs for the same rows (match eth_type=0x0800,
 ipv4_dst=<addr>/32, priority, output port, cookie flow_cookie(dpid, "b<i>")), sends a
 barrier and waits for its reply, then sends one flow-stats request in Synod's cookie
-space and times the replies until the last one. It logs one line
+space and times the replies until the last one (os-ken's parser, then Synod's
+conversion), then the same through Synod's own reader (controller/openflow/rawstats.py,
+decision 0098), READS times each. It logs one line
 "BENCH_RESULT {json}" per connection. Every wait is bounded by BENCH_WAIT_S.
 
 Environment: BENCH_FLOWS (default 10000), BENCH_PRIORITY (300), BENCH_OUT_PORT (1),
@@ -26,11 +28,15 @@ from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
+from controller.forwarding import wire
 from controller.forwarding.audit import InstalledFlow
 from controller.forwarding.flowspec import FLOW_COOKIE_MASK, FLOW_COOKIE_SPACE, flow_cookie
+from controller.openflow import rawstats
 from controller.openflow.ofmsg import match_from_ofp, outputs_from_instructions
 
 __all__ = ["BareFlows", "flow_address"]
+
+READS = 3  # read-backs of each kind per connection (the machine is shared: noisy)
 
 
 def flow_address(i: int) -> str:
@@ -122,4 +128,49 @@ class BareFlows(app_manager.OSKenApp):
                        outputs_from_instructions(ofp, s.instructions),
                        s.idle_timeout, s.hard_timeout) for s in stats]
         out["readback_synod_convert_s"] = (time.perf_counter_ns() - t2) / 1e9
+        out["readback_osken_more_s"] = [self._read_osken(dp) for _ in range(READS - 1)]
+
+        # Synod's read-back since decision 0098: the same request, with our own xid, its
+        # reply read from the bytes by rawstats into InstalledFlow values (what
+        # synod_app's audit receives), timed from the request to the last part read.
+        rawstats.install()
+        out["readback_raw_s"], out["readback_raw_flows"] = [], []
+        for k in range(READS):
+            seconds, flows = self._read_raw(dp, 0x80000000 | (dp.id & 0xFFFF) << 8 | k)
+            out["readback_raw_s"].append(seconds)
+            out["readback_raw_flows"].append(flows)
         return out
+
+    def _read_osken(self, dp) -> float:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK, parser.OFPMatch())
+        dp.set_xid(req)
+        done = self._stats_done[req.xid] = threading.Event()
+        t1 = time.perf_counter_ns()
+        dp.send_msg(req)
+        if not done.wait(self.wait_s):
+            raise TimeoutError(f"no complete flow-stats reply within {self.wait_s} s")
+        stats = self._stats.pop(req.xid, [])
+        [InstalledFlow(s.cookie, s.table_id, s.priority, match_from_ofp(s.match),
+                       outputs_from_instructions(ofp, s.instructions),
+                       s.idle_timeout, s.hard_timeout) for s in stats]
+        return (time.perf_counter_ns() - t1) / 1e9
+
+    def _read_raw(self, dp, xid: int) -> tuple[float, int]:
+        done = threading.Event()
+        got: list = []
+        end_ns: list[int] = []
+
+        def deliver(_dp, more: bool, flows: list) -> None:
+            got.extend(flows)
+            if not more:
+                end_ns.append(time.perf_counter_ns())
+                done.set()
+
+        rawstats.expect(dp, xid, deliver)
+        t1 = time.perf_counter_ns()
+        dp.send(wire.flow_stats_request(xid, FLOW_COOKIE_SPACE, FLOW_COOKIE_MASK))
+        if not done.wait(self.wait_s):
+            raise TimeoutError(f"no complete raw flow-stats reply within {self.wait_s} s")
+        return (end_ns[0] - t1) / 1e9, len(got)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from os_ken.base import app_manager
@@ -63,6 +65,8 @@ OFPT_HELLO = 0
 OFPT_FLOW_MOD = 14
 OFPT_EXPERIMENTER = 4
 BUNDLE_ADD_HEADER_BYTES = 24  # OpenFlow + experimenter header, bundle id, pad, flags
+BUNDLE_LOG_FLOW_MODS_MIN = 1_000  # a committed bundle this large is logged with its time
+BUNDLES_TRACKED_MAX = 1_024  # bundles awaiting their commit reply (a refused one never gets it)
 
 
 class FlowStatsRead(osken_event.EventBase):
@@ -104,6 +108,8 @@ class SynodController(app_manager.OSKenApp):
         # Encoded flow-mods of the desired flows, made when they are learnt, so that a
         # takeover (or a repair) writes bytes it already holds (decision 0098).
         self._encoded = wire.FlowModCache()
+        self._bundles: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # id -> dpid,
+        # flow-mods, when opened (ns): for the log line of a large bundle's commit
         self._lock = threading.RLock()
         rawstats.install()
         self._stopping = threading.Event()
@@ -202,6 +208,7 @@ class SynodController(app_manager.OSKenApp):
                 continue
             self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
             bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC
+            opened_ns = time.monotonic_ns()
             chunk = [wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_OPEN_REQUEST, flags)]
             size = len(chunk[0])
             for data in wire.bundled_flow_mods(iter(self._xid, None), bid, flags, intents,
@@ -213,6 +220,9 @@ class SynodController(app_manager.OSKenApp):
                     chunk, size = [], 0
             chunk.append(wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_COMMIT_REQUEST, flags))
             dp.send(b"".join(chunk))
+            self._bundles[bid] = (dpid, len(intents), opened_ns)
+            while len(self._bundles) > BUNDLES_TRACKED_MAX:
+                self._bundles.popitem(last=False)
         batch.clear()
 
     def _xid(self) -> int:
@@ -376,6 +386,19 @@ class SynodController(app_manager.OSKenApp):
                 self.logger.error("switch %016x: OpenFlow error type %d code %d%s", dp.id,
                                   msg.type, msg.code,
                                   "" if cookie is None else f" (flow cookie {cookie:#x})")
+
+    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
+    @guarded
+    def _on_bundle_reply(self, ev):
+        msg = ev.msg
+        if msg.type != msg.datapath.ofproto.ONF_BCT_COMMIT_REPLY:
+            return
+        with self._lock:
+            entry = self._bundles.pop(msg.bundle_id, None)
+        if entry is not None and entry[1] >= BUNDLE_LOG_FLOW_MODS_MIN:
+            self.logger.info("switch %016x committed a bundle of %d flow-mods %.1f ms after "
+                             "it was opened", entry[0], entry[1],
+                             (time.monotonic_ns() - entry[2]) / 1e6)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @guarded

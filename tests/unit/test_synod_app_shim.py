@@ -251,3 +251,23 @@ def test_port_rows_carry_names_macs_and_state_from_port_desc_and_status(monkeypa
     assert got[2] == {"name": "e1s1-eth2", "mac": "aa:00:00:00:00:02", "up": False}
     assert got[3] == {"name": "e1s1-eth3", "mac": "aa:00:00:00:00:03", "up": True}
     assert got[1] == {"name": "", "mac": "", "up": False}  # deleted: down, no name left
+
+
+def test_a_large_bundles_commit_is_logged_with_its_time(monkeypatch, clock, caplog):
+    app = make_app(monkeypatch, "edge1", 1)
+    specs = [spec_from_row({"dpid": DPID, "flow_id": f"f{i}", "priority": 300,
+                            "match": f"ipv4_dst=10.9.{i >> 8}.{i & 255}", "actions": "output:3"})
+             for i in range(synod_app.BUNDLE_LOG_FLOW_MODS_MIN)]
+    app.set_desired(DPID, {s.cookie: s for s in specs})
+    dp = FakeDatapath()
+    _master(app, dp)
+    assert {c for c in cookies_sent(dp) if c & FLOW_COOKIE_MASK == FLOW_COOKIE_SPACE} == \
+        {s.cookie for s in specs}
+    bundle_id = max(app._bundles)  # the replicated flows' (the fabric sends its own first)
+    assert app._bundles[bundle_id][1] == len(specs)
+    ofp = ofproto_v1_3
+    reply = SimpleNamespace(datapath=dp, bundle_id=bundle_id, type=ofp.ONF_BCT_COMMIT_REPLY)
+    with caplog.at_level("INFO"):
+        app._on_bundle_reply(SimpleNamespace(msg=reply))
+    assert f"committed a bundle of {len(specs)} flow-mods" in caplog.text
+    assert bundle_id not in app._bundles
