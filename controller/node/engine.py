@@ -15,7 +15,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,6 +373,14 @@ class Engine:
         self._sync_with.add(peer)
         self._wake.set()
 
+    _reachable: frozenset[str] | None = None  # None: not told (the replica tries every peer)
+
+    def set_reachable(self, peers: Iterable[str]) -> None:
+        """The members a peer link reaches now (controller/node/peers.py says so when a link
+        comes up or goes down); the next round hands it to the replica (decision 0097)."""
+        self._reachable = frozenset(peers)
+        self._wake.set()
+
     def _update_members(self) -> None:
         """Members (and so the quorum) come from the policy: founders plus invited nodes."""
         members = getattr(self.replica.policy, "members", None)
@@ -506,6 +514,8 @@ class Engine:
         syncs, self._sync_with = self._sync_with, set()
         for peer in syncs:
             replica.sync_with(peer, t)
+        if self._reachable is not None and replica.reachable != self._reachable:
+            replica.set_reachable(self._reachable)
         replica.tick(t)
         if self.agreement is not None:
             self._step_agreement(t)

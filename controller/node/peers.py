@@ -72,6 +72,7 @@ class _Link:
                 if self.up:
                     log.warning("peer %s at %s down: %s", self.node_id, self.address, _why(exc))
                 self.up = False
+                self.links.note_reachable()
                 self.links.metrics.inc("peer_errors")
             finally:
                 if channel is not None:
@@ -114,6 +115,7 @@ class _Link:
         elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
             engine.keeper.meet(hello.genesis, self.node_id)
         self.up = True
+        self.links.note_reachable()
         log.info("peer %s at %s up", self.node_id, self.address)
         engine.request_sync(self.node_id)  # catch up at once, not at the next random round
         return channel
@@ -214,6 +216,11 @@ class PeerLinks:
         self.links.append(link)
         if self._started:
             link.task = asyncio.get_running_loop().create_task(link.run(), name=address)
+
+    def note_reachable(self) -> None:
+        """A link came up or went down: the replica pushes to and syncs with the members
+        a link reaches (in a star of sites an edge's node reaches only the cloud's)."""
+        self.engine.set_reachable(lk.node_id for lk in self.links if lk.up and lk.node_id)
 
     def dial_parked(self) -> None:
         """Membership changed: dial the parked addresses of nodes that are members now."""

@@ -289,7 +289,7 @@ class Replica:
             raise UsageError(f"op of {len(op.raw)} bytes exceeds op_bytes_max")
         self._apply(op)
         self._out_acked.append(op.id)
-        for peer in self._sample(self.peers, self.config.push_fanout):
+        for peer in self._sample(self._reachable_peers(), self.config.push_fanout):
             self._send(peer, OpBatch(self.cluster_id, self.node_id, (op.raw,)))
         return op
 
@@ -550,7 +550,7 @@ class Replica:
             self._next_sync_ms = now_ms + int(self.rng.random() * self.config.sync_interval_ms)
         if now_ms >= self._next_sync_ms and self.peers:
             self._next_sync_ms = now_ms + self.config.sync_interval_ms
-            self._request(self._sample(self.peers, 1)[0], now_ms)
+            self._request(self._sample(self._reachable_peers(), 1)[0], now_ms)
         for joined in self._lineages.values():
             joined.tick(now_ms)
 
@@ -694,6 +694,23 @@ class Replica:
         Which authors' ops are accepted is the policy's business, not this list's.
         """
         self.peers = sorted({p for p in peers if p != self.node_id})
+
+    # The peers the node has a working link to (None: not told, every peer). Pushes and
+    # anti-entropy pick among these, so a node whose only link is a hub (an edge site's
+    # node, linked to the cloud's) syncs with the hub every round, not with a random
+    # member it cannot reach: 1 round in N-1 reached it before (decision 0097).
+    reachable: frozenset[NodeId] | None = None
+
+    def set_reachable(self, peers: Iterable[NodeId] | None) -> None:
+        """Tell which peers the node can reach now (None: all of them)."""
+        self.reachable = None if peers is None else frozenset(peers)
+
+    def _reachable_peers(self) -> list[NodeId]:
+        """The peers to push to and sync with: the reachable ones, or every peer when
+        none is (a node alone keeps trying them all, as before it was told anything)."""
+        if self.reachable is None:
+            return self.peers
+        return [p for p in self.peers if p in self.reachable] or self.peers
 
     def is_member_now(self, node_id: NodeId | None = None) -> bool:
         """Would an op authored now by node_id (default: this node) pass the membership
