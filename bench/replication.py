@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import json
 import os
 import pstats
@@ -31,7 +32,7 @@ from controller.replication import (  # noqa: E402
     make_genesis,
     point_of,
 )
-from controller.replication.digest import Ecmh  # noqa: E402
+from controller.replication.digest import IDENTITY_POINT, Ecmh, points_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -113,10 +114,16 @@ def bench_apply(ops_count: int, per_op: int) -> dict:
     }
 
 
-def bench_sync(diverged: int, profile: cProfile.Profile | None = None) -> dict:
+def bench_sync(
+    diverged: int, profile: cProfile.Profile | None = None, warm: bool = False
+) -> dict:
     """Two nodes each write `diverged` ops apart, then sync until equal digests.
 
-    With `profile`, only the timed part (the exchange and the first digests) is profiled.
+    Cold (the default): neither node has folded a digest since genesis, so the first
+    digests after the exchange hash every row and op, their own included. Warm: both
+    folded their digests before the heal (as a node answering a status call during the
+    partition has), so only what the exchange brought is hashed after it.
+    With `profile`, only the timed part (the exchange and the digests) is profiled.
     """
     a, b = cluster(2, Config(push_fanout=0))
     now = 10_000_000
@@ -124,6 +131,9 @@ def bench_sync(diverged: int, profile: cProfile.Profile | None = None) -> dict:
         a.write([flow(i)], now + i)
         b.write([flow(i + diverged // 2)], now + i)  # half the rows overlap: real conflicts
     drain(a), drain(b)
+    if warm:
+        for r in (a, b):
+            r.state_digest(), r.op_digest()
     op_bytes = sum(len(o.raw) for o in a.log()) + sum(len(o.raw) for o in b.log())
     by_id = {a.node_id: a, b.node_id: b}
     wire = 0
@@ -145,13 +155,21 @@ def bench_sync(diverged: int, profile: cProfile.Profile | None = None) -> dict:
             nxt.extend(drain(dst))
         queue = nxt
     c_ops = time.process_time()
+    # the libsodium work the digests need: a point per changed row and per new op id, an
+    # addition per point, a subtraction per row that had a point already
+    points = sum(len(r._digest_dirty) + len(r._opset_pending) for r in (a, b))
+    subs = sum(len(r._digest_dirty.intersection(r._row_points)) for r in (a, b))
     equal = a.state_digest() == b.state_digest() and a.op_digest() == b.op_digest()
     c1, t1 = time.process_time(), time.perf_counter()
     if profile is not None:
         profile.disable()
     return {
         "ops_each": diverged,
+        "warm": warm,
         "load_avg_1m_before": load[0],
+        "verifications": a.counters["applied"] + b.counters["applied"] - 2 * diverged,
+        "points": points,
+        "point_adds": points + subs,
         "cpu_s": c1 - c0,
         "cpu_s_exchange": c_ops - c0,
         "cpu_s_digests": c1 - c_ops,
@@ -162,6 +180,65 @@ def bench_sync(diverged: int, profile: cProfile.Profile | None = None) -> dict:
         "op_bytes": op_bytes,
         "wire_over_op_bytes": wire / op_bytes,
     }
+
+
+def bench_primitives(count: int) -> dict:
+    """CPU µs per call of the libsodium work a heal does, by the ways PyNaCl offers it."""
+    import nacl.bindings as nb
+    import nacl.signing
+
+    from controller.replication.identity import open_signed
+
+    rng = random.Random(3)
+    elements = [rng.randbytes(40) for _ in range(count)]
+    uniform = [hashlib.blake2b(e, digest_size=32).digest() for e in elements]
+    points = [nb.crypto_core_ed25519_from_uniform(u) for u in uniform]
+    key = nacl.signing.SigningKey(rng.randbytes(32))
+    vk, pk = key.verify_key, bytes(key.verify_key)
+    messages = [rng.randbytes(290) for _ in range(count)]  # about an op's signed bytes
+    signatures = [key.sign(m).signature for m in messages]
+    pairs = list(zip(messages, signatures, strict=True))
+
+    def from_uniform_bindings() -> None:
+        for u in uniform:
+            nb.crypto_core_ed25519_from_uniform(u)
+
+    def add_bindings() -> None:
+        acc = IDENTITY_POINT
+        for p in points:
+            acc = nb.crypto_core_ed25519_add(acc, p)
+
+    def verify_class() -> None:
+        for m, sig in pairs:
+            vk.verify(m, sig)
+
+    def verify_bindings() -> None:
+        for m, sig in pairs:
+            nb.crypto_sign_open(sig + m, pk)
+
+    def verify_cffi() -> None:
+        for m, sig in pairs:
+            assert open_signed(pk, m, sig)
+
+    cases = {
+        "blake2b_32": lambda: [hashlib.blake2b(e, digest_size=32).digest() for e in elements],
+        "from_uniform_bindings": from_uniform_bindings,
+        "from_uniform_cffi_points_of": lambda: points_of(elements),
+        "add_bindings": add_bindings,
+        "add_cffi_update": lambda: Ecmh().update(points),
+        "verify_VerifyKey": verify_class,
+        "verify_bindings_crypto_sign_open": verify_bindings,
+        "verify_cffi_crypto_sign_open": verify_cffi,
+    }
+    out = {}
+    for name, run in cases.items():
+        best = float("inf")
+        for _ in range(3):  # the least of three: the machine is shared
+            c0 = time.process_time()
+            run()
+            best = min(best, time.process_time() - c0)
+        out[name + "_us"] = best / count * 1e6
+    return out
 
 
 def bench_convergence(n: int, seed: int = 7) -> dict:
@@ -200,6 +277,25 @@ def bench_convergence(n: int, seed: int = 7) -> dict:
     }
 
 
+def print_sync(s: dict, prims: dict) -> None:
+    """One sync's figures, with the part that libsodium's calls alone would take."""
+    floor = (
+        s["verifications"] * prims["verify_cffi_crypto_sign_open_us"]
+        + s["points"] * prims["from_uniform_cffi_points_of_us"]
+        + s["point_adds"] * prims["add_cffi_update_us"]
+    ) / 1e6
+    print(
+        f"sync 2 x {s['ops_each']} diverged ops, {'warm' if s['warm'] else 'cold'} digests: "
+        f"{s['cpu_s']:.2f} s CPU to equal digests={s['digests_equal']} "
+        f"(exchange {s['cpu_s_exchange']:.2f} s, digests {s['cpu_s_digests']:.2f} s; "
+        f"{s['wall_s']:.2f} s wall; load average {s['load_avg_1m_before']:.2f});\n"
+        f"  libsodium alone: {s['verifications']} verifications + {s['points']} points + "
+        f"{s['point_adds']} point additions = {floor:.2f} s CPU at this run's per-call costs; "
+        f"{s['messages']} messages, {s['wire_bytes']:,} wire bytes = "
+        f"{s['wire_over_op_bytes']:.3f} x the ops' bytes"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
@@ -228,13 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         stats.sort_stats("cumulative").print_stats(args.profile)
         return 0
     if args.sync_only:
-        s = bench_sync(10_000 // scale)
-        print(
-            f"sync 2 x {s['ops_each']} diverged ops: {s['cpu_s']:.2f} s CPU "
-            f"(exchange {s['cpu_s_exchange']:.2f} s, digests {s['cpu_s_digests']:.2f} s; "
-            f"{s['wall_s']:.2f} s wall; load {s['load_avg_1m_before']:.2f}) "
-            f"digests equal={s['digests_equal']}"
-        )
+        prims = bench_primitives(2_000 // scale)
+        print("libsodium per call, CPU µs (least of 3): " + ", ".join(
+            f"{k[:-3]} {v:.1f}" for k, v in prims.items()))
+        for warm in (False, True):
+            print_sync(bench_sync(10_000 // scale, warm=warm), prims)
         return 0
     report["ecmh"] = bench_ecmh(5_000 // scale)
     report["apply"] = [
@@ -242,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_apply(50 // scale, 1_000),
         bench_apply(5_000 // scale, 1),
     ]
+    report["primitives"] = bench_primitives(2_000 // scale)
     report["sync"] = bench_sync(10_000 // scale)
+    report["sync_warm"] = bench_sync(10_000 // scale, warm=True)
     report["convergence"] = [bench_convergence(n) for n in (10, 25, 50, 100)]
 
     m = report["machine"]
@@ -262,16 +358,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{a['mutations_per_s']:>10.0f} {a['mutations_per_s_with_digest']:>14.0f} "
             f"{a['op_bytes_mean']:>9.0f}"
         )
-    s = report["sync"]
-    print(
-        f"\nsync 2 x {s['ops_each']} diverged ops (both nodes in this process): "
-        f"{s['cpu_s']:.2f} s CPU ({s['wall_s']:.2f} s wall) to equal digests="
-        f"{s['digests_equal']}: exchange {s['cpu_s_exchange']:.2f} s, "
-        f"first digests of both nodes {s['cpu_s_digests']:.2f} s;\n  "
-        f"{s['messages']} messages, {s['wire_bytes']:,} wire bytes = "
-        f"{s['wire_over_op_bytes']:.3f} x the ops' {s['op_bytes']:,} bytes; "
-        f"load average {s['load_avg_1m_before']:.2f} (CPU time is the figure to compare)"
-    )
+    p = report["primitives"]
+    print("\nlibsodium per call, CPU µs (least of 3): " + ", ".join(
+        f"{k[:-3]} {v:.1f}" for k, v in p.items()))
+    print()
+    print_sync(report["sync"], p)
+    print_sync(report["sync_warm"], p)
     print("\nanti-entropy convergence (1 op per node, pull+push-back with 1 random peer/round)")
     for c in report["convergence"]:
         print(f"  {c['nodes']:>4} nodes: {c['rounds']:>3} rounds (converged={c['converged']})")
