@@ -789,31 +789,59 @@ class Replica:
     def state_digest(self) -> bytes:
         """ECMH over all row versions (tombstones included); 32 bytes.
 
-        Folds the rows changed since the last call in one pass: each changed row's old
+        Folds the rows changed since the last fold in one pass: each changed row's old
         point out, its new point in (one point per row version, however many ops wrote it)."""
-        if self._digest_dirty:
-            points, tables, metas = self._row_points, self.tables.rows, self._dirty_meta
-            dirty = list(self._digest_dirty)
-            old = [p for p in map(points.get, dirty) if p is not None]
-            versions = []
-            for rk in dirty:
-                table, key = rk
-                row = tables[table].get(key)
-                assert row is not None, rk
-                versions.append(row_version_bytes(table, key, row, metas.get(rk)))
-            new = points_of(versions)
-            points.update(zip(dirty, new, strict=True))
-            self._digest.update(new, old)
-            self._digest_dirty = set()
-            metas.clear()
+        self._fold_rows(len(self._digest_dirty))
         return self._digest.value
 
     def op_digest(self) -> bytes:
         """ECMH over the ids of the logged ops; 32 bytes."""
-        if self._opset_pending:
-            self._opset.update(points_of(self._opset_pending, person=b"synod-opset"))
-            self._opset_pending = []
+        self._fold_opset(len(self._opset_pending))
         return self._opset.value
+
+    def fold_digests(self, points_max: int) -> int:
+        """Fold at most points_max points of the digests' pending work (op ids logged, rows
+        changed) ahead of a digest request; returns how many points are still pending.
+
+        The digests are the same whenever they are folded. A node that calls this when idle
+        (during a partition, say) makes the digests asked for after a heal pay only for what
+        the heal brought (decision 0099)."""
+        if points_max < 0:
+            raise UsageError("points_max is not negative")
+        done = self._fold_opset(points_max)
+        self._fold_rows(points_max - done)
+        return len(self._digest_dirty) + len(self._opset_pending)
+
+    def _fold_opset(self, limit: int) -> int:
+        pending = self._opset_pending
+        if not pending or limit <= 0:
+            return 0
+        batch = pending[:limit]
+        del pending[:limit]
+        self._opset.update(points_of(batch, person=b"synod-opset"))
+        return len(batch)
+
+    def _fold_rows(self, limit: int) -> None:
+        dirty = self._digest_dirty
+        if not dirty or limit <= 0:
+            return
+        if limit >= len(dirty):
+            batch, self._digest_dirty = list(dirty), set()
+        else:  # any subset: the sum does not depend on the order of folding
+            batch = [dirty.pop() for _ in range(limit)]
+        points, tables, metas = self._row_points, self.tables.rows, self._dirty_meta
+        old = [p for p in map(points.get, batch) if p is not None]
+        versions = []
+        for rk in batch:
+            table, key = rk
+            row = tables[table].get(key)
+            assert row is not None, rk
+            versions.append(row_version_bytes(table, key, row, metas.pop(rk, None)))
+        new = points_of(versions)
+        points.update(zip(batch, new, strict=True))
+        self._digest.update(new, old)
+        # ready() keeps encodings of dirty rows only, so none outlives the dirty set
+        assert self._digest_dirty or not metas, "kept row encodings of clean rows"
 
     # ------------------------------------------------------------------ recovery
     @classmethod
