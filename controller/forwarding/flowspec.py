@@ -52,6 +52,7 @@ _MAC_FIELDS = ("eth_src", "eth_dst")
 _IPV4_FIELDS = ("ipv4_src", "ipv4_dst")
 KNOWN_FIELDS = tuple(sorted((*_INT_FIELDS, *_MAC_FIELDS, *_IPV4_FIELDS)))
 ETH_TYPE_IPV4 = 0x0800
+_OCTETS = frozenset(str(n) for n in range(256))  # dotted-quad parts in canonical form
 
 
 class FlowSpecError(ValueError):
@@ -140,6 +141,9 @@ def parse_match(text: str) -> Match:
                 raise FlowSpecError(f"match field {name}: {value!r} is not a MAC address")
             fields[name] = value.lower()
         elif name in _IPV4_FIELDS:
+            if all(octet in _OCTETS for octet in value.split(".")) and value.count(".") == 3:
+                fields[name] = value  # a plain address, already as ipaddress writes it
+                continue
             try:
                 net = ipaddress.IPv4Network(value, strict=True)
             except ValueError as e:

@@ -135,3 +135,27 @@ def test_audit_skips_in_flight_and_timed_flows():
     t = spec_from_row(row(flow_id="t", idle_timeout=30))
     result = audit(0x101, {a.cookie: a, t.cookie: t}, [], in_flight=[a.cookie])
     assert result.clean
+
+
+def test_ipv4_match_values_read_as_ipaddress_reads_them():
+    """parse_match takes a plain address without ipaddress (the node and the controller
+    parse every row): the result, or the refusal, must be ipaddress's (seeded cases)."""
+    import ipaddress
+    import random
+
+    rng = random.Random(14)
+    cases = ["10.0.0.1", "10.0.0.01", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3",
+             "+1.2.3.4", "1.2.3.4/32", "1.2.3.0/24", "1.2.3.4/24", "0.0.0.0", "1.2.3.-1",
+             "\u0661.2.3.4", "1.2.3.4/", "1.2.3.4/255.255.0.0"]
+    cases += [".".join(str(rng.randrange(0, 300)) for _ in range(4)) for _ in range(500)]
+    for text in cases:
+        try:
+            net = ipaddress.IPv4Network(text, strict=True)
+            want = str(net.network_address) if net.prefixlen == 32 else str(net)
+        except ValueError:
+            want = None
+        try:
+            got = parse_match(f"ipv4_src={text}").ipv4_src
+        except FlowSpecError:
+            got = None
+        assert got == want, text
