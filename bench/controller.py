@@ -658,6 +658,13 @@ def render(m: dict, r: dict) -> str:
             f"median {ms['median']:.3f} s, max {ms['max']:.3f} s", "<= 0.3 s")
         add(f"{label}: kill -> 1st packet-in served",
             f"median {fs['median']:.3f} s, max {fs['max']:.3f} s", "<= 0.3 s")
+    c = r.get("codec")
+    if c:
+        add(f"in-process CPU, {c['flows']} bundle adds: encoded fresh / from the cache",
+            f"{c['encode_fresh_s'] * 1000:.0f} ms / {c['encode_cached_s'] * 1000:.0f} ms "
+            f"(preparing the cache {c['prepare_s'] * 1000:.0f} ms)")
+        add(f"in-process CPU, reading {c['flows']} flow-stats entries: os-ken + conversion "
+            "/ readback", f"{c['read_osken_s'] * 1000:.0f} ms / {c['read_raw_s'] * 1000:.0f} ms")
     bare = r.get("bare") or []
     if bare:
         rates = summary([b["flows_per_s"] for b in bare])
@@ -730,7 +737,68 @@ def render(m: dict, r: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-SECTIONS = ("bare", "failover", "pipeline", "stage", "audit")
+SECTIONS = ("codec", "bare", "failover", "pipeline", "stage", "audit")
+
+
+def codec_figures(flows: int, reps: int = 5) -> dict:
+    """In-process CPU (process_time, best of reps) for N Synod flows like the pipeline's:
+    encoding their bundle adds fresh and from a prepared FlowModCache, and reading their
+    flow-stats replies (split as OVS splits them, ~64 KB) with os-ken's parser plus the
+    conversion the audit used, and with controller/forwarding/readback.py. No OVS."""
+    import itertools
+
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+    from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+    from controller.forwarding import wire
+    from controller.forwarding.audit import InstalledFlow
+    from controller.forwarding.flowspec import spec_from_row
+    from controller.openflow.ofmsg import _ofp_match, match_from_ofp, outputs_from_instructions
+    from tests.unit.ofbytes import flow_stats_entry, flow_stats_reply, osken_parse
+
+    specs = [spec_from_row({"dpid": DPID, "flow_id": f"b{i}", "priority": 300,
+                            "match": f"ipv4_dst={flow_address(i)}", "actions": "output:1"})
+             for i in range(flows)]
+    intents = [s.to_intent() for s in specs]
+    out: dict = {"flows": flows}
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return min(times)
+
+    out["encode_fresh_s"] = best(lambda: b"".join(wire.bundled_flow_mods(
+        itertools.count(1), 1, 1, intents)))
+    cache = wire.FlowModCache()
+    out["prepare_s"] = best(lambda: (cache._by_cookie.clear(), cache.prepare(intents)))
+    out["encode_cached_s"] = best(lambda: b"".join(wire.bundled_flow_mods(
+        itertools.count(1), 1, 1, intents, cache)))
+    inst = [ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                       [ofpp.OFPActionOutput(1, ofp.OFPCML_NO_BUFFER)])]
+    entries = [flow_stats_entry(s.cookie, 0, 300, _ofp_match(ofpp, s.match), inst,
+                                packets=i, octets=100 * i) for i, s in enumerate(specs)]
+    per = 600  # entries of this size per ~64 KB reply
+    replies = [flow_stats_reply(1, entries[k:k + per], more=k + per < flows)
+               for k in range(0, flows, per)]
+
+    def osken() -> list:
+        return [InstalledFlow(s.cookie, s.table_id, s.priority, match_from_ofp(s.match),
+                              outputs_from_instructions(ofp, s.instructions), s.idle_timeout,
+                              s.hard_timeout, s.packet_count, s.byte_count)
+                for m in replies for s in osken_parse(m).body]
+
+    def ours() -> list:
+        return [f for m in replies for f in parse_flow_stats_reply(m)[0]]
+
+    from controller.forwarding.readback import parse_flow_stats_reply
+    if osken() != ours():
+        raise BenchError("readback and os-ken disagree on the generated replies")
+    out["read_osken_s"] = best(osken)
+    out["read_raw_s"] = best(ours)
+    return out
 
 
 def run(args: argparse.Namespace, res: Resources, tmp: Path, log) -> dict:
@@ -740,6 +808,11 @@ def run(args: argparse.Namespace, res: Resources, tmp: Path, log) -> dict:
         raise BenchError(f"unknown sections {sorted(want - set(SECTIONS))} (known: "
                          f"{', '.join(SECTIONS)})")
     prof = Profiler(Path(args.profile) if args.profile else None)
+    if "codec" in want:
+        log(f"codec: in-process CPU for {args.flows} flows")
+        r["codec"] = codec_figures(args.flows)
+    if want <= {"codec"}:
+        return r
     if "bare" in want and not args.skip_bare:
         log(f"bare os-ken app: {args.flows} flow-mods one send_msg each, {args.trials} runs")
         r["bare"] = bare_app(res, tmp, args.flows, args.trials, log)
