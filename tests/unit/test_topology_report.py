@@ -77,18 +77,26 @@ class _Node:
 
     def __init__(self) -> None:
         self.rows: dict[tuple, object] = {}
-        self.reports = 0
+        self.reports = self.lists = 0
         self.rows_api = SimpleNamespace(List=self._list)
         self.local = SimpleNamespace(ReportTopology=self._report)
+        self.cluster = SimpleNamespace(GetDigest=self._digest)
 
     def client(self):
-        return SimpleNamespace(rows=self.rows_api, local=self.local, call=self._call)
+        return SimpleNamespace(rows=self.rows_api, local=self.local, cluster=self.cluster,
+                               call=self._call)
 
     @staticmethod
     def _call(method, request, timeout_s=None):
         return method(request)
 
+    def _digest(self, request):
+        state = repr(sorted((k, r.SerializeToString()) for k, r in self.rows.items()))
+        return SimpleNamespace(state_digest=state.encode()[-64:] + bytes([len(state) % 256]),
+                               ops=self.reports)
+
     def _list(self, request):
+        self.lists += 1
         return SimpleNamespace(rows=[r for (t, *_), r in sorted(self.rows.items(),
                                                                  key=lambda kv: str(kv[0]))
                                      if t == request.table])
@@ -147,3 +155,20 @@ def test_a_takeover_raced_by_the_previous_masters_retraction_converges():
     reports = node.reports
     edge1._round(node.client())  # and once the table holds them, a round writes nothing
     assert node.reports == reports
+
+
+def test_an_idle_round_reads_the_digest_not_the_tables():
+    node = _Node()
+    obs = {"now": _report("edge1", [E1], host_port=2)}
+    edge1 = _sync(node, obs)
+    edge1._round(node.client())  # reads, writes its rows
+    edge1._round(node.client())  # its own write moved the digest: reads once more
+    lists = node.lists
+    for _ in range(5):
+        edge1._round(node.client())
+    assert node.lists == lists  # nothing changed anywhere: no table read
+    node.rows.pop(("ports", E1_T, 1))  # another controller's retraction lands
+    node.reports += 1
+    edge1._round(node.client())
+    assert node.lists == lists + len(("ports", "links", "hosts", "switches"))
+    assert (E1_T, 1) in _table(node, "ports")  # and the row is written again
