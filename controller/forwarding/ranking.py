@@ -23,6 +23,7 @@ __all__ = [
     "controller_order",
     "home_site_from_desc",
     "rank_in",
+    "sites_to_probe",
 ]
 
 SITE_TAG = "synod-site="
@@ -59,6 +60,15 @@ def better_alive(order: Sequence[str], own_site: str, alive: Mapping[str, bool])
     return any(alive.get(site, False) for site in order[:rank_in(order, own_site)])
 
 
+def sites_to_probe(orders: Iterable[Sequence[str]], own_site: str) -> frozenset[str]:
+    """The controllers whose liveness matters to `own_site`: those ranked above it for a
+    switch connected to it (`orders`: controller_order of each). better_alive asks about
+    no other, so probing every peer only made each controller's cost grow with the number
+    of sites (decision 0097): a site's controller probes the sites whose switches it backs
+    up, the cloud's every edge, an edge's none or one."""
+    return frozenset(s for order in orders for s in order[:rank_in(order, own_site)])
+
+
 class Liveness:
     """Which peer controllers are alive, from the results of their probes."""
 
@@ -78,6 +88,16 @@ class Liveness:
             # Capped, so a controller dead for days does not count up without bound.
             self._failures[site] = 0 if answered else \
                 min(self._failures[site] + 1, self.failures_dead)
+        return self.alive() != before
+
+    def forget(self, sites: Iterable[str]) -> bool:
+        """Sites no longer probed count as alive again, as before their first probe: when
+        one matters again, it must fail `failures_dead` probes before we claim what it
+        should master. True if any site's liveness changed."""
+        before = self.alive()
+        for site in sites:
+            if site in self._failures:
+                self._failures[site] = 0
         return self.alive() != before
 
     def alive(self) -> dict[str, bool]:

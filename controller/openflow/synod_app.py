@@ -41,6 +41,7 @@ from controller.forwarding.ranking import (
     controller_order,
     home_site_from_desc,
     rank_in,
+    sites_to_probe,
 )
 from controller.forwarding.reconciler import (
     Audited,
@@ -287,10 +288,15 @@ class SynodController(app_manager.OSKenApp):
     def _probe_loop(self) -> None:
         peers = [(s, h, p) for s, h, p in self.opts.controllers if s != self.opts.site]
         while not self._stopping.wait(PROBE_INTERVAL_S):
-            results = {site: _answers(host, port) for site, host, port in peers}
+            with self._lock:  # only those ranked above us for a switch we are connected to
+                wanted = sites_to_probe([self._order(d) for d in self.datapaths],
+                                        self.opts.site)
+            results = {site: _answers(host, port) for site, host, port in peers
+                       if site in wanted}
             now = now_ms()
             with self._lock:
-                if self.liveness.probed(results):
+                changed = self.liveness.probed(results)
+                if self.liveness.forget(s for s, _, _ in peers if s not in wanted) or changed:
                     for dpid in list(self.datapaths):
                         self._send(self.mastership.better_alive(
                             dpid, self._better_alive(dpid), now))
