@@ -677,6 +677,9 @@ def render(m: dict, r: dict) -> str:
         add(f"pipeline, {p['flows']} flows API -> switch",
             f"{p['flows_per_s']:,.0f} flows/s ({state} after {p['elapsed_s']:.1f} s; "
             f"API ack {p['api_ack_s']:.2f} s)", ">= 1x bare")
+        if p["complete"]:
+            add("  API ack -> all on switch (replication, watch, controller)",
+                f"{(p['elapsed_s'] - p['api_ack_s']) * 1000:.0f} ms")
         if bare:
             add("pipeline / bare", f"{p['flows_per_s'] / rates['median']:.3f}x", ">= 1x")
     for key, label in (("stage", "programming stage"),
