@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.agreement.lifecycle import ABSENT, LifeState, lifecycle_slot
-
 from edge_agent.spec import (
     Capacity,
     ServiceSpec,

@@ -18,6 +18,7 @@ from .certificate import Decision, certificate_ops
 from .checkpoint import CHECKPOINT, Checkpoints, checkpoint_number_of, checkpoint_slot
 from .errors import Reason, Refused, UsageError
 from .ledger import Indexed, Ledger
+from .lifecycle import LIFECYCLE, check_lifecycle, lifecycle_of, lifecycle_slot
 from .membership import (
     EQUIVOCATION,
     Membership,
@@ -37,7 +38,6 @@ from .messages import (
     slot_kind,
     to_body,
 )
-from .lifecycle import LIFECYCLE, check_lifecycle, lifecycle_of, lifecycle_slot
 from .placement import PLACEMENT, check_placement, placement_of, placement_slot
 from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result

@@ -10,7 +10,6 @@ import pytest
 from controller.agreement import (
     AgreementReplica,
     Status,
-    lineage_of,
     reunion_slot,
     secede,
     with_conflicts_table,

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from synod.v1 import northbound_pb2 as nb
 
+from controller.node.client import ClientError
 from controller.node.codec import value_pb
 from controller.node.datadir import init_data_dirs
-from controller.node.client import ClientError
 from controller.replication import decode, encode
 from edge_agent.deploy import AgentInfo, agent_key
 from edge_agent.link import NodeLink
