@@ -313,3 +313,28 @@ def _verdict(check: Any, value: Any) -> str | None:
 )
 def test_check_plain_gives_the_former_verdict(value: Any) -> None:
     assert _verdict(check_plain, value) == _verdict(_former_check_plain, value)
+
+
+# ----------------------------------------------------------------- signatures, as before
+
+
+def test_open_signed_gives_verify_signatures_verdict() -> None:
+    from controller.replication import Identity
+    from controller.replication.identity import open_signed, verify_signature
+
+    rng = random.Random(9)
+    me, other = Identity.from_seed(rng.randbytes(32)), Identity.from_seed(rng.randbytes(32))
+    for size in (0, 1, 290, 5000):
+        message = rng.randbytes(size)
+        sig = me.sign(message)
+        bad = bytes([sig[0] ^ 1]) + sig[1:]
+        cases = [
+            (me.public_key, message, sig),
+            (other.public_key, message, sig),
+            (me.public_key, message + b"x", sig),
+            (me.public_key, message, bad),
+            (me.public_key, message, bytes(64)),
+        ]
+        verdicts = [open_signed(*c) for c in cases]
+        assert verdicts == [verify_signature(*c) for c in cases]
+        assert verdicts == [True, False, False, False, False]
