@@ -220,14 +220,12 @@ def _timing(report: Report, name: str, seconds: float | None) -> None:
 def _equal_digests(cluster: SdnCluster, site_names: list[str], unanswered: list[str]) -> bool:
     """Do all nodes answer with one digest? A node that does not answer is noted (the
     failed check names it) and the wait goes on."""
-    digests = set()
-    for site in site_names:
-        try:
-            digests.add(cluster.digest(site))
-        except EmulationError as e:
-            unanswered.append(str(e))
-            return False
-    return len(digests) == 1
+    try:
+        digests = cluster.digests()
+    except EmulationError as e:
+        unanswered.append(str(e))
+        return False
+    return len({digests[s] for s in site_names}) == 1
 
 
 def _pause(opts: ScenarioOptions, progress: Progress, what: str) -> None:
