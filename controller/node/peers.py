@@ -47,6 +47,9 @@ class _Link:
         self.queue: deque[bytes] = deque()
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.streaming = True  # until the peer answers DeliverStream with UNIMPLEMENTED
+        self.stream = None  # the DeliverStream call in use, if any
+        self.stopping = False  # set by PeerLinks.stop before it cancels the task
 
     def enqueue(self, data: bytes) -> None:
         cfg = self.links.config
@@ -58,7 +61,9 @@ class _Link:
 
     async def run(self) -> None:
         cfg, backoff = self.links.config, 0.05
-        while True:
+        # gRPC may swallow a cancellation (a stream call being set up ends "normally" when
+        # cancelled), so the loop also checks the flag stop() sets.
+        while not self.stopping:
             channel = None
             try:
                 channel = await self._connect()
@@ -69,6 +74,8 @@ class _Link:
                 self.links.links.remove(self)
                 return
             except (grpc.RpcError, TimeoutError, ConnectionError, _LinkError) as exc:
+                if self.stopping:
+                    return
                 if self.up:
                     log.warning("peer %s at %s down: %s", self.node_id, self.address, _why(exc))
                 self.up = False
@@ -116,30 +123,65 @@ class _Link:
             engine.keeper.meet(hello.genesis, self.node_id)
         self.up = True
         self.links.note_reachable()
+        self.streaming = True  # a restarted peer may run newer code: try the stream again
         log.info("peer %s at %s up", self.node_id, self.address)
         engine.request_sync(self.node_id)  # catch up at once, not at the next random round
         return channel
 
     async def _pump(self, channel: grpc.aio.Channel) -> None:
+        """Deliver the queue in batches, one batch in flight: over one DeliverStream while
+        the peer serves it, else (older code answered UNIMPLEMENTED) a Deliver call each."""
         cfg, engine = self.links.config, self.links.engine
         stub = peer_pb2_grpc.PeerServiceStub(channel)
-        while True:
-            if not self.queue:
-                self.ready.clear()
-                await self.ready.wait()
-            batch, size = [], 0
-            while self.queue and len(batch) < cfg.batch_messages_max:
-                if size + len(self.queue[0]) > cfg.message_bytes_max // 2 and batch:
-                    break
-                data = self.queue.popleft()
-                batch.append(data)
-                size += len(data)
-            resp = await stub.Deliver(
-                peer_pb2.DeliverRequest(messages=batch), timeout=cfg.deliver_timeout_ms / 1000
-            )
-            self.links.metrics.inc("sync_bytes_sent", size)
-            if resp.cluster_id in (b"", engine.cluster_id):
-                engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+        timeout = cfg.deliver_timeout_ms / 1000
+        stream = self.stream = stub.DeliverStream() if self.streaming else None
+        try:
+            while not self.stopping:
+                if not self.queue:
+                    self.ready.clear()
+                    await self.ready.wait()
+                batch, size = [], 0
+                while self.queue and len(batch) < cfg.batch_messages_max:
+                    if size + len(self.queue[0]) > cfg.message_bytes_max // 2 and batch:
+                        break
+                    data = self.queue.popleft()
+                    batch.append(data)
+                    size += len(data)
+                request = peer_pb2.DeliverRequest(messages=batch)
+                if stream is None:
+                    resp = await stub.Deliver(request, timeout=timeout)
+                else:
+                    try:
+                        resp = await _over_stream(stream, request, timeout)
+                    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, _LinkError) as exc:
+                        # Writing to a call that already ended raises InvalidStateError:
+                        # its status says why.
+                        code = await stream.code() if stream.done() else None
+                        if code != grpc.StatusCode.UNIMPLEMENTED:
+                            if isinstance(exc, asyncio.InvalidStateError):
+                                raise _LinkError(f"the delivery stream ended: {code}") from None
+                            raise
+                        log.info("peer %s has no DeliverStream (older code): Deliver calls",
+                                 self.node_id)
+                        self.streaming, stream = False, None
+                        resp = await stub.Deliver(request, timeout=timeout)
+                self.links.metrics.inc("sync_bytes_sent", size)
+                if resp.cluster_id in (b"", engine.cluster_id):
+                    engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+        finally:
+            self.stream = None
+            if stream is not None:
+                stream.cancel()
+
+
+async def _over_stream(stream, request, timeout: float):
+    """One request on a DeliverStream and its answer, within timeout (TimeoutError)."""
+    await stream.write(request)
+    async with asyncio.timeout(timeout):  # not wait_for: no task, no swallowed cancel
+        resp = await stream.read()
+    if resp is grpc.aio.EOF:
+        raise _LinkError("the peer ended the delivery stream")
+    return resp
 
 
 def _hello_request(node_id: str) -> peer_pb2.HelloRequest:
@@ -235,6 +277,9 @@ class PeerLinks:
     async def stop(self) -> None:
         links = list(self.links)
         for link in links:
+            link.stopping = True
+            if link.stream is not None:
+                link.stream.cancel()
             if link.task:
                 link.task.cancel()
         await asyncio.gather(*(lk.task for lk in links if lk.task), return_exceptions=True)
@@ -320,7 +365,34 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
     async def Deliver(self, request, context):
         caller = await self._caller(context)
+        return await self._deliver(caller, request, context)
+
+    async def DeliverStream(self, request_iterator, context):
+        """Deliver, one request after another on a long-lived stream. The stream counts
+        against the caller's in-flight bound for its whole life; membership is checked
+        again for each request, so a member removed meanwhile is cut off at once."""
+        caller = await self._caller(context)
         if self._inflight.get(caller, 0) >= self.config.inflight_max:
+            self.metrics.inc("peer_refused|inflight")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
+        self._inflight[caller] = self._inflight.get(caller, 0) + 1
+        try:
+            async for request in request_iterator:
+                if caller not in self.engine.peer_keys():
+                    self.metrics.inc("peer_refused|not_member")
+                    await context.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"node {caller} is not a member (removed by a decided membership change)",
+                    )
+                yield await self._deliver(caller, request, context, counted=True)
+        finally:
+            self._inflight[caller] -= 1
+
+    async def _deliver(self, caller: str, request, context, counted: bool = False):
+        """One delivery from caller: rate-limited, decoded, applied and durable here, then
+        answered with this node's vector. counted: the call already holds an in-flight slot
+        (a stream), so the bound is not applied twice."""
+        if not counted and self._inflight.get(caller, 0) >= self.config.inflight_max:
             self.metrics.inc("peer_refused|inflight")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
         bucket = self._buckets.get(caller)
@@ -352,13 +424,15 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 rejected += 1
                 continue
             messages.append(msg)
-        self._inflight[caller] = self._inflight.get(caller, 0) + 1
+        if not counted:
+            self._inflight[caller] = self._inflight.get(caller, 0) + 1
         try:
             vector = await self.engine.deliver(caller, messages)
         except EngineError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         finally:
-            self._inflight[caller] -= 1
+            if not counted:
+                self._inflight[caller] -= 1
         out = codec.deliver_pb(vector, rejected)
         out.cluster_id = self.engine.cluster_id
         return out

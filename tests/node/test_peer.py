@@ -155,3 +155,52 @@ def test_a_flooding_peer_is_rate_limited_and_others_are_served(cluster_dirs):
             assert status.counters["peer_refused|rate"] == refused
     finally:
         n1.stop()
+
+
+def _delivery_calls(port: int) -> dict[str, float]:
+    """grpc_server_started_total of the peer service's two delivery methods, scraped."""
+    from .test_metrics import families, sample, scrape
+
+    fams = families(scrape(port)[0])
+    return {m: sample(fams, "grpc_server_started", "grpc_server_started_total",
+                      grpc_service="synod.v1.PeerService", grpc_method=m) or 0.0
+            for m in ("Deliver", "DeliverStream")}
+
+
+def _two_nodes(cluster_dirs, metrics_port):
+    ports = [free_port() for _ in range(3)]
+    peers = [f"127.0.0.1:{p}" for p in ports]
+    n1 = InProcessNode(cluster_dirs[0], peers[0], peer={"peers": [peers[1], peers[2]]}).start()
+    n2 = InProcessNode(cluster_dirs[1], peers[1], peer={"peers": [peers[0], peers[2]]},
+                       metrics={"listen": f"127.0.0.1:{metrics_port}"}).start()
+    return n1, n2
+
+
+@pytest.mark.parametrize("peer_streams", [True, False], ids=["stream", "older-peer"])
+def test_deliveries_ride_one_stream_or_fall_back_to_calls(cluster_dirs, monkeypatch,
+                                                          peer_streams):
+    """Links deliver over one DeliverStream per peer (a call per batch no more); a peer
+    without it (older code: UNIMPLEMENTED) gets Deliver calls, and quorum writes work."""
+    from controller.node.peers import PeerServicer
+
+    if not peer_streams:
+        async def no_stream(self, request_iterator, context):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            yield  # an async generator, as gRPC expects of a streaming handler
+
+        monkeypatch.setattr(PeerServicer, "DeliverStream", no_stream)
+    port = free_port()
+    n1, n2 = _two_nodes(cluster_dirs, port)
+    try:
+        with n1.client(n1.admin_token) as c:
+            for i in range(20):
+                assert _put(c, f"s{i}", nb.ACK_QUORUM, 5000).holders >= 2
+        calls = _delivery_calls(port)
+        if peer_streams:
+            assert calls["DeliverStream"] >= 1 and calls["DeliverStream"] <= 4, calls
+            assert calls["Deliver"] == 0, calls
+        else:
+            assert calls["Deliver"] >= 20, calls  # one call per batch at least
+    finally:
+        n1.stop()
+        n2.stop()

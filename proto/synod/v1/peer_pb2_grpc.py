@@ -46,6 +46,11 @@ class PeerServiceStub:
                 request_serializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
                 _registered_method=True)
+        self.DeliverStream = channel.stream_stream(
+                '/synod.v1.PeerService/DeliverStream',
+                request_serializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
+                response_deserializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
+                _registered_method=True)
         self.Secede = channel.unary_unary(
                 '/synod.v1.PeerService/Secede',
                 request_serializer=synod_dot_v1_dot_peer__pb2.SecedeNotice.SerializeToString,
@@ -74,6 +79,15 @@ class PeerServiceServicer:
         """Deliver canonical-CBOR encoded messages (controller.replication.encode_message) from
         the calling node. Answered once they are applied and durable, with the receiver's
         version vector: the sender learns which of its ops the receiver holds (quorum acks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverStream(self, request_iterator, context):
+        """Deliver as one long-lived stream per link: each request is answered, in order, as
+        Deliver would answer it. A stream message costs about half a unary call here (decision
+        0100); a caller whose peer answers UNIMPLEMENTED (older code) falls back to Deliver.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +124,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
             ),
             'Deliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Deliver,
+                    request_deserializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.FromString,
+                    response_serializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.SerializeToString,
+            ),
+            'DeliverStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DeliverStream,
                     request_deserializer=synod_dot_v1_dot_peer__pb2.DeliverRequest.FromString,
                     response_serializer=synod_dot_v1_dot_peer__pb2.DeliverResponse.SerializeToString,
             ),
@@ -178,6 +197,33 @@ class PeerService:
             request,
             target,
             '/synod.v1.PeerService/Deliver',
+            synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
+            synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/synod.v1.PeerService/DeliverStream',
             synod_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
             synod_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
             options,
