@@ -156,9 +156,10 @@ FLOW_MOD_CACHE_MAX = 200_000  # encoded flow-mods kept (about 250 bytes each wit
 class FlowModCache:
     """Encoded FLOW_MODs of FlowAdd intents, by cookie, so that re-sending a desired flow
     (a takeover, a repair) and sending one prepared in advance cost a header, not an
-    encoding. An entry is used only for the very intent object it was made from
-    (FlowSpec.to_intent returns the same object each time): a changed flow is a new
-    object and is encoded anew. Bounded: emptied when FLOW_MOD_CACHE_MAX is reached.
+    encoding. An entry serves only an intent equal to the one it was made from (checked
+    by identity first: FlowSpec.to_intent returns the same object each time; then by
+    value, e.g. for a row parsed again): a changed flow is encoded anew. Bounded: emptied
+    when FLOW_MOD_CACHE_MAX is reached.
     """
 
     def __init__(self, entries_max: int = FLOW_MOD_CACHE_MAX) -> None:
@@ -175,8 +176,8 @@ class FlowModCache:
             self._by_cookie.pop(intent.cookie, None)  # its flow is going away
             return flow_mod(0, intent)
         hit = self._by_cookie.get(intent.cookie)
-        if hit is not None and hit[0] is intent:
-            return hit[1]
+        if hit is not None and (hit[0] is intent or hit[0] == intent):
+            return hit[1]  # equal intents encode to equal bytes
         data = flow_mod(0, intent)
         if len(self._by_cookie) >= self.entries_max:
             self._by_cookie.clear()

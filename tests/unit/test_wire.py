@@ -131,6 +131,9 @@ def test_the_flow_mod_cache_serves_the_same_intent_and_re_encodes_a_changed_one(
     first = cache.encoded(spec.to_intent())
     assert with_xid(first, 77) == flow_mod(77, spec.to_intent())
     assert cache.encoded(spec.to_intent()) is first  # a hit: not encoded again
+    again = spec_from_row(row)  # the same row parsed again (a new, equal object)
+    assert again.to_intent() is not spec.to_intent()
+    assert cache.encoded(again.to_intent()) is first
     moved = spec_from_row({**row, "actions": "output:3"})  # same cookie, another flow
     assert moved.cookie == spec.cookie
     assert cache.encoded(moved.to_intent()) == flow_mod(0, moved.to_intent()) != first
