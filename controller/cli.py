@@ -76,10 +76,13 @@ def cli(ctx: click.Context, **connection: object) -> None:
                    "live until Ctrl-C (docs/web.md)")
 @click.option("--web-pause-s", type=click.FloatRange(0, 3600), default=15.0,
               show_default=True, help="with --web: the pause before the cut and the heal")
+@click.option("--service", is_flag=True,
+              help="after the heal: an edge agent per edge site, a service (QEMU microVM) "
+                   "deployed on edge1 and fetched from a host of edge2 (docs/edge-agent.md)")
 def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
             wan_delay_ms: float, wan_rate_mbit: float, wan_loss_pct: float, cut_site: str,
             controllers: str, of_port: int, log_dir: str | None, cleanup: bool,
-            verbose: bool, web: bool, web_pause_s: float) -> None:
+            verbose: bool, web: bool, web_pause_s: float, service: bool) -> None:
     """Emulate a cloud-edge network (Mininet, userspace OVS) with a real synod-controller.
 
     Brings the topology up, pings every host pair, cuts and heals one edge site's
@@ -114,8 +117,16 @@ def emulate(topo: str, sites: int, hosts_per_site: int, switches_per_site: int,
                                web_pause_s=web_pause_s if web else 0.0)
         log_dir = log_dir or tempfile.mkdtemp(prefix="synod-emulate-")
         shown: list = []  # with --web the report is printed before the hold
+        on_healed = None
+        if service:  # edge agents and a service: topologies/agents.py
+            if controllers != "sdn" or topo != "cloudedge":
+                raise CliError("--service needs --topo cloudedge --controllers sdn")
+            from topologies.agents import check_service
+
+            def on_healed(cluster, r):
+                check_service(cluster, r, progress, cluster.sites)
         report = run_scenario(opts, progress, log_dir,
-                              lambda r: (click.echo(r.render()), shown.append(r)))
+                              lambda r: (click.echo(r.render()), shown.append(r)), on_healed)
     except (EmulationError, TopologyError) as e:
         raise CliError(str(e)) from None
     if not shown:
