@@ -5,15 +5,22 @@ the cause, never a traceback (issue 14: at 10 sites `synod flows list` timed out
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 from types import SimpleNamespace
 
 import pytest
 
-from topologies import sdn, sdn_scenario
-from topologies.cloud_edge import SiteInfo
-from topologies.netctl import EmulationError
-from topologies.scenario import ScenarioOptions
+_LOGGER_CLASS = logging.getLoggerClass()
+from topologies import sdn, sdn_scenario  # noqa: E402 - imports Mininet, which ...
+from topologies.cloud_edge import SiteInfo  # noqa: E402
+from topologies.netctl import EmulationError  # noqa: E402
+from topologies.scenario import ScenarioOptions  # noqa: E402
+
+# ... makes every logger created later its own (with a level and a console handler): the
+# tests after this module in the same process, which look at records with caplog, would
+# see none. Mininet's own logger keeps its class.
+logging.setLoggerClass(_LOGGER_CLASS)
 
 
 def test_a_cli_call_that_times_out_is_an_emulation_error_naming_it(monkeypatch, tmp_path):
