@@ -166,9 +166,19 @@ class FlowReconciler:
                       now_ms: int) -> list[Output]:
         """Rows changed: (dpid, cookie, spec, or None for a deleted row), in order. An
         unchanged row is skipped; a changed or deleted one forgets its flow error (the
-        switch is asked again, or the flow is gone)."""
-        out: list[Output] = []
+        switch is asked again, or the flow is gone).
+
+        Only the last change of a flow in one call counts: a row deleted and given again
+        in the same batch (the node link's watch re-delivers rows that way when it
+        restarts) is one change, or none if it came back unchanged — the switch keeps the
+        flow and its counters instead of a delete and an add of the same flow.
+        """
+        last: dict[tuple[int, int], FlowSpec | None] = {}
         for dpid, cookie, spec in changes:
+            last.pop((dpid, cookie), None)  # ordered by each flow's last change
+            last[(dpid, cookie)] = spec
+        out: list[Output] = []
+        for (dpid, cookie), spec in last.items():
             table = self._desired.setdefault(dpid, {})
             if spec is None:
                 old = table.pop(cookie, None)
