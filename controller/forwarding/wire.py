@@ -118,7 +118,7 @@ def _match(match: Match) -> bytes:
 
 _MATCH_HEADER = struct.Struct("!HH")
 _PAD = [b"\0" * ((8 - n) % 8) for n in range(8)]
-_OUTPUT_NO_BUFFER = {}  # port -> packed OFPAT_OUTPUT action (few distinct ports)
+_OUTPUT_NO_BUFFER: dict[int, bytes] = {}  # port -> packed OFPAT_OUTPUT action (few ports)
 
 
 def _output(port: int) -> bytes:
