@@ -357,6 +357,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
         async with self.api.call(context, Role.VIEWER, "Delete") as record:
             mutations = codec.delete_mutations(self.api.schema, request.table, request.keys)
             self.api.check_write(record, mutations)
+            _check_service_deletes(self.api.engine, mutations)
             return await self.api.write(mutations, request.ack, request.timeout_ms)
 
     async def Get(self, request, context):
@@ -747,6 +748,20 @@ def _check_services(engine, mutations) -> None:
                    written)
     except SpecError as exc:
         raise codec.CodecError(codec.clip(str(exc), 400)) from None
+
+
+def _check_service_deletes(engine, mutations) -> None:
+    """A services row whose life is decided in slots goes once `remove` is decided
+    (`synod services rm` decides it first; decision 0082): nothing is deleted otherwise."""
+    for m in mutations:
+        if m.table != "services":
+            continue
+        life = _life(engine, str(m.key[0]))
+        if life.n > 0 and life.phase != "absent":
+            raise codec.CodecError(
+                f"services/{codec.clip(str(m.key[0]), 40)}: service/{m.key[0]}/{life.n} "
+                f"decided it {life.phase}: `synod services rm` decides its removal before "
+                "the row goes")
 
 
 def _life(engine, name: str):

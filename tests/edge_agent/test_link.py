@@ -247,6 +247,11 @@ def test_deploys_decide_the_sequence_of_a_services_states(node, tmp_path):
             assert "services/life: not what service/life/3 decided (stopped" in str(e.value)
         got = c.call(c.rows.Get, nb.GetRequest(table="services", key=[value_pb("life")]))
         assert '"memory_mb":256' in got.row.values["desired_state"].text_value
+        # a raw delete of the row is refused while the slots say it exists
+        with pytest.raises(ClientError) as e:
+            c.call(c.rows.Delete, nb.DeleteRequest(table="services", keys=[
+                nb.KeyList(key=[value_pb("life")])]))
+        assert "service/life/3 decided it stopped: `synod services rm`" in str(e.value)
         synod("services", "rm", "life")
         assert slot(4) == {"action": "remove", "desired": "", "prev": slot(2)["desired"]}
         assert not c.call(c.rows.Get, nb.GetRequest(table="services",
