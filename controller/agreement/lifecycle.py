@@ -88,10 +88,11 @@ class Transition:
         if not isinstance(value, dict):
             raise Refused(Reason.BAD_LIFECYCLE, f"{slot}: the value must be a map "
                           f"{{action, desired, prev}}, not {type(value).__name__}")
-        for key in sorted(set(value) - _KEYS, key=str):
-            raise Refused(Reason.BAD_LIFECYCLE, f"{slot}.{key}: unknown key")
-        for key in sorted(_KEYS - set(value)):
-            raise Refused(Reason.BAD_LIFECYCLE, f"{slot}.{key}: missing")
+        unknown, missing = sorted(set(value) - _KEYS, key=str), sorted(_KEYS - set(value))
+        if unknown:
+            raise Refused(Reason.BAD_LIFECYCLE, f"{slot}.{unknown[0]}: unknown key")
+        if missing:
+            raise Refused(Reason.BAD_LIFECYCLE, f"{slot}.{missing[0]}: missing")
         action, desired, prev = value["action"], value["desired"], value["prev"]
         if action not in ACTIONS:
             raise Refused(Reason.BAD_LIFECYCLE, f"{slot}.action: one of {', '.join(ACTIONS)}")

@@ -86,10 +86,11 @@ class PlacementValue:
         if not isinstance(value, dict):
             raise Refused(Reason.BAD_PLACEMENT, f"{slot}: the value must be a map "
                           f"{{node, spec_hash, lease_ms}}, not {type(value).__name__}")
-        for key in sorted(set(value) - _KEYS, key=str):
-            raise Refused(Reason.BAD_PLACEMENT, f"{slot}.{key}: unknown key")
-        for key in sorted(_KEYS - set(value)):
-            raise Refused(Reason.BAD_PLACEMENT, f"{slot}.{key}: missing")
+        unknown, missing = sorted(set(value) - _KEYS, key=str), sorted(_KEYS - set(value))
+        if unknown:
+            raise Refused(Reason.BAD_PLACEMENT, f"{slot}.{unknown[0]}: unknown key")
+        if missing:
+            raise Refused(Reason.BAD_PLACEMENT, f"{slot}.{missing[0]}: missing")
         node, spec_hash, lease_ms = value["node"], value["spec_hash"], value["lease_ms"]
         if not isinstance(node, str) or not node:
             raise Refused(Reason.BAD_PLACEMENT, f"{slot}.node: a node id (a string)")
