@@ -109,8 +109,9 @@ class SynodController(app_manager.OSKenApp):
         # Encoded flow-mods of the desired flows, made when they are learnt, so that a
         # takeover (or a repair) writes bytes it already holds (decision 0098).
         self._encoded = wire.FlowModCache()
-        self._bundles: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # id -> dpid,
-        # flow-mods, when opened (ns): for the log line of a large bundle's commit
+        # bundle id -> dpid, flow-mods, when opened and when all was handed to os-ken (ns):
+        # for the log line of a large bundle's commit
+        self._bundles: OrderedDict[int, tuple[int, int, int, int]] = OrderedDict()
         self._lock = threading.RLock()
         rawstats.install()
         self._stopping = threading.Event()
@@ -221,7 +222,7 @@ class SynodController(app_manager.OSKenApp):
                     chunk, size = [], 0
             chunk.append(wire.bundle_ctrl(self._xid(), bid, ofp.ONF_BCT_COMMIT_REQUEST, flags))
             dp.send(b"".join(chunk))
-            self._bundles[bid] = (dpid, len(intents), opened_ns)
+            self._bundles[bid] = (dpid, len(intents), opened_ns, time.monotonic_ns())
             while len(self._bundles) > BUNDLES_TRACKED_MAX:
                 self._bundles.popitem(last=False)
         batch.clear()
@@ -402,9 +403,11 @@ class SynodController(app_manager.OSKenApp):
         with self._lock:
             entry = self._bundles.pop(msg.bundle_id, None)
         if entry is not None and entry[1] >= BUNDLE_LOG_FLOW_MODS_MIN:
+            dpid, flow_mods, opened_ns, handed_ns = entry
             self.logger.info("switch %016x committed a bundle of %d flow-mods %.1f ms after "
-                             "it was opened", entry[0], entry[1],
-                             (time.monotonic_ns() - entry[2]) / 1e6)
+                             "it was opened (all handed to os-ken after %.1f ms)", dpid,
+                             flow_mods, (time.monotonic_ns() - opened_ns) / 1e6,
+                             (handed_ns - opened_ns) / 1e6)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     @guarded
