@@ -103,8 +103,13 @@ def test_services_show_their_state_and_where_they_run(node, browser):
     from synod.v1 import northbound_pb2 as nb
 
     open_view(browser, node.url, node.viewer)
+    from edge_agent.deploy import AgentInfo, Capacity, agent_key
+
     me = node.proc.info["node_id"]
     with node.client() as c:
+        # The node checks a placed, running service against its agent's declaration.
+        c.call(c.rows.Put, nb.PutRequest(rows=[row("kv", [agent_key(me)], value=AgentInfo(
+            me, "cloud", Capacity(2, 1024), ("cs1",)).encode())]))
         c.call(c.rows.Put, nb.PutRequest(rows=[
             row("placements", ["dns"], node=me, generation=1, state="running")]))
         c.call(c.rows.Put, nb.PutRequest(rows=[row("services", ["dns"], image="microvm")]))
