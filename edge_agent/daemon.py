@@ -19,12 +19,12 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from edge_agent.driver import Agent, AgentOptions, Collector
-from edge_agent.microvm import DEFAULT_CACHE
-from edge_agent.reconcile import Limits
+if TYPE_CHECKING:
+    from edge_agent.driver import AgentOptions
 
 __all__ = ["AgentError", "agent", "run_agent"]
 
@@ -85,6 +85,7 @@ def _setup_logging(fmt: str, level: str) -> None:
 
 def run_agent(o: AgentOptions) -> None:
     """Run until SIGTERM/SIGINT (KeyboardInterrupt); VMs keep running after it returns."""
+    from edge_agent.driver import Agent, Collector
     from edge_agent.link import NodeLink
 
     if not o.token_file or not Path(o.token_file).is_file():
@@ -176,6 +177,11 @@ def agent_run(site: str, node: str, node_token_file: str, node_ca: str, node_ins
               bridges: tuple[str, ...], accel: str, interval_ms: int, boot_timeout_ms: int,
               metrics: str, log_format: str, log_level: str) -> None:
     """Run the edge agent until SIGTERM (its VMs keep running; a restart adopts them)."""
+    # Imported here: `synod` loads this module for its command list on every call.
+    from edge_agent.driver import AgentOptions
+    from edge_agent.microvm import DEFAULT_CACHE
+    from edge_agent.reconcile import Limits
+
     _setup_logging(log_format, log_level)
     state = Path(state_dir or f"/run/synod-agent/{site}")
     if image_cache is None:  # e.g. under systemd's ProtectSystem=strict the checkout is not
