@@ -334,6 +334,9 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
 
         engine = self.api.engine
         switches = {str(k[0]).lower() for k in engine.rows("switches")}
+        ports_of: dict[str, list[int]] = {}  # each switch's ports, read once per call
+        for k in engine.rows("ports"):
+            ports_of.setdefault(str(k[0]).lower(), []).append(int(k[1]))
         for m in mutations:
             if m.table != "flows":
                 continue
@@ -342,8 +345,7 @@ class Rows(northbound_pb2_grpc.RowServiceServicer):
             row["dpid"], row["flow_id"] = m.key
             try:
                 dpid = parse_dpid(row["dpid"])
-                ports = [int(k[1]) for k, v in engine.rows("ports").items()
-                         if str(k[0]).lower() == f"{dpid:016x}"]
+                ports = ports_of.get(f"{dpid:016x}", [])
                 if switches and f"{dpid:016x}" not in switches:
                     raise FlowSpecError(f"no switch {dpid:016x} in this fabric "
                                         f"(known: {', '.join(sorted(switches))})")
