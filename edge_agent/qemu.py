@@ -165,6 +165,23 @@ def _pid_is_ours(pid: int, pidfile: Path) -> bool:
         any(b"qemu-system" in c for c in cmdline[:1])
 
 
+def qemu_pids(*folders: Path | str) -> list[int]:
+    """The QEMU processes whose command line names one of these folders (an agent's state
+    folder, an emulation's run folder): what tests and teardown look for, by /proc."""
+    marks = [str(f).encode() for f in folders]
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"qemu-system") and any(m in cmd for m in marks):
+            out.append(int(p.name))
+    return sorted(out)
+
+
 def _read_pid(pidfile: Path) -> int | None:
     try:
         return int(pidfile.read_text().strip())

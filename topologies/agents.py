@@ -129,20 +129,6 @@ def _state(cluster) -> str:
     return next((str(r.get("state")) for r in rows if r.get("name") == SERVICE), "")
 
 
-def _qemu_pids(states: list[Path]) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmd.startswith(b"qemu-system") and any(str(s).encode() in cmd for s in states):
-            out.append(int(p.name))
-    return out
-
-
 def check_service(cluster, report, progress: Progress, sites: list[str]) -> None:
     """Agents on the edge sites, the service on edge1, fetched from a host of the next
     edge site; the outcome is a check (and notes) in report. Needs two edge sites."""
@@ -207,13 +193,13 @@ def check_service(cluster, report, progress: Progress, sites: list[str]) -> None
 def _tear_down(cluster, agents, nodes, states, deployed: bool, progress: Progress) -> None:
     """Remove the service (its agent stops the VM and its tap), stop the agents; kill a
     QEMU and delete a tap still there (an agent that failed)."""
-    from edge_agent.qemu import tap_name
+    from edge_agent.qemu import qemu_pids, tap_name
 
     taps = {site: tap_name(SERVICE, 0, node) for site, node in nodes.items()}
     if deployed:
         try:
             cluster.synod("edge1", "services", "rm", SERVICE)
-            cluster.wait(lambda: not _qemu_pids(states) and not any(
+            cluster.wait(lambda: not qemu_pids(*states) and not any(
                 Path(f"/sys/class/net/{t}").exists() for t in taps.values()), STOP_TIMEOUT_S)
         except EmulationError as e:
             progress(f"service {SERVICE}: removing it failed: {e}")
@@ -226,7 +212,7 @@ def _tear_down(cluster, agents, nodes, states, deployed: bool, progress: Progres
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-    for pid in _qemu_pids(states):
+    for pid in qemu_pids(*states):
         progress(f"service {SERVICE}: killing QEMU {pid} left running")
         try:
             os.kill(pid, signal.SIGKILL)

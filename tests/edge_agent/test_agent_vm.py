@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.qemu import tap_name
+from edge_agent.qemu import qemu_pids, tap_name
 from tests.cluster.harness import Cluster, wait_for
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]
@@ -88,21 +88,6 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             return None
-
-
-def qemu_pids(state_dir: Path) -> list[int]:
-    """QEMU processes whose command line names a folder of this state dir."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmd.startswith(b"qemu-system") and str(state_dir).encode() in cmd:
-            out.append(int(p.name))
-    return out
 
 
 def _diagnose(net, host) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.qemu import qemu_pids
+
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]
 
 SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
@@ -17,16 +19,7 @@ SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
 
 def _leftovers(root: Path) -> list[str]:
     """QEMU processes of the emulation's agents, and taps of theirs still on a bridge."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmd.startswith(b"qemu-system") and str(root).encode() in cmd:
-            out.append(f"qemu {p.name}")
+    out = [f"qemu {pid}" for pid in qemu_pids(root)]
     ports = subprocess.run(["ovs-vsctl", "--columns=name", "--format=csv", "--no-headings",
                             "find", "Interface", "external_ids:synod-agent!=\"\""],
                            capture_output=True, text=True, check=False).stdout.split()

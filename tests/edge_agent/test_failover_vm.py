@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from edge_agent.qemu import tap_name
+from edge_agent.qemu import qemu_pids, tap_name
 from tests.cluster.harness import Cluster, wait_for
-from tests.edge_agent.test_agent_vm import AgentProcess, qemu_pids, synod
+from tests.edge_agent.test_agent_vm import AgentProcess, synod
 
 pytestmark = [pytest.mark.mininet, pytest.mark.vm]
 VM_IP = "10.1.0.60"

@@ -67,3 +67,32 @@ def test_an_unwritable_state_folder_is_a_reason_not_a_crash(tmp_path):
     with pytest.raises(RuntimeError_, match="web: cannot create"):
         rt.start(parse_spec({"name": "web"}), image, "h", 0)
     assert rt.scan() == {}
+
+
+def test_qemu_pids_finds_qemu_processes_naming_a_folder(tmp_path):
+    """Found by /proc: a process whose argv[0] is QEMU's and whose command line names the
+    folder; not one naming another folder, nor a non-QEMU process naming this one."""
+    import subprocess
+    import sys
+
+    from edge_agent.qemu import qemu_pids
+
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    nap = "import time; time.sleep(30)"
+    procs = [subprocess.Popen(["bash", "-c", f'exec -a qemu-system-x86_64 {sys.executable} '
+                               f'-c "{nap}" {folder}']) for folder in (mine, other)]
+    procs.append(subprocess.Popen([sys.executable, "-c", nap, str(mine)]))
+    try:
+        import time
+
+        for _ in range(100):  # bash has exec'd once the cmdline says so
+            if len(qemu_pids(tmp_path)) == 2:
+                break
+            time.sleep(0.02)
+        assert qemu_pids(mine) == [procs[0].pid]
+        assert qemu_pids(other) == [procs[1].pid]
+        assert qemu_pids(mine, other) == sorted(p.pid for p in procs[:2])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
