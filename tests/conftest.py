@@ -6,6 +6,7 @@ tests (root, Open vSwitch; run in the full suite), `slow` checks (opt-in: --long
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -41,6 +42,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Mininet's log module makes every logger created after its import a MininetLogger,
+    with a handler and a level of its own (WARNING): test modules that import Mininet at
+    collection would silence the INFO lines of every logger a later test creates (an
+    os-ken app's, say). Loggers made from here on are plain ones again."""
+    logging.setLoggerClass(logging.Logger)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -267,7 +267,7 @@ def test_a_large_bundles_commit_is_logged_with_its_time(monkeypatch, clock, capl
     assert app._bundles[bundle_id][1] == len(specs)
     ofp = ofproto_v1_3
     reply = SimpleNamespace(datapath=dp, bundle_id=bundle_id, type=ofp.ONF_BCT_COMMIT_REPLY)
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger=app.logger.name):
         app._on_bundle_reply(SimpleNamespace(msg=reply))
     assert f"committed a bundle of {len(specs)} flow-mods" in caplog.text
     assert bundle_id not in app._bundles
