@@ -87,9 +87,14 @@ def test_an_operator_cannot_move_a_service_while_its_owner_is_heard(make_cluster
         assert wait_for(moved, need_s + 20, interval_s=1), "never decided after the lease"
         took = time.monotonic() - cut
         assert decided[0].decided and decode(decided[0].value)["node"] == ids[1]
-        assert took >= need_s, (took, need_s)
+        # The voters count from the last message they heard from node 2, which came before
+        # the cut by a few anti-entropy intervals (200 ms each) at most: not earlier.
+        assert took >= need_s - HEARD_GAP_S, (took, need_s)
         print(f"moved {took:.1f} s after the cut (voters need {need_s:.1f} s of silence)")
     assert not _decided(cluster, 2, "placement/web/2")  # the cut-off owner never learned it
+
+
+HEARD_GAP_S = 1.0  # a live, connected member is heard far more often than this here
 
 
 def _decided(cluster, i: int, slot: str) -> bool:
