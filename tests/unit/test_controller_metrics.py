@@ -66,7 +66,15 @@ class FakeSwitch:
     features reply, an empty port description; echo answered."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # The metrics endpoint may answer before os-ken's OpenFlow listener is bound.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, f"no OpenFlow listener on {port} in 10 s"
+                time.sleep(0.05)
         self.sock.sendall(self._header(0, 8, 1))  # HELLO
         self.reader = threading.Thread(target=self._serve, daemon=True)
         self.reader.start()
