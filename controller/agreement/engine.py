@@ -485,20 +485,20 @@ class Agreement:
         if slot_kind(slot) == SCHEMA:
             check_schema(slot, value, self.config.schema_version, self.decided_schema())
         if slot_kind(slot) == PLACEMENT:
-            where = placement_of(slot)
-            before = None
-            if where is not None and where[1] > 1:
-                d = ledger.decided(placement_slot(where[0], where[1] - 1))
-                before = None if d is None else d.value
+            before = self._decided_before(placement_of(slot), placement_slot)
             check_placement(slot, value, before, frozenset(ledger.membership.voters),
                             self._silence_ms, self.node_id)
         if slot_kind(slot) == LIFECYCLE:
-            life = lifecycle_of(slot)
-            before = None
-            if life is not None and life[1] > 1:
-                d = ledger.decided(lifecycle_slot(life[0], life[1] - 1))
-                before = None if d is None else d.value
-            check_lifecycle(slot, value, before)
+            check_lifecycle(slot, value, self._decided_before(lifecycle_of(slot),
+                                                              lifecycle_slot))
+
+    def _decided_before(self, where: tuple[str, int] | None, slot_of) -> Any:
+        """The value decided here for the previous number of a numbered slot (name, n): None
+        for n = 1, an unparsed slot, or a previous one not decided here."""
+        if where is None or where[1] <= 1:
+            return None
+        d = self.ledger.decided(slot_of(where[0], where[1] - 1))
+        return None if d is None else d.value
 
     def _emit(self, msg: VoteMessage) -> None:
         if self.node_id not in self.ledger.membership.voters:
