@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 
 import pytest
 from synod.v1 import northbound_pb2 as nb
@@ -63,29 +64,32 @@ def _kv(cluster, i: int) -> dict[str, bytes]:
 
 
 class Churn:
-    """Writers, one per node, each its own keys (so the last acknowledged value per key is
-    known): overwrites and some deletes, ACK_LOCAL, over one client connection each."""
+    """Writers, `per_node` per node, each its own keys (so the last acknowledged value per
+    key is known): overwrites and some deletes, ACK_LOCAL, over one client connection
+    each."""
 
-    def __init__(self, cluster) -> None:
+    def __init__(self, cluster, per_node: int = 1) -> None:
         self.cluster = cluster
+        self.per_node = per_node
         self.acked: dict[str, bytes | None] = {}
         self.lock = threading.Lock()
         self.done = 0
         self.refused = 0
 
     def run(self, ops: int, nodes: list[int]) -> None:
-        per = ops // len(nodes)
-        threads = [threading.Thread(target=self._writer, args=(i, per), daemon=True)
-                   for i in nodes]
+        per = ops // (len(nodes) * self.per_node)
+        threads = [threading.Thread(target=self._writer, args=(i, w, per), daemon=True)
+                   for i in nodes for w in range(self.per_node)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(3_600)
 
-    def _writer(self, i: int, count: int) -> None:
+    def _writer(self, i: int, w: int, count: int) -> None:
+        keys = KEYS // (3 * self.per_node)
         with self.cluster.client(i, timeout_s=10) as c:
             for k in range(count):
-                key = f"n{i}-{k % (KEYS // 3)}"
+                key = f"n{i}-{w}-{k % keys}"
                 value = f"{k}".encode()
                 try:
                     if k % 11 == 5:
@@ -106,10 +110,11 @@ class Churn:
                     self.done += 1
 
 
-def soak(make_cluster, tmp_path, ops: int, checkpoint_ops: int) -> None:
+def soak(make_cluster, tmp_path, ops: int, checkpoint_ops: int, per_node: int = 1) -> None:
     config = _config(tmp_path, checkpoint_ops)
     cluster = make_cluster(3, seed=5, extra_args=["--config", str(config)])
-    churn = Churn(cluster)
+    churn = Churn(cluster, per_node)
+    started = time.monotonic()
     rss: list[list[float]] = []
     quarter = ops // 4
 
@@ -161,8 +166,10 @@ def soak(make_cluster, tmp_path, ops: int, checkpoint_ops: int) -> None:
     assert "fetched from a peer" in node.log.read_text()
     assert _logged(node.data / "store.db") < total
     assert _kv(cluster, 3) == want
-    print(f"soak: {churn.done:,} acknowledged writes ({churn.refused} refused while a node "
-          f"was down), {total:,} ops in all, RSS MB per node {rss}")
+    pruned = sum(v for k, v in _status(cluster, 0).counters.items() if k.endswith("pruned"))
+    print(f"soak: {time.monotonic() - started:.0f} s, {churn.done:,} acknowledged writes "
+          f"({churn.refused} refused while a node was down), {total:,} ops held and "
+          f"{pruned:,} pruned at node 0, RSS MB per node {rss}")
 
 
 def test_soak_short(make_cluster, tmp_path):
@@ -171,5 +178,7 @@ def test_soak_short(make_cluster, tmp_path):
 
 @pytest.mark.slow
 def test_soak_long(make_cluster, tmp_path):
+    # Several writers per node: one synchronous client per node takes ~200 writes/s here,
+    # which would make a million ops an afternoon.
     soak(make_cluster, tmp_path, ops=int(os.environ.get("SYNOD_SOAK_OPS", "1000000")),
-         checkpoint_ops=10_000)
+         checkpoint_ops=10_000, per_node=int(os.environ.get("SYNOD_SOAK_WRITERS", "4")))
