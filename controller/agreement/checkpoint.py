@@ -34,7 +34,6 @@ from controller.replication.encoding import encode
 from controller.replication.identity import hash32
 
 from .errors import Reason, Refused
-from .membership import DECOMMISSIONED, EQUIVOCATION
 from .messages import slot_number
 
 __all__ = [
@@ -271,20 +270,9 @@ class Checkpoints:
 
     def departed(self) -> set[NodeId]:
         """Voters removed by a decided membership change that named no reason for good
-        (neither equivocation nor decommissioned) and are not voters again."""
-        ledger = self.ledger
-        out: set[NodeId] = set()
-        for version in sorted(ledger.memberships):
-            m, previous = ledger.memberships[version], ledger.memberships.get(version - 1)
-            if previous is None:
-                continue
-            gone = set(previous.voters) - set(m.voters)
-            if m.reason in (EQUIVOCATION, DECOMMISSIONED):
-                out -= gone
-            else:
-                out |= gone
-            out -= set(m.voters)
-        return out - set(ledger.membership.voters)
+        (neither equivocation nor decommissioned), not released by a later decided
+        release and not voters again (Membership.departed, derived by the ledger)."""
+        return set(self.ledger.membership.departed)
 
     def compact(self) -> int:
         """Prune the replica to the base checkpoint if it is stable; returns ops pruned."""

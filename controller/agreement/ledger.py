@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller.replication import CustomBody, Genesis, NodeId, Op, OpId
@@ -18,7 +18,7 @@ from controller.replication.dag import Dag
 
 from .certificate import Certificate, Decision
 from .errors import Reason, Refused
-from .membership import Membership, membership_version_of
+from .membership import Membership, departed_after, membership_version_of
 from .messages import (
     VOTE_KINDS,
     Accept,
@@ -270,6 +270,9 @@ class Ledger:
             except Refused as exc:
                 self.counters[exc.reason] += 1
                 return
+            previous = self.memberships.get(version - 1)
+            if previous is not None:  # decided in order: n's ballots name n - 1
+                new = replace(new, departed=departed_after(previous, new))
             self.memberships[version] = new
             self.keys.update(new.voters)
             for other, rec in self.slots.items():  # votes that waited for this membership

@@ -138,4 +138,17 @@ class AgreementReplica(Replica):
         if d is None or value_key(d.value) != value_key(MERGE):
             got = "nothing" if d is None else repr(d.value)
             raise Refused(Reason.NO_MERGE, f"{slot} decided {got}, not {MERGE!r}")
+        child = lineage_of(other.genesis)
+        pruned = self.dag.base
+        if child.parent == self.cluster_id and any(
+            child.fork_vector.get(a, 0) < s for a, s in pruned.items()
+        ):
+            # Compacted past the fork (its voters were released, or removed for good):
+            # the report needs this side's ops from the fork on (decision 0070).
+            raise Refused(
+                Reason.NO_MERGE,
+                f"{other.cluster_id.hex()[:16]} seceded at a point this node compacted "
+                "past: its voters were released or removed for good; its nodes join "
+                "again as new nodes",
+            )
         super().join_lineage(other)
