@@ -82,6 +82,9 @@ class AgreementSimConfig:
     # decided one is checked against a replica rebuilt from the ops inside its cut.
     checkpoint_ops: int = 0
     compact: bool = False  # and prune the ops below a stable one (decision 0070)
+    # A voter removed with no reason for good is released later by a decided release
+    # (decision 0070, "Releasing a departed voter's pin"), 1.5 s after its removal.
+    releases: bool = False
     tick_ms: int = 50
 
     @classmethod
@@ -103,6 +106,7 @@ class AgreementSimConfig:
         derived["joins"] = derived["spares"]
         derived["checkpoint_ops"] = rng.choice([0, 0, 12, 40])
         derived["compact"] = derived["checkpoint_ops"] > 0 and rng.random() < 0.5
+        derived["releases"] = rng.random() < 0.5  # drawn last: the other fields stay as they were
         derived.update(overrides)
         return cls(seed=seed, **derived)
 
@@ -172,6 +176,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         self.no_quorum = 0
         self.last_learned_ms = 0
         self.forged: dict[NodeId, set[OpId]] = {}  # equivocator -> the two ops it signed
+        self.released_passed: set[tuple[NodeId, NodeId]] = set()  # (node, released voter)
         self.silenced: set[NodeId] = set()  # equivocators, offline for good
         for node in self.nodes.values():
             self._start(node)
@@ -334,6 +339,8 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.propose(rng.choice(self._voters()), slot, value, rng.randint(1_000, 4_000))
         elif kind == "join":
             self._membership_change(payload, join=True)
+        elif kind == "release":
+            self._release(*payload)
         elif kind == "leave":
             voters = [v for v in self._voters() if v != self.isolated]
             silent = len(self.silenced & set(self._voters()))
@@ -389,17 +396,53 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             self.crash(node)
             self.silenced.add(node.id)
 
+    def step(self, node: SimNode) -> None:
+        """Step the node; each time it compacts, check the departed voters' pins then."""
+        a = node.agreement
+        assert a is not None
+        before = a.checkpoints.final_n
+        super().step(node)
+        if node.agreement is a and a.checkpoints.final_n != before:
+            self._check_departed(node)
+
+    @staticmethod
+    def _departed(a: Agreement) -> tuple[set[NodeId], set[NodeId]]:
+        """(departed, released) read afresh from the node's decided membership values, not
+        from Membership.departed: voters removed with no reason for good, less those a
+        later release names or a later change makes voters again; and the released ones
+        that are not voters now."""
+        departed: set[NodeId] = set()
+        released: set[NodeId] = set()
+        chain = a.ledger.memberships
+        for version in sorted(chain)[1:]:
+            m, previous = chain[version], chain[version - 1]
+            if not m.reason:
+                departed |= set(previous.voters) - set(m.voters)
+            departed -= set(m.released)
+            released |= set(m.released)
+            departed -= set(m.voters)
+            released -= set(m.voters)
+        return departed, released
+
     def _check_departed(self, node: SimNode) -> None:
-        """Compaction never passes what a voter removed without a reason for good last
-        acknowledged (it may come back as a seceded side to reunite: decision 0070)."""
+        """Compaction never passes what a voter removed without a reason for good, and not
+        released since, last acknowledged (it may come back as a seceded side to reunite:
+        decision 0070). Compactions past a released voter's last op are counted."""
         a, r = node.agreement, node.replica
         assert a is not None and r is not None
         cut = a.checkpoints.final.cut
-        for gone in a.checkpoints.departed():
+        departed, released = self._departed(a)
+        if departed != a.checkpoints.departed():
+            raise self.fail(f"departed voters at {node.id[:8]}: {sorted(departed)} by the "
+                            f"chain, {sorted(a.checkpoints.departed())} by the node")
+        for gone in departed | released:
             tip = r.dag.at(gone, r.dag.last_seq(gone))
-            if tip is not None and not covers(a.ledger.vector(tip.id), cut):
+            if tip is None or covers(a.ledger.vector(tip.id), cut):
+                continue
+            if gone in departed:
                 raise self.fail(f"compaction at {node.id[:8]} passed departed voter "
                                 f"{gone[:8]}'s last op")
+            self.released_passed.add((node.id, gone))
 
     def _membership_change(self, subject: NodeId, join: bool) -> None:
         voters = [v for v in self._voters() if self.nodes[v].agreement is not None]
@@ -414,8 +457,27 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             new = m.joined(self.nodes[subject].identity.public_key)
         else:  # half the leaves are for good (by the subject's id: no draw from the seed)
             new = m.left(subject, DECOMMISSIONED if int(subject[-1], 16) % 2 else "")
+            if not new.reason and self.config.releases:
+                self.at(self.time_ms + 1_500, "release", (subject, 1))
         slot = f"membership/{m.version + 1}"
         self.propose(proposer.id, slot, new.to_value(), 4_000)
+
+    def _release(self, subject: NodeId, attempt: int) -> None:
+        """Propose releasing a voter removed with no reason for good, once its removal is
+        decided (retried a few times while it is not, or the release was not decided)."""
+        voters = [v for v in self._voters() if self.nodes[v].agreement is not None]
+        if not voters:
+            return
+        proposer = self.nodes[voters[0]]
+        assert proposer.agreement is not None
+        m = proposer.agreement.membership()
+        if subject in m.departed:
+            slot = f"membership/{m.version + 1}"
+            self.propose(proposer.id, slot, m.releasing((subject,)).to_value(), 4_000)
+        elif subject not in m.voters:
+            return  # released already (or it never left: nothing to do)
+        if attempt < 4:
+            self.at(self.time_ms + 2_000, "release", (subject, attempt + 1))
 
     def run(self) -> AgreementSimResult:
         self._schedule()
@@ -502,6 +564,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
                 raise self.fail(f"agreement: two quorums for different values at {node.id[:8]}")
             self._check_certificates(node.id, a)
             self._check_departed(node)
+        counters["sim_released_passed"] = len(self.released_passed)
         self.no_quorum = sum(
             1 for _, p in self.proposals if p.outcome and p.outcome.status is Status.NO_QUORUM
         )
