@@ -14,7 +14,15 @@ from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_g
 
 import controller
 from controller.agreement import lineage_of
+from controller.agreement import Refused
 from controller.agreement.checkpoint import CHECKPOINT
+from controller.agreement.membership import (
+    LEAVE_SLOT,
+    RELEASE_SLOT,
+    membership_slot,
+    plan_leave,
+    plan_release,
+)
 from controller.agreement.upgrade import SCHEMA
 from controller.forwarding.reports import TOPOLOGY_TABLES as REPORT_TABLES
 from controller.replication import Upsert, decode, encode
@@ -481,9 +489,46 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
                 "slots need the agreement layer, off on this node (agreement.enabled = false)",
             )
 
+    async def _members_change(self, request, context):
+        """`membership/leave` ({node, for_good}) and `membership/release` ({nodes}): the
+        node builds the next membership from its chain (`plan_leave`, `plan_release`) and
+        proposes it in `membership/<n+1>`; the answer is that slot (decision 0070)."""
+        async with self.api.call(context, Role.ADMIN, "Propose") as record:
+            await self._need_agreement(context)
+            self.api.access.propose(record.role, "membership")
+            try:
+                value = decode(request.value)
+            except Exception as exc:  # Rejected, or anything the decoder raises
+                raise codec.CodecError(f"value must be CBOR: {exc}") from None
+            agreement = self.api.engine.agreement
+            chain = agreement.ledger.memberships
+            try:
+                if request.slot == LEAVE_SLOT:
+                    ok = isinstance(value, dict) and set(value) == {"node", "for_good"}
+                    if not ok or not isinstance(value["node"], str) \
+                            or not isinstance(value["for_good"], bool):
+                        raise codec.CodecError(f"{LEAVE_SLOT}: a map of node and for_good")
+                    new = plan_leave(chain, value["node"], value["for_good"])
+                else:
+                    ok = isinstance(value, dict) and set(value) == {"nodes"}
+                    if not ok or not isinstance(value["nodes"], list) \
+                            or not all(isinstance(n, str) for n in value["nodes"]):
+                        raise codec.CodecError(f"{RELEASE_SLOT}: a map of nodes (a list)")
+                    new = plan_release(chain, value["nodes"])
+            except Refused as exc:
+                raise codec.CodecError(exc.detail) from None
+            slot = membership_slot(new.version)
+            timeout = request.timeout_ms or agreement.config.timeout_ms
+            await self.api.engine.propose(slot, new.to_value(), timeout)
+            decision = self.api.engine.decided(slot)
+            assert decision is not None  # the engine answers once the slot is decided
+            return northbound_pb2.Slot(**decision_summary(decision))
+
     async def Propose(self, request, context):
         if request.slot == JOIN_SLOT:
             return await self._join(request, context)
+        if request.slot in (LEAVE_SLOT, RELEASE_SLOT):
+            return await self._members_change(request, context)
         kind = request.slot.partition("/")[0]
         async with self.api.call(context, Role.VIEWER, "Propose") as record:
             if kind in (CHECKPOINT, SCHEMA):  # the voters' own (decisions 0070, 0037)

@@ -142,7 +142,7 @@ _ERROR: list[type[click.ClickException]] = [click.ClickException]  # set by regi
 def register(cli: click.Group, error: type[click.ClickException]) -> None:
     """Add the client commands to the `synod` group; their errors raise `error`."""
     _ERROR[0] = error
-    for c in [*_ROOT, flows, services, token]:
+    for c in [*_ROOT, members, flows, services, token]:
         cli.add_command(c)
 
 
@@ -197,8 +197,20 @@ def status(ctx) -> None:
 
     ctx.out(plain, human)
 
-@command()
-def members(ctx) -> None:
+@click.group(invoke_without_command=True)
+@client_options
+@click.pass_context
+def members(cctx, **connection) -> None:
+    """Members of the cluster, whether they are reachable, and their progress; with a
+    subcommand, remove a voter or forget a former one (decision 0070)."""
+    if cctx.invoked_subcommand is None:
+        cctx.invoke(members_list, **connection)
+        return
+    root = cctx.find_root()  # options given before the subcommand reach it (`given`)
+    root.obj = {**(root.obj or {}), **{k: v for k, v in connection.items() if v is not None}}
+
+@command(members, "list")
+def members_list(ctx) -> None:
     """Members of the cluster, whether they are reachable, and their progress."""
     r = ctx.client.call(ctx.client.cluster.ListMembers, cl.pb().ListMembersRequest())
     rows = [
@@ -212,6 +224,54 @@ def members(ctx) -> None:
         for m in r.members
     ]
     ctx.out([cl.message_plain(m) for m in r.members], lambda: _table(rows))
+
+def _members_change(ctx, slot: str, value: dict, timeout_ms: int) -> None:
+    from controller.replication import decode, encode
+
+    request = cl.pb().ProposeRequest(slot=slot, value=encode(value), timeout_ms=timeout_ms)
+    wait_s = max((timeout_ms or 10_000) / 1000 + 5, ctx.client.timeout_s)
+    r = ctx.client.call(ctx.client.slots.Propose, request, wait_s)
+    decided = decode(r.value)
+
+    def human() -> None:
+        voters = ", ".join(n[:12] for n in sorted(decided.get("voters", {})))
+        click.echo(f"{r.slot}: decided; voters {voters}")
+        if decided.get("released"):
+            click.echo(f"  released for good: {', '.join(decided['released'])}")
+        elif decided.get("reason"):
+            click.echo(f"  reason: {decided['reason']}")
+
+    ctx.out(_slot_plain(r, decided), human)
+
+_TIMEOUT = click.option("--propose-timeout-ms", type=int, default=0,
+                        help="give up with 'no quorum reachable' after this long")
+
+@command(members, "remove")
+@click.argument("node")
+@click.option("--for-good", is_flag=True,
+              help="the machine will never come back, not even as a seceded side to "
+                   "reunite with: its last op does not pin compaction")
+@_TIMEOUT
+def members_remove(ctx, node, for_good, propose_timeout_ms) -> None:
+    """Remove voter NODE (an id or a prefix of 8+ characters) by a decided membership
+    change. Without --for-good the removed voter pins compaction at its last op (it may
+    be a seceded side that comes back to reunite); `synod members forget` releases it."""
+    from controller.agreement.membership import LEAVE_SLOT
+
+    _members_change(ctx, LEAVE_SLOT, {"node": node, "for_good": for_good},
+                    propose_timeout_ms)
+
+@command(members, "forget")
+@click.argument("nodes", nargs=-1, required=True)
+@_TIMEOUT
+def members_forget(ctx, nodes, propose_timeout_ms) -> None:
+    """Say that former voters NODES (ids or prefixes of 8+ characters), removed without
+    --for-good, are gone for good: a decided release, after which compaction goes past
+    their last ops. A side they seceded into can then no longer reunite with this
+    cluster: its machines join again as new nodes (docs/operations.md)."""
+    from controller.agreement.membership import RELEASE_SLOT
+
+    _members_change(ctx, RELEASE_SLOT, {"nodes": list(nodes)}, propose_timeout_ms)
 
 @command()
 def digest(ctx) -> None:

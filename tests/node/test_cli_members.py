@@ -1,0 +1,40 @@
+"""`synod members [list|remove|forget]` against an in-process one-voter node: the listing
+is unchanged, and removals and releases the chain does not allow fail with one clear line."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from controller.cli import cli
+
+
+def _run(node, *args):
+    opts = ["--server", node.api, "--insecure", "--token", node.admin_token]
+    return CliRunner().invoke(cli, [*args, *opts])
+
+
+def test_members_lists_as_before_and_refuses_what_the_chain_does_not_allow(solo):
+    listed = _run(solo, "members", "--json")
+    assert listed.exit_code == 0, listed.output
+    [me] = json.loads(listed.output)
+    assert me["self"] and json.loads(_run(solo, "members", "list", "--json").output) == [me]
+    node = me["node_id"]
+
+    r = _run(solo, "members", "remove", node[:10])
+    assert r.exit_code == 1 and f"{node[:16]} is the last voter" in r.output
+    r = _run(solo, "members", "forget", node)
+    assert r.exit_code == 1 and f"{node[:16]} is a voter of membership 0" in r.output
+    r = _run(solo, "members", "forget", "deadbeefcafe")
+    assert r.exit_code == 1 and "'deadbeefcafe' names no node" in r.output
+    r = _run(solo, "members", "remove", "abc")  # too short to be a prefix
+    assert r.exit_code == 1 and "names no node" in r.output
+    r = _run(solo, "members", "forget")
+    assert r.exit_code == 2  # usage: NODES is required
+
+
+def test_options_before_the_subcommand_reach_it(solo):
+    opts = ["--server", solo.api, "--insecure", "--token", solo.admin_token]
+    r = CliRunner().invoke(cli, ["members", *opts, "forget", "deadbeefcafe"])
+    assert r.exit_code == 1 and "names no node" in r.output
