@@ -13,8 +13,7 @@ import grpc
 from synod.v1 import local_pb2, local_pb2_grpc, northbound_pb2, northbound_pb2_grpc
 
 import controller
-from controller.agreement import lineage_of
-from controller.agreement import Refused
+from controller.agreement import Refused, lineage_of
 from controller.agreement.checkpoint import CHECKPOINT
 from controller.agreement.membership import (
     LEAVE_SLOT,

@@ -84,7 +84,8 @@ def test_bad_releases_are_refused_naming_the_key():
     good = m1.releasing((IDS[2],)).to_value()
     _bad(m1, {**good, "reason": EQUIVOCATION, "evidence": [b"x" * 32]},
          "released: only with reason decommissioned")
-    for released in ([], [IDS[2], IDS[2]], "x", [3], sorted(IDS)[::-1], [f"n{i}" for i in range(17)]):
+    too_many = [f"n{i:02}" for i in range(17)]
+    for released in ([], [IDS[2], IDS[2]], "x", [3], sorted(IDS)[::-1], too_many):
         _bad(m1, {**good, "released": released}, "released: 1 to 16 distinct node ids")
     _bad(m1, {**good, "released": [IDS[0]]}, f"released: {IDS[0][:16]} is a voter")
     _bad(m1, {**good, "released": [IDS[3]]}, "is not a departed voter")
@@ -212,3 +213,40 @@ def test_plan_leave_and_plan_release_resolve_names_and_say_what_is_wrong():
         plan_release({**chain1, 2: m2}, [IDS[2]])
     with pytest.raises(Refused, match="the last voter"):
         plan_leave({0: Membership(0, {IDS[0]: KEYS[0].public_key}, {})}, IDS[0], False)
+
+
+# ---------------------------------------------------------------------- what a release gives up
+def test_a_node_compacted_past_a_released_sides_fork_refuses_to_join_it():
+    """Node 2 secedes alone, is removed with a plain leave, then released: the others
+    compact past its fork; a merge decided later cannot be carried out by a node that no
+    longer holds the ops from the fork on (its report would be computed from holes)."""
+    import random
+
+    from controller.agreement import AgreementReplica, lineage_of, reunion_slot, secede
+    from controller.agreement.errors import Reason
+
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 25)
+    churn(net, 2, 50, 5)
+    net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
+    voters = net[0].agreement.membership().voters
+    seceded = secede(net[2].identity, net.genesis, voters, [net[2].id],
+                     net[2].replica.version_vector(), net.now_ms, confirmed_by="ops")
+    net.crash(2)
+    _remove(net, 2)
+    assert _release(net, 2, net[2].id).status is Status.DECIDED
+    churn(net, 0, 300, 60)
+    churn(net, 1, 400, 20)
+    before = net[0].agreement.checkpoints.final_n
+    net.run(rounds=600, until=lambda: net[0].agreement.checkpoints.final_n > before)
+    a = net[0].agreement
+    p = a.propose(reunion_slot(seceded.cluster_id), "merge", net.now_ms)
+    net.run(rounds=200, until=lambda: p.done)
+    assert p.outcome is not None and p.outcome.status is Status.DECIDED
+    shadow = AgreementReplica.recover(net[2].identity, seceded, random.Random(1), (),
+                                      peers=[n.id for n in net.nodes])
+    with pytest.raises(Refused, match="compacted past") as exc:
+        net[0].replica.join_lineage(shadow)
+    assert exc.value.reason is Reason.NO_MERGE
+    fork = lineage_of(seceded).fork_vector
+    assert any(fork.get(n, 0) < s for n, s in net[0].replica.dag.base.items())
