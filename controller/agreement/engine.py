@@ -42,7 +42,7 @@ from .placement import PLACEMENT, check_placement, placement_of, placement_slot
 from .policy import AgreementReplica
 from .quorum import VoteResult, vote_result
 from .rbac import AccessPolicy, check_policy, policy_slot, policy_version_of
-from .upgrade import SCHEMA, check_schema, schema_slot, schema_value
+from .upgrade import SCHEMA, check_schema, members_behind, schema_slot, schema_value
 
 __all__ = ["AgreementConfig", "Agreement", "Expulsion", "Outcome", "Proposal", "Status", "Watch"]
 
@@ -182,9 +182,10 @@ class Agreement:
         # Set by the node while it holds another lineage (a seceded side, a parent, one met):
         # a reunion report needs both sides' ops from the fork on (decision 0070).
         self.compaction_paused = False
-        # Set by the node: the lowest schema version every member said it reads (decision
-        # 0037); None: never propose a schema version.
-        self.members_read: Callable[[], int] | None = None
+        # Set by the node: what each member said it reads in its peer hello, by node id (0
+        # or left out: not said yet; decision 0037). None: nothing is known, so this node
+        # never proposes a schema version, and as an acceptor it refuses one.
+        self.members_read: Callable[[], Mapping[NodeId, int]] | None = None
         # The version a write waited for (the node sets it when one is refused): a cluster
         # that never writes a newer table never spends a slot on it.
         self.upgrade_wanted = 1
@@ -347,6 +348,13 @@ class Agreement:
             version += 1
         return version
 
+    def others_read(self) -> dict[NodeId, int]:
+        """What every member but this node said it reads (decision 0037): the voters in
+        force and whoever else the node names, 0 for one not heard from."""
+        said = {} if self.members_read is None else dict(self.members_read())
+        members = set(self.ledger.membership.voters) | set(said)
+        return {n: said.get(n, 0) for n in sorted(members - {self.node_id})}
+
     def _maybe_upgrade(self, now_ms: int) -> None:
         """Propose the next schema version once a write waits for it and every member
         reads it (decision 0037)."""
@@ -356,8 +364,10 @@ class Agreement:
             return
         nxt = self.decided_schema() + 1
         assert self.members_read is not None
-        if nxt > min(self.upgrade_wanted, self.config.schema_version, self.members_read()):
+        if nxt > min(self.upgrade_wanted, self.config.schema_version):
             return
+        if members_behind(nxt, self.others_read()):
+            return  # an acceptor would refuse it too (member_behind)
         if len([p for p in self.proposals if not p.done]) >= self.config.proposals_max:
             return
         # After one that ended undecided (another voter's won, or no quorum), wait a
@@ -483,7 +493,8 @@ class Agreement:
         elif slot_kind(slot) == CHECKPOINT:
             raise Refused(Reason.BAD_CHECKPOINT, f"{slot}: not checkpoint/<n>, n >= 1")
         if slot_kind(slot) == SCHEMA:
-            check_schema(slot, value, self.config.schema_version, self.decided_schema())
+            check_schema(slot, value, self.config.schema_version, self.decided_schema(),
+                         self.others_read())
         if slot_kind(slot) == PLACEMENT:
             before = self._decided_before(placement_of(slot), placement_slot)
             check_placement(slot, value, before, frozenset(ledger.membership.voters),

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     CHECKPOINT_AHEAD = "checkpoint_ahead"  # a checkpoint whose cut or predecessor we lack
     SCHEMA_AHEAD = "schema_ahead"  # a schema version this node's code does not read
     BAD_SCHEMA = "bad_schema"  # a schema slot out of order, or naming other tables
+    MEMBER_BEHIND = "member_behind"  # a schema version a member did not say it reads
     BAD_PLACEMENT = "bad_placement"  # a placement value or slot name that does not validate
     PLACEMENT_AHEAD = "placement_ahead"  # generation g while g - 1 is not decided here
     LEASE_HELD = "lease_held"  # a new owner while this voter still hears the old one

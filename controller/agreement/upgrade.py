@@ -5,15 +5,17 @@ node refuses the op (bad_body) and every op built on it, and replication with it
 So a node *reads* every table its code knows, but *writes* a table added in version v only
 once `schema/<v>` is decided. A voter proposes `schema/<v>` (v = the decided version + 1)
 when every member has said, in its peer hello, that it reads v; an acceptor votes for it
-only if it reads v itself, `schema/<v-1>` is decided (v > 2), and the value names exactly
-the tables its own code added in v. Version 1 (the tables before any of this) needs no
-slot.
+only if it reads v itself, `schema/<v-1>` is decided (v > 2), the value names exactly
+the tables its own code added in v, and every member has said to *it* that it reads v (a
+faulty proposer must not get a version decided that a non-voting member cannot read).
+Version 1 (the tables before any of this) needs no slot.
 
 Sans-I/O: the node tells the engine what the members read (`Agreement.members_read`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from controller.replication.schema import TABLES_SINCE
@@ -21,9 +23,18 @@ from controller.replication.schema import TABLES_SINCE
 from .errors import Reason, Refused
 from .messages import slot_number
 
-__all__ = ["SCHEMA", "schema_slot", "schema_version_of", "schema_value", "check_schema"]
+__all__ = [
+    "SCHEMA",
+    "MEMBERS_NAMED_MAX",
+    "schema_slot",
+    "schema_version_of",
+    "schema_value",
+    "check_schema",
+    "members_behind",
+]
 
 SCHEMA = "schema"  # the slot kind; proposed by voters, never through the API
+MEMBERS_NAMED_MAX = 4  # members a refusal names (the count says how many in all)
 
 
 def schema_slot(version: int) -> str:
@@ -40,9 +51,19 @@ def schema_value(version: int) -> dict[str, Any]:
             "tables": sorted(t for t, v in TABLES_SINCE.items() if v == version)}
 
 
-def check_schema(slot: str, value: Any, reads: int, decided: int) -> None:
+def members_behind(version: int, others: Mapping[str, int]) -> list[str]:
+    """The members (by id, sorted) that did not say they read `version`: what each one
+    said in its peer hello, 0 for one that has said nothing yet."""
+    return sorted(n for n, reads in others.items() if reads < version)
+
+
+def check_schema(
+    slot: str, value: Any, reads: int, decided: int, others: Mapping[str, int]
+) -> None:
     """Refused unless this node (reading up to `reads`, with `decided` the highest decided
-    version) may vote for `value` in `slot`."""
+    version, and `others` what every other member said it reads) may vote for `value` in
+    `slot`. A member not heard from counts as reading 0: the acceptor refuses, which
+    delays an upgrade until that member says hello, never decides one it cannot read."""
     version = schema_version_of(slot)
     if version is None:
         raise Refused(Reason.BAD_SCHEMA, f"{slot}: not schema/<v>, v >= 2")
@@ -52,3 +73,12 @@ def check_schema(slot: str, value: Any, reads: int, decided: int) -> None:
         raise Refused(Reason.BAD_SCHEMA, f"{slot}: schema/{decided + 1} comes first")
     if value != schema_value(version):
         raise Refused(Reason.BAD_SCHEMA, f"{slot}: not the tables this node adds in {version}")
+    behind = members_behind(version, others)
+    if behind:
+        named = ", ".join(
+            f"{n[:8]} ({f'reads {others[n]}' if others[n] else 'not heard'})"
+            for n in behind[:MEMBERS_NAMED_MAX]
+        )
+        if len(behind) > MEMBERS_NAMED_MAX:
+            named += f" and {len(behind) - MEMBERS_NAMED_MAX} more"
+        raise Refused(Reason.MEMBER_BEHIND, f"{slot}: not read by member(s) {named}")

@@ -38,7 +38,7 @@ from controller.replication import (
     parse_invitation,
 )
 from controller.replication.reserved import INTERNAL, peer_of_key
-from controller.replication.schema import SCHEMA_VERSION, TABLES_SINCE
+from controller.replication.schema import TABLES_SINCE
 from controller.store import SqliteStore
 
 from .errors import NodeBaseError
@@ -404,11 +404,11 @@ class Engine:
         keeper.on_change = self._update_members
         self._update_members()
 
-    def members_read(self) -> int:
-        """The newest schema version every member said it reads (this node's own code
-        included); 0 while a member has not said (decision 0037)."""
-        others = [self.peer_schema.get(n, 0) for n in self.members if n != self.node_id]
-        return min([SCHEMA_VERSION, *others])
+    def members_read(self) -> dict[str, int]:
+        """What each other member said it reads in its peer hello (0: not said yet;
+        decision 0037); the agreement checks every member reads a version before it
+        proposes or accepts it."""
+        return {n: self.peer_schema.get(n, 0) for n in self.members if n != self.node_id}
 
     def decided_schema(self) -> int:
         """The newest schema version decided (1 without agreement: no new table is written)."""
