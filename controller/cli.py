@@ -241,7 +241,8 @@ def join(data: str, via: str | None, advertise: str, token: str | None, insecure
 
     Prepare the directory first with `synod init --data DIR --ca-dir MEMBER_DIR` (or
     --ca-cert/--ca-key), then run the node with `synod node run --data DIR`; it dials the
-    peers named in the invitation and catches up before it may write.
+    peers named in the invitation and catches up before it may write. Refused, writing
+    nothing, when this node's code reads an older schema than the cluster decided.
     """
     import json
     from pathlib import Path

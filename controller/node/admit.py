@@ -5,6 +5,7 @@ With agreement on and a policy that lets nodes propose membership, the member pr
 `membership/<n+1>` = the voters plus the new key until a decided membership holds it
 (decision 0033) and records the new node's peer address in the reserved `internal` table;
 otherwise it signs an invitation op (decision 0030). Asking again answers the same.
+A node whose code reads less than the schema version decided is not admitted (0037).
 """
 
 from __future__ import annotations
@@ -19,10 +20,26 @@ from controller.replication.reserved import INTERNAL, peer_key
 from .engine import Engine, SlotRefused
 from .join import JoinBundle, JoinRequest
 
-__all__ = ["admit", "decided_joins"]
+__all__ = ["JoinRefused", "admit", "decided_joins"]
 
 JOIN_ATTEMPTS_MAX = 3  # membership changes that may win the slot before we give up
 JOIN_TIMEOUT_MS_MAX = 8_000
+
+
+class JoinRefused(SlotRefused):
+    """The joiner may not be admitted now (it reads an older schema than the cluster
+    decided); nothing was proposed or signed for it."""
+
+
+def check_reads(engine: Engine, req: JoinRequest) -> None:
+    """JoinRefused unless req's node reads the schema version decided here (decision 0037):
+    it would refuse every op writing a newer table, and replication with it would stop."""
+    decided = engine.decided_schema()
+    if req.reads < decided:
+        raise JoinRefused(
+            f"node {req.node_id} reads schema up to {req.reads}; the cluster decided "
+            f"schema/{decided}: upgrade Synod on that node first"
+        )
 
 
 def decided_joins(engine: Engine) -> bool:
@@ -34,13 +51,15 @@ def decided_joins(engine: Engine) -> bool:
 
 async def admit(engine: Engine, req: JoinRequest, by: str, peers: Sequence[str]) -> JoinBundle:
     """Admit req's node (asked for by token `by`); the bundle it needs to start: the
-    genesis, the join's id, this member's id and the peer addresses to dial."""
+    genesis, the join's id, this member's id, the peer addresses to dial and the schema
+    version decided (the joiner checks it again: one may be decided while it waits)."""
+    check_reads(engine, req)
     if decided_joins(engine):
         join_id = await _by_vote(engine, req)
     else:
         join_id = await _by_invitation(engine, req, by)
     others = tuple(a for a in peers if a != req.address)
-    return JoinBundle(engine.genesis, join_id, engine.node_id, others)
+    return JoinBundle(engine.genesis, join_id, engine.node_id, others, engine.decided_schema())
 
 
 async def _by_invitation(engine: Engine, req: JoinRequest, by: str) -> bytes:
@@ -66,6 +85,7 @@ async def _by_vote(engine: Engine, req: JoinRequest) -> bytes:
         if attempts == JOIN_ATTEMPTS_MAX:
             raise SlotRefused("membership kept changing under the join; try again")
         attempts += 1
+        check_reads(engine, req)  # schema/<v> may have been decided since the last attempt
         m = agreement.membership()
         value = m.joined(req.key, "node").to_value()
         await engine.propose(membership_slot(m.version + 1), value, timeout)

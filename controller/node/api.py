@@ -269,6 +269,8 @@ class Cluster(northbound_pb2_grpc.ClusterServiceServicer):
                 peers_up=sum(self.api.links.up().values()),
                 counters=counters,
                 uptime_s=e.uptime_s(),
+                schema_reads=e.schema_reads(),
+                schema_decided=e.decided_schema(),
             )
 
     async def ListMembers(self, request, context):

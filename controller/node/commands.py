@@ -193,6 +193,8 @@ def status(ctx) -> None:
         click.echo(f"members   {s.members} ({s.peers_up} peer(s) up)")
         click.echo(f"ops       {s.ops}")
         click.echo(f"digest    {s.state_digest.hex()}")
+        if s.schema_reads:  # 0: a node of older code (decision 0037)
+            click.echo(f"schema    {s.schema_decided} decided (this node reads {s.schema_reads})")
         click.echo(f"uptime    {s.uptime_s:.1f} s")
 
     ctx.out(plain, human)

@@ -38,7 +38,7 @@ from controller.replication import (
     parse_invitation,
 )
 from controller.replication.reserved import INTERNAL, peer_of_key
-from controller.replication.schema import TABLES_SINCE
+from controller.replication.schema import SCHEMA_VERSION, TABLES_SINCE
 from controller.store import SqliteStore
 
 from .errors import NodeBaseError
@@ -409,6 +409,10 @@ class Engine:
         decision 0037); the agreement checks every member reads a version before it
         proposes or accepts it."""
         return {n: self.peer_schema.get(n, 0) for n in self.members if n != self.node_id}
+
+    def schema_reads(self) -> int:
+        """The newest schema version this node reads (SCHEMA_VERSION unless a test lowers it)."""
+        return SCHEMA_VERSION if self.agreement is None else self.agreement.config.schema_version
 
     def decided_schema(self) -> int:
         """The newest schema version decided (1 without agreement: no new table is written)."""

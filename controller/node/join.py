@@ -8,6 +8,12 @@ bundle (genesis, the join's id, peer addresses); every node accepts the new node
 that decision's certificate is in their causal past. Otherwise the member signs a
 `member.invite` op (controller.replication.INVITE, decision 0030) instead. The request, the
 answer and `synod join` are the same either way.
+
+Schema versions (decision 0037): a joiner whose code reads less than the schema version the
+cluster decided would refuse ops writing the newer tables. The request says what the joiner
+reads (signed with the key; a request without it, from older code, reads 1) and the member
+refuses to admit it; the joiner itself checks the version the member reports (GetStatus,
+then the bundle) and refuses before it writes the genesis, so the node cannot start.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ from controller.replication import (
 from controller.replication.address import address_problem
 from controller.replication.errors import Rejected
 from controller.replication.identity import verify_signature
+from controller.replication.schema import SCHEMA_VERSION
 
 from .errors import NodeBaseError
 
 __all__ = [
     "JOIN_SLOT",
+    "READS_MAX",
     "JoinBundle",
     "JoinError",
     "JoinRequest",
     "check_join_request",
+    "check_reads",
     "join_cluster",
     "make_join_request",
     "read_bundle",
@@ -43,6 +52,8 @@ __all__ = [
 
 JOIN_SLOT = "membership/join"
 _PROOF_PREFIX = b"synod-join\x00"
+_PROOF_READS_PREFIX = b"synod-join-reads\x00"  # a request that says the schema it reads
+READS_MAX = 65_535  # schema versions a join request may name
 _PEERS_MAX = 64
 
 
@@ -54,21 +65,32 @@ class JoinError(NodeBaseError):
 class JoinRequest:
     key: bytes  # the joining node's Ed25519 public key
     address: str  # its peer address, as the members will dial it
+    reads: int = 1  # the newest schema version its code reads (not said: 1, older code)
 
     @property
     def node_id(self) -> str:
         return node_id_of(self.key)
 
 
-def _proof_message(cluster_id: bytes, key: bytes, address: str) -> bytes:
-    return _PROOF_PREFIX + cluster_id + key + address.encode()
+def _proof_message(cluster_id: bytes, key: bytes, address: str, reads: int | None) -> bytes:
+    if reads is None:  # the request of older code, which does not say what it reads
+        return _PROOF_PREFIX + cluster_id + key + address.encode()
+    return _PROOF_READS_PREFIX + cluster_id + key + reads.to_bytes(4, "big") + address.encode()
 
 
-def make_join_request(identity: Identity, cluster_id: bytes, address: str) -> bytes:
-    """The Propose value: the key, the address, and proof that the joiner holds the key
-    (bound to the cluster id, so it cannot be replayed into another cluster)."""
-    proof = identity.sign(_proof_message(cluster_id, identity.public_key, address))
-    return encode({"key": identity.public_key, "address": address, "proof": proof})
+def make_join_request(
+    identity: Identity, cluster_id: bytes, address: str, reads: int | None = None
+) -> bytes:
+    """The Propose value: the key, the address, the schema version the joiner reads (left
+    out when None: a member of older code accepts only the three fields), and proof that
+    the joiner holds the key (bound to the cluster id, so it cannot be replayed into
+    another cluster, and to what it says it reads)."""
+    assert reads is None or 1 <= reads <= READS_MAX, reads
+    proof = identity.sign(_proof_message(cluster_id, identity.public_key, address, reads))
+    value: dict[str, Any] = {"key": identity.public_key, "address": address, "proof": proof}
+    if reads is not None:
+        value["reads"] = reads
+    return encode(value)
 
 
 def check_join_request(raw: bytes, cluster_id: bytes) -> JoinRequest:
@@ -77,21 +99,37 @@ def check_join_request(raw: bytes, cluster_id: bytes) -> JoinRequest:
         value = decode(raw)
     except Rejected as exc:
         raise JoinError(f"join request is not canonical CBOR: {exc}") from None
+    base = {"key", "address", "proof"}
     ok = (
         isinstance(value, dict)
-        and set(value) == {"key", "address", "proof"}
+        and set(value) in (base, base | {"reads"})
         and isinstance(value["key"], bytes)
         and len(value["key"]) == 32
         and isinstance(value["address"], str)
         and isinstance(value["proof"], bytes)
+        and (type(value.get("reads", 1)) is int and 1 <= value.get("reads", 1) <= READS_MAX)
     )
     if not ok:
-        raise JoinError("join request is {key: 32 bytes, address: text, proof: bytes}")
-    key, address = value["key"], value["address"]
+        raise JoinError(
+            "join request is {key: 32 bytes, address: text, proof: bytes"
+            f"[, reads: 1..{READS_MAX}]}}"
+        )
+    key, address, reads = value["key"], value["address"], value.get("reads")
     _check_address(address)
-    if not verify_signature(key, _proof_message(cluster_id, key, address), value["proof"]):
+    message = _proof_message(cluster_id, key, address, reads)
+    if not verify_signature(key, message, value["proof"]):
         raise JoinError("join request proof is not the key's signature for this cluster")
-    return JoinRequest(key, address)
+    return JoinRequest(key, address, 1 if reads is None else reads)
+
+
+def check_reads(reads: int, decided: int) -> None:
+    """JoinError unless a node reading schema versions up to `reads` may run in a cluster
+    that decided `decided` (decision 0037): it would refuse the newer tables' ops."""
+    if reads < decided:
+        raise JoinError(
+            f"this node reads schema up to {reads}; the cluster decided schema/{decided}: "
+            "upgrade Synod on this node first"
+        )
 
 
 def _check_address(address: str) -> None:
@@ -110,6 +148,8 @@ class JoinBundle:
     invite_id: bytes
     inviter: str  # node id of the member that signed the invitation
     peers: tuple[str, ...]  # peer addresses of members, as the inviter knows them
+    # The schema version decided when the member answered (0: older code did not say)
+    schema: int = 0
 
     def to_bytes(self) -> bytes:
         return encode(
@@ -118,6 +158,7 @@ class JoinBundle:
                 "invite": self.invite_id,
                 "inviter": self.inviter,
                 "peers": list(self.peers),
+                "schema": self.schema,
             }
         )
 
@@ -128,12 +169,15 @@ def read_bundle(raw: bytes) -> JoinBundle:
         value: Any = decode(raw)
         genesis = decode_genesis(value["genesis"])
         peers = value["peers"]
+        schema = value.get("schema", 0)  # older members do not say
         ok = (
             isinstance(value["invite"], bytes)
             and isinstance(value["inviter"], str)
             and isinstance(peers, list)
             and len(peers) <= _PEERS_MAX
             and all(isinstance(p, str) for p in peers)
+            and type(schema) is int
+            and 0 <= schema <= READS_MAX
         )
     except (Rejected, KeyError, TypeError) as exc:
         raise JoinError(f"not an invitation bundle: {exc}") from None
@@ -141,7 +185,7 @@ def read_bundle(raw: bytes) -> JoinBundle:
         raise JoinError("not an invitation bundle")
     for p in peers:
         _check_address(p)
-    return JoinBundle(genesis, value["invite"], value["inviter"], tuple(peers))
+    return JoinBundle(genesis, value["invite"], value["inviter"], tuple(peers), schema)
 
 
 def join_cluster(
@@ -152,9 +196,14 @@ def join_cluster(
     *,
     insecure: bool = False,
     timeout_s: float = 10.0,
+    reads: int = SCHEMA_VERSION,
 ) -> dict[str, Any]:
     """Ask the member at `via` (its API address) to admit the node in `data`; write the
-    genesis and the bundle into `data`. Idempotent: joining again re-uses the invitation."""
+    genesis and the bundle into `data`. Idempotent: joining again re-uses the invitation.
+
+    `reads` is the newest schema version this node's code reads (a test lowers it to play
+    older code). JoinError, before anything is asked or written, when the cluster decided
+    a newer one; the member refuses such a join too (decision 0037)."""
     from synod.v1 import northbound_pb2 as nb
 
     from .client import Client, ClientError
@@ -170,7 +219,10 @@ def join_cluster(
             cluster_id = bytes.fromhex(status.cluster_id)
             if held is not None and held.cluster_id != cluster_id:
                 raise JoinError(f"{d.genesis_file}: this node belongs to another cluster")
-            request = make_join_request(identity, cluster_id, advertise)
+            said = status.schema_decided  # 0: a member of older code, which does not say
+            if said:
+                check_reads(reads, said)
+            request = make_join_request(identity, cluster_id, advertise, reads if said else None)
             slot = client.call(
                 client.slots.Propose, nb.ProposeRequest(slot=JOIN_SLOT, value=request)
             )
@@ -181,6 +233,7 @@ def join_cluster(
     bundle = read_bundle(slot.value)
     if bundle.genesis.cluster_id != cluster_id:
         raise JoinError(f"{via}: answered with another cluster's genesis")
+    check_reads(reads, bundle.schema)  # decided while the join was under way
     d.write_join(bundle.genesis.raw, bundle.to_bytes())
     return {
         "node_id": identity.node_id,

@@ -52,7 +52,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "cluster_name", "synod_version", "version_vector", "state_digest", "op_digest", "ops", "members", "peers_up", "counters", "uptime_s")
+    __slots__ = ("node_id", "cluster_id", "cluster_name", "synod_version", "version_vector", "state_digest", "op_digest", "ops", "members", "peers_up", "counters", "uptime_s", "schema_reads", "schema_decided")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class Status(_message.Message):
     PEERS_UP_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_READS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_DECIDED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster_id: str
     cluster_name: str
@@ -91,7 +93,9 @@ class Status(_message.Message):
     peers_up: int
     counters: _containers.ScalarMap[str, int]
     uptime_s: float
-    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., cluster_name: _Optional[str] = ..., synod_version: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., state_digest: _Optional[bytes] = ..., op_digest: _Optional[bytes] = ..., ops: _Optional[int] = ..., members: _Optional[int] = ..., peers_up: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    schema_reads: int
+    schema_decided: int
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., cluster_name: _Optional[str] = ..., synod_version: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., state_digest: _Optional[bytes] = ..., op_digest: _Optional[bytes] = ..., ops: _Optional[int] = ..., members: _Optional[int] = ..., peers_up: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., uptime_s: _Optional[float] = ..., schema_reads: _Optional[int] = ..., schema_decided: _Optional[int] = ...) -> None: ...
 
 class ListMembersRequest(_message.Message):
     __slots__ = ()
