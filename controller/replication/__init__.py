@@ -32,6 +32,7 @@ from .policy import (
     parse_invitation,
 )
 from .replica import (
+    Behind,
     Compaction,
     Config,
     Delete,
@@ -76,6 +77,7 @@ __all__ = [
     "RandomSource",
     "Ready",
     "Compaction",
+    "Behind",
     "Reason",
     "Rejected",
     "Replica",

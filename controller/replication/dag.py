@@ -241,6 +241,11 @@ class Dag:
                     out[p] = parent
         return out
 
+    def adopt_named(self, op: Op) -> None:
+        """Keep a pruned op that an op arriving now names as a parent (Replica._adopt_named)."""
+        assert op.seq <= self.base.get(op.author, 0) and not self.holds(op.id), op
+        self._named[op.id] = op
+
     def named(self) -> list[Op]:
         """The pruned ops kept because a logged op names them (besides the frontier)."""
         return list(self._named.values())

@@ -40,7 +40,10 @@ class OpBatch:
 
     vector is the sender's version vector when it is an answer (so the receiver can push
     back what the sender lacks); more says the sender had more to send than fitted.
-    evidence holds pairs of conflicting ops (flattened: a0, b0, a1, b1, …).
+    evidence holds pairs of conflicting ops (flattened: a0, b0, a1, b1, …). base is the
+    sender's pruned cut, set only in an answer to a requester that lacks ops pruned there:
+    sync cannot bring those, it needs a snapshot (decision 0070). Encoded as an eighth
+    field only when set, so every other message keeps its seven.
     """
 
     cluster_id: bytes
@@ -49,6 +52,7 @@ class OpBatch:
     vector: VersionVector | None = None
     more: bool = False
     evidence: tuple[bytes, ...] = ()
+    base: VersionVector | None = None
 
 
 Message = SyncRequest | OpBatch
@@ -69,9 +73,11 @@ def encode_message(msg: Message) -> bytes:
             [_SYNC, msg.cluster_id, msg.sender, dict(msg.vector), list(msg.wants), dict(msg.forks)]
         )
     vector = None if msg.vector is None else dict(msg.vector)
-    return encode(
-        [_OPS, msg.cluster_id, msg.sender, list(msg.ops), vector, msg.more, list(msg.evidence)]
-    )
+    plain = [_OPS, msg.cluster_id, msg.sender, list(msg.ops), vector, msg.more,
+             list(msg.evidence)]
+    if msg.base is not None:
+        plain.append(dict(msg.base))
+    return encode(plain)
 
 
 def _vector(v: object) -> dict[NodeId, int]:
@@ -106,9 +112,12 @@ def decode_message(data: bytes, bytes_max: int) -> Message:
         return SyncRequest(
             cluster_id, sender, _vector(vector), _byte_list(wants, 32), _vector(forks)
         )
-    if len(plain) != 7 or not isinstance(plain[5], bool):
-        raise Rejected(Reason.MALFORMED, "op batch has 7 fields")
-    _, cluster_id, sender, ops, vector, more, evidence = plain
+    if len(plain) not in (7, 8) or not isinstance(plain[5], bool):
+        raise Rejected(Reason.MALFORMED, "op batch has 7 fields (8 with a pruned base)")
+    _, cluster_id, sender, ops, vector, more, evidence = plain[:7]
+    base = _vector(plain[7]) if len(plain) == 8 else None
+    if base is not None and (not base or vector is None):
+        raise Rejected(Reason.MALFORMED, "a pruned base, empty or outside an answer")
     evidence = _byte_list(evidence)
     if len(evidence) % 2:
         raise Rejected(Reason.MALFORMED, "evidence comes in pairs")
@@ -119,4 +128,5 @@ def decode_message(data: bytes, bytes_max: int) -> Message:
         None if vector is None else _vector(vector),
         more,
         evidence,
+        base,
     )

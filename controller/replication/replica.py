@@ -41,6 +41,7 @@ __all__ = [
     "Mutation",
     "RowUpdate",
     "Compaction",
+    "Behind",
     "Ready",
     "Replica",
     "RandomSource",
@@ -119,12 +120,25 @@ class Compaction:
 
 
 @dataclass(frozen=True)
+class Behind:
+    """A peer's answer said it pruned ops this replica lacks (decision 0070): sync cannot
+    bring them (their effect survives only in the checkpoint the peer was compacted to),
+    so the node must start again from a snapshot of that checkpoint plus what it holds
+    above it (controller/node/snapshot.py). `base` is the peer's pruned cut, as it claims
+    it: only a checked snapshot is trusted."""
+
+    peer: NodeId
+    base: Mapping[NodeId, int]
+
+
+@dataclass(frozen=True)
 class Ready:
     """Effects to carry out, in this order:
 
     1. persist ops (append to the log, in order), evidence and rows (replace_rows first
        clears every materialised row) in ONE transaction, and make it durable;
     2. only then send messages, deliver ops to observers in order, and ack `acked` writes;
+       `behind` (a peer pruned ops this replica lacks) asks the node for a snapshot;
     3. call advance(ready).
     """
 
@@ -135,11 +149,12 @@ class Ready:
     messages: tuple[Outbound, ...] = ()
     acked: tuple[OpId, ...] = ()
     compaction: Compaction | None = None
+    behind: Behind | None = None
 
     def __bool__(self) -> bool:
         return any(
             (self.ops, self.evidence, self.rows, self.replace_rows, self.messages, self.acked,
-             self.compaction)
+             self.compaction, self.behind)
         )
 
 
@@ -216,6 +231,9 @@ class Replica:
         self._base_points: dict[RowKey, bytes] | None = None  # read back by recover()
         self._pruned_opset = Ecmh()  # the ids of the pruned ops
         self._out_compaction: Compaction | None = None
+        self._out_behind: Behind | None = None
+        self._record_extra = b""  # the subclass's extra of the last compaction record
+        self._named_dirty = False  # a named op adopted: the record is written again
         self.peer_vectors: dict[NodeId, dict[NodeId, int]] = {}
 
     # ------------------------------------------------------------------ local changes
@@ -313,6 +331,9 @@ class Replica:
         sender = message.sender
         if sender not in self.peers:
             return
+        if message.base is not None and self._lacks(message.base):
+            self.counters["below_peer_checkpoint"] += 1
+            self._out_behind = Behind(sender, dict(message.base))
         again = False
         if message.vector is not None:  # an answer to our request: one exchange, driven by us
             # Push back first, so the peer has applied it when our next request arrives.
@@ -370,6 +391,9 @@ class Replica:
             self.counters["held_future"] += 1
             return
         if dag.below_base(op.author, op.seq):  # inside a pruned checkpoint: applied there
+            if op.id in dag.waiting and dag.at(op.author, op.seq) is None:
+                self._adopt_named(op)
+                return
             self.counters["below_checkpoint"] += 1
             return
         held = dag.at(op.author, op.seq)
@@ -384,6 +408,18 @@ class Replica:
                 self.counters[Reason.BUFFER_FULL] += 1
             return
         self._check_and_apply(op)
+        self._wake(op.id)
+
+    def _adopt_named(self, op: Op) -> None:
+        """A pruned op that a buffered op names as a parent: an op authored by a node that
+        was below our pruned cut when it wrote (decision 0070, snapshot catch-up). Kept,
+        like the pruned ops logged ops named at the pruning, and written into the
+        compaction record with the next Ready (a store reopened from its tail needs it);
+        the waiting op is then checked as usual. Its signature was checked; that it is
+        the op pruned at (author, seq) rests on the author not having forked there."""
+        self.dag.adopt_named(op)
+        self.counters["named_adopted"] += 1
+        self._named_dirty = True
         self._wake(op.id)
 
     def _check_and_apply(self, op: Op) -> None:
@@ -601,11 +637,20 @@ class Replica:
             sent[op.author] = op.seq
         return False
 
+    def _lacks(self, base: Mapping[NodeId, int]) -> bool:
+        """Does this replica lack ops inside a peer's pruned cut?"""
+        vector = self.dag.vector()
+        return any(vector.get(a, 0) < s for a, s in base.items())
+
     def _answer(self, req: SyncRequest, now_ms: int) -> None:
         if req.sender in self.peers:
             self.peer_vectors[req.sender] = dict(req.vector)
+        base = None
         if self.dag.lacks_pruned(dict(req.vector)):
-            self.counters["snapshot_needed"] += 1  # it lacks ops pruned here (decision 0070)
+            # It lacks ops pruned here (decision 0070): say so, with the pruned cut, so
+            # it can fetch a snapshot; the ops above the cut are sent as usual.
+            self.counters["snapshot_needed"] += 1
+            base = dict(self.dag.base)
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
         ops = [op.raw for op in wanted if op is not None]
         more = self._batch(req.sender, req.vector, ops, now_ms)
@@ -618,7 +663,9 @@ class Replica:
                     assert proof is not None
                     evidence.append(proof.raw)
         vector = self.dag.vector()
-        answer = OpBatch(self.cluster_id, self.node_id, tuple(ops), vector, more, tuple(evidence))
+        answer = OpBatch(
+            self.cluster_id, self.node_id, tuple(ops), vector, more, tuple(evidence), base
+        )
         self._send(req.sender, answer)
 
     def _push_back(self, peer: NodeId, vector: Mapping[NodeId, int], now_ms: int) -> bool:
@@ -645,12 +692,21 @@ class Replica:
             or self._out_messages
             or self._out_acked
             or self._out_compaction is not None
+            or self._out_behind is not None
+            or self._named_dirty
         )
 
     def ready(self) -> Ready:
         """Collect the effects so far (see Ready for the order); then call advance()."""
         if self._in_flight:
             raise UsageError("ready() called again before advance()")
+        if self._named_dirty:  # the record must name the adopted ops (_adopt_named)
+            self._named_dirty = False
+            held = self._out_compaction
+            self._out_compaction = Compaction(
+                dict(self.dag.base), held.rows if held is not None else (),
+                self.compaction_record(self._record_extra),
+            )
         rows = []
         tables, schema = self.tables.rows, self.schema
         dirty, metas = self._digest_dirty, self._dirty_meta
@@ -671,10 +727,11 @@ class Replica:
             tuple(self._out_messages),
             tuple(self._out_acked),
             self._out_compaction,
+            self._out_behind,
         )
         self._out_ops, self._out_evidence, self._out_rows = [], [], {}
         self._out_replace, self._out_messages, self._out_acked = False, [], []
-        self._out_compaction = None
+        self._out_compaction, self._out_behind = None, None
         self._in_flight = True
         me = self.node_id
         self._in_flight_own = max((op.seq for op in rd.ops if op.author == me), default=0)
@@ -966,6 +1023,7 @@ class Replica:
                 if point is None:
                     point = point_of(row_version_bytes(rk[0], rk[1], row))
                 changed[rk] = (rk[0], rk[1], encode(row.to_plain()), point)
+        self._record_extra = extra
         self._out_compaction = Compaction(
             dict(dag.base), tuple(changed.values()), self.compaction_record(extra)
         )
@@ -1082,6 +1140,7 @@ class Replica:
         self._base_points = points
         self._pruned_opset = Ecmh(opset)
         self._opset = Ecmh(opset)
+        self._record_extra = extra
         more = self._restore_extra(extra)
         # Signatures are checked once the evidence and the tail are read too (recover): a
         # voter's key comes from a decided membership whose votes may be anywhere in them.
