@@ -45,6 +45,7 @@ from .errors import NodeBaseError
 from .metrics import Metrics
 
 __all__ = [
+    "BelowCheckpoint",
     "Digest",
     "Engine",
     "EngineEvent",
@@ -137,7 +138,16 @@ class MembersChanged:
     """The members (and so the quorum) changed: a decided membership or an invitation."""
 
 
-EngineEvent = Outgoing | MemberInvited | PeerAddress | MembersChanged
+@dataclass(frozen=True)
+class BelowCheckpoint:
+    """A peer answered that it pruned ops this node lacks (Ready.behind): sync cannot
+    bring them; the server catches up from a snapshot (decision 0070)."""
+
+    peer: str
+    base: dict[str, int]
+
+
+EngineEvent = Outgoing | MemberInvited | PeerAddress | MembersChanged | BelowCheckpoint
 
 
 @dataclass(frozen=True)
@@ -546,6 +556,9 @@ class Engine:
             if self.keeper is not None:
                 for raw in announced_geneses(rd.rows):
                     self.keeper.meet(raw)
+            if rd.behind is not None:
+                self.metrics.inc("below_peer_checkpoint")
+                self._emit(BelowCheckpoint(rd.behind.peer, dict(rd.behind.base)))
             self.metrics.inc("ops_stored", len(rd.ops))
             for op in rd.ops:
                 if op.body.kind != "rows":

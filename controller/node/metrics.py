@@ -65,7 +65,11 @@ COUNTERS: dict[str, Family] = {
     "secessions": Family("secessions this node carried out"),
     "secessions_refused": Family("secession requests or notices refused"),
     "snapshots_served": Family("checkpoint snapshots streamed to peers that lacked pruned ops"),
-    "snapshots_installed": Family("checkpoint snapshots fetched, checked and installed at start"),
+    "snapshots_installed": Family("checkpoint snapshots fetched, checked and installed"),
+    "below_peer_checkpoint": Family("sync answers saying a peer pruned ops this node lacks"),
+    "snapshot_catch_ups": Family("times the running node reopened to catch up by snapshot: "
+                                 "installed, none (no peer gave one that checks out)",
+                                 "outcome"),
     "writes_refused": Family("rows of writes refused by the engine: queue_full, not_member",
                              "reason"),
     "quorum_timeouts": Family("quorum writes that timed out waiting for a majority"),

@@ -33,7 +33,7 @@ from . import snapshot
 from .api import Api, servicers
 from .config import NodeConfig
 from .datadir import DataDir, DataDirError
-from .engine import Engine
+from .engine import BelowCheckpoint, Engine
 from .errors import NodeBaseError
 from .grpclog import relay_grpc_log
 from .grpcmetrics import CallMetrics
@@ -118,31 +118,41 @@ class _Core:
         self.store.close()
 
 
-def _catch_up_by_snapshot(cfg: NodeConfig, bundle, store, identity, genesis, core_cfg,
-                          peer_creds, metrics: Metrics) -> None:
-    """A node that joined (it has an invitation) and holds nothing yet, whose peers pruned
-    their logs, starts from the checkpoint they were compacted to (decision 0070): fetched,
-    checked against its certificate, installed; then the tail comes by sync as usual. The
-    founders of a new cluster never ask (there is nothing to catch up with)."""
-    addresses = list(cfg.peer.peers) or (list(bundle.peers) if bundle is not None else [])
-    addresses = [a for a in addresses if a not in (cfg.peer.listen, cfg.peer.advertise)]
+def _catch_up_by_snapshot(cfg: NodeConfig, addresses: list[str], store, identity, genesis,
+                          core_cfg, peer_creds, metrics: Metrics) -> bool:
+    """Start from the checkpoint the peers were compacted to, when they pruned ops this
+    store lacks (decision 0070): fetched, checked against its certificate, merged with
+    what the store holds above its cut (merge: nothing held there is lost), installed in
+    one transaction; then the tail comes by sync as usual. True when one was installed;
+    the store is unchanged otherwise (every refusal is logged, the next peer asked)."""
+    mine = (cfg.peer.listen, cfg.peer.advertise)
+    addresses = list(dict.fromkeys(a for a in addresses if a and a not in mine))
     if not addresses:
-        return
+        return False
+    stored = store.load()
     got = snapshot.fetch(
-        addresses, peer_creds, {},
+        addresses, peer_creds, snapshot.held_vector(stored),
         message_bytes_max=cfg.peer.message_bytes_max,
         bytes_max=snapshot.SNAPSHOT_BYTES_MAX,
         timeout_s=snapshot.FETCH_TIMEOUT_S,
-        check_one=lambda record, rows: snapshot.check(record, rows, identity, genesis,
-                                                      config=core_cfg),
+        check_one=snapshot.checker(stored, identity, genesis, config=core_cfg),
     )
     if got is None:
-        return
-    record, rows, replica = got
+        return False
+    _, rows, (replica, record) = got
     snapshot.install(store, replica, record, rows)
     metrics.inc("snapshots_installed")
     log.info("started from checkpoint/%d (%d rows, %d ops pruned) fetched from a peer",
              replica.restored_checkpoint, len(rows), replica.dag.pruned)
+    return True
+
+
+def _core_config(cfg: NodeConfig) -> ReplicationCoreConfig:
+    return ReplicationCoreConfig(
+        sync_interval_ms=cfg.replication.sync_interval_ms,
+        push_fanout=cfg.replication.push_fanout,
+        message_bytes_max=cfg.peer.message_bytes_max,
+    )
 
 
 def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_creds,
@@ -173,11 +183,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
             raise NodeError(f"{d.join_file}: {exc}") from None
         if bundle.genesis.raw != genesis.raw:
             raise NodeError(f"{d.join_file}: invitation is for another cluster")
-    core_cfg = ReplicationCoreConfig(
-        sync_interval_ms=cfg.replication.sync_interval_ms,
-        push_fanout=cfg.replication.push_fanout,
-        message_bytes_max=cfg.peer.message_bytes_max,
-    )
+    core_cfg = _core_config(cfg)
     agreement: Agreement | None = None
 
     def open_lineage(store: SqliteStore, g) -> Any:
@@ -188,8 +194,10 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
     try:
         store = SqliteStore(d.store_file, NODE_SCHEMA)
         if cfg.agreement.enabled and bundle is not None and store.is_empty():
-            _catch_up_by_snapshot(cfg, bundle, store, identity, genesis, core_cfg, peer_creds,
-                                  metrics)
+            # A node that joined and holds nothing yet; the founders of a new cluster
+            # never ask (there is nothing to catch up with).
+            _catch_up_by_snapshot(cfg, list(cfg.peer.peers) or list(bundle.peers), store,
+                                  identity, genesis, core_cfg, peer_creds, metrics)
         if cfg.agreement.enabled:
             # Membership and policy from decided slots, plus invitations (decision 0032).
             replica = open_lineage(store, genesis)
@@ -269,6 +277,56 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         if node_id and isinstance(address, bytes):
             links.add(address.decode(errors="replace"), node_id)
     return _Core(genesis, store, replica, agreement, engine, links, keeper), cfg
+
+
+CATCH_UP_INTERVAL_S = 30.0  # at most one run-time snapshot catch-up attempt per this
+
+
+class _CatchUp:
+    """Run-time snapshot catch-up (decision 0070): a peer answered that it pruned ops this
+    node lacks (engine.BelowCheckpoint), which sync cannot bring. serve() then closes the
+    core, fetches a snapshot, checks it, merges what the store holds above its cut and
+    installs it (_catch_up_in_place), and opens the core again; the servers keep
+    listening, as in a secession. At most one attempt per interval: the claim is a
+    peer's (only a checked snapshot is trusted), so a peer that lies costs us one round
+    of asking the peers, the store unchanged."""
+
+    def __init__(self, interval_s: float = CATCH_UP_INTERVAL_S) -> None:
+        self.requested = asyncio.Event()
+        self.interval_s = interval_s
+        self.last_s: float | None = None
+        self.peer = ""
+
+    def on_event(self, event: Any) -> None:
+        if not isinstance(event, BelowCheckpoint) or self.requested.is_set():
+            return
+        now = time.monotonic()
+        if self.last_s is not None and now - self.last_s < self.interval_s:
+            return
+        self.last_s, self.peer = now, event.peer
+        cut = {a[:8]: n for a, n in sorted(event.base.items())}
+        log.warning("peer %s pruned ops this node lacks (its pruned cut: %s): catching up "
+                    "from a snapshot", event.peer[:16], cut)
+        self.requested.set()
+
+
+def _catch_up_in_place(cfg: NodeConfig, d: DataDir, addresses: list[str], identity,
+                       genesis, peer_creds, metrics: Metrics) -> bool:
+    """_catch_up_by_snapshot on the node's store while its core is closed (a thread of
+    its own: SQLite's connection stays in it). False, logged, when nothing was installed."""
+    try:
+        store = SqliteStore(d.store_file, NODE_SCHEMA)
+    except StoreError as exc:
+        log.error("snapshot catch-up: %s", exc)
+        return False
+    try:
+        return _catch_up_by_snapshot(cfg, addresses, store, identity, genesis,
+                                     _core_config(cfg), peer_creds, metrics)
+    except (StoreError, snapshot.SnapshotError) as exc:
+        log.error("snapshot catch-up: %s; the store is unchanged", exc)
+        return False
+    finally:
+        store.close()
 
 
 class _Secession:
@@ -395,6 +453,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     secession.core = core
     if core.keeper is not None:
         core.keeper.on_return = secession.go_home
+    catch_up = _CatchUp()
+    core.engine.subscribe(catch_up.on_event)
     api = Api(core.engine, cfg.api, metrics, core.links, str(d.store_file))
     api.secession = secession
     peer_servicer = PeerServicer(core.engine, cfg.peer, metrics)
@@ -483,35 +543,61 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     log.info("node %s serving api :%d peer :%d", identity.node_id, api_port, peer_port)
     stopper = asyncio.ensure_future(stop.wait())
     switcher = asyncio.ensure_future(secession.requested.wait())
+    catcher = asyncio.ensure_future(catch_up.requested.wait())
     failed: BaseException | None = None
+
+    def reopened(new: _Core) -> None:
+        secession.core = new
+        if new.keeper is not None:
+            new.keeper.on_return = secession.go_home
+        new.engine.subscribe(catch_up.on_event)
+        api.rebind(new.engine, new.links)
+        peer_servicer.engine = new.engine
+        gauges(new)
+        new.start()
+
     try:
         while True:
             engine_task = core.engine._task
             assert engine_task is not None
-            await asyncio.wait({stopper, engine_task, switcher},
+            await asyncio.wait({stopper, engine_task, switcher, catcher},
                                return_when=asyncio.FIRST_COMPLETED)
             if stopper.done() or engine_task.done():
                 if engine_task.done() and not engine_task.cancelled():
                     failed = engine_task.exception()
                 break
+            if catcher.done():
+                # Below a peer's pruned cut: reopen from a snapshot plus what we hold.
+                catch_up.requested.clear()
+                catcher = asyncio.ensure_future(catch_up.requested.wait())
+                addresses = [core.links.address_of(catch_up.peer),
+                             *core.links.known_addresses().values(), *cfg.peer.peers]
+                genesis = core.genesis
+                await core.close()
+                installed = await asyncio.to_thread(
+                    _catch_up_in_place, cfg, d, addresses, identity, genesis, peer_creds,
+                    metrics)
+                metrics.inc(f"snapshot_catch_ups|{'installed' if installed else 'none'}")
+                if not installed:
+                    log.warning("no peer gave a snapshot that checks out; this node stays "
+                                "below its peers' pruned cut (next attempt in %.0f s, or "
+                                "restart the node)", catch_up.interval_s)
+                core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
+                reopened(core)
+                continue
             # A secession: the new lineage replaces the core; the servers keep listening.
             secession.requested.clear()
             switcher = asyncio.ensure_future(secession.requested.wait())
             await core.close()
             core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
-            secession.core = core
-            if core.keeper is not None:
-                core.keeper.on_return = secession.go_home
-            api.rebind(core.engine, core.links)
-            peer_servicer.engine = core.engine
-            gauges(core)
-            core.start()
+            reopened(core)
             log.warning("node %s now runs in lineage %s (%s)", identity.node_id,
                         core.genesis.cluster_id.hex()[:16], core.genesis.name)
             secession.done.set()
     finally:
         stopper.cancel()
         switcher.cancel()
+        catcher.cancel()
         for task in guarding:
             task.cancel()
         await health_servicer.enter_graceful_shutdown()

@@ -4,9 +4,12 @@ the checkpoint they were compacted to, checks it, and starts from it.
 Serving: the peer service reads the compaction record and the checkpoint's rows from its
 store file (a read-only connection, one read transaction: what the last commit holds) and
 streams them in chunks of at most `chunk_bytes`. Fetching: a node whose store holds no op
-yet (it just joined) asks its peers in turn; the first answer that checks out is
-installed. Checking: the record and rows are read back exactly as a restart reads its own
-store (`Replica.recover(compaction=...)`, every signature checked), then the rows must
+yet (it just joined) asks its peers in turn at start; so does a running node that a peer
+told it lacks ops pruned there (`Ready.behind`); the first answer that checks out is
+installed. A store that holds ops keeps those above the snapshot's cut (`merge`): the new
+state is the checkpoint plus that tail, exactly what a restart of a compacted store reads.
+Checking: the record and rows are read back exactly as a restart reads its own store
+(`Replica.recover(compaction=...)`, every signature checked), then the rows must
 add up to the state digest of the checkpoint whose certificate the retained votes carry,
 and the cut must be the pruned one (`Checkpoints.restore`). The certificate's votes are
 verified with keys from the membership chain decided from the genesis, so a peer cannot
@@ -19,9 +22,9 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
@@ -30,21 +33,35 @@ from controller.agreement import AgreementReplica, Refused
 from controller.agreement.checkpoint import Checkpoints
 from controller.replication import (
     Compaction,
+    Config,
     Genesis,
     Identity,
     LogError,
+    Op,
     Ready,
     Rejected,
     Schema,
     decode,
+    decode_op,
     encode,
 )
+from controller.store import Stored
 
 from .errors import NodeBaseError
 from .lineages import NODE_SCHEMA
 from .slots import NodeReplica
 
-__all__ = ["SnapshotError", "read_compaction", "chunks", "fetch", "check", "install"]
+__all__ = [
+    "SnapshotError",
+    "read_compaction",
+    "chunks",
+    "fetch",
+    "check",
+    "merge",
+    "checker",
+    "held_vector",
+    "install",
+]
 
 log = logging.getLogger("synod.snapshot")
 
@@ -61,15 +78,21 @@ class SnapshotError(NodeBaseError):
 Rows = tuple[tuple[str, tuple, bytes, bytes], ...]
 
 
-def read_compaction(path: str | Path) -> tuple[bytes, Rows] | None:
+def read_compaction(
+    path: str | Path, lacking: Mapping[str, int] | None = None
+) -> tuple[bytes, Rows] | None:
     """The compaction record and the checkpoint's rows of a store file, read in one read
-    transaction on a read-only connection; None when the store was never compacted."""
+    transaction on a read-only connection; None when the store was never compacted, or
+    when `lacking` (a caller's vector) covers its pruned cut (the rows are then not read)."""
     uri = Path(path).resolve().as_uri() + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True)
     try:
         conn.execute("BEGIN")
         got = conn.execute("SELECT value FROM _synod_meta WHERE key = 'compaction'").fetchone()
         if got is None:
+            return None
+        if lacking is not None and all(
+                lacking.get(a, 0) >= s for a, s in base_of(got[0]).items()):
             return None
         rows = tuple(
             (tbl, tuple(decode(pk)), meta, point)
@@ -178,9 +201,109 @@ def check(
     return replica
 
 
+def held_vector(stored: Stored, schema: Schema = NODE_SCHEMA) -> dict[str, int]:
+    """The version vector of what a store holds: its pruned cut, then its logged ops."""
+    vector = base_of(stored.compaction[0]) if stored.compaction is not None else {}
+    for op in _decode_all(stored.log, schema):
+        vector[op.author] = max(vector.get(op.author, 0), op.seq)
+    return vector
+
+
+def _decode_all(raws: Iterable[bytes], schema: Schema, cfg: Config | None = None) -> list[Op]:
+    cfg = cfg or Config()
+    return [decode_op(r, schema, cfg.parents_max, cfg.mutations_max) for r in raws]
+
+
+def merge(
+    snap: AgreementReplica,
+    record: bytes,
+    rows: Rows,
+    stored: Stored,
+    identity: Identity,
+    genesis: Genesis,
+    *,
+    replica_cls: type[AgreementReplica] = NodeReplica,
+    schema: Schema = NODE_SCHEMA,
+    **replica_kwargs: Any,
+) -> tuple[AgreementReplica, bytes]:
+    """The replica a node whose store holds ops starts from with a checked snapshot
+    (`snap`, from check()): the checkpoint, then every op of the store above its cut,
+    in the store's log order, checked again as a restart checks its tail. The store's ops
+    inside the cut are dropped (the certified rows hold their effect); those that the
+    kept ops name as parents stay, as the pruned ops a compaction keeps for that
+    (`named` in the record). Returns the replica and the record to store; SnapshotError
+    when the snapshot is not ahead of the store or the store's ops do not fit on it."""
+    base = dict(snap.dag.base)
+    held_base = base_of(stored.compaction[0]) if stored.compaction is not None else {}
+    if any(base.get(a, 0) < s for a, s in held_base.items()):
+        raise SnapshotError("its cut is below the checkpoint this store was compacted to")
+    config = replica_kwargs.get("config")
+    ops = _decode_all(stored.log, schema, config)
+    vector = dict(held_base)
+    for op in ops:
+        vector[op.author] = max(vector.get(op.author, 0), op.seq)
+    if all(vector.get(a, 0) >= s for a, s in base.items()):
+        raise SnapshotError("this store holds its whole cut already")
+    tail = [op for op in ops if op.seq > base.get(op.author, 0)]
+    inside = {op.id: op for op in ops if op.seq <= base.get(op.author, 0)}
+    if stored.compaction is not None:  # the pruned ops the old record kept, by id
+        old = decode(stored.compaction[0])
+        for op in _decode_all([*old["frontier"], *old["named"]], schema, config):
+            inside.setdefault(op.id, op)
+    tail_ids = {op.id for op in tail}
+    evidence = {op.id for op in _decode_all(stored.evidence, schema, config)}
+    named: dict[bytes, bytes] = {}
+    for op in tail:
+        for p in op.parents:
+            if p in tail_ids or p in evidence or snap.dag.holds(p) or p in named:
+                continue
+            parent = inside.get(p)
+            if parent is None:
+                raise SnapshotError(f"the store's {op!r} names an op held nowhere")
+            named[p] = parent.raw
+    plain = decode(record)
+    plain["named"] = [*plain["named"], *named.values()]
+    merged_record = encode(plain)
+    try:
+        replica = cast(AgreementReplica, replica_cls.recover(
+            identity, genesis, random.Random(), [op.raw for op in tail], stored.evidence,
+            verify="all", compaction=(merged_record, rows), schema=schema, **replica_kwargs,
+        ))
+        points = dict(replica._base_points or {})
+        Checkpoints(replica, replica.ledger).restore()
+    except (LogError, Refused, Rejected) as exc:
+        raise SnapshotError(f"the store's ops above its cut do not fit on it: {exc}") from None
+    if replica.forks():
+        raise SnapshotError("the store's evidence proves forks below its cut")
+    replica._snapshot_rows = tuple(  # type: ignore[attr-defined]
+        (t, k, meta, points[(t, tuple(k))]) for t, k, meta, _ in rows)
+    log.info("snapshot at checkpoint/%d: keeps %d ops of this store above its cut, drops "
+             "%d inside it (%d kept as named parents)", replica.restored_checkpoint,
+             len(tail), len(ops) - len(tail), len(named))
+    return replica, merged_record
+
+
+def checker(stored: Stored, identity: Identity, genesis: Genesis,
+            **kwargs: Any) -> Callable[[bytes, Rows], tuple[AgreementReplica, bytes]]:
+    """fetch()'s check_one for a store holding `stored`: check the snapshot, then merge
+    what the store holds above its cut (nothing to merge for an empty store)."""
+
+    def check_one(record: bytes, rows: Rows) -> tuple[AgreementReplica, bytes]:
+        snap = check(record, rows, identity, genesis, **kwargs)
+        if not stored.log and stored.compaction is None:
+            return snap, record
+        return merge(snap, record, rows, stored, identity, genesis, **kwargs)
+
+    return check_one
+
+
 def install(store: Any, replica: AgreementReplica, record: bytes, rows: Rows) -> None:
-    """Write a checked snapshot into an empty store in one transaction: the materialised
-    tables, the checkpoint's rows and the compaction record."""
+    """Write a checked snapshot (check(), or merge() for a store that holds ops) in one
+    transaction: the materialised tables, the checkpoint's rows and the compaction record,
+    and the log's ops inside the cut deleted (a crash before the commit leaves the old
+    store whole; SQLite makes the commit all or nothing). A row of an older checkpoint
+    this store held is overwritten: row keys only accumulate along the chain (tombstones
+    stay), so the new checkpoint's rows hold every key of an older one."""
     replica.rematerialise()
     ready = replica.ready()
     rows = getattr(replica, "_snapshot_rows", rows)
