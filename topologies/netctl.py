@@ -22,6 +22,7 @@ from functools import partial
 
 from mininet.net import Mininet
 
+from topologies import reach
 from topologies.cloud_edge import OWNER_ENV, OWNER_KEY, SiteSwitch, SynodRemote, WanRelay
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "running_network",
     "start_controller",
     "stop_process",
+    "wait_reachable",
 ]
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
@@ -321,23 +323,15 @@ def _delete_interfaces(names: list[str]) -> None:
                        check=False)
 
 
+def _hosts(net: Mininet) -> dict[str, tuple[int, str]]:
+    return {h.name: (h.pid, h.IP()) for h in net.hosts}
+
+
 def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
-               timeout_s: int = PING_TIMEOUT_S) -> dict[tuple[str, str], bool]:
-    """Ping each (src, dst) host pair once, all in parallel; True where a reply came."""
-    procs = {}
-    for src, dst in pairs:
-        procs[(src, dst)] = net[src].popen(
-            ["ping", "-n", "-q", "-c", "1", "-W", str(timeout_s), net[dst].IP()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = {}
-    for pair, proc in procs.items():
-        try:
-            results[pair] = proc.wait(timeout=timeout_s + 5) == 0
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-            results[pair] = False
-    return results
+               timeout_s: float = PING_TIMEOUT_S) -> dict[tuple[str, str], bool]:
+    """Echo each (src, dst) host pair, again every second while unanswered, for at most
+    timeout_s (topologies/reach.py: no process per ping); True where a reply came."""
+    return reach.probe(_hosts(net), pairs, timeout_s, between=checkpoint).results()
 
 
 def cleanup_leftovers(progress: Progress) -> list[str]:
@@ -412,18 +406,14 @@ def all_pairs(net: Mininet) -> list[tuple[str, str]]:
     return [(a, b) for a in names for b in names if a != b]
 
 
-def converge(net: Mininet, pairs: list[tuple[str, str]], timeout_s: float) -> float | None:
-    """Ping until every pair answers; seconds it took, or None if not within timeout_s.
+def wait_reachable(net: Mininet, pairs: list[tuple[str, str]],
+                   timeout_s: float) -> reach.Reach:
+    """Echo every pair, each again every second while unanswered, until all answered or
+    timeout_s passed; the Reach says when each answered and which never did. A stop
+    request (Ctrl-C) is honoured between sends."""
+    return reach.probe(_hosts(net), pairs, timeout_s, between=checkpoint)
 
-    Between rounds only the pairs still failing are pinged again. A stop request
-    (Ctrl-C) is honoured between rounds.
-    """
-    started = time.monotonic()
-    missing = list(pairs)
-    while missing:
-        checkpoint()
-        results = ping_pairs(net, missing, timeout_s=1)
-        missing = [pair for pair, ok in results.items() if not ok]
-        if missing and time.monotonic() - started > timeout_s:
-            return None
-    return time.monotonic() - started
+
+def converge(net: Mininet, pairs: list[tuple[str, str]], timeout_s: float) -> float | None:
+    """Seconds until every pair answered, or None if not within timeout_s."""
+    return wait_reachable(net, pairs, timeout_s).took

@@ -25,9 +25,9 @@ from topologies.netctl import (
     EmulationError,
     Progress,
     checkpoint,
-    converge,
     ping_pairs,
     running_network,
+    wait_reachable,
 )
 from topologies.ovsroles import (
     OvsRolesError,
@@ -36,6 +36,7 @@ from topologies.ovsroles import (
     compare,
     read_roles,
 )
+from topologies.reach import TRY_S, Reach, describe_pairs
 from topologies.scenario import Phase, Report, ScenarioOptions
 from topologies.sdn import SdnCluster
 
@@ -59,6 +60,30 @@ def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
     if seconds is None:
         return f"{what}: not within {bound_s:g} s", False
     return f"{what} in {seconds:.2f} s", True
+
+
+def _reached(what: str, reach: Reach, bound_s: float,
+             site_of_host: dict[str, str]) -> tuple[str, bool]:
+    """A reachability wait's check: its time, or what it waited for and every pair that
+    never answered."""
+    if reach.took is not None:
+        return f"{what} in {reach.took:.2f} s", True
+    missing = reach.missing
+    text = (f"{what}: not within {bound_s:g} s (waited for an echo reply on each of "
+            f"{len(reach.answered_s)} host pairs, an echo every {TRY_S:g} s while "
+            f"unanswered; {reach.sent} sent): {len(missing)} never answered: "
+            f"{describe_pairs(missing, site_of_host, reach.answered_s)}")
+    if reach.errors:
+        text += f"; could not probe from {'; '.join(reach.errors)}"
+    return text, False
+
+
+def _all_answered(what: str, phase: Phase) -> tuple[str, bool]:
+    missing = [p for p, ok in phase.results.items() if not ok]
+    if not missing:
+        return what, True
+    return (f"{what}: {len(missing)} of {len(phase.results)} pairs did not answer: "
+            f"{describe_pairs(missing, phase.site_of_host, phase.results)}"), False
 
 
 def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
@@ -112,10 +137,10 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
              f"signed by the cluster CA {cluster.ca})")
     step[0] = "start"
     progress("waiting for mastership and cross-site paths (LLDP + replicated topology)")
-    started = converge(net, pairs, CONVERGE_TIMEOUT_S)
-    _timing(report, "start", started)
-    checks.append(_took("start: every host reached every other host", started,
-                        CONVERGE_TIMEOUT_S))
+    started = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
+    _timing(report, "start", started.took)
+    checks.append(_reached("start: every host reached every other host", started,
+                           CONVERGE_TIMEOUT_S, site_of_host))
     step[0] = "mastership"
     bridges = {name: net[name].dpid for s in site_map.values() for name in s.switches}
     progress("comparing mastership: OVS roles with the replicated switches table")
@@ -132,7 +157,7 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
     step[0] = "before"
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
-    checks.append(("before: every host reaches every other host", before.loss_pct == 0))
+    checks.append(_all_answered("before: every host reaches every other host", before))
     checkpoint()
 
     step[0] = f"a flow added at the cloud for {edge_bridge}"
@@ -155,9 +180,9 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
         inside = [(a, b) for a, b in pairs if cut_side[a] and cut_side[b]]
         still = [(a, b) for a, b in pairs if cut_side[a] == cut_side[b]]
         crossing = [(a, b) for a, b in pairs if cut_side[a] != cut_side[b]]
-        cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
-        checks.append(_took("cut: the paths that should survive did", cut_s,
-                            CONVERGE_TIMEOUT_S))
+        cut_s = wait_reachable(net, still, CONVERGE_TIMEOUT_S)
+        checks.append(_reached("cut: the paths that should survive did", cut_s,
+                               CONVERGE_TIMEOUT_S, site_of_host))
         step[0] = f"cut off, a flow added at {cut}"
         progress(f"adding flow 'local' for {edge_bridge} through the {cut} node, cut off")
         cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
@@ -167,10 +192,13 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
                             FLOW_WAIT_S))
         step[0] = f"during {cut}'s cut"
         during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
-        inside_ok = all(during.results[p] for p in inside)
-        checks.append((f"during: {cut} hosts still reach each other", inside_ok))
-        checks.append((f"during: no other site reaches {cut}",
-                       not any(during.results[p] for p in crossing)))
+        lost = [p for p in inside if not during.results[p]]
+        checks.append((f"during: {cut} hosts still reach each other" + (
+            f": not {describe_pairs(lost, site_of_host, inside)}" if lost else ""), not lost))
+        leaked = [p for p in crossing if during.results[p]]
+        checks.append((f"during: no other site reaches {cut}" + (
+            f": answered {describe_pairs(leaked, site_of_host, crossing)}" if leaked else ""),
+            not leaked))
         edge_rows = _mastership(cluster, cut, {edge_bridge: edge_dpid})
         edge_ok = [r.ovs_master for r in edge_rows if r.agrees] == [cut]
         checks.append((f"during: {cut}'s controller is still master of {edge_bridge} "
@@ -202,12 +230,13 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
     checks.append((f"heal: the cloud node has {cut}'s local flow",
                    bool(re.search(r"\blocal\b", flows_at_cloud))))
     step[0] = "heal: reachability"
-    healed = converge(net, pairs, CONVERGE_TIMEOUT_S)
-    _timing(report, "heal_reachability", healed)
-    checks.append(_took("heal: full reachability returned", healed, CONVERGE_TIMEOUT_S))
+    healed = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
+    _timing(report, "heal_reachability", healed.took)
+    checks.append(_reached("heal: full reachability returned", healed, CONVERGE_TIMEOUT_S,
+                           site_of_host))
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
-    checks.append(("after: every host reaches every other host again", after.loss_pct == 0))
+    checks.append(_all_answered("after: every host reaches every other host again", after))
     report.notes.append(f"logs: {cluster.workdir} (each site's logs/node.log, "
                         "logs/controller.log)")
 

@@ -15,6 +15,7 @@ _LOGGER_CLASS = logging.getLoggerClass()
 from topologies import sdn, sdn_scenario  # noqa: E402 - imports Mininet, which ...
 from topologies.cloud_edge import SiteInfo  # noqa: E402
 from topologies.netctl import EmulationError  # noqa: E402
+from topologies.reach import Reach, describe_pairs  # noqa: E402
 from topologies.scenario import ScenarioOptions  # noqa: E402
 
 # ... makes every logger created later its own (with a level and a console handler): the
@@ -84,7 +85,8 @@ def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tm
                         lambda *a: _Cluster(*a, failing=failing))
     monkeypatch.setattr(sdn_scenario, "running_network", running_network)
     monkeypatch.setattr(sdn_scenario, "sites", lambda n: site_map)
-    monkeypatch.setattr(sdn_scenario, "converge", lambda *a: 0.1)
+    monkeypatch.setattr(sdn_scenario, "wait_reachable",
+                        lambda n, pairs, t: Reach({p: 0.1 for p in pairs}))
     monkeypatch.setattr(sdn_scenario, "ping_pairs",
                         lambda n, pairs, **kw: {p: True for p in pairs})
     monkeypatch.setattr(sdn_scenario, "_mastership", lambda *a: [])
@@ -100,3 +102,21 @@ def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tm
     assert text.startswith(f"{step}: synod {failing} ") and text.endswith(
         "at cloud: no answer within 40 s"), text
     assert "result: FAIL" in report.render()
+
+
+def test_a_reachability_deadline_names_what_it_waited_for_and_every_failed_pair():
+    site_of = {"ch1": "cloud", "ch2": "cloud", "e1h1": "edge1", "e1h2": "edge1"}
+    pairs = [(a, b) for a in site_of for b in site_of if a != b]
+    missing = {("ch1", "e1h1"), ("e1h1", "ch1"), ("e1h1", "ch2"), ("e1h2", "ch1"),
+               ("e1h2", "ch2")}
+    reach = Reach({p: None if p in missing else 1.5 for p in pairs}, sent=40)
+    assert reach.took is None and set(reach.missing) == missing
+    text, ok = sdn_scenario._reached("start: every host reached every other host", reach,
+                                     30, site_of)
+    assert not ok and text == (
+        "start: every host reached every other host: not within 30 s (waited for an echo "
+        "reply on each of 12 host pairs, an echo every 1 s while unanswered; 40 sent): 5 "
+        "never answered: ch1 -> e1h1, edge1 -> cloud: all 4")
+    assert describe_pairs([], site_of, pairs) == ""
+    done = Reach({p: 0.5 for p in pairs})
+    assert sdn_scenario._reached("x", done, 30, site_of) == ("x in 0.50 s", True)
