@@ -19,7 +19,8 @@ from controller.forwarding.reports import ERROR_CHARS_MAX
 from controller.openflow.shim import now_ms
 from controller.replication.reserved import FLOW_ERRORS
 
-__all__ = ["NodeLink", "TopologySync", "remote_view", "row_dict", "switch_row_changes",
+__all__ = ["NodeLink", "TopologySync", "remote_ips", "remote_view", "row_dict",
+           "switch_row_changes",
            "topology_changes", "topology_rows"]
 
 LOG = logging.getLogger("synod.controller.node_link")
@@ -408,12 +409,22 @@ def remote_view(tables: dict[str, list[dict]]):
     return ports, links, hosts
 
 
+def remote_ips(tables: dict[str, list[dict]]) -> dict[str, str]:
+    """Host MAC -> IPv4 address, from the replicated hosts table (rows that have one)."""
+    out = {}
+    for row in tables.get("hosts", []):
+        mac, ip = row.get("key0"), row.get("ip")
+        if isinstance(mac, str) and isinstance(ip, str) and ip:
+            out[mac] = ip
+    return out
+
+
 class TopologySync:
     """Every second: read the replicated topology, write where it differs from what we
     observe, hand what the others observe to the app."""
 
     def __init__(self, link: NodeLink, observe: Callable[[], dict],
-                 on_remote: Callable[[object, object, object], None]) -> None:
+                 on_remote: Callable[[object, object, object, object], None]) -> None:
         self.link, self.observe, self.on_remote = link, observe, on_remote
         self.reported: dict[tuple, tuple[str, list, dict]] = {}
         self.status: dict[tuple, tuple[str, list, dict]] = {}
@@ -515,7 +526,8 @@ class TopologySync:
                 rows=[pb(*r) for r in new_status], gone=[pb(t, k) for t, k, _ in cleared]))
         self.status = status
         if fresh:
-            self.on_remote(*remote_view(tables))
+            ports, links, hosts = remote_view(tables)
+            self.on_remote(ports, links, hosts, remote_ips(tables))
         self._report_flow_state(client, observed.get("flow_states", {}), pb)
 
     def _tables_now(self, client, timeout_s: float | None,

@@ -57,6 +57,7 @@ from controller.openflow.shim import guarded, now_ms, port_identity, port_is_up
 __all__ = ["FlowStatsRead", "SynodController", "failed_flow_cookie", "home_site_from_desc"]
 
 TICK_S = 0.1
+PACKET_IN_LOG_S = 10.0  # how often the packet-ins by kind are logged (when there were any)
 JOINED_WRITE_BYTES = 64 * 1024
 PROBE_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 1.0  # a busy controller (10k flow-mods, GIL) must not look dead
@@ -171,9 +172,9 @@ class SynodController(app_manager.OSKenApp):
                 "connected": list(self.datapaths),
                 "port_ids": {dpid: dict(self.port_ids.get(dpid, {})) for dpid in ports}}
 
-    def _on_remote(self, ports, links, hosts) -> None:
+    def _on_remote(self, ports, links, hosts, ips=None) -> None:
         with self._lock:
-            self._send(self.fabric.set_remote(ports, links, hosts))
+            self._send(self.fabric.set_remote(ports, links, hosts, ips))
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -277,8 +278,17 @@ class SynodController(app_manager.OSKenApp):
     # --- loops -------------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
+        next_log = time.monotonic() + PACKET_IN_LOG_S
         while not self._stopping.wait(TICK_S):
             now = now_ms()
+            if time.monotonic() >= next_log:
+                next_log = time.monotonic() + PACKET_IN_LOG_S
+                with self._lock:
+                    kinds = sorted(self.fabric.packet_in_kinds.items())
+                    self.fabric.packet_in_kinds.clear()
+                if kinds:
+                    self.logger.info("packet-ins in the last %.0f s: %s", PACKET_IN_LOG_S,
+                                     ", ".join(f"{k} {n}" for k, n in kinds))
             with self._lock:
                 self._send(self.mastership.tick(now))
                 for dpid in list(self.mastership.masters()):

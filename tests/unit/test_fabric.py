@@ -336,3 +336,98 @@ def test_a_link_to_another_controller_is_timed_by_an_echo():
     plain.switch_connected(1, {1: True}, 0)
     assert parse_lldp(_lldp_outs(plain.tick(0))[0].data) == (1, 1)
     assert plain.latencies() == {}
+
+
+# --------------------------------------------------------------------------- proxy ARP
+IPS = {"hc": "10.0.0.1", "h1": "10.1.0.1", "h2": "10.2.0.1"}
+
+
+def arp_ask(src: str, target_ip: str, src_ip: str | None = None) -> bytes:
+    payload = (bytes.fromhex("0001080006040001") + bytes.fromhex(MACS[src].replace(":", ""))
+               + bytes(int(x) for x in (src_ip or IPS[src]).split(".")) + b"\0" * 6
+               + bytes(int(x) for x in target_ip.split(".")) + b"\0" * 18)
+    return frame(BCAST, MACS[src], 0x0806, payload)
+
+
+def replicate_with_ips(fabrics) -> list:
+    """As replicate(), with the hosts table's ip column (what TopologySync passes)."""
+    ports, links, hosts, ips = {}, {}, {}, {}
+    for f in fabrics:
+        p, ls, h = f.report()
+        ports.update(p)
+        links.update(dict(ls))
+        hosts.update(h)
+        ips.update(f.host_ips())
+    intents = []
+    for f in fabrics:
+        intents += f.set_remote(ports, links, hosts, ips)
+    return intents
+
+
+def learned_network():
+    """The cloud-edge network once every host has said who it is (one ARP each) and the
+    tables have been replicated."""
+    net, fabrics = cloud_edge_network()
+    for h in MACS:
+        net.send(h, arp_ask(h, "10.9.9.9"))
+    net.apply(replicate_with_ips(fabrics))
+    return net, fabrics
+
+
+def test_arp_request_parsing_and_the_reply():
+    from controller.forwarding.fabric import arp_reply, arp_request
+
+    assert arp_request(arp_ask("h1", "10.2.0.1")) == (MACS["h1"], "10.1.0.1", "10.2.0.1")
+    assert arp_request(arp_ask("h1", "10.1.0.1")) is None  # an announcement
+    assert arp_request(arp_ask("h1", "10.2.0.1", src_ip="0.0.0.0")) is None  # a probe
+    assert arp_request(frame(BCAST, MACS["h1"], 0x0806)) is None  # not ARP for IPv4
+    reply = arp_reply(MACS["h1"], "10.1.0.1", MACS["h2"], "10.2.0.1")
+    assert len(reply) == 60 and reply[:6] == bytes.fromhex(MACS["h1"].replace(":", ""))
+    assert reply[12:14] == b"\x08\x06" and reply[20:22] == b"\x00\x02"  # ARP reply
+    assert reply[22:28] == reply[6:12] == bytes.fromhex(MACS["h2"].replace(":", ""))
+    assert reply[28:32] == bytes([10, 2, 0, 1]) and reply[38:42] == bytes([10, 1, 0, 1])
+
+
+def test_an_arp_request_for_a_known_host_is_answered_at_the_first_switch():
+    net, (cloud, edge1, _) = learned_network()
+    before = net.packet_ins
+    assert net.send("h1", arp_ask("h1", IPS["h2"])) == []  # not flooded: nobody else sees it
+    assert net.packet_ins == before + 1  # one packet-in, at edge1's switch only
+    (to, reply), = net._received
+    assert to == "h1" and reply[20:22] == b"\x00\x02" and reply[6:12] == bytes.fromhex(
+        MACS["h2"].replace(":", ""))
+    assert edge1.arp_answered == 1 and cloud.arp_answered == 0
+    assert net.send("hc", arp_ask("hc", IPS["h1"])) == []  # a replicated host, too
+    assert cloud.arp_answered == 1
+
+
+def test_arp_requests_the_controller_cannot_answer_are_flooded_as_before():
+    net, (cloud, edge1, _) = learned_network()
+    assert sorted(net.send("h1", arp_ask("h1", "10.7.7.7"))) == ["h2", "hc"]  # unknown
+    assert sorted(net.send("h1", arp_ask("h1", IPS["h2"], src_ip="0.0.0.0"))) == ["h2", "hc"]
+    # Two hosts claim one address: the controller does not pick one.
+    net.send("hc", arp_ask("hc", "10.9.9.8", src_ip=IPS["h2"]))
+    net.apply(replicate_with_ips([cloud, edge1, fabrics_edge2(net)]))
+    assert sorted(net.send("h1", arp_ask("h1", IPS["h2"]))) == ["h2", "hc"]
+    assert edge1.arp_answered == 0 and cloud.arp_answered == 0
+
+
+def fabrics_edge2(net):
+    return net.owners[0x201]
+
+
+def test_addresses_seen_in_passing_arp_frames_are_answered_before_replication():
+    net, fabrics = cloud_edge_network()
+    for h in MACS:
+        net.send(h, arp_ask(h, "10.9.9.9"))  # each host's first request floods everywhere
+    net.apply(replicate(fabrics))  # where the hosts are, but no addresses in the table
+    for a in MACS:
+        for b in MACS:
+            if a != b:
+                before = net.packet_ins
+                assert net.send(a, arp_ask(a, IPS[b])) == [], (a, b)  # answered, not flooded
+                assert net.packet_ins == before + 1
+                (to, reply), = net._received
+                assert to == a and reply[6:12] == bytes.fromhex(MACS[b].replace(":", ""))
+    assert sum(f.arp_answered for f in fabrics) == 6
+    assert sum(f.packet_in_kinds["arp-answered"] for f in fabrics) == 6
