@@ -330,8 +330,10 @@ def _hosts(net: Mininet) -> dict[str, tuple[int, str]]:
 def ping_pairs(net: Mininet, pairs: list[tuple[str, str]],
                timeout_s: float = PING_TIMEOUT_S) -> dict[tuple[str, str], bool]:
     """Echo each (src, dst) host pair, again every second while unanswered, for at most
-    timeout_s (topologies/reach.py: no process per ping); True where a reply came."""
-    return reach.probe(_hosts(net), pairs, timeout_s, between=checkpoint).results()
+    timeout_s from its first echo (topologies/reach.py: no process per ping); True where
+    a reply came."""
+    return reach.probe(_hosts(net), pairs, timeout_s, per_pair=True,
+                       between=checkpoint).results()
 
 
 def cleanup_leftovers(progress: Progress) -> list[str]:

@@ -142,12 +142,15 @@ def _interleaved(pairs: list[Pair]) -> list[Pair]:
 
 def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: float,
           try_s: float = TRY_S, in_flight_max: int = IN_FLIGHT_MAX,
-          stop_when_all: bool = True,
+          per_pair: bool = False,
           between: Callable[[], None] | None = None) -> Reach:
-    """Echo each (src, dst) pair until it answers or timeout_s passes.
+    """Echo each (src, dst) pair until it answers or its time is up.
 
     hosts: name -> (pid of a process in its network namespace, its IPv4 address).
-    stop_when_all: return as soon as every pair answered (else run out timeout_s).
+    per_pair: False, one deadline for all, timeout_s from the start (a wait for the
+    network to converge); True, each pair gets timeout_s from its own first echo, so
+    a pair that waited its turn behind in_flight_max others is judged as fairly as the
+    first (a measurement of every pair at one moment).
     between: called on every turn of the loop (e.g. a Ctrl-C checkpoint); may raise.
     """
     order = _interleaved(list(dict.fromkeys(pairs)))
@@ -164,13 +167,18 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
     ip_of = {h: hosts[h][1] for h in hosts}
     started = time.monotonic()
     deadline = started + timeout_s
+    first_sent: dict[Pair, float] = {}
     pending = [p for p in order if p[0] in socks]
     try:
         while True:
             now = time.monotonic()
             if between is not None:
                 between()
-            if (stop_when_all and not pending) or now >= deadline:
+            if per_pair:  # a pair whose own time is up is no longer waited for
+                pending = [p for p in pending if now - first_sent.get(p, now) < timeout_s]
+            elif now >= deadline:
+                break
+            if not pending:
                 break
             in_flight = sum(1 for p in pending if now - sent_at.get(p, -1e9) < try_s)
             for pair in pending:
@@ -178,6 +186,7 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
                     break
                 if now - sent_at.get(pair, -1e9) < try_s:
                     continue
+                first_sent.setdefault(pair, now)
                 src, dst = pair
                 seq[src] = (seq[src] + 1) & 0xFFFF
                 waiting[(src, seq[src])] = pair
@@ -188,7 +197,7 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
                     socks[src].sendto(echo_request(ident, seq[src]), (ip_of[dst], 0))
                 except OSError:
                     pass  # e.g. no route or a full buffer: tried again after try_s
-            wait = min(POLL_S, max(0.0, deadline - time.monotonic()))
+            wait = POLL_S if per_pair else min(POLL_S, max(0.0, deadline - time.monotonic()))
             ready, _, _ = select.select(list(fd_host), [], [], wait)
             got = False
             for fd in ready:
