@@ -135,7 +135,8 @@ def summary(r: dict) -> str:
                   if k.startswith("synod_peer_dropped_total"))
     ops = sum(v for s in r.get("rates", {}).values() for k, v in s.items()
               if k.startswith("synod_ops_stored_total"))
-    return (f"{r['sites']:>5} {fmt(t.get('heal_digests')):>8} {fmt(t.get('heal_reachability')):>8}"
+    return (f"{r['sites']:>5} {fmt(t.get('start')):>8} {fmt(t.get('heal_digests')):>8}"
+            f" {fmt(t.get('heal_reachability')):>8}"
             f" {nodes.get('node-cloud', 0):>8.1f} {_mean(edges):>8.1f} {max(edges or [0]):>8.1f}"
             f" {ctls.get('controller-cloud', 0):>8.1f} {_mean(ectl):>8.1f}"
             f" {sum(cpu.values()):>8.1f} {r.get('wan_bps', 0):>10.0f}"
@@ -147,7 +148,7 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else 0.0
 
 
-HEADER = ("sites  heal_dig heal_rch cloud_nd edge_nd  edge_max cloud_ct edge_ct "
+HEADER = ("sites     start heal_dig heal_rch cloud_nd edge_nd  edge_max cloud_ct edge_ct "
           " cpu_sum    wan_B/s wan/edge   List/s  drop/s  ops/s  result")
 
 
@@ -173,7 +174,8 @@ def main() -> None:
     print(f"bench/sites.py: synod emulate's scenario per size; idle figures over "
           f"{args.idle_s:g} s after the heal; CPU in % of one core; this machine: {cores} "
           f"cores, shared")
-    print("heal_dig: heal to equal digests, s; heal_rch: to full reachability, s; "
+    print("start: every host reached every other, s; heal_dig: heal to equal digests, s; "
+          "heal_rch: to full reachability, s; "
           "*_nd: node CPU; *_ct: controller CPU; wan: node-to-node WAN relays; "
           "List/s: node API List calls (all nodes); drop/s: peer messages dropped (no link)")
     print(HEADER)
