@@ -33,7 +33,9 @@ from topologies.netctl import (
     running_network,
     start_controller,
     stop_process,
+    wait_reachable,
 )
+from topologies.reach import describe_pairs
 from topologies.scenario import Phase, Report, ScenarioOptions
 
 __all__ = [
@@ -108,23 +110,27 @@ def _validated_topo(opts: ScenarioOptions):
 
 
 def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
-    site_of_host = {h.name: "all" for h in net.hosts}
+    site_of_host = {h.name: h.name for h in net.hosts}  # no sites: pairs named one by one
     pairs = all_pairs(net)
     progress("waiting for the network to converge (link discovery, host learning)")
-    took = converge(net, pairs, CONVERGE_TIMEOUT_S)
+    took = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
     progress("pingall")
-    phase = Phase("pingall", ping_pairs(net, pairs), site_of_host)
+    phase = Phase("pingall", ping_pairs(net, pairs), {h: "all" for h in site_of_host})
     report = Report(f"Synod emulation: {opts.topo} topology, size {opts.sites}", ["all"],
                     [phase])
-    report.checks.append((_took("the network converged", took), took is not None))
-    report.checks.append(("every host reaches every other host", phase.loss_pct == 0))
+    report.checks.append(took.check("the network converged", CONVERGE_TIMEOUT_S,
+                                    site_of_host))
+    named = Phase(phase.name, phase.results, site_of_host)
+    report.checks.append(_all_answered("every host reaches every other host", named))
     return report
 
 
-def _took(what: str, seconds: float | None) -> str:
-    if seconds is None:
-        return f"{what}: not within {CONVERGE_TIMEOUT_S:g} s"
-    return f"{what} in {seconds:.1f} s"
+def _all_answered(what: str, phase: Phase) -> tuple[str, bool]:
+    missing = [p for p, ok in phase.results.items() if not ok]
+    if not missing:
+        return what, True
+    return (f"{what}: {len(missing)} of {len(phase.results)} pairs did not answer: "
+            f"{describe_pairs(missing, phase.site_of_host, phase.results)}"), False
 
 
 def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
@@ -137,7 +143,7 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
              f"{opts.wan_rate_mbit:g} Mbit/s, {opts.wan_loss_pct:g}% loss")
     report = Report(title, list(site_map))
     progress("waiting for the network to converge (link discovery, host learning)")
-    start_s = converge(net, pairs, CONVERGE_TIMEOUT_S)
+    start = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
     progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
@@ -148,14 +154,14 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     try:
         still = [(a, b) for a, b in pairs
                  if (site_of_host[a] == cut) == (site_of_host[b] == cut)]
-        cut_s = converge(net, still, CONVERGE_TIMEOUT_S)
+        cut_s = wait_reachable(net, still, CONVERGE_TIMEOUT_S)
         during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
     finally:
         progress(f"phase 3/3: healing the WAN link of {cut}")
         heal_wan(net, cut)
     report.phases.append(during)
     checkpoint()
-    heal_s = converge(net, pairs, CONVERGE_TIMEOUT_S)
+    heal_s = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
 
@@ -166,14 +172,16 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     others_ok = all(during.between(a, b)[0] == during.between(a, b)[1]
                     for a in others for b in others)
     report.checks += [
-        (_took("start: every host reached every other host", start_s), start_s is not None),
-        ("before: every host reaches every other host", before.loss_pct == 0),
-        (_took("cut: the paths that should survive did", cut_s), cut_s is not None),
+        start.check("start: every host reached every other host", CONVERGE_TIMEOUT_S,
+                    site_of_host),
+        _all_answered("before: every host reaches every other host", before),
+        cut_s.check("cut: the paths that should survive did", CONVERGE_TIMEOUT_S,
+                    site_of_host),
         (f"during: {cut} hosts still reach each other ({inside_ok}/{inside_total})",
          inside_ok == inside_total),
         (f"during: no other site reaches {cut} ({out_ok} answered)", out_ok == 0),
         ("during: the other sites still reach each other", others_ok),
-        (_took("heal: full reachability returned", heal_s), heal_s is not None),
-        ("after: every host reaches every other host again", after.loss_pct == 0),
+        heal_s.check("heal: full reachability returned", CONVERGE_TIMEOUT_S, site_of_host),
+        _all_answered("after: every host reaches every other host again", after),
     ]
     return report

@@ -67,6 +67,20 @@ class Reach:
     def results(self) -> dict[Pair, bool]:
         return {p: t is not None for p, t in self.answered_s.items()}
 
+    def check(self, what: str, bound_s: float, site_of: dict[str, str]) -> tuple[str, bool]:
+        """A report's check for a wait: its time, or what it waited for and every pair
+        that never answered."""
+        if self.took is not None:
+            return f"{what} in {self.took:.2f} s", True
+        missing = self.missing
+        text = (f"{what}: not within {bound_s:g} s (waited for an echo reply on each of "
+                f"{len(self.answered_s)} host pairs, an echo every {TRY_S:g} s while "
+                f"unanswered; {self.sent} sent): {len(missing)} never answered: "
+                f"{describe_pairs(missing, site_of, self.answered_s)}")
+        if self.errors:
+            text += f"; could not probe from {'; '.join(self.errors)}"
+        return text, False
+
 
 def _checksum(data: bytes) -> int:
     if len(data) % 2:

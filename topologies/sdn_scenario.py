@@ -36,7 +36,7 @@ from topologies.ovsroles import (
     compare,
     read_roles,
 )
-from topologies.reach import TRY_S, Reach, describe_pairs
+from topologies.reach import Reach, describe_pairs
 from topologies.scenario import Phase, Report, ScenarioOptions
 from topologies.sdn import SdnCluster
 
@@ -64,18 +64,7 @@ def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
 
 def _reached(what: str, reach: Reach, bound_s: float,
              site_of_host: dict[str, str]) -> tuple[str, bool]:
-    """A reachability wait's check: its time, or what it waited for and every pair that
-    never answered."""
-    if reach.took is not None:
-        return f"{what} in {reach.took:.2f} s", True
-    missing = reach.missing
-    text = (f"{what}: not within {bound_s:g} s (waited for an echo reply on each of "
-            f"{len(reach.answered_s)} host pairs, an echo every {TRY_S:g} s while "
-            f"unanswered; {reach.sent} sent): {len(missing)} never answered: "
-            f"{describe_pairs(missing, site_of_host, reach.answered_s)}")
-    if reach.errors:
-        text += f"; could not probe from {'; '.join(reach.errors)}"
-    return text, False
+    return reach.check(what, bound_s, site_of_host)
 
 
 def _all_answered(what: str, phase: Phase) -> tuple[str, bool]:
