@@ -57,7 +57,7 @@ from controller.openflow.shim import guarded, now_ms, port_identity, port_is_up
 __all__ = ["FlowStatsRead", "SynodController", "failed_flow_cookie", "home_site_from_desc"]
 
 TICK_S = 0.1
-PACKET_IN_LOG_S = 10.0  # how often the packet-ins by kind are logged (when there were any)
+PACKET_IN_LOG_S = 10.0  # how often the packet-ins by kind are logged (when not LLDP alone)
 JOINED_WRITE_BYTES = 64 * 1024
 PROBE_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 1.0  # a busy controller (10k flow-mods, GIL) must not look dead
@@ -286,7 +286,7 @@ class SynodController(app_manager.OSKenApp):
                 with self._lock:
                     kinds = sorted(self.fabric.packet_in_kinds.items())
                     self.fabric.packet_in_kinds.clear()
-                if kinds:
+                if any(k != "lldp" for k, _ in kinds):  # LLDP alone is the steady state
                     self.logger.info("packet-ins in the last %.0f s: %s", PACKET_IN_LOG_S,
                                      ", ".join(f"{k} {n}" for k, n in kinds))
             with self._lock:
