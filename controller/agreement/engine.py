@@ -424,7 +424,7 @@ class Agreement:
         if not isinstance(msg, Prepare | Accept):
             return
         ledger = self.ledger
-        if ledger.decided(msg.slot) is not None:
+        if ledger.decided(msg.slot) is not None and not self._votes_late(msg):
             return  # the proposer learns the decision from the DAG
         if self.node_id not in ledger.membership.voters:
             return
@@ -462,6 +462,22 @@ class Agreement:
                 self._emit(
                     Refuse(msg.slot, b, exc.reason.value, ledger.promised.get(msg.slot), ledger.mv)
                 )
+
+    def _votes_late(self, msg: Prepare | Accept) -> bool:
+        """Accept a decided checkpoint once more if this voter has not voted for it: the
+        others prune only below a cut every voter authored an op above (Checkpoints.stable),
+        and a voter that learnt the checkpoint only once it was decided, and writes
+        nothing, would otherwise hold every other node's compaction back for ever. The
+        vote is for the decided value, so it changes no decision."""
+        if not isinstance(msg, Accept) or slot_kind(msg.slot) != CHECKPOINT:
+            return False
+        decision = self.ledger.decided(msg.slot)
+        if decision is None or msg.value != decision.value:
+            return False
+        record = self.ledger.slots.get(msg.slot)
+        voted = record is not None and any(
+            self.node_id in by for votes in record.accepted.values() for by in votes.values())
+        return not voted
 
     def _check_proposer(self, slot: str, author: NodeId) -> None:
         if slot_kind(slot) in (CHECKPOINT, SCHEMA):  # the voters' own, whatever the policy

@@ -235,6 +235,38 @@ def test_compaction_waits_for_every_voter_to_hold_the_cut():
     net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
 
 
+def test_a_voter_that_learns_a_checkpoint_decided_still_votes_for_it_once():
+    """A voter that receives a checkpoint's proposal together with the votes that decided
+    it (one sync answer) accepts it anyway: an idle voter that authored nothing above the
+    cut would hold every other node's compaction back for ever (Checkpoints.stable)."""
+    from controller.replication import OpBatch
+
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    churn(net, 0, 0, 25)
+    net.run(until=lambda: settled(net))
+    net.cut = {net[2].id}
+    churn(net, 0, 25, 25)
+    net.run(rounds=300, until=lambda: net[0].agreement.checkpoints.latest() >= 1)
+    net.run(rounds=50)
+    n = net[0].agreement.checkpoints.latest()
+    slot = checkpoint_slot(n)
+    late = net[2]
+    missing = net[0].replica.dag.missing_for(late.replica.version_vector())
+    late.replica.receive(OpBatch(net.genesis.cluster_id, net[0].id,
+                                 tuple(op.raw for op in missing)), net.now_ms)
+    late.agreement.step(net.now_ms)
+    assert late.agreement.ledger.decided(slot) is not None  # learnt decided, in one go
+    net.run(rounds=3)  # still cut off: its vote stays here
+    record = late.agreement.ledger.slots[slot]
+    assert any(late.id in by for votes in record.accepted.values() for by in votes.values())
+    before = late.replica.version_vector()[late.id]
+    net.cut = set()
+    net.run(rounds=400, until=lambda: all(
+        net[i].agreement.checkpoints.final_n >= n for i in (0, 1)) and settled(net))
+    assert net[0].replica.dag.pruned > 0
+    assert late.replica.version_vector()[late.id] == before  # nothing else written by it
+
+
 def test_an_op_from_below_the_pruned_checkpoint_is_not_applied_again():
     net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
     churn(net, 0, 0, 30)
