@@ -424,6 +424,19 @@ class Engine:
         """The newest schema version this node reads (SCHEMA_VERSION unless a test lowers it)."""
         return SCHEMA_VERSION if self.agreement is None else self.agreement.config.schema_version
 
+    def note_vector_deltas(self, node_id: str, takes: bool) -> None:
+        """What a peer's hello said: it takes sync messages with vector deltas or not (older
+        code refuses them; decision 0101)."""
+        peers = self.replica.delta_peers
+        if peers is not None:
+            if takes:
+                peers.add(node_id)
+            else:
+                peers.discard(node_id)
+        # A hello comes with a new link: what was sent on the old one may be lost, so the
+        # next vector goes whole rather than as a delta the peer may not be able to rebuild.
+        self.replica.send_whole_vector(node_id)
+
     def decided_schema(self) -> int:
         """The newest schema version decided (1 without agreement: no new table is written)."""
         return 1 if self.agreement is None else self.agreement.decided_schema()
@@ -520,8 +533,8 @@ class Engine:
         inbound, self._inbound = self._inbound, []
         for item in inbound:
             for msg in item.messages:
+                replica.receive(msg, t)  # first: it rebuilds a vector sent as a delta
                 self._observe(item.sender, msg)
-                replica.receive(msg, t)
         writes = self._take_writes()
         if writes and not replica.is_member_now():
             self._refuse(writes)
@@ -708,6 +721,8 @@ class Engine:
     def _observe(self, sender: str, msg: Message) -> None:
         """Peers' vectors, seen in passing, tell us which of our ops they hold."""
         vector = msg.vector if isinstance(msg, SyncRequest | OpBatch) else None
+        if vector is not None and msg.vector_hash:  # a delta: the whole vector the replica
+            vector = self.replica.last_vector(sender)  # rebuilt (or the last it had)
         if vector is not None and msg.cluster_id != self.replica.cluster_id:
             vector = None  # another lineage's vector (joined): says nothing of our ops
             self.last_seen[sender] = time.monotonic()

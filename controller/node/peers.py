@@ -117,6 +117,7 @@ class _Link:
             _hello_request(engine.node_id), timeout=timeout
         )
         engine.peer_schema[self.node_id] = hello.schema_version
+        engine.note_vector_deltas(self.node_id, hello.vector_deltas)
         if hello.cluster_id == engine.cluster_id:
             engine.note_vector(self.node_id, codec.vector_from_pb(hello.version_vector))
         elif engine.keeper is not None:  # a node of another lineage: relate it (reunion)
@@ -185,7 +186,8 @@ async def _over_stream(stream, request, timeout: float):
 
 
 def _hello_request(node_id: str) -> peer_pb2.HelloRequest:
-    return peer_pb2.HelloRequest(node_id=node_id, schema_version=SCHEMA_VERSION)
+    return peer_pb2.HelloRequest(node_id=node_id, schema_version=SCHEMA_VERSION,
+                                 vector_deltas=True)
 
 
 class _LinkError(NodeBaseError):
@@ -358,9 +360,11 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.engine.last_seen[caller] = asyncio.get_running_loop().time()
         e = self.engine
         e.peer_schema[caller] = request.schema_version
+        e.note_vector_deltas(caller, request.vector_deltas)
         out = codec.hello_pb(e.node_id, e.cluster_id, e.version_vector())
         out.genesis = e.genesis.raw
         out.schema_version = SCHEMA_VERSION
+        out.vector_deltas = True
         return out
 
     async def Deliver(self, request, context):

@@ -85,6 +85,8 @@ class NodeReplica(AgreementReplica):
         # Installed before any op is applied (recover() applies the log after __init__).
         self.policy = VotesAndInvitesPolicy(self.policy, InvitePolicy.from_genesis(genesis))
         self._observe = self.policy.observe
+        # Vector deltas only to peers whose hello said they take them (decision 0101).
+        self.delta_peers = set()
 
 
 def open_node_replica(

@@ -9,6 +9,7 @@ from .encoding import decode, encode
 from .errors import Reason, Rejected
 from .identity import NodeId
 from .op import OpId
+from .vectors import VECTOR_HASH_BYTES
 
 __all__ = [
     "VersionVector",
@@ -32,6 +33,12 @@ class SyncRequest:
     vector: VersionVector
     wants: tuple[OpId, ...] = ()  # ops asked for by id (missing parents of buffered ops)
     forks: Mapping[NodeId, int] = field(default_factory=dict)  # equivocators I know: lowest seq
+    # Vector deltas (controller/replication/vectors.py): with vector_base, vector holds only
+    # the entries changed since the vector of that hash; vector_hash names the whole one;
+    # resync asks the receiver to send its whole vector next time.
+    vector_base: bytes = b""
+    vector_hash: bytes = b""
+    resync: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class OpBatch:
     more: bool = False
     evidence: tuple[bytes, ...] = ()
     base: VersionVector | None = None
+    vector_base: bytes = b""  # as in SyncRequest
+    vector_hash: bytes = b""
+    resync: bool = False
 
 
 Message = SyncRequest | OpBatch
@@ -69,14 +79,18 @@ _SYNC, _OPS = 1, 2
 
 def encode_message(msg: Message) -> bytes:
     if isinstance(msg, SyncRequest):
-        return encode(
-            [_SYNC, msg.cluster_id, msg.sender, dict(msg.vector), list(msg.wants), dict(msg.forks)]
-        )
-    vector = None if msg.vector is None else dict(msg.vector)
-    plain = [_OPS, msg.cluster_id, msg.sender, list(msg.ops), vector, msg.more,
-             list(msg.evidence)]
-    if msg.base is not None:
-        plain.append(dict(msg.base))
+        plain = [_SYNC, msg.cluster_id, msg.sender, dict(msg.vector), list(msg.wants),
+                 dict(msg.forks)]
+        tail: list = []
+    else:
+        vector = None if msg.vector is None else dict(msg.vector)
+        plain = [_OPS, msg.cluster_id, msg.sender, list(msg.ops), vector, msg.more,
+                 list(msg.evidence)]
+        tail = [None if msg.base is None else dict(msg.base)]
+    if msg.vector_hash or msg.resync:  # only to peers that take them (an older one refuses)
+        plain += tail + [msg.vector_base, msg.vector_hash, msg.resync]
+    elif isinstance(msg, OpBatch) and msg.base is not None:
+        plain += tail
     return encode(plain)
 
 
@@ -106,16 +120,21 @@ def decode_message(data: bytes, bytes_max: int) -> Message:
     if len(plain) < 3 or not isinstance(plain[1], bytes) or not isinstance(plain[2], str):
         raise Rejected(Reason.MALFORMED, "message header")
     if plain[0] == _SYNC:
-        if len(plain) != 6:
-            raise Rejected(Reason.MALFORMED, "sync request has 6 fields")
-        _, cluster_id, sender, vector, wants, forks = plain
+        if len(plain) not in (6, 9):
+            raise Rejected(Reason.MALFORMED, "sync request has 6 or 9 fields")
+        _, cluster_id, sender, vector, wants, forks = plain[:6]
         return SyncRequest(
-            cluster_id, sender, _vector(vector), _byte_list(wants, 32), _vector(forks)
+            cluster_id, sender, _vector(vector), _byte_list(wants, 32), _vector(forks),
+            *_delta_fields(plain[6:]),
         )
-    if len(plain) not in (7, 8) or not isinstance(plain[5], bool):
-        raise Rejected(Reason.MALFORMED, "op batch has 7 fields (8 with a pruned base)")
+    # 7 fields; 8 with a pruned base (or null before delta fields); 11 with delta fields.
+    if len(plain) not in (7, 8, 11) or not isinstance(plain[5], bool):
+        raise Rejected(Reason.MALFORMED, "op batch has 7 fields (8 with a pruned base, 11 "
+                                         "with vector delta fields)")
     _, cluster_id, sender, ops, vector, more, evidence = plain[:7]
-    base = _vector(plain[7]) if len(plain) == 8 else None
+    base = None
+    if len(plain) > 7 and (plain[7] is not None or len(plain) == 8):
+        base = _vector(plain[7])
     if base is not None and (not base or vector is None):
         raise Rejected(Reason.MALFORMED, "a pruned base, empty or outside an answer")
     evidence = _byte_list(evidence)
@@ -129,4 +148,18 @@ def decode_message(data: bytes, bytes_max: int) -> Message:
         more,
         evidence,
         base,
+        *_delta_fields(plain[8:]),
     )
+
+
+def _delta_fields(extra: list) -> tuple[bytes, bytes, bool]:
+    if not extra:
+        return b"", b"", False
+    base, digest, resync = extra
+    sizes = (0, VECTOR_HASH_BYTES)
+    if not (isinstance(base, bytes) and isinstance(digest, bytes) and len(base) in sizes
+            and len(digest) in sizes and isinstance(resync, bool)):
+        raise Rejected(Reason.MALFORMED, "vector delta fields: two hashes and a flag")
+    if base and not digest:
+        raise Rejected(Reason.MALFORMED, "a vector delta without the whole vector's hash")
+    return base, digest, resync

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import nacl.exceptions
@@ -33,6 +33,7 @@ from .op import (
 from .op import op_signing_message as _signing_message
 from .policy import INVITE, Policy, StaticPolicy
 from .schema import DEFAULT_SCHEMA, Schema, Value
+from .vectors import VectorDeltas
 
 __all__ = [
     "Config",
@@ -235,6 +236,10 @@ class Replica:
         self._record_extra = b""  # the subclass's extra of the last compaction record
         self._named_dirty = False  # a named op adopted: the record is written again
         self.peer_vectors: dict[NodeId, dict[NodeId, int]] = {}
+        # Peers sent vector deltas (vectors.py); None: every peer (the simulators). The node
+        # daemon fills a set from its peers' hellos: older code refuses the longer messages.
+        self.delta_peers: set[NodeId] | None = None
+        self._vectors = VectorDeltas()
 
     # ------------------------------------------------------------------ local changes
     def write(self, mutations: Sequence[Mutation], now_ms: int) -> Op:
@@ -321,14 +326,17 @@ class Replica:
                 return
             joined.receive(message, now_ms)  # verified under its own cluster id and policy
             return
+        sender = message.sender
+        if message.resync:  # it could not rebuild our last vector: send it whole next time
+            self._vectors.resync(sender)
+        vector = self._whole_vector(message)
         if isinstance(message, SyncRequest):
-            self._answer(message, now_ms)
+            self._answer(message, vector, now_ms)
             return
         for pair in zip(message.evidence[::2], message.evidence[1::2], strict=True):
             self._receive_evidence(*pair)
         for raw in message.ops:
             self._receive_op(raw, now_ms)
-        sender = message.sender
         if sender not in self.peers:
             return
         if message.base is not None and self._lacks(message.base):
@@ -336,9 +344,14 @@ class Replica:
             self._out_behind = Behind(sender, dict(message.base))
         again = False
         if message.vector is not None:  # an answer to our request: one exchange, driven by us
+            # A vector we could not rebuild: push back from the older one we hold, and ask
+            # again at once (with resync, so the answer's vector comes whole).
+            again = vector is None or message.resync
+            if vector is None:
+                vector = self._vectors.held(sender)
             # Push back first, so the peer has applied it when our next request arrives.
-            pushed_all = self._push_back(sender, message.vector, now_ms)
-            again = message.more or not pushed_all
+            pushed_all = True if vector is None else self._push_back(sender, vector, now_ms)
+            again = again or message.more or not pushed_all
         if again or (self.dag.pending and self._may_request(sender, now_ms)):
             self._request(sender, now_ms)
 
@@ -642,18 +655,43 @@ class Replica:
         vector = self.dag.vector()
         return any(vector.get(a, 0) < s for a, s in base.items())
 
-    def _answer(self, req: SyncRequest, now_ms: int) -> None:
-        if req.sender in self.peers:
-            self.peer_vectors[req.sender] = dict(req.vector)
+    def _whole_vector(self, message: Message) -> dict[NodeId, int] | None:
+        """The whole vector a message carries (rebuilt from a delta); None when it carries
+        none, or a delta this replica cannot rebuild (vectors.py)."""
+        if message.vector is None:
+            return None
+        if message.sender in self.peers:
+            whole = self._vectors.incoming(
+                message.sender, message.vector, message.vector_base, message.vector_hash)
+            if whole is None:
+                self.counters["vector_resync"] += 1  # a delta on a vector we do not hold
+            return whole
+        return None if message.vector_base else dict(message.vector)  # not remembered
+
+    def send_whole_vector(self, peer: NodeId) -> None:
+        """Send peer the next vector whole (e.g. on a new link: the old one may have lost
+        what it carried)."""
+        self._vectors.resync(peer)
+
+    def last_vector(self, peer: NodeId) -> dict[NodeId, int] | None:
+        """The last whole vector a message from peer carried (rebuilt from deltas)."""
+        return self._vectors.held(peer)
+
+    def _answer(self, req: SyncRequest, vector: dict[NodeId, int] | None, now_ms: int) -> None:
         base = None
-        if self.dag.lacks_pruned(dict(req.vector)):
-            # It lacks ops pruned here (decision 0070): say so, with the pruned cut, so
-            # it can fetch a snapshot; the ops above the cut are sent as usual.
-            self.counters["snapshot_needed"] += 1
-            base = dict(self.dag.base)
+        if vector is not None:
+            if req.sender in self.peers:
+                self.peer_vectors[req.sender] = vector
+            if self.dag.lacks_pruned(vector):
+                # It lacks ops pruned here (decision 0070): say so, with the pruned cut, so
+                # it can fetch a snapshot; the ops above the cut are sent as usual.
+                self.counters["snapshot_needed"] += 1
+                base = dict(self.dag.base)
+        else:  # a delta we could not rebuild: batch from the older vector, report nothing
+            vector = self._vectors.held(req.sender)
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])
         ops = [op.raw for op in wanted if op is not None]
-        more = self._batch(req.sender, req.vector, ops, now_ms)
+        more = False if vector is None else self._batch(req.sender, vector, ops, now_ms)
         evidence: list[bytes] = []
         for author, seq in sorted(self.dag.forks.items()):
             theirs = req.forks.get(author)
@@ -677,6 +715,15 @@ class Replica:
         return not more
 
     def _send(self, peer: NodeId, message: Message) -> None:
+        changes: dict[str, Any] = {}
+        if message.vector is not None and (self.delta_peers is None or peer in self.delta_peers):
+            entries, base, digest = self._vectors.outgoing(peer, message.vector)
+            changes.update(vector=entries, vector_base=base, vector_hash=digest)
+        if peer in self._vectors.resync_due:  # it sent us a delta: it takes the flag
+            self._vectors.resync_due.discard(peer)
+            changes["resync"] = True
+        if changes:
+            message = replace(message, **changes)
         self._out_messages.append(Outbound(peer, message))
 
     def _sample(self, population: list[NodeId], k: int) -> list[NodeId]:
@@ -751,6 +798,7 @@ class Replica:
         Which authors' ops are accepted is the policy's business, not this list's.
         """
         self.peers = sorted({p for p in peers if p != self.node_id})
+        self._vectors.set_peers(self.peers)
 
     # The peers the node has a working link to (None: not told, every peer). Pushes and
     # anti-entropy pick among these, so a node whose only link is a hub (an edge site's

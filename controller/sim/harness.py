@@ -45,6 +45,7 @@ class SimConfig:
     skew_ms_max: int = 500
     sync_interval_ms: int = 200
     push_fanout: int = 3
+    legacy: int = 0  # nodes running code from before vector deltas (decision 0101)
 
     @classmethod
     def from_seed(cls, seed: int, **overrides: Any) -> SimConfig:
@@ -58,6 +59,7 @@ class SimConfig:
             partitions=rng.randint(0, 3),
             crashes=rng.randint(0, 3),
             noise=rng.randint(0, 8),
+            legacy=rng.choice([0, 0, 1]),  # drawn last: the draws above are unchanged
         )
         derived.update(overrides)
         return cls(seed=seed, **derived)
@@ -148,6 +150,9 @@ class Cluster:
         self.acked_by_restarted: set[bytes] = set()
         self.restarts = 0
         self.messages = 0
+        # Older code neither sends nor takes vector deltas; the others learn that from its
+        # hello (here: they are told) and send it whole vectors.
+        self.legacy = set(sorted(self.nodes)[: config.legacy])
         for node in self.nodes.values():
             self._start(node)
 
@@ -170,6 +175,8 @@ class Cluster:
             verify="sample",
             config=self.replica_config,
         )
+        node.replica.delta_peers = (
+            set() if node.id in self.legacy else set(self.nodes) - self.legacy)
         self._pump(node)
 
     def _crash(self, node: Node) -> None:
@@ -222,6 +229,8 @@ class Cluster:
         except Rejected as exc:
             node.replica.counters[exc.reason] += 1
             return
+        if dst in self.legacy and (msg.vector_hash or msg.resync):
+            raise self.fail(f"{src[:8]} sent a vector delta to {dst[:8]}, older code")
         node.replica.receive(msg, self._now(node))
         self._pump(node)
 

@@ -97,6 +97,17 @@ def test_the_split_comes_in_the_middle_of_traffic():
     assert all(r.split_one_side for r in results)
 
 
+@pytest.mark.parametrize("siblings", [0, 1])
+def test_reunions_with_vector_deltas(siblings):
+    """Vectors as deltas (decision 0101) through secession, lineage moves, crashes and the
+    join: a node's replica is recreated on each move, so its peers' bases go stale and
+    resyncs happen; every check still holds."""
+    seeds = range(1, 7) if siblings == 0 else range(1, 4)
+    for seed in seeds:
+        result = run_reunion_seed(seed, siblings=siblings, vector_deltas=True)
+        assert not result.findings
+
+
 def test_the_oracle_goes_by_the_fork_vector_not_by_wall_time(monkeypatch):
     """A parent write made before the split that the seceding founder never received is
     'after the fork': an oracle that goes by wall time disagrees with the report."""

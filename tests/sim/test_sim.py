@@ -40,6 +40,25 @@ def test_faults_are_really_injected() -> None:
     assert totals.get("buffered", 0) > 0
 
 
+def test_vector_deltas_with_loss_and_an_older_node(monkeypatch) -> None:
+    """Vectors travel as deltas (decision 0101): lost ones are rebuilt by a resync, and a
+    node running older code gets whole vectors; a harness that sent it deltas fails."""
+    resyncs = 0
+    for seed in range(6):
+        result = run_seed(seed, legacy=1, drop=0.2, crashes=1)
+        resyncs += result.counters.get("vector_resync", 0)
+    assert resyncs > 0
+    real_start = Cluster._start
+
+    def everyone_takes_deltas(self, node) -> None:
+        real_start(self, node)
+        node.replica.delta_peers = None
+
+    monkeypatch.setattr(Cluster, "_start", everyone_takes_deltas)
+    with pytest.raises(SimFailure, match="older code"):
+        run_seed(1, legacy=1)
+
+
 def test_failure_message_names_seed_and_replay_command() -> None:
     config = SimConfig.from_seed(77, nodes=3)
     cluster = Cluster(config)

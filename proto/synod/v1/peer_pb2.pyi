@@ -7,15 +7,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HelloRequest(_message.Message):
-    __slots__ = ("node_id", "schema_version")
+    __slots__ = ("node_id", "schema_version", "vector_deltas")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_DELTAS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     schema_version: int
-    def __init__(self, node_id: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    vector_deltas: bool
+    def __init__(self, node_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., vector_deltas: _Optional[bool] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "version_vector", "genesis", "schema_version")
+    __slots__ = ("node_id", "cluster_id", "version_vector", "genesis", "schema_version", "vector_deltas")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,12 +30,14 @@ class HelloResponse(_message.Message):
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
     GENESIS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_DELTAS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster_id: bytes
     version_vector: _containers.ScalarMap[str, int]
     genesis: bytes
     schema_version: int
-    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    vector_deltas: bool
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ..., schema_version: _Optional[int] = ..., vector_deltas: _Optional[bool] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("messages",)
