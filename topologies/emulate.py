@@ -35,7 +35,6 @@ from topologies.netctl import (
     stop_process,
     wait_reachable,
 )
-from topologies.reach import describe_pairs
 from topologies.scenario import Phase, Report, ScenarioOptions
 
 __all__ = [
@@ -121,16 +120,8 @@ def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Re
     report.checks.append(took.check("the network converged", CONVERGE_TIMEOUT_S,
                                     site_of_host))
     named = Phase(phase.name, phase.results, site_of_host)
-    report.checks.append(_all_answered("every host reaches every other host", named))
+    report.checks.append(named.all_answered("every host reaches every other host"))
     return report
-
-
-def _all_answered(what: str, phase: Phase) -> tuple[str, bool]:
-    missing = [p for p, ok in phase.results.items() if not ok]
-    if not missing:
-        return what, True
-    return (f"{what}: {len(missing)} of {len(phase.results)} pairs did not answer: "
-            f"{describe_pairs(missing, phase.site_of_host, phase.results)}"), False
 
 
 def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Report:
@@ -174,7 +165,7 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     report.checks += [
         start.check("start: every host reached every other host", CONVERGE_TIMEOUT_S,
                     site_of_host),
-        _all_answered("before: every host reaches every other host", before),
+        before.all_answered("before: every host reaches every other host"),
         cut_s.check("cut: the paths that should survive did", CONVERGE_TIMEOUT_S,
                     site_of_host),
         (f"during: {cut} hosts still reach each other ({inside_ok}/{inside_total})",
@@ -182,6 +173,6 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
         (f"during: no other site reaches {cut} ({out_ok} answered)", out_ok == 0),
         ("during: the other sites still reach each other", others_ok),
         heal_s.check("heal: full reachability returned", CONVERGE_TIMEOUT_S, site_of_host),
-        _all_answered("after: every host reaches every other host again", after),
+        after.all_answered("after: every host reaches every other host again"),
     ]
     return report

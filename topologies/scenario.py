@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from topologies.reach import describe_pairs
+
 __all__ = ["Phase", "Report", "ScenarioOptions"]
 
 
@@ -37,6 +39,14 @@ class Phase:
     @property
     def answered(self) -> int:
         return sum(self.results.values())
+
+    def all_answered(self, what: str) -> tuple[str, bool]:
+        """A check that every pair answered; when not, which did not (by site)."""
+        missing = [p for p, ok in self.results.items() if not ok]
+        if not missing:
+            return what, True
+        return (f"{what}: {len(missing)} of {len(self.results)} pairs did not answer: "
+                f"{describe_pairs(missing, self.site_of_host, self.results)}"), False
 
     @property
     def loss_pct(self) -> float:

@@ -67,14 +67,6 @@ def _reached(what: str, reach: Reach, bound_s: float,
     return reach.check(what, bound_s, site_of_host)
 
 
-def _all_answered(what: str, phase: Phase) -> tuple[str, bool]:
-    missing = [p for p, ok in phase.results.items() if not ok]
-    if not missing:
-        return what, True
-    return (f"{what}: {len(missing)} of {len(phase.results)} pairs did not answer: "
-            f"{describe_pairs(missing, phase.site_of_host, phase.results)}"), False
-
-
 def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
             on_report=None, on_healed=None) -> Report:
     """The scenario; on_healed(cluster, report), if given, runs after the last check while
@@ -146,7 +138,7 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
     step[0] = "before"
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
-    checks.append(_all_answered("before: every host reaches every other host", before))
+    checks.append(before.all_answered("before: every host reaches every other host"))
     checkpoint()
 
     step[0] = f"a flow added at the cloud for {edge_bridge}"
@@ -225,7 +217,7 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
                            site_of_host))
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
-    checks.append(_all_answered("after: every host reaches every other host again", after))
+    checks.append(after.all_answered("after: every host reaches every other host again"))
     report.notes.append(f"logs: {cluster.workdir} (each site's logs/node.log, "
                         "logs/controller.log)")
 

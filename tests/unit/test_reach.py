@@ -53,3 +53,15 @@ def test_a_reach_says_when_all_answered_and_names_the_rest():
     assert part.took is None and part.results()[("h1", "h2")]
     assert describe_pairs(part.missing, site, pairs) == "s1 -> s2: all 2"
     assert describe_pairs([("h1", "h3")], site, pairs) == "h1 -> h3"
+
+
+def test_a_phase_check_names_the_pairs_that_did_not_answer():
+    from topologies.scenario import Phase
+
+    sites = {"h1": "cloud", "h2": "edge1", "h3": "edge1"}
+    ok = Phase("before", {("h1", "h2"): True, ("h2", "h1"): True}, sites)
+    assert ok.all_answered("before: all") == ("before: all", True)
+    bad = Phase("after", {("h1", "h2"): False, ("h1", "h3"): False, ("h2", "h3"): True}, sites)
+    line, passed = bad.all_answered("after: all")
+    assert not passed
+    assert line == "after: all: 2 of 3 pairs did not answer: cloud -> edge1: all 2"
