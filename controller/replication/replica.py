@@ -684,9 +684,11 @@ class Replica:
                 self.peer_vectors[req.sender] = vector
             if self.dag.lacks_pruned(vector):
                 # It lacks ops pruned here (decision 0070): say so, with the pruned cut, so
-                # it can fetch a snapshot; the ops above the cut are sent as usual.
+                # it can fetch a snapshot; the ops above the cut are sent as usual. Only to
+                # a peer that takes the newer layouts: older code refuses the field.
                 self.counters["snapshot_needed"] += 1
-                base = dict(self.dag.base)
+                if self.delta_peers is None or req.sender in self.delta_peers:
+                    base = dict(self.dag.base)
         else:  # a delta we could not rebuild: batch from the older vector, report nothing
             vector = self._vectors.held(req.sender)
         wanted = (self.dag.find(w) for w in req.wants[: self.config.wants_max])

@@ -50,7 +50,8 @@ class VectorDeltas:
     Bounded by the peers: set_peers() forgets the others, and only peers are remembered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, entries_max: int = 65_536) -> None:
+        self.entries_max = entries_max  # authors in one rebuilt vector (a peer's bound)
         self._sent: dict[NodeId, tuple[bytes, dict[NodeId, int]]] = {}
         self._got: dict[NodeId, tuple[bytes, dict[NodeId, int]]] = {}
         self.resync_due: set[NodeId] = set()  # peers to ask for their whole vector
@@ -84,6 +85,12 @@ class VectorDeltas:
                     whole[author] = seq
                 else:
                     whole.pop(author, None)
+        # The sender names the whole vector: a delta that does not rebuild it, or one that
+        # would grow the memory past its bound, is not kept (a peer cannot pile up authors).
+        if len(whole) > self.entries_max or (digest and vector_hash(whole) != digest):
+            self._got.pop(peer, None)
+            self.resync_due.add(peer)
+            return None
         self._got[peer] = (digest, whole)
         return dict(whole)
 

@@ -212,5 +212,27 @@ def test_delta_fields_and_a_pruned_base_travel_together() -> None:
     assert decode(encode_message(deltas_only))[7] is None
     assert decode_message(encode_message(deltas_only), 1 << 20) == deltas_only
     base_only = OpBatch(b"c" * 32, "n1", (), {"a": 3}, base={"a": 1})
-    assert len(decode(encode_message(base_only))) == 8  # as before deltas
+    assert len(decode(encode_message(base_only))) == 8  # deltas not taken: no delta fields
     assert decode_message(encode_message(base_only), 1 << 20) == base_only
+
+
+def test_a_delta_that_does_not_rebuild_the_named_vector_or_grows_too_far_is_refused() -> None:
+    rx = VectorDeltas(entries_max=3)
+    v1 = {"a": 1}
+    assert rx.incoming("tx", v1, b"", vector_hash(v1)) == v1
+    forged = {"a": 1, "zz": 9}
+    assert rx.incoming("tx", {"zz": 9}, vector_hash(v1), vector_hash({"a": 2})) is None
+    assert rx.held("tx") is None and rx.resync_due == {"tx"}  # nothing kept from a lie
+    assert rx.incoming("tx", forged, b"", vector_hash(forged)) == forged
+    # A peer adding made-up authors, each delta hashed right, stops at the bound.
+    whole, base = dict(forged), vector_hash(forged)
+    for i in range(3):
+        whole[f"x{i}"] = 1
+        got = rx.incoming("tx", {f"x{i}": 1}, base, vector_hash(whole))
+        base = vector_hash(whole)
+        if len(whole) > 3:
+            assert got is None and rx.held("tx") is None
+            break
+        assert got == whole
+    else:
+        raise AssertionError("the bound never applied")
