@@ -350,10 +350,19 @@ class Agreement:
 
     def others_read(self) -> dict[NodeId, int]:
         """What every member but this node said it reads (decision 0037): the voters in
-        force and whoever else the node names, 0 for one not heard from."""
-        said = {} if self.members_read is None else dict(self.members_read())
+        force and whoever else the node names, 0 for one not heard from. What a proposer
+        checks: it proposes only once it has heard every member read the version."""
+        said = self.heard_read()
         members = set(self.ledger.membership.voters) | set(said)
         return {n: said.get(n, 0) for n in sorted(members - {self.node_id})}
+
+    def heard_read(self) -> dict[NodeId, int]:
+        """What the members this node has heard said they read. What an acceptor checks:
+        a member heard reading less refuses the version; one not heard does not block it,
+        since in a star of sites an edge never hears the other edges (decision 0037)."""
+        said = {} if self.members_read is None else dict(self.members_read())
+        said.pop(self.node_id, None)
+        return said
 
     def _maybe_upgrade(self, now_ms: int) -> None:
         """Propose the next schema version once a write waits for it and every member
@@ -510,7 +519,7 @@ class Agreement:
             raise Refused(Reason.BAD_CHECKPOINT, f"{slot}: not checkpoint/<n>, n >= 1")
         if slot_kind(slot) == SCHEMA:
             check_schema(slot, value, self.config.schema_version, self.decided_schema(),
-                         self.others_read())
+                         self.heard_read())
         if slot_kind(slot) == PLACEMENT:
             before = self._decided_before(placement_of(slot), placement_slot)
             check_placement(slot, value, before, frozenset(ledger.membership.voters),

@@ -62,8 +62,8 @@ def check_schema(
 ) -> None:
     """Refused unless this node (reading up to `reads`, with `decided` the highest decided
     version, and `others` what every other member said it reads) may vote for `value` in
-    `slot`. A member not heard from counts as reading 0: the acceptor refuses, which
-    delays an upgrade until that member says hello, never decides one it cannot read."""
+    `slot`. An acceptor passes the members it has heard (older code says 0): one heard
+    reading less refuses the version; the proposer checked every member (decision 0037)."""
     version = schema_version_of(slot)
     if version is None:
         raise Refused(Reason.BAD_SCHEMA, f"{slot}: not schema/<v>, v >= 2")
@@ -76,7 +76,7 @@ def check_schema(
     behind = members_behind(version, others)
     if behind:
         named = ", ".join(
-            f"{n[:8]} ({f'reads {others[n]}' if others[n] else 'not heard'})"
+            f"{n[:8]} ({f'reads {others[n]}' if others[n] else 'older code or not heard'})"
             for n in behind[:MEMBERS_NAMED_MAX]
         )
         if len(behind) > MEMBERS_NAMED_MAX:

@@ -415,10 +415,11 @@ class Engine:
         self._update_members()
 
     def members_read(self) -> dict[str, int]:
-        """What each other member said it reads in its peer hello (0: not said yet;
-        decision 0037); the agreement checks every member reads a version before it
-        proposes or accepts it."""
-        return {n: self.peer_schema.get(n, 0) for n in self.members if n != self.node_id}
+        """What each other member this node has heard said it reads in its peer hello (0:
+        older code, which says nothing of it; decision 0037). A proposer waits for every
+        member to be heard; an acceptor refuses for a member heard behind."""
+        return {n: self.peer_schema[n] for n in self.members
+                if n != self.node_id and n in self.peer_schema}
 
     def schema_reads(self) -> int:
         """The newest schema version this node reads (SCHEMA_VERSION unless a test lowers it)."""
