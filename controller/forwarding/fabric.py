@@ -230,6 +230,8 @@ class Fabric:
         controller); None where the request must be flooded as before (unknown or
         contested address, a probe or an announcement). Notes the sender's address."""
         sender = arp_sender(frame)
+        if sender is not None and frame[22:28] != frame[6:12]:
+            sender = None  # an ARP sender that is not the frame's source: not noted
         if sender is not None and self._seen_ips.get(sender[0]) != sender[1]:
             self._seen_ips.pop(sender[0], None)
             self._seen_ips[sender[0]] = sender[1]
@@ -256,9 +258,13 @@ class Fabric:
             for mac, host in self.topology.hosts.items():
                 if host.ip:
                     claims.setdefault(host.ip, set()).add(mac)
-            for mac, ip in {**self._remote_ips, **self._seen_ips}.items():
-                if ip and mac not in self.topology.hosts:
-                    claims.setdefault(ip, set()).add(mac)
+            # Every claim counts: an address seen in passing does not replace the
+            # replicated one of the same MAC (a host could otherwise move another's claim
+            # away and then take its address unopposed); they contest instead.
+            for source in (self._remote_ips, self._seen_ips):
+                for mac, ip in source.items():
+                    if ip and mac not in self.topology.hosts:
+                        claims.setdefault(ip, set()).add(mac)
             self._ip_index = {ip: (next(iter(macs)) if len(macs) == 1 else None)
                               for ip, macs in claims.items()}
         return self._ip_index

@@ -431,3 +431,21 @@ def test_addresses_seen_in_passing_arp_frames_are_answered_before_replication():
                 assert to == a and reply[6:12] == bytes.fromhex(MACS[b].replace(":", ""))
     assert sum(f.arp_answered for f in fabrics) == 6
     assert sum(f.packet_in_kinds["arp-answered"] for f in fabrics) == 6
+
+
+def test_a_host_cannot_steer_arp_answers_to_itself_for_another_hosts_address():
+    """Review finding: h1 sends an ARP frame whose ARP sender is h2's MAC with an unused
+    address (to move h2's claim away), then announces h2's address as its own; a
+    controller that answered would send everyone to h1. It is not noted (the ARP sender is
+    not the frame's source), and the replicated claim stays: the address is contested,
+    the request is flooded and h2 answers for itself."""
+    net, (cloud, edge1, edge2) = learned_network()
+    net.apply(replicate_with_ips([cloud, edge1, edge2]))
+    spoof = bytearray(arp_ask("h1", "10.9.9.8", src_ip="10.9.9.7"))
+    spoof[22:28] = bytes.fromhex(MACS["h2"].replace(":", ""))  # ARP sender: h2's MAC
+    net.send("h1", bytes(spoof))
+    net.send("h1", arp_ask("h1", "10.9.9.8", src_ip=IPS["h2"]))  # h1 says it is h2's IP
+    got = net.send("hc", arp_ask("hc", IPS["h2"]))
+    assert "h2" in got  # flooded: h2 itself answers
+    assert all(reply[6:12] != bytes.fromhex(MACS["h1"].replace(":", ""))
+               for _, reply in net._received)
