@@ -38,3 +38,21 @@ def test_options_before_the_subcommand_reach_it(solo):
     opts = ["--server", solo.api, "--insecure", "--token", solo.admin_token]
     r = CliRunner().invoke(cli, ["members", *opts, "forget", "deadbeefcafe"])
     assert r.exit_code == 1 and "names no node" in r.output
+
+
+def test_a_release_is_not_proposed_while_a_member_may_run_older_code():
+    """Older code refuses a decided release and stops following membership changes: the
+    node asks for one only when every member's hello said it runs this version."""
+    from types import SimpleNamespace
+
+    from controller.node.api import Slots
+
+    engine = SimpleNamespace(node_id="a" * 32, members={"a" * 32: b"", "b" * 32: b"",
+                                                        "c" * 32: b""},
+                             replica=SimpleNamespace(delta_peers={"b" * 32}))
+    slots = Slots(SimpleNamespace(engine=engine))
+    assert slots._older_members() == ["c" * 32]  # not heard, or older code
+    engine.replica.delta_peers.add("c" * 32)
+    assert slots._older_members() == []
+    engine.replica.delta_peers = None  # the simulators: every peer is new
+    assert slots._older_members() == []
