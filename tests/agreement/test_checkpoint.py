@@ -427,3 +427,41 @@ def test_a_decommissioned_voter_does_not_pin_compaction():
     cps = net[0].agreement.checkpoints
     net.run(rounds=600, until=lambda: cps.final_n >= 2)
     assert cps.departed() == set() and net[0].replica.dag.pruned > 40
+
+
+def test_a_long_tail_is_checkpointed_in_bounded_steps_that_a_retry_repeats():
+    """next(ops_max) names the first ops_max ops above the previous checkpoint in log
+    order: each voter computes a bounded state (a 100k-op tail cost 20 s a proposal in
+    issue 12's soak, longer than its timeout), and a retry names the same cut (a memo hit,
+    not another full computation)."""
+    net = Net(3)
+    churn(net, 0, 0, 10)
+    net.run(until=lambda: settled(net))
+    first = decide_next(net)
+    churn(net, 0, 10, 50)
+    churn(net, 1, 60, 10)
+    net.run(until=lambda: settled(net))
+    cps = net[0].agreement.checkpoints
+    cp = cps.next(ops_max=25)
+    assert cp is not None and cp.n == first.n + 1 and cp.count == first.count + 25
+    assert cps.next(ops_max=25) == cp  # the same cut while nothing more is decided
+    p = net[0].agreement.propose(checkpoint_slot(cp.n), cp.to_value(), net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED
+    after = cps.next(ops_max=25)
+    assert after is not None and after.count == cp.count + 25
+    whole = cps.next()
+    assert whole is not None and dict(whole.cut) == net[0].replica.version_vector()
+
+
+def test_the_voters_checkpoint_a_long_tail_in_steps_of_checkpoint_ops_max():
+    """The engine proposes with the bound: after a burst, each decided checkpoint covers
+    at most checkpoint_ops_max ops above the previous one, and they catch up in steps."""
+    net = Net(3, checkpoint_ops=10, checkpoint_ops_max=10, checkpoint_stagger_ms=50)
+    churn(net, 0, 0, 12)
+    net.run(rounds=300, until=lambda: net[0].agreement.checkpoints.latest() >= 1)
+    churn(net, 0, 12, 45)
+    net.run(rounds=2_000, until=lambda: net[0].agreement.checkpoints.latest() >= 4)
+    cps = net[0].agreement.checkpoints
+    counts = [cps.decided(n).count for n in range(1, cps.latest() + 1)]
+    assert all(0 < b - a <= 10 for a, b in zip(counts, counts[1:], strict=False)), counts

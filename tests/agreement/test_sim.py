@@ -105,7 +105,8 @@ def test_a_wrong_checkpoint_that_gets_decided_is_caught(monkeypatch):
     right = Checkpoints.next
     monkeypatch.setattr(Checkpoints, "check", lambda self, n, value: None)
     monkeypatch.setattr(
-        Checkpoints, "next", lambda self: (cp := right(self)) and replace(cp, count=cp.count + 1)
+        Checkpoints, "next",
+        lambda self, ops_max=0: (cp := right(self, ops_max)) and replace(cp, count=cp.count + 1),
     )
     with pytest.raises(AgreementSimFailure, match="not the state at its cut"):
         run_agreement_seed(1, checkpoint_ops=12)
