@@ -516,7 +516,7 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
                             or not all(isinstance(n, str) for n in value["nodes"]):
                         raise codec.CodecError(f"{RELEASE_SLOT}: a map of nodes (a list)")
                     new = plan_release(chain, value["nodes"])
-                    older = self._older_members()
+                    older = self.api.engine.members_on_older_code()
                     if older:
                         await context.abort(
                             grpc.StatusCode.FAILED_PRECONDITION,
@@ -532,16 +532,6 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             decision = self.api.engine.decided(slot)
             assert decision is not None  # the engine answers once the slot is decided
             return northbound_pb2.Slot(**decision_summary(decision))
-
-    def _older_members(self) -> list[str]:
-        """Members whose hello to this node did not say they take this version's peer
-        messages (vector deltas), or that have not said hello: older code, as far as this
-        node can tell (decision 0070, releases)."""
-        engine = self.api.engine
-        newer = engine.replica.delta_peers
-        if newer is None:
-            return []
-        return sorted(n for n in engine.members if n != engine.node_id and n not in newer)
 
     async def Propose(self, request, context):
         if request.slot == JOIN_SLOT:

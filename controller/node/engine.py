@@ -425,6 +425,15 @@ class Engine:
         """The newest schema version this node reads (SCHEMA_VERSION unless a test lowers it)."""
         return SCHEMA_VERSION if self.agreement is None else self.agreement.config.schema_version
 
+    def members_on_older_code(self) -> list[str]:
+        """Members whose hello to this node did not say they take this version's peer
+        messages (vector deltas), or that have not said hello: older code, as far as this
+        node can tell (decision 0070, releases)."""
+        newer = self.replica.delta_peers
+        if newer is None:
+            return []
+        return sorted(n for n in self.members if n != self.node_id and n not in newer)
+
     def note_vector_deltas(self, node_id: str, takes: bool) -> None:
         """What a peer's hello said: it takes sync messages with vector deltas or not (older
         code refuses them; decision 0101)."""

@@ -45,14 +45,13 @@ def test_a_release_is_not_proposed_while_a_member_may_run_older_code():
     node asks for one only when every member's hello said it runs this version."""
     from types import SimpleNamespace
 
-    from controller.node.api import Slots
+    from controller.node.engine import Engine
 
     engine = SimpleNamespace(node_id="a" * 32, members={"a" * 32: b"", "b" * 32: b"",
                                                         "c" * 32: b""},
                              replica=SimpleNamespace(delta_peers={"b" * 32}))
-    slots = Slots(SimpleNamespace(engine=engine))
-    assert slots._older_members() == ["c" * 32]  # not heard, or older code
+    assert Engine.members_on_older_code(engine) == ["c" * 32]  # not heard, or older code
     engine.replica.delta_peers.add("c" * 32)
-    assert slots._older_members() == []
+    assert Engine.members_on_older_code(engine) == []
     engine.replica.delta_peers = None  # the simulators: every peer is new
-    assert slots._older_members() == []
+    assert Engine.members_on_older_code(engine) == []
