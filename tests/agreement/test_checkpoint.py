@@ -393,10 +393,10 @@ def _remove(net: Net, node: int, reason: str = "") -> None:
             n.replica.set_peers(stay)
 
 
-def test_a_voter_removed_without_a_reason_pins_compaction_at_its_last_op():
-    """It may be a seceded side that comes back to reunite (decision 0070): the ops above
-    what it last acknowledged stay, whatever checkpoints the others decide."""
-    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+def pinned_by_a_departed_voter(net: Net) -> tuple[int, dict]:
+    """Node 2 writes, is compacted past once, crashes and is removed with no reason; the
+    others write on and decide two more checkpoints. Returns the final checkpoint number
+    before the removal and the causal past of node 2's last op."""
     churn(net, 0, 0, 25)
     churn(net, 2, 50, 5)
     net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
@@ -409,6 +409,15 @@ def test_a_voter_removed_without_a_reason_pins_compaction_at_its_last_op():
     churn(net, 1, 200, 20)
     net.run(rounds=600, until=lambda: cps.latest() >= before + 2)
     net.run(rounds=50)
+    return before, past
+
+
+def test_a_voter_removed_without_a_reason_pins_compaction_at_its_last_op():
+    """It may be a seceded side that comes back to reunite (decision 0070): the ops above
+    what it last acknowledged stay, whatever checkpoints the others decide."""
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    cps = net[0].agreement.checkpoints
+    before, past = pinned_by_a_departed_voter(net)
     assert cps.departed() == {net[2].id}
     assert cps.final_n == before  # decided, not compacted: their cuts pass node 2's op
     assert all(s <= past.get(a, 0) for a, s in cps.final.cut.items())

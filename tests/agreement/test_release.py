@@ -18,7 +18,7 @@ from controller.agreement.membership import (
 from controller.replication import Identity
 
 from .conftest import Net
-from .test_checkpoint import _remove, churn, compacted, settled
+from .test_checkpoint import _remove, churn, compacted, pinned_by_a_departed_voter, settled
 
 KEYS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 IDS = [k.node_id for k in KEYS]
@@ -118,19 +118,9 @@ def _release(net: Net, node: int, *names: str) -> Status:
 
 def test_a_decided_release_lets_compaction_pass_the_departed_voters_last_op():
     net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
-    churn(net, 0, 0, 25)
-    churn(net, 2, 50, 5)
-    net.run(rounds=400, until=lambda: compacted(net, 1) and settled(net))
-    net.crash(2)
     cps = net[0].agreement.checkpoints
     gone = net[2].id
-    before, tip = cps.final_n, net[0].replica.version_vector()[gone]
-    past = dict(net[0].agreement.ledger.vector(net[0].replica.dag.at(gone, tip).id))
-    _remove(net, 2)
-    churn(net, 0, 100, 60)
-    churn(net, 1, 200, 20)
-    net.run(rounds=600, until=lambda: cps.latest() >= before + 2)
-    net.run(rounds=50)
+    before, past = pinned_by_a_departed_voter(net)
     assert cps.departed() == {gone} and cps.final_n == before  # the pin holds
 
     outcome = _release(net, 2, gone)
