@@ -21,6 +21,12 @@ from .tokens import (
 __all__ = ["Authenticator", "Denied", "TokenBucket"]
 
 
+# A token made on another node reaches this one by sync: a node started a moment ago (or
+# cut off from its peers) may not hold it yet. Said once, in the error itself.
+UNKNOWN_HINT = (" (not known to this node: a wrong token, or one this node has not yet "
+                "received from its peers)")
+
+
 class Denied(NodeBaseError):
     """code is 'unauthenticated', 'permission_denied' or 'resource_exhausted'."""
 
@@ -92,7 +98,7 @@ class Authenticator:
             raise Denied("unauthenticated", str(exc)) from None
         record = self.record(token_id)
         if record is None or not record.matches(secret):
-            raise Denied("unauthenticated", f"unknown token {token_id}")
+            raise Denied("unauthenticated", f"unknown token {token_id}{UNKNOWN_HINT}")
         if record.revoked:
             raise Denied("unauthenticated", f"token {token_id} is revoked")
         if record.expired(int(self.wall_clock() * 1000)):

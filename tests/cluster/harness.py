@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from controller.node.client import Client
+from synod.v1 import northbound_pb2 as nb
+
+from controller.node.client import Client, ClientError
 from controller.node.datadir import init_data_dirs
 from controller.node.pki import KeyPair
 from topologies.mgmt import WanProxy
@@ -106,9 +108,27 @@ class Cluster:
             for i in range(n)
         ]
 
-    def start(self) -> None:
+    def start(self, ready_s: float = 30.0) -> None:
+        """Start every node, then wait until each one knows the admin token (the founder's
+        first op, which the others receive by sync): a test's first call to any node then
+        cannot meet "unknown token" because it came a few hundred ms too early."""
         for node in self.nodes:
             node.start()
+        waiting = set(range(len(self.nodes)))
+        deadline = time.monotonic() + ready_s
+        while waiting and time.monotonic() < deadline:
+            for i in sorted(waiting):
+                try:
+                    with self.client(i, timeout_s=2) as c:
+                        c.call(c.cluster.GetStatus, nb.GetStatusRequest())
+                    waiting.discard(i)
+                except ClientError:
+                    pass
+            if waiting:
+                time.sleep(0.05)
+        if waiting:
+            raise RuntimeError(f"nodes {sorted(waiting)} did not accept the admin token "
+                               f"within {ready_s} s of starting")
 
     def join_node(self, via: int = 0, extra_args: list[str] | None = None) -> NodeProcess:
         """Prepare a new node with the cluster's CA, `synod join` it through node `via`
