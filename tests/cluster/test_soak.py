@@ -51,6 +51,12 @@ def _logged(path) -> int:
         return conn.execute("SELECT count(*) FROM _synod_ops").fetchone()[0]
 
 
+def _disk_mb(data) -> float:
+    """store.db and its WAL, in MB."""
+    files = [data / "store.db", data / "store.db-wal"]
+    return round(sum(f.stat().st_size for f in files if f.exists()) / 1e6, 1)
+
+
 def _status(cluster, i: int):
     with cluster.client(i) as c:
         return c.call(c.cluster.GetStatus, nb.GetStatusRequest())
@@ -120,6 +126,9 @@ def soak(make_cluster, tmp_path, ops: int, checkpoint_ops: int, per_node: int = 
 
     def sample() -> None:
         rss.append([_rss_mb(n.proc.pid) for n in cluster.nodes])
+        logged = [_logged(n.data / "store.db") for n in cluster.nodes]
+        print(f"soak {time.monotonic() - started:.0f} s: {churn.done:,} acknowledged writes, "
+              f"RSS MB {rss[-1]}, ops in each log {logged}", flush=True)
 
     # 1st quarter, then kill -9 node 2 and restart it from its (compacted) store.
     churn.run(quarter, [0, 1, 2])
@@ -159,17 +168,21 @@ def soak(make_cluster, tmp_path, ops: int, checkpoint_ops: int, per_node: int = 
     for i in range(3):
         assert last[i] <= first[i] * 1.5 + 60, (i, rss)
 
+    disk = [_disk_mb(n.data) for n in cluster.nodes]
     # A fresh node joins by snapshot and holds the same state; its log is only the tail.
+    joining = time.monotonic()
     node = cluster.join_node(via=0, extra_args=["--config", str(config)])
     assert wait_for(lambda: _status(cluster, 3).state_digest == _status(cluster, 0).state_digest
                     and _status(cluster, 3).ops == _status(cluster, 0).ops, 120)
+    joined_s = time.monotonic() - joining
     assert "fetched from a peer" in node.log.read_text()
     assert _logged(node.data / "store.db") < total
     assert _kv(cluster, 3) == want
     pruned = sum(v for k, v in _status(cluster, 0).counters.items() if k.endswith("pruned"))
     print(f"soak: {time.monotonic() - started:.0f} s, {churn.done:,} acknowledged writes "
           f"({churn.refused} refused while a node was down), {total:,} ops held and "
-          f"{pruned:,} pruned at node 0, RSS MB per node {rss}")
+          f"{pruned:,} pruned at node 0, RSS MB per node {rss}, store on disk MB {disk}, "
+          f"a fresh node joined (join, snapshot, equal digests) in {joined_s:.1f} s")
 
 
 def test_soak_short(make_cluster, tmp_path):
