@@ -118,35 +118,6 @@ class _Core:
         self.store.close()
 
 
-def _catch_up_by_snapshot(cfg: NodeConfig, addresses: list[str], store, identity, genesis,
-                          core_cfg, peer_creds, metrics: Metrics) -> bool:
-    """Start from the checkpoint the peers were compacted to, when they pruned ops this
-    store lacks (decision 0070): fetched, checked against its certificate, merged with
-    what the store holds above its cut (merge: nothing held there is lost), installed in
-    one transaction; then the tail comes by sync as usual. True when one was installed;
-    the store is unchanged otherwise (every refusal is logged, the next peer asked)."""
-    mine = (cfg.peer.listen, cfg.peer.advertise)
-    addresses = list(dict.fromkeys(a for a in addresses if a and a not in mine))
-    if not addresses:
-        return False
-    stored = store.load()
-    got = snapshot.fetch(
-        addresses, peer_creds, snapshot.held_vector(stored),
-        message_bytes_max=cfg.peer.message_bytes_max,
-        bytes_max=snapshot.SNAPSHOT_BYTES_MAX,
-        timeout_s=snapshot.FETCH_TIMEOUT_S,
-        check_one=snapshot.checker(stored, identity, genesis, config=core_cfg),
-    )
-    if got is None:
-        return False
-    _, rows, (replica, record) = got
-    snapshot.install(store, replica, record, rows)
-    metrics.inc("snapshots_installed")
-    log.info("started from checkpoint/%d (%d rows, %d ops pruned) fetched from a peer",
-             replica.restored_checkpoint, len(rows), replica.dag.pruned)
-    return True
-
-
 def _core_config(cfg: NodeConfig) -> ReplicationCoreConfig:
     return ReplicationCoreConfig(
         sync_interval_ms=cfg.replication.sync_interval_ms,
@@ -196,8 +167,10 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         if cfg.agreement.enabled and bundle is not None and store.is_empty():
             # A node that joined and holds nothing yet; the founders of a new cluster
             # never ask (there is nothing to catch up with).
-            _catch_up_by_snapshot(cfg, list(cfg.peer.peers) or list(bundle.peers), store,
-                                  identity, genesis, core_cfg, peer_creds, metrics)
+            got = _fetch_checked(cfg, list(cfg.peer.peers) or list(bundle.peers), {},
+                                 identity, genesis, peer_creds)
+            if got is not None:
+                _install(store, got, identity, genesis, cfg, metrics)
         if cfg.agreement.enabled:
             # Membership and policy from decided slots, plus invitations (decision 0032).
             replica = open_lineage(store, genesis)
@@ -284,12 +257,13 @@ CATCH_UP_INTERVAL_S = 30.0  # at most one run-time snapshot catch-up attempt per
 
 class _CatchUp:
     """Run-time snapshot catch-up (decision 0070): a peer answered that it pruned ops this
-    node lacks (engine.BelowCheckpoint), which sync cannot bring. serve() then closes the
-    core, fetches a snapshot, checks it, merges what the store holds above its cut and
-    installs it (_catch_up_in_place), and opens the core again; the servers keep
-    listening, as in a secession. At most one attempt per interval: the claim is a
-    peer's (only a checked snapshot is trusted), so a peer that lies costs us one round
-    of asking the peers, the store unchanged."""
+    node lacks (engine.BelowCheckpoint), which sync cannot bring. serve() then fetches a
+    snapshot and checks it against its certificate while the node keeps serving
+    (_fetch_checked, a thread); only with one that checks out does it close the core,
+    merge what the store holds above the cut, install (_install_checked) and open the
+    core again; the servers keep listening, as in a secession. At most one attempt per
+    interval: the claim is a peer's (only a checked snapshot is trusted), so a peer that
+    lies costs us one round of asking the peers, with no outage and the store unchanged."""
 
     def __init__(self, interval_s: float = CATCH_UP_INTERVAL_S) -> None:
         self.requested = asyncio.Event()
@@ -310,23 +284,61 @@ class _CatchUp:
         self.requested.set()
 
 
-def _catch_up_in_place(cfg: NodeConfig, d: DataDir, addresses: list[str], identity,
-                       genesis, peer_creds, metrics: Metrics) -> bool:
-    """_catch_up_by_snapshot on the node's store while its core is closed (a thread of
-    its own: SQLite's connection stays in it). False, logged, when nothing was installed."""
+def _fetch_checked(cfg: NodeConfig, addresses: list[str], vector: dict[str, int], identity,
+                   genesis, peer_creds,
+                   cancel: snapshot.Cancel | None = None) -> tuple[bytes, Any, Any] | None:
+    """The first snapshot a peer gives past `vector` that checks out against its
+    certificate, as (record, rows, checked replica); None when none does (logged). Needs
+    no store: the core keeps running while this fetches and checks (a thread of its own)."""
+    mine = (cfg.peer.listen, cfg.peer.advertise)
+    addresses = list(dict.fromkeys(a for a in addresses if a and a not in mine))
+    if not addresses:
+        return None
+    core_cfg = _core_config(cfg)
+    return snapshot.fetch(
+        addresses, peer_creds, vector,
+        message_bytes_max=cfg.peer.message_bytes_max,
+        bytes_max=snapshot.SNAPSHOT_BYTES_MAX,
+        timeout_s=snapshot.FETCH_TIMEOUT_S,
+        check_one=lambda record, rows: snapshot.check(record, rows, identity, genesis,
+                                                      config=core_cfg),
+        cancel=cancel,
+    )
+
+
+def _install(store, got: tuple[bytes, Any, Any], identity, genesis, cfg: NodeConfig,
+             metrics: Metrics) -> None:
+    """Merge a checked snapshot (_fetch_checked) with what the store holds (snapshot.merge:
+    nothing held above its cut is lost) and install it in one transaction; then the tail
+    comes by sync as usual. SnapshotError or StoreError leave the store unchanged."""
+    record, rows, replica = got
+    stored = store.load()
+    if stored.log or stored.compaction is not None:
+        replica, record = snapshot.merge(replica, record, rows, stored, identity, genesis,
+                                         config=_core_config(cfg))
+    snapshot.install(store, replica, record, rows)
+    metrics.inc("snapshots_installed")
+    log.info("started from checkpoint/%d (%d rows, %d ops pruned) fetched from a peer",
+             replica.restored_checkpoint, len(rows), replica.dag.pruned)
+
+
+def _install_checked(cfg: NodeConfig, d: DataDir, got: tuple[bytes, Any, Any], identity,
+                     genesis, metrics: Metrics) -> bool:
+    """_install on the node's store while its core is closed (a thread of its own:
+    SQLite's connection stays in it). False, logged, when nothing was installed."""
     try:
         store = SqliteStore(d.store_file, NODE_SCHEMA)
     except StoreError as exc:
         log.error("snapshot catch-up: %s", exc)
         return False
     try:
-        return _catch_up_by_snapshot(cfg, addresses, store, identity, genesis,
-                                     _core_config(cfg), peer_creds, metrics)
+        _install(store, got, identity, genesis, cfg, metrics)
     except (StoreError, snapshot.SnapshotError) as exc:
         log.error("snapshot catch-up: %s; the store is unchanged", exc)
         return False
     finally:
         store.close()
+    return True
 
 
 class _Secession:
@@ -544,6 +556,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     stopper = asyncio.ensure_future(stop.wait())
     switcher = asyncio.ensure_future(secession.requested.wait())
     catcher = asyncio.ensure_future(catch_up.requested.wait())
+    fetching: asyncio.Future | None = None  # a snapshot fetch (catch_up), while it runs
+    fetch_genesis, cancel = None, snapshot.Cancel()
     failed: BaseException | None = None
 
     def reopened(new: _Core) -> None:
@@ -560,30 +574,49 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         while True:
             engine_task = core.engine._task
             assert engine_task is not None
-            await asyncio.wait({stopper, engine_task, switcher, catcher},
-                               return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future] = {stopper, engine_task, switcher, catcher}
+            if fetching is not None:
+                waiting.add(fetching)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if stopper.done() or engine_task.done():
                 if engine_task.done() and not engine_task.cancelled():
                     failed = engine_task.exception()
                 break
             if catcher.done():
-                # Below a peer's pruned cut: reopen from a snapshot plus what we hold.
+                # Below a peer's pruned cut: fetch and check a snapshot while the node
+                # serves (a thread); the core closes only to install it.
                 catch_up.requested.clear()
                 catcher = asyncio.ensure_future(catch_up.requested.wait())
+                if fetching is not None:
+                    continue  # one fetch at a time
                 addresses = [core.links.address_of(catch_up.peer),
                              *core.links.known_addresses().values(), *cfg.peer.peers]
-                genesis = core.genesis
-                await core.close()
-                installed = await asyncio.to_thread(
-                    _catch_up_in_place, cfg, d, addresses, identity, genesis, peer_creds,
-                    metrics)
+                fetch_genesis, cancel = core.genesis, snapshot.Cancel()
+                fetching = asyncio.ensure_future(asyncio.to_thread(
+                    _fetch_checked, cfg, addresses, dict(core.replica.version_vector()),
+                    identity, fetch_genesis, peer_creds, cancel))
+                continue
+            if fetching is not None and fetching.done():
+                try:
+                    got = fetching.result()
+                except Exception:  # noqa: BLE001 - a failed fetch must not stop the node
+                    log.exception("snapshot catch-up: the fetch failed")
+                    got = None
+                fetching = None
+                installed = False
+                if got is not None and fetch_genesis is core.genesis:
+                    await core.close()
+                    installed = await asyncio.to_thread(
+                        _install_checked, cfg, d, got, identity, core.genesis, metrics)
+                    core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
+                    reopened(core)
                 metrics.inc(f"snapshot_catch_ups|{'installed' if installed else 'none'}")
                 if not installed:
-                    log.warning("no peer gave a snapshot that checks out; this node stays "
-                                "below its peers' pruned cut (next attempt in %.0f s, or "
-                                "restart the node)", catch_up.interval_s)
-                core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
-                reopened(core)
+                    log.warning("no snapshot installed; this node stays below its peers' "
+                                "pruned cut (next attempt in %.0f s, or restart the node)",
+                                catch_up.interval_s)
+                continue
+            if not switcher.done():
                 continue
             # A secession: the new lineage replaces the core; the servers keep listening.
             secession.requested.clear()
@@ -598,6 +631,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         stopper.cancel()
         switcher.cancel()
         catcher.cancel()
+        cancel.set()  # a snapshot fetch still running asks no further peer
         for task in guarding:
             task.cancel()
         await health_servicer.enter_graceful_shutdown()

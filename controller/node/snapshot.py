@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -61,6 +62,7 @@ __all__ = [
     "checker",
     "held_vector",
     "install",
+    "Cancel",
 ]
 
 log = logging.getLogger("synod.snapshot")
@@ -244,6 +246,7 @@ def merge(
         vector[op.author] = max(vector.get(op.author, 0), op.seq)
     if all(vector.get(a, 0) >= s for a, s in base.items()):
         raise SnapshotError("this store holds its whole cut already")
+    _check_own_ops(snap, ops, identity.node_id)
     tail = [op for op in ops if op.seq > base.get(op.author, 0)]
     inside = {op.id: op for op in ops if op.seq <= base.get(op.author, 0)}
     if stored.compaction is not None:  # the pruned ops the old record kept, by id
@@ -283,6 +286,36 @@ def merge(
     return replica, merged_record
 
 
+def _check_own_ops(snap: AgreementReplica, ops: list[Op], me: str) -> None:
+    """This node's own ops in its store against the cut the voters certified. Only this
+    node writes its ops, and it stores each before sending it, so its store holds every
+    one of them up to its last seq: an op of its own at the cut's seq that differs from
+    the certified one means this node signed two ops with one seq (a store restored from
+    an older copy that then took writes): refused, naming both, since the cluster holds the
+    other and those writes are not in its state. A store whose own ops stop below the cut
+    was restored from an older copy: warned, since writes it took since then are dropped."""
+    cut = snap.dag.base.get(me, 0)
+    if not cut:
+        return
+    own = [op for op in ops if op.author == me and op.seq <= cut]
+    if not own:
+        return
+    certified = snap.dag.frontier.get(me)
+    top = max(own, key=lambda op: op.seq)
+    if top.seq == cut and certified is not None and top.id != certified.id:
+        raise SnapshotError(
+            f"this store holds this node's op {top.id.hex()[:16]} at seq {cut}, and the "
+            f"checkpoint certifies another one ({certified.id.hex()[:16]}) there: this "
+            "node signed two ops with one seq (its store restored from an older copy, then "
+            "written to?); its writes since are not in the cluster's state. Reinitialise "
+            "this node's data directory and join again")
+    if top.seq < cut:
+        log.warning("this store's own ops stop at seq %d but the checkpoint holds this "
+                    "node's ops up to seq %d: the store was restored from an older copy; "
+                    "a write it took since that copy is not in the cluster's state and is "
+                    "dropped", top.seq, cut)
+
+
 def checker(stored: Stored, identity: Identity, genesis: Genesis,
             **kwargs: Any) -> Callable[[bytes, Rows], tuple[AgreementReplica, bytes]]:
     """fetch()'s check_one for a store holding `stored`: check the snapshot, then merge
@@ -317,6 +350,32 @@ def install(store: Any, replica: AgreementReplica, record: bytes, rows: Rows) ->
     replica.advance(ready)
 
 
+class Cancel:
+    """Stops a fetch() running in another thread (a node shutting down): no further peer
+    is asked, and the stream being read is cancelled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._call: Any = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            if self._call is not None:
+                self._call.cancel()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def track(self, call: Any) -> Any:
+        with self._lock:
+            self._call = call
+            if self._set:
+                call.cancel()
+        return call
+
+
 def fetch(
     addresses: list[str],
     credentials: grpc.ChannelCredentials,
@@ -326,6 +385,7 @@ def fetch(
     bytes_max: int,
     timeout_s: float,
     check_one: Any,
+    cancel: Cancel | None = None,
 ) -> tuple[bytes, Rows, Any] | None:
     """Ask each peer address in turn for a snapshot; the first that `check_one(record,
     rows)` accepts is returned with what check_one returned. None when no peer has one
@@ -335,14 +395,18 @@ def fetch(
         ("grpc.ssl_target_name_override", "node.synod"),
         ("grpc.max_receive_message_length", message_bytes_max),
     ]
+    cancel = cancel or Cancel()
     for address in addresses:
+        if cancel.is_set():
+            return None
         try:
             with grpc.secure_channel(address, credentials, options=options) as channel:
                 # A peer that does not answer must not hold the start for the whole
                 # stream's deadline: connect first, briefly.
                 grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
                 stub = peer_pb2_grpc.PeerServiceStub(channel)
-                got = collect(stub.Snapshot(request, timeout=timeout_s), bytes_max)
+                got = collect(cancel.track(stub.Snapshot(request, timeout=timeout_s)),
+                              bytes_max)
         except grpc.FutureTimeoutError:
             log.warning("snapshot from %s: not reachable in %.0f s", address, CONNECT_TIMEOUT_S)
             continue

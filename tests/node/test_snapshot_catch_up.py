@@ -27,7 +27,7 @@ from controller.replication import (
     encode_message,
     invitation_data,
 )
-from controller.store import SqliteStore
+from controller.store import SqliteStore, Stored
 from tests.agreement import conftest
 from tests.agreement.conftest import Net
 from tests.agreement.test_checkpoint import churn
@@ -203,3 +203,32 @@ def test_an_answer_carries_the_pruned_cut_only_to_a_peer_that_lacks_it():
     r.advance(rd)
     r.receive(OpBatch(r.cluster_id, IDS[1].node_id, (), {}, False, ()), 0)
     assert r.ready().behind is None
+
+
+def test_a_store_that_signed_another_op_at_the_cut_is_refused(tmp_path, monkeypatch, caplog):
+    """Voter 1's store is as if restored from an older copy that then took writes: its ops
+    are signed with voter 1's key but are not the ones the checkpoint certifies. Its op at
+    the cut's seq differs from the certified one: the merge is refused, naming both (those
+    writes are not in the cluster's state). Own ops that stop below the cut are warned of."""
+    net, lagger, _ = _behind_net(tmp_path, monkeypatch)
+    record, rows = _snapshot_for(net, lagger)
+    snap = snapshot.check(record, rows, lagger.identity, net.genesis, replica_cls=NodeReplica,
+                          schema=NODE_SCHEMA)
+    me = net[1].identity
+    cut = snap.dag.base[me.node_id]
+    restored = NodeReplica(me, net.genesis, random.Random(1), schema=NODE_SCHEMA)
+    for i in range(cut):
+        restored.write([Upsert("kv", (f"again{i}",), {"value": b"x"})], net.now_ms)
+    ops = restored.log()
+    assert ops[-1].seq == cut and ops[-1].id != snap.dag.frontier[me.node_id].id
+    with pytest.raises(SnapshotError, match=f"at seq {cut}.*signed two ops with one seq"):
+        snapshot._check_own_ops(snap, ops, me.node_id)
+    with pytest.raises(SnapshotError, match="two ops with one seq"):
+        snapshot.merge(snap, record, rows, Stored(net.genesis.raw, tuple(op.raw for op in ops), ()),
+                       me, net.genesis, replica_cls=NodeReplica, schema=NODE_SCHEMA)
+    with caplog.at_level("WARNING", logger="synod.snapshot"):
+        snapshot._check_own_ops(snap, ops[:-1], me.node_id)
+    assert "restored from an older copy" in caplog.text
+    # The store's own ops as the cluster has them pass.
+    held = snapshot._decode_all(net[1].store.load().log, NODE_SCHEMA)
+    snapshot._check_own_ops(snap, held, me.node_id)
