@@ -298,6 +298,10 @@ def node_run(data: str, config_file: str | None, api_listen: str | None,
     """Run the node: replication, storage, peer sync and the gRPC APIs, until SIGTERM."""
     import os
 
+    from controller.node.memory import reexec_with_system_malloc
+
+    # First: the interpreter reads PYTHONMALLOC only at start (decision 0102).
+    reexec_with_system_malloc()
     from controller.node.config import load_config
     from controller.node.server import run_node
 

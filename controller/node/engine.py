@@ -233,6 +233,7 @@ class Engine:
         self.replica = replica
         self.agreement = agreement
         self.keeper: Any = None  # lineages.Keeper: other lineages (set by the server)
+        self.trimmer: Any = None  # memory.Trimmer: after pruning (set by the server)
         self.slot_watchers: set[SlotWatcher] = set()
         self._proposals_in: list[_Propose] = []
         self._proposing: list[_Propose] = []
@@ -589,6 +590,8 @@ class Engine:
                     if inv is not None:
                         self._admit(inv)
             replica.advance(rd)
+            if rd.compaction is not None and self.trimmer is not None:
+                self.trimmer.pruned()  # the pruned ops are freed: hand the pages back
         if self.keeper is not None:
             await self.keeper.drive(loop, self.send)
         vector = replica.version_vector()
@@ -606,6 +609,8 @@ class Engine:
             # An idle round folds a little of the digests' pending work (~1-2 ms), so the
             # digests asked for after a heal pay only for what the heal brought (0099).
             replica.fold_digests(IDLE_FOLD_POINTS)
+            if self.trimmer is not None:
+                self.trimmer.maybe()  # a trim held back by its interval
 
     def _step_agreement(self, t: int) -> None:
         """Start queued proposals and step the agreement engine (votes become replica ops,

@@ -101,6 +101,7 @@ HISTOGRAMS: dict[str, Family] = {
     "write_quorum": Family("time from a write's arrival until a majority holds it"),
     "propose": Family("time a slot proposal took to be decided"),
     "commit": Family("time one group commit took (sign, store, apply)"),
+    "memory_trim": Family("time malloc_trim took after ops were pruned (decision 0102)"),
 }
 
 # Counters of the sans-I/O cores, by event (an outcome or a rejection reason); the cores own

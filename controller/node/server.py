@@ -49,6 +49,7 @@ from .lineages import (
     held_lineages,
     lineage_dir,
 )
+from .memory import Trimmer
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
 from .slots import open_node_replica
@@ -467,6 +468,12 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         core.keeper.on_return = secession.go_home
     catch_up = _CatchUp()
     core.engine.subscribe(catch_up.on_event)
+    trimmer = Trimmer(observe=lambda s: metrics.observe("memory_trim", s))
+    core.engine.trimmer = trimmer
+    if os.environ.get("PYTHONMALLOC") != "malloc" or not trimmer.available:
+        log.info("memory: pruned history is not handed back to the system (PYTHONMALLOC=%s, "
+                 "malloc_trim %s; decision 0102)", os.environ.get("PYTHONMALLOC", "unset"),
+                 "available" if trimmer.available else "missing")
     api = Api(core.engine, cfg.api, metrics, core.links, str(d.store_file))
     api.secession = secession
     peer_servicer = PeerServicer(core.engine, cfg.peer, metrics)
@@ -562,6 +569,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
 
     def reopened(new: _Core) -> None:
         secession.core = new
+        new.engine.trimmer = trimmer
         if new.keeper is not None:
             new.keeper.on_return = secession.go_home
         new.engine.subscribe(catch_up.on_event)

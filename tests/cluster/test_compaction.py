@@ -70,6 +70,11 @@ def test_checkpoints_prune_and_the_cluster_goes_on(make_cluster, tmp_path):
         dict(_status(cluster, i).counters) for i in range(3)]
     assert wait_for(lambda: _same_state(cluster), 30)
     assert _slots(cluster, 0, "checkpoint/"), "no checkpoint decided"
+    # Each node re-executed itself under the system allocator (decision 0102), so the
+    # pages of pruned ops go back to the system.
+    for n in cluster.nodes:
+        environ = open(f"/proc/{n.proc.pid}/environ", "rb").read().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ
     # A node killed with SIGKILL restarts from its compacted store (the checkpoint's rows
     # plus the tail of the log) and the cluster converges again, writes included.
     ops_before = _status(cluster, 2).ops
