@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
@@ -136,6 +136,7 @@ class _Link:
         stub = peer_pb2_grpc.PeerServiceStub(channel)
         timeout = cfg.deliver_timeout_ms / 1000
         stream = self.stream = stub.DeliverStream() if self.streaming else None
+        held: dict[str, int] = {}  # the peer's vector, from this stream's answers
         try:
             while not self.stopping:
                 if not self.queue:
@@ -148,7 +149,8 @@ class _Link:
                     data = self.queue.popleft()
                     batch.append(data)
                     size += len(data)
-                request = peer_pb2.DeliverRequest(messages=batch)
+                request = peer_pb2.DeliverRequest(messages=batch,
+                                                  vector_changes=stream is not None)
                 if stream is None:
                     resp = await stub.Deliver(request, timeout=timeout)
                 else:
@@ -167,12 +169,27 @@ class _Link:
                         self.streaming, stream = False, None
                         resp = await stub.Deliver(request, timeout=timeout)
                 self.links.metrics.inc("sync_bytes_sent", size)
+                if resp.vector_changes:  # every answer is applied, whatever its lineage
+                    for author, seq in resp.version_vector.items():
+                        if seq:
+                            held[str(author)] = int(seq)
+                        else:
+                            held.pop(str(author), None)
+                else:
+                    held = codec.vector_from_pb(resp.version_vector)
                 if resp.cluster_id in (b"", engine.cluster_id):
-                    engine.note_vector(self.node_id, codec.vector_from_pb(resp.version_vector))
+                    engine.note_vector(self.node_id, dict(held))
         finally:
             self.stream = None
             if stream is not None:
                 stream.cancel()
+
+
+def vector_changes(last: Mapping[str, int], vector: Mapping[str, int]) -> dict[str, int]:
+    """The entries of `vector` that differ from `last`, and 0 for an author it lost."""
+    changed = {a: s for a, s in vector.items() if last.get(a) != s}
+    changed.update((a, 0) for a in last if a not in vector)
+    return changed
 
 
 async def _over_stream(stream, request, timeout: float):
@@ -369,7 +386,13 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
     async def Deliver(self, request, context):
         caller = await self._caller(context)
-        return await self._deliver(caller, request, context)
+        vector, rejected = await self._deliver(caller, request, context)
+        return self._answer(vector, rejected)
+
+    def _answer(self, vector: Mapping[str, int], rejected: int) -> peer_pb2.DeliverResponse:
+        out = codec.deliver_pb(vector, rejected)
+        out.cluster_id = self.engine.cluster_id
+        return out
 
     async def DeliverStream(self, request_iterator, context):
         """Deliver, one request after another on a long-lived stream. The stream counts
@@ -380,6 +403,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             self.metrics.inc("peer_refused|inflight")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
         self._inflight[caller] = self._inflight.get(caller, 0) + 1
+        last: Mapping[str, int] | None = None  # the vector of this stream's last answer
         try:
             async for request in request_iterator:
                 if caller not in self.engine.peer_keys():
@@ -388,14 +412,24 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"node {caller} is not a member (removed by a decided membership change)",
                     )
-                yield await self._deliver(caller, request, context, counted=True)
+                vector, rejected = await self._deliver(caller, request, context, counted=True)
+                if request.vector_changes and last is not None:
+                    # The stream is ordered and the caller applies every answer: only
+                    # what changed since the last one goes (an author gone as 0).
+                    out = self._answer(vector_changes(last, vector), rejected)
+                    out.vector_changes = True
+                else:
+                    out = self._answer(vector, rejected)
+                last = vector
+                yield out
         finally:
             self._inflight[caller] -= 1
 
-    async def _deliver(self, caller: str, request, context, counted: bool = False):
-        """One delivery from caller: rate-limited, decoded, applied and durable here, then
-        answered with this node's vector. counted: the call already holds an in-flight slot
-        (a stream), so the bound is not applied twice."""
+    async def _deliver(self, caller: str, request, context,
+                       counted: bool = False) -> tuple[Mapping[str, int], int]:
+        """One delivery from caller: rate-limited, decoded, applied and durable here; this
+        node's vector then and the messages rejected. counted: the call already holds an
+        in-flight slot (a stream), so the bound is not applied twice."""
         if not counted and self._inflight.get(caller, 0) >= self.config.inflight_max:
             self.metrics.inc("peer_refused|inflight")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many deliveries in flight")
@@ -437,9 +471,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         finally:
             if not counted:
                 self._inflight[caller] -= 1
-        out = codec.deliver_pb(vector, rejected)
-        out.cluster_id = self.engine.cluster_id
-        return out
+        return vector, rejected
 
     async def Snapshot(self, request, context):
         """The checkpoint this node's store was compacted to, for a caller lacking pruned

@@ -204,3 +204,45 @@ def test_deliveries_ride_one_stream_or_fall_back_to_calls(cluster_dirs, monkeypa
     finally:
         n1.stop()
         n2.stop()
+
+
+def test_vector_changes_name_what_changed_and_what_left():
+    from controller.node.peers import vector_changes
+
+    assert vector_changes({"a": 1, "b": 2}, {"a": 1, "b": 2}) == {}
+    assert vector_changes({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 1}) == {"b": 3, "c": 1}
+    assert vector_changes({"a": 1, "b": 2}, {"a": 1}) == {"b": 0}
+
+
+@pytest.mark.parametrize("asked", [True, False], ids=["changes", "older-caller"])
+def test_a_stream_answers_with_the_vector_changes_when_asked(pair, asked):
+    """On a DeliverStream whose caller asks for it, an answer after the first carries only
+    the entries of the vector that changed since the previous answer (decision 0101); a
+    caller that does not ask (older code) gets the whole vector every time."""
+    import queue
+
+    (n1, _), peers, dirs = pair
+    ch, stub = _peer_stub(peers[0], *DataDir(dirs[2]).tls())
+    requests: queue.Queue = queue.Queue()
+    with ch:
+        answers = stub.DeliverStream(iter(requests.get, None), timeout=30)
+
+        def exchange():
+            requests.put(peer_pb2.DeliverRequest(messages=[], vector_changes=asked))
+            return next(answers)
+
+        first = exchange()
+        whole = dict(first.version_vector)
+        assert not first.vector_changes and whole
+        idle = exchange()
+        with n1.client(n1.admin_token) as c:
+            seq = _put(c, "changed").seq
+        after = exchange()
+        requests.put(None)
+    me = n1.info["node_id"]
+    if asked:
+        assert idle.vector_changes and dict(idle.version_vector) == {}
+        assert after.vector_changes and dict(after.version_vector) == {me: seq}
+    else:
+        assert not idle.vector_changes and dict(idle.version_vector) == whole
+        assert not after.vector_changes and dict(after.version_vector) == {**whole, me: seq}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13synod/v1/peer.proto\x12\x08synod.v1\"N\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x15\n\rvector_deltas\x18\x03 \x01(\x08\"\xee\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\x0c\x12\x42\n\x0eversion_vector\x18\x03 \x03(\x0b\x32*.synod.v1.HelloResponse.VersionVectorEntry\x12\x0f\n\x07genesis\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x15\n\rvector_deltas\x18\x06 \x01(\x08\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\"\n\x0e\x44\x65liverRequest\x12\x10\n\x08messages\x18\x01 \x03(\x0c\"\xb3\x01\n\x0f\x44\x65liverResponse\x12\x44\n\x0eversion_vector\x18\x01 \x03(\x0b\x32,.synod.v1.DeliverResponse.VersionVectorEntry\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12\x12\n\ncluster_id\x18\x03 \x01(\x0c\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x1f\n\x0cSecedeNotice\x12\x0f\n\x07genesis\x18\x01 \x01(\x0c\"\x1f\n\tSecedeAck\x12\x12\n\ncluster_id\x18\x01 \x01(\x0c\"\x8d\x01\n\x0fSnapshotRequest\x12\x44\n\x0eversion_vector\x18\x01 \x03(\x0b\x32,.synod.v1.SnapshotRequest.VersionVectorEntry\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"F\n\x0bSnapshotRow\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0c\n\x04meta\x18\x03 \x01(\x0c\x12\r\n\x05point\x18\x04 \x01(\x0c\"f\n\rSnapshotChunk\x12\x0e\n\x06record\x18\x01 \x01(\x0c\x12\x12\n\nrows_total\x18\x02 \x01(\x04\x12#\n\x04rows\x18\x03 \x03(\x0b\x32\x15.synod.v1.SnapshotRow\x12\x0c\n\x04last\x18\x04 \x01(\x08\x32\xca\x02\n\x0bPeerService\x12\x38\n\x05Hello\x12\x16.synod.v1.HelloRequest\x1a\x17.synod.v1.HelloResponse\x12>\n\x07\x44\x65liver\x12\x18.synod.v1.DeliverRequest\x1a\x19.synod.v1.DeliverResponse\x12H\n\rDeliverStream\x12\x18.synod.v1.DeliverRequest\x1a\x19.synod.v1.DeliverResponse(\x01\x30\x01\x12\x35\n\x06Secede\x12\x16.synod.v1.SecedeNotice\x1a\x13.synod.v1.SecedeAck\x12@\n\x08Snapshot\x12\x19.synod.v1.SnapshotRequest\x1a\x17.synod.v1.SnapshotChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13synod/v1/peer.proto\x12\x08synod.v1\"N\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x15\n\rvector_deltas\x18\x03 \x01(\x08\"\xee\x01\n\rHelloResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\x0c\x12\x42\n\x0eversion_vector\x18\x03 \x03(\x0b\x32*.synod.v1.HelloResponse.VersionVectorEntry\x12\x0f\n\x07genesis\x18\x04 \x01(\x0c\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x15\n\rvector_deltas\x18\x06 \x01(\x08\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\":\n\x0e\x44\x65liverRequest\x12\x10\n\x08messages\x18\x01 \x03(\x0c\x12\x16\n\x0evector_changes\x18\x02 \x01(\x08\"\xcb\x01\n\x0f\x44\x65liverResponse\x12\x44\n\x0eversion_vector\x18\x01 \x03(\x0b\x32,.synod.v1.DeliverResponse.VersionVectorEntry\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12\x12\n\ncluster_id\x18\x03 \x01(\x0c\x12\x16\n\x0evector_changes\x18\x04 \x01(\x08\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x1f\n\x0cSecedeNotice\x12\x0f\n\x07genesis\x18\x01 \x01(\x0c\"\x1f\n\tSecedeAck\x12\x12\n\ncluster_id\x18\x01 \x01(\x0c\"\x8d\x01\n\x0fSnapshotRequest\x12\x44\n\x0eversion_vector\x18\x01 \x03(\x0b\x32,.synod.v1.SnapshotRequest.VersionVectorEntry\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"F\n\x0bSnapshotRow\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0c\n\x04meta\x18\x03 \x01(\x0c\x12\r\n\x05point\x18\x04 \x01(\x0c\"f\n\rSnapshotChunk\x12\x0e\n\x06record\x18\x01 \x01(\x0c\x12\x12\n\nrows_total\x18\x02 \x01(\x04\x12#\n\x04rows\x18\x03 \x03(\x0b\x32\x15.synod.v1.SnapshotRow\x12\x0c\n\x04last\x18\x04 \x01(\x08\x32\xca\x02\n\x0bPeerService\x12\x38\n\x05Hello\x12\x16.synod.v1.HelloRequest\x1a\x17.synod.v1.HelloResponse\x12>\n\x07\x44\x65liver\x12\x18.synod.v1.DeliverRequest\x1a\x19.synod.v1.DeliverResponse\x12H\n\rDeliverStream\x12\x18.synod.v1.DeliverRequest\x1a\x19.synod.v1.DeliverResponse(\x01\x30\x01\x12\x35\n\x06Secede\x12\x16.synod.v1.SecedeNotice\x1a\x13.synod.v1.SecedeAck\x12@\n\x08Snapshot\x12\x19.synod.v1.SnapshotRequest\x1a\x17.synod.v1.SnapshotChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,23 +44,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLORESPONSE_VERSIONVECTORENTRY']._serialized_start=300
   _globals['_HELLORESPONSE_VERSIONVECTORENTRY']._serialized_end=352
   _globals['_DELIVERREQUEST']._serialized_start=354
-  _globals['_DELIVERREQUEST']._serialized_end=388
-  _globals['_DELIVERRESPONSE']._serialized_start=391
-  _globals['_DELIVERRESPONSE']._serialized_end=570
+  _globals['_DELIVERREQUEST']._serialized_end=412
+  _globals['_DELIVERRESPONSE']._serialized_start=415
+  _globals['_DELIVERRESPONSE']._serialized_end=618
   _globals['_DELIVERRESPONSE_VERSIONVECTORENTRY']._serialized_start=300
   _globals['_DELIVERRESPONSE_VERSIONVECTORENTRY']._serialized_end=352
-  _globals['_SECEDENOTICE']._serialized_start=572
-  _globals['_SECEDENOTICE']._serialized_end=603
-  _globals['_SECEDEACK']._serialized_start=605
-  _globals['_SECEDEACK']._serialized_end=636
-  _globals['_SNAPSHOTREQUEST']._serialized_start=639
-  _globals['_SNAPSHOTREQUEST']._serialized_end=780
+  _globals['_SECEDENOTICE']._serialized_start=620
+  _globals['_SECEDENOTICE']._serialized_end=651
+  _globals['_SECEDEACK']._serialized_start=653
+  _globals['_SECEDEACK']._serialized_end=684
+  _globals['_SNAPSHOTREQUEST']._serialized_start=687
+  _globals['_SNAPSHOTREQUEST']._serialized_end=828
   _globals['_SNAPSHOTREQUEST_VERSIONVECTORENTRY']._serialized_start=300
   _globals['_SNAPSHOTREQUEST_VERSIONVECTORENTRY']._serialized_end=352
-  _globals['_SNAPSHOTROW']._serialized_start=782
-  _globals['_SNAPSHOTROW']._serialized_end=852
-  _globals['_SNAPSHOTCHUNK']._serialized_start=854
-  _globals['_SNAPSHOTCHUNK']._serialized_end=956
-  _globals['_PEERSERVICE']._serialized_start=959
-  _globals['_PEERSERVICE']._serialized_end=1289
+  _globals['_SNAPSHOTROW']._serialized_start=830
+  _globals['_SNAPSHOTROW']._serialized_end=900
+  _globals['_SNAPSHOTCHUNK']._serialized_start=902
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1004
+  _globals['_PEERSERVICE']._serialized_start=1007
+  _globals['_PEERSERVICE']._serialized_end=1337
 # @@protoc_insertion_point(module_scope)

@@ -40,13 +40,15 @@ class HelloResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[bytes] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., genesis: _Optional[bytes] = ..., schema_version: _Optional[int] = ..., vector_deltas: _Optional[bool] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "vector_changes")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_CHANGES_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, messages: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    vector_changes: bool
+    def __init__(self, messages: _Optional[_Iterable[bytes]] = ..., vector_changes: _Optional[bool] = ...) -> None: ...
 
 class DeliverResponse(_message.Message):
-    __slots__ = ("version_vector", "rejected", "cluster_id")
+    __slots__ = ("version_vector", "rejected", "cluster_id", "vector_changes")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,10 +59,12 @@ class DeliverResponse(_message.Message):
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_CHANGES_FIELD_NUMBER: _ClassVar[int]
     version_vector: _containers.ScalarMap[str, int]
     rejected: int
     cluster_id: bytes
-    def __init__(self, version_vector: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ..., cluster_id: _Optional[bytes] = ...) -> None: ...
+    vector_changes: bool
+    def __init__(self, version_vector: _Optional[_Mapping[str, int]] = ..., rejected: _Optional[int] = ..., cluster_id: _Optional[bytes] = ..., vector_changes: _Optional[bool] = ...) -> None: ...
 
 class SecedeNotice(_message.Message):
     __slots__ = ("genesis",)
