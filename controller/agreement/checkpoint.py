@@ -372,7 +372,8 @@ class Checkpoints:
 
     def next(self, ops_max: int = 0) -> Checkpoint | None:
         """The checkpoint to propose now: n = latest decided + 1, cut = everything held, or
-        with ops_max the first ops_max ops above n-1's cut in log order (a prefix of a
+        with ops_max the first ops_max ops above n-1's cut (the empty cut for the first) in
+        log order (a prefix of a
         causal order is a cut); None when nothing but checkpoint votes was added since the
         latest one.
 
@@ -385,8 +386,10 @@ class Checkpoints:
         n = self.latest()
         prev = self.decided(n) if n else None
         cut = self.replica.version_vector()
-        if ops_max and prev is not None and covers(cut, prev.cut):
-            cut = self._prefix(cut, dict(prev.cut), ops_max)
+        if ops_max and (prev is None or covers(cut, prev.cut)):
+            # The first one counts from the empty cut: a node that ran long without
+            # checkpoints (older code, or compaction off) is taken in steps too.
+            cut = self._prefix(cut, dict(prev.cut) if prev is not None else {}, ops_max)
         for author, fork in self.replica.forks().items():  # beyond a fork: branches differ
             if author in cut:  # (but what a compacted checkpoint holds is final)
                 cut[author] = max(min(cut[author], fork - 1), self.final.cut.get(author, 0))

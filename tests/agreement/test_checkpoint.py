@@ -463,6 +463,24 @@ def test_a_long_tail_is_checkpointed_in_bounded_steps_that_a_retry_repeats():
     assert whole is not None and dict(whole.cut) == net[0].replica.version_vector()
 
 
+def test_the_first_checkpoint_is_bounded_too():
+    """A history that never had a checkpoint (older code, or compaction off until now) is
+    taken in steps from the empty cut, not computed whole in one proposal."""
+    net = Net(3)
+    churn(net, 0, 0, 30)
+    churn(net, 1, 30, 20)
+    net.run(until=lambda: settled(net))
+    cps = net[0].agreement.checkpoints
+    assert cps.latest() == 0
+    cp = cps.next(ops_max=25)
+    assert cp is not None and cp.n == 1 and cp.count == 25
+    assert cps.next(ops_max=25) == cp
+    p = net[0].agreement.propose(checkpoint_slot(cp.n), cp.to_value(), net.now_ms)
+    net.run(until=lambda: p.done)
+    assert p.outcome.status is Status.DECIDED
+    assert cps.next(ops_max=25).count == 50
+
+
 def test_the_voters_checkpoint_a_long_tail_in_steps_of_checkpoint_ops_max():
     """The engine proposes with the bound: after a burst, each decided checkpoint covers
     at most checkpoint_ops_max ops above the previous one, and they catch up in steps."""
