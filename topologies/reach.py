@@ -226,9 +226,10 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
                     parsed = parse_reply(packet)
                     if parsed is None or parsed[1] != ident:
                         continue
-                    answered = waiting.pop((host, parsed[2]), None)
+                    answered = waiting.get((host, parsed[2]))
                     if answered is None or ip_of[answered[1]] != parsed[0]:
-                        continue
+                        continue  # a reply from another address leaves the echo waiting
+                    del waiting[(host, parsed[2])]
                     if reach.answered_s[answered] is None:
                         reach.answered_s[answered] = time.monotonic() - started
                         got = True

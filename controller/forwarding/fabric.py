@@ -126,6 +126,8 @@ class Fabric:
         self._remote_ips: dict[str, str] = {}  # host MAC -> IPv4, from the replicated table
         self._seen_ips: dict[str, str] = {}  # host MAC -> IPv4, from ARP frames passing by
         self._ip_index: dict[str, str | None] | None = None  # IPv4 -> MAC (None: several)
+        self._claims: dict[str, set[str]] = {}  # IPv4 -> the MACs claiming it (the index's)
+        self.index_rebuilds = 0
         self.arp_answered = 0  # ARP requests answered here instead of flooded
         # What the packet-ins were, by kind (the controller logs and clears it now and
         # then): lldp, arp-answered, flood (+ ethertype, group or unknown destination),
@@ -233,11 +235,11 @@ class Fabric:
         if sender is not None and frame[22:28] != frame[6:12]:
             sender = None  # an ARP sender that is not the frame's source: not noted
         if sender is not None and self._seen_ips.get(sender[0]) != sender[1]:
-            self._seen_ips.pop(sender[0], None)
-            self._seen_ips[sender[0]] = sender[1]
+            # Kept up to date entry by entry: a host spraying ARP frames with ever new
+            # senders must not cost a rebuild over every known host per frame.
+            self._see(sender[0], sender[1])
             while len(self._seen_ips) > self.config.hosts_max:
-                del self._seen_ips[next(iter(self._seen_ips))]
-            self._ip_index = None
+                self._see(next(iter(self._seen_ips)), None)
         asked = arp_request(frame)
         if asked is None:
             return None
@@ -250,21 +252,51 @@ class Fabric:
         return PacketOut(here.dpid, PORT_CONTROLLER, (Output(here.port),), NO_BUFFER,
                          arp_reply(asker_mac, asker_ip, host_mac, target_ip))
 
+    def _claims_of(self, mac: str) -> set[str]:
+        """The addresses a MAC claims: a host of ours by what it was learned with; another
+        by its replicated and its seen address, both (an address seen in passing does not
+        replace the replicated one of the same MAC: a host could otherwise move another's
+        claim away and then take its address unopposed; they contest instead)."""
+        host = self.topology.hosts.get(mac)
+        if host is not None:
+            return {host.ip} if host.ip else set()
+        return {ip for ip in (self._remote_ips.get(mac), self._seen_ips.get(mac)) if ip}
+
+    def _see(self, mac: str, ip: str | None) -> None:
+        """Note (or with None forget) the address an ARP frame's sender had, and update the
+        index for that MAC alone."""
+        before = self._claims_of(mac) if self._ip_index is not None else set()
+        self._seen_ips.pop(mac, None)
+        if ip is not None:
+            self._seen_ips[mac] = ip
+        index = self._ip_index
+        if index is None:
+            return  # rebuilt whole at its next use
+        after = self._claims_of(mac)
+        for addr in before ^ after:
+            macs = self._claims.setdefault(addr, set())
+            if addr in after:
+                macs.add(mac)
+            else:
+                macs.discard(mac)
+            if macs:
+                index[addr] = next(iter(macs)) if len(macs) == 1 else None
+            else:
+                del self._claims[addr]
+                index.pop(addr, None)
+
     def _ip_to_mac(self) -> dict[str, str | None]:
         """IPv4 -> the one MAC that claims it (None where several do); our own hosts'
-        addresses, then the replicated ones. Rebuilt after a change."""
+        addresses, then the replicated and the seen ones. Rebuilt after a change of hosts
+        or of the replicated table; kept up to date for each address seen."""
         if self._ip_index is None:
+            self.index_rebuilds += 1
             claims: dict[str, set[str]] = {}
-            for mac, host in self.topology.hosts.items():
-                if host.ip:
-                    claims.setdefault(host.ip, set()).add(mac)
-            # Every claim counts: an address seen in passing does not replace the
-            # replicated one of the same MAC (a host could otherwise move another's claim
-            # away and then take its address unopposed); they contest instead.
-            for source in (self._remote_ips, self._seen_ips):
-                for mac, ip in source.items():
-                    if ip and mac not in self.topology.hosts:
+            for source in (self.topology.hosts, self._remote_ips, self._seen_ips):
+                for mac in source:
+                    for ip in self._claims_of(mac):
                         claims.setdefault(ip, set()).add(mac)
+            self._claims = claims
             self._ip_index = {ip: (next(iter(macs)) if len(macs) == 1 else None)
                               for ip, macs in claims.items()}
         return self._ip_index

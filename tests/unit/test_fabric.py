@@ -449,3 +449,32 @@ def test_a_host_cannot_steer_arp_answers_to_itself_for_another_hosts_address():
     assert "h2" in got  # flooded: h2 itself answers
     assert all(reply[6:12] != bytes.fromhex(MACS["h1"].replace(":", ""))
                for _, reply in net._received)
+
+
+def test_arp_senders_seen_in_passing_update_the_index_without_rebuilding_it():
+    """A host spraying ARP frames with ever new senders reaches every other controller
+    through the flood: each notes the sender in passing, entry by entry, with no rebuild
+    over every known host per frame; and the index stays what a rebuild would make,
+    contested addresses, overwrites and evictions included."""
+    import random
+
+    from controller.forwarding.fabric import FabricConfig
+
+    cloud = Fabric(FabricConfig(hosts_max=40))
+    cloud.switch_connected(1, {1: True, 2: True, 3: True}, 0)
+    cloud.topology.learn_host(MACS["hc"], PortRef(1, 1), 0, "10.0.0.1")
+    cloud.set_remote({}, {}, {}, ips={MACS["h1"]: "10.1.0.1"})  # replicated
+    cloud._ip_to_mac()
+    rebuilds = cloud.index_rebuilds
+    rng = random.Random(7)
+    macs = [f"02:00:00:00:01:{i:02x}" for i in range(60)]
+    for _ in range(400):
+        sender = rng.choice(macs + [MACS["h1"], MACS["hc"]])
+        ip = f"10.5.0.{rng.randrange(1, 12)}" if rng.random() < 0.9 else "10.1.0.1"
+        cloud._answer_arp(PortRef(1, 2), arp_frame(sender, ip))  # in by a fabric port
+    assert cloud.index_rebuilds == rebuilds  # no rebuild for what was seen
+    assert len(cloud._seen_ips) <= 40
+    incremental = dict(cloud._ip_to_mac())
+    cloud._ip_index = None
+    assert cloud._ip_to_mac() == incremental  # what a rebuild makes
+    assert any(v is None for v in incremental.values())  # some addresses contested
