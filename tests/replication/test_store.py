@@ -232,3 +232,43 @@ def test_repair_drops_a_refused_own_chain_and_writes_its_rows_again(
         assert store.rows(table) == replica.rows(table), table
     again = recover(store.load().log)  # the repaired log verifies
     assert again.state_digest() == replica.state_digest()
+
+
+def _pages(path: Path) -> tuple[int, int, int]:
+    """(pages, free pages, auto_vacuum) of a store file, read-only."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return tuple(conn.execute(f"PRAGMA {p}").fetchone()[0]
+                     for p in ("page_count", "freelist_count", "auto_vacuum"))
+
+
+def test_compaction_hands_the_pruned_pages_back_and_older_files_are_converted(
+        tmp_path: Path) -> None:
+    """The file keeps the size of what it holds, not of the longest log it ever held: a
+    compaction frees its pages (incremental_vacuum; decision 0102). A store file made
+    before (auto_vacuum off) is converted once when opened, rows and log unchanged."""
+    from tests.agreement.conftest import Net as VotingNet
+    from tests.agreement.test_checkpoint import settled
+
+    net = VotingNet(3, store_dir=tmp_path, checkpoint_ops=100, compact=True)
+    for i in range(600):  # 2 KB values: the pruned log is most of the pages written
+        net[i % 3].replica.write([Upsert("kv", (f"k{i % 10}",), {"value": bytes(2000)})],
+                                 net.now_ms)
+        if i % 20 == 19:
+            net.run(rounds=3)
+    net.run(rounds=2_000, until=lambda: settled(net) and all(
+        n.replica.dag.pruned >= 400 for n in net.nodes))
+    path = tmp_path / f"{net[0].id[:8]}.db"
+    pages, free, mode = _pages(path)
+    # The last compaction freed the pages of ~100 ops of 2 KB; they were handed back.
+    assert mode == 2 and free <= 8 and pages < 120, (pages, free)
+    net.crash(0)
+    with sqlite3.connect(path) as conn:  # as a store made by older code would be
+        conn.execute("PRAGMA auto_vacuum=NONE")
+        conn.execute("VACUUM")
+    assert _pages(path)[2] == 0
+    before = SqliteStore(path, check_file=False)
+    stored = before.load()
+    before.close()
+    net.restart(0)
+    assert _pages(path)[2] == 2
+    assert net[0].store.load() == stored
