@@ -373,9 +373,8 @@ class Checkpoints:
     def next(self, ops_max: int = 0) -> Checkpoint | None:
         """The checkpoint to propose now: n = latest decided + 1, cut = everything held, or
         with ops_max the first ops_max ops above n-1's cut (the empty cut for the first) in
-        log order (a prefix of a
-        causal order is a cut); None when nothing but checkpoint votes was added since the
-        latest one.
+        log order (a prefix of a causal order is a cut); None when nothing but checkpoint
+        votes was added since the latest one.
 
         Why ops_max: the proposer and every acceptor compute the state at the cut from the
         previous one, about 0.2 ms an op on the node's loop. Unbounded, a tail of 100k ops
