@@ -564,7 +564,7 @@ class Engine:
             self.keeper.step(t)
         while replica.has_ready():
             rd = replica.ready()
-            if rd.ops or rd.rows or rd.evidence or rd.replace_rows:
+            if rd.ops or rd.rows or rd.evidence or rd.replace_rows or rd.compaction:
                 started = time.perf_counter()
                 await loop.run_in_executor(self._commits, self.store.commit, rd)
                 self.metrics.observe("commit", time.perf_counter() - started)

@@ -164,7 +164,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
                                  schema=NODE_SCHEMA)
 
     try:
-        store = SqliteStore(d.store_file, NODE_SCHEMA)
+        store = SqliteStore(d.store_file, NODE_SCHEMA, convert=True)
         if cfg.agreement.enabled and bundle is not None and store.is_empty():
             # A node that joined and holds nothing yet; the founders of a new cluster
             # never ask (there is nothing to catch up with).
@@ -286,23 +286,41 @@ class _CatchUp:
 
 
 def _fetch_checked(cfg: NodeConfig, addresses: list[str], vector: dict[str, int], identity,
-                   genesis, peer_creds,
-                   cancel: snapshot.Cancel | None = None) -> tuple[bytes, Any, Any] | None:
+                   genesis, peer_creds, cancel: snapshot.Cancel | None = None,
+                   store_file: Any = None) -> tuple[bytes, Any, Any] | None:
     """The first snapshot a peer gives past `vector` that checks out against its
-    certificate, as (record, rows, checked replica); None when none does (logged). Needs
-    no store: the core keeps running while this fetches and checks (a thread of its own)."""
+    certificate, as (record, rows, checked replica); None when none does (logged). With
+    store_file (the running node's store, read over a connection of its own) each one is
+    also merged with what the store holds, as a trial: one the merge refuses (older than
+    the store's own cut, or the store's own ops do not fit) is passed over for the next
+    peer, before the core is closed for it. The core keeps running meanwhile."""
     mine = (cfg.peer.listen, cfg.peer.advertise)
     addresses = list(dict.fromkeys(a for a in addresses if a and a not in mine))
     if not addresses:
         return None
     core_cfg = _core_config(cfg)
+    held = None
+    if store_file is not None:
+        store = SqliteStore(store_file, NODE_SCHEMA, check_file=False)
+        try:
+            held = store.load()
+        finally:
+            store.close()
+
+    def check_one(record: bytes, rows: Any) -> Any:
+        if cancel is not None and cancel.is_set():
+            raise snapshot.SnapshotError("the node is stopping")
+        snap = snapshot.check(record, rows, identity, genesis, config=core_cfg)
+        if held is not None and (held.log or held.compaction is not None):
+            snapshot.merge(snap, record, rows, held, identity, genesis, config=core_cfg)
+        return snap
+
     return snapshot.fetch(
         addresses, peer_creds, vector,
         message_bytes_max=cfg.peer.message_bytes_max,
         bytes_max=snapshot.SNAPSHOT_BYTES_MAX,
         timeout_s=snapshot.FETCH_TIMEOUT_S,
-        check_one=lambda record, rows: snapshot.check(record, rows, identity, genesis,
-                                                      config=core_cfg),
+        check_one=check_one,
         cancel=cancel,
     )
 
@@ -602,7 +620,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
                 fetch_genesis, cancel = core.genesis, snapshot.Cancel()
                 fetching = asyncio.ensure_future(asyncio.to_thread(
                     _fetch_checked, cfg, addresses, dict(core.replica.version_vector()),
-                    identity, fetch_genesis, peer_creds, cancel))
+                    identity, fetch_genesis, peer_creds, cancel, d.store_file))
                 continue
             if fetching is not None and fetching.done():
                 try:
@@ -627,6 +645,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
             if not switcher.done():
                 continue
             # A secession: the new lineage replaces the core; the servers keep listening.
+            cancel.set()  # a snapshot being fetched is the old lineage's
             secession.requested.clear()
             switcher = asyncio.ensure_future(secession.requested.wait())
             await core.close()

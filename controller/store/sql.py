@@ -43,8 +43,8 @@ FORMATS_READ = (FORMAT_VERSION, FORMAT_COMPACTED)
 
 PRAGMAS = (
     # Pages freed by compaction go back to the file system (incremental_vacuum after each
-    # compaction; decision 0102). Takes effect for a new file; SqliteStore converts an
-    # older one once.
+    # compaction; decision 0102). Takes effect for a new file; SqliteStore(convert=True),
+    # the node's own store at start, converts an older one once.
     "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     "PRAGMA journal_size_limit=16777216",  # the WAL shrinks back to 16 MiB after a burst

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ def _bools_back(schema: Schema, table: str) -> list[int]:
     return [i for i, c in enumerate(order) if c.type == "bool"]
 
 
+log = logging.getLogger("synod.store")
 AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
@@ -46,7 +48,12 @@ class SqliteStore:
     fault is a StoreError naming the file and what is wrong.
     """
 
-    def __init__(self, path: str | Path, schema: Schema = DEFAULT_SCHEMA, check_file: bool = True):
+    def __init__(self, path: str | Path, schema: Schema = DEFAULT_SCHEMA, check_file: bool = True,
+                 convert: bool = False):
+        """convert: a file made by older code (auto_vacuum off) is rewritten once with
+        auto_vacuum=INCREMENTAL (a VACUUM: a copy of its live pages; decision 0102) after
+        the file check; the node's own store at start only, never a tool's or a copy's. A
+        failed conversion is logged and the file used as it is."""
         self.name = str(path)
         self.schema = schema
         _create_private(self.name)
@@ -54,14 +61,12 @@ class SqliteStore:
             self._conn = sqlite3.connect(self.name, isolation_level=None, check_same_thread=False)
             for pragma in sql.PRAGMAS:
                 self._conn.execute(pragma)
-            if self._conn.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
-                # A file made before (decision 0102): VACUUM rewrites it with the setting
-                # above, once; it costs a copy of the live pages.
-                self._conn.execute("VACUUM")
             if check_file:
                 result = self._conn.execute(sql.QUICK_CHECK).fetchall()
                 if result != [("ok",)]:
                     raise StoreError(f"{self.name}: damaged database: {result[:3]}")
+            if convert:
+                self._convert()
             self._conn.execute("BEGIN IMMEDIATE")
             for statement in sql.all_ddl(schema):
                 self._conn.execute(statement)
@@ -77,6 +82,28 @@ class SqliteStore:
             raise StoreError(f"{self.name}: not a usable Synod database: {exc}") from None
         self._upsert = {t.name: sql.upsert_row(t) for t in schema.tables}
         self._delete = {t.name: sql.delete_row(t) for t in schema.tables}
+
+    def _convert(self) -> None:
+        if self._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == AUTO_VACUUM_INCREMENTAL:
+            return
+        started = time.monotonic()
+        try:
+            self._conn.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            log.warning("%s: not converted to incremental vacuum (%s); freed pages stay in "
+                        "the file", self.name, exc)
+            return
+        log.info("%s: converted to incremental vacuum in %.1f s (once)", self.name,
+                 time.monotonic() - started)
+
+    def vacuum(self) -> None:
+        """Hand the free pages back to the file system (after a compaction); an error is
+        logged, never raised: the commit before it is durable already."""
+        try:
+            # executescript steps it to the end: execute() frees one page per call.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.DatabaseError as exc:
+            log.warning("%s: incremental vacuum failed: %s", self.name, exc)
 
     def _get_meta(self, key: str) -> Any:
         row = self._conn.execute(sql.GET_META, (key,)).fetchone()
@@ -147,8 +174,7 @@ class SqliteStore:
         if ready.compaction is not None:
             # The pruned ops' pages go back to the file system (the file would otherwise
             # keep the size of the longest log it ever held; decision 0102).
-            # executescript steps it to the end: execute() frees one page per statement.
-            conn.executescript("PRAGMA incremental_vacuum;")
+            self.vacuum()
 
     def _compact(self, compaction: Compaction) -> None:
         """Inside commit's transaction: prune the log to the tail, keep the checkpoint."""
