@@ -10,8 +10,8 @@ down 80 %; with the system allocator and malloc_trim(0), 334 MB -> 138 MB.
 
 So a node process runs with PYTHONMALLOC=malloc (`reexec_with_system_malloc`, called
 first thing by `synod node run`: the interpreter reads it only at start) and calls glibc's
-malloc_trim(0) after a compaction pruned ops (`Trimmer`, at most once per interval):
-that hands back every free page, not only the top of the heap.
+malloc_trim(0) after a compaction pruned ops (`Trimmer`, at most once per interval, in a
+thread of its own): that hands back every free page, not only the top of the heap.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import ctypes.util
 import logging
 import os
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 log = logging.getLogger("synod.memory")
@@ -69,41 +71,71 @@ def _malloc_trim() -> Callable[[], int] | None:
     return lambda: int(fn(0))
 
 
+def _daemon_thread(run: Callable[[], None]) -> None:
+    threading.Thread(target=run, name="synod-malloc-trim", daemon=True).start()
+
+
 class Trimmer:
     """Calls malloc_trim after ops were pruned, at most once per `interval_s`; the call
-    after a quiet interval catches up on what was pruned meanwhile. observe(seconds) is
-    given the time each call took (the node's metrics)."""
+    after a quiet interval catches up on what was pruned meanwhile. The trim runs in a
+    thread (`spawn`), at most one at a time: with a large heap it takes tens of ms, which
+    the node's event loop must not wait for (ctypes lets go of the GIL for the call, and
+    glibc's malloc locks its arenas). observe(seconds) is given the time each trim took,
+    on the caller's thread, at the first pruned() or maybe() after it finished (the
+    node's metrics belong to its loop)."""
 
     def __init__(self, interval_s: float = TRIM_INTERVAL_S,
                  trim: Callable[[], int] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 observe: Callable[[float], None] | None = None) -> None:
+                 observe: Callable[[float], None] | None = None,
+                 spawn: Callable[[Callable[[], None]], None] = _daemon_thread) -> None:
         self.interval_s = interval_s
         self.trim = trim if trim is not None else _malloc_trim()
         self.clock = clock
         self.observe = observe
+        self.spawn = spawn
         self.pending = False
         self.last: float | None = None
-        self.calls = 0
+        self.calls = 0  # trims started
+        self.running = threading.Event()  # set while a trim is in flight
+        self._took: deque[float] = deque(maxlen=16)  # seconds, from the trim's thread
 
     @property
     def available(self) -> bool:
         return self.trim is not None
 
     def pruned(self) -> None:
-        """Ops were pruned: trim now, or at the next call once the interval has passed."""
+        """Ops were pruned: trim now, or at the next call once the interval has passed
+        and no trim is in flight."""
         self.pending = True
         self.maybe()
 
     def maybe(self) -> None:
-        if not self.pending or self.trim is None:
+        while self._took:
+            seconds = self._took.popleft()
+            if self.observe is not None:
+                self.observe(seconds)
+        if not self.pending or self.trim is None or self.running.is_set():
             return
         now = self.clock()
         if self.last is not None and now - self.last < self.interval_s:
             return
         self.pending, self.last = False, now
-        started = time.perf_counter()
-        self.trim()
+        self.running.set()
         self.calls += 1
-        if self.observe is not None:
-            self.observe(time.perf_counter() - started)
+        try:
+            self.spawn(self._run)
+        except RuntimeError as exc:  # no thread to be had: the next interval tries again
+            self.running.clear()
+            self.pending = True
+            log.warning("malloc_trim: %s", exc)
+
+    def _run(self) -> None:
+        trim = self.trim
+        assert trim is not None and self.running.is_set()
+        started = time.perf_counter()
+        try:
+            trim()
+        finally:
+            self._took.append(time.perf_counter() - started)
+            self.running.clear()

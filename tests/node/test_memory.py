@@ -4,6 +4,8 @@ the system allocator once, and trims the heap after pruning, at most once per in
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 from controller.node.memory import Trimmer, _malloc_trim, reexec_with_system_malloc
 
@@ -34,11 +36,13 @@ def test_the_trimmer_trims_after_pruning_at_most_once_per_interval():
     now = [100.0]
     trims, observed = [], []
     t = Trimmer(interval_s=5, trim=lambda: trims.append(now[0]) or 1, clock=lambda: now[0],
-                observe=observed.append)
+                observe=observed.append, spawn=lambda run: run())  # inline: a table
     t.maybe()
-    assert trims == []  # nothing pruned: nothing to hand back
+    assert trims == [] and observed == []  # nothing pruned: nothing to hand back
     t.pruned()
-    assert trims == [100.0] and len(observed) == 1
+    assert trims == [100.0] and observed == []  # its time comes with the next call
+    t.maybe()
+    assert len(observed) == 1
     now[0] = 102.0
     t.pruned()  # within the interval: held back
     t.maybe()
@@ -48,7 +52,47 @@ def test_the_trimmer_trims_after_pruning_at_most_once_per_interval():
     assert trims == [100.0, 105.5]
     now[0] = 120.0
     t.maybe()
-    assert trims == [100.0, 105.5] and t.calls == 2
+    assert trims == [100.0, 105.5] and t.calls == 2 and len(observed) == 2
+
+
+def test_the_trim_runs_off_the_callers_thread_one_at_a_time():
+    """malloc_trim takes tens of ms on a large heap: the engine's round (the event loop)
+    must not wait for it. A trim that blocks leaves pruned() returning at once; while it
+    runs no second one starts, even past the interval; the held-back one runs after."""
+    now = [0.0]
+    entered, release = threading.Event(), threading.Event()
+    threads, observed = [], []
+
+    def slow_trim() -> int:
+        threads.append(threading.get_ident())
+        entered.set()
+        assert release.wait(10), "the test did not release the trim"
+        return 1
+
+    t = Trimmer(interval_s=5, trim=slow_trim, clock=lambda: now[0], observe=observed.append)
+    started = time.monotonic()
+    t.pruned()
+    assert time.monotonic() - started < 1.0  # not waiting for the trim (inline: 10 s)
+    assert entered.wait(5) and t.running.is_set()
+    assert threads == [threads[0]] and threads[0] != threading.get_ident()
+    now[0] = 50.0
+    t.pruned()  # past the interval, but one is in flight: held back
+    t.maybe()
+    assert t.calls == 1 and observed == []
+    release.set()
+    deadline = time.monotonic() + 5
+    while t.running.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not t.running.is_set()
+    entered.clear()
+    t.maybe()  # the first one's time, then the held-back trim
+    assert len(observed) == 1 and observed[0] >= 0
+    assert entered.wait(5) and t.calls == 2
+    deadline = time.monotonic() + 5
+    while t.running.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t.maybe()
+    assert len(observed) == 2 and len(threads) == 2
 
 
 def test_glibc_malloc_trim_is_there_and_runs():
