@@ -28,23 +28,32 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger("synod.memory")
 
+__all__ = ["KEEP_PYMALLOC", "TRIM_INTERVAL_S", "Trimmer", "not_handed_back",
+           "reexec_with_system_malloc", "system_allocator"]
+
 KEEP_PYMALLOC = "SYNOD_KEEP_PYMALLOC"  # set (to anything) to keep CPython's allocator
 TRIM_INTERVAL_S = 5.0
+SYSTEM_ALLOCATORS = ("malloc", "malloc_debug")  # PYTHONMALLOC values that use glibc's
 
 
 def reexec_with_system_malloc(
     orig_argv: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
     execve: Callable[..., object] = os.execve,
+    ignore_environment: bool | None = None,
 ) -> bool:
     """Replace this process by itself under PYTHONMALLOC=malloc, unless PYTHONMALLOC is
     set already (the second start, or an operator's choice), SYNOD_KEEP_PYMALLOC is set,
-    or this process was not started as `... node run` (a test calling the CLI in-process
-    must not be replaced). The pid, open descriptors and process group stay. Returns
-    False when it does not re-exec (execve does not return otherwise)."""
+    the interpreter ignores the environment (`python -E` or `-I`: it would ignore
+    PYTHONMALLOC after the re-exec too, so that would only cost a start), or this process
+    was not started as `... node run` (a test calling the CLI in-process must not be
+    replaced). The pid, open descriptors and process group stay. Returns False when it
+    does not re-exec (execve does not return otherwise)."""
     argv = list(sys.orig_argv if orig_argv is None else orig_argv)
     env = dict(os.environ if environ is None else environ)
-    if env.get("PYTHONMALLOC") or env.get(KEEP_PYMALLOC):
+    if ignore_environment is None:
+        ignore_environment = bool(sys.flags.ignore_environment)
+    if ignore_environment or env.get("PYTHONMALLOC") or env.get(KEEP_PYMALLOC):
         return False
     if "node" not in argv or "run" not in argv[argv.index("node"):]:
         return False
@@ -55,6 +64,34 @@ def reexec_with_system_malloc(
     sys.stderr.flush()
     execve(sys.executable, [sys.executable, *argv[1:]], env)
     return True
+
+
+def system_allocator(environ: Mapping[str, str] | None = None,
+                     ignore_environment: bool | None = None) -> bool:
+    """Whether this interpreter allocates with the C library's malloc, the one malloc_trim
+    gives back from: PYTHONMALLOC=malloc (or malloc_debug) as read at start, which `-E`
+    and `-I` make it ignore though os.environ still shows it. No -X option selects it."""
+    env = os.environ if environ is None else environ
+    if ignore_environment is None:
+        ignore_environment = bool(sys.flags.ignore_environment)
+    return not ignore_environment and env.get("PYTHONMALLOC", "") in SYSTEM_ALLOCATORS
+
+
+def not_handed_back(trim_available: bool, environ: Mapping[str, str] | None = None,
+                    ignore_environment: bool | None = None) -> str | None:
+    """The node's start-up notice when pruned memory is not handed back to the system
+    (another allocator, or no malloc_trim in the C library); None when it is."""
+    env = os.environ if environ is None else environ
+    if ignore_environment is None:
+        ignore_environment = bool(sys.flags.ignore_environment)
+    if system_allocator(env, ignore_environment) and trim_available:
+        return None
+    allocator = env.get("PYTHONMALLOC", "unset")
+    if ignore_environment:
+        allocator += ", ignored: python -E or -I"
+    return (f"memory: pruned history is not handed back to the system (PYTHONMALLOC="
+            f"{allocator}, malloc_trim {'available' if trim_available else 'missing'}; "
+            "decision 0102)")
 
 
 def _malloc_trim() -> Callable[[], int] | None:

@@ -49,7 +49,7 @@ from .lineages import (
     held_lineages,
     lineage_dir,
 )
-from .memory import Trimmer
+from .memory import Trimmer, not_handed_back
 from .metrics import Metrics, serve_metrics
 from .peers import PeerLinks, PeerServicer
 from .slots import open_node_replica
@@ -488,10 +488,9 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     core.engine.subscribe(catch_up.on_event)
     trimmer = Trimmer(observe=lambda s: metrics.observe("memory_trim", s))
     core.engine.trimmer = trimmer
-    if os.environ.get("PYTHONMALLOC") != "malloc" or not trimmer.available:
-        log.info("memory: pruned history is not handed back to the system (PYTHONMALLOC=%s, "
-                 "malloc_trim %s; decision 0102)", os.environ.get("PYTHONMALLOC", "unset"),
-                 "available" if trimmer.available else "missing")
+    notice = not_handed_back(trimmer.available)
+    if notice is not None:
+        log.info("%s", notice)
     api = Api(core.engine, cfg.api, metrics, core.links, str(d.store_file))
     api.secession = secession
     peer_servicer = PeerServicer(core.engine, cfg.peer, metrics)

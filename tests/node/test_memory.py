@@ -3,11 +3,21 @@ the system allocator once, and trims the heap after pruning, at most once per in
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
 
-from controller.node.memory import Trimmer, _malloc_trim, reexec_with_system_malloc
+import pytest
+
+from controller.node.memory import (
+    Trimmer,
+    _malloc_trim,
+    not_handed_back,
+    reexec_with_system_malloc,
+    system_allocator,
+)
 
 NODE_RUN = ["/usr/bin/python3", "-c", "from controller.cli import main; main()", "node", "run",
             "--data", "/tmp/d"]
@@ -30,6 +40,41 @@ def test_no_reexec_when_set_kept_or_not_a_node_run():
     assert not reexec_with_system_malloc(NODE_RUN, {"SYNOD_KEEP_PYMALLOC": "1"}, never)
     assert not reexec_with_system_malloc(["python", "-m", "pytest", "tests/node"], {}, never)
     assert not reexec_with_system_malloc(["synod", "run", "node"], {}, never)
+    # python -E / -I: PYTHONMALLOC would be ignored after the re-exec as well.
+    assert not reexec_with_system_malloc(NODE_RUN, {}, never, ignore_environment=True)
+
+
+def test_the_system_allocator_is_in_use_only_when_the_interpreter_read_pythonmalloc():
+    assert system_allocator({"PYTHONMALLOC": "malloc"}, False)
+    assert system_allocator({"PYTHONMALLOC": "malloc_debug"}, False)
+    assert not system_allocator({"PYTHONMALLOC": "malloc"}, True)  # python -E / -I
+    assert not system_allocator({"PYTHONMALLOC": "pymalloc"}, False)
+    assert not system_allocator({}, False)
+    assert not_handed_back(True, {"PYTHONMALLOC": "malloc"}, False) is None
+    assert "PYTHONMALLOC=malloc, ignored: python -E or -I" in not_handed_back(
+        True, {"PYTHONMALLOC": "malloc"}, True)
+    assert "malloc_trim missing" in not_handed_back(False, {"PYTHONMALLOC": "malloc"}, False)
+    assert "PYTHONMALLOC=unset" in not_handed_back(True, {}, False)
+
+
+@pytest.mark.parametrize("flags", [[], ["-E"], ["-I"], ["-X", "dev"]])
+@pytest.mark.parametrize("env", ["malloc", "pymalloc", None])
+def test_system_allocator_agrees_with_the_interpreter(flags, env):
+    """What CPython really allocates with (_testcapi, where the build ships it), against
+    what the node's start-up notice goes by."""
+    pytest.importorskip("_testcapi")
+    code = ("import _testcapi, os, sys\n"
+            "from controller.node.memory import SYSTEM_ALLOCATORS, system_allocator\n"
+            "real = _testcapi.pymem_getallocatorsname() in SYSTEM_ALLOCATORS\n"
+            "print(real, system_allocator())\n")
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    if env is not None:
+        environ["PYTHONMALLOC"] = env
+    done = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True,
+                          text=True, timeout=60, env=environ)
+    assert done.returncode == 0, done.stderr
+    real, told = done.stdout.split()
+    assert real == told, (flags, env, done.stdout)
 
 
 def test_the_trimmer_trims_after_pruning_at_most_once_per_interval():
