@@ -11,7 +11,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -360,6 +362,59 @@ def _install_checked(cfg: NodeConfig, d: DataDir, got: tuple[bytes, Any, Any], i
     return True
 
 
+INSTALL_STOP_WAIT_S = 30.0  # a stop waits at most this long for an install under way
+
+
+def _in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """fn(*args) in a daemon thread; its result or exception in the returned future, on
+    the running loop. Not asyncio.to_thread: asyncio.run and the interpreter's exit join
+    the default executor's threads, so a SIGTERM would wait for a snapshot fetch and
+    check that can take minutes. A daemon thread still running at exit ends with the
+    process (a fetch only reads; see _finish_install for the install)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return  # cancelled: nobody waits for it any more
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+
+    def run() -> None:
+        value, exc = None, None
+        try:
+            value = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the side that awaits it
+            exc = e
+        try:
+            loop.call_soon_threadsafe(settle, value, exc)
+        except RuntimeError:
+            pass  # the loop is closed: the node stopped meanwhile
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+async def _finish_install(installing: asyncio.Future, stopper: asyncio.Future) -> bool:
+    """The result of _install_checked running in `installing`. An install must finish or
+    not start, so a stop (stopper) waits for it, but at most INSTALL_STOP_WAIT_S: after
+    that the node stops without it (logged; False): the process exits, and SQLite rolls
+    the install's one transaction back at the next open, as after a crash."""
+    await asyncio.wait({installing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not installing.done():
+        log.warning("stopping: waiting up to %.0f s for the snapshot install under way",
+                    INSTALL_STOP_WAIT_S)
+        await asyncio.wait({installing}, timeout=INSTALL_STOP_WAIT_S)
+        if not installing.done():
+            log.error("the snapshot install did not finish within %.0f s of the stop; "
+                      "stopping without it (cut off by the exit, its transaction is rolled "
+                      "back: the store stays as it was)", INSTALL_STOP_WAIT_S)
+            return False
+    return bool(installing.result())
+
+
 class _Secession:
     """Moves the running node into a new lineage: records it on disk, asks serve() to
     replace the core, waits until the new one runs."""
@@ -617,9 +672,10 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
                 addresses = [core.links.address_of(catch_up.peer),
                              *core.links.known_addresses().values(), *cfg.peer.peers]
                 fetch_genesis, cancel = core.genesis, snapshot.Cancel()
-                fetching = asyncio.ensure_future(asyncio.to_thread(
-                    _fetch_checked, cfg, addresses, dict(core.replica.version_vector()),
-                    identity, fetch_genesis, peer_creds, cancel, d.store_file))
+                fetching = _in_daemon_thread(
+                    "synod-snapshot-fetch", _fetch_checked, cfg, addresses,
+                    dict(core.replica.version_vector()), identity, fetch_genesis, peer_creds,
+                    cancel, d.store_file)
                 continue
             if fetching is not None and fetching.done():
                 try:
@@ -631,8 +687,11 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
                 installed = False
                 if got is not None and fetch_genesis is core.genesis:
                     await core.close()
-                    installed = await asyncio.to_thread(
-                        _install_checked, cfg, d, got, identity, core.genesis, metrics)
+                    installed = await _finish_install(_in_daemon_thread(
+                        "synod-snapshot-install", _install_checked, cfg, d, got, identity,
+                        core.genesis, metrics), stopper)
+                    if stopper.done():
+                        break  # the core stays closed; the servers stop below
                     core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port)
                     reopened(core)
                 metrics.inc(f"snapshot_catch_ups|{'installed' if installed else 'none'}")
@@ -658,6 +717,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         switcher.cancel()
         catcher.cancel()
         cancel.set()  # a snapshot fetch still running asks no further peer
+        if fetching is not None and not fetching.done():
+            log.info("stopping: the snapshot fetch under way is dropped (a daemon thread)")
         for task in guarding:
             task.cancel()
         await health_servicer.enter_graceful_shutdown()
