@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
+import time
 
 import pytest
+from synod.v1 import northbound_pb2 as nb
 
-from controller.node import snapshot
+from controller.node import server, snapshot
+from controller.node.datadir import init_data_dirs
+from controller.node.engine import BelowCheckpoint
 from controller.node.lineages import NODE_SCHEMA
 from controller.node.slots import NodeReplica
 from controller.node.snapshot import SnapshotError
@@ -31,6 +36,7 @@ from controller.store import SqliteStore, Stored
 from tests.agreement import conftest
 from tests.agreement.conftest import Net
 from tests.agreement.test_checkpoint import churn
+from tests.node.conftest import InProcessNode
 
 IDS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 
@@ -232,3 +238,177 @@ def test_a_store_that_signed_another_op_at_the_cut_is_refused(tmp_path, monkeypa
     # The store's own ops as the cluster has them pass.
     held = snapshot._decode_all(net[1].store.load().log, NODE_SCHEMA)
     snapshot._check_own_ops(snap, held, me.node_id)
+
+
+# --- the serve loop's catch-up (controller/node/server.py): fetch in a daemon thread while
+# the node serves, install with the core closed. The fetch and the install are stand-ins
+# (server._fetch_checked, server._install_checked); what is under test is the loop around
+# them: a stop or a secession during a fetch, a stop during an install.
+
+WAIT_S = 10.0  # every wait below is bounded by this
+
+
+class _Stub:
+    """A stand-in for _fetch_checked or _install_checked: records its call, blocks until
+    released (ignoring cancel: a long snapshot verification does not look at it), and
+    returns `result`."""
+
+    def __init__(self, result, block=True) -> None:
+        self.result = result
+        self.entered, self.release, self.finished = (threading.Event() for _ in range(3))
+        self.calls: list[tuple] = []
+        self.thread: threading.Thread | None = None
+        if not block:
+            self.release.set()
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        self.thread = threading.current_thread()
+        self.entered.set()
+        assert self.release.wait(60), "the test did not release the stand-in"
+        self.finished.set()
+        return self.result
+
+
+class _Serving:
+    """An in-process node whose serve loop's catch-up and secession can be driven from the
+    test (the instances serve() makes, caught through the module's names)."""
+
+    def __init__(self, tmp_path, monkeypatch, fetch: _Stub, install: _Stub) -> None:
+        made: dict[str, object] = {}
+
+        def catching(cls):
+            def make(*args, **kwargs):
+                made[cls.__name__] = obj = cls(*args, **kwargs)
+                return obj
+            return make
+
+        for name in ("_CatchUp", "_Secession", "Metrics"):
+            monkeypatch.setattr(server, name, catching(getattr(server, name)))
+        monkeypatch.setattr(server, "_fetch_checked", fetch)
+        monkeypatch.setattr(server, "_install_checked", install)
+        data = tmp_path / "solo"
+        init_data_dirs([data], "solo")
+        self.node = InProcessNode(data).start()
+        self.catch_up, self.secession = made["_CatchUp"], made["_Secession"]
+        self.metrics = made["Metrics"]
+
+    def on_loop(self, fn, *args) -> None:
+        assert self.node._loop is not None
+        self.node._loop.call_soon_threadsafe(fn, *args)
+
+    def below(self) -> None:
+        """What the engine emits when a peer says it pruned ops this node lacks."""
+        self.on_loop(self.catch_up.on_event, BelowCheckpoint("f" * 32, {"f" * 32: 9}))
+
+    def counter(self, name: str) -> int:
+        return self.metrics.counters[name]
+
+    def status(self):
+        with self.node.client() as c:
+            return c.call(c.cluster.GetStatus, nb.GetStatusRequest())
+
+
+def _until(pred, timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_a_stop_during_a_slow_fetch_returns_at_once_and_cancels_it(tmp_path, monkeypatch):
+    """SIGTERM (serve's stop) while a snapshot is being fetched and checked: the node
+    stops within the bound, tells the fetch to stop, and does not wait for it (a daemon
+    thread: asyncio.to_thread's executor is joined by asyncio.run and at exit)."""
+    fetch, install = _Stub(("record", (), "replica")), _Stub(True, block=False)
+    serving = _Serving(tmp_path, monkeypatch, fetch, install)
+    try:
+        serving.below()
+        assert fetch.entered.wait(WAIT_S), "no fetch started"
+        (cfg, addresses, vector, identity, genesis, creds, cancel, store_file), = fetch.calls
+        assert not cancel.is_set()
+        assert serving.status().node_id  # the node serves during the fetch
+        started = time.monotonic()
+        serving.node.stop()  # joins the thread that ran asyncio.run(serve(...))
+        assert time.monotonic() - started < 5.0
+        assert cancel.is_set()
+        assert fetch.thread is not None and fetch.thread.daemon
+        assert fetch.thread.is_alive() and not fetch.finished.is_set()  # not waited for
+    finally:
+        fetch.release.set()
+    assert fetch.thread.join(WAIT_S) is None and not fetch.thread.is_alive()
+    assert install.calls == []
+
+
+def test_a_secession_during_a_fetch_cancels_it_and_nothing_is_installed(
+        tmp_path, monkeypatch):
+    """A secession replaces the core while a fetch runs: the fetch is cancelled, and what
+    it brings (here a snapshot that checked out just as the secession came) is the old
+    lineage's: not installed. The node serves on in the new core."""
+    fetch, install = _Stub(("record", (), "replica")), _Stub(True, block=False)
+    serving = _Serving(tmp_path, monkeypatch, fetch, install)
+    try:
+        serving.below()
+        assert fetch.entered.wait(WAIT_S), "no fetch started"
+        cancel = fetch.calls[0][6]
+        old_core = serving.secession.core
+        serving.on_loop(serving.secession.requested.set)  # what move() and go_home() do
+        assert _until(lambda: serving.secession.done.is_set()), "no new core"
+        assert cancel.is_set() and serving.secession.core is not old_core
+        fetch.release.set()
+        assert _until(lambda: serving.counter("snapshot_catch_ups|none") == 1)
+        assert install.calls == [] and serving.counter("snapshot_catch_ups|installed") == 0
+        assert serving.status().node_id
+    finally:
+        fetch.release.set()
+        serving.node.stop()
+
+
+def test_a_checked_snapshot_is_installed_with_the_core_closed_then_it_serves_again(
+        tmp_path, monkeypatch):
+    got = ("record", (), "replica")
+    fetch, install = _Stub(got, block=False), _Stub(True)
+    serving = _Serving(tmp_path, monkeypatch, fetch, install)
+    try:
+        old_core = serving.secession.core
+        serving.below()
+        assert install.entered.wait(WAIT_S), "no install started"
+        assert old_core.closed  # the store is written only with the core closed
+        (_, _, passed, _, genesis, _), = install.calls
+        assert passed is got and genesis is old_core.genesis
+        install.release.set()
+        assert _until(lambda: serving.counter("snapshot_catch_ups|installed") == 1)
+        assert serving.secession.core is not old_core and serving.status().node_id
+    finally:
+        install.release.set()
+        serving.node.stop()
+
+
+@pytest.mark.parametrize("finishes", [True, False])
+def test_a_stop_during_an_install_waits_for_it_but_bounded(tmp_path, monkeypatch, finishes):
+    """An install must finish or not start: a stop waits for one under way, up to
+    INSTALL_STOP_WAIT_S; one that takes longer is left to the exit (SQLite rolls its
+    transaction back)."""
+    monkeypatch.setattr(server, "INSTALL_STOP_WAIT_S", 1.0)
+    fetch, install = _Stub(("record", (), "replica"), block=False), _Stub(True)
+    serving = _Serving(tmp_path, monkeypatch, fetch, install)
+    try:
+        serving.below()
+        assert install.entered.wait(WAIT_S), "no install started"
+        stopping = threading.Thread(target=serving.node.stop, daemon=True)
+        started = time.monotonic()
+        stopping.start()
+        time.sleep(0.3)
+        assert stopping.is_alive()  # waiting for the install
+        if finishes:
+            install.release.set()
+        stopping.join(WAIT_S)
+        assert not stopping.is_alive() and not serving.node._thread.is_alive()
+        assert time.monotonic() - started < 1.0 + 5.0
+        assert install.finished.is_set() == finishes
+        assert install.thread is not None and install.thread.daemon
+    finally:
+        install.release.set()
+    install.thread.join(WAIT_S)
