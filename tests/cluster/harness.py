@@ -63,10 +63,30 @@ class NodeProcess:
         reader.start()
         reader.join(timeout_s)
         if not ready or not ready[0].startswith("{"):
+            if ready:  # end of its output: it is exiting; let its code be read
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            died = self.died()
             self.kill()
-            tail = self.log.read_text()[-2000:]
-            raise RuntimeError(f"node {self.index} did not start in {timeout_s} s: {tail}")
+            raise RuntimeError(died or f"node {self.index} did not start in {timeout_s} s: "
+                                       f"{self.log_tail()}")
         self.info = json.loads(ready[0])
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def died(self) -> str | None:
+        """What to say when the process has exited (its code and the tail of its log);
+        None while it runs."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return None
+        return f"node {self.index} exited with code {code}: {self.log_tail()}"
 
     def signal(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:
@@ -118,6 +138,9 @@ class Cluster:
         deadline = time.monotonic() + ready_s
         while waiting and time.monotonic() < deadline:
             for i in sorted(waiting):
+                died = self.nodes[i].died()
+                if died is not None:  # it will never accept the token: say why now
+                    raise RuntimeError(f"{died}\n(while waiting for the admin token)")
                 try:
                     with self.client(i, timeout_s=2) as c:
                         c.call(c.cluster.GetStatus, nb.GetStatusRequest())
