@@ -362,7 +362,9 @@ def _install_checked(cfg: NodeConfig, d: DataDir, got: tuple[bytes, Any, Any], i
     return True
 
 
-INSTALL_STOP_WAIT_S = 30.0  # a stop waits at most this long for an install under way
+# A stop waits at most this long for an install under way: with the servers' grace it
+# stays below the service unit's TimeoutStopSec (20 s), after which SIGKILL comes anyway.
+INSTALL_STOP_WAIT_S = 10.0
 
 
 def _in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
