@@ -249,6 +249,7 @@ def snapshot(cluster: Cluster, done: int, ops: int, interval_s: float, interval_
         "checkpoints": nodes[0].agreement.checkpoints.latest(),
         "compacted_to": [n.agreement.checkpoints.final_n for n in nodes],
         "ledger_slots": len(ledger.slots),
+        "archived_slots": ledger.archived_count,  # settled decisions moved to disk (0103)
         "ledger_vote_ops": ledger_vote_ops(nodes[0]),
         "ledger_vectors": len(ledger._vectors),  # memoised per-op vectors (decision 0070 §4)
         # Op ids applied since the last op_digest() (only a Digest query drains them).
@@ -266,7 +267,8 @@ def print_snapshot(s: dict) -> None:
         f"tail {'/'.join(f'{t:,}' for t in s['tail'])} | "
         f"pruned {'/'.join(f'{p:,}' for p in s['pruned'])} | "
         f"checkpoints {s['checkpoints']} (compacted to {max(s['compacted_to'])}) | "
-        f"ledger {s['ledger_slots']} slots, {s['ledger_vote_ops']} vote ops, "
+        f"ledger {s['ledger_slots']} slots ({s['archived_slots']} archived), "
+        f"{s['ledger_vote_ops']} vote ops, "
         f"{s['ledger_vectors']:,} vectors | opset pending {s['opset_pending']:,} | "
         f"disk {s['store_db_bytes'] / 1e6:.1f} MB + wal {s['store_wal_bytes'] / 1e6:.1f} MB | "
         f"{s['ops_per_s'] or 0:,} ops/s",

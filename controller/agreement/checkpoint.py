@@ -298,7 +298,11 @@ class Checkpoints:
         assert decision is not None
         extra = encode({"checkpoint": self.base_n, "vectors": vectors,
                         "certificate": list(decision.certificate.ops)})
-        gone = self.replica.compact(cut, self.base.rows, points=self.base.points, extra=extra)
+        # Settled decisions leave memory with it, for the store's archive (decision 0103):
+        # before compact(), so their votes are not retained in the record either.
+        archive = self.ledger.archive_settled(cut)
+        gone = self.replica.compact(cut, self.base.rows, points=self.base.points, extra=extra,
+                                    archive=archive)
         self.ledger.forget(gone, keep=stay)
         self.final, self.final_n = self.base, self.base_n
         return len(gone)

@@ -175,7 +175,6 @@ class Agreement:
         self._conflicts_seen = 0  # ledger.conflicts looked at (recovered ones count too)
         self._now_ms = 0
         self._held: list[Decision] = []  # decided, waiting for our votes to be durable
-        self._durable_slots: set[str] = set()
         self.checkpoints = Checkpoints(replica, self.ledger)
         self.checkpoints.restore()  # a compacted store: its checkpoint is the floor again
         self._checkpoint: Proposal | None = None  # our live checkpoint proposal
@@ -208,12 +207,13 @@ class Agreement:
         return d if d is not None and self._durable(d) else None
 
     def _durable(self, d: Decision) -> bool:
-        if d.slot in self._durable_slots:
-            return True
+        rec = self.ledger.slots.get(d.slot)
+        if rec is None or rec.durable:
+            return True  # None: archived, settled inside a stable cut (decision 0103)
         durable, me = self.replica.durable_seq, self.node_id
         if any(op.author == me and op.seq > durable for op in certificate_ops(d.certificate)):
             return False
-        self._durable_slots.add(d.slot)
+        rec.durable = True
         return True
 
     def release(self) -> None:
@@ -245,11 +245,8 @@ class Agreement:
         """Every decision handed out here for slots starting with prefix, by slot name: the
         one query surface for decisions, gated like decided() (this node's votes durable)."""
         self.ledger.catch_up()
-        return [
-            r.decided
-            for s, r in sorted(self.ledger.slots.items())
-            if r.decided is not None and s.startswith(prefix) and self._durable(r.decided)
-        ]
+        held = self.ledger.decided_items(prefix)
+        return sorted((d for d in held if self._durable(d)), key=lambda d: d.slot)
 
     def watch(self, prefix: str = "", include_decided: bool = True) -> Watch:
         w = Watch(prefix)
@@ -487,7 +484,9 @@ class Agreement:
         if decision is None or msg.value != decision.value:
             return False
         record = self.ledger.slots.get(msg.slot)
-        voted = record is not None and any(
+        if record is None:
+            return False  # archived: settled inside a stable cut, every voter is past it
+        voted = any(
             self.node_id in by for votes in record.accepted.values() for by in votes.values())
         return not voted
 

@@ -8,15 +8,15 @@ Because it is a pure function of the log, it survives restarts by construction.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from controller.replication import CustomBody, Genesis, NodeId, Op, OpId
+from controller.replication import CustomBody, Genesis, NodeId, Op, OpId, decode, encode
 from controller.replication.dag import Dag
 
-from .certificate import Certificate, Decision
+from .certificate import Certificate, Decision, certificate_ops
 from .errors import Reason, Refused
 from .membership import Membership, departed_after, membership_version_of
 from .messages import (
@@ -34,7 +34,19 @@ from .messages import (
 )
 from .rbac import AccessPolicy, policy_version_of
 
-__all__ = ["ConflictingVotes", "Ledger", "LogSource", "SlotRecord", "Indexed"]
+__all__ = ["Archive", "ConflictingVotes", "Ledger", "LogSource", "SlotRecord", "Indexed"]
+
+ARCHIVE_KEY = "slot:"  # a settled decision's key in the store's archive: this + the slot
+ARCHIVE_CACHE = 1024  # archive answers (found or not) kept in memory, least recent out
+
+
+class Archive(Protocol):
+    """Where settled decisions go (decision 0103): the node's store (its _synod_archive
+    table), kept for good; the ledger reads them back on demand."""
+
+    def archived(self, key: str) -> bytes | None: ...
+
+    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]: ...
 
 
 class LogSource(Protocol):
@@ -74,6 +86,7 @@ class SlotRecord:
     refusals: dict[Ballot, dict[NodeId, Refuse]] = field(default_factory=dict)
     round_max: int = 0
     decided: Decision | None = None
+    durable: bool = False  # the engine saw every vote of this node in it durable
 
     def highest_vote_below(self, ballot: Ballot) -> Vote | None:
         below = [b for b in self.accepted if b < ballot]
@@ -110,6 +123,12 @@ class Ledger:
         self._evidence: Mapping[OpId, Op] | None = None
         self._evidence_seen: set[OpId] = set()
         self._evidence_mark: tuple[int, OpId | None] = (0, None)
+        # Settled decisions moved out of `slots` (decision 0103): in the archive, or on
+        # their way there (archived here, the compaction carrying them not yet stored).
+        self.archive: Archive | None = None
+        self.archived_count = 0
+        self._archiving: dict[str, Decision] = {}
+        self._archive_cache: OrderedDict[str, Decision | None] = OrderedDict()
 
     # ------------------------------------------------------------------ feeding
     def bind(self, dag: Dag, source: LogSource, evidence: Mapping[OpId, Op] | None = None) -> None:
@@ -168,7 +187,9 @@ class Ledger:
         except Refused:
             return False
         rec = self.slots.get(msg.slot)
-        if rec is None or rec.decided is None:
+        if rec is None:
+            return self._archived(msg.slot) is None  # archived: its certificate is stored
+        if rec.decided is None:
             return True
         if msg.slot.startswith("checkpoint/"):
             # Only the newest checkpoint's certificate is needed (the compaction record
@@ -204,7 +225,14 @@ class Ledger:
         except Refused as exc:
             self.counters[exc.reason] += 1
             return
-        rec = self.slots.setdefault(msg.slot, SlotRecord())
+        rec = self.slots.get(msg.slot)
+        if rec is None:
+            if self._archived(msg.slot) is not None:
+                # A late vote for a settled slot (from above the cut it was archived at):
+                # it changes no decision, and indexing it would bring the slot back.
+                self.counters["archived_slot_vote"] += 1
+                return
+            rec = self.slots[msg.slot] = SlotRecord()
         rec.round_max = max(rec.round_max, msg.ballot.round)
         if isinstance(msg, Prepare):
             rec.prepares.setdefault(msg.ballot, op)
@@ -307,7 +335,77 @@ class Ledger:
 
     def decided(self, slot: str) -> Decision | None:
         rec = self.slots.get(slot)
-        return rec.decided if rec else None
+        if rec is not None and rec.decided is not None:
+            return rec.decided
+        return self._archived(slot)
+
+    def decided_items(self, prefix: str = "") -> list[Decision]:
+        """Every decision for slots starting with prefix: the archived ones (settled,
+        older) by slot, then those held in memory in the order the ledger met them."""
+        found: dict[str, Decision] = {}
+        if self.archive is not None:
+            for key, raw in self.archive.archived_items(ARCHIVE_KEY + prefix):
+                found[key[len(ARCHIVE_KEY):]] = _decision_of(raw)
+        found.update((s, d) for s, d in self._archiving.items() if s.startswith(prefix))
+        found.update((s, r.decided) for s, r in self.slots.items()
+                     if r.decided is not None and s.startswith(prefix))
+        return list(found.values())
+
+    # ------------------------------------------------------------------ archive (0103)
+    def _archived(self, slot: str) -> Decision | None:
+        d = self._archiving.get(slot)
+        if d is not None or self.archive is None:
+            return d
+        cache = self._archive_cache
+        if slot in cache:
+            cache.move_to_end(slot)
+            return cache[slot]
+        raw = self.archive.archived(ARCHIVE_KEY + slot)
+        d = None if raw is None else _decision_of(raw)
+        cache[slot] = d
+        if len(cache) > ARCHIVE_CACHE:
+            cache.popitem(last=False)
+        return d
+
+    def settled(self, slot: str, rec: SlotRecord, cut: Mapping[NodeId, int]) -> bool:
+        """May this decided slot leave memory for the archive, at a compaction to `cut`?
+        Its certificate lies inside the cut (every vote of this node in it durable, every
+        voter past it), and nothing reads its votes: not a membership or policy slot
+        (decided_in() counts their votes in an op's past), not a checkpoint whose
+        certificate is still above the cut (a late voter's vote, Agreement._votes_late)."""
+        d = rec.decided
+        if d is None:
+            return False
+        if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
+            return False
+        return all(cut.get(op.author, 0) >= op.seq for op in certificate_ops(d.certificate))
+
+    def archive_settled(self, cut: Mapping[NodeId, int]) -> tuple[tuple[str, bytes], ...]:
+        """Move the settled decisions (settled()) out of memory; returns the archive
+        entries for the compaction that carries them to the store (none without an
+        archive bound: then decisions stay in memory, as in the simulators' bare
+        replicas). Until stored() is called they are answered from memory."""
+        if self.archive is None:
+            return ()
+        out = []
+        for slot, rec in list(self.slots.items()):
+            if not self.settled(slot, rec, cut):
+                continue
+            d = rec.decided
+            assert d is not None
+            del self.slots[slot]
+            self.promised.pop(slot, None)
+            self._certificates.pop(slot, None)
+            self._archive_cache.pop(slot, None)
+            self._archiving[slot] = d
+            out.append((ARCHIVE_KEY + slot, encode(d.certificate.to_plain())))
+        self.archived_count += len(out)
+        return tuple(out)
+
+    def stored(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """The store holds these archive entries now (the compaction was committed)."""
+        for key, _ in entries:
+            self._archiving.pop(key[len(ARCHIVE_KEY):], None)
 
     def public_key(self, node: NodeId) -> bytes | None:
         """Keys of every voter ever decided, and of nodes named in a proposed join."""
@@ -403,3 +501,9 @@ class Ledger:
             if version == 0 or self.decided_in(f"policy/v{version}", past):
                 return self.policies[version]
         raise AssertionError("policy 0 is always in force")
+
+
+def _decision_of(raw: bytes) -> Decision:
+    """A decision read back from the archive (written by Ledger.archive_settled)."""
+    cert = Certificate.from_plain(decode(raw))
+    return Decision(cert.slot, cert.value, cert)

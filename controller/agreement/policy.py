@@ -11,6 +11,7 @@ from controller.replication import (
     NodeId,
     Op,
     RandomSource,
+    Ready,
     Rejected,
     Replica,
     decode,
@@ -19,7 +20,7 @@ from controller.replication import (
 from controller.replication import Reason as ReplicationReason
 
 from .errors import Reason, Refused
-from .ledger import Ledger
+from .ledger import Archive, Ledger
 from .lineage import MERGE, ReunionVote, check_reunion, lineage_of, reunion_slot
 from .messages import VOTE_KINDS, value_key
 
@@ -71,13 +72,18 @@ class AgreementReplica(Replica):
     """A Replica whose permission checks come from decided slots (composition by subclass).
 
     Replica.recover() builds it through cls(...), so recovery checks each logged op against
-    the membership and policy in its own causal past too.
+    the membership and policy in its own causal past too. `archive` (the store; open_replica
+    passes it, since `archives` is set) is where settled decisions go (decision 0103).
     """
 
+    archives = True  # takes archive=<store> (controller.store.open_replica)
+
     def __init__(
-        self, identity: Identity, genesis: Genesis, rng: RandomSource, **kwargs: Any
+        self, identity: Identity, genesis: Genesis, rng: RandomSource, *,
+        archive: Archive | None = None, **kwargs: Any
     ) -> None:
         self.ledger = Ledger(genesis, identity.node_id)
+        self.ledger.archive = archive
         self.restored_checkpoint = 0  # the checkpoint recover() read back (0: none)
         kwargs["policy"] = AgreementPolicy(self.ledger)
         super().__init__(identity, genesis, rng, **kwargs)
@@ -86,6 +92,11 @@ class AgreementReplica(Replica):
     # -------------------------------------------------------------- compaction (0070)
     def _retain(self, op: Op) -> bool:
         return super()._retain(op) or self.ledger.retains(op)
+
+    def advance(self, ready: Ready) -> None:
+        super().advance(ready)
+        if ready.compaction is not None and ready.compaction.archive:
+            self.ledger.stored(ready.compaction.archive)
 
     def _restore_retained(self, op: Op) -> None:
         self.ledger.restore(op)

@@ -90,11 +90,9 @@ def _inside(replica: AgreementReplica, d: Decision, cut: Vector) -> bool:
 def _decisions(replica: AgreementReplica, cut: Vector) -> dict[str, Decision]:
     """Slots decided inside the cut (reunion slots name the other side: never shared)."""
     return {
-        slot: rec.decided
-        for slot, rec in replica.ledger.slots.items()
-        if rec.decided is not None
-        and not slot.startswith("reunion/")
-        and _inside(replica, rec.decided, cut)
+        d.slot: d
+        for d in replica.ledger.decided_items()
+        if not d.slot.startswith("reunion/") and _inside(replica, d, cut)
     }
 
 
@@ -273,8 +271,7 @@ def late_slot_conflicts(a: AgreementReplica, b: AgreementReplica) -> list[Confli
     cut = _cut(lr, kl.cluster_id)
     assert cut is not None  # the report exists: both merges are held
     kr.ledger.catch_up()
-    known = {s: r.decided for s, r in kr.ledger.slots.items()
-             if r.decided is not None and not s.startswith("reunion/")}
+    known = {d.slot: d for d in kr.ledger.decided_items() if not d.slot.startswith("reunion/")}
     reported = {e.id for e in report.entries}
     return [e for e in slot_conflicts((kl, known), (ll, _decisions(lr, cut)))
             if e.id not in reported]

@@ -31,7 +31,12 @@ import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.agreement import AgreementReplica, Refused
+from controller.agreement.certificate import Certificate, verify_certificate
 from controller.agreement.checkpoint import Checkpoints
+from controller.agreement.errors import Reason
+from controller.agreement.ledger import ARCHIVE_KEY
+from controller.agreement.membership import membership_version_of
+from controller.agreement.rbac import policy_version_of
 from controller.replication import (
     Compaction,
     Config,
@@ -79,6 +84,47 @@ class SnapshotError(NodeBaseError):
 
 Rows = tuple[tuple[str, tuple, bytes, bytes], ...]
 
+# The store's archived decisions (decision 0103) travel with the checkpoint's rows as rows
+# of this reserved name (no table may start with "_synod"): key (archive key,), meta the
+# certificate, no point. They are not part of the state digest: each is checked alone
+# against the membership chain, and stored in the joiner's archive, not its tables.
+ARCHIVED = "_synod_archive"
+
+
+def _split(rows: Rows) -> tuple[Rows, tuple[tuple[str, bytes], ...]]:
+    """The checkpoint's rows, and the archive entries that came with them."""
+    table = tuple(r for r in rows if r[0] != ARCHIVED)
+    entries = []
+    for _, key, value, _point in (r for r in rows if r[0] == ARCHIVED):
+        if len(key) != 1 or not isinstance(key[0], str):
+            raise SnapshotError(f"an archived decision's key is not one string: {key!r}"[:200])
+        entries.append((key[0], value))
+    return table, tuple(entries)
+
+
+def _check_archived(entries: tuple[tuple[str, bytes], ...], replica: AgreementReplica,
+                    genesis: Genesis) -> None:
+    """Each archived decision is a certificate for the slot its key names, decided by a
+    quorum of the voters of the membership its ballot names (from the chain the replica
+    verified from its genesis), and never a membership or policy slot (kept in memory)."""
+    ledger = replica.ledger
+    for key, value in entries:
+        if not key.startswith(ARCHIVE_KEY):
+            raise SnapshotError(f"archive key {key[:60]!r}: not a decided slot")
+        slot = key[len(ARCHIVE_KEY):]
+        try:
+            cert = Certificate.from_plain(decode(value))
+            if cert.slot != slot:
+                raise Refused(Reason.BAD_CERTIFICATE, f"it certifies {cert.slot[:60]!r}")
+            if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
+                raise Refused(Reason.BAD_CERTIFICATE, "membership and policy are not archived")
+            verify_certificate(cert, genesis.cluster_id, ledger.memberships.get)
+        except Refused as exc:
+            raise SnapshotError(f"archived decision {slot[:60]!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a peer's bytes
+            raise SnapshotError(f"archived decision {slot[:60]!r}: unreadable: "
+                                f"{type(exc).__name__}"[:200]) from None
+
 
 def read_compaction(
     path: str | Path, lacking: Mapping[str, int] | None = None
@@ -102,7 +148,15 @@ def read_compaction(
                 "SELECT tbl, pk, meta, point FROM _synod_base ORDER BY tbl, pk"
             )
         )
-        return got[0], rows
+        try:
+            archived = tuple(
+                (ARCHIVED, (key,), value, b"")
+                for key, value in conn.execute(
+                    "SELECT key, value FROM _synod_archive ORDER BY key")
+            )
+        except sqlite3.OperationalError:  # a file no Synod with an archive opened yet
+            archived = ()
+        return got[0], rows + archived
     finally:
         conn.close()
 
@@ -181,6 +235,7 @@ def check(
 ) -> AgreementReplica:
     """The replica a node would start from with this snapshot, once it checks out (see the
     module docstring); SnapshotError naming what is wrong otherwise."""
+    rows, archived = _split(rows)
     try:
         replica = replica_cls.recover(
             identity, genesis, random.Random(), (), (), verify="all",
@@ -198,8 +253,10 @@ def check(
         # A fork below the checkpoint is proven by evidence a snapshot does not carry: the
         # joiner could not check it, so it is not taken (decision 0070).
         raise SnapshotError("the record names forks, whose evidence a snapshot does not carry")
+    _check_archived(archived, replica, genesis)
     replica._snapshot_rows = tuple(  # what install writes: our own points, not the peer's
         (t, k, meta, points[(t, tuple(k))]) for t, k, meta, _ in rows)
+    replica._snapshot_archive = archived
     return replica
 
 
@@ -235,6 +292,7 @@ def merge(
     kept ops name as parents stay, as the pruned ops a compaction keeps for that
     (`named` in the record). Returns the replica and the record to store; SnapshotError
     when the snapshot is not ahead of the store or the store's ops do not fit on it."""
+    rows, archived = _split(rows)
     base = dict(snap.dag.base)
     held_base = base_of(stored.compaction[0]) if stored.compaction is not None else {}
     if any(base.get(a, 0) < s for a, s in held_base.items()):
@@ -278,8 +336,10 @@ def merge(
         raise SnapshotError(f"the store's ops above its cut do not fit on it: {exc}") from None
     if replica.forks():
         raise SnapshotError("the store's evidence proves forks below its cut")
+    _check_archived(archived, replica, genesis)
     replica._snapshot_rows = tuple(  # type: ignore[attr-defined]
         (t, k, meta, points[(t, tuple(k))]) for t, k, meta, _ in rows)
+    replica._snapshot_archive = archived  # type: ignore[attr-defined]
     log.info("snapshot at checkpoint/%d: keeps %d ops of this store above its cut, drops "
              "%d inside it (%d kept as named parents)", replica.restored_checkpoint,
              len(tail), len(ops) - len(tail), len(named))
@@ -339,15 +399,19 @@ def install(store: Any, replica: AgreementReplica, record: bytes, rows: Rows) ->
     stay), so the new checkpoint's rows hold every key of an older one."""
     replica.rematerialise()
     ready = replica.ready()
+    archived = getattr(replica, "_snapshot_archive", None)
+    if archived is None:
+        rows, archived = _split(rows)
     rows = getattr(replica, "_snapshot_rows", rows)
     store.commit(
         Ready(
             rows=ready.rows,
             replace_rows=True,
-            compaction=Compaction(dict(replica.dag.base), rows, record),
+            compaction=Compaction(dict(replica.dag.base), rows, record, archived),
         )
     )
     replica.advance(ready)
+    replica.ledger.archive = store  # the archived decisions are answered from there
 
 
 class Cancel:

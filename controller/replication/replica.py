@@ -113,11 +113,15 @@ class Compaction:
     """What a compaction changed (decision 0070), persisted in the same transaction as the
     Ready's ops: delete the logged ops of each author up to `base[author]`, write `rows`
     (the checkpoint's rows that changed since the last compaction: table, key, merge meta,
-    ECMH point) and keep `record` (Replica.compaction_record's encoding) for recover()."""
+    ECMH point) and keep `record` (Replica.compaction_record's encoding) for recover().
+    `archive` is what a subclass moves out of memory onto disk with this compaction
+    (key, value: an agreement ledger's settled decisions, decision 0103); a store keeps
+    every entry it was ever given and answers `archived(key)`."""
 
     base: Mapping[NodeId, int]
     rows: tuple[tuple[str, tuple, bytes, bytes], ...]
     record: bytes
+    archive: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -755,6 +759,7 @@ class Replica:
             self._out_compaction = Compaction(
                 dict(self.dag.base), held.rows if held is not None else (),
                 self.compaction_record(self._record_extra),
+                held.archive if held is not None else (),
             )
         rows = []
         tables, schema = self.tables.rows, self.schema
@@ -1040,6 +1045,7 @@ class Replica:
         *,
         points: Mapping[RowKey, bytes] | None = None,
         extra: bytes = b"",
+        archive: tuple[tuple[str, bytes], ...] = (),
     ) -> list[OpId]:
         """Forget the ops inside cut, whose rows are `rows` (the state at an agreed checkpoint
         every peer holds: the caller decides that; decision 0070). Returns the pruned ids.
@@ -1048,7 +1054,8 @@ class Replica:
         them); `points` are their ECMH points (computed here when missing). A fork found
         later below the cut excludes the author from the cut on. The next Ready carries a
         Compaction for the store; `extra` is kept in its record for a subclass
-        (_restore_extra). Pruned ops that _retain() wants stay readable (dag.retained)."""
+        (_restore_extra), and `archive` goes to the store with it (Compaction.archive).
+        Pruned ops that _retain() wants stay readable (dag.retained)."""
         dag = self.dag
         cut = {a: s for a, s in cut.items() if s > dag.base.get(a, 0)}
         if not cut:
@@ -1067,6 +1074,7 @@ class Replica:
         changed: dict[RowKey, tuple[str, tuple, bytes, bytes]] = {}
         if self._out_compaction is not None:  # two compactions before one Ready
             changed = {(t, k): (t, k, m, p) for t, k, m, p in self._out_compaction.rows}
+            archive = (*self._out_compaction.archive, *archive)
         for rk, row in self._base_rows.items():
             if old_rows.get(rk) is not row:
                 point = points.get(rk) if points is not None else None
@@ -1075,7 +1083,7 @@ class Replica:
                 changed[rk] = (rk[0], rk[1], encode(row.to_plain()), point)
         self._record_extra = extra
         self._out_compaction = Compaction(
-            dict(dag.base), tuple(changed.values()), self.compaction_record(extra)
+            dict(dag.base), tuple(changed.values()), self.compaction_record(extra), archive
         )
         self.counters["pruned"] += len(gone)
         return [op.id for op in gone]

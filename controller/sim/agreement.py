@@ -194,6 +194,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
             stored.log,
             stored.evidence,
             compaction=stored.compaction,
+            archive=node.store,  # settled decisions go there with a compaction (0103)
             verify="sample",
             config=self.replica_config,
             peers=sorted(self.nodes),
@@ -577,7 +578,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
         assert a is not None
         return AgreementSimResult(
             cfg,
-            sum(1 for r in a.ledger.slots.values() if r.decided),
+            len(a.ledger.decided_items()),
             self.last_learned_ms - cfg.chaos_ms,
             a.ledger.mv,
             self.restarts,
@@ -590,7 +591,7 @@ class AgreementSim(SimNet[AgreementSimConfig]):
     def _check_certificates(self, who: NodeId, a: Agreement) -> None:
         """Verify every decision alone: the membership chain first, from the genesis."""
         chain: dict[int, Membership] = {0: Membership.from_genesis(self.genesis)}
-        decisions: list[Decision] = [r.decided for r in a.ledger.slots.values() if r.decided]
+        decisions: list[Decision] = a.ledger.decided_items()
         by_version = sorted(
             (membership_version_of(d.slot), d)
             for d in decisions

@@ -553,14 +553,13 @@ class ReunionNet(SimNet[ReunionSimConfig]):
 
     def decisions(self, node_id: NodeId) -> dict[str, Decision]:
         a = self.agreement(node_id)
-        return {s: r.decided for s, r in a.ledger.slots.items() if r.decided}
+        return {d.slot: d for d in a.ledger.decided_items()}
 
     @staticmethod
     def decided_keys(replica: AgreementReplica) -> dict[str, bytes]:
         """Slot -> value key of every decision a replica's ledger holds."""
         replica.ledger.catch_up()
-        slots = replica.ledger.slots.items()
-        return {s: value_key(r.decided.value) for s, r in slots if r.decided is not None}
+        return {d.slot: value_key(d.value) for d in replica.ledger.decided_items()}
 
     # -------------------------------------------------------------- checks
     def fail(self, what: str) -> ReunionSimFailure:

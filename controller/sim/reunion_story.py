@@ -594,8 +594,7 @@ class ReunionSim:
             child = y if a is x else x
             held = self._held(self.net.replica(kept.nodes[0]), a)
             held.ledger.catch_up()
-            slots = held.ledger.slots.items()
-            decided = {s: rec.decided for s, rec in slots if rec.decided is not None}
+            decided = {d.slot: d for d in held.ledger.decided_items()}
             vector = dict(self.held[a.name])
             for n, seq in (child.fork_vector or {}).items():
                 vector[n] = max(vector.get(n, 0), seq)
@@ -632,7 +631,7 @@ class ReunionSim:
         to the parent) the seceded lineage it joined there."""
         ledger = self._held(self.net.replica(node_id), side).ledger
         ledger.catch_up()
-        return {s: r.decided for s, r in ledger.slots.items() if r.decided is not None}
+        return {d.slot: d for d in ledger.decided_items()}
 
     @staticmethod
     def _held(r: AgreementReplica, side: Side) -> AgreementReplica:
@@ -682,7 +681,7 @@ class ReunionSim:
         net = self.net
         ledger = held.ledger
         ledger.catch_up()
-        decisions = {s: r.decided for s, r in ledger.slots.items() if r.decided}
+        decisions = {d.slot: d for d in ledger.decided_items()}
         who = f"{side.name} joined at {node_id[:8]}"
         chain = net.verify_all(decisions, side.genesis, who)
         if chain != ledger.memberships:

@@ -29,6 +29,7 @@ class MemoryStore:
         self.tables: dict[str, dict[tuple, dict[str, Value]]] = {n: {} for n in schema.names}
         self.metas: dict[tuple[str, tuple], bytes] = {}
         self.compaction: bytes | None = None
+        self.archive: dict[str, bytes] = {}  # Compaction.archive entries, kept for good
         self.base: dict[tuple[str, tuple], tuple[str, tuple, bytes, bytes]] = {}
         self.fail_commits = 0
         self._ids: set[bytes] = set()
@@ -81,6 +82,15 @@ class MemoryStore:
             for entry in ready.compaction.rows:
                 self.base[(entry[0], entry[1])] = entry
             self.compaction = ready.compaction.record
+            self.archive.update(ready.compaction.archive)
+
+    def archived(self, key: str) -> bytes | None:
+        return self.archive.get(key)
+
+    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        for key in sorted(self.archive):
+            if key.startswith(prefix):
+                yield key, self.archive[key]
 
     def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
         self.schema.table(table)

@@ -55,6 +55,14 @@ class Store(Protocol):
         """(table, key, merge meta) of every row, tombstones included."""
         ...
 
+    def archived(self, key: str) -> bytes | None:
+        """An entry a compaction archived (Compaction.archive), or None."""
+        ...
+
+    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        """Archived (key, value) pairs whose key starts with prefix, by key."""
+        ...
+
     def drop_chain(self, author: str, seq_from: int) -> int:
         """Remove author's logged ops from seq_from on (repair of a refused own op); the
         tables are rewritten by the next open. Returns how many were removed."""

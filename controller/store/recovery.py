@@ -114,6 +114,8 @@ def open_replica(
         if genesis is not None and genesis.raw != held.raw:
             raise StoreError(f"{store.name}: holds another cluster's genesis")
         genesis = held
+    if getattr(replica_cls, "archives", False):
+        kwargs.setdefault("archive", store)  # where it keeps settled decisions (0103)
     try:
         replica = replica_cls.recover(
             identity, genesis, rng, stored.log, stored.evidence, verify=verify,

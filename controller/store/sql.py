@@ -11,6 +11,10 @@ __all__ = [
     "PRUNE_CHAIN",
     "PUT_BASE_ROW",
     "SELECT_BASE_ROWS",
+    "FORMAT_ARCHIVED",
+    "PUT_ARCHIVED",
+    "GET_ARCHIVED",
+    "SELECT_ARCHIVED",
     "PRAGMAS",
     "DDL",
     "table_ddl",
@@ -39,7 +43,10 @@ FORMAT_VERSION = 1
 # A store that was compacted (decision 0070) holds only the tail of its log: an older
 # Synod, which would replay it from nothing, must refuse it by its format.
 FORMAT_COMPACTED = 2
-FORMATS_READ = (FORMAT_VERSION, FORMAT_COMPACTED)
+# A store that moved settled decisions out of its compaction record into _synod_archive
+# (decision 0103): an older Synod would not see them and must refuse it.
+FORMAT_ARCHIVED = 3
+FORMATS_READ = (FORMAT_VERSION, FORMAT_COMPACTED, FORMAT_ARCHIVED)
 
 PRAGMAS = (
     # Pages freed by compaction go back to the file system (incremental_vacuum after each
@@ -67,6 +74,10 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS _synod_base ("
     " tbl TEXT NOT NULL, pk BLOB NOT NULL, meta BLOB NOT NULL, point BLOB NOT NULL,"
     " PRIMARY KEY (tbl, pk)) WITHOUT ROWID",
+    # What a compaction moved out of memory (Compaction.archive): settled decisions, by
+    # slot, as certificates (decision 0103).
+    "CREATE TABLE IF NOT EXISTS _synod_archive (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+    " WITHOUT ROWID",
 )
 
 _SQL_TYPES = {"int": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "bool": "INTEGER"}
@@ -127,6 +138,10 @@ CLEAR_ROW_METAS = "DELETE FROM _synod_rows"
 PRUNE_CHAIN = "DELETE FROM _synod_ops WHERE author = ? AND seq <= ?"
 PUT_BASE_ROW = "INSERT OR REPLACE INTO _synod_base (tbl, pk, meta, point) VALUES (?, ?, ?, ?)"
 SELECT_BASE_ROWS = "SELECT tbl, pk, meta, point FROM _synod_base ORDER BY tbl, pk"
+PUT_ARCHIVED = "INSERT OR REPLACE INTO _synod_archive (key, value) VALUES (?, ?)"
+GET_ARCHIVED = "SELECT value FROM _synod_archive WHERE key = ?"
+# Keys from a prefix on, in order: the caller stops at the first key without the prefix.
+SELECT_ARCHIVED = "SELECT key, value FROM _synod_archive WHERE key >= ? ORDER BY key"
 QUICK_CHECK = "PRAGMA quick_check"
 READ_ONLY_PRAGMA = "PRAGMA query_only=ON"
 

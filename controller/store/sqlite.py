@@ -56,6 +56,7 @@ class SqliteStore:
         failed conversion is logged and the file used as it is."""
         self.name = str(path)
         self.schema = schema
+        self._archive_conn: sqlite3.Connection | None = None
         _create_private(self.name)
         try:
             self._conn = sqlite3.connect(self.name, isolation_level=None, check_same_thread=False)
@@ -185,7 +186,39 @@ class SqliteStore:
             ((t, encode(list(k)), meta, point) for t, k, meta, point in compaction.rows),
         )
         conn.execute(sql.PUT_META, ("compaction", compaction.record))
-        conn.execute(sql.PUT_META, ("format", sql.FORMAT_COMPACTED))
+        if compaction.archive:
+            conn.executemany(sql.PUT_ARCHIVED, compaction.archive)
+        archived = compaction.archive or self._get_meta("format") == sql.FORMAT_ARCHIVED
+        conn.execute(
+            sql.PUT_META, ("format", sql.FORMAT_ARCHIVED if archived else sql.FORMAT_COMPACTED))
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection of its own for archive lookups: they come from the
+        event loop while a commit may hold the main connection in another thread."""
+        conn = self._archive_conn
+        if conn is None:
+            uri = Path(self.name).resolve().as_uri() + "?mode=ro"
+            conn = self._archive_conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return conn
+
+    def archived(self, key: str) -> bytes | None:
+        """An entry a compaction archived (Compaction.archive), or None."""
+        try:
+            row = self._reader().execute(sql.GET_ARCHIVED, (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.name}: cannot read the archive: {exc}") from None
+        return None if row is None else row[0]
+
+    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        """Archived (key, value) pairs whose key starts with prefix, by key."""
+        try:
+            rows = self._reader().execute(sql.SELECT_ARCHIVED, (prefix,))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.name}: cannot read the archive: {exc}") from None
+        for key, value in rows:
+            if not key.startswith(prefix):
+                return
+            yield key, value
 
     def backup_to(self, path: str | Path) -> None:
         """A consistent copy of the whole store in one file (SQLite's online backup)."""
@@ -227,6 +260,9 @@ class SqliteStore:
             return q(statement, params)
 
     def close(self) -> None:
+        if self._archive_conn is not None:
+            self._archive_conn.close()
+            self._archive_conn = None
         self._conn.close()
 
 

@@ -32,6 +32,7 @@ class Node:
             stored.log,
             stored.evidence,
             compaction=stored.compaction,
+            archive=self.store,
             config=self.net.replica_config,
             peers=[i.node_id for i in self.net.identities],
             schema=self.net.schema,

@@ -164,3 +164,71 @@ def test_the_record_does_not_grow_with_old_checkpoints(tmp_path):
     slots = {from_body(op.body.kind, op.body.data).slot for op in retained
              if getattr(op.body, "kind", "") in ("accepted", "promise", "prepare", "accept")}
     assert not any(s.startswith("checkpoint/") for s in slots), slots
+
+
+@pytest.fixture(scope="module")
+def served_with_archive(tmp_path_factory):
+    """A cluster whose node 0 archived decided slots (decision 0103) and would serve them."""
+    from tests.agreement.test_archive import grown
+
+    tmp = tmp_path_factory.mktemp("snap-archive")
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True, store_dir=tmp)
+    grown(net, [f"app/s{i}" for i in range(5)], 1)
+    grown(net, [], 2)
+    got = snapshot.read_compaction(tmp / f"{net[0].id[:8]}.db")
+    assert got is not None
+    return net, got
+
+
+def test_archived_decisions_travel_with_a_snapshot_and_are_installed(served_with_archive,
+                                                                     tmp_path):
+    net, (record, rows) = served_with_archive
+    archived = [r for r in rows if r[0] == snapshot.ARCHIVED]
+    assert [r[1][0] for r in archived if r[1][0].startswith("slot:app/")] == [
+        f"slot:app/s{i}" for i in range(5)]
+    parts = list(snapshot.chunks(record, rows, chunk_bytes=300))
+    assert snapshot.collect(iter(parts), 1 << 30) == (record, rows)
+    replica = _check(net, record, rows)
+    store = SqliteStore(tmp_path / "joiner.db")
+    store.init(net.genesis)
+    snapshot.install(store, replica, record, rows)
+    assert replica.ledger.decided("app/s3").value == {"v": "app/s3"}
+    assert len(list(store.archived_items("slot:app/"))) == 5
+    stored = store.load()
+    again = AgreementReplica.recover(JOINER, net.genesis, random.Random(0), stored.log,
+                                     stored.evidence, compaction=stored.compaction,
+                                     archive=store)
+    assert again.ledger.decided("app/s0").value == {"v": "app/s0"}
+    assert "app/s0" not in again.ledger.slots
+    store.close()
+
+
+def _with_archived(rows, slot_key, change):
+    out = []
+    for r in rows:
+        if r[0] == snapshot.ARCHIVED and r[1][0] == slot_key:
+            r = change(r)
+        out.append(r)
+    return tuple(out)
+
+
+def _flip_signature(r):
+    plain = decode(r[2])
+    vote = bytearray(plain[3][0])
+    vote[-1] ^= 1
+    plain[3][0] = bytes(vote)
+    return (r[0], r[1], encode(plain), r[3])
+
+
+@pytest.mark.parametrize("change, why", [
+    (_flip_signature, "bad signature"),
+    (lambda r: (r[0], ("slot:app/other",), r[2], r[3]), "certifies 'app/s1'"),
+    (lambda r: (r[0], ("app/s1",), r[2], r[3]), "not a decided slot"),
+    (lambda r: (r[0], r[1], b"\xa0", r[3]), "bad_certificate|unreadable"),
+])
+def test_a_forged_archived_decision_is_refused(served_with_archive, change, why):
+    net, (record, rows) = served_with_archive
+    forged = _with_archived(rows, "slot:app/s1", change)
+    assert forged != rows
+    with pytest.raises(SnapshotError, match=why):
+        _check(net, record, forged)
