@@ -448,6 +448,11 @@ def run(args: argparse.Namespace, root: Path) -> dict:
                 node = cluster.nodes[done % VOTERS]
                 node.replica.write(churn.mutations(node.replica), cluster.now_ms)
                 done += 1
+                if args.slot_every and done % args.slot_every == 0:
+                    # A user slot, as placements and lifecycles decide them (decision 0103:
+                    # settled ones move to the store's archive with the next compaction).
+                    n = done // args.slot_every
+                    node.agreement.propose(f"alloc/soak-{n}", {"n": n}, cluster.now_ms)
             cluster.round()
         elapsed = time.perf_counter() - interval_t0
         s = snapshot(cluster, done, args.ops, elapsed, done - interval_start_ops)
@@ -507,6 +512,7 @@ def report_lines(args: argparse.Namespace, info: dict, r: dict) -> list[str]:
         f"Python {info['python']}, SQLite {sqlite3.sqlite_version}, PyNaCl {info['pynacl']}",
         f"run: --ops {args.ops:,} --checkpoint-ops {args.checkpoint_ops:,} "
         f"--compact={args.compact} --keys {args.keys:,} --rows-per-op {args.rows_per_op} "
+        f"--slot-every {args.slot_every} "
         f"--ops-per-round {args.ops_per_round} --seed {args.seed}",
         f"churn: {r['churn_s']:.1f} s wall, {r['ops_per_s']:,} ops/s (3 nodes in one process, "
         f"each op signed once, verified and stored on 3 nodes)",
@@ -586,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="bounded key set of the churn: 3/4 flows, 1/4 kv (default 2,000)")
     parser.add_argument("--rows-per-op", type=int, default=1,
                         help="row mutations per op (default 1)")
+    parser.add_argument("--slot-every", type=int, default=0,
+                        help="propose a user slot alloc/soak-<n> every this many ops, in turn from "
+                        "each node (default 0: none; placements and lifecycles are such slots)")
     parser.add_argument("--ops-per-round", type=int, default=30,
                         help="ops written (round-robin over the nodes) per message delay of "
                         f"{DELAY_MS} simulated ms (default 30)")
