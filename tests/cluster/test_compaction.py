@@ -13,6 +13,7 @@ import pytest
 from synod.v1 import northbound_pb2 as nb
 
 from controller.node.codec import value_pb
+from controller.replication import decode, encode
 
 from .harness import wait_for
 
@@ -97,6 +98,14 @@ def _stored(path) -> tuple[int, bool]:
     return logged, record is not None
 
 
+def _archived(path, slot: str) -> bool:
+    """Whether the store's archive holds slot's certificate (decision 0103), read-only."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        got = conn.execute("SELECT 1 FROM _synod_archive WHERE key = ?",
+                           (f"slot:{slot}",)).fetchone()
+    return got is not None
+
+
 def test_a_node_joining_a_compacted_cluster_starts_from_a_snapshot(make_cluster, tmp_path):
     """The three founders pruned their logs; a fourth node joins, fetches the checkpoint
     they were compacted to (checked against its certificate), then only the tail by sync,
@@ -104,15 +113,26 @@ def test_a_node_joining_a_compacted_cluster_starts_from_a_snapshot(make_cluster,
     config = tmp_path / "compact.toml"
     config.write_text(CONFIG)
     cluster = make_cluster(3, seed=11, extra_args=["--config", str(config)])
+    with cluster.client(0) as c:  # decided before the first checkpoint's cut
+        req = nb.ProposeRequest(slot="alloc/early", value=encode("kept"), timeout_ms=8000)
+        assert c.call(c.slots.Propose, req).decided
     _put(cluster, 0, 0, 90)
     assert wait_for(lambda: all(_counter(_status(cluster, i), "pruned") > 0
                                 for i in range(3)), 60)
+    # Settled below the cut, the decision left memory for each store's archive (0103).
+    assert wait_for(lambda: all(_archived(n.data / "store.db", "alloc/early")
+                                for n in cluster.nodes), 60)
     node = cluster.join_node(via=1, extra_args=["--config", str(config)])
     assert wait_for(lambda: _same_state(cluster, 4), 60)
     log = node.log.read_text()
     assert "fetched from a peer" in log, log[-2000:]
     logged, has_record = _stored(node.data / "store.db")
     assert has_record and logged < _status(cluster, 3).ops
+    # The snapshot carried it: the joiner answers it, though it never held its votes.
+    assert _archived(node.data / "store.db", "alloc/early")
+    with cluster.client(3) as c:
+        slot = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot="alloc/early"))
+    assert slot.decided and decode(slot.value) == "kept"
     # It writes, and its writes reach everyone.
     _put(cluster, 3, 1000, 10)
     assert wait_for(lambda: _same_state(cluster, 4), 60)
