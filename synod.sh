@@ -78,10 +78,19 @@ start_ovs() {
   ovs-vsctl --timeout=5 show >/dev/null || die "Open vSwitch started but does not answer"
 }
 
+compile_bytecode() {
+  # An installed package ships its .pyc files; an editable install has none, and where
+  # PYTHONDONTWRITEBYTECODE is set (as in CI) every `synod` call would compile the project's
+  # modules again (~40 ms of CPU a call; decision 0035). compileall skips what is current.
+  "$VENV/bin/python" -m compileall -q controller edge_agent topologies proto >/dev/null \
+    || say "warning: could not byte-compile the project (the CLI starts slower)"
+}
+
 setup() {
   need_root
   install_system_packages
   install_python_env
+  compile_bytecode
   start_ovs
 }
 
