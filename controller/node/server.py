@@ -30,6 +30,7 @@ from controller.replication import Config as ReplicationCoreConfig
 from controller.replication import InvitePolicy, Upsert
 from controller.replication.reserved import INTERNAL, peer_of_key
 from controller.store import SqliteStore, StoreError, open_replica, persist
+from controller.store.sqlite import holds_nothing
 
 from . import snapshot
 from .api import Api, servicers
@@ -130,11 +131,14 @@ def _core_config(cfg: NodeConfig) -> ReplicationCoreConfig:
 
 
 def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_creds,
-               peer_port: int, *, start_empty: bool = False) -> tuple[_Core, NodeConfig]:
+               peer_port: int, *, start_empty: bool = False,
+               first_snapshot: tuple[Any] | None = None) -> tuple[_Core, NodeConfig]:
     """Open the store and replica of the node's lineage (finishing a recorded secession
     first), its agreement, engine, links and other lineages. Returns the core and the
     config with the peers of a join bundle filled in. A store that lost the history
-    history.cbor remembers is refused unless start_empty (decision 0060)."""
+    history.cbor remembers is refused unless start_empty (decision 0060). A node that
+    joined and holds nothing starts from a snapshot: `first_snapshot` is one serve()
+    fetched already, (result of _fetch_checked,); None: fetch it here."""
     finish_move(d)
     d.tighten_modes()
     genesis = d.genesis()
@@ -170,8 +174,11 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
         if cfg.agreement.enabled and bundle is not None and store.is_empty():
             # A node that joined and holds nothing yet; the founders of a new cluster
             # never ask (there is nothing to catch up with).
-            got = _fetch_checked(cfg, list(cfg.peer.peers) or list(bundle.peers), {},
-                                 identity, genesis, peer_creds)
+            if first_snapshot is not None:
+                got = first_snapshot[0]
+            else:
+                got = _fetch_checked(cfg, list(cfg.peer.peers) or list(bundle.peers), {},
+                                     identity, genesis, peer_creds)
             if got is not None:
                 _install(store, got, identity, genesis, cfg, metrics)
         if cfg.agreement.enabled:
@@ -285,6 +292,54 @@ class _CatchUp:
         log.warning("peer %s pruned ops this node lacks (its pruned cut: %s): catching up "
                     "from a snapshot", event.peer[:16], cut)
         self.requested.set()
+
+
+def _first_snapshot_peers(cfg: NodeConfig, d: DataDir) -> list[str] | None:
+    """Where a node that joined asks for its first snapshot, before it opens its store:
+    None unless agreement is on, the node joined (a join bundle), no move is pending, and
+    its store holds nothing yet (read without creating it). _open_core checks it all again
+    and reports what is wrong."""
+    if not cfg.agreement.enabled or (d.path / "moving.cbor").exists():
+        return None
+    raw = d.join_bundle()
+    if raw is None or d.genesis() is None:
+        return None
+    try:
+        bundle = read_bundle(raw)
+    except JoinError:
+        return None
+    if d.store_file.exists() and not holds_nothing(d.store_file):
+        return None
+    return list(cfg.peer.peers) or list(bundle.peers)
+
+
+async def _fetch_first_snapshot(cfg: NodeConfig, d: DataDir, identity, peer_creds,
+                                stop: asyncio.Event) -> tuple[Any] | None:
+    """The first snapshot of a node that joined (see _first_snapshot_peers), fetched in a
+    daemon thread while the loop keeps answering signals: (got,) with got as
+    _fetch_checked returns it; None when none was wanted. Raises _StoppedBeforeStart when
+    the node is told to stop first (the fetch is cancelled and not waited for)."""
+    peers = _first_snapshot_peers(cfg, d)
+    if not peers:
+        return None
+    log.info("joined and holding nothing yet: fetching a first snapshot from %s",
+             ", ".join(peers))
+    cancel = snapshot.Cancel()
+    fetching = _in_daemon_thread("synod-snapshot-fetch", _fetch_checked, cfg, peers, {},
+                                 identity, d.genesis(), peer_creds, cancel)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not fetching.done():
+        cancel.set()
+        raise _StoppedBeforeStart("stopped while fetching the first snapshot")
+    return (fetching.result(),)
+
+
+class _StoppedBeforeStart(NodeBaseError):
+    """The node was told to stop before it opened its store (nothing to shut down)."""
 
 
 def _fetch_checked(cfg: NodeConfig, addresses: list[str], vector: dict[str, int], identity,
@@ -535,8 +590,13 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
     peer_port = _bind(
         lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
     )
+    try:
+        first = await _fetch_first_snapshot(cfg, d, identity, peer_creds, stop)
+    except _StoppedBeforeStart as exc:
+        log.info("%s: the node stops before it started", exc)
+        return
     core, cfg = _open_core(cfg, d, identity, metrics, peer_creds, peer_port,
-                           start_empty=start_empty)
+                           start_empty=start_empty, first_snapshot=first)
     secession = _Secession(d, identity)
     secession.core = core
     if core.keeper is not None:

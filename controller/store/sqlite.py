@@ -266,6 +266,27 @@ class SqliteStore:
         self._conn.close()
 
 
+def holds_nothing(path: str | Path) -> bool:
+    """Does the store file hold no op and no compaction (SqliteStore.is_empty), read on a
+    read-only connection, without creating or changing it? False when it cannot be read
+    (whoever opens it then reports why)."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.DatabaseError:
+        return False
+    try:
+        if conn.execute("SELECT 1 FROM _synod_meta WHERE key = 'compaction'").fetchone():
+            return False
+        return conn.execute("SELECT 1 FROM _synod_ops LIMIT 1").fetchone() is None
+    except sqlite3.OperationalError as exc:
+        return "no such table" in str(exc)  # made but never initialised: nothing held
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
+
+
 def _create_private(name: str) -> None:
     """A new file is made 0600 first: SQLite gives its -wal and -shm the same mode."""
     try:

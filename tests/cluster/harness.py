@@ -45,7 +45,9 @@ class NodeProcess:
         self.pids: list[int] = []
         self.extra_args: list[str] = []  # more `synod node run` flags (e.g. --metrics)
 
-    def start(self, timeout_s: float = 30) -> None:
+    def start(self, timeout_s: float = 30, wait_ready: bool = True) -> None:
+        """Start `synod node run`; wait (bounded) for its ready line unless wait_ready is
+        false (a test that watches the start itself)."""
         args = [*SYNOD, "node", "run", "--data", str(self.data),
                 "--api", f"127.0.0.1:{self.api_port}",
                 "--peer-listen", f"127.0.0.1:{self.peer_port}"]
@@ -57,6 +59,8 @@ class NodeProcess:
                                      start_new_session=True)
         logf.close()
         self.pids.append(self.proc.pid)
+        if not wait_ready:
+            return
         ready: list[str] = []
         reader = threading.Thread(target=lambda: ready.append(self.proc.stdout.readline().decode()),
                                   daemon=True)

@@ -17,8 +17,10 @@ import pytest
 from synod.v1 import northbound_pb2 as nb
 
 from controller.node.codec import value_pb
+from controller.node.datadir import init_data_dirs
+from controller.node.pki import KeyPair
 
-from .harness import wait_for
+from .harness import NodeProcess, free_port, wait_for
 from .test_compaction import CONFIG, _counter, _put, _same_state, _status, _stored
 
 pytestmark = pytest.mark.cluster
@@ -104,3 +106,32 @@ def _put_keys(cluster, i: int, keys: list[str]) -> None:
             row = nb.Row(table="kv", key=[value_pb(k)])
             row.values["value"].CopyFrom(value_pb(k.encode()))
             c.call(c.rows.Put, nb.PutRequest(rows=[row]))
+
+
+def test_a_joiner_told_to_stop_while_fetching_its_first_snapshot_stops_at_once(make_cluster):
+    """A node that joined and holds nothing fetches a snapshot before it opens its store;
+    the fetch runs beside the event loop, so SIGTERM is answered at once, not after every
+    peer was tried (5 s each for a peer that does not answer; its founders are down)."""
+    cluster = make_cluster(3, seed=17)
+    data = cluster.root / "late"
+    ca = KeyPair((cluster.dirs[0] / "ca.key").read_bytes(),
+                 (cluster.dirs[0] / "ca.crt").read_bytes())
+    init_data_dirs([data], None, ca)
+    peer_port = free_port()
+    cluster.run_join(data, 0, peer_port)
+    for node in cluster.nodes:
+        node.stop()
+    late = NodeProcess(len(cluster.nodes), data, free_port(), peer_port, [],
+                       cluster.root / "late.log")
+    cluster.nodes.append(late)  # stopped (killed if need be) with the rest
+    late.start(wait_ready=False)
+    assert wait_for(lambda: "fetching a first snapshot" in late.log_tail(20_000), 30), \
+        late.log_tail()
+    time.sleep(0.5)
+    started = time.monotonic()
+    late.signal(signal.SIGTERM)
+    code = late.proc.wait(15)
+    took = time.monotonic() - started
+    assert code == 0, late.log_tail()
+    assert took < 4.0, f"stopped {took:.1f} s after SIGTERM: {late.log_tail()}"
+    assert "stops before it started" in late.log_tail(20_000)
