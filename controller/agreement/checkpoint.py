@@ -300,9 +300,19 @@ class Checkpoints:
                         "certificate": list(decision.certificate.ops)})
         # Settled decisions leave memory with it, for the store's archive (decision 0103):
         # before compact(), so their votes are not retained in the record either.
-        archive = self.ledger.archive_settled(cut)
-        gone = self.replica.compact(cut, self.base.rows, points=self.base.points, extra=extra,
-                                    archive=archive)
+        # (Only with a compaction to carry them: Replica.compact emits none when the cut
+        # prunes nothing.)
+        pruned = dag.base
+        prunes = any(s > pruned.get(a, 0) for a, s in cut.items())
+        archive = self.ledger.archive_settled(cut) if prunes else ()
+        try:
+            gone = self.replica.compact(cut, self.base.rows, points=self.base.points,
+                                        extra=extra, archive=archive)
+        except BaseException:
+            if archive:
+                self.ledger.unarchive()  # no compaction carries them: they stay held
+            raise
+        self.ledger.archive_carried()
         self.ledger.forget(gone, keep=stay)
         self.final, self.final_n = self.base, self.base_n
         return len(gone)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -241,12 +241,35 @@ class Agreement:
     def policy(self) -> AccessPolicy:
         return self.ledger.policy
 
-    def decisions(self, prefix: str = "") -> list[Decision]:
+    def decisions(self, prefix: str = "", newest: int | None = None) -> list[Decision]:
         """Every decision handed out here for slots starting with prefix, by slot name: the
-        one query surface for decisions, gated like decided() (this node's votes durable)."""
+        one query surface for decisions, gated like decided() (this node's votes durable).
+        With `newest`, of the archived ones (decision 0103) only that many, the last
+        archived: for a view that shows the latest few."""
         self.ledger.catch_up()
-        held = self.ledger.decided_items(prefix)
+        held = self.ledger.decided_items(prefix, newest)
         return sorted((d for d in held if self._durable(d)), key=lambda d: d.slot)
+
+    def decision_pages(self, prefix: str = "", page: int = 500) -> Iterator[list[Decision]]:
+        """decisions(prefix) in pages, for a caller that hands them out between other
+        work (the archive is read a page at a time): the archived ones by slot, then those
+        held in memory, by slot. Those held are taken first, so a slot archived while the
+        pages are read is handed out once."""
+        self.ledger.catch_up()
+        held = sorted((d for d in self.ledger.held_decisions(prefix) if self._durable(d)),
+                      key=lambda d: d.slot)
+        names = {d.slot for d in held}
+        after = ""
+        while True:
+            batch = self.ledger.archived_decisions(prefix, after, page)
+            if not batch:
+                break
+            after = batch[-1].slot
+            fresh = [d for d in batch if d.slot not in names]
+            if fresh:
+                yield fresh
+        if held:
+            yield held
 
     def watch(self, prefix: str = "", include_decided: bool = True) -> Watch:
         w = Watch(prefix)

@@ -46,7 +46,8 @@ class Archive(Protocol):
 
     def archived(self, key: str) -> bytes | None: ...
 
-    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]: ...
+    def archived_items(self, prefix: str = "", newest: int | None = None, after: str = "",
+                       limit: int | None = None) -> Iterator[tuple[str, bytes]]: ...
 
 
 class LogSource(Protocol):
@@ -129,6 +130,7 @@ class Ledger:
         self.archived_count = 0
         self._archiving: dict[str, Decision] = {}
         self._archive_cache: OrderedDict[str, Decision | None] = OrderedDict()
+        self._taken: dict[str, tuple[SlotRecord, Ballot | None]] = {}  # by the last archiving
 
     # ------------------------------------------------------------------ feeding
     def bind(self, dag: Dag, source: LogSource, evidence: Mapping[OpId, Op] | None = None) -> None:
@@ -227,10 +229,15 @@ class Ledger:
             return
         rec = self.slots.get(msg.slot)
         if rec is None:
-            if self._archived(msg.slot) is not None:
+            archived = self._archived(msg.slot)
+            if archived is not None:
                 # A late vote for a settled slot (from above the cut it was archived at):
-                # it changes no decision, and indexing it would bring the slot back.
+                # it changes no decision, and indexing it would bring the slot back. An
+                # `accepted` contradicting its author's vote in the certificate is still
+                # evidence of equivocation.
                 self.counters["archived_slot_vote"] += 1
+                if isinstance(msg, Accepted):
+                    self._contradicts(op, msg, archived)
                 return
             rec = self.slots[msg.slot] = SlotRecord()
         rec.round_max = max(rec.round_max, msg.ballot.round)
@@ -254,6 +261,19 @@ class Ledger:
             if isinstance(msg, Accepted) and membership_version_of(msg.slot) == msg.ballot.mv + 1:
                 self.frozen.add(msg.ballot.mv)
         self.fresh.append(Indexed(op, msg))
+
+    def _contradicts(self, op: Op, msg: Accepted, decision: Decision) -> None:
+        """A late `accepted` for an archived slot against the certificate's votes: the same
+        author, ballot and another value is the proof _accepted() would have found."""
+        cert = decision.certificate
+        if msg.ballot != cert.ballot or value_key(msg.value) == value_key(cert.value):
+            return
+        for vote in certificate_ops(cert):
+            if vote.author == op.author:
+                self.counters[Reason.CONFLICTING_VOTES] += 1
+                proof = (vote.id, op.id)
+                self.conflicts.append(ConflictingVotes(op.author, msg.slot, msg.ballot, proof))
+                return
 
     def _accepted(self, op: Op, msg: Accepted, rec: SlotRecord) -> None:
         key = value_key(msg.value)
@@ -335,21 +355,40 @@ class Ledger:
 
     def decided(self, slot: str) -> Decision | None:
         rec = self.slots.get(slot)
-        if rec is not None and rec.decided is not None:
+        if rec is not None:  # a held slot is never in the archive (_index)
             return rec.decided
         return self._archived(slot)
 
-    def decided_items(self, prefix: str = "") -> list[Decision]:
+    def decided_items(self, prefix: str = "", newest: int | None = None) -> list[Decision]:
         """Every decision for slots starting with prefix: the archived ones (settled,
-        older) by slot, then those held in memory in the order the ledger met them."""
+        older) by slot, then those held in memory in the order the ledger met them. With
+        `newest`, only that many of the archived ones, the last archived (reading the
+        whole archive costs a decode per decision: ~23 us)."""
         found: dict[str, Decision] = {}
         if self.archive is not None:
-            for key, raw in self.archive.archived_items(ARCHIVE_KEY + prefix):
+            for key, raw in self.archive.archived_items(ARCHIVE_KEY + prefix, newest):
                 found[key[len(ARCHIVE_KEY):]] = _decision_of(raw)
-        found.update((s, d) for s, d in self._archiving.items() if s.startswith(prefix))
-        found.update((s, r.decided) for s, r in self.slots.items()
-                     if r.decided is not None and s.startswith(prefix))
+        found.update(self._held_items(prefix))
         return list(found.values())
+
+    def _held_items(self, prefix: str) -> Iterator[tuple[str, Decision]]:
+        yield from ((s, d) for s, d in self._archiving.items() if s.startswith(prefix))
+        for s, r in self.slots.items():
+            if r.decided is not None and s.startswith(prefix):
+                yield s, r.decided
+
+    def held_decisions(self, prefix: str = "") -> list[Decision]:
+        """The decisions for slots starting with prefix that are not (yet) in the archive."""
+        return [d for _, d in self._held_items(prefix)]
+
+    def archived_decisions(self, prefix: str, after: str, limit: int) -> list[Decision]:
+        """A page of the archived decisions for slots starting with prefix: the first
+        `limit` after slot `after` ("" for the first page), by slot."""
+        if self.archive is None:
+            return []
+        after_key = ARCHIVE_KEY + after if after else ""
+        return [_decision_of(raw) for _, raw in self.archive.archived_items(
+            ARCHIVE_KEY + prefix, after=after_key, limit=limit)]
 
     # ------------------------------------------------------------------ archive (0103)
     def _archived(self, slot: str) -> Decision | None:
@@ -378,6 +417,8 @@ class Ledger:
             return False
         if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
             return False
+        if any(c.slot == slot for c in self.conflicts):
+            return False  # evidence of equivocation in it: kept whole, it is re-read at start
         return all(cut.get(op.author, 0) >= op.seq for op in certificate_ops(d.certificate))
 
     def archive_settled(self, cut: Mapping[NodeId, int]) -> tuple[tuple[str, bytes], ...]:
@@ -388,11 +429,13 @@ class Ledger:
         if self.archive is None:
             return ()
         out = []
+        self._taken = {}
         for slot, rec in list(self.slots.items()):
             if not self.settled(slot, rec, cut):
                 continue
             d = rec.decided
             assert d is not None
+            self._taken[slot] = (rec, self.promised.get(slot))
             del self.slots[slot]
             self.promised.pop(slot, None)
             self._certificates.pop(slot, None)
@@ -401,6 +444,21 @@ class Ledger:
             out.append((ARCHIVE_KEY + slot, encode(d.certificate.to_plain())))
         self.archived_count += len(out)
         return tuple(out)
+
+    def archive_carried(self) -> None:
+        """The last archive_settled() went into a compaction: forget what unarchive() needs."""
+        self._taken = {}
+
+    def unarchive(self) -> None:
+        """Undo the last archive_settled() (the compaction meant to carry it failed)."""
+        for slot, (rec, promised) in self._taken.items():
+            self.slots[slot] = rec
+            if promised is not None:
+                self.promised[slot] = promised
+            self._archiving.pop(slot, None)
+            self._archive_cache.pop(slot, None)
+        self.archived_count -= len(self._taken)
+        self._taken = {}
 
     def stored(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """The store holds these archive entries now (the compaction was committed)."""

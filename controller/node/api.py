@@ -572,8 +572,11 @@ class Slots(northbound_pb2_grpc.SlotServiceServicer):
             w = SlotWatcher(request.prefix, asyncio.Queue(self.api.config.watch_queue_max))
             engine.slot_watchers.add(w)  # before the snapshot, so no decision falls between
             try:
-                for decision in engine.decisions(request.prefix):
-                    yield northbound_pb2.Slot(**decision_summary(decision))
+                # In pages: a long archive (decision 0103) is read between other work.
+                for page in engine.decision_pages(request.prefix):
+                    for decision in page:
+                        yield northbound_pb2.Slot(**decision_summary(decision))
+                    await asyncio.sleep(0)
                 while True:
                     decision = await w.queue.get()
                     if decision is None:

@@ -15,7 +15,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -362,10 +362,16 @@ class Engine:
     def decided(self, slot: str) -> Decision | None:
         return None if self.agreement is None else self.agreement.decided(slot)
 
-    def decisions(self, prefix: str = "") -> list[Decision]:
+    def decisions(self, prefix: str = "", newest: int | None = None) -> list[Decision]:
         """Every decision handed out here for slots starting with prefix, by slot name
-        (only once this node's own votes in it are durable: Agreement.decisions)."""
-        return [] if self.agreement is None else self.agreement.decisions(prefix)
+        (only once this node's own votes in it are durable: Agreement.decisions); with
+        `newest`, only that many of the archived ones."""
+        return [] if self.agreement is None else self.agreement.decisions(prefix, newest)
+
+    def decision_pages(self, prefix: str = "") -> Iterator[list[Decision]]:
+        """decisions(prefix) a page at a time (Agreement.decision_pages)."""
+        if self.agreement is not None:
+            yield from self.agreement.decision_pages(prefix)
 
     async def deliver(self, sender: str, messages: list[Message]) -> dict[str, int]:
         """Hand peer messages to the replica; return our vector once they are durable."""

@@ -294,32 +294,38 @@ class _CatchUp:
         self.requested.set()
 
 
-def _first_snapshot_peers(cfg: NodeConfig, d: DataDir) -> list[str] | None:
+def _first_snapshot_peers(cfg: NodeConfig, d: DataDir, start_empty: bool) -> list[str] | None:
     """Where a node that joined asks for its first snapshot, before it opens its store:
-    None unless agreement is on, the node joined (a join bundle), no move is pending, and
-    its store holds nothing yet (read without creating it). _open_core checks it all again
-    and reports what is wrong."""
+    None unless agreement is on, the node joined (a join bundle for its cluster), no move
+    is pending, and its store holds nothing yet (read without creating it). A store that
+    lost the history history.cbor remembers is refused here already (DataDirError, as
+    _open_core would), before a snapshot is fetched for it. _open_core checks it all
+    again and reports what is wrong."""
     if not cfg.agreement.enabled or (d.path / "moving.cbor").exists():
         return None
-    raw = d.join_bundle()
-    if raw is None or d.genesis() is None:
+    raw, genesis = d.join_bundle(), d.genesis()
+    if raw is None or genesis is None:
         return None
     try:
         bundle = read_bundle(raw)
     except JoinError:
         return None
+    if bundle.genesis.raw != genesis.raw:
+        return None
+    if not start_empty:
+        d.check_store(genesis.cluster_id)
     if d.store_file.exists() and not holds_nothing(d.store_file):
         return None
     return list(cfg.peer.peers) or list(bundle.peers)
 
 
 async def _fetch_first_snapshot(cfg: NodeConfig, d: DataDir, identity, peer_creds,
-                                stop: asyncio.Event) -> tuple[Any] | None:
+                                stop: asyncio.Event, start_empty: bool) -> tuple[Any] | None:
     """The first snapshot of a node that joined (see _first_snapshot_peers), fetched in a
     daemon thread while the loop keeps answering signals: (got,) with got as
     _fetch_checked returns it; None when none was wanted. Raises _StoppedBeforeStart when
     the node is told to stop first (the fetch is cancelled and not waited for)."""
-    peers = _first_snapshot_peers(cfg, d)
+    peers = _first_snapshot_peers(cfg, d, start_empty)
     if not peers:
         return None
     log.info("joined and holding nothing yet: fetching a first snapshot from %s",
@@ -591,7 +597,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event, announce=print, *,
         lambda a: peer_server.add_secure_port(a, peer_creds_srv), cfg.peer.listen, "peer.listen"
     )
     try:
-        first = await _fetch_first_snapshot(cfg, d, identity, peer_creds, stop)
+        first = await _fetch_first_snapshot(cfg, d, identity, peer_creds, stop, start_empty)
     except _StoppedBeforeStart as exc:
         log.info("%s: the node stops before it started", exc)
         return

@@ -31,7 +31,7 @@ import grpc
 from synod.v1 import peer_pb2, peer_pb2_grpc
 
 from controller.agreement import AgreementReplica, Refused
-from controller.agreement.certificate import Certificate, verify_certificate
+from controller.agreement.certificate import Certificate, certificate_ops, verify_certificate
 from controller.agreement.checkpoint import Checkpoints
 from controller.agreement.errors import Reason
 from controller.agreement.ledger import ARCHIVE_KEY
@@ -106,8 +106,14 @@ def _check_archived(entries: tuple[tuple[str, bytes], ...], replica: AgreementRe
                     genesis: Genesis) -> None:
     """Each archived decision is a certificate for the slot its key names, decided by a
     quorum of the voters of the membership its ballot names (from the chain the replica
-    verified from its genesis), and never a membership or policy slot (kept in memory)."""
-    ledger = replica.ledger
+    verified from its genesis), settled inside the snapshot's cut as the serving node's
+    ledger settled it (so never a checkpoint at or after the snapshot's own), and never a
+    membership or policy slot (kept in memory). A key given twice is refused before any
+    signature is checked."""
+    ledger, cut = replica.ledger, dict(replica.dag.base)
+    keys = [key for key, _ in entries]
+    if len(set(keys)) != len(keys):
+        raise SnapshotError("an archived decision is given twice")
     for key, value in entries:
         if not key.startswith(ARCHIVE_KEY):
             raise SnapshotError(f"archive key {key[:60]!r}: not a decided slot")
@@ -119,6 +125,8 @@ def _check_archived(entries: tuple[tuple[str, bytes], ...], replica: AgreementRe
             if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
                 raise Refused(Reason.BAD_CERTIFICATE, "membership and policy are not archived")
             verify_certificate(cert, genesis.cluster_id, ledger.memberships.get)
+            if any(op.seq > cut.get(op.author, 0) for op in certificate_ops(cert)):
+                raise Refused(Reason.BAD_CERTIFICATE, "decided above the snapshot's cut")
         except Refused as exc:
             raise SnapshotError(f"archived decision {slot[:60]!r}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a peer's bytes

@@ -87,10 +87,15 @@ class MemoryStore:
     def archived(self, key: str) -> bytes | None:
         return self.archive.get(key)
 
-    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-        for key in sorted(self.archive):
-            if key.startswith(prefix):
-                yield key, self.archive[key]
+    def archived_items(self, prefix: str = "", newest: int | None = None, after: str = "",
+                       limit: int | None = None) -> Iterator[tuple[str, bytes]]:
+        keys = [k for k in self.archive if k.startswith(prefix)]  # dicts keep arrival order
+        if newest is not None:
+            keys = [k for k in reversed(keys)][:newest]
+        else:
+            keys = sorted(k for k in keys if k > after)[:limit]
+        for key in keys:
+            yield key, self.archive[key]
 
     def rows(self, table: str) -> dict[tuple, dict[str, Value]]:
         self.schema.table(table)

@@ -59,8 +59,10 @@ class Store(Protocol):
         """An entry a compaction archived (Compaction.archive), or None."""
         ...
 
-    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-        """Archived (key, value) pairs whose key starts with prefix, by key."""
+    def archived_items(self, prefix: str = "", newest: int | None = None, after: str = "",
+                       limit: int | None = None) -> Iterator[tuple[str, bytes]]:
+        """Archived (key, value) pairs whose key starts with prefix, by key (those after
+        `after`, at most `limit`); or only the `newest` archived last, newest first."""
         ...
 
     def drop_chain(self, author: str, seq_from: int) -> int:

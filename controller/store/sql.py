@@ -15,6 +15,8 @@ __all__ = [
     "PUT_ARCHIVED",
     "GET_ARCHIVED",
     "SELECT_ARCHIVED",
+    "SELECT_ARCHIVED_NEWEST",
+    "SELECT_ARCHIVED_AFTER",
     "PRAGMAS",
     "DDL",
     "table_ddl",
@@ -76,8 +78,8 @@ DDL = (
     " PRIMARY KEY (tbl, pk)) WITHOUT ROWID",
     # What a compaction moved out of memory (Compaction.archive): settled decisions, by
     # slot, as certificates (decision 0103).
-    "CREATE TABLE IF NOT EXISTS _synod_archive (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-    " WITHOUT ROWID",
+    # (With a rowid: the order entries came in, for "the newest".)
+    "CREATE TABLE IF NOT EXISTS _synod_archive (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
 )
 
 _SQL_TYPES = {"int": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB", "bool": "INTEGER"}
@@ -140,8 +142,13 @@ PUT_BASE_ROW = "INSERT OR REPLACE INTO _synod_base (tbl, pk, meta, point) VALUES
 SELECT_BASE_ROWS = "SELECT tbl, pk, meta, point FROM _synod_base ORDER BY tbl, pk"
 PUT_ARCHIVED = "INSERT OR REPLACE INTO _synod_archive (key, value) VALUES (?, ?)"
 GET_ARCHIVED = "SELECT value FROM _synod_archive WHERE key = ?"
-# Keys from a prefix on, in order: the caller stops at the first key without the prefix.
-SELECT_ARCHIVED = "SELECT key, value FROM _synod_archive WHERE key >= ? ORDER BY key"
+# Keys with a prefix, in order (the range scan starts at the prefix).
+SELECT_ARCHIVED = ("SELECT key, value FROM _synod_archive WHERE key >= ? "
+                   "AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?")
+SELECT_ARCHIVED_AFTER = ("SELECT key, value FROM _synod_archive WHERE key > ? "
+                         "AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?")
+SELECT_ARCHIVED_NEWEST = ("SELECT key, value FROM _synod_archive WHERE substr(key, 1, ?) = ? "
+                          "ORDER BY rowid DESC LIMIT ?")
 QUICK_CHECK = "PRAGMA quick_check"
 READ_ONLY_PRAGMA = "PRAGMA query_only=ON"
 

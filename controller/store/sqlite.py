@@ -209,16 +209,24 @@ class SqliteStore:
             raise StoreError(f"{self.name}: cannot read the archive: {exc}") from None
         return None if row is None else row[0]
 
-    def archived_items(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-        """Archived (key, value) pairs whose key starts with prefix, by key."""
+    def archived_items(self, prefix: str = "", newest: int | None = None, after: str = "",
+                       limit: int | None = None) -> Iterator[tuple[str, bytes]]:
+        """Archived (key, value) pairs whose key starts with prefix, by key (those after
+        `after`, at most `limit`); or only the `newest` archived last, newest first."""
+        # Read to the end at once: a cursor left open would keep its read transaction, and
+        # archived() on the same connection would not see entries committed since.
         try:
-            rows = self._reader().execute(sql.SELECT_ARCHIVED, (prefix,))
+            if newest is not None:
+                rows = self._reader().execute(sql.SELECT_ARCHIVED_NEWEST, (
+                    len(prefix), prefix, newest)).fetchall()
+            else:
+                rows = self._reader().execute(
+                    sql.SELECT_ARCHIVED_AFTER if after else sql.SELECT_ARCHIVED,
+                    (after or prefix, len(prefix), prefix, -1 if limit is None else limit),
+                ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.name}: cannot read the archive: {exc}") from None
-        for key, value in rows:
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        yield from rows
 
     def backup_to(self, path: str | Path) -> None:
         """A consistent copy of the whole store in one file (SQLite's online backup)."""

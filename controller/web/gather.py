@@ -62,7 +62,8 @@ def _slots(engine) -> list[dict[str, Any]]:
         tail = d.slot.rpartition("/")[2].lstrip("v")
         return (d.certificate.ballot.mv, int(tail) if tail.isdigit() else -1, d.slot)
 
-    decisions = sorted(engine.decisions(""), key=order)
+    # The newest held or archived (decision 0103): the archive is not read whole.
+    decisions = sorted(engine.decisions("", newest=SLOTS_SHOWN), key=order)
     out = []
     for d in decisions[-SLOTS_SHOWN:][::-1]:
         out.append({"slot": d.slot, "value": _clip(repr(d.value)),

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from controller.agreement.certificate import certificate_ops
 from controller.agreement.ledger import ARCHIVE_KEY
-from controller.agreement.messages import Accept, Ballot
+from controller.agreement.messages import Accept, Accepted, Ballot
 from controller.replication import decode
 
 from .conftest import Net
@@ -113,3 +114,53 @@ def test_without_an_archive_decisions_stay_in_memory():
     for node in net.nodes:
         assert node.agreement.ledger.slots["app/y"].decided is not None
         assert node.agreement.ledger.archived_count == 0
+
+
+def test_a_late_vote_contradicting_an_archived_certificate_is_evidence():
+    """Equivocation is still caught after the slot left memory: an `accepted` by a voter of
+    the certificate, in its ballot, for another value."""
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    grown(net, ["app/e"], 1)
+    grown(net, [], 2)
+    d = net[0].agreement.decided("app/e")
+    assert "app/e" not in net[0].agreement.ledger.slots
+    voter = next(i for i, n in enumerate(net.nodes)
+                 if n.id in {op.author for op in certificate_ops(d.certificate)})
+    net[voter].agreement._emit(Accepted("app/e", d.certificate.ballot, {"v": "forged"}))
+    net.run(rounds=60)
+    for node in net.nodes:
+        found = [c for c in node.agreement.ledger.conflicts if c.slot == "app/e"]
+        assert found and found[0].author == net[voter].id, node.id[:8]
+
+
+def test_decisions_in_pages_and_the_newest_equal_the_whole_list():
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    grown(net, [f"app/p{i:02}" for i in range(9)], 1)
+    grown(net, [], 2)
+    a = net[1].agreement
+    whole = [d.slot for d in a.decisions("")]
+    paged = [d.slot for page in a.decision_pages("", page=2) for d in page]
+    assert sorted(paged) == whole and len(paged) == len(set(paged))
+    assert [d.slot for page in a.decision_pages("app/", page=4) for d in page] == [
+        f"app/p{i:02}" for i in range(9)]
+    newest = {d.slot for d in a.decisions("", newest=3)}
+    held = {d.slot for d in a.ledger.held_decisions("")}
+    assert held <= newest and len(newest - held) == 3
+
+
+def test_a_compaction_that_fails_leaves_the_decisions_held(monkeypatch):
+    net = Net(3, checkpoint_ops=20, checkpoint_stagger_ms=50, compact=True)
+    grown(net, [], 1)
+    decide(net, ["app/f"])  # inside checkpoint 2's cut: the next compaction archives it
+    node = net[2]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(node.replica, "compact", broken)
+    churn(net, 1, 5000, 30)
+    with pytest.raises(OSError):
+        net.run(rounds=600, until=lambda: node.agreement.checkpoints.final_n >= 2)
+    ledger = node.agreement.ledger
+    assert ledger.slots["app/f"].decided is not None
+    assert "app/f" not in ledger._archiving and ledger.decided("app/f") is not None

@@ -232,3 +232,20 @@ def test_a_forged_archived_decision_is_refused(served_with_archive, change, why)
     assert forged != rows
     with pytest.raises(SnapshotError, match=why):
         _check(net, record, forged)
+
+
+def test_an_archived_decision_from_above_the_cut_or_twice_is_refused(served_with_archive):
+    """Only what the serving ledger settled inside the snapshot's cut: a real certificate
+    decided later (the snapshot's own checkpoint: its votes follow its cut) is refused, and
+    so is a row given twice (before any signature is checked)."""
+    from controller.agreement.checkpoint import checkpoint_slot
+
+    net, (record, rows) = served_with_archive
+    n = decode(decode(record)["extra"])["checkpoint"]
+    cert = net[0].agreement.decided(checkpoint_slot(n)).certificate
+    later = (snapshot.ARCHIVED, (f"slot:checkpoint/{n}",), encode(cert.to_plain()), b"")
+    with pytest.raises(SnapshotError, match="above the snapshot's cut"):
+        _check(net, record, (*rows, later))
+    one = next(r for r in rows if r[0] == snapshot.ARCHIVED)
+    with pytest.raises(SnapshotError, match="twice"):
+        _check(net, record, (*rows, one))
