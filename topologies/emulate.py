@@ -35,6 +35,7 @@ from topologies.netctl import (
     stop_process,
     wait_reachable,
 )
+from topologies.reach import Deadline
 from topologies.scenario import Phase, Report, ScenarioOptions
 
 __all__ = [
@@ -112,13 +113,13 @@ def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Re
     site_of_host = {h.name: h.name for h in net.hosts}  # no sites: pairs named one by one
     pairs = all_pairs(net)
     progress("waiting for the network to converge (link discovery, host learning)")
-    took = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
+    bound = Deadline(CONVERGE_TIMEOUT_S, len(pairs))
+    took = wait_reachable(net, pairs, bound.total_s)
     progress("pingall")
     phase = Phase("pingall", ping_pairs(net, pairs), {h: "all" for h in site_of_host})
     report = Report(f"Synod emulation: {opts.topo} topology, size {opts.sites}", ["all"],
                     [phase])
-    report.checks.append(took.check("the network converged", CONVERGE_TIMEOUT_S,
-                                    site_of_host))
+    report.checks.append(took.check("the network converged", bound, site_of_host))
     named = Phase(phase.name, phase.results, site_of_host)
     report.checks.append(named.all_answered("every host reaches every other host"))
     return report
@@ -134,7 +135,8 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
              f"{opts.wan_rate_mbit:g} Mbit/s, {opts.wan_loss_pct:g}% loss")
     report = Report(title, list(site_map))
     progress("waiting for the network to converge (link discovery, host learning)")
-    start = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
+    bound = Deadline(CONVERGE_TIMEOUT_S, len(pairs))
+    start = wait_reachable(net, pairs, bound.total_s)
     progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
@@ -145,14 +147,15 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     try:
         still = [(a, b) for a, b in pairs
                  if (site_of_host[a] == cut) == (site_of_host[b] == cut)]
-        cut_s = wait_reachable(net, still, CONVERGE_TIMEOUT_S)
+        cut_bound = Deadline(CONVERGE_TIMEOUT_S, len(still))
+        cut_s = wait_reachable(net, still, cut_bound.total_s)
         during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
     finally:
         progress(f"phase 3/3: healing the WAN link of {cut}")
         heal_wan(net, cut)
     report.phases.append(during)
     checkpoint()
-    heal_s = wait_reachable(net, pairs, CONVERGE_TIMEOUT_S)
+    heal_s = wait_reachable(net, pairs, bound.total_s)
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
 
@@ -163,16 +166,14 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     others_ok = all(during.between(a, b)[0] == during.between(a, b)[1]
                     for a in others for b in others)
     report.checks += [
-        start.check("start: every host reached every other host", CONVERGE_TIMEOUT_S,
-                    site_of_host),
+        start.check("start: every host reached every other host", bound, site_of_host),
         before.all_answered("before: every host reaches every other host"),
-        cut_s.check("cut: the paths that should survive did", CONVERGE_TIMEOUT_S,
-                    site_of_host),
+        cut_s.check("cut: the paths that should survive did", cut_bound, site_of_host),
         (f"during: {cut} hosts still reach each other ({inside_ok}/{inside_total})",
          inside_ok == inside_total),
         (f"during: no other site reaches {cut} ({out_ok} answered)", out_ok == 0),
         ("during: the other sites still reach each other", others_ok),
-        heal_s.check("heal: full reachability returned", CONVERGE_TIMEOUT_S, site_of_host),
+        heal_s.check("heal: full reachability returned", bound, site_of_host),
         after.all_answered("after: every host reaches every other host again"),
     ]
     return report

@@ -13,30 +13,33 @@ them through Mininet (mnexec, a fork of this large process each) took 87 s on 2 
 at a load of ~50, so the start check's 30 s went on spawning processes, not on the
 network (decision 0097). Here a round of 1,722 echoes costs milliseconds of CPU.
 
-Sends are bounded: at most `in_flight_max` echoes wait for an answer at once, so the
-first round does not put every host's ARP request on the controllers in the same
-instant; pairs take turns in an order that interleaves sources and destinations.
+Which pair is echoed when, and how long a wait may take, is topologies/reach_plan.py
+(bounded echoes in flight, pairs taking turns, a deadline that grows with the pairs);
+this module is its I/O: sockets in namespaces, the sends, the replies. Pairs start in an
+order that interleaves sources and destinations.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import random
-import select
+import selectors
 import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["IN_FLIGHT_MAX", "TRY_S", "Reach", "describe_pairs", "probe"]
+from topologies.reach_plan import IN_FLIGHT_MAX, TRY_S, Deadline, Schedule
+
+__all__ = ["IN_FLIGHT_MAX", "TRY_S", "Deadline", "Reach", "describe_pairs", "probe"]
 
 CLONE_NEWNET = 0x40000000
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
-TRY_S = 1.0  # a pair unanswered this long is sent another echo
-IN_FLIGHT_MAX = 256  # echoes awaiting an answer at once, over all pairs
 POLL_S = 0.05
 PAYLOAD = b"synod-reach-0097"
 
@@ -46,12 +49,14 @@ Pair = tuple[str, str]
 @dataclass
 class Reach:
     """What a probe found: when each pair first answered (s from the start, None if
-    never), how many echoes went out, and how long it ran."""
+    never), how many echoes went out (in all, and to each pair), and how long it ran."""
 
     answered_s: dict[Pair, float | None]
     sent: int = 0
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)  # sockets that could not be opened
+    echoes: dict[Pair, int] = field(default_factory=dict)  # pair -> echoes sent to it
+    send_errors: Counter[str] = field(default_factory=Counter)  # errno name -> sends
 
     @property
     def missing(self) -> list[Pair]:
@@ -67,16 +72,20 @@ class Reach:
     def results(self) -> dict[Pair, bool]:
         return {p: t is not None for p, t in self.answered_s.items()}
 
-    def check(self, what: str, bound_s: float, site_of: dict[str, str]) -> tuple[str, bool]:
+    def check(self, what: str, deadline: Deadline, site_of: dict[str, str]) -> tuple[str, bool]:
         """A report's check for a wait: its time, or what it waited for and every pair
-        that never answered."""
+        that never answered (and how often each was asked)."""
         if self.took is not None:
             return f"{what} in {self.took:.2f} s", True
         missing = self.missing
-        text = (f"{what}: not within {bound_s:g} s (waited for an echo reply on each of "
-                f"{len(self.answered_s)} host pairs, an echo every {TRY_S:g} s while "
-                f"unanswered; {self.sent} sent): {len(missing)} never answered: "
+        asked = [self.echoes.get(p, 0) for p in missing]
+        text = (f"{what}: not within {deadline.describe()}; {self.sent:,} echoes sent: "
+                f"{len(missing)} never answered (echoed {min(asked)}"
+                f"{'' if min(asked) == max(asked) else f'-{max(asked)}'} times each): "
                 f"{describe_pairs(missing, site_of, self.answered_s)}")
+        if self.send_errors:
+            text += "; sends refused: " + ", ".join(
+                f"{name} x{n}" for name, n in self.send_errors.most_common())
         if self.errors:
             text += f"; could not probe from {'; '.join(self.errors)}"
         return text, False
@@ -158,70 +167,51 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
           try_s: float = TRY_S, in_flight_max: int = IN_FLIGHT_MAX,
           per_pair: bool = False,
           between: Callable[[], None] | None = None) -> Reach:
-    """Echo each (src, dst) pair until it answers or its time is up.
+    """Echo each (src, dst) pair until it answers or its time is up (reach_plan.Schedule).
 
     hosts: name -> (pid of a process in its network namespace, its IPv4 address).
     per_pair: False, one deadline for all, timeout_s from the start (a wait for the
-    network to converge); True, each pair gets timeout_s from its own first echo, so
-    a pair that waited its turn behind in_flight_max others is judged as fairly as the
-    first (a measurement of every pair at one moment).
+    network to converge; give it a reach_plan.Deadline's total_s); True, each pair gets
+    timeout_s from its own first echo (a measurement of every pair at one moment).
     between: called on every turn of the loop (e.g. a Ctrl-C checkpoint); may raise.
     """
     order = _interleaved(list(dict.fromkeys(pairs)))
-    reach = Reach({p: None for p in order})
+    reach = Reach(dict.fromkeys(order))
     if not order:
         return reach
-    sources = {s for s, _ in order}
-    socks, reach.errors = _open_in_namespaces({h: hosts[h][0] for h in sorted(sources)})
-    ident = random.getrandbits(16)
-    sent_at: dict[Pair, float] = {}
-    waiting: dict[tuple[str, int], Pair] = {}  # (source host, seq) -> pair
-    seq = {h: 0 for h in socks}
-    fd_host = {s.fileno(): h for h, s in socks.items()}
-    ip_of = {h: hosts[h][1] for h in hosts}
+    socks, reach.errors = _open_in_namespaces({h: hosts[h][0] for h in
+                                               sorted({s for s, _ in order})})
     started = time.monotonic()
-    deadline = started + timeout_s
-    first_sent: dict[Pair, float] = {}
-    pending = [p for p in order if p[0] in socks]
+    plan = Schedule([p for p in order if p[0] in socks], timeout_s, started, try_s=try_s,
+                    in_flight_max=in_flight_max, per_pair=per_pair)
+    ident = random.getrandbits(16)
+    waiting: dict[tuple[str, int], Pair] = {}  # (source host, seq) -> pair
+    seq = dict.fromkeys(socks, 0)
+    ip_of = {h: hosts[h][1] for h in hosts}
+    selector = selectors.DefaultSelector()  # epoll: no limit on descriptor numbers
     try:
+        for host, s in socks.items():
+            selector.register(s, selectors.EVENT_READ, host)
         while True:
-            now = time.monotonic()
             if between is not None:
                 between()
-            if per_pair:  # a pair whose own time is up is no longer waited for
-                pending = [p for p in pending if now - first_sent.get(p, now) < timeout_s]
-            elif now >= deadline:
+            now = time.monotonic()
+            if plan.finished(now):
                 break
-            if not pending:
-                break
-            in_flight = sum(1 for p in pending if now - sent_at.get(p, -1e9) < try_s)
-            for pair in pending:
-                if in_flight >= in_flight_max:
-                    break
-                if now - sent_at.get(pair, -1e9) < try_s:
-                    continue
-                first_sent.setdefault(pair, now)
-                src, dst = pair
+            for src, dst in plan.sends(now):
                 seq[src] = (seq[src] + 1) & 0xFFFF
-                waiting[(src, seq[src])] = pair
-                sent_at[pair] = now
-                in_flight += 1
+                waiting[(src, seq[src])] = (src, dst)
                 reach.sent += 1
                 try:
                     socks[src].sendto(echo_request(ident, seq[src]), (ip_of[dst], 0))
-                except OSError:
-                    pass  # e.g. no route or a full buffer: tried again after try_s
-            wait = POLL_S if per_pair else min(POLL_S, max(0.0, deadline - time.monotonic()))
-            ready, _, _ = select.select(list(fd_host), [], [], wait)
-            got = False
-            for fd in ready:
-                host = fd_host[fd]
+                except OSError as e:  # e.g. no route or a full buffer: tried again later
+                    reach.send_errors[errno.errorcode.get(e.errno or 0, str(e))] += 1
+            for key, _ in selector.select(POLL_S):
+                host, sock = key.data, key.fileobj
                 while True:
                     try:
-                        packet = socks[host].recv(4096)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
+                        packet = sock.recv(4096)  # type: ignore[union-attr]
+                    except OSError:  # nothing more queued (or the socket is gone)
                         break
                     parsed = parse_reply(packet)
                     if parsed is None or parsed[1] != ident:
@@ -230,14 +220,13 @@ def probe(hosts: dict[str, tuple[int, str]], pairs: Iterable[Pair], timeout_s: f
                     if answered is None or ip_of[answered[1]] != parsed[0]:
                         continue  # a reply from another address leaves the echo waiting
                     del waiting[(host, parsed[2])]
-                    if reach.answered_s[answered] is None:
-                        reach.answered_s[answered] = time.monotonic() - started
-                        got = True
-            if got:
-                pending = [p for p in pending if reach.answered_s[p] is None]
+                    plan.answered(answered, time.monotonic())
     finally:
+        selector.close()
         for s in socks.values():
             s.close()
+    reach.answered_s.update(plan.answered_s)
+    reach.echoes = {p: plan.echoes.get(p, 0) for p in order}  # 0: its source had no socket
     reach.elapsed_s = time.monotonic() - started
     return reach
 

@@ -15,7 +15,7 @@ _LOGGER_CLASS = logging.getLoggerClass()
 from topologies import sdn, sdn_scenario  # noqa: E402 - imports Mininet, which ...
 from topologies.cloud_edge import SiteInfo  # noqa: E402
 from topologies.netctl import EmulationError  # noqa: E402
-from topologies.reach import Reach, describe_pairs  # noqa: E402
+from topologies.reach import Deadline, Reach, describe_pairs  # noqa: E402
 from topologies.scenario import ScenarioOptions  # noqa: E402
 
 # ... makes every logger created later its own (with a level and a console handler): the
@@ -85,8 +85,10 @@ def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tm
                         lambda *a: _Cluster(*a, failing=failing))
     monkeypatch.setattr(sdn_scenario, "running_network", running_network)
     monkeypatch.setattr(sdn_scenario, "sites", lambda n: site_map)
+    waits = []
     monkeypatch.setattr(sdn_scenario, "wait_reachable",
-                        lambda n, pairs, t: Reach({p: 0.1 for p in pairs}))
+                        lambda n, pairs, t: waits.append((len(pairs), t)) or
+                        Reach({p: 0.1 for p in pairs}))
     monkeypatch.setattr(sdn_scenario, "ping_pairs",
                         lambda n, pairs, **kw: {p: True for p in pairs})
     monkeypatch.setattr(sdn_scenario, "_mastership", lambda *a: [])
@@ -102,6 +104,7 @@ def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tm
     assert text.startswith(f"{step}: synod {failing} ") and text.endswith(
         "at cloud: no answer within 40 s"), text
     assert "result: FAIL" in report.render()
+    assert waits[0] == (2, 31.0)  # the start: 30 s for the network, a round for 2 pairs
 
 
 def test_a_reachability_deadline_names_what_it_waited_for_and_every_failed_pair():
@@ -109,14 +112,30 @@ def test_a_reachability_deadline_names_what_it_waited_for_and_every_failed_pair(
     pairs = [(a, b) for a in site_of for b in site_of if a != b]
     missing = {("ch1", "e1h1"), ("e1h1", "ch1"), ("e1h1", "ch2"), ("e1h2", "ch1"),
                ("e1h2", "ch2")}
-    reach = Reach({p: None if p in missing else 1.5 for p in pairs}, sent=40)
+    reach = Reach({p: None if p in missing else 1.5 for p in pairs}, sent=40,
+                  echoes={p: 31 if p == ("ch1", "e1h1") else 30 for p in pairs})
     assert reach.took is None and set(reach.missing) == missing
     text, ok = sdn_scenario._reached("start: every host reached every other host", reach,
-                                     30, site_of)
+                                     Deadline(30, len(pairs)), site_of)
     assert not ok and text == (
-        "start: every host reached every other host: not within 30 s (waited for an echo "
-        "reply on each of 12 host pairs, an echo every 1 s while unanswered; 40 sent): 5 "
-        "never answered: ch1 -> e1h1, edge1 -> cloud: all 4")
+        "start: every host reached every other host: not within 31 s: 30 s for the network "
+        "and 1 s for one round of echoes over 12 host pairs (3.9 ms a pair: 256 awaiting "
+        "an answer at once, an echo every 1 s while unanswered); 40 echoes sent: 5 never "
+        "answered (echoed 30-31 times each): ch1 -> e1h1, edge1 -> cloud: all 4")
     assert describe_pairs([], site_of, pairs) == ""
     done = Reach({p: 0.5 for p in pairs})
-    assert sdn_scenario._reached("x", done, 30, site_of) == ("x in 0.50 s", True)
+    assert sdn_scenario._reached("x", done, Deadline(30, 12), site_of) == ("x in 0.50 s",
+                                                                           True)
+
+
+def test_a_failed_wait_says_why_sends_failed_and_which_sources_it_could_not_probe():
+    site_of = {"ch1": "cloud", "e1h1": "edge1"}
+    reach = Reach({("ch1", "e1h1"): None, ("e1h1", "ch1"): None}, sent=3,
+                  errors=["e1h1: its namespace: [Errno 2] No such file or directory"],
+                  echoes={("ch1", "e1h1"): 3})
+    reach.send_errors["ENETUNREACH"] += 3
+    text, ok = reach.check("heal: full reachability returned", Deadline(30, 2), site_of)
+    assert not ok
+    assert "2 never answered (echoed 0-3 times each): ch1 -> e1h1, e1h1 -> ch1" in text
+    assert text.endswith("; sends refused: ENETUNREACH x3; could not probe from e1h1: its "
+                         "namespace: [Errno 2] No such file or directory")
