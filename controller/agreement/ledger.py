@@ -413,9 +413,7 @@ class Ledger:
         (decided_in() counts their votes in an op's past), not a checkpoint whose
         certificate is still above the cut (a late voter's vote, Agreement._votes_late)."""
         d = rec.decided
-        if d is None:
-            return False
-        if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
+        if d is None or kept_in_memory(slot):
             return False
         if any(c.slot == slot for c in self.conflicts):
             return False  # evidence of equivocation in it: kept whole, it is re-read at start
@@ -559,6 +557,12 @@ class Ledger:
             if version == 0 or self.decided_in(f"policy/v{version}", past):
                 return self.policies[version]
         raise AssertionError("policy 0 is always in force")
+
+
+def kept_in_memory(slot: str) -> bool:
+    """Memberships and policies are never archived: decided_in() counts their votes in an
+    op's past, and a joiner verifies their chain from the genesis."""
+    return membership_version_of(slot) is not None or policy_version_of(slot) is not None
 
 
 def _decision_of(raw: bytes) -> Decision:

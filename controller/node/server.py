@@ -152,15 +152,7 @@ def _open_core(cfg: NodeConfig, d: DataDir, identity, metrics: Metrics, peer_cre
                     d.history_file.name)
     else:
         d.check_store(genesis.cluster_id)  # before opening: that would make an empty store
-    bundle = None
-    raw_bundle = d.join_bundle()
-    if raw_bundle is not None:
-        try:
-            bundle = read_bundle(raw_bundle)
-        except JoinError as exc:
-            raise NodeError(f"{d.join_file}: {exc}") from None
-        if bundle.genesis.raw != genesis.raw:
-            raise NodeError(f"{d.join_file}: invitation is for another cluster")
+    bundle = _join_bundle(d, genesis)
     core_cfg = _core_config(cfg)
     agreement: Agreement | None = None
 
@@ -294,23 +286,34 @@ class _CatchUp:
         self.requested.set()
 
 
-def _first_snapshot_peers(cfg: NodeConfig, d: DataDir, start_empty: bool) -> list[str] | None:
-    """Where a node that joined asks for its first snapshot, before it opens its store:
-    None unless agreement is on, the node joined (a join bundle for its cluster), no move
-    is pending, and its store holds nothing yet (read without creating it). A store that
-    lost the history history.cbor remembers is refused here already (DataDirError, as
-    _open_core would), before a snapshot is fetched for it. _open_core checks it all
-    again and reports what is wrong."""
-    if not cfg.agreement.enabled or (d.path / "moving.cbor").exists():
-        return None
-    raw, genesis = d.join_bundle(), d.genesis()
-    if raw is None or genesis is None:
+def _join_bundle(d: DataDir, genesis) -> Any:
+    """The invitation `synod join` stored (None: the node did not join); NodeError when it
+    is unreadable or for another cluster."""
+    raw = d.join_bundle()
+    if raw is None:
         return None
     try:
         bundle = read_bundle(raw)
-    except JoinError:
-        return None
+    except JoinError as exc:
+        raise NodeError(f"{d.join_file}: {exc}") from None
     if bundle.genesis.raw != genesis.raw:
+        raise NodeError(f"{d.join_file}: invitation is for another cluster")
+    return bundle
+
+
+def _first_snapshot_peers(cfg: NodeConfig, d: DataDir, start_empty: bool) -> list[str] | None:
+    """Where a node that joined asks for its first snapshot, before it opens its store:
+    None unless agreement is on, the node joined, no move is pending, and its store holds
+    nothing yet (read without creating it). A bad invitation, or a store that lost the
+    history history.cbor remembers, is refused here already (as _open_core would), before
+    a snapshot is fetched for it."""
+    if not cfg.agreement.enabled or (d.path / "moving.cbor").exists():
+        return None
+    genesis = d.genesis()
+    if genesis is None:
+        return None  # _open_core says so
+    bundle = _join_bundle(d, genesis)
+    if bundle is None:
         return None
     if not start_empty:
         d.check_store(genesis.cluster_id)

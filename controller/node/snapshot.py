@@ -34,9 +34,7 @@ from controller.agreement import AgreementReplica, Refused
 from controller.agreement.certificate import Certificate, certificate_ops, verify_certificate
 from controller.agreement.checkpoint import Checkpoints
 from controller.agreement.errors import Reason
-from controller.agreement.ledger import ARCHIVE_KEY
-from controller.agreement.membership import membership_version_of
-from controller.agreement.rbac import policy_version_of
+from controller.agreement.ledger import ARCHIVE_KEY, kept_in_memory
 from controller.replication import (
     Compaction,
     Config,
@@ -122,7 +120,7 @@ def _check_archived(entries: tuple[tuple[str, bytes], ...], replica: AgreementRe
             cert = Certificate.from_plain(decode(value))
             if cert.slot != slot:
                 raise Refused(Reason.BAD_CERTIFICATE, f"it certifies {cert.slot[:60]!r}")
-            if membership_version_of(slot) is not None or policy_version_of(slot) is not None:
+            if kept_in_memory(slot):
                 raise Refused(Reason.BAD_CERTIFICATE, "membership and policy are not archived")
             verify_certificate(cert, genesis.cluster_id, ledger.memberships.get)
             if any(op.seq > cut.get(op.author, 0) for op in certificate_ops(cert)):

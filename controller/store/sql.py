@@ -13,6 +13,8 @@ __all__ = [
     "SELECT_BASE_ROWS",
     "FORMAT_ARCHIVED",
     "PUT_ARCHIVED",
+    "HAS_COMPACTION",
+    "HAS_OP",
     "GET_ARCHIVED",
     "SELECT_ARCHIVED",
     "SELECT_ARCHIVED_NEWEST",
@@ -140,6 +142,9 @@ CLEAR_ROW_METAS = "DELETE FROM _synod_rows"
 PRUNE_CHAIN = "DELETE FROM _synod_ops WHERE author = ? AND seq <= ?"
 PUT_BASE_ROW = "INSERT OR REPLACE INTO _synod_base (tbl, pk, meta, point) VALUES (?, ?, ?, ?)"
 SELECT_BASE_ROWS = "SELECT tbl, pk, meta, point FROM _synod_base ORDER BY tbl, pk"
+# Whether a store holds anything (SqliteStore.is_empty, holds_nothing).
+HAS_COMPACTION = "SELECT 1 FROM _synod_meta WHERE key = 'compaction'"
+HAS_OP = "SELECT 1 FROM _synod_ops LIMIT 1"
 PUT_ARCHIVED = "INSERT OR REPLACE INTO _synod_archive (key, value) VALUES (?, ?)"
 GET_ARCHIVED = "SELECT value FROM _synod_archive WHERE key = ?"
 # Keys with a prefix, in order (the range scan starts at the prefix).

@@ -121,9 +121,7 @@ class SqliteStore:
 
     def is_empty(self) -> bool:
         """Holds no op and no compaction (a node that has not synced anything yet)."""
-        if self._get_meta("compaction") is not None:
-            return False
-        return self._conn.execute("SELECT 1 FROM _synod_ops LIMIT 1").fetchone() is None
+        return _holds_nothing(self._conn)
 
     def load(self) -> Stored:
         try:
@@ -284,15 +282,19 @@ def holds_nothing(path: str | Path) -> bool:
     except sqlite3.DatabaseError:
         return False
     try:
-        if conn.execute("SELECT 1 FROM _synod_meta WHERE key = 'compaction'").fetchone():
-            return False
-        return conn.execute("SELECT 1 FROM _synod_ops LIMIT 1").fetchone() is None
+        return _holds_nothing(conn)
     except sqlite3.OperationalError as exc:
         return "no such table" in str(exc)  # made but never initialised: nothing held
     except sqlite3.DatabaseError:
         return False
     finally:
         conn.close()
+
+
+def _holds_nothing(conn: sqlite3.Connection) -> bool:
+    if conn.execute(sql.HAS_COMPACTION).fetchone() is not None:
+        return False
+    return conn.execute(sql.HAS_OP).fetchone() is None
 
 
 def _create_private(name: str) -> None:
