@@ -168,9 +168,14 @@ def _running_pid(data: Path) -> int | None:
 
 
 # ------------------------------------------------------------------------ processes
+# Loaded in the parent: dlopen in a child forked from a process with threads can wait for
+# ever on a loader lock held at the fork (topologies/netctl.py says the same).
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     # A daemon must not outlive `synod up`, even one killed with SIGKILL.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _log(event: str, **fields: object) -> None:

@@ -128,10 +128,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+# Loaded here, in the parent: dlopen in a child forked from a process with threads (gRPC,
+# the test's own) can wait for ever on a loader lock another thread held at the fork,
+# which hung a CI run in Popen. The child then only makes the call.
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     # The controller must not outlive us even if we are killed with SIGKILL.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # The launcher's commands (console scripts) and the entry point each runs.
