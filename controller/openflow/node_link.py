@@ -61,6 +61,7 @@ class NodeLink:
         self.synced = threading.Event()  # the desired set has been read at least once
         self.rows: dict[tuple[object, object], dict[str, object]] = {}
         self.rejected: dict[tuple[object, object], str] = {}
+        self._listed: set[bytes] = set()  # the last listing's rows, until its snapshot ends
         self.connected = threading.Event()
         self._client = None
         self._lock = threading.Lock()
@@ -119,6 +120,8 @@ class NodeLink:
                 for row in listed.rows:
                     d = row_dict(row, codec)
                     self.rows[(d.get("dpid"), d.get("flow_id"))] = d
+                # The watch opens with a snapshot of the same rows: recognised by bytes.
+                self._listed = {row.SerializeToString(deterministic=True) for row in listed.rows}
             self._publish()
             self.synced.set()
             self._client = client
@@ -169,12 +172,28 @@ class NodeLink:
         events.put(None)
 
     def _apply(self, batch, codec) -> None:
-        """Parse only the rows that changed and hand the app the differences."""
+        """Parse only the rows that changed and hand the app the differences.
+
+        A row equal to the one held is skipped: the watch opens with a snapshot of the
+        whole table, taken just before the listing, so without this every row would be
+        parsed twice and handed over as a deletion plus the row at every (re)connect. A
+        snapshot row whose bytes the listing held is skipped unparsed; any other row is
+        parsed and compared with the one held.
+        """
         changes: list[tuple[int, int, FlowSpec | None]] = []
         for event in batch:
+            if not event.snapshot:
+                self._listed = set()  # the snapshot is over
+            elif self._listed and event.flow.SerializeToString(deterministic=True) in self._listed:
+                continue  # this very row came in the listing: held and parsed already
             d = row_dict(event.flow, codec)
             key = (d.get("dpid"), d.get("flow_id"))
             with self._lock:
+                if (not event.deleted and self.rows.get(key) == d
+                        and (key in self.specs or key in self.rejected)):
+                    # The watch's opening snapshot repeats what the listing gave (and a
+                    # resync repeats every row): not a change, nothing to parse again.
+                    continue
                 old = self.specs.pop(key, None)
                 self.rejected.pop(key, None)
                 if event.deleted:
