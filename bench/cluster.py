@@ -6,8 +6,9 @@ Run: .venv/bin/python bench/cluster.py [--quick] [--seconds S] [--heal-writes N]
 Measures, on this machine, in one run: write throughput and p50/p99 latency at `local` and
 `quorum` acknowledgement with 1, 16 and 64 concurrent clients (asyncio gRPC clients in one
 process, or split over --load-procs processes; 100-byte values, plaintext loopback for every
-system); replication lag (time until all 3 nodes hold a write); heal time after a partition
-with N writes on each side. etcd runs as a throwaway 3-member cluster (Debian `etcd-server`),
+system); replication lag (until both followers hold a write, and until a watcher on each has
+it), idle and while the most clients write; heal time after a partition with N writes on each
+side. etcd runs as a throwaway 3-member cluster (Debian `etcd-server`),
 driven over the same gRPC client. pysyncobj (`.venv/bin/pip install -e '.[bench]'`) runs as 3
 processes with batched appends, its load generated inside the leader's process (no RPC per
 write, no fsync), so its column is a reference, not a like-for-like comparison. `floor` is
@@ -222,12 +223,36 @@ async def synod_writes(c: SynodCluster, clients: int, seconds: float, ack: int,
                            clients, seconds)
 
 
-async def synod_lag(c: SynodCluster, writes: int) -> dict:
-    """Time from a write's start on node 0 until nodes 1 and 2 both stream it (Watch)."""
+LAG_LOAD_S = 12.0  # how long the background load runs while lag is measured under load
+LAG_POLL_S = 0.005  # how often the followers' version vectors are read
+
+
+async def synod_lag(c: SynodCluster, writes: int, load_clients: int = 0,
+                    procs: int = 1) -> dict:
+    """Replication lag of writes to node 0: until nodes 1 and 2 both hold the write (their
+    version vectors, read every LAG_POLL_S, reach the write's seq) and, idle, until a
+    watcher on each of them has been sent it (Watch on kv).
+
+    With load_clients, that many clients write to node 0 at the same time (local acks, from
+    `procs` processes, for LAG_LOAD_S): the lag under load, as issue 14's target states it
+    (at 64 clients). The measured writes then stop when the load's window ends. No watcher
+    runs then: it would be sent every row of the load, and parsing those in this process
+    slowed the polls to one every ~75 ms here, which made the figure this process's."""
     md = [("authorization", f"Bearer {c.token}")]
+    load: dict = {}
+    loader = None
+    if load_clients:
+        loader = threading.Thread(target=lambda: load.update(drive_procs(
+            "synod", c.api_ports[0], c.token, nb.ACK_LOCAL, load_clients, LAG_LOAD_S,
+            max(procs, 1))), daemon=True)
+        loader.start()
+        await asyncio.sleep(2.5)  # the load's processes start 1.5 s after the call
     seen: dict[str, list[float]] = {}
     started: dict[str, float] = {}
-    done = asyncio.Event()
+    seqs: dict[str, int] = {}
+    acked: dict[str, float] = {}  # when node 0 acknowledged it (durable there)
+    polls: list[tuple[float, int]] = []  # (time, the lower of the followers' seqs of node 0)
+    finished = asyncio.Event()
 
     async def watch(i: int) -> None:
         async with c.channel(i) as ch:
@@ -237,29 +262,69 @@ async def synod_lag(c: SynodCluster, writes: int) -> dict:
                 key = ev.row.key[0].text_value
                 if key.startswith("lag-"):
                     seen.setdefault(key, []).append(time.perf_counter())
-                    if len(seen) == writes and all(len(v) == 2 for v in seen.values()):
-                        done.set()
-                        return
 
-    tasks = [asyncio.create_task(watch(i)) for i in (1, 2)]
+    async def poll(author: str) -> None:
+        chans = [c.channel(i) for i in (1, 2)]
+        try:
+            stubs = [northbound_pb2_grpc.ClusterServiceStub(ch) for ch in chans]
+            while not finished.is_set():
+                sts = await asyncio.gather(*(s.GetStatus(nb.GetStatusRequest(), metadata=md,
+                                                         timeout=5) for s in stubs))
+                polls.append((time.perf_counter(),
+                              min(st.version_vector.get(author, 0) for st in sts)))
+                await asyncio.sleep(LAG_POLL_S)
+        finally:
+            for ch in chans:
+                await ch.close()
+
+    async with c.channel(0) as ch:
+        status = await northbound_pb2_grpc.ClusterServiceStub(ch).GetStatus(
+            nb.GetStatusRequest(), metadata=md, timeout=5)
+    tasks = [] if load_clients else [asyncio.create_task(watch(i)) for i in (1, 2)]
+    tasks.append(asyncio.create_task(poll(status.node_id)))
     await asyncio.sleep(0.5)
+    until = time.perf_counter() + LAG_LOAD_S - 4.0
     async with c.channel(0) as ch:
         stub = northbound_pb2_grpc.RowServiceStub(ch)
         for n in range(writes):
+            if loader is not None and time.perf_counter() > until:
+                break  # the load's window is over: what was written is the sample
             key = f"lag-{n}"
             row = nb.Row(table="kv", key=[value_pb(key)], values={"value": value_pb(VALUE)})
             started[key] = time.perf_counter()
-            await stub.Put(nb.PutRequest(rows=[row]), metadata=md, timeout=10)
+            seqs[key] = (await stub.Put(nb.PutRequest(rows=[row]), metadata=md, timeout=10)).seq
+            acked[key] = time.perf_counter()
             await asyncio.sleep(0.005)
-    try:
-        await asyncio.wait_for(done.wait(), 20)
-    except TimeoutError:
-        pass
+    top = max(seqs.values(), default=0)
+    deadline = time.perf_counter() + 20
+    while time.perf_counter() < deadline and not (
+            (load_clients or all(len(seen.get(k, ())) == 2 for k in started))
+            and polls and polls[-1][1] >= top):
+        await asyncio.sleep(0.05)
+    finished.set()
     for t in tasks:
         t.cancel()
-    lags = [(max(v) - started[k]) * 1000 for k, v in seen.items() if len(v) == 2]
-    return {"writes": writes, "held_by_all": len(lags), "p50_ms": round(pct(lags, 50), 2),
-            "p99_ms": round(pct(lags, 99), 2)}
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if loader is not None:
+        await asyncio.to_thread(loader.join, LAG_LOAD_S + 90)
+    held = []
+    for k, seq in seqs.items():
+        at = next((t for t, s in polls if s >= seq and t >= started[k]), None)
+        if at is not None:
+            held.append((at - started[k]) * 1000)
+    watched = [(max(v) - started[k]) * 1000 for k, v in seen.items()
+               if len(v) == 2 and k in started]
+    acks = [(acked[k] - started[k]) * 1000 for k in acked]
+    gaps = [(b[0] - a[0]) * 1000 for a, b in zip(polls, polls[1:], strict=False)]
+    out = {"writes": len(started), "held_by_all": len(held), "p50_ms": round(pct(held, 50), 2),
+           "p99_ms": round(pct(held, 99), 2),
+           "poll_gap_ms": round(pct(gaps, 50), 1) if gaps else None,
+           "ack_p50_ms": round(pct(acks, 50), 2), "ack_p99_ms": round(pct(acks, 99), 2),
+           "watched_by_all": len(watched), "watch_p50_ms": round(pct(watched, 50), 2),
+           "watch_p99_ms": round(pct(watched, 99), 2)}
+    if load_clients:
+        out["load"] = {"clients": load_clients, "ack": "local", **load}
+    return out
 
 
 async def synod_heal(c: SynodCluster, per_side: int) -> dict:
@@ -612,6 +677,9 @@ async def run_synod(args: argparse.Namespace, tmp: Path, out: dict) -> None:
             return
         out["synod"]["lag"] = await synod_lag(synod, args.lag_writes)
         print(f"synod lag: {out['synod']['lag']}", file=sys.stderr)
+        out["synod"]["lag_loaded"] = await synod_lag(synod, args.lag_writes, max(args.clients),
+                                                     args.load_procs)
+        print(f"synod lag under load: {out['synod']['lag_loaded']}", file=sys.stderr)
         out["synod"]["rss_mb"] = synod.rss_mb()
         out["synod"]["heal"] = await synod_heal(synod, args.heal_writes)
         print(f"synod heal: {out['synod']['heal']}", file=sys.stderr)
@@ -662,10 +730,20 @@ def render(res: dict) -> str:
                     lines.append(f"{name}: {v}")
                     break
     lag = res["synod"].get("lag", {})
+    loaded = res["synod"].get("lag_loaded", {})
+    load = loaded.get("load", {})
     heal = res["synod"].get("heal", {})
-    lines += ["", f"synod replication lag (write start -> held by all 3): p50 {lag.get('p50_ms')}"
-                  f" ms, p99 {lag.get('p99_ms')} ms over {lag.get('held_by_all')}/"
-                  f"{lag.get('writes')} writes",
+    lines += ["", "synod replication lag, write start -> held by both followers (their "
+                  "vectors, polled; median gap between polls in brackets):",
+              f"  idle: p50 {lag.get('p50_ms')} ms, p99 {lag.get('p99_ms')} ms over "
+              f"{lag.get('held_by_all')} of {lag.get('writes')} writes "
+              f"[{lag.get('poll_gap_ms')} ms]; streamed by a watcher on each: p50 "
+              f"{lag.get('watch_p50_ms')} ms, p99 {lag.get('watch_p99_ms')} ms",
+              f"  while {load.get('clients')} clients write {load.get('ops_per_s')} local-ack "
+              f"ops/s to node 0: p50 {loaded.get('p50_ms')} ms, p99 {loaded.get('p99_ms')} ms "
+              f"over {loaded.get('held_by_all')} of {loaded.get('writes')} writes "
+              f"[{loaded.get('poll_gap_ms')} ms]; node 0's own ack of them p50 "
+              f"{loaded.get('ack_p50_ms')} ms, p99 {loaded.get('ack_p99_ms')} ms",
               f"synod heal: {heal.get('writes_per_side')} writes per side, digests equal "
               f"{heal.get('converged_s')} s after the restart that healed the partition "
               f"(converged: {heal.get('converged')})",
