@@ -26,6 +26,38 @@ def test_hash_ignores_order_and_sees_every_entry() -> None:
     assert vector_hash({"ab": 1}) != vector_hash({"a": 1, "b": 1})
 
 
+def _reference_hash(vector: dict) -> bytes:
+    """The hash as decision 0101 defines it, written out once more: its bytes travel."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    for author in sorted(vector):
+        name = author.encode()
+        h.update(len(name).to_bytes(2, "big") + name + vector[author].to_bytes(8, "big"))
+    return h.digest()
+
+
+def test_the_hash_is_the_defined_one_and_never_stale() -> None:
+    """A replica's memory keeps the last vector it hashed: the same vector again (a hub
+    sending it to each peer) must give the same bytes, and a vector changed in place must
+    not be answered from that memory."""
+    import random
+    rng = random.Random(14)
+    d = VectorDeltas()
+    peers = [f"p{i}" for i in range(5)]
+    v = {f"n{i:02d}": rng.randrange(1, 1 << 40) for i in range(50)}
+    assert vector_hash(v) == _reference_hash(v)
+    for _ in range(200):
+        author = rng.choice(sorted(v))
+        v[author] = rng.randrange(1, 1 << 40)  # the same dict object, changed in place
+        if rng.random() < 0.2:
+            v[f"x{rng.randrange(1000)}"] = rng.randrange(1, 100)
+        for peer in peers:  # as a hub sends one vector to each peer in turn
+            assert d.outgoing(peer, v)[2] == _reference_hash(v)
+        assert d.incoming("p0", v, b"", _reference_hash(v)) == v
+        assert d.incoming("p1", {}, _reference_hash(v), _reference_hash(v)) is None  # base unknown
+    assert vector_hash({}) == _reference_hash({})
+
+
 def test_delta_lists_changed_and_gone_authors() -> None:
     assert vector_delta({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5, "d": 1}) == {
         "b": 5, "d": 1, "c": 0}
