@@ -141,8 +141,12 @@ def parse_match(text: str) -> Match:
                 raise FlowSpecError(f"match field {name}: {value!r} is not a MAC address")
             fields[name] = value.lower()
         elif name in _IPV4_FIELDS:
-            if all(octet in _OCTETS for octet in value.split(".")) and value.count(".") == 3:
-                fields[name] = value  # a plain address, already as ipaddress writes it
+            addr, slash, plen = value.partition("/")
+            if (not slash or plen == "32") and addr.count(".") == 3 and \
+                    all(octet in _OCTETS for octet in addr.split(".")):
+                # A plain address, or one with /32 (a host route: ipaddress writes it as
+                # the address alone), already in canonical form: no ipaddress parse.
+                fields[name] = addr
                 continue
             try:
                 net = ipaddress.IPv4Network(value, strict=True)

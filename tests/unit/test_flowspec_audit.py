@@ -138,8 +138,9 @@ def test_audit_skips_in_flight_and_timed_flows():
 
 
 def test_ipv4_match_values_read_as_ipaddress_reads_them():
-    """parse_match takes a plain address without ipaddress (the node and the controller
-    parse every row): the result, or the refusal, must be ipaddress's (seeded cases)."""
+    """parse_match takes a plain address, or one with /32, without ipaddress (the node and
+    the controller parse every row): the result, or the refusal, must be ipaddress's
+    (seeded cases)."""
     import ipaddress
     import random
 
@@ -148,9 +149,14 @@ def test_ipv4_match_values_read_as_ipaddress_reads_them():
              "+1.2.3.4", "1.2.3.4/32", "1.2.3.0/24", "1.2.3.4/24", "0.0.0.0", "1.2.3.-1",
              "\u0661.2.3.4", "1.2.3.4/", "1.2.3.4/255.255.0.0"]
     cases += [".".join(str(rng.randrange(0, 300)) for _ in range(4)) for _ in range(500)]
+    # With a prefix: /32 (a host route) is taken without ipaddress too, the rest is not.
+    parts = ["0", "1", "99", "255", "256", "01", "", " 1", "x"]
+    suffixes = ["", "/32", "/31", "/24", "/0", "/032", "/33", "/", "/ 32", "/x"]
+    cases += [".".join(rng.choice(parts) for _ in range(rng.choice((3, 4, 4, 5))))
+              + rng.choice(suffixes) for _ in range(2000)]
     for text in cases:
         try:
-            net = ipaddress.IPv4Network(text, strict=True)
+            net = ipaddress.IPv4Network(text.strip(), strict=True)  # parse_match strips
             want = str(net.network_address) if net.prefixlen == 32 else str(net)
         except ValueError:
             want = None
