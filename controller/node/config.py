@@ -73,6 +73,9 @@ class ApiConfig:
     sql_value_bytes_max: int = 64 << 10
     list_rows_max: int = 100_000
     watch_queue_max: int = 10_000  # events buffered per watcher before it is cut
+    # The loop every API, peer link and the engine run on: uvloop (libuv) takes 12-29 %
+    # more writes here than asyncio's own loop (decision 0104); "asyncio" if it misbehaves.
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class NodeConfig:
 
 _CHOICES = {
     "replication.verify_on_start": ("all", "sample", "none"),
+    "api.event_loop": ("uvloop", "asyncio"),
     "log.level": ("debug", "info", "warning", "error"),
     "log.format": ("json", "text"),
 }

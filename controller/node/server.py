@@ -897,6 +897,23 @@ def _bind(add, address: str, key: str) -> int:
     return port
 
 
+def _run_loop(choice: str, main) -> None:
+    """Run main() to its end on the event loop [api] event_loop names (uvloop by default,
+    decision 0104); asyncio's own loop where uvloop cannot be imported, with a warning."""
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            log.warning("event loop: uvloop cannot be imported (%s); running on asyncio's "
+                        "own loop", exc)
+        else:
+            log.info("event loop: uvloop %s", uvloop.__version__)
+            uvloop.run(main())
+            return
+    log.info("event loop: asyncio")
+    asyncio.run(main())
+
+
 def run_node(cfg: NodeConfig, *, start_empty: bool = False) -> None:
     """Blocking entry point for `synod node run`: runs until SIGTERM or SIGINT."""
     # gRPC core's own lines (a failed TLS handshake: one each) through a rate-limiting
@@ -922,7 +939,7 @@ def run_node(cfg: NodeConfig, *, start_empty: bool = False) -> None:
             cProfile.runctx("asyncio.run(main())", globals(), {"main": main},
                             f"{profile_to}.{os.getpid()}")
         else:
-            asyncio.run(main())
+            _run_loop(cfg.api.event_loop, main)
     except DataDirError as exc:
         raise NodeError(str(exc)) from None
     log.info("ran %.1f s", time.monotonic() - started)

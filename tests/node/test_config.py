@@ -16,6 +16,7 @@ SYNOD = [sys.executable, "-c", "from controller.cli import main; main()"]
 def test_defaults_are_valid_and_frozen():
     cfg = parse_config({})
     assert cfg.api.listen == "127.0.0.1:7000" and cfg.peer.queue_max > 0
+    assert cfg.api.event_loop == "uvloop"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.api.listen = "x"  # type: ignore[misc]
 
@@ -31,6 +32,7 @@ def test_defaults_are_valid_and_frozen():
     ({"peer": {"advertise": "h:0"}}, "peer.advertise: 'h:0' is not HOST:PORT (port 0"),
     ({"peer": {"peers": ["h:0"]}}, "peer.peers: 'h:0' is not HOST:PORT (port 0"),
     ({"log": {"format": "xml"}}, "log.format: 'xml' is not one of json, text"),
+    ({"api": {"event_loop": "trio"}}, "api.event_loop: 'trio' is not one of uvloop, asyncio"),
     ({"api": "x"}, "api: expected a table"),
     ({"api": {"listen": "0.0.0.0:1", "insecure_loopback": True}}, "only allowed with api.listen"),
 ])
