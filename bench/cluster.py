@@ -140,7 +140,8 @@ def drive_procs(system: str, port: int, token: str, ack: int, clients: int, seco
 
 # ---------------------------------------------------------------------------- synod
 class SynodCluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, event_loop: str = "uvloop") -> None:
+        self.event_loop = event_loop  # the nodes' [api] event_loop (decision 0104)
         self.dirs = [root / f"n{i}" for i in range(3)]
         init_data_dirs(self.dirs, "bench")
         self.token = (self.dirs[0] / "admin.token").read_text().strip()
@@ -159,7 +160,8 @@ class SynodCluster:
             args += ["--peer", p]
         cfg = self.root / f"n{i}.toml"
         cfg.write_text("[api]\nrate_per_s = 1000000.0\nburst = 1000000\n"
-                       "inflight_per_client_max = 100000\n[log]\nlevel = \"warning\"\n")
+                       f"inflight_per_client_max = 100000\nevent_loop = \"{self.event_loop}\"\n"
+                       "[log]\nlevel = \"warning\"\n")
         args += ["--config", str(cfg)]
         log = open(self.root / f"n{i}.log", "ab")  # noqa: SIM115
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
@@ -445,7 +447,8 @@ class EtcdCluster:
 def serve_floor(port: int) -> None:
     """One Python process serving RowService.Put with an immediate answer: no auth, no
     engine, no disk. What any Python grpc.aio unary server reaches on this machine, the
-    ceiling Synod's node (one such process taking the writes) cannot pass."""
+    ceiling Synod's node (one such process taking the writes) cannot pass. On uvloop, as
+    the node (decision 0104), where it can be imported."""
 
     class Floor(northbound_pb2_grpc.RowServiceServicer):
         async def Put(self, request, context):
@@ -459,7 +462,12 @@ def serve_floor(port: int) -> None:
         print("ready", flush=True)
         await server.wait_for_termination()
 
-    asyncio.run(go())
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(go())
+    else:
+        uvloop.run(go())
 
 
 async def floor_writes(tmp: Path, clients_list: list[int], seconds: float,
@@ -627,7 +635,8 @@ def rss_vs_ops(root: Path, counts: list[int]) -> dict:
 # ---------------------------------------------------------------------------- main
 async def run(args: argparse.Namespace) -> dict:
     out: dict = {"machine": machine(), "seconds_per_cell": args.seconds,
-                 "load_procs": args.load_procs, "synod": {}, "etcd": {}, "pysyncobj": {}}
+                 "load_procs": args.load_procs, "node_loop": args.node_loop, "synod": {},
+                 "etcd": {}, "pysyncobj": {}}
     tmp = Path(tempfile.mkdtemp(prefix="synod-bench-"))
     if "synod" in args.systems:
         await run_synod(args, tmp, out)
@@ -664,7 +673,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 async def run_synod(args: argparse.Namespace, tmp: Path, out: dict) -> None:
-    synod = SynodCluster(tmp / "synod")
+    synod = SynodCluster(tmp / "synod", args.node_loop)
     (tmp / "synod").mkdir(exist_ok=True)
     try:
         synod.start_all()
@@ -691,8 +700,8 @@ def render(res: dict) -> str:
     m = res["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB, "
              f"Python {m['python']}, grpcio {m['grpcio']}",
-             f"3 nodes on loopback, 100-byte values, load from {res.get('load_procs', 1)} "
-             "asyncio gRPC client process(es)",
+             f"3 nodes on loopback ({res.get('node_loop', 'uvloop')} event loop), 100-byte "
+             f"values, load from {res.get('load_procs', 1)} asyncio gRPC client process(es)",
              "", f"{'system':10} {'ack':7} {'clients':>7} {'ops/s':>8} {'p50 ms':>8} "
              f"{'p99 ms':>8} {'vs etcd':>8}"]
     etcd = res["etcd"] if isinstance(res["etcd"], dict) else {}
@@ -774,6 +783,8 @@ def main() -> None:
     ap.add_argument("--rss-ops", type=int, nargs="*", default=[],
                     help="also measure node RSS after opening stores of these many ops "
                          "(two or more counts: extrapolated linearly to 1 million)")
+    ap.add_argument("--node-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                    help="the Synod nodes' event loop ([api] event_loop; default uvloop)")
     ap.add_argument("--cells-only", action="store_true",
                     help="only the throughput/latency cells (no lag, heal, RSS)")
     args = ap.parse_args()
