@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -374,7 +375,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
     async def Hello(self, request, context):
         caller = await self._caller(context)
-        self.engine.last_seen[caller] = asyncio.get_running_loop().time()
+        # The engine's clock (time.monotonic), not the loop's: uvloop's loop.time() is
+        # libuv's, cached once per iteration (decision 0104), and silence_ms compares both.
+        self.engine.last_seen[caller] = time.monotonic()
         e = self.engine
         e.peer_schema[caller] = request.schema_version
         e.note_vector_deltas(caller, request.vector_deltas)
