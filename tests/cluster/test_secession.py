@@ -71,6 +71,13 @@ def _lineage(cluster, i: int):
         return c.call(c.lineage.GetLineage, nb.GetLineageRequest())
 
 
+def _link_up(cluster, i: int, node_id: str) -> bool:
+    """Node i's peer link to node_id has found it (so node i knows its address)."""
+    with cluster.client(i) as c:
+        members = c.call(c.cluster.ListMembers, nb.ListMembersRequest()).members
+        return any(m.node_id == node_id and m.up for m in members)
+
+
 def _slot_value(cluster, i: int, slot: str):
     with cluster.client(i) as c:
         r = c.call(c.slots.GetSlot, nb.GetSlotRequest(slot=slot))
@@ -165,6 +172,9 @@ def test_two_voters_secede_together_and_merge_back_by_policy(make_cluster, monke
     assert wait_for(lambda: all(_lineage(cluster, i) for i in range(5)), 15)  # token synced
     a_id = _lineage(cluster, 0).lineage.cluster_id
     ids = [n.info["node_id"] for n in cluster.nodes]
+    # Node 3 tells node 4 over their link: it must have found node 4 first (a link still
+    # retrying at start knows an address, not whose it is: "no known peer address").
+    assert wait_for(lambda: _link_up(cluster, 3, ids[4]), 15)
 
     cluster.partition({0, 1, 2}, {3, 4})
     done = _cli(cluster, 3, "secede", ids[4][:10], "--confirmed-by", "ops", "--yes")
