@@ -168,13 +168,15 @@ def _running_pid(data: Path) -> int | None:
 
 
 # ------------------------------------------------------------------------ processes
-# Loaded in the parent: dlopen in a child forked from a process with threads can wait for
-# ever on a loader lock held at the fork (topologies/netctl.py says the same).
+# Loaded here, in the parent: dlopen in a child forked from a process with threads (gRPC,
+# a test's own) can wait for ever on a loader lock another thread held at the fork, which
+# hung a CI run in Popen. The child then only makes the call.
 _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 
 
-def _die_with_parent() -> None:
-    # A daemon must not outlive `synod up`, even one killed with SIGKILL.
+def die_with_parent() -> None:
+    """A Popen preexec_fn: the child gets SIGTERM when its parent dies, even by SIGKILL
+    (`synod up`'s daemons, the emulation's controllers)."""
     _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -218,7 +220,7 @@ class _Runner:
             proc = subprocess.Popen(
                 d.argv, stdin=subprocess.DEVNULL, stderr=log,
                 stdout=log if d.ready_tcp else subprocess.PIPE,
-                preexec_fn=_die_with_parent)
+                preexec_fn=die_with_parent)
         self.procs[name] = proc
         _log("spawned", daemon=name, pid=proc.pid, log=str(self.log_path(name)))
         threading.Thread(target=self._wait, args=(name, gen, proc), daemon=True).start()

@@ -33,9 +33,8 @@ from topologies.netctl import (
     running_network,
     start_controller,
     stop_process,
-    wait_reachable,
+    wait_converged,
 )
-from topologies.reach import Deadline
 from topologies.scenario import Phase, Report, ScenarioOptions
 
 __all__ = [
@@ -113,8 +112,7 @@ def _pingall_only(net: Mininet, opts: ScenarioOptions, progress: Progress) -> Re
     site_of_host = {h.name: h.name for h in net.hosts}  # no sites: pairs named one by one
     pairs = all_pairs(net)
     progress("waiting for the network to converge (link discovery, host learning)")
-    bound = Deadline(CONVERGE_TIMEOUT_S, len(pairs))
-    took = wait_reachable(net, pairs, bound.total_s)
+    took, bound = wait_converged(net, pairs)
     progress("pingall")
     phase = Phase("pingall", ping_pairs(net, pairs), {h: "all" for h in site_of_host})
     report = Report(f"Synod emulation: {opts.topo} topology, size {opts.sites}", ["all"],
@@ -135,8 +133,7 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
              f"{opts.wan_rate_mbit:g} Mbit/s, {opts.wan_loss_pct:g}% loss")
     report = Report(title, list(site_map))
     progress("waiting for the network to converge (link discovery, host learning)")
-    bound = Deadline(CONVERGE_TIMEOUT_S, len(pairs))
-    start = wait_reachable(net, pairs, bound.total_s)
+    start, bound = wait_converged(net, pairs)
     progress(f"phase 1/3: pingall across {len(site_map)} sites ({len(pairs)} pings)")
     before = Phase("before (all WAN links up)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(before)
@@ -147,15 +144,14 @@ def _partition_heal(net: Mininet, opts: ScenarioOptions, progress: Progress) -> 
     try:
         still = [(a, b) for a, b in pairs
                  if (site_of_host[a] == cut) == (site_of_host[b] == cut)]
-        cut_bound = Deadline(CONVERGE_TIMEOUT_S, len(still))
-        cut_s = wait_reachable(net, still, cut_bound.total_s)
+        cut_s, cut_bound = wait_converged(net, still)
         during = Phase(f"during ({cut} WAN cut)", ping_pairs(net, pairs), site_of_host)
     finally:
         progress(f"phase 3/3: healing the WAN link of {cut}")
         heal_wan(net, cut)
     report.phases.append(during)
     checkpoint()
-    heal_s = wait_reachable(net, pairs, bound.total_s)
+    heal_s, _ = wait_converged(net, pairs)
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
 

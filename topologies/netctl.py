@@ -7,7 +7,6 @@ turned into a stop request honoured between Mininet steps (see deferred_signals)
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from functools import partial
 
 from mininet.net import Mininet
 
+from controller.up import die_with_parent
 from topologies import reach
 from topologies.cloud_edge import OWNER_ENV, OWNER_KEY, SiteSwitch, SynodRemote, WanRelay
 
@@ -42,6 +42,7 @@ __all__ = [
     "running_network",
     "start_controller",
     "stop_process",
+    "wait_converged",
     "wait_reachable",
 ]
 
@@ -50,7 +51,6 @@ SWITCH_CONNECT_TIMEOUT_S = 60
 CONTROLLER_READY_TIMEOUT_S = 20
 PING_TIMEOUT_S = 3
 CONVERGE_TIMEOUT_S = 30
-PR_SET_PDEATHSIG = 1
 
 Progress = Callable[[str], None]
 
@@ -128,17 +128,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-# Loaded here, in the parent: dlopen in a child forked from a process with threads (gRPC,
-# the test's own) can wait for ever on a loader lock another thread held at the fork,
-# which hung a CI run in Popen. The child then only makes the call.
-_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    # The controller must not outlive us even if we are killed with SIGKILL.
-    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 # The launcher's commands (console scripts) and the entry point each runs.
 _LAUNCHERS = {"synod-controller": "main", "ryu-manager": "ryu_manager",
               "osken-manager": "osken_manager"}
@@ -165,7 +154,7 @@ def start_controller(port: int, log_path: str, host: str = "127.0.0.1",
                                             "--ofp-tcp-listen-port", str(port), *extra_args,
                                             *apps],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # not outliving us
             # Marks it as ours, so --cleanup can find it without touching other controllers.
             env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}),
         )
@@ -419,6 +408,15 @@ def wait_reachable(net: Mininet, pairs: list[tuple[str, str]],
     timeout_s passed; the Reach says when each answered and which never did. A stop
     request (Ctrl-C) is honoured between sends."""
     return reach.probe(_hosts(net), pairs, timeout_s, between=checkpoint)
+
+
+def wait_converged(net: Mininet,
+                   pairs: list[tuple[str, str]]) -> tuple[reach.Reach, reach.Deadline]:
+    """wait_reachable within the network's budget (CONVERGE_TIMEOUT_S) plus one round of
+    echoes over these pairs (reach_plan.Deadline: the bound grows with the pairs); the
+    deadline too, for the report's check."""
+    deadline = reach.Deadline(CONVERGE_TIMEOUT_S, len(pairs))
+    return wait_reachable(net, pairs, deadline.total_s), deadline
 
 
 def converge(net: Mininet, pairs: list[tuple[str, str]], timeout_s: float) -> float | None:

@@ -27,7 +27,7 @@ from topologies.netctl import (
     checkpoint,
     ping_pairs,
     running_network,
-    wait_reachable,
+    wait_converged,
 )
 from topologies.ovsroles import (
     OvsRolesError,
@@ -36,7 +36,7 @@ from topologies.ovsroles import (
     compare,
     read_roles,
 )
-from topologies.reach import Deadline, Reach, describe_pairs
+from topologies.reach import describe_pairs
 from topologies.scenario import Phase, Report, ScenarioOptions
 from topologies.sdn import SdnCluster
 
@@ -60,18 +60,6 @@ def _took(what: str, seconds: float | None, bound_s: float) -> tuple[str, bool]:
     if seconds is None:
         return f"{what}: not within {bound_s:g} s", False
     return f"{what} in {seconds:.2f} s", True
-
-
-def _reached(what: str, reach: Reach, deadline: Deadline,
-             site_of_host: dict[str, str]) -> tuple[str, bool]:
-    return reach.check(what, deadline, site_of_host)
-
-
-def _wait_all(net, pairs: list[tuple[str, str]]) -> tuple[Reach, Deadline]:
-    """Echo every pair until all answered, within the network's budget plus one round
-    of echoes over these pairs (reach_plan.Deadline: the bound grows with the pairs)."""
-    deadline = Deadline(CONVERGE_TIMEOUT_S, len(pairs))
-    return wait_reachable(net, pairs, deadline.total_s), deadline
 
 
 def run_sdn(topo, opts: ScenarioOptions, progress: Progress, log_dir: str,
@@ -125,10 +113,10 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
              f"signed by the cluster CA {cluster.ca})")
     step[0] = "start"
     progress("waiting for mastership and cross-site paths (LLDP + replicated topology)")
-    started, bound = _wait_all(net, pairs)
+    started, bound = wait_converged(net, pairs)
     _timing(report, "start", started.took)
-    checks.append(_reached("start: every host reached every other host", started, bound,
-                           site_of_host))
+    checks.append(started.check("start: every host reached every other host", bound,
+                                site_of_host))
     step[0] = "mastership"
     bridges = {name: net[name].dpid for s in site_map.values() for name in s.switches}
     progress("comparing mastership: OVS roles with the replicated switches table")
@@ -168,9 +156,9 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
         inside = [(a, b) for a, b in pairs if cut_side[a] and cut_side[b]]
         still = [(a, b) for a, b in pairs if cut_side[a] == cut_side[b]]
         crossing = [(a, b) for a, b in pairs if cut_side[a] != cut_side[b]]
-        cut_s, bound = _wait_all(net, still)
-        checks.append(_reached("cut: the paths that should survive did", cut_s, bound,
-                               site_of_host))
+        cut_s, bound = wait_converged(net, still)
+        checks.append(cut_s.check("cut: the paths that should survive did", bound,
+                                  site_of_host))
         step[0] = f"cut off, a flow added at {cut}"
         progress(f"adding flow 'local' for {edge_bridge} through the {cut} node, cut off")
         cluster.synod(cut, "flows", "add", edge_dpid, "local", "--priority", "300",
@@ -218,9 +206,9 @@ def _scenario(cluster: SdnCluster, net, opts: ScenarioOptions, progress: Progres
     checks.append((f"heal: the cloud node has {cut}'s local flow",
                    bool(re.search(r"\blocal\b", flows_at_cloud))))
     step[0] = "heal: reachability"
-    healed, bound = _wait_all(net, pairs)
+    healed, bound = wait_converged(net, pairs)
     _timing(report, "heal_reachability", healed.took)
-    checks.append(_reached("heal: full reachability returned", healed, bound, site_of_host))
+    checks.append(healed.check("heal: full reachability returned", bound, site_of_host))
     after = Phase("after (healed)", ping_pairs(net, pairs), site_of_host)
     report.phases.append(after)
     checks.append(after.all_answered("after: every host reaches every other host again"))

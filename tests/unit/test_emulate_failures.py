@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 _LOGGER_CLASS = logging.getLoggerClass()
-from topologies import sdn, sdn_scenario  # noqa: E402 - imports Mininet, which ...
+from topologies import netctl, sdn, sdn_scenario  # noqa: E402 - imports Mininet, which ...
 from topologies.cloud_edge import SiteInfo  # noqa: E402
 from topologies.netctl import EmulationError  # noqa: E402
 from topologies.reach import Deadline, Reach, describe_pairs  # noqa: E402
@@ -86,7 +86,7 @@ def test_a_step_that_fails_ends_the_scenario_with_a_failed_check(monkeypatch, tm
     monkeypatch.setattr(sdn_scenario, "running_network", running_network)
     monkeypatch.setattr(sdn_scenario, "sites", lambda n: site_map)
     waits = []
-    monkeypatch.setattr(sdn_scenario, "wait_reachable",
+    monkeypatch.setattr(netctl, "wait_reachable",
                         lambda n, pairs, t: waits.append((len(pairs), t)) or
                         Reach({p: 0.1 for p in pairs}))
     monkeypatch.setattr(sdn_scenario, "ping_pairs",
@@ -115,8 +115,8 @@ def test_a_reachability_deadline_names_what_it_waited_for_and_every_failed_pair(
     reach = Reach({p: None if p in missing else 1.5 for p in pairs}, sent=40,
                   echoes={p: 31 if p == ("ch1", "e1h1") else 30 for p in pairs})
     assert reach.took is None and set(reach.missing) == missing
-    text, ok = sdn_scenario._reached("start: every host reached every other host", reach,
-                                     Deadline(30, len(pairs)), site_of)
+    text, ok = reach.check("start: every host reached every other host",
+                           Deadline(30, len(pairs)), site_of)
     assert not ok and text == (
         "start: every host reached every other host: not within 31 s: 30 s for the network "
         "and 1 s for one round of echoes over 12 host pairs (3.9 ms a pair: 256 awaiting "
@@ -124,8 +124,7 @@ def test_a_reachability_deadline_names_what_it_waited_for_and_every_failed_pair(
         "answered (echoed 30-31 times each): ch1 -> e1h1, edge1 -> cloud: all 4")
     assert describe_pairs([], site_of, pairs) == ""
     done = Reach({p: 0.5 for p in pairs})
-    assert sdn_scenario._reached("x", done, Deadline(30, 12), site_of) == ("x in 0.50 s",
-                                                                           True)
+    assert done.check("x", Deadline(30, 12), site_of) == ("x in 0.50 s", True)
 
 
 def test_a_failed_wait_says_why_sends_failed_and_which_sources_it_could_not_probe():

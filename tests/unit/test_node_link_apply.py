@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from controller.forwarding.flowspec import flow_cookie
 from controller.node import codec
 from controller.openflow import node_link
 from controller.openflow.node_link import NodeLink, row_dict
@@ -98,12 +99,7 @@ def test_a_changed_or_deleted_row_is_still_handed_over():
     new = link.specs[(DPID, "f1")]
     assert new.actions != old.actions
     assert changes == [(DPID, old.cookie, None), (DPID, new.cookie, new),
-                       (DPID, link_cookie(rows, "f2"), None),
+                       (DPID, flow_cookie(DPID, "f2"), None),
                        (DPID, link.specs[(DPID, "f9")].cookie, link.specs[(DPID, "f9")])]
     assert (DPID, "f2") not in link.rows and (DPID, "f2") not in link.specs
     assert set(link.specs) == {(DPID, "f1"), (DPID, "f3"), (DPID, "f9")}
-
-
-def link_cookie(rows: dict, fid: str) -> int:
-    from controller.forwarding.flowspec import spec_from_row
-    return spec_from_row({"dpid": DPID, "flow_id": fid, **rows[(DPID, fid)]}).cookie
