@@ -32,6 +32,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def reserve_port(held: dict[int, socket.socket]) -> int:
+    """A free loopback port, kept bound (SO_REUSEPORT, not listening) in `held` until the
+    caller closes it: connect() never picks a port a socket is bound to, so no outbound
+    connection of the run can take it between the pick and the node's bind (CI once failed
+    twice in one run with "Address already in use" on a node's port at start). gRPC
+    servers bind with SO_REUSEPORT too, and only listening sockets get connections."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    held[port] = s
+    return port
+
+
 # A TCP relay per directed link that the nemesis can cut and heal: the emulation's.
 LinkProxy = WanProxy
 
@@ -122,11 +136,12 @@ class Cluster:
         init_data_dirs(self.dirs, f"cluster-{seed}")
         self.token = (self.dirs[0] / "admin.token").read_text().strip()
         self.ca = str(self.dirs[0] / "ca.crt")
-        peer_ports = [free_port() for _ in range(n)]
+        self.held: dict[int, socket.socket] = {}  # the nodes' ports, until stop()
+        peer_ports = [reserve_port(self.held) for _ in range(n)]
         self.proxies = {(i, j): LinkProxy(peer_ports[j])
                         for i in range(n) for j in range(n) if i != j}
         self.nodes = [
-            NodeProcess(i, self.dirs[i], free_port(), peer_ports[i],
+            NodeProcess(i, self.dirs[i], reserve_port(self.held), peer_ports[i],
                         [f"127.0.0.1:{self.proxies[(i, j)].port}" for j in range(n) if j != i],
                         root / f"n{i}.log")
             for i in range(n)
@@ -165,9 +180,10 @@ class Cluster:
         data = self.root / f"n{i}"
         ca = KeyPair((self.dirs[0] / "ca.key").read_bytes(), (self.dirs[0] / "ca.crt").read_bytes())
         init_data_dirs([data], None, ca)
-        peer_port = free_port()
+        peer_port = reserve_port(self.held)
         self.joined = self.run_join(data, via, peer_port)
-        node = NodeProcess(i, data, free_port(), peer_port, [], self.root / f"n{i}.log")
+        node = NodeProcess(i, data, reserve_port(self.held), peer_port, [],
+                           self.root / f"n{i}.log")
         node.extra_args = list(extra_args or [])
         self.nodes.append(node)
         self.dirs.append(data)
@@ -213,6 +229,9 @@ class Cluster:
             node.kill()
         for p in self.proxies.values():
             p.close()
+        for sock in self.held.values():
+            sock.close()
+        self.held.clear()
         leaked = []
         for node in self.nodes:
             for pid in node.pids:
